@@ -1,0 +1,46 @@
+"""Build PostgreSQL connection strings and mask their passwords for display."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+MASK = "***"
+
+_URL_PASSWORD = re.compile(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]*:)([^@\s]*)(@)")
+_KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def make_url(*, host: str, port: int, user: str, password: str, dbname: str) -> str:
+    """Return a ``postgresql://`` URL with every part percent-encoded."""
+    return (
+        f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}"
+        f"@{host}:{port}/{quote(dbname, safe='')}"
+    )
+
+
+def mask(text: str) -> str:
+    """Replace every password in ``text`` (URL or key=value DSNs) with ``***``.
+
+    Safe on arbitrary text such as exception messages, so it is applied to
+    anything that might echo a DSN.
+    """
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)
+    return _KV_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}", text)
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    """Return ``dsn`` pointing at another database, in key=value form."""
+    params = conninfo_to_dict(dsn)
+    params["dbname"] = dbname
+    return make_conninfo(**params)
+
+
+def host_port(dsn: str) -> str:
+    """``host:port`` of a DSN, for error messages (never includes secrets)."""
+    params = conninfo_to_dict(dsn)
+    host = params.get("host") or "localhost"
+    port = params.get("port") or "5432"
+    return f"{host}:{port}"

@@ -1,0 +1,1 @@
+"""Test isolation strategies (per-test server, rollback, truncate, template, warm pool)."""

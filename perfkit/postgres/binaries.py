@@ -1,0 +1,99 @@
+"""Find PostgreSQL server binaries (initdb, postgres) on this machine.
+
+Search order: an explicit bindir (setting or ``PERFKIT_PG_BINDIR``),
+``pg_config --bindir``, Debian/Ubuntu's ``/usr/lib/postgresql/*/bin`` (newest
+first), the binaries shipped in the ``pgserver`` wheel, then ``PATH``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from perfkit.errors import BackendUnavailable
+
+REQUIRED = ("initdb", "postgres")
+
+
+@dataclass(frozen=True)
+class PgBinaries:
+    """A directory holding ``initdb`` and ``postgres``, and where it was found."""
+
+    bindir: Path
+    source: str
+    version: str
+
+    def tool(self, name: str) -> str:
+        return str(self.bindir / name)
+
+
+def _has_server(bindir: Path) -> bool:
+    return all(os.access(bindir / name, os.X_OK) for name in REQUIRED)
+
+
+def _version(bindir: Path) -> str:
+    out = subprocess.run(
+        [str(bindir / "postgres"), "--version"], capture_output=True, text=True, timeout=10
+    ).stdout
+    match = re.search(r"(\d+(?:\.\d+)?)", out)
+    return match.group(1) if match else out.strip()
+
+
+def _candidates() -> list[tuple[Path, str]]:
+    found: list[tuple[Path, str]] = []
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            if out:
+                found.append((Path(out), "pg_config --bindir"))
+        except (OSError, subprocess.SubprocessError):
+            pass
+
+    def major(path: str) -> float:
+        name = Path(path).parent.name
+        return float(name) if re.fullmatch(r"\d+(\.\d+)?", name) else 0.0
+
+    for path in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=major, reverse=True):
+        found.append((Path(path), "/usr/lib/postgresql"))
+    try:
+        import pgserver  # type: ignore[import-untyped]
+
+        found.append((Path(pgserver.__file__).parent / "pginstall" / "bin", "pgserver wheel"))
+    except ImportError:
+        pass
+    initdb = shutil.which("initdb")
+    if initdb:
+        found.append((Path(os.path.realpath(initdb)).parent, "PATH"))
+    return found
+
+
+def find_binaries(bindir: str | None = None) -> PgBinaries:
+    """Locate server binaries or raise BackendUnavailable saying where we looked."""
+    explicit = bindir or os.environ.get("PERFKIT_PG_BINDIR")
+    if explicit:
+        path = Path(explicit)
+        if not _has_server(path):
+            raise BackendUnavailable(
+                f"no PostgreSQL server binaries (initdb, postgres) in bindir {explicit!r}; "
+                "point bindir/PERFKIT_PG_BINDIR at the directory `pg_config --bindir` prints"
+            )
+        return PgBinaries(path, "bindir setting", _version(path))
+    looked = []
+    for path, source in _candidates():
+        looked.append(f"{path} ({source})")
+        if _has_server(path):
+            return PgBinaries(path, source, _version(path))
+    raise BackendUnavailable(
+        "no PostgreSQL server binaries found (looked in: "
+        + (", ".join(looked) or "pg_config, /usr/lib/postgresql/*/bin, pgserver, PATH")
+        + "). Install them (`pip install pgserver`, or apt-get install postgresql) "
+        "or set PERFKIT_PG_BINDIR."
+    )

@@ -1,0 +1,102 @@
+"""Make sure every server perfkit starts is removed: on exit, on SIGTERM and on SIGINT.
+
+Live servers register themselves here. ``atexit`` stops whatever is still
+registered, and SIGTERM/SIGHUP are turned into ``SystemExit`` so that
+``finally`` blocks and context managers run (SIGINT already raises
+``KeyboardInterrupt``). What a hard kill (SIGKILL) leaves behind is found by
+:func:`sweep`: containers carry labels naming the owning process, local data
+directories a marker file with the owner's PID.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from perfkit.postgres.base import PostgresServer
+
+log = logging.getLogger(__name__)
+
+#: Docker label set on every container perfkit starts; its value is the owning PID.
+OWNER_LABEL = "perfkit.owner-pid"
+#: Prefix of every temporary directory a local server lives in.
+TEMPDIR_PREFIX = "perfkit-pg-"
+OWNER_FILE = "perfkit-owner.pid"
+
+_live: dict[int, PostgresServer] = {}
+_lock = threading.Lock()
+_installed = False
+
+
+def register(server: PostgresServer) -> None:
+    _install_handlers()
+    with _lock:
+        _live[id(server)] = server
+
+
+def unregister(server: PostgresServer) -> None:
+    with _lock:
+        _live.pop(id(server), None)
+
+
+def live_servers() -> list[PostgresServer]:
+    with _lock:
+        return list(_live.values())
+
+
+def stop_all() -> None:
+    """Stop every server still registered (best effort, errors are logged)."""
+    for server in live_servers():
+        try:
+            server.stop()
+        except Exception:  # keep going: the others must be stopped too
+            log.exception("could not stop %r", server)
+
+
+def _raise_system_exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _install_handlers() -> None:
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    atexit.register(stop_all)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, _raise_system_exit)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep(*, docker_client: Any | None = None) -> list[str]:
+    """Remove what perfkit runs left behind whose owner process is gone.
+
+    Returns a description of each removed item. Never touches anything
+    whose owner is still alive.
+    """
+    from perfkit.postgres import local
+
+    removed = local.sweep_stale()
+    if docker_client is not None:
+        from perfkit.postgres import docker as docker_backend
+
+        removed += docker_backend.sweep_stale(docker_client)
+    return removed
