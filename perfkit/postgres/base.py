@@ -201,6 +201,7 @@ class PostgresServer(abc.ABC):
 
     def _check_alive(self) -> None:
         """Raise ServerStartError if the server died while we waited for it."""
+        return None
 
     def _diagnostics(self) -> str:
         """A hint (e.g. the server log's tail) for a failed start."""

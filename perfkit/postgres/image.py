@@ -55,7 +55,8 @@ if [ "$1" = postgres ]; then
     rm -f /tmp/pwfile
     echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
     if [ "$POSTGRES_DB" != postgres ]; then
-      echo "CREATE DATABASE \\"$POSTGRES_DB\\";" | postgres --single -D "$PGDATA" postgres > /dev/null
+      echo "CREATE DATABASE \\"$POSTGRES_DB\\";" \\
+        | postgres --single -D "$PGDATA" postgres > /dev/null
     fi
     echo "perfkit entrypoint: initialised $PGDATA"
   fi

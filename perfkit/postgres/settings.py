@@ -69,7 +69,8 @@ class ServerSettings:
             raise ConfigError("password must be a non-empty string")
         if not isinstance(self.startup_timeout, int | float) or self.startup_timeout <= 0:
             raise ConfigError(
-                f"startup_timeout must be a positive number of seconds, got {self.startup_timeout!r}"
+                "startup_timeout must be a positive number of seconds, "
+                f"got {self.startup_timeout!r}"
             )
         if not isinstance(self.server_settings, Mapping):
             raise ConfigError("server_settings must be a mapping of GUC name to value")
