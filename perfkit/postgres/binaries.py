@@ -8,6 +8,7 @@ first), the binaries shipped in the ``pgserver`` wheel, then ``PATH``.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import re
 import shutil
@@ -63,12 +64,10 @@ def _candidates() -> list[tuple[Path, str]]:
 
     for path in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=major, reverse=True):
         found.append((Path(path), "/usr/lib/postgresql"))
-    try:
-        import pgserver  # type: ignore[import-untyped]
-
-        found.append((Path(pgserver.__file__).parent / "pginstall" / "bin", "pgserver wheel"))
-    except ImportError:
-        pass
+    # Located without importing: importing pgserver has side effects (warnings, dirs).
+    spec = importlib.util.find_spec("pgserver")
+    if spec is not None and spec.origin:
+        found.append((Path(spec.origin).parent / "pginstall" / "bin", "pgserver wheel"))
     initdb = shutil.which("initdb")
     if initdb:
         found.append((Path(os.path.realpath(initdb)).parent, "PATH"))
