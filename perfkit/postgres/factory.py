@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from perfkit.errors import BackendUnavailable
 from perfkit.postgres.base import PostgresServer
 from perfkit.postgres.settings import ServerSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,9 @@ def create_server(settings: ServerSettings | None = None, **overrides: object) -
         from dataclasses import replace
 
         settings = replace(settings, **overrides)  # type: ignore[arg-type]
-    backend = choose_backend(settings).backend
+    choice = choose_backend(settings)
+    log.info("PostgreSQL backend: %s (%s)", choice.backend, choice.reason)
+    backend = choice.backend
     if backend == "docker":
         from perfkit.postgres.docker import DockerServer
 
