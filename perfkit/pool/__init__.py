@@ -1,0 +1,40 @@
+"""Pool-settings lab: run workloads through psycopg_pool pools and measure what settings do.
+
+- :mod:`perfkit.pool.settings` - :class:`PoolSettings`, :class:`Workload`, presets
+  (:data:`REVIEW`, :data:`PSYCOPG_DEFAULTS`, :data:`NO_POOL`).
+- :mod:`perfkit.pool.runner` / :mod:`perfkit.pool.arunner` - run a workload with
+  threads over ``ConnectionPool`` or tasks over ``AsyncConnectionPool``.
+- :mod:`perfkit.pool.sweeps` - sweeps (size, spike, timeout, churn, recovery, presets).
+- :mod:`perfkit.pool.checkout` - cost of the check-before-acquire.
+- :mod:`perfkit.pool.summary` - pure summaries (percentiles, churn, recovery time).
+"""
+
+from perfkit.pool.arunner import run_workload_async, run_workload_async_blocking
+from perfkit.pool.result import Action, WorkloadResult
+from perfkit.pool.runner import run_workload
+from perfkit.pool.settings import (
+    DEFAULT_MIX,
+    NO_POOL,
+    PRESETS,
+    PSYCOPG_DEFAULTS,
+    REVIEW,
+    PoolSettings,
+    Query,
+    Workload,
+)
+
+__all__ = [
+    "DEFAULT_MIX",
+    "NO_POOL",
+    "PRESETS",
+    "PSYCOPG_DEFAULTS",
+    "REVIEW",
+    "Action",
+    "PoolSettings",
+    "Query",
+    "Workload",
+    "WorkloadResult",
+    "run_workload",
+    "run_workload_async",
+    "run_workload_async_blocking",
+]

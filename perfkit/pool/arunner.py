@@ -1,0 +1,232 @@
+"""The same workload through ``psycopg_pool.AsyncConnectionPool`` with asyncio tasks.
+
+Produces the same frames as :func:`perfkit.pool.runner.run_workload` (``mode``
+is ``"async"``). :func:`run_workload_async` is a coroutine; in a Jupyter cell
+use ``await``. :func:`run_workload_async_blocking` runs it from plain code,
+in a helper thread when an event loop is already running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from perfkit.dsn import mask
+from perfkit.pool.backends import new_application_name, wait_for_no_backends
+from perfkit.pool.records import Request, events_frame, requests_frame, stats_frame
+from perfkit.pool.result import Action, WorkloadResult
+from perfkit.pool.runner import ERROR_PAUSE_S, OPEN_TIMEOUT_S, Clock, connection_kwargs
+from perfkit.pool.schedule import WorkerPlan
+from perfkit.pool.settings import PoolSettings, Workload
+
+AConn = psycopg.AsyncConnection[Any]
+
+
+async def _sleep_until(clock: Clock, t: float) -> None:
+    left = t - clock()
+    if left > 0:
+        await asyncio.sleep(left)
+
+
+async def _worker(
+    index: int,
+    workload: Workload,
+    clock: Clock,
+    start_at: float,
+    deadline: float,
+    acquire: Callable[[], Awaitable[AConn]],
+    release: Callable[[AConn], Awaitable[None]],
+    out: list[Request],
+) -> None:
+    plan = WorkerPlan(workload=workload, worker=index)
+    await _sleep_until(clock, start_at)
+    seq = 0
+    while clock() < deadline:
+        query, think = plan.next()
+        t_start = clock()
+        try:
+            conn = await acquire()
+        except psycopg.Error as exc:
+            out.append(
+                Request(
+                    worker=index,
+                    seq=seq,
+                    query=query.name,
+                    start=t_start,
+                    wait=clock() - t_start,
+                    sql=None,
+                    hold=None,
+                    error=type(exc).__name__,
+                    stage="acquire",
+                )
+            )
+            seq += 1
+            await asyncio.sleep(max(think, ERROR_PAUSE_S))
+            continue
+        t_got = clock()
+        sql_s: float | None = None
+        error = ""
+        try:
+            cur = await conn.execute(query.sql)
+            await cur.fetchall()
+            sql_s = clock() - t_got
+        except psycopg.Error as exc:
+            error = type(exc).__name__
+        finally:
+            await release(conn)
+        t_done = clock()
+        out.append(
+            Request(
+                worker=index,
+                seq=seq,
+                query=query.name,
+                start=t_start,
+                wait=t_got - t_start,
+                sql=sql_s,
+                hold=t_done - t_got,
+                error=error,
+                stage="query" if error else "",
+            )
+        )
+        seq += 1
+        if error:
+            think = max(think, ERROR_PAUSE_S)
+        await asyncio.sleep(think)
+
+
+async def run_workload_async(
+    dsn: str,
+    settings: PoolSettings,
+    workload: Workload,
+    *,
+    actions: Sequence[Action] = (),
+    clock: Clock = time.perf_counter,
+    leak_timeout: float = 5.0,
+) -> WorkloadResult:
+    """Run ``workload`` with asyncio tasks through an AsyncConnectionPool (or no pool)."""
+    app = new_application_name()
+    kwargs = connection_kwargs(app, settings)
+    samples: list[tuple[float, dict[str, int]]] = []
+    events: list[tuple[float, str, str]] = []
+    per_worker: list[list[Request]] = [[] for _ in range(workload.workers)]
+    pool: AsyncConnectionPool | None = None
+    final_stats: dict[str, int] = {}
+
+    if settings.pooled:
+        pool = AsyncConnectionPool(
+            dsn,
+            open=False,
+            name=app,
+            kwargs=kwargs,
+            check=AsyncConnectionPool.check_connection if settings.check else None,
+            **settings.pool_kwargs(),
+        )
+        acquire: Callable[[], Awaitable[AConn]] = pool.getconn
+        release: Callable[[AConn], Awaitable[None]] = pool.putconn
+    else:
+
+        async def acquire() -> AConn:
+            return await psycopg.AsyncConnection.connect(dsn, **kwargs)
+
+        async def release(conn: AConn) -> None:
+            await conn.close()
+
+    stop = asyncio.Event()
+
+    async def sampler() -> None:
+        assert pool is not None
+        while True:
+            samples.append((clock(), pool.get_stats()))
+            try:
+                await asyncio.wait_for(stop.wait(), workload.stats_interval)
+                samples.append((clock(), pool.get_stats()))
+                return
+            except TimeoutError:
+                pass
+
+    async def actor(start_at: float) -> None:
+        for action in sorted(actions, key=lambda a: a.at_s):
+            await _sleep_until(clock, start_at + action.at_s)
+            t = clock()
+            try:
+                await asyncio.to_thread(action.fn, app)
+                error = ""
+            except Exception as exc:
+                error = mask(f"{type(exc).__name__}: {exc}")
+            events.append((t, action.name, error))
+
+    background: list[asyncio.Task[None]] = []
+    try:
+        if pool is not None:
+            await pool.open(wait=True, timeout=OPEN_TIMEOUT_S)
+            background.append(asyncio.create_task(sampler()))
+        t0 = clock()
+        start_at = t0 + workload.start_delay
+        deadline = start_at + workload.duration
+        if actions:
+            background.append(asyncio.create_task(actor(start_at)))
+        await asyncio.gather(
+            *(
+                _worker(i, workload, clock, start_at, deadline, acquire, release, per_worker[i])
+                for i in range(workload.workers)
+            )
+        )
+        end = clock()
+        if pool is not None:
+            final_stats = pool.get_stats()
+    finally:
+        stop.set()
+        for task in background:
+            try:
+                await asyncio.wait_for(task, 30.0)
+            except TimeoutError:
+                task.cancel()
+        if pool is not None:
+            await pool.close()
+    leaked = await asyncio.to_thread(wait_for_no_backends, dsn, app, timeout=leak_timeout)
+    records = [r for rs in per_worker for r in rs]
+    return WorkloadResult(
+        settings=settings,
+        workload=workload,
+        mode="async",
+        requests=requests_frame(records, start_at),
+        stats=stats_frame(samples, start_at),
+        events=events_frame(events, start_at),
+        elapsed_s=end - start_at,
+        leaked=leaked,
+        final_stats=final_stats,
+    )
+
+
+def run_workload_async_blocking(
+    dsn: str, settings: PoolSettings, workload: Workload, **kwargs: Any
+) -> WorkloadResult:
+    """Run :func:`run_workload_async` to completion from synchronous code.
+
+    Works inside Jupyter too (where a loop already runs): the coroutine then
+    gets its own loop in a helper thread.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run_workload_async(dsn, settings, workload, **kwargs))
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = asyncio.run(run_workload_async(dsn, settings, workload, **kwargs))
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="perfkit-async-workload")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]

@@ -1,0 +1,68 @@
+"""Server-side views of a run's connections: count them, kill them, wait for them to go.
+
+Every run tags its connections with a unique ``application_name`` so that
+``pg_stat_activity`` tells exactly which backends belong to it (other tests may
+share the server). Used for the "no connection leaked" guarantee and to
+simulate a DBA killing backends (``pg_terminate_backend``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+
+import psycopg
+
+ADMIN_APP = "perfkit-pool-admin"
+
+
+def new_application_name(prefix: str = "perfkit-pool") -> str:
+    """A unique ``application_name`` for one run's connections."""
+    return f"{prefix}-{secrets.token_hex(5)}"
+
+
+def count_backends(dsn: str, application_name: str) -> int:
+    """Backends connected right now with this ``application_name``."""
+    with psycopg.connect(
+        dsn, autocommit=True, connect_timeout=5, application_name=ADMIN_APP
+    ) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def terminate_backends(dsn: str, application_name: str) -> int:
+    """``pg_terminate_backend`` every backend with this ``application_name``; return how many."""
+    with psycopg.connect(
+        dsn, autocommit=True, connect_timeout=5, application_name=ADMIN_APP
+    ) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            (application_name,),
+        ).fetchall()
+    return sum(1 for (ok,) in rows if ok)
+
+
+def wait_for_no_backends(
+    dsn: str,
+    application_name: str,
+    *,
+    timeout: float = 5.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Poll until no backend has this name (backends exit a moment after the client closes).
+
+    Returns the count left at the end: 0 means nothing leaked.
+    """
+    deadline = clock() + timeout
+    while True:
+        left = count_backends(dsn, application_name)
+        if left == 0 or clock() >= deadline:
+            return left
+        sleep(0.02)

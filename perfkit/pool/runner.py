@@ -1,0 +1,262 @@
+"""Run a workload through a ``psycopg_pool.ConnectionPool`` (or no pool) with threads.
+
+W worker threads loop for ``duration`` seconds: acquire (timed here, since
+psycopg_pool reports no percentiles), run the query, release, think. A sampler
+thread records ``pool.get_stats()`` over time; an action thread injects
+faults (see :class:`perfkit.pool.result.Action`). After the pool is closed
+the server is asked which of the run's backends are still there
+(``leaked``, expected 0).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from perfkit.dsn import mask
+from perfkit.pool.backends import new_application_name, wait_for_no_backends
+from perfkit.pool.records import Request, events_frame, requests_frame, stats_frame
+from perfkit.pool.result import Action, WorkloadResult
+from perfkit.pool.schedule import WorkerPlan
+from perfkit.pool.settings import PoolSettings, Workload
+
+#: libpq connect timeout (whole seconds) for pool connections and per-request connects.
+CONNECT_TIMEOUT_S = 5
+#: Pause after a failed request so a worker does not spin on a dead server.
+ERROR_PAUSE_S = 0.01
+#: How long open() may take to fill the pool to min_size.
+OPEN_TIMEOUT_S = 30.0
+
+Clock = Callable[[], float]
+
+
+def connection_kwargs(application_name: str, settings: PoolSettings) -> dict[str, Any]:
+    """Keyword arguments for every connection of a run (autocommit, tagged, bounded connect)."""
+    timeout = CONNECT_TIMEOUT_S if settings.pooled else max(2, round(settings.timeout))
+    return {"autocommit": True, "application_name": application_name, "connect_timeout": timeout}
+
+
+def make_pool(dsn: str, settings: PoolSettings, application_name: str) -> ConnectionPool:
+    """An unopened ConnectionPool for ``settings`` (check callback if ``settings.check``)."""
+    return ConnectionPool(
+        dsn,
+        open=False,
+        name=application_name,
+        kwargs=connection_kwargs(application_name, settings),
+        check=ConnectionPool.check_connection if settings.check else None,
+        **settings.pool_kwargs(),
+    )
+
+
+class _Stopwatch:
+    """The shared bits of a run: clock, t0, deadline, stop flag."""
+
+    def __init__(self, clock: Clock, workload: Workload) -> None:
+        self.clock = clock
+        self.t0 = clock()
+        self.start_at = self.t0 + workload.start_delay
+        self.deadline = self.start_at + workload.duration
+        self.stop = threading.Event()
+
+    def sleep_until(self, t: float) -> None:
+        while (left := t - self.clock()) > 0:
+            time.sleep(min(left, 0.05))
+
+
+def _worker(
+    index: int,
+    workload: Workload,
+    watch: _Stopwatch,
+    acquire: Callable[[], psycopg.Connection[Any]],
+    release: Callable[[psycopg.Connection[Any]], None],
+    out: list[Request],
+) -> None:
+    plan = WorkerPlan(workload=workload, worker=index)
+    clock = watch.clock
+    watch.sleep_until(watch.start_at)
+    seq = 0
+    while clock() < watch.deadline:
+        query, think = plan.next()
+        t_start = clock()
+        try:
+            conn = acquire()
+        except psycopg.Error as exc:
+            out.append(
+                Request(
+                    worker=index,
+                    seq=seq,
+                    query=query.name,
+                    start=t_start,
+                    wait=clock() - t_start,
+                    sql=None,
+                    hold=None,
+                    error=type(exc).__name__,
+                    stage="acquire",
+                )
+            )
+            seq += 1
+            time.sleep(max(think, ERROR_PAUSE_S))
+            continue
+        t_got = clock()
+        sql_s: float | None = None
+        error = ""
+        try:
+            conn.execute(query.sql).fetchall()
+            sql_s = clock() - t_got
+        except psycopg.Error as exc:
+            error = type(exc).__name__
+        finally:
+            release(conn)
+        t_done = clock()
+        out.append(
+            Request(
+                worker=index,
+                seq=seq,
+                query=query.name,
+                start=t_start,
+                wait=t_got - t_start,
+                sql=sql_s,
+                hold=t_done - t_got,
+                error=error,
+                stage="query" if error else "",
+            )
+        )
+        seq += 1
+        if error:
+            think = max(think, ERROR_PAUSE_S)
+        if think > 0:
+            time.sleep(think)
+
+
+def _sampler(
+    pool: ConnectionPool,
+    watch: _Stopwatch,
+    interval: float,
+    out: list[tuple[float, dict[str, int]]],
+) -> None:
+    out.append((watch.clock(), pool.get_stats()))
+    while not watch.stop.wait(interval):
+        out.append((watch.clock(), pool.get_stats()))
+    out.append((watch.clock(), pool.get_stats()))
+
+
+def _actor(
+    actions: Sequence[Action],
+    watch: _Stopwatch,
+    application_name: str,
+    out: list[tuple[float, str, str]],
+) -> None:
+    for action in sorted(actions, key=lambda a: a.at_s):
+        at = watch.start_at + action.at_s
+        if watch.stop.wait(max(0.0, at - watch.clock())):
+            return
+        t = watch.clock()
+        try:
+            action.fn(application_name)
+            error = ""
+        except Exception as exc:
+            error = mask(f"{type(exc).__name__}: {exc}")
+        out.append((t, action.name, error))
+
+
+def run_workload(
+    dsn: str,
+    settings: PoolSettings,
+    workload: Workload,
+    *,
+    actions: Sequence[Action] = (),
+    clock: Clock = time.perf_counter,
+    leak_timeout: float = 5.0,
+) -> WorkloadResult:
+    """Run ``workload`` through a pool built from ``settings`` (threads) and collect frames."""
+    app = new_application_name()
+    pool: ConnectionPool | None = None
+    samples: list[tuple[float, dict[str, int]]] = []
+    events: list[tuple[float, str, str]] = []
+    per_worker: list[list[Request]] = [[] for _ in range(workload.workers)]
+    failures: list[BaseException] = []
+    final_stats: dict[str, int] = {}
+
+    if settings.pooled:
+        pool = make_pool(dsn, settings, app)
+        acquire: Callable[[], psycopg.Connection[Any]] = pool.getconn
+        release: Callable[[psycopg.Connection[Any]], None] = pool.putconn
+    else:
+        kwargs = connection_kwargs(app, settings)
+
+        def acquire() -> psycopg.Connection[Any]:
+            return psycopg.connect(dsn, **kwargs)
+
+        def release(conn: psycopg.Connection[Any]) -> None:
+            conn.close()
+
+    threads: list[threading.Thread] = []
+    try:
+        if pool is not None:
+            pool.open(wait=True, timeout=OPEN_TIMEOUT_S)
+        watch = _Stopwatch(clock, workload)
+        if pool is not None:
+            threads.append(
+                threading.Thread(
+                    target=_sampler,
+                    args=(pool, watch, workload.stats_interval, samples),
+                    name=f"{app}-stats",
+                    daemon=True,
+                )
+            )
+        if actions:
+            threads.append(
+                threading.Thread(
+                    target=_actor,
+                    args=(actions, watch, app, events),
+                    name=f"{app}-act",
+                    daemon=True,
+                )
+            )
+        for t in threads:
+            t.start()
+
+        def guarded(i: int) -> None:
+            try:
+                _worker(i, workload, watch, acquire, release, per_worker[i])
+            except BaseException as exc:
+                failures.append(exc)
+
+        workers = [
+            threading.Thread(target=guarded, args=(i,), name=f"{app}-w{i}", daemon=True)
+            for i in range(workload.workers)
+        ]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        end = clock()
+        if pool is not None:
+            final_stats = pool.get_stats()
+    finally:
+        if threads:
+            watch.stop.set()
+            for t in threads:
+                t.join()
+        if pool is not None:
+            pool.close()
+    if failures:
+        raise failures[0]
+    leaked = wait_for_no_backends(dsn, app, timeout=leak_timeout)
+    records = [r for rs in per_worker for r in rs]
+    return WorkloadResult(
+        settings=settings,
+        workload=workload,
+        mode="sync",
+        requests=requests_frame(records, watch.start_at),
+        stats=stats_frame(samples, watch.start_at),
+        events=events_frame(events, watch.start_at),
+        elapsed_s=end - watch.start_at,
+        leaked=leaked,
+        final_stats=final_stats,
+    )

@@ -1,0 +1,85 @@
+"""Pure summaries of a workload run: throughput, wait percentiles, error counts.
+
+psycopg_pool only reports total wait milliseconds; percentiles come from the
+per-request ``wait_ms`` the runner times itself.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+PERCENTILES = (50, 95, 99)
+
+
+def _pct(series: pd.Series, q: float) -> float:
+    s = series.dropna()
+    return float(s.quantile(q / 100.0)) if len(s) else math.nan
+
+
+def summarize(requests: pd.DataFrame, elapsed_s: float) -> dict[str, Any]:
+    """One row of numbers describing a run's ``requests`` frame.
+
+    ``throughput_rps`` counts successful requests per second of ``elapsed_s``.
+    Wait percentiles cover every request (failed acquisitions included: a
+    timeout is a long wait); SQL and hold percentiles cover those that got a
+    connection.
+    """
+    n = len(requests)
+    ok = int(requests["ok"].sum()) if n else 0
+    out: dict[str, Any] = {
+        "requests": n,
+        "successes": ok,
+        "errors": n - ok,
+        "elapsed_s": elapsed_s,
+        "throughput_rps": ok / elapsed_s if elapsed_s > 0 else math.nan,
+        "error_rate": (n - ok) / n if n else math.nan,
+    }
+    for col in ("wait_ms", "sql_ms", "hold_ms", "total_ms"):
+        for p in PERCENTILES:
+            out[f"{col.removesuffix('_ms')}_p{p}_ms"] = _pct(requests[col], p)
+        out[f"{col.removesuffix('_ms')}_max_ms"] = (
+            float(requests[col].max()) if requests[col].notna().any() else math.nan
+        )
+    counts = requests.loc[~requests["ok"], "error"].value_counts() if n else pd.Series()
+    for name in ("PoolTimeout", "TooManyRequests"):
+        out[f"n_{name}"] = int(counts.get(name, 0))
+    out["n_other_errors"] = int(counts.sum()) - out["n_PoolTimeout"] - out["n_TooManyRequests"]
+    stages = requests["stage"].value_counts() if n else pd.Series()
+    out["n_acquire_errors"] = int(stages.get("acquire", 0))
+    out["n_query_errors"] = int(stages.get("query", 0))
+    return out
+
+
+def churn(stats: pd.DataFrame, elapsed_s: float) -> dict[str, float]:
+    """Connections opened and lost during a run, per minute, from the stats samples."""
+    if stats.empty or elapsed_s <= 0:
+        return {"connections_opened": math.nan, "reconnects_per_min": math.nan}
+    first, last = stats.iloc[0], stats.iloc[-1]
+    opened = float(last["connections_num"] - first["connections_num"])
+    return {
+        "connections_opened": opened,
+        "reconnects_per_min": opened / elapsed_s * 60.0,
+        "connections_lost": float(last["connections_lost"] - first["connections_lost"]),
+        "max_pool_size": float(stats["pool_size"].max()),
+        "max_requests_waiting": float(stats["requests_waiting"].max()),
+    }
+
+
+def recovery_time(requests: pd.DataFrame, fault_s: float) -> float:
+    """Seconds from ``fault_s`` until the first success after the last failure after it.
+
+    0.0 when no request failed after the fault; NaN when no success followed.
+    """
+    after = requests[requests["start_s"] >= fault_s].sort_values("start_s")
+    failed = after[~after["ok"]]
+    if failed.empty:
+        return 0.0
+    last_fail = failed["start_s"].max()
+    ok_after = after[(after["ok"]) & (after["start_s"] > last_fail)]
+    if ok_after.empty:
+        return math.nan
+    first = ok_after.iloc[0]
+    return float(first["start_s"] + first["total_ms"] / 1000.0 - fault_s)

@@ -1,0 +1,278 @@
+"""Sweeps over pool settings: each one a list of cases run one after another.
+
+A case is (tags, pool settings, workload, actions). :func:`run_cases` runs
+them and stacks the results into four tidy frames: ``runs`` (one summary row
+per case, tags as columns), ``requests``, ``stats`` and ``events`` (tagged
+with ``case``). The builders below (``size_cases``, ``spike_cases``, ...)
+only make case lists, so they are pure and unit-tested without a server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from perfkit.pool.backends import terminate_backends
+from perfkit.pool.result import Action, WorkloadResult
+from perfkit.pool.runner import run_workload
+from perfkit.pool.settings import NO_POOL, PoolSettings, Query, Workload
+from perfkit.pool.summary import recovery_time
+
+Runner = Callable[..., WorkloadResult]
+FRAME_NAMES = ("runs", "requests", "stats", "events")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Case:
+    """One run of a sweep: what to run and the labels to file it under."""
+
+    experiment: str
+    settings: PoolSettings
+    workload: Workload
+    tags: dict[str, Any] = field(default_factory=dict)
+    actions: tuple[Action, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepResult:
+    """Stacked frames of several runs (``case`` numbers tie them together)."""
+
+    runs: pd.DataFrame
+    requests: pd.DataFrame
+    stats: pd.DataFrame
+    events: pd.DataFrame
+
+    def frames(self, prefix: str = "") -> dict[str, pd.DataFrame]:
+        return {f"{prefix}{k}": getattr(self, k) for k in ("runs", "requests", "stats", "events")}
+
+    @staticmethod
+    def concat(results: Iterable[SweepResult]) -> SweepResult:
+        results = list(results)
+        offset = 0
+        parts: dict[str, list[pd.DataFrame]] = {
+            k: [] for k in ("runs", "requests", "stats", "events")
+        }
+        for r in results:
+            for k in parts:
+                df = getattr(r, k).copy()
+                if "case" in df:
+                    df["case"] = df["case"] + offset
+                parts[k].append(df)
+            offset += len(r.runs)
+        return SweepResult(**{k: pd.concat(v, ignore_index=True) for k, v in parts.items()})
+
+
+def cores() -> int:
+    """CPU cores of this machine (the base of the pool-size rule of thumb)."""
+    return os.cpu_count() or 1
+
+
+def rule_of_thumb(n_cores: int) -> int:
+    """PostgreSQL wiki / HikariCP rule: connections = (cores * 2) + effective spindles (1)."""
+    return n_cores * 2 + 1
+
+
+def default_sizes(n_cores: int, factor: int = 4) -> list[int]:
+    """Pool sizes 1 .. factor x cores, always including the rule-of-thumb size."""
+    sizes = set(range(1, factor * n_cores + 1)) | {rule_of_thumb(n_cores)}
+    return sorted(sizes)
+
+
+def run_cases(
+    dsn: str,
+    cases: Sequence[Case],
+    *,
+    runner: Runner = run_workload,
+    progress: Callable[[int, Case], None] | None = None,
+) -> SweepResult:
+    """Run every case in order and stack the frames."""
+    runs, requests, stats, events = [], [], [], []
+    for i, case in enumerate(cases):
+        if progress is not None:
+            progress(i, case)
+        result = runner(dsn, case.settings, case.workload, actions=case.actions)
+        tags = {"case": i, "experiment": case.experiment} | case.tags
+        row = tags | result.summary()
+        if "fault_at_s" in case.tags:
+            row["recovery_s"] = recovery_time(result.requests, case.tags["fault_at_s"])
+        runs.append(row)
+        framed = result.tagged(**tags)
+        requests.append(framed["requests"])
+        stats.append(framed["stats"])
+        events.append(framed["events"])
+    return SweepResult(
+        runs=pd.DataFrame(runs),
+        requests=pd.concat(requests, ignore_index=True) if requests else pd.DataFrame(),
+        stats=pd.concat(stats, ignore_index=True) if stats else pd.DataFrame(),
+        events=pd.concat(events, ignore_index=True) if events else pd.DataFrame(),
+    )
+
+
+# -- case builders -----------------------------------------------------------
+
+
+def size_cases(
+    sizes: Sequence[int],
+    worker_counts: Sequence[int],
+    workload: Workload,
+    *,
+    base: PoolSettings | None = None,
+    no_pool: bool = True,
+) -> list[Case]:
+    """Fixed-size pools (min = max = size) at each worker count, plus a no-pool baseline."""
+    base = base or PoolSettings(name="size", timeout=30.0)
+    rule = rule_of_thumb(cores())
+    cases = []
+    for w in worker_counts:
+        wl = workload.replace(workers=w)
+        for size in sizes:
+            s = base.replace(name=f"size={size}", min_size=size, max_size=size)
+            cases.append(
+                Case(experiment="size", settings=s, workload=wl, tags={"rule": size == rule})
+            )
+        if no_pool:
+            cases.append(
+                Case(experiment="size", settings=NO_POOL, workload=wl, tags={"rule": False})
+            )
+    return cases
+
+
+def spike_cases(
+    min_sizes: Sequence[int],
+    max_size: int,
+    workload: Workload,
+    *,
+    idle_before: float = 0.5,
+) -> list[Case]:
+    """Cold burst: a pool holding ``min_size`` idle connections, then all workers at once."""
+    wl = workload.replace(start_delay=idle_before)
+    return [
+        Case(
+            experiment="spike",
+            settings=PoolSettings(name=f"min={m}", min_size=m, max_size=max_size, timeout=30.0),
+            workload=wl,
+        )
+        for m in min_sizes
+    ]
+
+
+#: A slow statement that makes a small pool the bottleneck (for timeout / max_waiting).
+SLOW_MIX: tuple[Query, ...] = (Query(name="sleep20ms", sql="SELECT pg_sleep(0.02)"),)
+
+
+def timeout_cases(
+    timeouts: Sequence[float],
+    max_waitings: Sequence[int],
+    workload: Workload,
+    *,
+    max_size: int = 2,
+) -> list[Case]:
+    """An overloaded small pool (slow queries, many workers): each timeout x max_waiting."""
+    wl = workload.replace(mix=SLOW_MIX)
+    return [
+        Case(
+            experiment="timeout",
+            settings=PoolSettings(
+                name=f"timeout={t:g},max_waiting={mw}",
+                min_size=max_size,
+                max_size=max_size,
+                timeout=t,
+                max_waiting=mw,
+            ),
+            workload=wl,
+        )
+        for t in timeouts
+        for mw in max_waitings
+    ]
+
+
+def churn_cases(
+    lifetimes: Sequence[tuple[float, float]],
+    workload: Workload,
+    *,
+    min_size: int = 1,
+    max_size: int = 4,
+) -> list[Case]:
+    """Each (max_idle, max_lifetime) pair: how often connections are replaced, what it costs."""
+    return [
+        Case(
+            experiment="churn",
+            settings=PoolSettings(
+                name=f"idle={idle:g},life={life:g}",
+                min_size=min_size,
+                max_size=max_size,
+                max_idle=idle,
+                max_lifetime=life,
+                timeout=30.0,
+            ),
+            workload=workload,
+        )
+        for idle, life in lifetimes
+    ]
+
+
+def kill_backends_action(dsn: str, at_s: float) -> Action:
+    """An action that ``pg_terminate_backend``s all of the run's connections at ``at_s``."""
+    return Action(at_s=at_s, name="terminate", fn=lambda app: terminate_backends(dsn, app))
+
+
+def restart_actions(server: Any, at_s: float, down_s: float) -> tuple[Action, Action]:
+    """Take the server down at ``at_s`` and bring it back (waiting) ``down_s`` later."""
+    return (
+        Action(at_s=at_s, name="take_down", fn=lambda _app: server.take_down()),
+        Action(at_s=at_s + down_s, name="bring_up", fn=lambda _app: server.bring_up(wait=True)),
+    )
+
+
+def recovery_cases(
+    dsn: str,
+    workload: Workload,
+    *,
+    server: Any = None,
+    base: PoolSettings,
+    fault_at: float,
+    down_s: float = 0.5,
+    faults: Sequence[str] = ("terminate", "restart"),
+) -> list[Case]:
+    """With and without check: kill the pool's backends, and (given ``server``) restart it."""
+    cases = []
+    for fault in faults:
+        if fault == "terminate":
+            actions: tuple[Action, ...] = (kill_backends_action(dsn, fault_at),)
+        elif fault == "restart":
+            if server is None:
+                continue
+            actions = restart_actions(server, fault_at, down_s)
+        else:
+            raise ValueError(f"unknown fault {fault!r}; use 'terminate' or 'restart'")
+        for check in (False, True):
+            cases.append(
+                Case(
+                    experiment="recovery",
+                    settings=base.replace(name=f"{fault},check={check}", check=check),
+                    workload=workload,
+                    tags={"fault": fault, "fault_at_s": fault_at},
+                    actions=actions,
+                )
+            )
+    return cases
+
+
+def preset_cases(presets: Sequence[PoolSettings], workload: Workload) -> list[Case]:
+    """The same workload through each named preset."""
+    return [Case(experiment="presets", settings=p, workload=workload) for p in presets]
+
+
+def best_size(runs: pd.DataFrame, workers: int | None = None) -> tuple[int, float]:
+    """The pool size with the highest throughput in a size sweep (at ``workers`` if given)."""
+    df = runs[(runs["experiment"] == "size") & (runs["pooled"])]
+    if workers is not None:
+        df = df[df["workers"] == workers]
+    if df.empty:
+        raise ValueError("no pooled size-sweep runs to choose from")
+    row = df.loc[df["throughput_rps"].idxmax()]
+    return int(row["max_size"]), float(row["throughput_rps"])
