@@ -1,0 +1,57 @@
+"""Connection retry: strategies, the retrying connect, worst-case analysis and experiments.
+
+- :mod:`perfkit.retry.strategies`: pure, seedable delay schedules and the
+  ``STRATEGIES`` registry (``get_strategy(name)``);
+- :mod:`perfkit.retry.budget`: a thread-safe token bucket shared by many clients;
+- :mod:`perfkit.retry.planner`: stop conditions and the deadline, as a pure state machine;
+- :mod:`perfkit.retry.connect`: ``connect_with_retry`` / ``async_connect_with_retry``
+  returning the connection and a trace of every attempt;
+- :mod:`perfkit.retry.analysis`: worst-case totals, exact bounds and sampled spread;
+- :mod:`perfkit.retry.experiments`: cold start, outage, hang and herd on a real server.
+"""
+
+from perfkit.retry.budget import RetryBudget
+from perfkit.retry.connect import (
+    RetryError,
+    async_connect_with_retry,
+    connect_with_retry,
+)
+from perfkit.retry.planner import GiveUp, RetryPlanner
+from perfkit.retry.strategies import (
+    STRATEGIES,
+    AdditiveJitter,
+    CappedExponential,
+    DecorrelatedJitter,
+    EqualJitter,
+    FixedDelay,
+    FullJitter,
+    GrpcBackoff,
+    PollyDecorrelatedJitterV2,
+    Strategy,
+    get_strategy,
+    strategy_name,
+)
+from perfkit.retry.trace import Attempt, Trace
+
+__all__ = [
+    "STRATEGIES",
+    "AdditiveJitter",
+    "Attempt",
+    "CappedExponential",
+    "DecorrelatedJitter",
+    "EqualJitter",
+    "FixedDelay",
+    "FullJitter",
+    "GiveUp",
+    "GrpcBackoff",
+    "PollyDecorrelatedJitterV2",
+    "RetryBudget",
+    "RetryError",
+    "RetryPlanner",
+    "Strategy",
+    "Trace",
+    "async_connect_with_retry",
+    "connect_with_retry",
+    "get_strategy",
+    "strategy_name",
+]
