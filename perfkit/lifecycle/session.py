@@ -1,0 +1,355 @@
+"""An isolation session: the servers, template database and strategies of one test run.
+
+One session lives per pytest process (so per xdist worker). It starts the
+shared server and builds the migrated template lazily, on the first test that
+needs them; it records how long every step took; and :meth:`close` removes
+everything it created (databases, servers), also after a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import psycopg
+from psycopg import sql
+
+from perfkit.dsn import mask
+from perfkit.errors import ConfigError
+from perfkit.lifecycle import migrations
+from perfkit.lifecycle.names import Namer, worker_id
+from perfkit.lifecycle.registry import check_name, strategy_class
+from perfkit.lifecycle.settings import IsolationSettings
+
+if TYPE_CHECKING:
+    from perfkit.lifecycle.strategies import Lease, Strategy
+    from perfkit.postgres import PostgresServer
+
+log = logging.getLogger(__name__)
+ServerFactory = Callable[..., "PostgresServer"]
+CONNECT_TIMEOUT_S = 10
+
+
+def connect(dsn: str, **kwargs: Any) -> psycopg.Connection:
+    """Connect with perfkit's defaults (short timeout, no password in errors)."""
+    try:
+        return psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S, **kwargs)
+    except psycopg.OperationalError as exc:
+        raise psycopg.OperationalError(mask(str(exc))) from None
+
+
+class IsolationSession:
+    """Servers, template and strategies for one pytest process.
+
+    ``extra_sql`` is appended to the migrations (used by the leak check).
+    ``clock`` is injectable for tests of the bookkeeping.
+    """
+
+    def __init__(
+        self,
+        settings: IsolationSettings,
+        *,
+        worker: str | None = None,
+        extra_sql: str = "",
+        clock: Callable[[], float] = time.perf_counter,
+        server_factory: ServerFactory | None = None,
+    ) -> None:
+        self.settings = settings
+        self.worker = worker or worker_id()
+        self.namer = Namer(self.worker)
+        self.clock = clock
+        self.statements = migrations.load(settings.migrations)
+        if extra_sql:
+            self.statements += migrations.split_sql(extra_sql, source="<extra>")
+        if server_factory is None:
+            from perfkit.postgres import create_server
+
+            server_factory = create_server
+        self._server_factory = server_factory
+        self.records: list[dict[str, Any]] = []
+        self.servers_started = 0
+        self.databases_created = 0
+        self._servers: list[PostgresServer] = []
+        self._shared: PostgresServer | None = None
+        self._admin: psycopg.Connection | None = None
+        self._template: str | None = None
+        self._created: set[str] = set()
+        self._strategies: dict[str, Strategy] = {}
+        self._failure: BaseException | None = None
+        self._lock = threading.RLock()
+        self.closed = False
+        self._closing = False
+
+    # -- bookkeeping ------------------------------------------------------------
+
+    def record(self, event: str, seconds: float, **fields: Any) -> None:
+        with self._lock:
+            self.records.append(
+                {"event": event, "worker": self.worker, "seconds": seconds, **fields}
+            )
+
+    # -- servers -----------------------------------------------------------------
+
+    def start_server(self, purpose: str) -> PostgresServer:
+        """Start a new server (counted and recorded); stopped by :meth:`close` at the latest."""
+        t0 = self.clock()
+        server = self._server_factory(self.settings.server())
+        with self._lock:
+            self._servers.append(server)
+        server.start()
+        with self._lock:
+            self.servers_started += 1
+        self.record("server_start", self.clock() - t0, purpose=purpose, backend=server.backend)
+        return server
+
+    def stop_server(self, server: PostgresServer) -> None:
+        t0 = self.clock()
+        try:
+            server.stop()
+        finally:
+            with self._lock:
+                if server in self._servers:
+                    self._servers.remove(server)
+        self.record("server_stop", self.clock() - t0, backend=server.backend)
+
+    @property
+    def shared_server(self) -> PostgresServer:
+        """The one server shared by every shared strategy (started on first use)."""
+        with self._lock:
+            self._check_usable()
+            if self._shared is None:
+                self._shared = self.start_server("shared")
+            return self._shared
+
+    def admin(self) -> psycopg.Connection:
+        """An autocommit connection to the shared server's default database."""
+        with self._lock:
+            if self._admin is None or self._admin.closed:
+                self._admin = connect(self.shared_server.dsn, autocommit=True)
+            return self._admin
+
+    def server_version_num(self) -> int:
+        row = self.admin().execute("SHOW server_version_num").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    # -- databases ----------------------------------------------------------------
+
+    def apply_migrations(self, dsn: str) -> float:
+        """Apply the session's migrations to the database at ``dsn``; return seconds."""
+        t0 = self.clock()
+        with connect(dsn, autocommit=True) as conn:
+            migrations.apply(conn, self.statements)
+        return self.clock() - t0
+
+    @property
+    def template(self) -> str:
+        """Name of the migrated template database (built on first use)."""
+        with self._lock:
+            self._check_usable()
+            if self._template is None:
+                try:
+                    self._template = self._build_template()
+                except BaseException as exc:
+                    self._failure = exc
+                    self.close()
+                    raise
+            return self._template
+
+    def _build_template(self) -> str:
+        t0 = self.clock()
+        name = self.namer.name("tpl", numbered=False)
+        if self.settings.template_strategy and self.server_version_num() < 150000:
+            raise ConfigError(
+                f"template_strategy={self.settings.template_strategy!r} needs PostgreSQL 15+"
+            )
+        self.create_database(name, template=None)
+        self.apply_migrations(self.shared_server.dsn_for(name))
+        self.admin().execute(
+            sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(
+                sql.Identifier(name)
+            )
+        )
+        self.record("template_build", self.clock() - t0, statements=len(self.statements))
+        return name
+
+    def clone_sql(self, name: str) -> sql.Composed:
+        """``CREATE DATABASE name TEMPLATE <template> [STRATEGY ...]``."""
+        query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(self.template)
+        )
+        if self.settings.template_strategy:
+            query += sql.SQL(" STRATEGY {}").format(
+                sql.SQL(self.settings.template_strategy.upper())
+            )
+        return query
+
+    def create_database(
+        self, name: str, *, template: str | None = "", conn: psycopg.Connection | None = None
+    ) -> None:
+        """Create ``name`` (a clone of the template unless ``template`` is None)."""
+        with self._lock:
+            self._created.add(name)
+            self.databases_created += 1
+        query = (
+            sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+            if template is None
+            else self.clone_sql(name)
+        )
+        if conn is None:
+            with self._lock:
+                self.admin().execute(query)
+        else:
+            conn.execute(query)
+
+    def drop_database(self, name: str, *, conn: psycopg.Connection | None = None) -> None:
+        query = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        if conn is None:
+            with self._lock:
+                self.admin().execute(query)
+        else:
+            conn.execute(query)
+        with self._lock:
+            self._created.discard(name)
+
+    # -- strategies and leases ------------------------------------------------------
+
+    def strategy(self, name: str) -> Strategy:
+        """The (set-up) strategy called ``name``; session-level setup is recorded once."""
+        check_name(name)
+        with self._lock:
+            self._check_usable()
+            if name not in self._strategies:
+                t0 = self.clock()
+                strategy = strategy_class(name)(self)
+                self._strategies[name] = strategy
+                try:
+                    strategy.setup()
+                except BaseException as exc:
+                    self._failure = exc
+                    self.close()
+                    raise
+                self.record("session_setup", self.clock() - t0, strategy=name)
+            return self._strategies[name]
+
+    def acquire(self, name: str, test_id: str = "") -> Lease:
+        """A clean database for one test under strategy ``name``."""
+        strategy = self.strategy(name)
+        t0 = self.clock()
+        lease = strategy.acquire(test_id)
+        lease.acquire_s = self.clock() - t0
+        return lease
+
+    def release(self, lease: Lease) -> None:
+        """Give the database back; the strategy cleans it (record written either way)."""
+        t0 = self.clock()
+        try:
+            self._strategies[lease.strategy].release(lease)
+        finally:
+            lease.release_s = self.clock() - t0
+            self.record(
+                "test",
+                lease.acquire_s + lease.release_s,
+                strategy=lease.strategy,
+                test=lease.test_id,
+                acquire_s=lease.acquire_s,
+                release_s=lease.release_s,
+                dbname=lease.dbname,
+            )
+
+    # -- teardown ---------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self.closed or self._closing:
+            raise ConfigError("this isolation session is closed")
+
+    def close(self) -> None:
+        """Remove everything the session created. Safe to call twice and after failures."""
+        with self._lock:
+            if self.closed or self._closing:
+                return
+            self._closing = True
+            t0 = self.clock()
+            errors: list[BaseException] = []
+            for strategy in reversed(list(self._strategies.values())):
+                try:
+                    strategy.close()
+                except Exception as exc:
+                    errors.append(exc)
+            if self._shared is not None and self._shared.backend == "external":
+                # Not our server: drop every database we made there.
+                try:
+                    self._drop_leftovers()
+                except Exception as exc:
+                    errors.append(exc)
+            if self._admin is not None:
+                with contextlib.suppress(Exception):
+                    self._admin.close()
+            for server in list(self._servers):
+                try:
+                    self.stop_server(server)
+                except Exception as exc:
+                    errors.append(exc)
+            self.closed = True
+            self.record("session_close", self.clock() - t0)
+        if errors and self._failure is None:
+            raise errors[0]
+
+    def _drop_leftovers(self) -> None:
+        conn = self._admin
+        if conn is None or conn.closed:
+            assert self._shared is not None
+            conn = self._admin = connect(self._shared.dsn, autocommit=True)
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [self.namer.prefix]
+        ).fetchall()
+        names = {r[0] for r in rows} | self._created
+        for name in sorted(names, key=lambda n: n == self._template):
+            if name == self._template:
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(sql.Identifier(name))
+                )
+            self.drop_database(name, conn=conn)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "worker": self.worker,
+            "settings": self.settings.describe(),
+            "servers_started": self.servers_started,
+            "databases_created": self.databases_created,
+            "strategies": sorted(self._strategies),
+        }
+
+
+def open_session(
+    settings: IsolationSettings | None = None, *, extra_sql: str = "", **overrides: Any
+) -> IsolationSession:
+    """Convenience: ``open_session(isolation="rollback", backend="local", migrations=[...])``."""
+    if settings is None:
+        settings = IsolationSettings(**overrides)
+    elif overrides:
+        from dataclasses import replace
+
+        settings = replace(settings, **overrides)
+    return IsolationSession(settings, extra_sql=extra_sql)
+
+
+__all__: Sequence[str] = ["IsolationSession", "connect", "open_session"]
