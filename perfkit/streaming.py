@@ -1,0 +1,368 @@
+"""Streaming rows vs loading them all: peak memory and wall time of each way to read a result.
+
+The same generated result (``generate_series``; an int, a 32-char text and a
+float per row) is read and processed row by row with one of :data:`METHODS`:
+
+``fetchall``
+    client-side cursor, ``fetchall()`` then process the list.
+``fetchmany``
+    client-side cursor, ``fetchmany(batch_size)`` in a loop. Python holds one
+    batch, but libpq has already received the *whole* result (C memory:
+    invisible to tracemalloc, visible in RSS).
+``server_cursor``
+    named (server-side) cursor, iterated; psycopg fetches ``itersize =
+    batch_size`` rows per round trip.
+``stream``
+    ``cursor.stream(sql, size=batch_size)``: libpq single-row / chunked-rows
+    mode, rows arrive as they are produced.
+
+Each measurement runs in a fresh Python subprocess (``python -m
+perfkit.streaming``) so one method's RSS high-water mark cannot contaminate
+another's. The child samples RSS (psutil) and, when traced, tracemalloc's
+current size in a thread for memory-over-time curves, and reports the peak
+RSS (``VmHWM``, so a peak between samples is not missed) and tracemalloc's peak. The DSN goes to the child in an
+environment variable, never on its command line.
+
+Frames (see :func:`run_streaming`): ``runs`` (one row per measurement) and
+``memory`` (samples over time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from perfkit.dsn import mask
+from perfkit.errors import ConfigError, PerfkitError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+METHODS = ("fetchall", "fetchmany", "server_cursor", "stream")
+DSN_ENV = "PERFKIT_STREAM_DSN"
+SQL = (
+    "SELECT i AS id, md5(i::text) AS payload, (i * 0.5)::float8 AS x "
+    "FROM generate_series(1, %s::bigint) AS i"
+)
+
+RUN_COLUMNS = (
+    "method",
+    "rows",
+    "batch_size",
+    "traced",
+    "repeat",
+    "wall_s",
+    "rows_read",
+    "checksum",
+    "py_peak_bytes",
+    "rss_baseline_bytes",
+    "rss_peak_bytes",
+    "rss_growth_bytes",
+    "samples",
+)
+MEMORY_COLUMNS = ("method", "traced", "repeat", "t_s", "rss_bytes", "rss_growth_bytes", "py_bytes")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamSettings:
+    """How big a result to read and how: ``rows`` rows, ``batch_size`` rows per batch.
+
+    ``sample_interval`` is the memory sampling period (s); ``timeout`` bounds
+    one child process (s).
+    """
+
+    rows: int = 1_000_000
+    batch_size: int = 5_000
+    sample_interval: float = 0.01
+    timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"StreamSettings.{name} must be an int >= 1, got {value!r}")
+        for name in ("sample_interval", "timeout"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise ConfigError(f"StreamSettings.{name} must be > 0 seconds, got {value!r}")
+
+
+def check_methods(methods: Iterable[str]) -> tuple[str, ...]:
+    """The methods as a tuple; ConfigError naming any unknown one."""
+    out = tuple(methods)
+    unknown = [m for m in out if m not in METHODS]
+    if unknown or not out:
+        raise ConfigError(f"methods {unknown or out!r} unknown; choose from {', '.join(METHODS)}")
+    return out
+
+
+# -- reading (runs in the child) ------------------------------------------------
+
+
+def read_rows(conn: Any, method: str, rows: int, batch_size: int) -> Iterator[tuple[Any, ...]]:
+    """Yield the generated result's rows using ``method`` (``conn`` is a psycopg Connection)."""
+    if method == "fetchall":
+        cur = conn.cursor()
+        cur.execute(SQL, (rows,))
+        yield from cur.fetchall()
+    elif method == "fetchmany":
+        cur = conn.cursor()
+        cur.execute(SQL, (rows,))
+        while batch := cur.fetchmany(batch_size):
+            yield from batch
+    elif method == "server_cursor":
+        with conn.transaction(), conn.cursor(name="perfkit_stream") as cur:
+            cur.itersize = batch_size
+            cur.execute(SQL, (rows,))
+            yield from cur
+    elif method == "stream":
+        cur = conn.cursor()
+        yield from cur.stream(SQL, (rows,), size=batch_size)
+    else:
+        raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def consume(rows: Iterable[tuple[Any, ...]]) -> tuple[int, int]:
+    """Process rows one at a time, keeping nothing: (row count, checksum)."""
+    n = 0
+    checksum = 0
+    for row in rows:
+        n += 1
+        checksum = (checksum + row[0] + len(row[1])) % (1 << 61)
+    return n, checksum
+
+
+def expected_checksum(rows: int) -> int:
+    """What :func:`consume` returns as checksum for ``rows`` generated rows (md5 hex is 32)."""
+    return (rows * (rows + 1) // 2 + 32 * rows) % (1 << 61)
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _peak_rss_bytes() -> int:
+    """This process's RSS high-water mark (``VmHWM``; 0 where /proc is missing).
+
+    Not ``ru_maxrss``: on Linux that survives fork+exec, so a child would report
+    its parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class _Sampler(threading.Thread):
+    def __init__(self, interval: float, traced: bool) -> None:
+        super().__init__(name="perfkit-mem-sampler", daemon=True)
+        self.interval = interval
+        self.traced = traced
+        self.stop = threading.Event()
+        self.t0 = time.perf_counter()
+        self.samples: list[tuple[float, int, int | None]] = []
+
+    def sample(self) -> None:
+        py = tracemalloc.get_traced_memory()[0] if self.traced else None
+        self.samples.append((time.perf_counter() - self.t0, _rss(), py))
+
+    def run(self) -> None:
+        self.sample()
+        while not self.stop.wait(self.interval):
+            self.sample()
+        self.sample()
+
+
+def measure_here(
+    dsn: str, method: str, settings: StreamSettings, *, traced: bool
+) -> dict[str, Any]:
+    """Measure one method in this process (the child calls this; tests may too)."""
+    import psycopg
+
+    with psycopg.connect(dsn, connect_timeout=10, application_name="perfkit-stream") as conn:
+        conn.execute("SELECT 1").fetchall()
+        conn.commit()
+        rss_baseline = _rss()
+        if traced:
+            tracemalloc.start()
+        sampler = _Sampler(settings.sample_interval, traced)
+        sampler.start()
+        t0 = time.perf_counter()
+        try:
+            n, checksum = consume(read_rows(conn, method, settings.rows, settings.batch_size))
+            wall = time.perf_counter() - t0
+        finally:
+            sampler.stop.set()
+            sampler.join()
+        py_peak = tracemalloc.get_traced_memory()[1] if traced else None
+        if traced:
+            tracemalloc.stop()
+        conn.rollback()
+    rss_peak = max(_peak_rss_bytes(), max(s[1] for s in sampler.samples))
+    return {
+        "method": method,
+        "rows": settings.rows,
+        "batch_size": settings.batch_size,
+        "traced": traced,
+        "wall_s": wall,
+        "rows_read": n,
+        "checksum": checksum,
+        "py_peak_bytes": py_peak,
+        "rss_baseline_bytes": rss_baseline,
+        "rss_peak_bytes": rss_peak,
+        "rss_growth_bytes": rss_peak - rss_baseline,
+        "series": sampler.samples,
+    }
+
+
+# -- orchestration (runs in the parent) -------------------------------------------
+
+
+def measure_in_subprocess(
+    dsn: str, method: str, settings: StreamSettings, *, traced: bool
+) -> dict[str, Any]:
+    """Run :func:`measure_here` in a fresh Python process and return its record."""
+    check_methods([method])
+    cmd = [
+        sys.executable,
+        "-m",
+        "perfkit.streaming",
+        "--method",
+        method,
+        "--settings",
+        json.dumps(dataclasses.asdict(settings)),
+    ]
+    if traced:
+        cmd.append("--traced")
+    env = dict(os.environ, **{DSN_ENV: dsn})
+    proc = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=settings.timeout, check=False
+    )
+    if proc.returncode != 0:
+        raise PerfkitError(
+            f"streaming measurement {method!r} failed (exit {proc.returncode}): "
+            f"{mask(proc.stderr.strip()[-2000:])}"
+        )
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def run_streaming(
+    dsn: str,
+    settings: StreamSettings,
+    *,
+    methods: Sequence[str] = METHODS,
+    traced: Sequence[bool] = (True, False),
+    repeats: int = 1,
+    measure: Callable[..., dict[str, Any]] = measure_in_subprocess,
+    progress: Callable[[str, bool, int], None] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Measure each method (traced for Python memory, untraced for time) ``repeats`` times.
+
+    Returns ``{"runs": ..., "memory": ...}`` (columns :data:`RUN_COLUMNS`,
+    :data:`MEMORY_COLUMNS`). Raises PerfkitError if a method read the wrong
+    number of rows or the wrong checksum.
+    """
+    import pandas as pd
+
+    methods = check_methods(methods)
+    if repeats < 1:
+        raise ConfigError(f"repeats must be >= 1, got {repeats!r}")
+    runs: list[dict[str, Any]] = []
+    memory: list[dict[str, Any]] = []
+    expected = expected_checksum(settings.rows)
+    for repeat in range(repeats):
+        for tr in traced:
+            for method in methods:
+                if progress is not None:
+                    progress(method, tr, repeat)
+                rec = measure(dsn, method, settings, traced=tr)
+                if rec["rows_read"] != settings.rows or rec["checksum"] != expected:
+                    raise PerfkitError(
+                        f"{method} read {rec['rows_read']} rows (checksum {rec['checksum']}), "
+                        f"expected {settings.rows} ({expected})"
+                    )
+                series = rec.pop("series")
+                rec["repeat"] = repeat
+                rec["samples"] = len(series)
+                runs.append({k: rec.get(k) for k in RUN_COLUMNS})
+                base = rec["rss_baseline_bytes"]
+                for t, rss, py in series:
+                    memory.append(
+                        {
+                            "method": method,
+                            "traced": tr,
+                            "repeat": repeat,
+                            "t_s": t,
+                            "rss_bytes": rss,
+                            "rss_growth_bytes": rss - base,
+                            "py_bytes": math.nan if py is None else py,
+                        }
+                    )
+    runs_df = pd.DataFrame(runs, columns=list(RUN_COLUMNS))
+    runs_df["py_peak_bytes"] = runs_df["py_peak_bytes"].astype(float)
+    return {"runs": runs_df, "memory": pd.DataFrame(memory, columns=list(MEMORY_COLUMNS))}
+
+
+def compare(runs: pd.DataFrame, baseline: str = "fetchall") -> pd.DataFrame:
+    """Per method: median peak Python memory (traced runs), RSS growth and wall time (untraced
+    runs when present), and how many times lower than ``baseline`` the memory figures are."""
+    import pandas as pd
+
+    traced = runs[runs["traced"]]
+    timed = runs[~runs["traced"]] if (~runs["traced"]).any() else runs
+    out = pd.DataFrame(
+        {
+            "py_peak_bytes": traced.groupby("method")["py_peak_bytes"].median(),
+            "rss_growth_bytes": timed.groupby("method")["rss_growth_bytes"].median(),
+            "wall_s": timed.groupby("method")["wall_s"].median(),
+        }
+    )
+    for col in ("py_peak_bytes", "rss_growth_bytes"):
+        if baseline in out.index:
+            out[f"{col.removesuffix('_bytes')}_x_lower"] = out.loc[baseline, col] / out[col].clip(
+                lower=1
+            )
+    order = [m for m in METHODS if m in out.index]
+    return out.loc[order].reset_index().rename(columns={"index": "method"})
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="one streaming measurement (internal)")
+    parser.add_argument("--method", required=True, choices=METHODS)
+    parser.add_argument("--settings", required=True)
+    parser.add_argument("--traced", action="store_true")
+    args = parser.parse_args(argv)
+    dsn = os.environ.get(DSN_ENV)
+    if not dsn:
+        print(f"{DSN_ENV} is not set", file=sys.stderr)
+        return 2
+    settings = StreamSettings(**json.loads(args.settings))
+    record = measure_here(dsn, args.method, settings, traced=args.traced)
+    print(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
