@@ -1,0 +1,385 @@
+"""Thundering herd: N clients of one strategy reconnecting after an outage, on a real server.
+
+All N clients (asyncio tasks in one event loop, or threads) start retrying
+the moment the server is stopped; after ``outage_s`` it is started again.
+Connected clients hold their connection until every client is done, so the
+server sees the herd pile up. Recorded:
+
+- client side: every attempt (``attempts`` frame, times relative to the
+  restart ``t_event_s``), from which the attempt rate per 100 ms follows;
+- server side: client backends in ``pg_stat_activity`` sampled every 50 ms
+  (peak vs ``max_connections``) and, on the local backend, the
+  ``connection received`` log lines (attempts that reached the server);
+- per run: time until all connected, "too many clients" (SQLSTATE 53300)
+  errors, clients that gave up.
+
+:func:`calibrate` measures what the simulation needs: the cost of one
+connect, of a refused attempt, and the server's accept capacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import psycopg
+
+from perfkit.errors import ConfigError
+from perfkit.postgres import PostgresServer
+from perfkit.retry.connect import RetryError, async_connect_with_retry, connect_with_retry
+from perfkit.retry.experiments import client_rng
+from perfkit.retry.probe import BackendSampler, ReadinessProbe, connection_log_times
+from perfkit.retry.strategies import get_strategy
+from perfkit.retry.trace import Trace
+
+Mode = Literal["async", "threads"]
+BIN_S = 0.1
+
+
+@dataclass(frozen=True, kw_only=True)
+class HerdSettings:
+    """One herd run: ``n_clients`` of ``strategy`` after an outage of ``outage_s``."""
+
+    strategy: str
+    n_clients: int
+    outage_s: float = 1.0
+    connect_timeout: float | None = 2.0
+    deadline: float | None = 60.0
+    mode: Mode = "async"
+
+    def __post_init__(self) -> None:
+        get_strategy(self.strategy)
+        if isinstance(self.n_clients, bool) or not isinstance(self.n_clients, int):
+            raise ConfigError(f"HerdSettings.n_clients must be an int, got {self.n_clients!r}")
+        if self.n_clients < 1:
+            raise ConfigError(f"HerdSettings.n_clients must be >= 1, got {self.n_clients!r}")
+        if not self.outage_s >= 0:
+            raise ConfigError(f"HerdSettings.outage_s must be >= 0, got {self.outage_s!r}")
+        if self.mode not in ("async", "threads"):
+            raise ConfigError(f"HerdSettings.mode must be 'async' or 'threads', got {self.mode!r}")
+
+
+@dataclass(kw_only=True)
+class HerdResult:
+    """Frames of one herd run plus its one-row summary."""
+
+    summary: dict[str, Any]
+    attempts: pd.DataFrame
+    backends: pd.DataFrame
+    server_attempts: pd.DataFrame
+    traces: list[Trace] = field(default_factory=list)
+
+
+async def _async_clients(
+    dsn: str, hs: HerdSettings, seed: int, tag: Sequence[object]
+) -> tuple[list[Trace], list[Any]]:
+    strategy = get_strategy(hs.strategy)
+
+    async def one(i: int) -> tuple[Trace, Any]:
+        try:
+            conn, trace = await async_connect_with_retry(
+                dsn,
+                strategy,
+                connect_timeout=hs.connect_timeout,
+                deadline=hs.deadline,
+                rng=client_rng(seed, *tag, i),
+                autocommit=True,
+            )
+            return trace, conn
+        except RetryError as exc:
+            return exc.trace, None
+
+    results = await asyncio.gather(*(one(i) for i in range(hs.n_clients)))
+    return [t for t, _ in results], [c for _, c in results]
+
+
+def _run_async(dsn: str, hs: HerdSettings, seed: int, tag: Sequence[object]) -> list[Trace]:
+    async def main() -> list[Trace]:
+        traces, conns = await _async_clients(dsn, hs, seed, tag)
+        for conn in conns:
+            if conn is not None:
+                await conn.close()
+        return traces
+
+    return asyncio.run(main())
+
+
+def _run_threads(dsn: str, hs: HerdSettings, seed: int, tag: Sequence[object]) -> list[Trace]:
+    strategy = get_strategy(hs.strategy)
+    traces: list[Trace | None] = [None] * hs.n_clients
+    conns: list[Any] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        try:
+            conn, trace = connect_with_retry(
+                dsn,
+                strategy,
+                connect_timeout=hs.connect_timeout,
+                deadline=hs.deadline,
+                rng=client_rng(seed, *tag, i),
+                autocommit=True,
+            )
+            with lock:
+                conns.append(conn)
+            traces[i] = trace
+        except RetryError as exc:
+            traces[i] = exc.trace
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(hs.n_clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for conn in conns:
+        conn.close()
+    return [t for t in traces if t is not None]
+
+
+def max_connections(server: PostgresServer) -> int:
+    with psycopg.connect(server.dsn, connect_timeout=5, autocommit=True) as conn:
+        row = conn.execute("SHOW max_connections").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def rate_per_bin(times: np.ndarray, *, bin_s: float = BIN_S) -> tuple[np.ndarray, np.ndarray]:
+    """Counts per ``bin_s`` bin of event times (seconds); returns (bin starts, counts)."""
+    if len(times) == 0:
+        return np.array([]), np.array([], dtype=int)
+    lo = math.floor(times.min() / bin_s) * bin_s
+    hi = math.ceil((times.max() + 1e-9) / bin_s) * bin_s
+    edges = np.arange(lo, hi + bin_s / 2, bin_s)
+    counts, edges = np.histogram(times, bins=edges)
+    return edges[:-1], counts
+
+
+def run_herd(
+    server: PostgresServer, hs: HerdSettings, *, seed: int = 0, rep: int = 0
+) -> HerdResult:
+    """One herd run on a running ``server`` (left running afterwards)."""
+    if not server.is_ready():
+        server.bring_up(wait=True)
+    limit = max_connections(server)
+    wall_to_mono = time.monotonic() - time.time()
+    tag = ("herd", hs.strategy, hs.n_clients, hs.outage_s, rep)
+    runner = _run_async if hs.mode == "async" else _run_threads
+    box: dict[str, Any] = {}
+
+    def clients() -> None:
+        try:
+            box["traces"] = runner(server.dsn, hs, seed, tag)
+        except BaseException as exc:  # surfaced in the main thread
+            box["error"] = exc
+
+    sampler = BackendSampler(server.dsn)
+    server.take_down()
+    down_at = time.monotonic()
+    worker = threading.Thread(target=clients, name="herd-clients")
+    worker.start()
+    sampler.start()
+    try:
+        time.sleep(hs.outage_s)
+        server.bring_up(wait=False)
+        event_at = time.monotonic()
+        probe = ReadinessProbe(server.dsn).start()
+        worker.join()
+        ready_at = probe.wait()
+        probe.stop()
+        time.sleep(0.1)  # one more backend sample with everyone connected
+    finally:
+        worker.join()
+        sampler.stop()
+        if not server.is_ready():
+            server.bring_up(wait=True)
+    if "error" in box:
+        raise box["error"]
+    traces: list[Trace] = box["traces"]
+    end_at = time.monotonic()
+
+    frames = [t.to_frame(client=i, n_clients=hs.n_clients, rep=rep) for i, t in enumerate(traces)]
+    attempts = pd.concat(frames, ignore_index=True)
+    attempts["t_event_s"] = attempts["start"] - event_at
+    backends = pd.DataFrame(sampler.samples, columns=["at", "backends"])
+    backends["t_event_s"] = backends["at"] - event_at
+    log_times = connection_log_times(server, wall_to_mono=wall_to_mono)
+    if log_times is not None:
+        in_window = [t for t in log_times if down_at <= t <= end_at]
+        server_attempts = pd.DataFrame({"at": in_window})
+        server_attempts["t_event_s"] = server_attempts["at"] - event_at
+    else:
+        server_attempts = pd.DataFrame(columns=["at", "t_event_s"])
+
+    after_ready = attempts
+    if ready_at is not None:
+        after_ready = attempts[attempts["start"] >= ready_at]
+    _, client_counts = rate_per_bin(after_ready["start"].to_numpy())
+    _, all_counts = rate_per_bin(attempts["start"].to_numpy())
+    _, server_counts = rate_per_bin(server_attempts["at"].to_numpy(dtype=float))
+    connected = [t.connected_at for t in traces if t.connected_at is not None]
+    summary = {
+        "strategy": hs.strategy,
+        "n_clients": hs.n_clients,
+        "outage_s": hs.outage_s,
+        "mode": hs.mode,
+        "rep": rep,
+        "connect_timeout_s": hs.connect_timeout,
+        "max_connections": limit,
+        "ready_after_event_s": None if ready_at is None else ready_at - event_at,
+        "connected": len(connected),
+        "gave_up": sum(t.connected_at is None for t in traces),
+        "attempts": len(attempts),
+        "attempts_after_ready": len(after_ready),
+        "too_many_clients": int((attempts["sqlstate"] == "53300").sum()),
+        "timeouts": int((attempts["outcome"] == "timeout").sum()),
+        "peak_rate_per_100ms": int(all_counts.max()) if len(all_counts) else 0,
+        "peak_rate_after_ready_per_100ms": int(client_counts.max()) if len(client_counts) else 0,
+        "server_peak_rate_per_100ms": int(server_counts.max()) if len(server_counts) else None,
+        "server_attempts": len(server_attempts) if log_times is not None else None,
+        "peak_backends": sampler.peak(),
+        "all_connected_after_ready_s": (max(connected) - ready_at)
+        if connected and ready_at is not None and len(connected) == hs.n_clients
+        else math.nan,
+        "median_connected_after_ready_s": (statistics.median(connected) - ready_at)
+        if connected and ready_at is not None
+        else math.nan,
+    }
+    for name, frame in (("attempts", attempts), ("backends", backends)):
+        frame["strategy"] = hs.strategy
+        if name == "backends":
+            frame["n_clients"] = hs.n_clients
+            frame["rep"] = rep
+    server_attempts["strategy"] = hs.strategy
+    server_attempts["n_clients"] = hs.n_clients
+    server_attempts["rep"] = rep
+    return HerdResult(
+        summary=summary,
+        attempts=attempts,
+        backends=backends,
+        server_attempts=server_attempts,
+        traces=traces,
+    )
+
+
+def herd_sweep(
+    server: PostgresServer,
+    strategies: Sequence[str],
+    client_counts: Sequence[int],
+    *,
+    outage_s: float = 1.0,
+    connect_timeout: float | None = 2.0,
+    deadline: float | None = 60.0,
+    mode: Mode = "async",
+    reps: int = 1,
+    seed: int = 0,
+) -> dict[str, pd.DataFrame]:
+    """:func:`run_herd` for every strategy x client count; frames concatenated.
+
+    Returns ``herd`` (summaries), ``herd_attempts``, ``herd_backends`` and
+    ``herd_server_attempts``.
+    """
+    settings = [
+        HerdSettings(
+            strategy=s,
+            n_clients=n,
+            outage_s=outage_s,
+            connect_timeout=connect_timeout,
+            deadline=deadline,
+            mode=mode,
+        )
+        for n in client_counts
+        for s in strategies
+    ]
+    summaries, attempts, backends, server_attempts = [], [], [], []
+    for hs in settings:
+        for rep in range(reps):
+            result = run_herd(server, hs, seed=seed, rep=rep)
+            summaries.append(result.summary)
+            attempts.append(result.attempts)
+            backends.append(result.backends)
+            server_attempts.append(result.server_attempts)
+    return {
+        "herd": pd.DataFrame(summaries),
+        "herd_attempts": pd.concat(attempts, ignore_index=True),
+        "herd_backends": pd.concat(backends, ignore_index=True),
+        "herd_server_attempts": pd.concat(server_attempts, ignore_index=True),
+    }
+
+
+def rate_frame(
+    attempts: pd.DataFrame,
+    *,
+    bin_s: float = BIN_S,
+    column: str = "t_event_s",
+    by: Sequence[str] = ("strategy", "n_clients"),
+) -> pd.DataFrame:
+    """Tidy attempts-per-bin counts (``t_bin_s``, ``attempts``) per group, for histograms."""
+    rows = []
+    for key, group in attempts.groupby(list(by)):
+        starts, counts = rate_per_bin(group[column].to_numpy(dtype=float), bin_s=bin_s)
+        keys = key if isinstance(key, tuple) else (key,)
+        for start, count in zip(starts, counts, strict=True):
+            rows.append({**dict(zip(by, keys, strict=True)), "t_bin_s": start, "attempts": count})
+    return pd.DataFrame(rows)
+
+
+def calibrate(
+    server: PostgresServer, *, n_sequential: int = 20, burst: int = 100, seed: int = 0
+) -> dict[str, float]:
+    """Measure what :mod:`perfkit.simulate` needs, on a running ``server``.
+
+    - ``connect_s``: median time of one connect (client + server, idle server);
+    - ``capacity_per_s``: ``burst`` concurrent connects / their makespan;
+    - ``refused_s``: median time of an attempt at a closed port on 127.0.0.1.
+    """
+    times = []
+    for _ in range(n_sequential):
+        t = time.perf_counter()
+        psycopg.connect(server.dsn, connect_timeout=5).close()
+        times.append(time.perf_counter() - t)
+
+    async def storm() -> float:
+        t = time.perf_counter()
+        conns = await asyncio.gather(
+            *(psycopg.AsyncConnection.connect(server.dsn, connect_timeout=10) for _ in range(burst))
+        )
+        makespan = time.perf_counter() - t
+        for c in conns:
+            await c.close()
+        return makespan
+
+    makespan = asyncio.run(storm())
+    from perfkit.postgres.local import free_port  # a port nothing listens on
+
+    refused = []
+    port = free_port()
+    rng = random.Random(seed)
+    for _ in range(n_sequential):
+        t = time.perf_counter()
+        with contextlib.suppress(psycopg.OperationalError):
+            psycopg.connect(
+                host="127.0.0.1",
+                port=port,
+                user="x",
+                dbname="x",
+                connect_timeout=2,
+                application_name=f"probe{rng.random()}",
+            ).close()
+        refused.append(time.perf_counter() - t)
+    return {
+        "connect_s": statistics.median(times),
+        "capacity_per_s": burst / makespan,
+        "burst": float(burst),
+        "burst_makespan_s": makespan,
+        "refused_s": statistics.median(refused),
+    }
