@@ -81,14 +81,15 @@ class IsolationSession:
         self._created: set[str] = set()
         self._strategies: dict[str, Strategy] = {}
         self._failure: BaseException | None = None
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # lazy creation of server, template, strategies
+        self._books = threading.Lock()  # records and counters (also used by pool threads)
         self.closed = False
         self._closing = False
 
     # -- bookkeeping ------------------------------------------------------------
 
     def record(self, event: str, seconds: float, **fields: Any) -> None:
-        with self._lock:
+        with self._books:
             self.records.append(
                 {"event": event, "worker": self.worker, "seconds": seconds, **fields}
             )
@@ -99,10 +100,10 @@ class IsolationSession:
         """Start a new server (counted and recorded); stopped by :meth:`close` at the latest."""
         t0 = self.clock()
         server = self._server_factory(self.settings.server())
-        with self._lock:
+        with self._books:
             self._servers.append(server)
         server.start()
-        with self._lock:
+        with self._books:
             self.servers_started += 1
         self.record("server_start", self.clock() - t0, purpose=purpose, backend=server.backend)
         return server
@@ -112,7 +113,7 @@ class IsolationSession:
         try:
             server.stop()
         finally:
-            with self._lock:
+            with self._books:
                 if server in self._servers:
                     self._servers.remove(server)
         self.record("server_stop", self.clock() - t0, backend=server.backend)
@@ -150,6 +151,8 @@ class IsolationSession:
     @property
     def template(self) -> str:
         """Name of the migrated template database (built on first use)."""
+        if self._template is not None:
+            return self._template
         with self._lock:
             self._check_usable()
             if self._template is None:
@@ -193,7 +196,7 @@ class IsolationSession:
         self, name: str, *, template: str | None = "", conn: psycopg.Connection | None = None
     ) -> None:
         """Create ``name`` (a clone of the template unless ``template`` is None)."""
-        with self._lock:
+        with self._books:
             self._created.add(name)
             self.databases_created += 1
         query = (
@@ -214,7 +217,7 @@ class IsolationSession:
                 self.admin().execute(query)
         else:
             conn.execute(query)
-        with self._lock:
+        with self._books:
             self._created.discard(name)
 
     # -- strategies and leases ------------------------------------------------------
