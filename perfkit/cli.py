@@ -1,0 +1,210 @@
+"""The ``perfkit`` command: run notebooks, build the report, compare runs, sweep grids.
+
+Exit codes: 0 success, 2 a perfkit error (bad parameter, failed notebook,
+unusable backend; the message goes to stderr), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from perfkit.dsn import mask
+from perfkit.errors import ConfigError, PerfkitError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _load_yaml(path: str) -> Any:
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+
+
+def _load_params_file(path: str) -> dict[str, Any]:
+    data = _load_yaml(path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ConfigError(f"{path} must map parameter names to values")
+    return data
+
+
+# -- handlers -----------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from perfkit import notebooks
+
+    values: dict[str, Any] = {}
+    for path in args.file or []:
+        values.update(_load_params_file(path))
+    values.update(notebooks.parse_cli_parameters(args.notebook, args.parameter or []))
+    run = notebooks.execute(
+        args.notebook,
+        values,
+        output_dir=args.output_dir,
+        cwd=args.cwd,
+        show_code=args.show_code,
+    )
+    print(f"executed {run.executed}")
+    if run.html:
+        print(f"html     {run.html}")
+    print(f"time     {run.wall_s:.1f} s ({run.overhead_s:.1f} s kernel/papermill overhead)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from perfkit import report
+
+    outcome = report.build(
+        quick=args.quick,
+        backend=args.backend,
+        output_dir=args.output_dir,
+        data_dir=args.data_dir,
+        notebooks_dir=args.notebooks_dir,
+        show_code=args.show_code,
+    )
+    for line in outcome.summary_lines():
+        print(line)
+    return 0 if outcome.ok else EXIT_ERROR
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from perfkit import compare
+
+    table = compare.compare_paths(args.run_a, args.run_b, threshold=args.threshold)
+    print(compare.format_table(table, threshold=args.threshold))
+    if args.fail_on_change and bool(table["flag"].ne("").any()):
+        return 1
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from perfkit import sweep
+
+    grid = sweep.load_grid(args.grid)
+    outcome = sweep.run_sweep(
+        args.notebook,
+        grid,
+        output_dir=args.output_dir,
+        scheduler=args.scheduler,
+        fixed=_load_params_file(args.file) if args.file else None,
+    )
+    print(f"{len(outcome.points)} points, merged results: {outcome.merged_path}")
+    for experiment, frame in outcome.frames.items():
+        print(f"  {experiment}: {len(frame)} rows, columns {', '.join(map(str, frame.columns))}")
+    return 0 if outcome.ok else EXIT_ERROR
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    try:
+        from perfkit import doctor
+    except ImportError as exc:
+        raise PerfkitError(f"perfkit doctor is not available in this install ({exc})") from exc
+    return int(doctor.main(list(args.rest)))
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    try:
+        from perfkit.postgres import image
+    except ImportError as exc:
+        raise PerfkitError(f"perfkit image build is not available in this install ({exc})") from exc
+    return int(image.cli(list(args.rest)))
+
+
+# -- parser -------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="perfkit",
+        description="Measure PostgreSQL connection retry, pooling and test-container lifecycles.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="execute one notebook with papermill")
+    run.add_argument("notebook", help="path to the .ipynb file")
+    run.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="set a parameter (typed like the notebook's default); repeatable",
+    )
+    run.add_argument(
+        "-f", "--file", action="append", metavar="PARAMS_YAML", help="parameters from YAML"
+    )
+    run.add_argument("--output-dir", default="runs", help="where run directories go (runs/)")
+    run.add_argument("--cwd", default=None, help="kernel working directory (notebook's folder)")
+    run.add_argument("--show-code", action="store_true", help="keep code cells in the HTML")
+    run.set_defaults(handler=cmd_run)
+
+    rep = sub.add_parser("report", help="run every lab notebook and build the HTML report")
+    rep.add_argument("--quick", action="store_true", help="small parameters (about a minute)")
+    rep.add_argument("--backend", choices=["auto", "docker", "local"], default="auto")
+    rep.add_argument("--output-dir", default="runs", help="where the run directory goes (runs/)")
+    rep.add_argument("--data-dir", default="data", help="where lab results are saved (data/)")
+    rep.add_argument("--notebooks-dir", default=None, help="folder of NN_*.ipynb (notebooks/)")
+    rep.add_argument("--show-code", action="store_true", help="keep code cells in the HTML")
+    rep.set_defaults(handler=cmd_report)
+
+    cmp_ = sub.add_parser("compare", help="ratios of key metrics between two result runs")
+    cmp_.add_argument("run_a", help="baseline: a results run directory (data/<exp>/<run_id>)")
+    cmp_.add_argument("run_b", help="candidate: a results run directory")
+    cmp_.add_argument("--threshold", type=float, default=0.1, help="flag |ratio-1| above this")
+    cmp_.add_argument(
+        "--fail-on-change", action="store_true", help="exit 1 when any metric is flagged"
+    )
+    cmp_.set_defaults(handler=cmd_compare)
+
+    swp = sub.add_parser("sweep", help="run a notebook once per point of a parameter grid")
+    swp.add_argument("notebook")
+    swp.add_argument("--grid", required=True, help="YAML: parameter -> list of values")
+    swp.add_argument("-f", "--file", default=None, help="YAML of fixed parameters for every point")
+    swp.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
+    swp.add_argument("--output-dir", default="runs", help="where the sweep directory goes (runs/)")
+    swp.set_defaults(handler=cmd_sweep)
+
+    doc = sub.add_parser("doctor", help="which PostgreSQL backends work here", add_help=False)
+    doc.add_argument("rest", nargs=argparse.REMAINDER)
+    doc.set_defaults(handler=cmd_doctor)
+
+    img = sub.add_parser("image", help="container image tools")
+    img_sub = img.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+    build = img_sub.add_parser(
+        "build", help="build the air-gapped PostgreSQL image", add_help=False
+    )
+    build.add_argument("rest", nargs=argparse.REMAINDER)
+    build.set_defaults(handler=cmd_image)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``perfkit`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        return int(args.handler(args))
+    except PerfkitError as exc:
+        print(f"perfkit: error: {mask(str(exc))}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("perfkit: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,363 @@
+"""Execute notebooks headless with papermill: validate, run, export HTML.
+
+Parameters are checked against the notebook's ``parameters`` cell *before* a
+kernel starts: a name the cell does not define, or a value whose type does not
+match the default's type (or the cell's annotation), raises ConfigError.
+
+Each run writes ``<output_dir>/<run_id>/<stem>.ipynb`` (the executed notebook,
+also when a cell fails; cell indices in errors count the input notebook's
+cells), ``<stem>.html`` (code hidden unless asked) and ``<stem>.run.json``
+(parameters, status, wall time and the kernel/papermill overhead: wall time
+minus the time spent inside cells).
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from perfkit import params as params_mod
+from perfkit.dsn import mask
+from perfkit.errors import ConfigError, PerfkitError
+from perfkit.results import mask_values, new_run_id
+
+KERNEL_NAME = "python3"
+RUN_FILE_SUFFIX = ".run.json"
+
+_ANNOTATION_NAMES: dict[str, Any] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": bool,
+    "list": list,
+    "dict": dict,
+    "tuple": tuple,
+    "None": None,
+}
+
+
+class NotebookFailed(PerfkitError):
+    """A cell of an executed notebook raised; the executed notebook was still saved."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        notebook: Path,
+        cell_index: int | None = None,
+        ename: str | None = None,
+        evalue: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.notebook = notebook
+        self.cell_index = cell_index
+        self.ename = ename
+        self.evalue = evalue
+
+
+@dataclass(frozen=True, kw_only=True)
+class Parameter:
+    """One assignment of a notebook's parameters cell."""
+
+    name: str
+    default_source: str
+    default: Any = None
+    expected: tuple[type, ...] | None = None  # None: any value is accepted
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotebookRun:
+    """The outcome of executing one notebook."""
+
+    run_id: str
+    notebook: Path
+    output_dir: Path
+    executed: Path
+    html: Path | None
+    parameters: dict[str, Any]
+    ok: bool
+    wall_s: float
+    cells_s: float
+    error: str | None = None
+    record: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def overhead_s(self) -> float:
+        """Wall time not spent inside cells: kernel start, papermill, writing files."""
+        return self.wall_s - self.cells_s
+
+
+# -- parameters ---------------------------------------------------------------
+
+
+def _parameters_cell(nb: nbformat.NotebookNode, path: Path) -> nbformat.NotebookNode:
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            return cell
+    raise ConfigError(f"{path} has no code cell tagged 'parameters'")
+
+
+def _expected_from(default: Any, annotation: ast.expr | None) -> tuple[type, ...] | None:
+    if annotation is not None:
+        try:
+            value = eval(  # only builtin type names, no builtins available
+                compile(ast.Expression(annotation), "<annotation>", "eval"),
+                {"__builtins__": {}},
+                dict(_ANNOTATION_NAMES),
+            )
+            return params_mod._types_of(value)
+        except Exception:
+            return None
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return (bool,)
+    return (type(default),)
+
+
+def notebook_parameters(path: str | os.PathLike[str]) -> dict[str, Parameter]:
+    """The parameters a notebook declares, with the types their defaults imply."""
+    import papermill
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"notebook {path} does not exist")
+    nb = nbformat.read(path, as_version=4)
+    cell = _parameters_cell(nb, path)
+    found: dict[str, Parameter] = {}
+    try:
+        tree = ast.parse(cell.source)
+    except SyntaxError:
+        tree = ast.Module(body=[], type_ignores=[])
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, annotation = node.targets[0], None
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, annotation = node.target, node.annotation
+        else:
+            continue
+        if not isinstance(target, ast.Name):
+            continue
+        source = ast.get_source_segment(cell.source, node.value) or ""
+        try:
+            default = ast.literal_eval(node.value)
+            literal = True
+        except ValueError:
+            default, literal = None, False
+        expected = _expected_from(default, annotation) if literal or annotation else None
+        found[target.id] = Parameter(
+            name=target.id, default_source=source, default=default, expected=expected
+        )
+    # papermill's own view, so every name it would inject is known to us too
+    for name, info in papermill.inspect_notebook(str(path)).items():
+        found.setdefault(name, Parameter(name=name, default_source=str(info.get("default"))))
+    return found
+
+
+def parse_cli_value(raw: str, parameter: Parameter | None) -> Any:
+    """Turn a ``-p name value`` string into a value, guided by the parameter's type."""
+    expected = parameter.expected if parameter else None
+    if expected and str in expected:
+        if type(None) in expected and raw in ("None", "null"):
+            return None
+        if set(expected) <= {str, type(None)}:
+            return raw
+    lowered = raw.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def validate_parameters(path: str | os.PathLike[str], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``values`` against the notebook's parameters cell; ConfigError names the problem."""
+    declared = notebook_parameters(path)
+    unknown = sorted(set(values) - set(declared))
+    if unknown:
+        raise ConfigError(
+            f"{Path(path).name}: unknown parameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(unknown)}; known parameters: {', '.join(sorted(declared)) or '(none)'}"
+        )
+    for name, value in values.items():
+        expected = declared[name].expected
+        if expected is not None and not params_mod.matches(value, expected):
+            raise ConfigError(
+                f"{Path(path).name}: parameter {name!r} expects {params_mod.type_name(expected)} "
+                f"(default {declared[name].default_source}), got {type(value).__name__} {value!r}"
+            )
+    return dict(values)
+
+
+def parse_cli_parameters(
+    path: str | os.PathLike[str], pairs: list[tuple[str, str]] | list[list[str]]
+) -> dict[str, Any]:
+    """Values for ``-p name value`` pairs, typed by the notebook's defaults."""
+    declared = notebook_parameters(path)
+    return {name: parse_cli_value(raw, declared.get(name)) for name, raw in pairs}
+
+
+# -- execution ----------------------------------------------------------------
+
+
+def _first_line(source: str) -> str:
+    for line in source.splitlines():
+        if line.strip():
+            return line.strip()[:80]
+    return ""
+
+
+def _source_index(notebook: Path, source: str, fallback: int) -> int:
+    """Index of the cell with ``source`` in the input notebook (papermill counts injected cells)."""
+    for index, cell in enumerate(nbformat.read(notebook, as_version=4).cells):
+        if cell.source == source:
+            return index
+    return fallback
+
+
+def _cells_seconds(nb: nbformat.NotebookNode) -> float:
+    total = 0.0
+    for cell in nb.cells:
+        duration = cell.get("metadata", {}).get("papermill", {}).get("duration")
+        if isinstance(duration, int | float):
+            total += float(duration)
+    return total
+
+
+def export_html(executed: Path, html: Path, *, show_code: bool = False) -> Path:
+    """Export an executed notebook to HTML (code hidden unless ``show_code``)."""
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(executed, as_version=4)
+    exporter = HTMLExporter(exclude_input=not show_code, exclude_input_prompt=True)
+    exporter.exclude_output_prompt = True
+    body, _ = exporter.from_notebook_node(nb)
+    html.write_text(mask(body), encoding="utf-8")
+    return html
+
+
+def kernel_environment() -> dict[str, str]:
+    """Environment for the kernel: ours, minus settings that break figure capture."""
+    env = dict(os.environ)
+    env.pop("MPLBACKEND", None)  # the inline backend must capture figures
+    return env
+
+
+def execute(
+    notebook: str | os.PathLike[str],
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    output_dir: str | os.PathLike[str] = "runs",
+    run_id: str | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    progress_bar: bool | None = None,
+    html: bool = True,
+    show_code: bool = False,
+    start_timeout: float = 60,
+    raise_on_error: bool = True,
+) -> NotebookRun:
+    """Validate ``parameters`` then execute ``notebook`` into ``<output_dir>/<run_id>/``.
+
+    Raises ConfigError before any kernel starts when a parameter is unknown or
+    ill-typed; raises NotebookFailed (after saving the executed notebook and
+    its HTML) when a cell fails, naming the cell and the exception.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook = Path(notebook).resolve()
+    values = validate_parameters(notebook, parameters or {})
+    run_id = run_id or new_run_id()
+    out = Path(output_dir) / run_id
+    out.mkdir(parents=True, exist_ok=True)
+    executed = out / f"{notebook.stem}.ipynb"
+    html_path = out / f"{notebook.stem}.html" if html else None
+    if progress_bar is None:
+        progress_bar = sys.stdout.isatty()
+    cwd = Path(cwd) if cwd is not None else notebook.parent
+
+    error: NotebookFailed | None = None
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.perf_counter()
+    saved_env = os.environ.pop("MPLBACKEND", None)
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(executed),
+            parameters=values,
+            kernel_name=KERNEL_NAME,
+            progress_bar=progress_bar,
+            cwd=str(cwd),
+            start_timeout=int(start_timeout),
+        )
+    except PapermillExecutionError as exc:
+        index = _source_index(notebook, exc.source, exc.cell_index)
+        error = NotebookFailed(
+            mask(
+                f"{notebook.name}: cell {index} (In [{exc.exec_count}], "
+                f"starting `{_first_line(exc.source)}`) raised {exc.ename}: {exc.evalue}; "
+                f"executed notebook saved to {executed}"
+            ),
+            notebook=executed,
+            cell_index=index,
+            ename=exc.ename,
+            evalue=mask(str(exc.evalue)),
+        )
+    finally:
+        if saved_env is not None:
+            os.environ["MPLBACKEND"] = saved_env
+    wall = time.perf_counter() - t0
+
+    cells = 0.0
+    if executed.is_file():
+        cells = _cells_seconds(nbformat.read(executed, as_version=4))
+        if html_path is not None:
+            export_html(executed, html_path, show_code=show_code)
+    elif error is None:  # pragma: no cover - papermill always writes the output
+        raise PerfkitError(f"papermill wrote no executed notebook for {notebook}")
+
+    record = mask_values(
+        {
+            "run_id": run_id,
+            "notebook": str(notebook),
+            "parameters": values,
+            "started_at": started.isoformat(),
+            "ok": error is None,
+            "error": str(error) if error else None,
+            "wall_s": wall,
+            "cells_s": cells,
+            "overhead_s": wall - cells,
+        }
+    )
+    (out / f"{notebook.stem}{RUN_FILE_SUFFIX}").write_text(
+        json.dumps(record, indent=2, default=str) + "\n"
+    )
+    result = NotebookRun(
+        run_id=run_id,
+        notebook=notebook,
+        output_dir=out,
+        executed=executed,
+        html=html_path,
+        parameters=values,
+        ok=error is None,
+        wall_s=wall,
+        cells_s=cells,
+        error=str(error) if error else None,
+        record=record,
+    )
+    if error is not None and raise_on_error:
+        raise error
+    return result

@@ -1,0 +1,164 @@
+"""``perfkit report``: run every lab notebook, then the summary notebook, into one run directory.
+
+Lab notebooks are ``notebooks/NN_*.ipynb`` except the summary
+(``99_report.ipynb``). Each lab receives the report's ``backend``, ``quick``
+and ``out_dir`` (the results directory) when its parameters cell declares
+them. A failing lab does not stop the report: its executed notebook is kept,
+the summary shows it as failed and its metrics as "not measured", and the
+command exits non-zero. The report is ``<output_dir>/<run_id>/report.html``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perfkit import notebooks
+from perfkit.errors import ConfigError
+from perfkit.results import new_run_id
+
+SUMMARY_NOTEBOOK = "99_report.ipynb"
+REPORT_FILE = "report.html"
+LAB_PATTERN = re.compile(r"^\d{2}_.+\.ipynb$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportOutcome:
+    """What a report run produced."""
+
+    run_id: str
+    output_dir: Path
+    html: Path | None
+    labs: list[notebooks.NotebookRun] = field(default_factory=list)
+    summary: notebooks.NotebookRun | None = None
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(lab.ok for lab in self.labs) and self.summary is not None and self.summary.ok
+
+    def summary_lines(self) -> list[str]:
+        lines = []
+        for run in [*self.labs, *([self.summary] if self.summary else [])]:
+            status = "ok    " if run.ok else "FAILED"
+            lines.append(
+                f"{status} {run.notebook.name:<32} {run.wall_s:6.1f} s "
+                f"(overhead {run.overhead_s:.1f} s)"
+            )
+            if run.error:
+                lines.append(f"       {run.error}")
+        lines.append(f"report  {self.html}  ({self.wall_s:.1f} s)")
+        return lines
+
+
+def default_notebooks_dir() -> Path:
+    """``./notebooks`` when it exists, else the notebooks folder next to the package."""
+    here = Path.cwd() / "notebooks"
+    if (here / SUMMARY_NOTEBOOK).is_file():
+        return here
+    return Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def discover(notebooks_dir: str | os.PathLike[str]) -> tuple[list[Path], Path]:
+    """Lab notebooks (sorted by number) and the summary notebook of a folder."""
+    folder = Path(notebooks_dir)
+    summary = folder / SUMMARY_NOTEBOOK
+    if not summary.is_file():
+        raise ConfigError(f"summary notebook {summary} not found (use --notebooks-dir)")
+    labs = sorted(
+        p for p in folder.iterdir() if LAB_PATTERN.match(p.name) and p.name != SUMMARY_NOTEBOOK
+    )
+    return labs, summary
+
+
+def lab_parameters(notebook: Path, *, backend: str, quick: bool, data_dir: Path) -> dict[str, Any]:
+    """The report's settings a lab declares (backend, quick, out_dir)."""
+    declared = notebooks.notebook_parameters(notebook)
+    offered = {"backend": backend, "quick": quick, "out_dir": str(data_dir)}
+    return {name: value for name, value in offered.items() if name in declared}
+
+
+def build(
+    *,
+    quick: bool = False,
+    backend: str = "auto",
+    output_dir: str | os.PathLike[str] = "runs",
+    data_dir: str | os.PathLike[str] = "data",
+    notebooks_dir: str | os.PathLike[str] | None = None,
+    show_code: bool = False,
+    progress_bar: bool | None = None,
+) -> ReportOutcome:
+    """Run the labs and the summary; return where the report is and how each run went."""
+    if backend not in ("auto", "docker", "local"):
+        raise ConfigError(f"backend must be auto, docker or local, got {backend!r}")
+    labs, summary_nb = discover(notebooks_dir or default_notebooks_dir())
+    data = Path(data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    # validate every lab's parameters before any kernel or server starts
+    planned = [
+        (lab, lab_parameters(lab, backend=backend, quick=quick, data_dir=data)) for lab in labs
+    ]
+    for lab, values in planned:
+        notebooks.validate_parameters(lab, values)
+
+    run_id = new_run_id()
+    out = Path(output_dir).resolve() / run_id
+    started = dt.datetime.now(dt.UTC)
+    t0 = dt.datetime.now(dt.UTC)
+    lab_runs: list[notebooks.NotebookRun] = []
+    for lab, values in planned:
+        lab_runs.append(
+            notebooks.execute(
+                lab,
+                values,
+                output_dir=out.parent,
+                run_id=run_id,
+                progress_bar=progress_bar,
+                show_code=show_code,
+                raise_on_error=False,
+            )
+        )
+    summary_params: dict[str, Any] = {
+        "data_dir": str(data),
+        "since": started.isoformat(),
+        "runs_dir": str(out),
+        "labs": [
+            {
+                "notebook": str(r.executed),
+                "ok": r.ok,
+                "wall_s": round(r.wall_s, 3),
+                "overhead_s": round(r.overhead_s, 3),
+                "error": r.error or "",
+            }
+            for r in lab_runs
+        ],
+        "quick": quick,
+        "backend": backend,
+    }
+    declared = notebooks.notebook_parameters(summary_nb)
+    summary_run = notebooks.execute(
+        summary_nb,
+        {k: v for k, v in summary_params.items() if k in declared},
+        output_dir=out.parent,
+        run_id=run_id,
+        progress_bar=progress_bar,
+        show_code=show_code,
+        raise_on_error=False,
+    )
+    html = None
+    if summary_run.html is not None and summary_run.html.is_file():
+        html = out / REPORT_FILE
+        shutil.copyfile(summary_run.html, html)
+    return ReportOutcome(
+        run_id=run_id,
+        output_dir=out,
+        html=html,
+        labs=lab_runs,
+        summary=summary_run,
+        wall_s=(dt.datetime.now(dt.UTC) - t0).total_seconds(),
+    )

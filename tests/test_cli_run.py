@@ -1,0 +1,199 @@
+"""`perfkit run`: parameters validated before a kernel starts, executed notebook and HTML saved."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+from papermill.exceptions import PapermillExecutionError
+
+from perfkit import notebooks, results
+from perfkit.cli import main
+from perfkit.errors import ConfigError
+
+TINY = Path(__file__).parent / "notebooks" / "tiny.ipynb"
+PERFKIT = Path(sys.executable).parent / "perfkit"
+
+
+def _run_dirs(out: Path) -> list[Path]:
+    return sorted(p for p in out.iterdir() if p.is_dir()) if out.exists() else []
+
+
+def test_unknown_parameter_exits_2_naming_it_and_starts_no_kernel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", str(TINY), "-p", "xx", "3", "--output-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "unknown parameter xx" in err and "known parameters: fail, label" in err
+    assert _run_dirs(tmp_path / "runs") == []  # nothing executed, not even a run directory
+
+
+def test_ill_typed_parameter_exits_2_naming_expected_type(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", str(TINY), "-p", "x", "2.5", "--output-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "parameter 'x' expects int (default 2), got float 2.5" in err
+    assert _run_dirs(tmp_path / "runs") == []
+
+
+def test_ill_typed_value_from_params_file_is_rejected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params_file = tmp_path / "p.yaml"
+    params_file.write_text("fail: 'no'\n")
+    code = main(["run", str(TINY), "-f", str(params_file), "--output-dir", str(tmp_path / "r")])
+    assert code == 2
+    assert "parameter 'fail' expects bool" in capsys.readouterr().err
+
+
+def test_cli_values_are_typed_by_the_notebook_defaults() -> None:
+    assert notebooks.parse_cli_parameters(
+        TINY, [("x", "3"), ("scale", "2"), ("label", "42"), ("fail", "true")]
+    ) == {"x": 3, "scale": 2, "label": "42", "fail": True}
+
+
+def test_notebook_without_parameters_cell_is_a_config_error(tmp_path: Path) -> None:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    path = tmp_path / "plain.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(ConfigError, match="no code cell tagged 'parameters'"):
+        notebooks.validate_parameters(path, {"x": 2})
+
+
+@pytest.mark.notebook
+def test_run_writes_executed_notebook_and_html_without_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    params_file = tmp_path / "p.yaml"
+    params_file.write_text(f"out_dir: {data}\nscale: 2\n")
+    code = main(
+        ["run", str(TINY), "-p", "x", "4", "-f", str(params_file), "--output-dir", str(runs)]
+    )
+    assert code == 0, capsys.readouterr().err
+    (run_dir,) = _run_dirs(runs)
+    executed = nbformat.read(run_dir / "tiny.ipynb", as_version=4)
+    assert "injected-parameters" in executed.cells[2].metadata.tags
+    html = (run_dir / "tiny.html").read_text()
+    assert "<img" in html and "validate_globals" not in html
+    record = json.loads((run_dir / "tiny.run.json").read_text())
+    assert record["ok"] and record["parameters"] == {"out_dir": str(data), "scale": 2, "x": 4}
+    assert record["wall_s"] >= record["cells_s"] > 0
+    saved = results.latest("tiny", data)
+    assert saved.frames["values"]["value"].tolist() == [0, 2, 4, 6]
+
+
+@pytest.mark.notebook
+def test_show_code_keeps_code_in_html(tmp_path: Path) -> None:
+    run = notebooks.execute(
+        TINY, {"out_dir": str(tmp_path / "d")}, output_dir=tmp_path, show_code=True
+    )
+    assert "validate_globals" in run.html.read_text()
+
+
+@pytest.mark.notebook
+def test_failing_cell_saves_executed_notebook_and_error_names_the_cell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "run",
+            str(TINY),
+            "-p",
+            "fail",
+            "True",
+            "-p",
+            "out_dir",
+            str(tmp_path / "d"),
+            "--output-dir",
+            str(tmp_path / "runs"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cell 3 (In [" in err and "starting `import time`" in err
+    assert "RuntimeError: asked to fail with x=2" in err
+    (run_dir,) = _run_dirs(tmp_path / "runs")
+    executed = nbformat.read(run_dir / "tiny.ipynb", as_version=4)
+    errors = [o for c in executed.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert [e.ename for e in errors] == ["RuntimeError"]
+    assert "asked to fail" in (run_dir / "tiny.html").read_text()
+    assert not json.loads((run_dir / "tiny.run.json").read_text())["ok"]
+    assert not (tmp_path / "d").exists()  # the save cell never ran
+
+
+@pytest.mark.notebook
+def test_plain_papermill_with_unknown_parameter_fails_in_the_validation_cell(
+    tmp_path: Path,
+) -> None:
+    # papermill itself only warns about unknown names; the notebook's validation cell rejects them
+    with pytest.raises(PapermillExecutionError) as info:
+        papermill.execute_notebook(
+            str(TINY),
+            str(tmp_path / "out.ipynb"),
+            parameters={"typo": 1},
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(tmp_path),
+        )
+    assert info.value.ename == "ConfigError"
+    assert "unknown parameter typo" in info.value.evalue
+
+
+@pytest.mark.notebook
+def test_console_script_exits_130_on_interrupt(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            str(PERFKIT),
+            "run",
+            str(TINY),
+            "-p",
+            "sleep_s",
+            "60",
+            "-p",
+            "out_dir",
+            str(tmp_path),
+            "--output-dir",
+            str(tmp_path / "runs"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list((tmp_path / "runs").glob("*/tiny.ipynb")):
+            time.sleep(0.2)  # papermill writes the output notebook once the kernel is up
+        time.sleep(1.0)
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+
+
+def test_console_script_lists_subcommands() -> None:
+    out = subprocess.run([str(PERFKIT), "--help"], capture_output=True, text=True, check=True)
+    for command in ("run", "report", "compare", "sweep", "doctor", "image"):
+        assert command in out.stdout
+
+
+def test_doctor_subcommand_is_wired(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["doctor"])
+    assert code in (0, 1)
+    assert "local" in capsys.readouterr().out
