@@ -1,0 +1,316 @@
+"""Many clients reconnecting after an outage: a fast model calibrated by real measurements.
+
+The model, for ``n_clients`` clients that all lose the server at ``t = 0``
+(each noticing within ``start_spread_s``) and a server that is ready again at
+``ready_s = outage_s + boot_s``:
+
+- before ``ready_s`` every attempt is refused after ``refused_s``;
+- after it, attempts queue at one FIFO server that accepts ``capacity_per_s``
+  connections per second (the measured burst throughput, client and server
+  sharing the machine as in the real herd) and answers an idle client after
+  ``latency_s`` (the measured single connect);
+- an attempt still queued when its client's connect timeout expires costs the
+  server only ``reject_s`` (fork, then a closed socket) and fails as a timeout;
+  one that started service but finishes too late is a timeout too, with the
+  server's work wasted;
+- when ``max_connections`` clients are connected, further attempts are
+  rejected with "too many clients" (SQLSTATE 53300) after ``reject_s``;
+- between attempts a client follows its strategy (sampled with numpy), with
+  its ``max_attempts`` and a hard ``deadline``, as the real driver does.
+
+Phase one (all attempts before the server is ready) is vectorised with
+numpy; phase two (attempts that reach the live server) is a discrete-event
+loop over a heap, which touches only attempts after ``ready_s``. 10,000
+clients take well under a second for every strategy here.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfkit.errors import ConfigError
+from perfkit.retry.strategies import Strategy, get_strategy
+
+OK, REFUSED, TIMEOUT, TOO_MANY = 0, 1, 2, 3
+OUTCOMES = {OK: "ok", REFUSED: "refused", TIMEOUT: "timeout", TOO_MANY: "too_many_clients"}
+MAX_DELAYS = 5000
+
+
+def _check(
+    owner: str, name: str, value: Any, *, minimum: float = 0.0, strict: bool = False
+) -> None:
+    bad = isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value)
+    if bad or (value <= minimum if strict else value < minimum):
+        op = ">" if strict else ">="
+        raise ConfigError(f"{owner}.{name} must be a number {op} {minimum:g}, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimSettings:
+    """Everything one simulated herd depends on (see the module docstring)."""
+
+    n_clients: int
+    outage_s: float = 1.0
+    boot_s: float = 0.05
+    capacity_per_s: float = 300.0
+    latency_s: float = 0.005
+    refused_s: float = 0.0003
+    reject_s: float | None = None
+    max_connections: int | None = None
+    connect_timeout: float | None = 2.0
+    deadline: float | None = 60.0
+    start_spread_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        n = self.n_clients
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"SimSettings.n_clients must be an int >= 1, got {n!r}")
+        _check("SimSettings", "outage_s", self.outage_s)
+        _check("SimSettings", "boot_s", self.boot_s)
+        _check("SimSettings", "capacity_per_s", self.capacity_per_s, strict=True)
+        _check("SimSettings", "latency_s", self.latency_s)
+        _check("SimSettings", "refused_s", self.refused_s)
+        _check("SimSettings", "start_spread_s", self.start_spread_s)
+        if self.reject_s is not None:
+            _check("SimSettings", "reject_s", self.reject_s)
+        for name in ("connect_timeout", "deadline"):
+            value = getattr(self, name)
+            if value is not None:
+                _check("SimSettings", name, value, strict=True)
+        m = self.max_connections
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+            raise ConfigError(f"SimSettings.max_connections must be an int >= 1 or None, got {m!r}")
+
+    @property
+    def ready_s(self) -> float:
+        return self.outage_s + self.boot_s
+
+    @property
+    def service_s(self) -> float:
+        return 1.0 / self.capacity_per_s
+
+    @property
+    def reject_cost_s(self) -> float:
+        return self.reject_s if self.reject_s is not None else 0.25 * self.service_s
+
+    @classmethod
+    def calibrated(cls, calibration: dict[str, float], **values: Any) -> SimSettings:
+        """Settings from :func:`perfkit.retry.herd.calibrate` output plus the scenario."""
+        return cls(
+            capacity_per_s=calibration["capacity_per_s"],
+            latency_s=calibration["connect_s"],
+            refused_s=calibration["refused_s"],
+            **values,
+        )
+
+
+@dataclass(kw_only=True)
+class SimResult:
+    """Simulated attempts (times from the outage start) and per-client outcomes."""
+
+    settings: SimSettings
+    strategy: str
+    attempt_client: np.ndarray
+    attempt_time: np.ndarray
+    attempt_outcome: np.ndarray
+    connected_at: np.ndarray  # NaN for clients that gave up
+    elapsed_s: float
+
+    def attempts_frame(self) -> pd.DataFrame:
+        """One row per attempt; ``t_event_s`` is relative to the restart (``outage_s``)."""
+        return pd.DataFrame(
+            {
+                "strategy": self.strategy,
+                "n_clients": self.settings.n_clients,
+                "client": self.attempt_client,
+                "t_event_s": self.attempt_time - self.settings.outage_s,
+                "outcome": pd.Categorical.from_codes(
+                    self.attempt_outcome, categories=[OUTCOMES[i] for i in range(4)]
+                ),
+            }
+        )
+
+    def rate(
+        self, *, bin_s: float = 0.1, after_ready: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Attempts per ``bin_s`` bin: (bin starts relative to the restart, counts)."""
+        times = self.attempt_time - self.settings.outage_s
+        if after_ready:
+            times = times[self.attempt_time >= self.settings.ready_s]
+        if len(times) == 0:
+            return np.array([]), np.array([], dtype=int)
+        lo = math.floor(times.min() / bin_s) * bin_s
+        hi = math.ceil((times.max() + 1e-9) / bin_s) * bin_s
+        counts, edges = np.histogram(times, bins=np.arange(lo, hi + bin_s / 2, bin_s))
+        return edges[:-1], counts
+
+    def summary(self) -> dict[str, Any]:
+        s = self.settings
+        connected = self.connected_at[~np.isnan(self.connected_at)]
+        after = self.attempt_time >= s.ready_s
+        _, all_counts = self.rate()
+        _, live_counts = self.rate(after_ready=True)
+        n_ok = len(connected)
+        return {
+            "strategy": self.strategy,
+            "n_clients": s.n_clients,
+            "outage_s": s.outage_s,
+            "max_connections": s.max_connections,
+            "connected": n_ok,
+            "gave_up": s.n_clients - n_ok,
+            "attempts": len(self.attempt_time),
+            "attempts_after_ready": int(after.sum()),
+            "too_many_clients": int((self.attempt_outcome == TOO_MANY).sum()),
+            "timeouts": int((self.attempt_outcome == TIMEOUT).sum()),
+            "peak_rate_per_100ms": int(all_counts.max()) if len(all_counts) else 0,
+            "peak_rate_after_ready_per_100ms": int(live_counts.max()) if len(live_counts) else 0,
+            "all_connected_after_ready_s": float(connected.max() - s.ready_s)
+            if n_ok == s.n_clients
+            else math.nan,
+            "median_connected_after_ready_s": float(np.median(connected) - s.ready_s)
+            if n_ok
+            else math.nan,
+            "sim_elapsed_s": self.elapsed_s,
+        }
+
+
+def _n_delays(strategy: Strategy, settings: SimSettings) -> int:
+    """How many delays a client can use: max_attempts - 1, or until the deadline."""
+    if strategy.max_attempts is not None:
+        return min(strategy.max_attempts - 1, MAX_DELAYS)
+    if settings.deadline is None:
+        raise ConfigError(
+            f"{type(strategy).__name__} is unbounded: give SimSettings.deadline to bound it"
+        )
+    total, k = 0.0, 0
+    while total < settings.deadline and k < MAX_DELAYS:
+        k += 1
+        total += max(strategy.delay_bounds(k)[0], settings.refused_s, 1e-3)
+    return k
+
+
+def simulate(
+    strategy: Strategy | str, settings: SimSettings, *, seed: int = 0, name: str | None = None
+) -> SimResult:
+    """Simulate one herd; deterministic for a given ``seed``."""
+    started = time.perf_counter()
+    strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
+    label = name or (strategy if isinstance(strategy, str) else strat.kind)
+    s = settings
+    n = s.n_clients
+    rng = np.random.default_rng(seed)
+    k = _n_delays(strat, s)
+    delays = strat.sample(rng, n, k + 1)  # delay j follows attempt j; the last feeds timeouts
+    t0 = rng.random(n) * s.start_spread_s if s.start_spread_s > 0 else np.zeros(n)
+    deadline_at = t0 + (s.deadline if s.deadline is not None else np.inf)
+
+    # Attempt timeouts, (n, k + 1): gRPC derives them from its backoff.
+    default_timeout = math.inf if s.connect_timeout is None else float(s.connect_timeout)
+    if strat.anchor == "attempt_start":
+        timeouts = np.empty_like(delays)
+        for j in range(k + 1):
+            timeouts[:, j] = np.maximum(
+                delays[:, j], strat.attempt_timeout(j + 1, 0.0, s.connect_timeout) or 0.0
+            )
+    else:
+        timeouts = np.full_like(delays, default_timeout)
+
+    # Phase 1 (vectorised): start times if every attempt is refused.
+    steps = delays[:, :k]
+    if strat.anchor == "attempt_start":
+        steps = np.maximum(steps, s.refused_s)
+    else:
+        steps = steps + s.refused_s
+    starts = np.concatenate([t0[:, None], t0[:, None] + np.cumsum(steps, axis=1)], axis=1)
+    valid = starts < deadline_at[:, None]
+    before = valid & (starts < s.ready_s)
+    # The first attempt that reaches a live server, per client (k + 1 if none).
+    live = valid & (starts >= s.ready_s)
+    first_live = np.where(live.any(axis=1), live.argmax(axis=1), k + 1)
+
+    pre_clients, pre_idx = np.nonzero(before)
+    clients: list[np.ndarray] = [pre_clients]
+    times: list[np.ndarray] = [starts[pre_clients, pre_idx]]
+    outcomes: list[np.ndarray] = [np.full(len(pre_clients), REFUSED, dtype=np.int8)]
+
+    # Phase 2 (events): FIFO server from ready_s on.
+    heap: list[tuple[float, int, int]] = [
+        (float(starts[c, first_live[c]]), int(c), int(first_live[c]))
+        for c in np.nonzero(first_live <= k)[0]
+    ]
+    heapq.heapify(heap)
+    connected_at = np.full(n, np.nan)
+    free_at = s.ready_s
+    established = 0
+    limit = s.max_connections if s.max_connections is not None else math.inf
+    service, reject, latency_extra = (
+        s.service_s,
+        s.reject_cost_s,
+        max(0.0, s.latency_s - s.service_s),
+    )
+    anchor_start = strat.anchor == "attempt_start"
+    ev_client: list[int] = []
+    ev_time: list[float] = []
+    ev_outcome: list[int] = []
+    while heap:
+        t, c, j = heapq.heappop(heap)
+        tmo = min(float(timeouts[c, j]), float(deadline_at[c]) - t)
+        give_up_at = t + tmo
+        begin = max(t, free_at)
+        if begin >= give_up_at:  # still queued when the client gave up: a cheap fork
+            free_at = begin + reject
+            outcome, fail_at = TIMEOUT, give_up_at
+        elif established >= limit:
+            free_at = begin + reject
+            outcome, fail_at = TOO_MANY, free_at
+            if fail_at > give_up_at:
+                outcome, fail_at = TIMEOUT, give_up_at
+        else:
+            free_at = begin + service
+            done = free_at + latency_extra
+            if done > give_up_at:
+                outcome, fail_at = TIMEOUT, give_up_at
+            else:
+                established += 1
+                connected_at[c] = done
+                ev_client.append(c)
+                ev_time.append(t)
+                ev_outcome.append(OK)
+                continue
+        ev_client.append(c)
+        ev_time.append(t)
+        ev_outcome.append(outcome)
+        if j >= k:
+            continue  # that was the last attempt
+        d = float(delays[c, j])
+        nxt = max(fail_at, t + d) if anchor_start else fail_at + d
+        if nxt < deadline_at[c]:
+            heapq.heappush(heap, (nxt, c, j + 1))
+
+    clients.append(np.asarray(ev_client, dtype=np.int64))
+    times.append(np.asarray(ev_time, dtype=float))
+    outcomes.append(np.asarray(ev_outcome, dtype=np.int8))
+    return SimResult(
+        settings=s,
+        strategy=label,
+        attempt_client=np.concatenate(clients),
+        attempt_time=np.concatenate(times),
+        attempt_outcome=np.concatenate(outcomes),
+        connected_at=connected_at,
+        elapsed_s=time.perf_counter() - started,
+    )
+
+
+def simulate_many(
+    strategies: list[str], settings: SimSettings, *, seed: int = 0
+) -> tuple[pd.DataFrame, dict[str, SimResult]]:
+    """:func:`simulate` each named strategy; summaries as a frame plus the results."""
+    results = {name: simulate(name, settings, seed=seed) for name in strategies}
+    return pd.DataFrame([r.summary() for r in results.values()]), results
