@@ -248,7 +248,9 @@ def _summarise(document: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dic
     events = []
     for record in document.get("records", []):
         if record["event"] != "test":
-            events.append({k: record.get(k) for k in ("event", "worker", "seconds", "strategy")})
+            events.append(
+                {k: record.get(k) for k in ("event", "worker", "seconds", "strategy", "purpose")}
+            )
             continue
         test_id = record["test"]
         ph = phases.get(test_id, {})
