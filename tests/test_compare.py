@@ -1,0 +1,119 @@
+"""`perfkit compare`: ratios of key metrics between two saved runs, flagged beyond a threshold."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from perfkit import compare, results, summary
+from perfkit.cli import main
+from perfkit.errors import ConfigError, PerfkitError
+
+
+def _headline_run(tmp_path: Path, naive: float, improved: float) -> results.Run:
+    frame = summary.headline_frame(
+        [
+            summary.Headline(metric="connection_time", variant="naive", value=naive, unit="s"),
+            summary.Headline(
+                metric="connection_time", variant="improved", value=improved, unit="s"
+            ),
+        ]
+    )
+    return results.save(frames={"headline": frame}, experiment="retry", out_dir=tmp_path)
+
+
+def test_ratios_are_b_over_a_and_changes_beyond_threshold_are_flagged() -> None:
+    a = pd.Series({"up": 1.0, "down": 2.0, "same": 4.0, "small": 10.0})
+    b = pd.Series({"up": 1.5, "down": 1.0, "same": 4.0, "small": 10.5})
+    table = compare.compare_metrics(a, b, threshold=0.1).set_index("metric")
+    assert table["ratio"].to_dict() == {"up": 1.5, "down": 0.5, "same": 1.0, "small": 1.05}
+    assert table["flag"].to_dict() == {"up": "+", "down": "-", "same": "", "small": ""}
+
+
+def test_threshold_decides_what_is_flagged() -> None:
+    a, b = pd.Series({"m": 10.0}), pd.Series({"m": 10.5})
+    assert compare.compare_metrics(a, b, threshold=0.01)["flag"].tolist() == ["+"]
+    assert compare.compare_metrics(a, b, threshold=0.1)["flag"].tolist() == [""]
+
+
+def test_only_metrics_present_in_both_runs_are_compared() -> None:
+    table = compare.compare_metrics(
+        pd.Series({"a": 1.0, "b": 2.0}), pd.Series({"b": 2.0, "c": 1.0})
+    )
+    assert table["metric"].tolist() == ["b"]
+
+
+def test_zero_baseline_gives_no_ratio_and_no_flag() -> None:
+    table = compare.compare_metrics(pd.Series({"m": 0.0}), pd.Series({"m": 3.0}))
+    assert math.isnan(table["ratio"][0]) and table["flag"][0] == ""
+
+
+def test_negative_threshold_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="threshold"):
+        compare.compare_metrics(pd.Series(dtype=float), pd.Series(dtype=float), threshold=-1)
+
+
+def test_headline_frames_are_the_key_metrics(tmp_path: Path) -> None:
+    run = _headline_run(tmp_path, naive=15.0, improved=0.4)
+    assert compare.key_metrics(results.load(run.path)).to_dict() == {
+        "connection_time/naive [s]": 15.0,
+        "connection_time/improved [s]": 0.4,
+    }
+
+
+def test_runs_without_headlines_compare_medians_per_label(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {"strategy": ["a", "a", "a", "b"], "rep": [0, 1, 2, 0], "wait_ms": [1.0, 2.0, 9.0, 5.0]}
+    )
+    run = results.save(frames={"requests": frame}, experiment="pool", out_dir=tmp_path)
+    assert compare.key_metrics(results.load(run.path)).to_dict() == {
+        "requests[strategy=a].wait_ms (median)": 2.0,
+        "requests[strategy=b].wait_ms (median)": 5.0,
+    }
+
+
+def test_compare_command_prints_ratios_and_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = _headline_run(tmp_path, naive=15.0, improved=0.5)
+    b = _headline_run(tmp_path, naive=15.3, improved=1.0)
+    assert main(["compare", str(a.path), str(b.path), "--threshold", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert f"A = {a.run_id}   B = {b.run_id}" in out
+    naive_line = next(line for line in out.splitlines() if line.startswith("connection_time/naive"))
+    improved_line = next(line for line in out.splitlines() if "connection_time/improved" in line)
+    assert "1.020" in naive_line and "(+)" not in naive_line
+    assert "2.000" in improved_line and "(+) up" in improved_line
+    assert "1 of 2 metrics changed by more than 10%" in out
+
+
+def test_fail_on_change_exits_1_when_something_moved(tmp_path: Path) -> None:
+    a = _headline_run(tmp_path, naive=15.0, improved=0.5)
+    b = _headline_run(tmp_path, naive=15.0, improved=1.0)
+    assert main(["compare", str(a.path), str(b.path), "--fail-on-change"]) == 1
+    assert main(["compare", str(a.path), str(a.path), "--fail-on-change"]) == 0
+
+
+def test_experiment_directory_means_its_latest_run(tmp_path: Path) -> None:
+    _headline_run(tmp_path, naive=1.0, improved=1.0)
+    latest = _headline_run(tmp_path, naive=2.0, improved=2.0)
+    assert compare.resolve_run(tmp_path / "retry").run_id == latest.run_id
+
+
+def test_runs_without_common_metrics_are_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = _headline_run(tmp_path, naive=1.0, improved=1.0)
+    b = results.save(frames={"x": pd.DataFrame({"v": [1.0]})}, experiment="other", out_dir=tmp_path)
+    with pytest.raises(PerfkitError, match="no key metric in common"):
+        compare.compare_paths(a.path, b.path)
+    assert main(["compare", str(a.path), str(b.path)]) == 2
+    assert "no key metric in common" in capsys.readouterr().err
+
+
+def test_path_that_is_not_a_run_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(PerfkitError, match="neither a results run directory"):
+        compare.resolve_run(tmp_path)
