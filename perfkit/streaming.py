@@ -20,8 +20,9 @@ Each measurement runs in a fresh Python subprocess (``python -m
 perfkit.streaming``) so one method's RSS high-water mark cannot contaminate
 another's. The child samples RSS (psutil) and, when traced, tracemalloc's
 current size in a thread for memory-over-time curves, and reports the peak
-RSS (``VmHWM``, so a peak between samples is not missed) and tracemalloc's peak. The DSN goes to the child in an
-environment variable, never on its command line.
+RSS (``VmHWM``, so a peak between samples is not missed) and tracemalloc's
+peak. The DSN goes to the child in an environment variable, never on its
+command line.
 
 Frames (see :func:`run_streaming`): ``runs`` (one row per measurement) and
 ``memory`` (samples over time).
@@ -39,7 +40,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -346,6 +347,129 @@ def compare(runs: pd.DataFrame, baseline: str = "fetchall") -> pd.DataFrame:
             )
     order = [m for m in METHODS if m in out.index]
     return out.loc[order].reset_index().rename(columns={"index": "method"})
+
+
+#: Parameter spec of notebooks/04_streaming.ipynb (for perfkit.params.validate_globals).
+PARAMS_SPEC: dict[str, Any] = {
+    "backend": str,
+    "quick": bool,
+    "out_dir": str,
+    "seed": int,
+    "rows": (int, type(None)),
+    "batch_size": int,
+    "methods": (list, type(None)),
+    "repeats": int,
+}
+
+FULL_ROWS = 1_000_000
+QUICK_ROWS = 50_000
+
+
+def plan_from_params(p: Mapping[str, Any]) -> tuple[StreamSettings, tuple[str, ...], int]:
+    """Notebook parameters -> (settings, methods, repeats); ``rows=None`` means 1M (quick: 50k)."""
+    rows = p.get("rows")
+    if rows is None:
+        rows = QUICK_ROWS if p.get("quick") else FULL_ROWS
+    settings = StreamSettings(rows=rows, batch_size=p.get("batch_size", 5_000))
+    methods = check_methods(p.get("methods") or METHODS)
+    repeats = p.get("repeats", 1)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ConfigError(f"parameter 'repeats' must be an int >= 1, got {repeats!r}")
+    return settings, methods, repeats
+
+
+def conclusions(summary: pd.DataFrame, rows: int, baseline: str = "fetchall") -> dict[str, Any]:
+    """Headline figures from :func:`compare`'s table: peaks in MiB and x-lower ratios."""
+    out: dict[str, Any] = {"rows": rows}
+    by = summary.set_index("method")
+    for method in by.index:
+        out[f"{method}_py_peak_mib"] = float(by.loc[method, "py_peak_bytes"]) / 2**20
+        out[f"{method}_rss_growth_mib"] = float(by.loc[method, "rss_growth_bytes"]) / 2**20
+        out[f"{method}_wall_s"] = float(by.loc[method, "wall_s"])
+    streaming = [m for m in ("server_cursor", "stream") if m in by.index]
+    if baseline in by.index and streaming:
+        worst_py = min(float(by.loc[m, "py_peak_x_lower"]) for m in streaming)
+        worst_rss = min(float(by.loc[m, "rss_growth_x_lower"]) for m in streaming)
+        out["streaming_min_py_x_lower"] = worst_py
+        out["streaming_min_rss_x_lower"] = worst_rss
+        out["goal_10x_met"] = bool(worst_py >= 10 and worst_rss >= 10)
+    return out
+
+
+def conclusion_text(c: Mapping[str, Any], methods: Sequence[str], batch_size: int) -> str:
+    """The closing paragraph, worded from :func:`conclusions`' numbers."""
+    lines = [f"{int(c['rows']):,} rows, batches of {batch_size}:"]
+    for m in methods:
+        lines.append(
+            f"  {m:>13}: Python peak {c[m + '_py_peak_mib']:8.1f} MiB, "
+            f"RSS growth {c[m + '_rss_growth_mib']:8.1f} MiB, wall {c[m + '_wall_s']:.2f} s"
+        )
+    if "goal_10x_met" in c:
+        lines.append(
+            f"Streaming (server cursor / stream) vs fetchall: at least "
+            f"{c['streaming_min_py_x_lower']:,.0f}x lower Python peak and "
+            f"{c['streaming_min_rss_x_lower']:,.0f}x lower RSS growth; goal (>= 10x) met: "
+            f"{c['goal_10x_met']}"
+            + (
+                "."
+                if int(c["rows"]) >= FULL_ROWS
+                else f" (the goal is stated for {FULL_ROWS:,} rows, not {int(c['rows']):,})."
+            )
+        )
+    if "fetchmany" in methods:
+        lines.append(
+            "Client-side fetchmany keeps Python memory low but not RSS: libpq has already "
+            "received the whole result before the first batch is returned."
+        )
+    return "\n".join(lines)
+
+
+def plot_memory(memory: pd.DataFrame) -> Any:
+    """Memory over time per method: RSS growth (untraced runs) and Python heap (traced)."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    first = memory[memory["repeat"] == 0]
+    for i, method in enumerate(m for m in METHODS if m in set(first["method"])):
+        g = first[first["method"] == method]
+        untraced = g[~g["traced"]]
+        traced = g[g["traced"]]
+        rss = untraced if not untraced.empty else traced
+        ax1.plot(rss["t_s"], rss["rss_growth_bytes"] / 2**20, color=f"C{i}", label=method)
+        if not traced.empty:
+            ax2.plot(traced["t_s"], traced["py_bytes"] / 2**20, color=f"C{i}", label=method)
+    ax1.set_title("process RSS above baseline")
+    ax2.set_title("Python heap (tracemalloc)")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("seconds since the query was sent")
+        ax.set_ylabel("MiB")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Reading one large result: memory over time")
+    fig.tight_layout()
+    return fig
+
+
+def plot_peaks(summary: pd.DataFrame) -> Any:
+    """Peak Python memory, RSS growth (log scale) and wall time per method."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    s = summary.set_index("method")
+    (s[["py_peak_bytes", "rss_growth_bytes"]] / 2**20).rename(
+        columns={"py_peak_bytes": "Python peak", "rss_growth_bytes": "RSS growth"}
+    ).plot.bar(ax=ax1, logy=True)
+    ax1.set_ylabel("MiB (log)")
+    ax1.set_title("peak memory")
+    s["wall_s"].plot.bar(ax=ax2, color="C2")
+    ax2.set_ylabel("seconds")
+    ax2.set_title("wall time (untraced)")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("")
+        ax.tick_params(axis="x", rotation=0)
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

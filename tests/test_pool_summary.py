@@ -10,7 +10,7 @@ import pytest
 from perfkit.pool import REVIEW, Query, Workload
 from perfkit.pool.records import Request, requests_frame, stats_frame
 from perfkit.pool.schedule import WorkerPlan
-from perfkit.pool.summary import churn, recovery_time, summarize
+from perfkit.pool.summary import churn, recovery_time, service_gap, summarize
 from perfkit.pool.sweeps import (
     SweepResult,
     best_size,
@@ -100,10 +100,25 @@ def test_recovery_time_runs_to_first_success_after_last_failure() -> None:
     assert recovery_time(df, fault_s=1.0) == pytest.approx(expected)
 
 
-def test_recovery_time_is_zero_without_failures_and_nan_without_success() -> None:
-    assert recovery_time(requests_frame([_req(2.0)], 0.0), fault_s=1.0) == 0.0
+def test_recovery_time_counts_a_request_that_waited_through_the_outage() -> None:
+    df = requests_frame([_req(0.5), _req(1.1, wait=0.9), _req(1.2)], 0.0)
+    # the request started at 1.1 blocked 0.9 s; the one at 1.2 finished sooner
+    assert recovery_time(df, fault_s=1.0) == pytest.approx(1.2 + 0.003 - 1.0)
+    slow_only = requests_frame([_req(1.1, wait=0.9)], 0.0)
+    assert recovery_time(slow_only, fault_s=1.0) == pytest.approx(1.1 + 0.902 - 1.0)
+
+
+def test_recovery_time_is_nan_without_success_after_the_fault() -> None:
     df = requests_frame([_req(2.0, error="PoolTimeout", stage="acquire")], 0.0)
     assert math.isnan(recovery_time(df, fault_s=1.0))
+
+
+def test_service_gap_is_the_longest_stretch_without_a_success() -> None:
+    df = requests_frame([_req(0.9, wait=0.0), _req(1.0, wait=0.5), _req(1.6, wait=0.0)], 0.0)
+    # completions at 0.902, 1.502, 1.602
+    assert service_gap(df, fault_s=1.0) == pytest.approx(0.6)
+    none_after = requests_frame([_req(0.2)], 0.0)
+    assert math.isnan(service_gap(none_after, fault_s=1.0))
 
 
 def test_churn_counts_connections_opened_between_first_and_last_sample() -> None:

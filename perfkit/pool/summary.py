@@ -69,17 +69,33 @@ def churn(stats: pd.DataFrame, elapsed_s: float) -> dict[str, float]:
 
 
 def recovery_time(requests: pd.DataFrame, fault_s: float) -> float:
-    """Seconds from ``fault_s`` until the first success after the last failure after it.
+    """Seconds from ``fault_s`` until a request started after the fault (and after the last
+    failure, if any) completes successfully: how long clients saw the pool broken.
 
-    0.0 when no request failed after the fault; NaN when no success followed.
+    A request that merely waited through the outage counts until it finished,
+    so an outage the pool hides by blocking still shows. NaN when no success
+    followed.
     """
-    after = requests[requests["start_s"] >= fault_s].sort_values("start_s")
+    after = requests[requests["start_s"] >= fault_s]
     failed = after[~after["ok"]]
-    if failed.empty:
-        return 0.0
-    last_fail = failed["start_s"].max()
-    ok_after = after[(after["ok"]) & (after["start_s"] > last_fail)]
+    since = failed["start_s"].max() if not failed.empty else fault_s
+    ok_after = after[after["ok"] & (after["start_s"] >= since)]
     if ok_after.empty:
         return math.nan
-    first = ok_after.iloc[0]
-    return float(first["start_s"] + first["total_ms"] / 1000.0 - fault_s)
+    ends = ok_after["start_s"] + ok_after["total_ms"] / 1000.0
+    return float(ends.min() - fault_s)
+
+
+def service_gap(requests: pd.DataFrame, fault_s: float) -> float:
+    """Longest time without any successful completion, from the last one before ``fault_s``.
+
+    NaN when nothing succeeded after the fault.
+    """
+    ok = requests[requests["ok"]]
+    ends = (ok["start_s"] + ok["total_ms"] / 1000.0).sort_values()
+    before = ends[ends < fault_s]
+    after = ends[ends >= fault_s]
+    if after.empty:
+        return math.nan
+    points = pd.concat([before.tail(1) if not before.empty else pd.Series([fault_s]), after])
+    return float(points.diff().max()) if len(points) > 1 else float(after.iloc[0] - fault_s)

@@ -20,7 +20,7 @@ from perfkit.pool.backends import terminate_backends
 from perfkit.pool.result import Action, WorkloadResult
 from perfkit.pool.runner import run_workload
 from perfkit.pool.settings import NO_POOL, PoolSettings, Query, Workload
-from perfkit.pool.summary import recovery_time
+from perfkit.pool.summary import recovery_time, service_gap
 
 Runner = Callable[..., WorkloadResult]
 FRAME_NAMES = ("runs", "requests", "stats", "events")
@@ -99,6 +99,7 @@ def run_cases(
         row = tags | result.summary()
         if "fault_at_s" in case.tags:
             row["recovery_s"] = recovery_time(result.requests, case.tags["fault_at_s"])
+            row["service_gap_s"] = service_gap(result.requests, case.tags["fault_at_s"])
         runs.append(row)
         framed = result.tagged(**tags)
         requests.append(framed["requests"])

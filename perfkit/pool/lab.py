@@ -1,0 +1,436 @@
+"""The pool-settings lab as the notebook runs it: parameters -> plan -> frames -> conclusions.
+
+:class:`LabConfig` turns the notebook's parameters into concrete sweep ranges
+(``None`` means "the default for this mode": ``quick`` mode is small enough
+for a papermill run in the test suite). :func:`run_lab` runs every experiment
+against one server and returns the tidy frames that go to
+``results.save(experiment="pool")``; :func:`conclusions` computes the
+headline figures from those frames.
+
+Frames (names and columns are documented in ``notes/pool.md`` too):
+
+``runs``      one summary row per run (``experiment`` in size, spike, timeout,
+              churn, recovery, presets, async; see :meth:`WorkloadResult.summary`).
+``requests``  every request of every run (:mod:`perfkit.pool.records` columns +
+              ``case``, ``experiment``, ``pool``, ``workers`` and tags).
+``stats``     pool ``get_stats()`` samples over time, same tags.
+``events``    injected faults (terminate, take_down, bring_up), same tags.
+``checkout``  per-checkout times with and without check; ``checkout_summary``.
+``conclusions`` one row of headline figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from perfkit.errors import ConfigError
+from perfkit.pool.arunner import run_workload_async_blocking
+from perfkit.pool.checkout import measure_checkout, summarize_checkout
+from perfkit.pool.settings import NO_POOL, PSYCOPG_DEFAULTS, REVIEW, PoolSettings, Workload
+from perfkit.pool.sweeps import (
+    Case,
+    SweepResult,
+    best_size,
+    churn_cases,
+    cores,
+    default_sizes,
+    preset_cases,
+    recovery_cases,
+    rule_of_thumb,
+    run_cases,
+    size_cases,
+    spike_cases,
+    timeout_cases,
+)
+
+#: Parameter spec of notebooks/02_pool_settings.ipynb (for perfkit.params.validate_globals).
+PARAMS_SPEC: dict[str, Any] = {
+    "backend": str,
+    "quick": bool,
+    "out_dir": str,
+    "seed": int,
+    "duration_s": (float, type(None)),
+    "think_ms": float,
+    "worker_counts": (list, type(None)),
+    "pool_sizes": (list, type(None)),
+    "spike_min_sizes": (list, type(None)),
+    "spike_workers": (int, type(None)),
+    "timeouts_s": (list, type(None)),
+    "max_waitings": (list, type(None)),
+    "churn_pairs_s": (list, type(None)),
+    "checkout_n": (int, type(None)),
+    "preset_workers": (int, type(None)),
+    "recovery": bool,
+    "async_compare": bool,
+}
+
+
+def _ints(name: str, values: list[Any]) -> tuple[int, ...]:
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ConfigError(f"parameter {name!r} must be a non-empty list of ints, got {values!r}")
+    return tuple(values)
+
+
+def _floats(name: str, values: list[Any]) -> tuple[float, ...]:
+    ok = all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values)
+    if not values or not ok:
+        raise ConfigError(f"parameter {name!r} must be a non-empty list of numbers > 0")
+    return tuple(float(v) for v in values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabConfig:
+    """Concrete sweep ranges for one lab run (validated; built by :meth:`from_params`)."""
+
+    quick: bool
+    seed: int
+    duration_s: float
+    think_ms: float
+    worker_counts: tuple[int, ...]
+    pool_sizes: tuple[int, ...]
+    spike_min_sizes: tuple[int, ...]
+    spike_workers: int
+    timeouts_s: tuple[float, ...]
+    max_waitings: tuple[int, ...]
+    churn_pairs_s: tuple[tuple[float, float], ...]
+    checkout_n: int
+    preset_workers: int
+    recovery: bool
+    async_compare: bool
+
+    @classmethod
+    def from_params(cls, p: Mapping[str, Any]) -> LabConfig:
+        """Fill ``None`` parameters with this mode's defaults and check every value.
+
+        Raises ConfigError naming the parameter; nothing has started yet.
+        """
+        quick = bool(p.get("quick", False))
+        n = cores()
+
+        def pick(name: str, full: Any, small: Any) -> Any:
+            value = p.get(name)
+            return (small if quick else full) if value is None else value
+
+        sizes = pick("pool_sizes", default_sizes(n), sorted({1, 2, rule_of_thumb(n), 4 * n}))
+        pairs_raw = pick(
+            "churn_pairs_s",
+            [[600.0, 3600.0], [10.0, 60.0], [1.0, 2.0], [0.2, 0.5]],
+            [[600.0, 3600.0], [0.2, 0.5]],
+        )
+        pairs = []
+        for pair in pairs_raw:
+            if not isinstance(pair, list | tuple) or len(pair) != 2:
+                raise ConfigError(
+                    f"parameter 'churn_pairs_s' needs [max_idle, max_lifetime] pairs, got {pair!r}"
+                )
+            a, b = _floats("churn_pairs_s", list(pair))
+            pairs.append((a, b))
+        cfg = cls(
+            quick=quick,
+            seed=int(p.get("seed", 1)),
+            duration_s=float(pick("duration_s", 3.0, 0.4)),
+            think_ms=float(p.get("think_ms", 0.0)),
+            worker_counts=_ints("worker_counts", pick("worker_counts", [4, 16, 32], [4, 16])),
+            pool_sizes=_ints("pool_sizes", sizes),
+            spike_min_sizes=_ints("spike_min_sizes", pick("spike_min_sizes", [0, 1, 4], [0, 4])),
+            spike_workers=int(pick("spike_workers", 32, 16)),
+            timeouts_s=_floats("timeouts_s", pick("timeouts_s", [0.05, 0.5, 3.0], [0.05, 1.0])),
+            max_waitings=_ints("max_waitings", pick("max_waitings", [0, 8], [0, 4])),
+            churn_pairs_s=tuple(pairs),
+            checkout_n=int(pick("checkout_n", 3000, 300)),
+            preset_workers=int(pick("preset_workers", 16, 8)),
+            recovery=bool(p.get("recovery", True)),
+            async_compare=bool(p.get("async_compare", True)),
+        )
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """Cross-field checks, using the settings classes' own validation."""
+        if min(self.pool_sizes) < 1:
+            raise ConfigError(f"parameter 'pool_sizes' must be >= 1, got {self.pool_sizes!r}")
+        if min(self.spike_min_sizes) < 0:
+            raise ConfigError("parameter 'spike_min_sizes' must be >= 0")
+        if max(self.spike_min_sizes) > max(self.pool_sizes):
+            raise ConfigError(
+                "parameter 'spike_min_sizes' must not exceed the largest pool size "
+                f"({max(self.pool_sizes)})"
+            )
+        if self.checkout_n < 1:
+            raise ConfigError(f"parameter 'checkout_n' must be >= 1, got {self.checkout_n}")
+        for w in (*self.worker_counts, self.spike_workers, self.preset_workers):
+            self.workload(workers=w)  # Workload raises ConfigError on bad values
+
+    def workload(self, **changes: Any) -> Workload:
+        """The base workload of this lab (duration, think time, seed) with ``changes``."""
+        try:
+            base = Workload(
+                workers=1,
+                duration=self.duration_s,
+                think_time=self.think_ms / 1000.0,
+                seed=self.seed,
+                stats_interval=0.02 if self.quick else 0.05,
+            )
+            return base.replace(**changes)
+        except ConfigError as exc:
+            raise ConfigError(f"lab parameters: {exc}") from None
+
+    def best_preset(self, size: int) -> PoolSettings:
+        """The best size found, as a fixed pool with the review's acquire timeout."""
+        return PSYCOPG_DEFAULTS.replace(
+            name="best-found", min_size=size, max_size=size, timeout=3.0
+        )
+
+
+Progress = Callable[[str], None]
+
+
+def _cases_progress(progress: Progress | None, label: str) -> Callable[[int, Case], None] | None:
+    if progress is None:
+        return None
+    return lambda i, c: progress(f"{label} #{i}: {c.settings.name}, {c.workload.workers} workers")
+
+
+def run_lab(
+    server: Any, cfg: LabConfig, *, progress: Progress | None = None
+) -> dict[str, pd.DataFrame]:
+    """Run every experiment of the lab on ``server`` and return its frames."""
+    dsn = server.dsn
+    parts: list[SweepResult] = []
+
+    def run(label: str, cases: list[Case], **kw: Any) -> SweepResult:
+        r = run_cases(dsn, cases, progress=_cases_progress(progress, label), **kw)
+        parts.append(r)
+        return r
+
+    wl = cfg.workload()
+    size = run("size", size_cases(cfg.pool_sizes, cfg.worker_counts, wl))
+    top = max(cfg.pool_sizes)
+    run("spike", spike_cases(cfg.spike_min_sizes, top, wl.replace(workers=cfg.spike_workers)))
+    run(
+        "timeout",
+        timeout_cases(cfg.timeouts_s, cfg.max_waitings, wl.replace(workers=max(cfg.worker_counts))),
+    )
+    churn_wl = wl.replace(workers=4, duration=max(cfg.duration_s * 2, 1.0), think_time=0.005)
+    run("churn", churn_cases(cfg.churn_pairs_s, churn_wl))
+    if cfg.recovery:
+        rec_s = max(cfg.duration_s * 3, 1.5 if cfg.quick else 3.0)
+        rec_wl = wl.replace(workers=4, duration=rec_s, think_time=0.002)
+        run(
+            "recovery",
+            recovery_cases(dsn, rec_wl, server=server, base=REVIEW, fault_at=0.3, down_s=0.5),
+        )
+    preset_wl = wl.replace(workers=cfg.preset_workers)
+    at = cfg.preset_workers if cfg.preset_workers in cfg.worker_counts else None
+    best_n, _ = best_size(size.runs, workers=at)
+    presets = [REVIEW, PSYCOPG_DEFAULTS, cfg.best_preset(best_n), NO_POOL]
+    run("presets", preset_cases(presets, preset_wl))
+    if cfg.async_compare:
+        async_cases = [Case(experiment="async", settings=REVIEW, workload=preset_wl)]
+        run("async", async_cases, runner=run_workload_async_blocking)
+    if progress is not None:
+        progress("checkout cost")
+    checkout = measure_checkout(dsn, n=cfg.checkout_n)
+    sweep = SweepResult.concat(parts)
+    frames = sweep.frames()
+    frames["checkout"] = checkout
+    frames["checkout_summary"] = summarize_checkout(checkout)
+    frames["conclusions"] = pd.DataFrame([conclusions(frames, cfg)])
+    return frames
+
+
+def conclusions(frames: Mapping[str, pd.DataFrame], cfg: LabConfig) -> dict[str, Any]:
+    """Headline figures computed from the frames (one flat dict)."""
+    runs = frames["runs"]
+    out: dict[str, Any] = {"cores": cores(), "rule_of_thumb_size": rule_of_thumb(cores())}
+    size = runs[(runs["experiment"] == "size") & runs["pooled"]]
+    peak = size.loc[size["throughput_rps"].idxmax()]
+    out |= {
+        "peak_throughput_rps": float(peak["throughput_rps"]),
+        "peak_pool_size": int(peak["max_size"]),
+        "peak_workers": int(peak["workers"]),
+    }
+    rule = size[size["max_size"] == rule_of_thumb(cores())]
+    if not rule.empty:
+        at = rule[rule["workers"] == peak["workers"]]
+        if not at.empty:
+            out["rule_size_throughput_rps"] = float(at["throughput_rps"].iloc[0])
+    no_pool = runs[(runs["experiment"] == "size") & ~runs["pooled"]]
+    if not no_pool.empty:
+        out["no_pool_throughput_rps"] = float(no_pool["throughput_rps"].max())
+    presets = runs[runs["experiment"] == "presets"].set_index("pool")
+    for name, key in (
+        ("review", "review"),
+        ("psycopg-defaults", "defaults"),
+        ("best-found", "best"),
+        ("no-pool", "no_pool_preset"),
+    ):
+        if name in presets.index:
+            out[f"{key}_throughput_rps"] = float(presets.loc[name, "throughput_rps"])
+            out[f"{key}_wait_p99_ms"] = float(presets.loc[name, "wait_p99_ms"])
+            out[f"{key}_max_size"] = int(presets.loc[name, "max_size"])
+    out["preset_workers"] = cfg.preset_workers
+    cs = frames.get("checkout_summary")
+    if cs is not None and not cs.empty:
+        by = cs.set_index("check")
+        for flag, key in ((False, "nocheck"), (True, "check")):
+            if flag in by.index:
+                out[f"checkout_{key}_p50_ms"] = float(by.loc[flag, "checkout_p50_ms"])
+                out[f"checkout_{key}_p99_ms"] = float(by.loc[flag, "checkout_p99_ms"])
+    rec = runs[runs["experiment"] == "recovery"]
+    for _, row in rec.iterrows():
+        tag = f"{row['fault']}_{'check' if row['check'] else 'nocheck'}"
+        out[f"recovery_{tag}_s"] = float(row["recovery_s"])
+        out[f"recovery_{tag}_gap_s"] = float(row["service_gap_s"])
+        out[f"recovery_{tag}_query_errors"] = int(row["n_query_errors"])
+    out["leaked_total"] = int(runs["leaked"].fillna(0).sum())
+    out["requests_total"] = int(runs["requests"].sum())
+    out["requests_add_up"] = bool((runs["requests"] == runs["successes"] + runs["errors"]).all())
+    return out
+
+
+#: Columns of the per-experiment tables the notebook shows.
+TABLE_COLUMNS: dict[str, list[str]] = {
+    "size": [
+        "pool",
+        "workers",
+        "max_size",
+        "rule",
+        "throughput_rps",
+        "wait_p50_ms",
+        "wait_p95_ms",
+        "wait_p99_ms",
+        "sql_p50_ms",
+        "errors",
+        "leaked",
+    ],
+    "spike": [
+        "pool",
+        "min_size",
+        "max_size",
+        "throughput_rps",
+        "wait_p99_ms",
+        "wait_max_ms",
+        "max_pool_size",
+        "max_requests_waiting",
+    ],
+    "timeout": [
+        "pool",
+        "workers",
+        "requests",
+        "successes",
+        "n_PoolTimeout",
+        "n_TooManyRequests",
+        "throughput_rps",
+        "wait_p50_ms",
+        "wait_p99_ms",
+        "wait_max_ms",
+    ],
+    "churn": [
+        "pool",
+        "connections_opened",
+        "reconnects_per_min",
+        "total_p50_ms",
+        "total_p99_ms",
+        "total_max_ms",
+        "throughput_rps",
+    ],
+    "recovery": [
+        "pool",
+        "fault",
+        "check",
+        "requests",
+        "errors",
+        "n_query_errors",
+        "n_acquire_errors",
+        "recovery_s",
+        "service_gap_s",
+        "total_max_ms",
+    ],
+    "presets": [
+        "experiment",
+        "mode",
+        "pool",
+        "min_size",
+        "max_size",
+        "timeout_s",
+        "check",
+        "workers",
+        "throughput_rps",
+        "wait_p50_ms",
+        "wait_p99_ms",
+        "total_p99_ms",
+        "errors",
+    ],
+}
+
+
+def table(runs: pd.DataFrame, experiment: str) -> pd.DataFrame:
+    """The summary rows of one experiment with its display columns (``presets`` adds async)."""
+    wanted = ["presets", "async"] if experiment == "presets" else [experiment]
+    df = runs[runs["experiment"].isin(wanted)]
+    cols = [c for c in TABLE_COLUMNS[experiment] if c in df.columns]
+    return df[cols].round(3).reset_index(drop=True)
+
+
+def conclusion_text(c: Mapping[str, Any]) -> str:
+    """The closing paragraph, worded from :func:`conclusions`' numbers."""
+    lines = [
+        f"Peak throughput: {c['peak_throughput_rps']:,.0f} req/s with a pool of "
+        f"{c['peak_pool_size']} ({c['peak_workers']} workers, {c['cores']} cores). "
+        f"The (cores*2)+1 rule says {c['rule_of_thumb_size']}"
+        + (
+            f", which reached {c['rule_size_throughput_rps']:,.0f} req/s at that worker count."
+            if "rule_size_throughput_rps" in c and pd.notna(c["rule_size_throughput_rps"])
+            else "."
+        )
+    ]
+    if "no_pool_throughput_rps" in c and pd.notna(c["no_pool_throughput_rps"]):
+        ratio = c["peak_throughput_rps"] / c["no_pool_throughput_rps"]
+        lines.append(
+            f"No pool (connect per request): {c['no_pool_throughput_rps']:,.0f} req/s, "
+            f"{ratio:,.0f}x below the best pool."
+        )
+    if "review_throughput_rps" in c:
+        lines.append(
+            f"At {c['preset_workers']} workers - review preset (max 5, min 1, timeout 3 s, "
+            f"check): {c['review_throughput_rps']:,.0f} req/s, p99 acquire wait "
+            f"{c['review_wait_p99_ms']:.2f} ms; psycopg defaults (fixed 4): "
+            f"{c['defaults_throughput_rps']:,.0f} req/s, p99 {c['defaults_wait_p99_ms']:.2f} ms; "
+            f"best found (fixed {c['best_max_size']}): {c['best_throughput_rps']:,.0f} req/s, "
+            f"p99 {c['best_wait_p99_ms']:.2f} ms."
+        )
+    if "checkout_check_p50_ms" in c:
+        us = {
+            k: c[f"checkout_{k}_ms"] * 1000
+            for k in ("check_p50", "nocheck_p50", "check_p99", "nocheck_p99")
+        }
+        lines.append(
+            f"check_connection makes a checkout cost p50 {us['check_p50']:.0f} µs instead of "
+            f"{us['nocheck_p50']:.1f} µs (p99 {us['check_p99']:.0f} vs {us['nocheck_p99']:.1f} µs)."
+        )
+    if "recovery_terminate_nocheck_query_errors" in c:
+        lines.append(
+            "After pg_terminate_backend: "
+            f"{c['recovery_terminate_nocheck_query_errors']} failed queries without check, "
+            f"{c['recovery_terminate_check_query_errors']} with check (only in-flight queries "
+            "can still fail)."
+        )
+    if "recovery_restart_nocheck_s" in c:
+        lines.append(
+            "Server restart (0.5 s down + start): clients saw the pool broken for "
+            f"{c['recovery_restart_nocheck_s']:.2f} s without check "
+            f"({c['recovery_restart_nocheck_query_errors']} failed queries) and "
+            f"{c['recovery_restart_check_s']:.2f} s with check "
+            f"({c['recovery_restart_check_query_errors']} failed queries)."
+        )
+    lines.append(
+        f"Bookkeeping: {c['requests_total']:,} requests, each a success or an error: "
+        f"{c['requests_add_up']}; connections left on the server after the runs: "
+        f"{c['leaked_total']}."
+    )
+    return "\n".join(lines)

@@ -1,0 +1,156 @@
+"""Matplotlib figures of the pool lab's frames (each function returns a Figure)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+from perfkit.pool.sweeps import rule_of_thumb
+
+
+def throughput_vs_size(runs: pd.DataFrame, n_cores: int) -> Figure:
+    """Successful requests/s vs pool size, one line per worker count; no-pool dashed."""
+    size = runs[runs["experiment"] == "size"]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, (w, g) in enumerate(size[size["pooled"]].groupby("workers")):
+        g = g.sort_values("max_size")
+        color = f"C{i}"
+        ax.plot(g["max_size"], g["throughput_rps"], marker="o", color=color, label=f"{w} workers")
+        base = size[(~size["pooled"]) & (size["workers"] == w)]
+        if not base.empty:
+            ax.axhline(base["throughput_rps"].iloc[0], color=color, ls=":", lw=1)
+    rule = rule_of_thumb(n_cores)
+    ax.axvline(rule, color="grey", ls="--", lw=1)
+    ax.annotate(f"(cores*2)+1 = {rule}", (rule, ax.get_ylim()[1]), ha="left", va="top", fontsize=8)
+    ax.set_xlabel("pool size (min = max)")
+    ax.set_ylabel("successful requests / s")
+    ax.set_title("Throughput vs pool size (dotted: no pool, connect per request)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def wait_vs_size(runs: pd.DataFrame, n_cores: int) -> Figure:
+    """Acquire-wait p50/p95/p99 vs pool size, one panel per worker count (log scale)."""
+    size = runs[(runs["experiment"] == "size") & runs["pooled"]]
+    counts = sorted(size["workers"].unique())
+    fig, axes = plt.subplots(1, len(counts), figsize=(4 * len(counts), 3.8), squeeze=False)
+    for ax, w in zip(axes[0], counts, strict=True):
+        g = size[size["workers"] == w].sort_values("max_size")
+        for p, style in (("50", "-"), ("95", "--"), ("99", ":")):
+            ax.plot(
+                g["max_size"], g[f"wait_p{p}_ms"].clip(lower=1e-3), style, marker="o", label=f"p{p}"
+            )
+        ax.axvline(rule_of_thumb(n_cores), color="grey", ls="--", lw=1)
+        ax.set_yscale("log")
+        ax.set_title(f"{w} workers")
+        ax.set_xlabel("pool size")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("getconn wait (ms)")
+    axes[0][0].legend()
+    fig.suptitle("Acquire wait percentiles vs pool size")
+    fig.tight_layout()
+    return fig
+
+
+def breakdown(requests: pd.DataFrame, experiment: str = "presets") -> Figure:
+    """Mean time per request split into queue wait, SQL and the rest of the hold, per pool."""
+    df = requests[(requests["experiment"] == experiment) & requests["ok"]].copy()
+    df["other_hold_ms"] = (df["hold_ms"] - df["sql_ms"]).clip(lower=0)
+    means = df.groupby("pool")[["wait_ms", "sql_ms", "other_hold_ms"]].mean()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    means.rename(
+        columns={"wait_ms": "queue wait (getconn)", "sql_ms": "SQL", "other_hold_ms": "hold - SQL"}
+    ).plot.barh(stacked=True, ax=ax)
+    ax.set_xlabel("mean ms per successful request")
+    ax.set_ylabel("")
+    ax.set_title(f"Latency breakdown ({experiment})")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
+def spike(stats: pd.DataFrame) -> Figure:
+    """Pool size and waiting requests over time under a cold burst, per min_size."""
+    df = stats[stats["experiment"] == "spike"]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)
+    for name, g in df.groupby("pool"):
+        ax1.step(g["t_s"], g["pool_size"], where="post", label=name)
+        ax2.step(g["t_s"], g["requests_waiting"], where="post", label=name)
+    for ax in (ax1, ax2):
+        ax.axvline(0, color="grey", ls="--", lw=1)
+        ax.grid(alpha=0.3)
+    ax1.set_ylabel("pool_size")
+    ax2.set_ylabel("requests_waiting")
+    ax2.set_xlabel("seconds since the burst (workers start at 0)")
+    ax1.legend()
+    ax1.set_title("Spike test: the pool grows under a burst")
+    fig.tight_layout()
+    return fig
+
+
+def checkout_cost(checkout: pd.DataFrame) -> Figure:
+    """Distribution of getconn time with and without check_connection."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for flag, g in checkout.groupby("check"):
+        values = g["checkout_ms"].sort_values().to_numpy()
+        q = (pd.RangeIndex(len(values)) + 1) / len(values)
+        ax.plot(values * 1000.0, q, label="check=" + str(flag))
+    ax.set_xscale("log")
+    ax.set_xlabel("getconn time (µs)")
+    ax.set_ylabel("fraction of checkouts")
+    ax.set_title("Checkout cost with / without test-before-acquire")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def churn(runs: pd.DataFrame) -> Figure:
+    """Reconnects per minute and latency p99 / max per (max_idle, max_lifetime)."""
+    df = runs[runs["experiment"] == "churn"].set_index("pool")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    df["reconnects_per_min"].plot.bar(ax=ax1, color="C1")
+    ax1.set_ylabel("connections opened / min")
+    df[["total_p99_ms", "total_max_ms"]].plot.bar(ax=ax2)
+    ax2.set_ylabel("request latency (ms)")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("")
+        ax.tick_params(axis="x", rotation=20)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("Churn: short max_idle / max_lifetime")
+    fig.tight_layout()
+    return fig
+
+
+def recovery(requests: pd.DataFrame, events: pd.DataFrame) -> Figure:
+    """Outcome of each request over time per recovery case, with the injected faults."""
+    df = requests[requests["experiment"] == "recovery"]
+    cases = sorted(df["case"].unique())
+    fig, axes = plt.subplots(
+        len(cases), 1, figsize=(8, 1.6 * len(cases) + 0.6), sharex=True, squeeze=False
+    )
+    for ax, case in zip(axes[:, 0], cases, strict=True):
+        g = df[df["case"] == case]
+        ok = g[g["ok"]]
+        bad = g[~g["ok"]]
+        ax.scatter(ok["start_s"], ok["total_ms"], s=2, color="C0", label="ok")
+        ax.scatter(
+            bad["start_s"],
+            bad["total_ms"].clip(lower=0.01),
+            s=12,
+            color="C3",
+            marker="x",
+            label="error",
+        )
+        for _, e in events[events["case"] == case].iterrows():
+            ax.axvline(e["t_s"], color="grey", ls="--", lw=1)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms")
+        ax.set_title(str(g["pool"].iloc[0]), fontsize=9)
+    axes[-1, 0].set_xlabel("seconds (dashed: fault injected / server back)")
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig

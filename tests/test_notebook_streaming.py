@@ -1,0 +1,55 @@
+"""notebooks/04_streaming.ipynb runs headless under papermill and writes its results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from perfkit import notebooks, results
+from perfkit import streaming as st
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "04_streaming.ipynb"
+
+pytestmark = pytest.mark.notebook
+
+
+def test_notebook_is_committed_clean_with_a_parameters_cell() -> None:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def test_quick_run_writes_streaming_results(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    run = notebooks.execute(
+        NOTEBOOK,
+        {"quick": True, "backend": "local", "out_dir": str(out), "rows": 20_000},
+        output_dir=tmp_path / "runs",
+        html=False,
+    )
+    assert run.ok
+    saved = results.latest("streaming", out_dir=out)
+    runs = saved.frames["runs"]
+    assert set(runs["method"]) == set(st.METHODS)
+    assert (runs["rows_read"] == 20_000).all()
+    summary = saved.frames["summary"].set_index("method")
+    assert summary.loc["stream", "py_peak_bytes"] < summary.loc["fetchall", "py_peak_bytes"]
+    assert not saved.frames["memory"].empty
+    assert "goal (>= 10x" in run.executed.read_text()
+
+
+def test_unknown_method_fails_in_the_validation_cell(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    with pytest.raises(notebooks.NotebookFailed) as info:
+        notebooks.execute(
+            NOTEBOOK,
+            {"quick": True, "out_dir": str(out), "methods": ["slurp"]},
+            output_dir=tmp_path / "runs",
+            html=False,
+        )
+    assert info.value.ename == "ConfigError"
+    assert not out.exists()
