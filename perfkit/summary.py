@@ -72,7 +72,7 @@ BASELINE: tuple[Claim, ...] = (
         current_value=500.0,
         target_value=200.0,
         unit="MiB",
-        experiments=("lifecycle", "streaming"),
+        experiments=("lifecycle",),
     ),
     Claim(
         metric="container_startup",
@@ -90,6 +90,11 @@ _UNIT_SCALE = {"s": ("s", 1.0), "ms": ("s", 1e-3), "MiB": ("MiB", 1.0), "MB": ("
 _UNIT_SCALE["B"] = ("MiB", 1 / 2**20)
 _UNIT_SCALE["bytes"] = _UNIT_SCALE["B"]
 _UNIT_SCALE["GiB"] = ("MiB", 1024.0)
+_UNIT_SCALE["count"] = ("count", 1.0)
+_UNIT_SCALE["rps"] = ("rps", 1.0)
+
+# Metric titles a lab may use instead of the keys (wide headline frames).
+_TITLE_KEYS = {claim.title.lower(): claim.metric for claim in BASELINE}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,12 +136,45 @@ def normalise(headlines: pd.DataFrame) -> pd.DataFrame:
             out[col] = ""
     units, values = [], []
     for unit, value in zip(out["unit"], out["value"], strict=True):
-        target, scale = _UNIT_SCALE.get(str(unit), (str(unit), 1.0))
+        unit = str(unit).split(" ", 1)[0] if str(unit).split() else ""  # "MiB peak" -> MiB
+        target, scale = _UNIT_SCALE.get(unit, (unit, 1.0))
         units.append(target)
         values.append(float(value) * scale)
     out["unit"], out["value"] = units, values
     out = out[out["value"].map(math.isfinite)]
     return out.reset_index(drop=True)
+
+
+def metric_key(name: str) -> str:
+    """``Test Suite Runtime`` -> ``suite_runtime``; other names -> snake_case."""
+    name = str(name).strip()
+    if name.lower() in _TITLE_KEYS:
+        return _TITLE_KEYS[name.lower()]
+    return "_".join(name.lower().replace("-", " ").split())
+
+
+def from_wide(frame: pd.DataFrame) -> pd.DataFrame:
+    """A wide headline frame (``metric, unit, naive, improved[, naive_label, improved_label]``)
+    in the long form :func:`headline_frame` makes."""
+    rows: list[dict[str, Any]] = []
+    for record in frame.to_dict("records"):
+        for variant in VARIANTS:
+            value = record.get(variant)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            label = str(record.get(f"{variant}_label") or "")
+            if record.get("workers") is not None and label:
+                label = f"{label} (workers={record['workers']})"
+            rows.append(
+                {
+                    "metric": metric_key(record["metric"]),
+                    "variant": variant,
+                    "value": float(value),
+                    "unit": str(record.get("unit") or ""),
+                    "label": label,
+                }
+            )
+    return pd.DataFrame(rows, columns=list(HEADLINE_COLUMNS))
 
 
 # -- extractors for labs that saved no headline frame ---------------------------
@@ -167,12 +205,83 @@ def _retry_headlines(run: Run) -> list[Headline]:
     return out
 
 
-EXTRACTORS: dict[str, Extractor] = {"retry": _retry_headlines}
+def _streaming_headlines(run: Run) -> list[Headline]:
+    """Client memory reading one result: fetchall (naive) vs the best streaming method."""
+    table = run.frames.get("summary")
+    if table is None or table.empty or "method" not in table.columns:
+        return []
+    by = table.set_index("method")
+    rows = run.metadata.get("params", {}).get("rows")
+    streaming = [m for m in ("stream", "server_cursor") if m in by.index]
+    if "fetchall" not in by.index or not streaming:
+        return []
+    out: list[Headline] = []
+    for column, metric, what in (
+        ("rss_growth_bytes", "streaming_rss_growth", "RSS growth"),
+        ("py_peak_bytes", "streaming_python_peak", "Python peak (tracemalloc)"),
+    ):
+        if column not in by.columns:
+            continue
+        best = min(streaming, key=lambda m: float(by.loc[m, column]))
+        size = f"{rows:,} rows" if isinstance(rows, int) else "the lab's result"
+        for variant, method in (("naive", "fetchall"), ("improved", best)):
+            value = float(by.loc[method, column])
+            if math.isfinite(value):
+                out.append(
+                    Headline(
+                        metric=metric,
+                        variant=variant,
+                        value=value,
+                        unit="B",
+                        label=f"{method}: {what} reading {size}",
+                    )
+                )
+    return out
+
+
+def _pool_headlines(run: Run) -> list[Headline]:
+    """Throughput and p99 wait: the review's pool preset vs the best size found."""
+    table = run.frames.get("conclusions")
+    if table is None or table.empty:
+        return []
+    c = table.iloc[0].to_dict()
+    out: list[Headline] = []
+    for metric, key, unit, what in (
+        ("pool_throughput", "throughput_rps", "rps", "throughput"),
+        ("pool_wait_p99", "wait_p99_ms", "ms", "p99 wait for a connection"),
+    ):
+        for variant, preset, name in (
+            ("naive", "review", "review preset"),
+            ("improved", "best", "best-found"),
+        ):
+            value = c.get(f"{preset}_{key}")
+            if isinstance(value, int | float) and math.isfinite(value):
+                size = c.get(f"{preset}_max_size")
+                out.append(
+                    Headline(
+                        metric=metric,
+                        variant=variant,
+                        value=float(value),
+                        unit=unit,
+                        label=f"{name} (max_size={size}, "
+                        f"{c.get('preset_workers')} workers): {what}",
+                    )
+                )
+    return out
+
+
+EXTRACTORS: dict[str, Extractor] = {
+    "retry": _retry_headlines,
+    "streaming": _streaming_headlines,
+    "pool": _pool_headlines,
+}
 
 
 def headlines_of(run: Run) -> pd.DataFrame:
     """A run's headlines: its ``headline`` frame, else what its extractor derives."""
     frame = run.frames.get("headline")
+    if frame is not None and {"naive", "improved"} <= set(frame.columns):
+        frame = from_wide(frame)
     if frame is None or frame.empty:
         extractor = EXTRACTORS.get(run.experiment)
         frame = headline_frame(extractor(run)) if extractor else headline_frame([])

@@ -1,0 +1,244 @@
+"""perfkit.summary: the review's baseline table built from the labs' saved results."""
+
+from __future__ import annotations
+
+import base64
+import math
+from pathlib import Path
+
+import matplotlib
+import nbformat
+import pandas as pd
+import pytest
+
+from perfkit import results, summary
+from perfkit.errors import ConfigError
+from perfkit.summary import Headline
+
+matplotlib.use("Agg")  # tests draw without a display; notebooks keep their inline backend
+
+
+def _headlines(*items: Headline, experiment: str = "lab", run_id: str = "r1") -> pd.DataFrame:
+    frame = summary.headline_frame(items)
+    frame["experiment"], frame["run_id"] = experiment, run_id
+    return summary.normalise(frame)
+
+
+def _row(table: pd.DataFrame, metric: str) -> dict[str, str]:
+    return table.set_index("Metric").loc[metric].to_dict()
+
+
+def test_table_has_the_review_rows_and_the_four_columns() -> None:
+    table = summary.baseline_table(_headlines())
+    assert table["Metric"].tolist() == [
+        "Database Connection Time",
+        "Test Suite Runtime",
+        "Memory Usage",
+        "Container Startup",
+    ]
+    assert table.columns[:5].tolist() == [
+        "Metric",
+        "Claimed current",
+        "Claimed target",
+        "Measured naive",
+        "Measured improved",
+    ]
+    assert _row(table, "Database Connection Time")["Claimed current"] == "500ms × 30 = 15s"
+    assert _row(table, "Container Startup")["Claimed target"] == "Shared/cached"
+
+
+def test_measured_values_are_formatted_with_units_and_change() -> None:
+    headlines = _headlines(
+        Headline(metric="connection_time", variant="naive", value=15.2, unit="s", label="fixed"),
+        Headline(
+            metric="connection_time", variant="improved", value=450, unit="ms", label="backoff"
+        ),
+        Headline(metric="memory", variant="naive", value=300 * 2**20, unit="B"),
+        Headline(metric="memory", variant="improved", value=60.0, unit="MiB"),
+    )
+    table = summary.baseline_table(headlines)
+    conn, mem = _row(table, "Database Connection Time"), _row(table, "Memory Usage")
+    assert (conn["Measured naive"], conn["Measured improved"]) == ("15.2 s", "450 ms")
+    assert conn["Change"] == "-97%"
+    assert conn["What was measured"] == "fixed; backoff"
+    assert (mem["Measured naive"], mem["Measured improved"]) == ("300 MiB", "60.0 MiB")
+
+
+def test_unmeasured_rows_say_not_measured_and_why() -> None:
+    table = summary.baseline_table(
+        _headlines(), {"lifecycle": "lab 03_container_lifecycle failed: boom"}
+    )
+    suite = _row(table, "Test Suite Runtime")
+    assert suite["Measured naive"] == "not measured (lab 03_container_lifecycle failed: boom)"
+    assert _row(table, "Database Connection Time")["Measured improved"].startswith("not measured")
+
+
+def test_lab_named_in_the_claim_wins_over_another_lab_for_the_same_metric() -> None:
+    other = _headlines(
+        Headline(metric="memory", variant="naive", value=1.0, unit="MiB"), experiment="zzz"
+    )
+    lifecycle = _headlines(
+        Headline(metric="memory", variant="naive", value=2.0, unit="MiB"), experiment="lifecycle"
+    )
+    table = summary.baseline_table(pd.concat([other, lifecycle], ignore_index=True))
+    assert _row(table, "Memory Usage")["Measured naive"] == "2.00 MiB"
+
+
+def test_headline_rejects_unknown_variant_and_unit() -> None:
+    with pytest.raises(ConfigError, match="variant"):
+        Headline(metric="m", variant="best", value=1.0, unit="s")
+    with pytest.raises(ConfigError, match="unit"):
+        Headline(metric="m", variant="naive", value=1.0, unit="parsecs")
+    with pytest.raises(ConfigError, match="value"):
+        Headline(metric="m", variant="naive", value=True, unit="s")
+
+
+def test_non_finite_values_count_as_not_measured() -> None:
+    headlines = _headlines(
+        Headline(metric="suite_runtime", variant="naive", value=math.nan, unit="s")
+    )
+    assert _row(summary.baseline_table(headlines), "Test Suite Runtime")[
+        "Measured naive"
+    ].startswith("not measured")
+
+
+def test_wide_headline_frames_with_titles_are_understood(tmp_path: Path) -> None:
+    wide = pd.DataFrame(
+        {
+            "metric": ["Test Suite Runtime", "Memory Usage", "Servers Started"],
+            "unit": ["s", "MiB peak", "count"],
+            "naive": [30.0, 400.0, 29.0],
+            "improved": [2.0, 40.0, 1.0],
+            "naive_label": ["per-test-server"] * 3,
+            "improved_label": ["rollback"] * 3,
+            "workers": [1, 1, 1],
+        }
+    )
+    run = results.save(frames={"headline": wide}, experiment="lifecycle", out_dir=tmp_path)
+    headlines = summary.headlines_of(results.load(run.path))
+    table = summary.baseline_table(headlines)
+    assert _row(table, "Test Suite Runtime")["Measured improved"] == "2.00 s"
+    assert _row(table, "Memory Usage")["Measured naive"] == "400 MiB"
+    assert "rollback (workers=1)" in _row(table, "Test Suite Runtime")["What was measured"]
+    others = summary.other_headlines(headlines)
+    assert others["Metric"].tolist() == ["servers_started", "servers_started"]
+
+
+def test_retry_runs_without_headline_give_worst_time_to_connect(tmp_path: Path) -> None:
+    runs = pd.DataFrame(
+        {
+            "strategy": ["naive", "naive", "review-backoff", "review-backoff"],
+            "time_to_connect_s": [2.0, 2.4, 1.1, math.nan],
+        }
+    )
+    run = results.save(frames={"runs": runs}, experiment="retry", out_dir=tmp_path)
+    headlines = summary.headlines_of(results.load(run.path)).set_index("variant")
+    assert headlines.loc["naive", "value"] == 2.4
+    assert headlines.loc["improved", "value"] == 1.1
+
+
+def test_streaming_summary_gives_client_memory_headlines(tmp_path: Path) -> None:
+    table = pd.DataFrame(
+        {
+            "method": ["fetchall", "fetchmany", "server_cursor", "stream"],
+            "py_peak_bytes": [200 * 2**20, 2**20, 2**20, 2 * 2**20],
+            "rss_growth_bytes": [300 * 2**20, 250 * 2**20, 3 * 2**20, 2 * 2**20],
+            "wall_s": [1.0, 1.0, 1.2, 1.1],
+        }
+    )
+    run = results.save(
+        frames={"summary": table}, experiment="streaming", params={"rows": 50_000}, out_dir=tmp_path
+    )
+    h = summary.headlines_of(results.load(run.path))
+    rss = h[h["metric"] == "streaming_rss_growth"].set_index("variant")
+    assert rss.loc["naive", "value"] == 300.0 and rss.loc["improved", "value"] == 2.0
+    assert rss.loc["improved", "label"] == "stream: RSS growth reading 50,000 rows"
+
+
+def test_pool_conclusions_give_throughput_headlines(tmp_path: Path) -> None:
+    conclusions = pd.DataFrame(
+        [
+            {
+                "review_throughput_rps": 900.0,
+                "best_throughput_rps": 1500.0,
+                "review_max_size": 5,
+                "best_max_size": 9,
+                "review_wait_p99_ms": 40.0,
+                "best_wait_p99_ms": 3.0,
+                "preset_workers": 16,
+            }
+        ]
+    )
+    run = results.save(frames={"conclusions": conclusions}, experiment="pool", out_dir=tmp_path)
+    h = summary.headlines_of(results.load(run.path))
+    tput = h[h["metric"] == "pool_throughput"].set_index("variant")["value"].to_dict()
+    assert tput == {"naive": 900.0, "improved": 1500.0}
+    wait = h[h["metric"] == "pool_wait_p99"].set_index("variant")["value"].to_dict()
+    assert wait == {"naive": 0.04, "improved": 0.003}  # ms -> s
+
+
+def test_latest_runs_ignores_runs_older_than_since(tmp_path: Path) -> None:
+    old = results.save(frames={}, experiment="retry", out_dir=tmp_path)
+    since = pd.Timestamp.now(tz="UTC").isoformat()
+    fresh = results.save(frames={}, experiment="pool", out_dir=tmp_path)
+    runs, missing = summary.latest_runs(tmp_path, since=since)
+    assert list(runs) == ["pool"] and runs["pool"].run_id == fresh.run_id
+    assert f"latest is {old.run_id}" in missing["retry"]
+    assert "no results of the lifecycle lab" in missing["lifecycle"]
+
+
+def test_table_html_is_escaped_and_has_an_id() -> None:
+    table = pd.DataFrame({"Metric": ["<b>x</b>"], "Value": ["1 s"]})
+    out = summary.table_html(table, table_id="baseline")
+    assert 'id="baseline"' in out and "&lt;b&gt;x&lt;/b&gt;" in out
+
+
+def test_plot_has_one_panel_per_baseline_row() -> None:
+    fig = summary.plot_baseline(
+        _headlines(Headline(metric="suite_runtime", variant="naive", value=30.0, unit="s"))
+    )
+    assert [ax.get_title() for ax in fig.axes] == [c.title for c in summary.BASELINE]
+
+
+def test_notebook_figures_are_captioned_by_the_heading_above(tmp_path: Path) -> None:
+    png = base64.b64encode(b"\x89PNG fake").decode()
+    image = nbformat.v4.new_output("display_data", data={"image/png": png})
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("## Suite time\ntext"),
+            nbformat.v4.new_code_cell("plot()", outputs=[image]),
+            nbformat.v4.new_code_cell("print(1)"),
+        ]
+    )
+    path = tmp_path / "03_lab.ipynb"
+    nbformat.write(nb, path)
+    (figure,) = summary.notebook_figures(path)
+    assert (figure.notebook, figure.caption, figure.png) == (
+        "03_lab",
+        "Suite time",
+        b"\x89PNG fake",
+    )
+
+
+def test_lab_status_table_shows_failures_and_overhead() -> None:
+    table = summary.lab_status_table(
+        [
+            {
+                "notebook": "/r/01_a.ipynb",
+                "ok": True,
+                "wall_s": 12.5,
+                "overhead_s": 1.5,
+                "error": "",
+            },
+            {
+                "notebook": "/r/02_b.ipynb",
+                "ok": False,
+                "wall_s": 3.0,
+                "overhead_s": 1.0,
+                "error": "cell 3 raised X",
+            },
+        ]
+    )
+    assert table["Status"].tolist() == ["ok", "failed"]
+    assert table["Kernel/papermill overhead"].tolist() == ["1.50 s", "1.00 s"]
+    assert table["Error"].tolist() == ["", "cell 3 raised X"]
