@@ -34,10 +34,19 @@ def best_shared(runs: pd.DataFrame, workers: int | None = None) -> str | None:
 
 
 def speedup(
-    runs: pd.DataFrame, *, naive: str = NAIVE, improved: str = "rollback", workers: int = 1
+    runs: pd.DataFrame,
+    *,
+    naive: str = NAIVE,
+    improved: str = "rollback",
+    workers: int = 1,
+    value: str = "wall_s",
 ) -> float | None:
-    """median suite time of ``naive`` / ``improved`` at ``workers`` (None if either is missing)."""
-    table = median_by(runs, "wall_s")
+    """Median ``value`` of ``naive`` / ``improved`` at ``workers`` (None if either is missing).
+
+    ``wall_s`` is the whole pytest process; ``session_s`` excludes interpreter start-up
+    (closer to the review's ``finished in ...`` figures).
+    """
+    table = median_by(runs, value)
     try:
         return float(table.loc[naive, workers] / table.loc[improved, workers])
     except KeyError:
@@ -131,12 +140,14 @@ def goals(runs: pd.DataFrame, micro_summary: pd.DataFrame | None = None) -> pd.D
             rows.append(
                 {"goal": f"{row['case']}: {row['goal']}", "value": value, "met": bool(row["met"])}
             )
-    ratio = speedup(runs, improved="rollback", workers=1)
-    rows.append(
-        {
-            "goal": f"suite: shared+rollback >= {SUITE_SPEEDUP_GOAL:g}x faster than {NAIVE}",
-            "value": ratio,
-            "met": ratio is not None and ratio >= SUITE_SPEEDUP_GOAL,
-        }
-    )
+    for value, label in (("wall_s", "process wall time"), ("session_s", "pytest session time")):
+        ratio = speedup(runs, improved="rollback", workers=1, value=value)
+        rows.append(
+            {
+                "goal": f"suite ({label}): shared+rollback >= {SUITE_SPEEDUP_GOAL:g}x "
+                f"faster than {NAIVE}",
+                "value": ratio,
+                "met": ratio is not None and ratio >= SUITE_SPEEDUP_GOAL,
+            }
+        )
     return pd.DataFrame(rows)

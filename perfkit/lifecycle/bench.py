@@ -309,6 +309,7 @@ def run_suite(settings: SuiteSettings, *, workdir: Path | None = None) -> SuiteR
         "backend": settings.backend,
         "quick": settings.quick,
         "wall_s": wall,
+        "session_s": document.get("session_s"),
         "exit_code": proc.returncode,
         "tests": len(tests),
         "tests_failed": failed,

@@ -19,6 +19,7 @@ import pandas as pd
 from perfkit.lifecycle import leakcheck
 from perfkit.lifecycle.session import IsolationSession, connect
 from perfkit.lifecycle.settings import IsolationSettings
+from perfkit.lifecycle.strategies import WarmPool
 
 Clock = Callable[[], float]
 INSERT = f"INSERT INTO {leakcheck.PROBE_TABLE} (note) VALUES ('micro')".encode()
@@ -95,8 +96,10 @@ def warm_pool(
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[dict[str, Any]]:
     """Hand-out latency of the warm pool while each 'test' takes ``think_s``."""
-    session.strategy("warm-pool")
-    sleep(think_s * session.settings.pool_size)  # let the first fill finish
+    pool = session.strategy("warm-pool")
+    assert isinstance(pool, WarmPool)
+    pool.wait_full()  # measure the steady state, not the first fill
+    first_record = len(session.records)
     rows: list[dict[str, Any]] = []
     for i in range(iterations):
         lease = session.acquire("warm-pool", f"micro::{i}")
@@ -109,6 +112,8 @@ def warm_pool(
             {"case": "pool_handout", "i": i, "seconds": lease.acquire_s},
             {"case": "pool_release", "i": i, "seconds": lease.release_s},
         ]
+    clones = [r for r in session.records[first_record:] if r["event"] == "pool_clone"]
+    rows += [{"case": "pool_clone", "i": i, "seconds": r["seconds"]} for i, r in enumerate(clones)]
     return rows
 
 

@@ -54,7 +54,7 @@ class PluginState:
         self.session: IsolationSession | None = None
         self.phases: list[dict[str, Any]] = []
         self.worker_payloads: list[dict[str, Any]] = []
-        self.started = time.time()
+        self.started = time.perf_counter()
         self._settings: IsolationSettings | None = None
 
     @property
@@ -308,14 +308,26 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 payloads = state.worker_payloads or [payload]
                 if state.worker_payloads and payload["records"]:
                     payloads.append(payload)
-                write_timings(Path(target), payloads, exitstatus=int(exitstatus))
+                write_timings(
+                    Path(target),
+                    payloads,
+                    exitstatus=int(exitstatus),
+                    session_s=time.perf_counter() - state.started,
+                )
 
 
-def write_timings(path: Path, payloads: list[dict[str, Any]], *, exitstatus: int) -> None:
-    """Write the merged timing file atomically."""
+def write_timings(
+    path: Path, payloads: list[dict[str, Any]], *, exitstatus: int, session_s: float
+) -> None:
+    """Write the merged timing file atomically.
+
+    ``session_s`` is the pytest session's duration in this (controller) process:
+    from configure to session finish, so without interpreter start-up.
+    """
     document = {
         "format": TIMINGS_FORMAT,
         "exitstatus": exitstatus,
+        "session_s": session_s,
         "workers": [
             {k: p[k] for k in ("worker", "servers_started", "databases_created", "settings")}
             for p in payloads

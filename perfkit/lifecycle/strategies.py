@@ -364,6 +364,18 @@ class WarmPool(Strategy):
         self.session.drop_database(lease.dbname, conn=admin)
         self.session.record("pool_drop", self.session.clock() - t0, strategy=self.name)
 
+    def wait_full(self, timeout: float = 60.0) -> bool:
+        """Block until ``size`` databases are ready (for steady-state measurements)."""
+        deadline = self.session.clock() + timeout
+        while self.ready.qsize() < self.size:
+            if self.error is not None:
+                raise self.error
+            if self.session.clock() > deadline:
+                return False
+            self.wake.set()
+            self.stopping.wait(self.POLL_S / 5)
+        return True
+
     # -- test side ---------------------------------------------------------------------
 
     def acquire(self, test_id: str) -> Lease:

@@ -1,0 +1,158 @@
+"""The lifecycle experiment behind notebooks/03_container_lifecycle.ipynb.
+
+:data:`PARAMS_SPEC` types the notebook's parameters; :meth:`LifecycleConfig.from_params`
+checks their values (before any server starts); :func:`run` measures the leak
+check, the micro-benchmarks and the suite matrix and returns tidy frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from perfkit.errors import ConfigError
+from perfkit.lifecycle import analysis, bench, leakcheck, micro
+from perfkit.lifecycle.registry import NAMES, check_name
+from perfkit.lifecycle.session import IsolationSession
+from perfkit.lifecycle.settings import TEMPLATE_STRATEGIES, IsolationSettings
+
+PARAMS_SPEC: dict[str, Any] = {
+    "backend": str,
+    "strategies": list,
+    "parallel": list,
+    "repetitions": int,
+    "quick": bool,
+    "seed": int,
+    "micro_iterations": (int, type(None)),
+    "pool_think_ms": (float, int),
+    "template_strategy": (str, type(None)),
+    "out_dir": str,
+}
+NOTEBOOK_BACKENDS = ("auto", "docker", "local")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LifecycleConfig:
+    """Validated notebook parameters."""
+
+    backend: str = "auto"
+    strategies: tuple[str, ...] = (
+        "per-test-server",
+        "rollback",
+        "truncate",
+        "template",
+        "warm-pool",
+    )
+    parallel: tuple[int, ...] = (1, 2)
+    repetitions: int = 1
+    quick: bool = False
+    seed: int = 0
+    micro_iterations: int | None = None
+    pool_think_ms: float = 100.0
+    template_strategy: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in NOTEBOOK_BACKENDS:
+            raise ConfigError(
+                f"backend {self.backend!r} is unknown; choose one of {', '.join(NOTEBOOK_BACKENDS)}"
+            )
+        if not self.strategies:
+            raise ConfigError("strategies must name at least one strategy")
+        for name in self.strategies:
+            check_name(name)
+        if not self.parallel or any(
+            isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.parallel
+        ):
+            raise ConfigError(
+                f"parallel must be a list of worker counts >= 1, got {self.parallel!r}"
+            )
+        if self.repetitions < 1:
+            raise ConfigError(f"repetitions must be at least 1, got {self.repetitions}")
+        if self.micro_iterations is not None and self.micro_iterations < 1:
+            raise ConfigError(f"micro_iterations must be at least 1, got {self.micro_iterations}")
+        if self.pool_think_ms < 0:
+            raise ConfigError(f"pool_think_ms must be >= 0, got {self.pool_think_ms}")
+        if self.template_strategy is not None and self.template_strategy not in TEMPLATE_STRATEGIES:
+            raise ConfigError(
+                f"template_strategy {self.template_strategy!r} is unknown; choose one of "
+                f"{', '.join(TEMPLATE_STRATEGIES)} or None"
+            )
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> LifecycleConfig:
+        values = {k: v for k, v in params.items() if k in cls.__dataclass_fields__}
+        for key in ("strategies", "parallel"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    @property
+    def iterations(self) -> int:
+        return self.micro_iterations or (15 if self.quick else 60)
+
+    def resolved_backend(self) -> str:
+        """``auto`` resolved once, so every run of the matrix uses the same backend."""
+        if self.backend != "auto":
+            return self.backend
+        from perfkit.postgres import ServerSettings, choose_backend
+
+        return choose_backend(ServerSettings(backend="auto")).backend
+
+    def isolation_settings(self, backend: str) -> IsolationSettings:
+        return IsolationSettings(
+            backend=backend,
+            migrations=(bench.SUITE_DIR / "migrations.sql",),
+            template_strategy=self.template_strategy,
+        )
+
+
+def run(
+    cfg: LifecycleConfig, *, progress: Callable[[str], None] | None = None
+) -> dict[str, pd.DataFrame]:
+    """Leak check, micro-benchmarks and the suite matrix; returns the frames to save."""
+    say = progress or (lambda _msg: None)
+    backend = cfg.resolved_backend()
+    say(f"backend: {backend}")
+    settings = cfg.isolation_settings(backend)
+
+    say("leak check of every strategy")
+    with IsolationSession(settings, extra_sql=leakcheck.PROBE_SQL) as session:
+        leaks = pd.DataFrame([r.as_row() for r in leakcheck.check_all(session, NAMES)])
+
+    say(f"micro-benchmarks ({cfg.iterations} iterations)")
+    micro_frame = micro.run_all(settings, cfg.iterations, think_s=cfg.pool_think_ms / 1000)
+
+    def on_run(s: bench.SuiteSettings, r: bench.SuiteResult) -> None:
+        say(
+            f"suite {s.strategy:<16} workers={s.workers} {r.run['wall_s']:7.2f} s "
+            f"exit={r.run['exit_code']} tests={r.run['tests']} servers={r.run['servers_started']}"
+        )
+
+    matrix = bench.run_matrix(
+        cfg.strategies,
+        cfg.parallel,
+        repetitions=cfg.repetitions,
+        backend=backend,
+        quick=cfg.quick,
+        seed=cfg.seed,
+        template_strategy=cfg.template_strategy,
+        progress=on_run,
+    )
+    frames = dict(matrix.frames)
+    micro_summary = micro.summarise(micro_frame)
+    frames.update(
+        leaks=leaks,
+        micro=micro_frame,
+        micro_summary=micro_summary,
+        headline=analysis.headline(frames["runs"], frames["events"], workers=min(cfg.parallel)),
+        goals=analysis.goals(frames["runs"], micro_summary),
+    )
+    failed = frames["runs"][frames["runs"]["exit_code"] != 0]
+    if not failed.empty:
+        first = failed.iloc[0]
+        tail = matrix.outputs[first["run_id"]][-3000:]
+        raise RuntimeError(f"suite run failed under {first['strategy']}:\n{tail}")
+    return frames

@@ -1,0 +1,79 @@
+"""Matplotlib figures for the lifecycle notebook; each takes frames and returns a Figure."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+MIB = 1024 * 1024
+
+
+def _order(runs: pd.DataFrame) -> list[str]:
+    return list(runs.groupby("strategy")["wall_s"].median().sort_values(ascending=False).index)
+
+
+def suite_time(runs: pd.DataFrame) -> Figure:
+    """Median suite wall time per strategy and worker count (log scale)."""
+    table = runs.pivot_table(index="strategy", columns="workers", values="wall_s", aggfunc="median")
+    table = table.loc[_order(runs)]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    table.plot.barh(ax=ax, logx=True)
+    ax.set_xlabel("suite wall time (s, log scale)")
+    ax.set_ylabel("")
+    n = int(runs["tests"].median())
+    ax.set_title(f"Suite of {n} tests: wall time per isolation strategy")
+    ax.legend(title="pytest workers")
+    fig.tight_layout()
+    return fig
+
+
+def isolation_cost(tests: pd.DataFrame) -> Figure:
+    """Distribution of per-test isolation cost (acquire + release), log scale."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    order = list(tests.groupby("isolation")["isolation_s"].median().sort_values().index)
+    data = [tests.loc[tests["isolation"] == s, "isolation_s"].clip(lower=1e-6) * 1e3 for s in order]
+    ax.boxplot(data, vert=False, showfliers=True)
+    ax.set_yticks(range(1, len(order) + 1), order)
+    ax.set_xscale("log")
+    ax.set_xlabel("per-test isolation cost: setup + teardown (ms, log scale)")
+    ax.set_title("What each test pays for a clean database")
+    fig.tight_layout()
+    return fig
+
+
+def peak_memory(runs: pd.DataFrame) -> Figure:
+    """Peak memory (PSS) of pytest processes and servers/containers, per strategy."""
+    serial = runs[runs["workers"] == runs["workers"].min()]
+    table = serial.groupby("strategy")[["peak_pytest_bytes", "peak_server_bytes"]].median() / MIB
+    table.columns = ["pytest processes", "servers / containers"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    table.loc[[s for s in _order(runs) if s in table.index]].plot.barh(ax=ax, stacked=False)
+    ax.set_xlabel("peak memory (MiB, PSS)")
+    ax.set_ylabel("")
+    ax.set_title(f"Peak memory per strategy (workers={int(serial['workers'].min())})")
+    fig.tight_layout()
+    return fig
+
+
+def serial_vs_parallel(runs: pd.DataFrame) -> Figure:
+    """Suite time serial vs with xdist workers, per strategy (linear scale, ratio labels)."""
+    table = runs.pivot_table(index="strategy", columns="workers", values="wall_s", aggfunc="median")
+    table = table.loc[_order(runs)]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    table.plot.bar(ax=ax, rot=0)
+    ax.set_ylabel("suite wall time (s)")
+    ax.set_xlabel("")
+    ax.set_title("Serial vs parallel (pytest-xdist -n)")
+    if table.shape[1] >= 2:
+        first, last = table.columns[0], table.columns[-1]
+        for i, (_, row) in enumerate(table.iterrows()):
+            ax.annotate(
+                f"x{row[first] / row[last]:.2f}",
+                (i, max(row[first], row[last])),
+                ha="center",
+                va="bottom",
+            )
+    ax.legend(title="pytest workers")
+    fig.tight_layout()
+    return fig
