@@ -9,6 +9,10 @@ The model, for ``n_clients`` clients that all lose the server at ``t = 0``
   connections per second (the measured burst throughput, client and server
   sharing the machine as in the real herd) and answers an idle client after
   ``latency_s`` (the measured single connect);
+- at most ``backlog`` attempts wait in the accept queue (PostgreSQL listens
+  with ``2 * max_connections``, the kernel caps it at ``net.core.somaxconn``,
+  4096); an attempt arriving at a full queue has its SYN dropped and retried
+  by the kernel after 1 s, 3 s, 7 s ... within its connect timeout;
 - an attempt still queued when its client's connect timeout expires costs the
   server only ``reject_s`` (fork, then a closed socket) and fails as a timeout;
   one that started service but finishes too late is a timeout too, with the
@@ -29,6 +33,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +46,8 @@ from perfkit.retry.strategies import Strategy, get_strategy
 OK, REFUSED, TIMEOUT, TOO_MANY = 0, 1, 2, 3
 OUTCOMES = {OK: "ok", REFUSED: "refused", TIMEOUT: "timeout", TOO_MANY: "too_many_clients"}
 MAX_DELAYS = 5000
+#: Linux SYN retransmissions after a dropped SYN: 1 s, then 3 s, 7 s, 15 s... after the first.
+SYN_RETRANSMIT_S = (1.0, 3.0, 7.0, 15.0, 31.0, 63.0)
 
 
 def _check(
@@ -67,6 +74,7 @@ class SimSettings:
     connect_timeout: float | None = 2.0
     deadline: float | None = 60.0
     start_spread_s: float = 0.0
+    backlog: int = 4096
 
     def __post_init__(self) -> None:
         n = self.n_clients
@@ -84,6 +92,9 @@ class SimSettings:
             value = getattr(self, name)
             if value is not None:
                 _check("SimSettings", name, value, strict=True)
+        b = self.backlog
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ConfigError(f"SimSettings.backlog must be an int >= 1, got {b!r}")
         m = self.max_connections
         if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
             raise ConfigError(f"SimSettings.max_connections must be an int >= 1 or None, got {m!r}")
@@ -240,59 +251,71 @@ def simulate(
     times: list[np.ndarray] = [starts[pre_clients, pre_idx]]
     outcomes: list[np.ndarray] = [np.full(len(pre_clients), REFUSED, dtype=np.int8)]
 
-    # Phase 2 (events): FIFO server from ready_s on.
-    heap: list[tuple[float, int, int]] = [
-        (float(starts[c, first_live[c]]), int(c), int(first_live[c]))
-        for c in np.nonzero(first_live <= k)[0]
-    ]
+    # Phase 2 (events): FIFO server from ready_s on, behind a bounded accept queue.
+    # Heap entries: (arrival, client, attempt index, attempt start, SYN retransmissions).
+    heap: list[tuple[float, int, int, float, int]] = []
+    for c in np.nonzero(first_live <= k)[0]:
+        t = float(starts[c, first_live[c]])
+        heap.append((t, int(c), int(first_live[c]), t, 0))
     heapq.heapify(heap)
     connected_at = np.full(n, np.nan)
     free_at = s.ready_s
+    queued: deque[float] = deque()  # service start times of accepted, not yet served attempts
     established = 0
     limit = s.max_connections if s.max_connections is not None else math.inf
-    service, reject, latency_extra = (
-        s.service_s,
-        s.reject_cost_s,
-        max(0.0, s.latency_s - s.service_s),
-    )
+    service, reject = s.service_s, s.reject_cost_s
+    latency_extra = max(0.0, s.latency_s - s.service_s)
     anchor_start = strat.anchor == "attempt_start"
     ev_client: list[int] = []
     ev_time: list[float] = []
     ev_outcome: list[int] = []
     while heap:
-        t, c, j = heapq.heappop(heap)
-        tmo = min(float(timeouts[c, j]), float(deadline_at[c]) - t)
-        give_up_at = t + tmo
-        begin = max(t, free_at)
-        if begin >= give_up_at:  # still queued when the client gave up: a cheap fork
-            free_at = begin + reject
+        t, c, j, t_start, retx = heapq.heappop(heap)
+        tmo = min(float(timeouts[c, j]), float(deadline_at[c]) - t_start)
+        give_up_at = t_start + tmo
+        while queued and queued[0] <= t:
+            queued.popleft()
+        if len(queued) >= s.backlog:
+            # Accept queue full: the SYN is dropped and the kernel retransmits it.
+            if retx < len(SYN_RETRANSMIT_S):
+                again = t_start + SYN_RETRANSMIT_S[retx]
+                if again < give_up_at:
+                    heapq.heappush(heap, (again, c, j, t_start, retx + 1))
+                    continue
             outcome, fail_at = TIMEOUT, give_up_at
-        elif established >= limit:
-            free_at = begin + reject
-            outcome, fail_at = TOO_MANY, free_at
-            if fail_at > give_up_at:
-                outcome, fail_at = TIMEOUT, give_up_at
         else:
-            free_at = begin + service
-            done = free_at + latency_extra
-            if done > give_up_at:
+            begin = max(t, free_at)
+            if begin > t:
+                queued.append(begin)
+            if begin >= give_up_at:  # still queued when the client gave up: a cheap fork
+                free_at = begin + reject
                 outcome, fail_at = TIMEOUT, give_up_at
+            elif established >= limit:
+                free_at = begin + reject
+                outcome, fail_at = TOO_MANY, free_at
+                if fail_at > give_up_at:
+                    outcome, fail_at = TIMEOUT, give_up_at
             else:
-                established += 1
-                connected_at[c] = done
-                ev_client.append(c)
-                ev_time.append(t)
-                ev_outcome.append(OK)
-                continue
+                free_at = begin + service
+                done = free_at + latency_extra
+                if done > give_up_at:
+                    outcome, fail_at = TIMEOUT, give_up_at
+                else:
+                    established += 1
+                    connected_at[c] = done
+                    ev_client.append(c)
+                    ev_time.append(t_start)
+                    ev_outcome.append(OK)
+                    continue
         ev_client.append(c)
-        ev_time.append(t)
+        ev_time.append(t_start)
         ev_outcome.append(outcome)
         if j >= k:
             continue  # that was the last attempt
         d = float(delays[c, j])
-        nxt = max(fail_at, t + d) if anchor_start else fail_at + d
+        nxt = max(fail_at, t_start + d) if anchor_start else fail_at + d
         if nxt < deadline_at[c]:
-            heapq.heappush(heap, (nxt, c, j + 1))
+            heapq.heappush(heap, (nxt, c, j + 1, nxt, 0))
 
     clients.append(np.asarray(ev_client, dtype=np.int64))
     times.append(np.asarray(ev_time, dtype=float))

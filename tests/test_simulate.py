@@ -132,3 +132,22 @@ def test_bench_ten_thousand_clients_for_every_strategy() -> None:
         t = time.perf_counter()
         simulate(name, s)
         print(f"{name}: {time.perf_counter() - t:.3f} s for 10,000 clients")
+
+
+def test_a_full_accept_queue_drops_syns_and_the_clients_time_out() -> None:
+    s = SimSettings(
+        n_clients=500,
+        outage_s=0.5,
+        capacity_per_s=50.0,
+        backlog=5,
+        connect_timeout=1.0,
+        deadline=3.0,
+    )
+    summary = simulate("naive", s).summary()
+    assert summary["timeouts"] > 0
+    assert summary["connected"] < 500
+
+
+def test_backlog_must_be_a_positive_int() -> None:
+    with pytest.raises(ConfigError, match="backlog"):
+        SimSettings(n_clients=1, backlog=0)

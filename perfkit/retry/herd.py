@@ -26,9 +26,9 @@ import random
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,7 @@ from perfkit.retry.strategies import get_strategy
 from perfkit.retry.trace import Trace
 
 Mode = Literal["async", "threads"]
+T = TypeVar("T")
 BIN_S = 0.1
 
 
@@ -103,9 +104,15 @@ async def _async_clients(
     return [t for t, _ in results], [c for _, c in results]
 
 
+#: Connected clients hold their connection this long after the last client is done,
+#: so the backend sampler sees them all.
+HOLD_S = 0.2
+
+
 def _run_async(dsn: str, hs: HerdSettings, seed: int, tag: Sequence[object]) -> list[Trace]:
     async def main() -> list[Trace]:
         traces, conns = await _async_clients(dsn, hs, seed, tag)
+        await asyncio.sleep(HOLD_S)
         for conn in conns:
             if conn is not None:
                 await conn.close()
@@ -141,9 +148,28 @@ def _run_threads(dsn: str, hs: HerdSettings, seed: int, tag: Sequence[object]) -
         t.start()
     for t in threads:
         t.join()
+    time.sleep(HOLD_S)
     for conn in conns:
         conn.close()
     return [t for t in traces if t is not None]
+
+
+def run_in_fresh_loop(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine in a new event loop on its own thread (works inside Jupyter too)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(factory())
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="perfkit-asyncio")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def max_connections(server: PostgresServer) -> int:
@@ -196,7 +222,6 @@ def run_herd(
         worker.join()
         ready_at = probe.wait()
         probe.stop()
-        time.sleep(0.1)  # one more backend sample with everyone connected
     finally:
         worker.join()
         sampler.stop()
@@ -358,7 +383,7 @@ def calibrate(
             await c.close()
         return makespan
 
-    makespan = asyncio.run(storm())
+    makespan = run_in_fresh_loop(storm)
     from perfkit.postgres.local import free_port  # a port nothing listens on
 
     refused = []

@@ -1,0 +1,559 @@
+"""The connection-retry lab behind ``notebooks/01_connection_retry.ipynb``.
+
+:data:`PARAMS_SPEC` is the notebook's parameter spec, :meth:`LabConfig.from_params`
+turns validated parameters into a config (ConfigError naming the parameter,
+before any server starts), :func:`run_lab` runs every scenario and returns the
+frames to save, :func:`conclusions` writes the closing text from them.
+
+Frames (saved as ``experiment="retry"``; columns in ``/work/notes/retry.md``):
+``worst_case``, ``review_claim``, ``runs``, ``attempts``, ``summary``,
+``connect_time``, ``herd``, ``herd_rates``, ``herd_backends``, ``calibration``,
+``sim_vs_real``, ``sim_rates``, ``simulation``, ``headline``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perfkit import summary as report_summary
+from perfkit.errors import ConfigError
+from perfkit.postgres import FAST_SERVER_SETTINGS, ServerSettings, create_server
+from perfkit.retry import analysis, experiments, herd
+from perfkit.retry.probe import LOG_CONNECTION_SETTINGS
+from perfkit.retry.strategies import STRATEGIES, get_strategy
+from perfkit.simulate import SimSettings, simulate
+
+PARAMS_SPEC: dict[str, Any] = {
+    "backend": str,
+    "quick": bool,
+    "out_dir": str,
+    "seed": int,
+    "strategies": (list, type(None)),
+    "repetitions": (int, type(None)),
+    "outage_s": (list, type(None)),
+    "client_counts": (list, type(None)),
+    "herd_strategies": (list, type(None)),
+    "herd_outage_s": (float, type(None)),
+    "hang_s": (float, type(None)),
+    "connect_timeout": float,
+    "deadline": float,
+    "sim_clients": int,
+    "worst_case_samples": (int, type(None)),
+}
+
+ALL_STRATEGIES = list(STRATEGIES)
+QUICK_STRATEGIES = ["naive", "exponential", "full_jitter", "review"]
+HERD_STRATEGIES = ["naive", "exponential", "full_jitter", "decorrelated_jitter", "review", "grpc"]
+
+
+def _names(value: list[Any], parameter: str) -> list[str]:
+    if not value:
+        raise ConfigError(f"parameter {parameter!r} must not be empty")
+    for item in value:
+        if not isinstance(item, str):
+            raise ConfigError(f"parameter {parameter!r}: {item!r} is not a strategy name")
+        try:
+            get_strategy(item)
+        except ConfigError as exc:
+            raise ConfigError(f"parameter {parameter!r}: {exc}") from None
+    return list(value)
+
+
+def _numbers(value: list[Any], parameter: str, *, integer: bool = False) -> list[Any]:
+    if not value:
+        raise ConfigError(f"parameter {parameter!r} must not be empty")
+    for item in value:
+        ok = isinstance(item, int) if integer else isinstance(item, int | float)
+        if isinstance(item, bool) or not ok or item < (1 if integer else 0):
+            kind = "int >= 1" if integer else "number >= 0"
+            raise ConfigError(f"parameter {parameter!r}: {item!r} is not a {kind}")
+    return list(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabConfig:
+    """Resolved lab settings (``None`` parameters replaced by full or quick defaults)."""
+
+    backend: str = "auto"
+    quick: bool = False
+    seed: int = 1
+    strategies: list[str] = field(default_factory=lambda: list(ALL_STRATEGIES))
+    repetitions: int = 5
+    outage_s: list[float] = field(default_factory=lambda: [1.0, 5.0, 10.0])
+    client_counts: list[int] = field(default_factory=lambda: [10, 50, 100])
+    herd_strategies: list[str] = field(default_factory=lambda: list(HERD_STRATEGIES))
+    herd_outage_s: float = 1.0
+    hang_s: float = 5.0
+    connect_timeout: float = 2.0
+    deadline: float = 60.0
+    sim_clients: int = 10_000
+    worst_case_samples: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.repetitions < 1:
+            raise ConfigError(f"parameter 'repetitions' must be >= 1, got {self.repetitions!r}")
+        for name in ("connect_timeout", "deadline", "hang_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"parameter {name!r} must be > 0, got {getattr(self, name)!r}")
+        if self.herd_outage_s < 0:
+            raise ConfigError(f"parameter 'herd_outage_s' must be >= 0, got {self.herd_outage_s}")
+        if self.sim_clients < 1:
+            raise ConfigError(f"parameter 'sim_clients' must be >= 1, got {self.sim_clients!r}")
+        if self.worst_case_samples < 1:
+            raise ConfigError(
+                f"parameter 'worst_case_samples' must be >= 1, got {self.worst_case_samples!r}"
+            )
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> LabConfig:
+        quick = bool(params.get("quick", False))
+        values: dict[str, Any] = {
+            "backend": params.get("backend", "auto"),
+            "quick": quick,
+            "seed": params.get("seed", 1),
+            "connect_timeout": float(params.get("connect_timeout", 2.0)),
+            "deadline": float(params.get("deadline", 60.0)),
+            "sim_clients": params.get("sim_clients", 10_000),
+        }
+        strategies = params.get("strategies")
+        values["strategies"] = (
+            _names(strategies, "strategies")
+            if strategies is not None
+            else list(QUICK_STRATEGIES if quick else ALL_STRATEGIES)
+        )
+        herd_names = params.get("herd_strategies")
+        values["herd_strategies"] = (
+            _names(herd_names, "herd_strategies")
+            if herd_names is not None
+            else (["naive", "full_jitter"] if quick else list(HERD_STRATEGIES))
+        )
+        reps = params.get("repetitions")
+        values["repetitions"] = reps if reps is not None else (1 if quick else 5)
+        outages = params.get("outage_s")
+        values["outage_s"] = (
+            [float(x) for x in _numbers(outages, "outage_s")]
+            if outages is not None
+            else ([1.0] if quick else [1.0, 5.0, 10.0])
+        )
+        counts = params.get("client_counts")
+        values["client_counts"] = (
+            _numbers(counts, "client_counts", integer=True)
+            if counts is not None
+            else ([20] if quick else [10, 50, 100])
+        )
+        herd_outage = params.get("herd_outage_s")
+        values["herd_outage_s"] = (
+            float(herd_outage) if herd_outage is not None else (0.5 if quick else 1.0)
+        )
+        hang_s = params.get("hang_s")
+        values["hang_s"] = float(hang_s) if hang_s is not None else (2.5 if quick else 5.0)
+        samples = params.get("worst_case_samples")
+        values["worst_case_samples"] = samples if samples is not None else (300 if quick else 2000)
+        if values["backend"] not in ("auto", "docker", "local"):
+            raise ConfigError(
+                "parameter 'backend' must be 'auto', 'docker' or 'local', "
+                f"got {values['backend']!r}"
+            )
+        return cls(**values)
+
+    def server_settings(self, **gucs: Any) -> ServerSettings:
+        return ServerSettings(
+            backend=self.backend, server_settings={**FAST_SERVER_SETTINGS, **gucs}
+        )
+
+    def hang_specs(self) -> list[experiments.ClientSpec]:
+        """With and without a connect timeout, for naive and the review's backoff."""
+        specs = []
+        for name in ("naive", "review"):
+            specs.append(
+                experiments.ClientSpec(
+                    strategy=name,
+                    connect_timeout=None,
+                    deadline=self.deadline,
+                    label=f"{name} / no timeout",
+                )
+            )
+            specs.append(
+                experiments.ClientSpec(
+                    strategy=name,
+                    connect_timeout=self.connect_timeout,
+                    deadline=self.deadline,
+                    label=f"{name} / {self.connect_timeout:g} s",
+                )
+            )
+        if "grpc" in self.strategies:
+            specs.append(
+                experiments.ClientSpec(
+                    strategy="grpc",
+                    connect_timeout=None,
+                    deadline=self.deadline,
+                    label="grpc / own (>= 20 s)",
+                )
+            )
+        return specs
+
+
+Progress = Callable[[str], None]
+
+
+class ServerInfo:
+    """What ``results.save(server=...)`` needs: an object with ``describe()``."""
+
+    def __init__(self, info: Mapping[str, Any]) -> None:
+        self.info = dict(info)
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.info)
+
+
+def _connect_time(runs: pd.DataFrame, worst: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy: cold-start medians plus the analytic give-up totals (for the report)."""
+    cold = runs[runs["scenario"] == "cold_start"]
+    table = (
+        cold.groupby("strategy")
+        .agg(
+            runs=("connected", "size"),
+            connected=("connected", "sum"),
+            time_to_connect_median_s=("time_to_connect_s", "median"),
+            time_to_connect_max_s=("time_to_connect_s", "max"),
+            overshoot_median_s=("overshoot_s", "median"),
+            attempts_median=("attempts", "median"),
+        )
+        .reset_index()
+    )
+    pivot = worst.pivot_table(index="strategy", columns="scenario", values="total_max")
+    median = worst.pivot_table(index="strategy", columns="scenario", values="total_median")
+    for scenario in ("refused", "hang"):
+        if scenario in pivot.columns:
+            table[f"worst_case_{scenario}_max_s"] = table["strategy"].map(pivot[scenario])
+            table[f"worst_case_{scenario}_median_s"] = table["strategy"].map(median[scenario])
+    return table
+
+
+def _headline(connect_time: pd.DataFrame, claim: pd.DataFrame) -> pd.DataFrame:
+    H = report_summary.Headline
+    items: list[Any] = []
+    refused = claim[claim["scenario"] == "refused"].set_index("strategy")
+    for variant, name in (("naive", "naive"), ("improved", "review")):
+        if name in refused.index:
+            label = (
+                "fixed 500 ms x 30 retries"
+                if name == "naive"
+                else "review backoff (100 ms x2, cap 5 s, 10 tries, +25% jitter)"
+            )
+            items.append(
+                H(
+                    metric="connection_time",
+                    variant=variant,
+                    value=float(refused.loc[name, "sleep_max_exact_s"]),
+                    unit="s",
+                    label=f"{label}: worst case before giving up (server down, analytic)",
+                )
+            )
+    by = connect_time.set_index("strategy")
+    for variant, name in (("naive", "naive"), ("improved", "review")):
+        if name in by.index and not math.isnan(by.loc[name, "time_to_connect_median_s"]):
+            items.append(
+                H(
+                    metric="cold_start_time_to_connect",
+                    variant=variant,
+                    value=float(by.loc[name, "time_to_connect_median_s"]),
+                    unit="s",
+                    label=f"{name}: median time to connect during a cold start (measured)",
+                )
+            )
+            items.append(
+                H(
+                    metric="cold_start_overshoot",
+                    variant=variant,
+                    value=float(by.loc[name, "overshoot_median_s"]),
+                    unit="s",
+                    label=f"{name}: median connected minus server ready (measured)",
+                )
+            )
+    return report_summary.headline_frame(items)
+
+
+def _sim_compare(
+    herd_frames: dict[str, pd.DataFrame],
+    calibration: dict[str, float],
+    cfg: LabConfig,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Simulate every real herd run with calibrated settings; summaries and rates side by side."""
+    real = herd_frames["herd"]
+    attempts = herd_frames["herd_attempts"]
+    rows, rates = [], []
+    for _, r in real.iterrows():
+        first = attempts[
+            (attempts["strategy"] == r["strategy"])
+            & (attempts["n_clients"] == r["n_clients"])
+            & (attempts["attempt"] == 1)
+        ]
+        spread = float(first["start"].max() - first["start"].min()) if len(first) else 0.0
+        settings = SimSettings.calibrated(
+            calibration,
+            n_clients=int(r["n_clients"]),
+            outage_s=float(r["outage_s"]),
+            boot_s=float(r["ready_after_event_s"] or 0.05),
+            max_connections=int(r["max_connections"]) - 1,  # the sampler holds one
+            backlog=min(4096, 2 * int(r["max_connections"])),  # PostgreSQL's listen() backlog
+            connect_timeout=r["connect_timeout_s"],
+            deadline=cfg.deadline,
+            start_spread_s=spread,
+        )
+        sim = simulate(r["strategy"], settings, seed=cfg.seed)
+        s = sim.summary()
+        for key in (
+            "connected",
+            "attempts_after_ready",
+            "too_many_clients",
+            "peak_rate_after_ready_per_100ms",
+            "all_connected_after_ready_s",
+            "median_connected_after_ready_s",
+        ):
+            rows.append(
+                {
+                    "strategy": r["strategy"],
+                    "n_clients": int(r["n_clients"]),
+                    "metric": key,
+                    "real": float(r[key]),
+                    "sim": float(s[key]),
+                }
+            )
+        starts, counts = sim.rate()
+        rates.append(
+            pd.DataFrame(
+                {
+                    "strategy": r["strategy"],
+                    "n_clients": int(r["n_clients"]),
+                    "source": "sim",
+                    "t_bin_s": starts,
+                    "attempts": counts,
+                }
+            )
+        )
+    real_rates = herd.rate_frame(attempts)
+    real_rates["source"] = "real"
+    return pd.DataFrame(rows), pd.concat([real_rates, *rates], ignore_index=True)
+
+
+def run_lab(
+    cfg: LabConfig, *, progress: Progress = print
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Run every scenario; return (frames, server description for the metadata)."""
+    frames: dict[str, pd.DataFrame] = {}
+    described: dict[str, Any] = {}
+    t_lab = time.perf_counter()
+
+    progress("analytic worst case ...")
+    frames["worst_case"] = analysis.worst_case_table(
+        cfg.strategies,
+        connect_timeout=cfg.connect_timeout,
+        samples=cfg.worst_case_samples,
+        seed=cfg.seed,
+    )
+    frames["review_claim"] = analysis.review_claim(
+        connect_timeout=cfg.connect_timeout, samples=cfg.worst_case_samples, seed=cfg.seed
+    )
+
+    specs = experiments.specs_for(
+        cfg.strategies, connect_timeout=cfg.connect_timeout, deadline=cfg.deadline
+    )
+    progress(f"cold start x {cfg.repetitions} ...")
+
+    def keep(server: Any) -> None:
+        if not described:
+            described.update(server.describe())
+
+    cold = experiments.cold_start(
+        cfg.server_settings(), specs, reps=cfg.repetitions, seed=cfg.seed, on_server=keep
+    )
+    runs, attempts = [cold.runs], [cold.attempts]
+
+    limit = max(cfg.client_counts) + 20
+    lab_settings = cfg.server_settings(max_connections=limit, **LOG_CONNECTION_SETTINGS)
+    with create_server(lab_settings) as server:
+        progress(f"outage {cfg.outage_s} s x {cfg.repetitions} ...")
+        out = experiments.outage(
+            server, specs, outage_s=cfg.outage_s, reps=cfg.repetitions, seed=cfg.seed
+        )
+        runs.append(out.runs)
+        attempts.append(out.attempts)
+        progress(f"hang {cfg.hang_s} s ...")
+        hung = experiments.hang(server, cfg.hang_specs(), hang_s=cfg.hang_s, seed=cfg.seed)
+        runs.append(hung.runs)
+        attempts.append(hung.attempts)
+        progress("calibration ...")
+        calibration = herd.calibrate(server, burst=min(100, limit - 10), seed=cfg.seed)
+        progress(f"herd {cfg.herd_strategies} x {cfg.client_counts} clients ...")
+        herd_frames = herd.herd_sweep(
+            server,
+            cfg.herd_strategies,
+            cfg.client_counts,
+            outage_s=cfg.herd_outage_s,
+            connect_timeout=cfg.connect_timeout,
+            deadline=cfg.deadline,
+            seed=cfg.seed,
+        )
+
+    frames["runs"] = pd.concat(runs, ignore_index=True)
+    frames["attempts"] = pd.concat(attempts, ignore_index=True)
+    frames["summary"] = experiments.summarize(frames["runs"], by=("scenario", "param_s", "label"))
+    frames["connect_time"] = _connect_time(frames["runs"], frames["worst_case"])
+    frames["herd"] = herd_frames["herd"]
+    client_rates = herd.rate_frame(herd_frames["herd_attempts"])
+    client_rates["source"] = "client"
+    server_rates = herd.rate_frame(herd_frames["herd_server_attempts"])
+    server_rates["source"] = "server_log"
+    frames["herd_rates"] = pd.concat([client_rates, server_rates], ignore_index=True)
+    frames["herd_backends"] = herd_frames["herd_backends"]
+    frames["calibration"] = pd.DataFrame([calibration])
+
+    progress("simulation vs real herd ...")
+    frames["sim_vs_real"], frames["sim_rates"] = _sim_compare(herd_frames, calibration, cfg)
+    progress(f"simulation of {cfg.sim_clients} clients ...")
+    sim_rows = []
+    for name in cfg.strategies:
+        settings = SimSettings.calibrated(
+            calibration,
+            n_clients=cfg.sim_clients,
+            outage_s=cfg.herd_outage_s,
+            connect_timeout=cfg.connect_timeout,
+            deadline=cfg.deadline,
+            start_spread_s=0.1,
+        )
+        sim_rows.append(simulate(name, settings, seed=cfg.seed).summary())
+    frames["simulation"] = pd.DataFrame(sim_rows)
+    frames["headline"] = _headline(frames["connect_time"], frames["review_claim"])
+    progress(f"lab done in {time.perf_counter() - t_lab:.1f} s")
+    return frames, described
+
+
+# -- the closing text -----------------------------------------------------------------
+
+
+def _best(table: pd.DataFrame, column: str, *, label: str = "label") -> tuple[str, float]:
+    valid = table.dropna(subset=[column])
+    if valid.empty:
+        return ("none", math.nan)
+    row = valid.loc[valid[column].idxmin()]
+    return str(row[label]), float(row[column])
+
+
+def conclusions(frames: Mapping[str, pd.DataFrame]) -> str:
+    """Markdown conclusions computed from this run's frames."""
+    lines: list[str] = []
+    claim = frames["review_claim"].set_index(["strategy", "scenario"])
+    if ("review", "refused") in claim.index:
+        r = claim.loc[("review", "refused")]
+        h = claim.loc[("review", "hang")]
+        lines.append(
+            f"- **The review's claim does not hold.** Its backoff (10 tries, 100 ms x2, cap 5 s, "
+            f"+0..25 %) sleeps {r['sleep_without_jitter_s']:.1f} s before jitter and up to "
+            f"{r['sleep_max_exact_s']:.2f} s with it before giving up on a dead server, "
+            f"{r['claim_ratio']:.0f}x the claimed 0.5 s; with a {h['connect_timeout_s']:g} s "
+            f"connect timeout per attempt a hanging server costs up to "
+            f"{h['total_max_exact_s']:.1f} s."
+        )
+    if ("naive", "refused") in claim.index:
+        n = claim.loc[("naive", "refused")]
+        nh = claim.loc[("naive", "hang")]
+        lines.append(
+            f"- The naive loop's worst case is {n['sleep_max_exact_s']:.1f} s of sleep "
+            f"({n['attempts']} attempts) when refused, {nh['total_max_exact_s']:.1f} s when "
+            "every attempt hangs until its timeout."
+        )
+    summary = frames["summary"]
+    cold = summary[summary["scenario"] == "cold_start"]
+    if not cold.empty:
+        best, value = _best(cold, "overshoot_median_s")
+        fewest, attempts = _best(cold, "attempts_median")
+        lines.append(
+            f"- **Cold start**: smallest median overshoot (connected minus actually ready): "
+            f"**{best}** ({value * 1000:.0f} ms); fewest attempts: **{fewest}** "
+            f"({attempts:g}). " + _per_label(cold)
+        )
+    outage = summary[summary["scenario"] == "outage"]
+    for length, group in outage.groupby("param_s"):
+        best, value = _best(group, "overshoot_median_s")
+        failed = group[group["success_rate"] < 1]
+        gave = f" Gave up in some runs: {', '.join(failed['label'])}." if not failed.empty else ""
+        lines.append(
+            f"- **Outage {length:g} s**: smallest median overshoot **{best}** "
+            f"({value * 1000:.0f} ms). " + _per_label(group) + gave
+        )
+    hang = summary[summary["scenario"] == "hang"]
+    if not hang.empty:
+        parts = [
+            f"{r.label}: {r.attempts_median:g} attempts, overshoot "
+            f"{r.overshoot_median_s * 1000:.0f} ms"
+            for r in hang.itertuples()
+        ]
+        lines.append(
+            "- **Hang** (server frozen, then resumed): " + "; ".join(parts) + ". A frozen "
+            "local server still completes the TCP handshake, so an attempt without a timeout "
+            "simply finishes after the resume; its cost shows when the server never comes "
+            "back: one attempt then blocks for psycopg's default 130 s instead of the "
+            "configured timeout."
+        )
+    herd_table = frames["herd"]
+    if not herd_table.empty:
+        top = herd_table[herd_table["n_clients"] == herd_table["n_clients"].max()]
+        calm, rate = _best(top, "peak_rate_after_ready_per_100ms", label="strategy")
+        worst = top.loc[top["peak_rate_after_ready_per_100ms"].idxmax()]
+        fast, fast_s = _best(top, "all_connected_after_ready_s", label="strategy")
+        lines.append(
+            f"- **Herd of {int(top['n_clients'].iloc[0])}**: peak attempts per 100 ms after "
+            f"the restart: {worst['strategy']} {int(worst['peak_rate_after_ready_per_100ms'])}, "
+            f"{calm} {rate:.0f} (lowest); all connected soonest with {fast} "
+            f"({fast_s:.2f} s after ready); peak backends "
+            f"{int(top['peak_backends'].max())} of max_connections "
+            f"{int(top['max_connections'].iloc[0])}; 'too many clients' errors: "
+            f"{int(top['too_many_clients'].sum())}."
+        )
+    sim = frames["simulation"]
+    if not sim.empty:
+        lines.append(
+            f"- **Simulation of {int(sim['n_clients'].iloc[0]):,} clients** took "
+            f"{sim['sim_elapsed_s'].sum():.2f} s for {len(sim)} strategies "
+            f"(max {sim['sim_elapsed_s'].max():.2f} s each). " + _sim_text(sim)
+        )
+    return "\n".join(lines)
+
+
+def _per_label(group: pd.DataFrame) -> str:
+    parts = [
+        f"{r.label} {r.overshoot_median_s * 1000:.0f} ms/{r.attempts_median:g} att"
+        for r in group.sort_values("overshoot_median_s").itertuples()
+    ]
+    return "(" + ", ".join(parts) + ")"
+
+
+def _sim_text(sim: pd.DataFrame) -> str:
+    ok = sim[sim["gave_up"] == 0]
+    parts = [
+        f"{r.strategy}: peak {r.peak_rate_after_ready_per_100ms:,} attempts/100 ms, "
+        f"{r.connected:,} connected, {r.timeouts:,} timeouts"
+        for r in sim.itertuples()
+    ]
+    all_in = (
+        f" Every client connected only with: {', '.join(ok['strategy'])}."
+        if not ok.empty
+        else " No strategy connected every client."
+    )
+    return "; ".join(parts) + "." + all_in
+
+
+def quantiles(values: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=float)
+    arr = arr[~np.isnan(arr)]
+    if arr.size == 0:
+        return {"min": math.nan, "median": math.nan, "max": math.nan}
+    return {"min": float(arr.min()), "median": float(np.median(arr)), "max": float(arr.max())}

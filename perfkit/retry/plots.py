@@ -1,0 +1,198 @@
+"""Matplotlib figures of the retry lab; each function takes frames and returns a Figure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+OUTCOME_COLORS = {"ok": "tab:green", "error": "tab:red", "timeout": "tab:orange"}
+
+
+def timelines(
+    attempts: pd.DataFrame,
+    runs: pd.DataFrame,
+    *,
+    scenario: str,
+    labels: Sequence[str],
+    rep: int = 0,
+    param_s: float | None = None,
+) -> Figure:
+    """One row per client: attempts as bars from start to end, coloured by outcome."""
+    sel = attempts[(attempts["scenario"] == scenario) & (attempts["rep"] == rep)]
+    rsel = runs[(runs["scenario"] == scenario) & (runs["rep"] == rep)]
+    if param_s is not None:
+        sel = sel[sel["param_s"] == param_s]
+        rsel = rsel[rsel["param_s"] == param_s]
+    labels = [lab for lab in labels if lab in set(sel["label"])]
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(labels) + 1.6))
+    for y, label in enumerate(labels):
+        rows = sel[sel["label"] == label]
+        for r in rows.itertuples():
+            width = max(r.t_event_end_s - r.t_event_s, 0.004)
+            ax.barh(
+                y, width, left=r.t_event_s, height=0.5, color=OUTCOME_COLORS.get(r.outcome, "grey")
+            )
+    ready = rsel["ready_after_event_s"].dropna()
+    if len(ready):
+        ax.axvline(float(ready.median()), color="k", ls="--", lw=1, label="server ready (probe)")
+    ax.axvline(0, color="grey", ls=":", lw=1, label="event (launch / restart / resume)")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("seconds from the event")
+    title = f"{scenario} attempts (green ok, red error, orange timeout)"
+    ax.set_title(title + (f", {param_s:g} s" if param_s is not None else ""))
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def overshoot_ecdf(runs: pd.DataFrame, *, scenario: str, param_s: float | None = None) -> Figure:
+    """ECDF of overshoot (connected minus ready) per client label."""
+    sel = runs[runs["scenario"] == scenario]
+    if param_s is not None:
+        sel = sel[sel["param_s"] == param_s]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, group in sel.groupby("label"):
+        values = np.sort(group["overshoot_s"].dropna().to_numpy() * 1000)
+        if len(values):
+            ax.step(
+                values,
+                np.arange(1, len(values) + 1) / len(values),
+                where="post",
+                label=f"{label} (n={len(values)})",
+            )
+    ax.set_xlabel("overshoot: connected - actually ready (ms)")
+    ax.set_ylabel("fraction of runs")
+    suffix = f" ({param_s:g} s)" if param_s is not None else ""
+    ax.set_title(f"Overshoot ECDF, {scenario}{suffix}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def pareto(summary: pd.DataFrame, *, scenario: str, param_s: float | None = None) -> Figure:
+    """Work (median attempts) vs latency (median time to connect); the front highlighted."""
+    sel = summary[summary["scenario"] == scenario]
+    if param_s is not None:
+        sel = sel[sel["param_s"] == param_s]
+    sel = sel.dropna(subset=["attempts_median", "time_to_connect_median_s"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter(sel["attempts_median"], sel["time_to_connect_median_s"])
+    for r in sel.itertuples():
+        ax.annotate(
+            r.label,
+            (r.attempts_median, r.time_to_connect_median_s),
+            fontsize=8,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    ordered = sel.sort_values(["attempts_median", "time_to_connect_median_s"])
+    front, best = [], np.inf
+    for r in ordered.itertuples():
+        if r.time_to_connect_median_s < best:
+            front.append((r.attempts_median, r.time_to_connect_median_s))
+            best = r.time_to_connect_median_s
+    if front:
+        xs, ys = zip(*front, strict=True)
+        ax.step(xs, ys, where="post", color="tab:red", alpha=0.6, label="Pareto front")
+        ax.legend()
+    ax.set_xlabel("median attempts (work)")
+    ax.set_ylabel("median time to connect (s)")
+    suffix = f" ({param_s:g} s)" if param_s is not None else ""
+    ax.set_title(f"Attempts vs time to connect, {scenario}{suffix}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def herd_rates(rates: pd.DataFrame, *, n_clients: int, source: str = "client") -> Figure:
+    """Attempts per 100 ms after the restart, one panel per strategy."""
+    sel = rates[(rates["n_clients"] == n_clients) & (rates["source"] == source)]
+    names = list(dict.fromkeys(sel["strategy"]))
+    fig, axes = plt.subplots(
+        len(names), 1, figsize=(9, 1.6 * len(names) + 1), sharex=True, squeeze=False
+    )
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        g = sel[sel["strategy"] == name]
+        ax.bar(g["t_bin_s"], g["attempts"], width=0.1, align="edge", color="tab:blue")
+        ax.axvline(0, color="grey", ls=":", lw=1)
+        ax.set_ylabel(name, rotation=0, ha="right", fontsize=8)
+    axes[-1, 0].set_xlabel("seconds from the restart (bins of 100 ms)")
+    fig.suptitle(f"Herd of {n_clients}: attempts per 100 ms ({source})")
+    fig.tight_layout()
+    return fig
+
+
+def outage_sweep(summary: pd.DataFrame) -> Figure:
+    """Median overshoot and attempts vs outage length, per strategy."""
+    sel = summary[summary["scenario"] == "outage"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, g in sel.groupby("label"):
+        g = g.sort_values("param_s")
+        a1.plot(g["param_s"], g["overshoot_median_s"] * 1000, marker="o", label=label)
+        a2.plot(g["param_s"], g["attempts_median"], marker="o", label=label)
+    a1.set_xlabel("outage length (s)")
+    a1.set_ylabel("median overshoot (ms)")
+    a2.set_xlabel("outage length (s)")
+    a2.set_ylabel("median attempts")
+    a1.legend(fontsize=7)
+    for ax in (a1, a2):
+        ax.grid(alpha=0.3)
+    fig.suptitle("Outage length sweep")
+    fig.tight_layout()
+    return fig
+
+
+def sim_vs_real(sim_rates: pd.DataFrame, comparison: pd.DataFrame, *, n_clients: int) -> Figure:
+    """Attempt rates of the real herd and of the model on the same axes, plus summary scatter."""
+    sel = sim_rates[sim_rates["n_clients"] == n_clients]
+    names = list(dict.fromkeys(sel["strategy"]))
+    fig, axes = plt.subplots(len(names) + 1, 1, figsize=(9, 1.8 * len(names) + 3.5), squeeze=False)
+    for ax, name in zip(axes[:-1, 0], names, strict=True):
+        for source, style in (("real", "-"), ("sim", "--")):
+            g = sel[(sel["strategy"] == name) & (sel["source"] == source)]
+            ax.step(g["t_bin_s"], g["attempts"], where="post", ls=style, label=source)
+        ax.set_ylabel(name, rotation=0, ha="right", fontsize=8)
+        ax.legend(fontsize=7, loc="upper right")
+    axes[-2, 0].set_xlabel("seconds from the restart (bins of 100 ms)")
+    ax = axes[-1, 0]
+    metric = comparison[comparison["metric"] == "median_connected_after_ready_s"]
+    ax.scatter(metric["real"], metric["sim"])
+    for r in metric.itertuples():
+        ax.annotate(f"{r.strategy}/{r.n_clients}", (r.real, r.sim), fontsize=7)
+    lim = float(np.nanmax([metric["real"].max(), metric["sim"].max(), 0.1]))
+    ax.plot([0, lim], [0, lim], color="grey", lw=1)
+    ax.set_xlabel("real: median connected after ready (s)")
+    ax.set_ylabel("model (s)")
+    fig.suptitle(f"Simulation vs real herd (N = {n_clients})")
+    fig.tight_layout()
+    return fig
+
+
+def worst_case_bars(worst: pd.DataFrame, claim: pd.DataFrame) -> Figure:
+    """Give-up time per strategy (median and max over jitter), with the review's claims."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=False)
+    for ax, scenario in zip(axes, ("refused", "hang"), strict=True):
+        sel = worst[worst["scenario"] == scenario]
+        x = np.arange(len(sel))
+        ax.bar(x, sel["total_max"], color="tab:red", alpha=0.4, label="max")
+        ax.bar(x, sel["total_median"], color="tab:blue", alpha=0.8, label="median")
+        ax.set_xticks(x, sel["strategy"], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("seconds until giving up")
+        ax.set_title(f"Worst case, every attempt {scenario}")
+        for name, value in (("naive", 15.0), ("review", 0.5)):
+            ax.axhline(value, ls=":", color="k", lw=1)
+            ax.annotate(
+                f"review's claim: {name} {value:g} s",
+                (x[-1], value),
+                fontsize=7,
+                ha="right",
+                va="bottom",
+            )
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,85 @@
+"""Specs of the retry lab's parameter handling (no server needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from perfkit import params
+from perfkit.errors import ConfigError
+from perfkit.retry import lab
+
+NOTEBOOK_DEFAULTS = {
+    "backend": "auto",
+    "quick": False,
+    "out_dir": "../data",
+    "seed": 1,
+    "strategies": None,
+    "repetitions": None,
+    "outage_s": None,
+    "client_counts": None,
+    "herd_strategies": None,
+    "herd_outage_s": None,
+    "hang_s": None,
+    "connect_timeout": 2.0,
+    "deadline": 60.0,
+    "sim_clients": 10000,
+    "worst_case_samples": None,
+}
+
+
+def config(**changes: object) -> lab.LabConfig:
+    values = params.validate(lab.PARAMS_SPEC, {**NOTEBOOK_DEFAULTS, **changes})
+    return lab.LabConfig.from_params(values)
+
+
+def test_defaults_compare_every_registered_strategy() -> None:
+    cfg = config()
+    assert cfg.strategies == list(lab.STRATEGIES)
+    assert cfg.outage_s == [1.0, 5.0, 10.0] and cfg.client_counts == [10, 50, 100]
+
+
+def test_quick_mode_shrinks_every_sweep() -> None:
+    cfg = config(quick=True)
+    assert cfg.repetitions == 1 and len(cfg.strategies) == 4
+    assert cfg.client_counts == [20] and cfg.outage_s == [1.0]
+
+
+def test_unknown_strategy_name_fails_naming_the_parameter() -> None:
+    with pytest.raises(ConfigError, match=r"'strategies'.*unknown retry strategy 'linear'"):
+        config(strategies=["naive", "linear"])
+
+
+def test_unknown_herd_strategy_fails_naming_the_parameter() -> None:
+    with pytest.raises(ConfigError, match="herd_strategies"):
+        config(herd_strategies=["nope"])
+
+
+def test_negative_outage_fails_naming_the_parameter() -> None:
+    with pytest.raises(ConfigError, match="outage_s"):
+        config(outage_s=[1.0, -2.0])
+
+
+def test_non_integer_client_count_fails_naming_the_parameter() -> None:
+    with pytest.raises(ConfigError, match="client_counts"):
+        config(client_counts=[10, 2.5])
+
+
+def test_ill_typed_parameter_fails_in_validation() -> None:
+    with pytest.raises(ConfigError, match="repetitions"):
+        config(repetitions="5")
+
+
+def test_unknown_parameter_fails_in_validation() -> None:
+    with pytest.raises(ConfigError, match="outage_seconds"):
+        params.validate(lab.PARAMS_SPEC, {**NOTEBOOK_DEFAULTS, "outage_seconds": [1.0]})
+
+
+def test_bad_backend_fails_naming_the_parameter() -> None:
+    with pytest.raises(ConfigError, match="backend"):
+        config(backend="external")
+
+
+def test_hang_specs_compare_with_and_without_a_connect_timeout() -> None:
+    labels = [s.label for s in config(connect_timeout=3.0).hang_specs()]
+    assert "naive / no timeout" in labels and "naive / 3 s" in labels
+    assert "grpc / own (>= 20 s)" in labels
