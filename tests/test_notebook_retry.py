@@ -1,0 +1,97 @@
+"""notebooks/01_connection_retry.ipynb runs headless under papermill and writes its results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from perfkit import notebooks, results
+from perfkit.errors import ConfigError
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "01_connection_retry.ipynb"
+
+pytestmark = pytest.mark.notebook
+
+FRAMES = {
+    "worst_case",
+    "review_claim",
+    "runs",
+    "attempts",
+    "summary",
+    "connect_time",
+    "herd",
+    "herd_rates",
+    "herd_backends",
+    "calibration",
+    "sim_vs_real",
+    "sim_rates",
+    "simulation",
+    "headline",
+}
+
+
+def test_notebook_is_committed_clean_with_a_parameters_cell() -> None:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert "validate_globals" in code[1].source
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    assert nb.metadata["kernelspec"] == {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+
+
+def test_quick_run_writes_retry_results_figures_and_conclusions(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    run = notebooks.execute(
+        NOTEBOOK,
+        {"quick": True, "backend": "local", "out_dir": str(out), "sim_clients": 2000},
+        output_dir=tmp_path / "runs",
+        html=False,
+    )
+    assert run.ok
+    saved = results.latest("retry", out_dir=out)
+    assert set(saved.frames) >= FRAMES
+    runs = saved.frames["runs"]
+    assert set(runs["scenario"]) == {"cold_start", "outage", "hang"}
+    assert runs["connected"].all()
+    claim = saved.frames["review_claim"].set_index(["strategy", "scenario"])
+    assert claim.loc[("review", "refused"), "sleep_without_jitter_s"] == pytest.approx(21.3)
+    connect_time = saved.frames["connect_time"]
+    assert {"strategy", "time_to_connect_median_s", "worst_case_refused_max_s"} <= set(
+        connect_time.columns
+    )
+    headline = saved.frames["headline"]
+    assert set(headline["variant"]) == {"naive", "improved"}
+    assert (saved.frames["simulation"]["n_clients"] == 2000).all()
+    assert saved.metadata["params"]["quick"] is True
+    executed = run.executed.read_text()
+    assert "The review's claim does not hold" in executed
+    assert executed.count("image/png") >= 8
+    assert saved.frames["herd"]["connected"].sum() == 2 * 20
+
+
+def test_bad_strategy_name_fails_before_any_server_starts(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    with pytest.raises(notebooks.NotebookFailed) as info:
+        notebooks.execute(
+            NOTEBOOK,
+            {"quick": True, "backend": "local", "out_dir": str(out), "strategies": ["nope"]},
+            output_dir=tmp_path / "runs",
+            html=False,
+        )
+    assert info.value.ename == "ConfigError"
+    assert "strategies" in (info.value.evalue or "")
+    executed = nbformat.read(info.value.notebook, as_version=4)
+    printed = [o.get("text", "") for c in executed.cells for o in c.get("outputs", [])]
+    assert not any("cold start" in text for text in printed)
+    assert not out.exists()
+
+
+def test_unknown_parameter_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="outage_seconds"):
+        notebooks.execute(NOTEBOOK, {"outage_seconds": [5.0]}, output_dir=tmp_path, html=False)
