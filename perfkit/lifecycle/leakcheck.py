@@ -49,7 +49,7 @@ class LeakReport:
 def write_state(conn: psycopg.Connection) -> None:
     """What the first test does: a row, a sequence step and a table, committed."""
     conn.execute(f"INSERT INTO {PROBE_TABLE} (note) VALUES ('written by the first test')")
-    conn.execute(f"CREATE TABLE {NEW_TABLE} (id int)")
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {NEW_TABLE} (id int)")
     conn.commit()
 
 

@@ -99,17 +99,35 @@ def split_sql(text: str, *, source: str = "<sql>") -> list[Statement]:
 
 def _append(out: list[Statement], text: str, start: int, end: int, source: str) -> None:
     chunk = text[start:end]
-    if not _has_code(chunk):
+    body = chunk[_code_start(chunk) :]
+    if not body.strip():
         return
-    leading = len(chunk) - len(chunk.lstrip())
-    line = text.count("\n", 0, start + leading) + 1
-    out.append(Statement(sql=chunk.strip(), source=source, line=line))
+    offset = start + len(chunk) - len(body)
+    line = text.count("\n", 0, offset) + 1
+    out.append(Statement(sql=body.strip(), source=source, line=line))
 
 
-def _has_code(chunk: str) -> bool:
-    stripped = re.sub(r"--[^\n]*", "", chunk)
-    stripped = re.sub(r"/\*.*?\*/", "", stripped, flags=re.DOTALL)
-    return bool(stripped.strip())
+def _code_start(chunk: str) -> int:
+    """Index of the first character that is not whitespace or (nested) comment."""
+    i, n = 0, len(chunk)
+    while i < n:
+        if chunk[i].isspace():
+            i += 1
+        elif chunk.startswith("--", i):
+            end = chunk.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif chunk.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if chunk.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif chunk.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+        else:
+            break
+    return i
 
 
 def load(paths: Sequence[Path]) -> list[Statement]:

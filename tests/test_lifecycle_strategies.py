@@ -1,0 +1,226 @@
+"""Isolation strategies on real servers: they isolate, clean up and fail cleanly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from perfkit.errors import ConfigError
+from perfkit.lifecycle import leakcheck
+from perfkit.lifecycle.bench import SUITE_DIR
+from perfkit.lifecycle.migrations import MigrationError
+from perfkit.lifecycle.registry import NAMES
+from perfkit.lifecycle.session import IsolationSession
+from perfkit.lifecycle.settings import IsolationSettings
+from perfkit.lifecycle.strategies import WarmPool
+from perfkit.postgres import PostgresServer, create_server
+
+MIGRATIONS = SUITE_DIR / "migrations.sql"
+ISOLATING = [n for n in NAMES if n != "none"]
+
+
+def external(pg_server: PostgresServer, **kw: object) -> IsolationSettings:
+    return IsolationSettings(
+        backend="external",
+        dsn=pg_server.dsn,
+        migrations=(MIGRATIONS,),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def databases_with_prefix(pg_server: PostgresServer, prefix: str) -> list[str]:
+    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [prefix]
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def leak_session() -> Iterator[IsolationSession]:
+    settings = IsolationSettings(backend="local", migrations=(MIGRATIONS,))
+    with IsolationSession(settings, extra_sql=leakcheck.PROBE_SQL) as session:
+        yield session
+
+
+@pytest.mark.parametrize("name", ISOLATING)
+def test_strategy_isolates_everything_it_guarantees(
+    leak_session: IsolationSession, name: str
+) -> None:
+    report = leakcheck.check(leak_session, name)
+    assert "rows" in report.guarantees
+    assert not (report.leaked & report.guarantees), report
+
+
+def test_no_isolation_leaks_so_the_check_can_fail(leak_session: IsolationSession) -> None:
+    report = leakcheck.check(leak_session, "none")
+    assert report.leaked == {"rows", "sequences", "schema"}
+
+
+def test_known_limits_are_reported_as_leaks_outside_the_guarantees(
+    leak_session: IsolationSession,
+) -> None:
+    assert "sequences" in leakcheck.check(leak_session, "rollback").leaked
+    assert "schema" in leakcheck.check(leak_session, "truncate").leaked
+
+
+def test_rollback_commit_is_visible_inside_the_test_but_not_after(
+    pg_server: PostgresServer,
+) -> None:
+    with IsolationSession(external(pg_server)) as session:
+        lease = session.acquire("rollback", "t1")
+        assert lease.connection is not None
+        lease.connection.execute("INSERT INTO tags (name) VALUES ('x')")
+        lease.connection.commit()
+        assert lease.connection.execute("SELECT count(*) FROM tags").fetchone() == (1,)
+        session.release(lease)
+        again = session.acquire("rollback", "t2")
+        assert again.connection is not None
+        assert again.connection.execute("SELECT count(*) FROM tags").fetchone() == (0,)
+        session.release(again)
+
+
+def test_rollback_refuses_to_hand_out_a_dsn(pg_server: PostgresServer) -> None:
+    with IsolationSession(external(pg_server)) as session:
+        lease = session.acquire("rollback", "t")
+        try:
+            with pytest.raises(ConfigError, match="perfkit_db"):
+                lease.require_dsn()
+        finally:
+            session.release(lease)
+
+
+def test_truncate_keeps_the_listed_tables(pg_server: PostgresServer) -> None:
+    with IsolationSession(external(pg_server, keep_tables=("tags",))) as session:
+        lease = session.acquire("truncate", "t1")
+        assert lease.connection is not None
+        lease.connection.execute("INSERT INTO tags (name) VALUES ('kept')")
+        lease.connection.execute("INSERT INTO executors (name, kind) VALUES ('gone', 'http')")
+        lease.connection.commit()
+        session.release(lease)
+        again = session.acquire("truncate", "t2")
+        assert again.connection is not None
+        counts = again.connection.execute(
+            "SELECT (SELECT count(*) FROM tags), (SELECT count(*) FROM executors)"
+        ).fetchone()
+        session.release(again)
+    assert counts == (1, 0)
+
+
+@pytest.mark.parametrize("strategy", ["file_copy", "wal_log"])
+def test_template_clone_strategy_is_selectable(pg_server: PostgresServer, strategy: str) -> None:
+    with IsolationSession(external(pg_server, template_strategy=strategy)) as session:
+        assert f"STRATEGY {strategy.upper()}" in session.clone_sql("x").as_string(session.admin())
+        lease = session.acquire("template", "t")
+        assert lease.connection is not None
+        assert lease.connection.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
+        session.release(lease)
+
+
+def test_warm_pool_hands_out_distinct_ready_databases(pg_server: PostgresServer) -> None:
+    with IsolationSession(external(pg_server, pool_size=2)) as session:
+        pool = session.strategy("warm-pool")
+        assert isinstance(pool, WarmPool)
+        assert pool.wait_full(timeout=60)
+        leases = [session.acquire("warm-pool", f"t{i}") for i in range(4)]
+        names = {lease.dbname for lease in leases}
+        for lease in leases:
+            assert lease.connection is not None
+            assert lease.connection.execute("SELECT current_database()").fetchone() == (
+                lease.dbname,
+            )
+            session.release(lease)
+    assert len(names) == 4
+
+
+def test_closing_a_session_drops_every_database_it_made(pg_server: PostgresServer) -> None:
+    session = IsolationSession(external(pg_server))
+    for name in ("rollback", "truncate", "template", "warm-pool", "none"):
+        session.release(session.acquire(name, "t"))
+    held = session.acquire("template", "still-open")  # a test that never released
+    assert held.dbname in databases_with_prefix(pg_server, session.namer.prefix)
+    session.close()
+    assert databases_with_prefix(pg_server, session.namer.prefix) == []
+
+
+def test_closing_a_local_session_stops_every_server_it_started() -> None:
+    started: list[PostgresServer] = []
+
+    def factory(settings: object) -> PostgresServer:
+        server = create_server(settings)  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    settings = IsolationSettings(backend="local", migrations=(MIGRATIONS,))
+    session = IsolationSession(settings, server_factory=factory)
+    session.release(session.acquire("per-test-server", "a"))
+    session.acquire("per-test-server", "never released")
+    session.acquire("template", "b")
+    assert session.servers_started == 3
+    session.close()
+    assert len(started) == 3
+    assert not any(server.is_ready() for server in started)
+
+
+def test_failing_migration_shows_the_sql_and_leaves_no_database(
+    pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.sql"
+    bad.write_text("CREATE TABLE ok (id int);\n\nINSERT INTO missing_table VALUES (1);\n")
+    session = IsolationSession(
+        IsolationSettings(backend="external", dsn=pg_server.dsn, migrations=(bad,))
+    )
+    with pytest.raises(MigrationError) as info:
+        session.acquire("template", "t")
+    message = str(info.value)
+    assert "INSERT INTO missing_table VALUES (1)" in message
+    assert f"{bad}:3" in message
+    assert "missing_table" in message and "does not exist" in message
+    assert databases_with_prefix(pg_server, session.namer.prefix) == []
+    with pytest.raises(MigrationError):  # the same error again, nothing restarted
+        session.acquire("rollback", "t2")
+    session.close()
+
+
+def test_failing_migration_stops_the_server_it_started(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sql"
+    bad.write_text("CREATE TABLE t (id int);\nALTER TABLE t ADD COLUMN id int;\n")
+    started: list[PostgresServer] = []
+
+    def factory(settings: object) -> PostgresServer:
+        started.append(create_server(settings))  # type: ignore[arg-type]
+        return started[-1]
+
+    for name in ("per-test-server", "template"):
+        session = IsolationSession(
+            IsolationSettings(backend="local", migrations=(bad,)), server_factory=factory
+        )
+        with pytest.raises(MigrationError, match="ALTER TABLE t ADD COLUMN id int"):
+            session.acquire(name, "t")
+        session.close()
+    assert len(started) == 2
+    assert not any(server.is_ready() for server in started)
+
+
+def test_per_test_server_refuses_an_external_backend(pg_server: PostgresServer) -> None:
+    with (
+        IsolationSession(external(pg_server)) as session,
+        pytest.raises(ConfigError, match="per-test-server"),
+    ):
+        session.acquire("per-test-server", "t")
+
+
+def test_every_test_gets_an_acquire_and_release_record(pg_server: PostgresServer) -> None:
+    with IsolationSession(external(pg_server)) as session:
+        session.release(session.acquire("template", "test_a"))
+        session.release(session.acquire("rollback", "test_b"))
+    tests = [r for r in session.records if r["event"] == "test"]
+    assert [(r["test"], r["strategy"]) for r in tests] == [
+        ("test_a", "template"),
+        ("test_b", "rollback"),
+    ]
+    assert all(r["acquire_s"] >= 0 and r["release_s"] >= 0 for r in tests)
+    assert {r["event"] for r in session.records} >= {"template_build", "session_setup"}
