@@ -236,11 +236,25 @@ def run_lab(
         progress("checkout cost")
     checkout = measure_checkout(dsn, n=cfg.checkout_n)
     sweep = SweepResult.concat(parts)
-    frames = sweep.frames()
+    frames = {name: fill_tags(df) for name, df in sweep.frames().items()}
     frames["checkout"] = checkout
     frames["checkout_summary"] = summarize_checkout(checkout)
     frames["conclusions"] = pd.DataFrame([conclusions(frames, cfg)])
     return frames
+
+
+#: Tag columns only some experiments set, and their value for the others.
+TAG_DEFAULTS: dict[str, Any] = {"rule": False, "fault": ""}
+
+
+def fill_tags(df: pd.DataFrame) -> pd.DataFrame:
+    """Give experiment-specific tag columns a value in every row (so CSV types stay clean)."""
+    df = df.copy()
+    for col, default in TAG_DEFAULTS.items():
+        if col in df.columns:
+            filled = df[col].astype(object).where(df[col].notna(), default)
+            df[col] = filled.astype(type(default))
+    return df
 
 
 def conclusions(frames: Mapping[str, pd.DataFrame], cfg: LabConfig) -> dict[str, Any]:
