@@ -48,7 +48,7 @@ def test_pool_recovers_after_the_server_restarts(fresh_pg_server: PostgresServer
     result = run_workload(fresh_pg_server.dsn, settings, wl, actions=actions)
     assert result.events["action"].tolist() == ["take_down", "bring_up"]
     assert result.events["ok"].all()
-    back = result.events["t_s"].iloc[1]
+    back = result.events["end_s"].iloc[1]  # bring_up(wait=True) returned: server ready
     reqs = result.requests
     assert reqs[(reqs["start_s"] > back) & reqs["ok"]].shape[0] > 0
     assert result.summary()["requests"] == len(reqs)

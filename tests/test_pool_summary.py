@@ -10,7 +10,7 @@ import pytest
 from perfkit.pool import REVIEW, Query, Workload
 from perfkit.pool.records import Request, requests_frame, stats_frame
 from perfkit.pool.schedule import WorkerPlan
-from perfkit.pool.summary import churn, recovery_time, service_gap, summarize
+from perfkit.pool.summary import churn, first_ok_after, recovery_time, service_gap, summarize
 from perfkit.pool.sweeps import (
     SweepResult,
     best_size,
@@ -119,6 +119,12 @@ def test_service_gap_is_the_longest_stretch_without_a_success() -> None:
     assert service_gap(df, fault_s=1.0) == pytest.approx(0.6)
     none_after = requests_frame([_req(0.2)], 0.0)
     assert math.isnan(service_gap(none_after, fault_s=1.0))
+
+
+def test_first_ok_after_counts_only_requests_started_after_the_time() -> None:
+    df = requests_frame([_req(0.5, wait=2.0), _req(1.2), _req(1.3, error="X", stage="query")], 0.0)
+    assert first_ok_after(df, 1.0) == pytest.approx(0.2 + 0.003)
+    assert math.isnan(first_ok_after(df, 2.0))
 
 
 def test_churn_counts_connections_opened_between_first_and_last_sample() -> None:

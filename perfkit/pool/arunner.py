@@ -113,7 +113,7 @@ async def run_workload_async(
     app = new_application_name()
     kwargs = connection_kwargs(app, settings)
     samples: list[tuple[float, dict[str, int]]] = []
-    events: list[tuple[float, str, str]] = []
+    events: list[tuple[float, float, str, str]] = []
     per_worker: list[list[Request]] = [[] for _ in range(workload.workers)]
     pool: AsyncConnectionPool | None = None
     final_stats: dict[str, int] = {}
@@ -159,7 +159,7 @@ async def run_workload_async(
                 error = ""
             except Exception as exc:
                 error = mask(f"{type(exc).__name__}: {exc}")
-            events.append((t, action.name, error))
+            events.append((t, clock(), action.name, error))
 
     background: list[asyncio.Task[None]] = []
     try:

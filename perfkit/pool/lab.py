@@ -300,6 +300,7 @@ def conclusions(frames: Mapping[str, pd.DataFrame], cfg: LabConfig) -> dict[str,
         tag = f"{row['fault']}_{'check' if row['check'] else 'nocheck'}"
         out[f"recovery_{tag}_s"] = float(row["recovery_s"])
         out[f"recovery_{tag}_gap_s"] = float(row["service_gap_s"])
+        out[f"recovery_{tag}_after_up_s"] = float(row["ok_after_faults_s"])
         out[f"recovery_{tag}_query_errors"] = int(row["n_query_errors"])
     out["leaked_total"] = int(runs["leaked"].fillna(0).sum())
     out["requests_total"] = int(runs["requests"].sum())
@@ -363,6 +364,8 @@ TABLE_COLUMNS: dict[str, list[str]] = {
         "n_acquire_errors",
         "recovery_s",
         "service_gap_s",
+        "faults_done_s",
+        "ok_after_faults_s",
         "total_max_ms",
     ],
     "presets": [
@@ -440,7 +443,10 @@ def conclusion_text(c: Mapping[str, Any]) -> str:
             f"{c['recovery_restart_nocheck_s']:.2f} s without check "
             f"({c['recovery_restart_nocheck_query_errors']} failed queries) and "
             f"{c['recovery_restart_check_s']:.2f} s with check "
-            f"({c['recovery_restart_check_query_errors']} failed queries)."
+            f"({c['recovery_restart_check_query_errors']} failed queries); once the server "
+            f"was ready again the first request succeeded after "
+            f"{c['recovery_restart_nocheck_after_up_s']:.2f} s / "
+            f"{c['recovery_restart_check_after_up_s']:.2f} s."
         )
     lines.append(
         f"Bookkeeping: {c['requests_total']:,} requests, each a success or an error: "

@@ -147,10 +147,14 @@ def recovery(requests: pd.DataFrame, events: pd.DataFrame) -> Figure:
         )
         for _, e in events[events["case"] == case].iterrows():
             ax.axvline(e["t_s"], color="grey", ls="--", lw=1)
+            if e["end_s"] - e["t_s"] > 0.01:
+                ax.axvline(e["end_s"], color="green", ls=":", lw=1)
         ax.set_yscale("log")
         ax.set_ylabel("ms")
         ax.set_title(str(g["pool"].iloc[0]), fontsize=9)
-    axes[-1, 0].set_xlabel("seconds (dashed: fault injected / server back)")
+    axes[-1, 0].set_xlabel(
+        "seconds (dashed: action starts; dotted: it returned, e.g. server ready)"
+    )
     axes[0, 0].legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return fig

@@ -18,7 +18,7 @@ A run yields three frames:
     ``connections_errors``, ``connections_lost``) and ``in_use``
     (``pool_size - pool_available``).
 ``events`` (actions injected during the run, e.g. killing backends):
-    ``t_s``, ``action``, ``ok``, ``error``.
+    ``t_s`` (action started), ``end_s`` (action returned), ``action``, ``ok``, ``error``.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ STATS_KEYS = (
     "connections_lost",
 )
 
-EVENT_COLUMNS = ("t_s", "action", "ok", "error")
+EVENT_COLUMNS = ("t_s", "end_s", "action", "ok", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +115,10 @@ def stats_frame(samples: list[tuple[float, dict[str, int]]], t0: float) -> pd.Da
     return pd.DataFrame(rows, columns=["t_s", *STATS_KEYS, "in_use"])
 
 
-def events_frame(events: list[tuple[float, str, str]], t0: float) -> pd.DataFrame:
+def events_frame(events: list[tuple[float, float, str, str]], t0: float) -> pd.DataFrame:
     """Tidy frame of injected actions (``error`` empty when the action worked)."""
     rows = [
-        {"t_s": t - t0, "action": action, "ok": not error, "error": error}
-        for t, action, error in events
+        {"t_s": t - t0, "end_s": end - t0, "action": action, "ok": not error, "error": error}
+        for t, end, action, error in events
     ]
     return pd.DataFrame(rows, columns=list(EVENT_COLUMNS))

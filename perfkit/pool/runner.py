@@ -149,7 +149,7 @@ def _actor(
     actions: Sequence[Action],
     watch: _Stopwatch,
     application_name: str,
-    out: list[tuple[float, str, str]],
+    out: list[tuple[float, float, str, str]],
 ) -> None:
     for action in sorted(actions, key=lambda a: a.at_s):
         at = watch.start_at + action.at_s
@@ -161,7 +161,7 @@ def _actor(
             error = ""
         except Exception as exc:
             error = mask(f"{type(exc).__name__}: {exc}")
-        out.append((t, action.name, error))
+        out.append((t, watch.clock(), action.name, error))
 
 
 def run_workload(
@@ -177,7 +177,7 @@ def run_workload(
     app = new_application_name()
     pool: ConnectionPool | None = None
     samples: list[tuple[float, dict[str, int]]] = []
-    events: list[tuple[float, str, str]] = []
+    events: list[tuple[float, float, str, str]] = []
     per_worker: list[list[Request]] = [[] for _ in range(workload.workers)]
     failures: list[BaseException] = []
     final_stats: dict[str, int] = {}

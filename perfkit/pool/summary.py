@@ -86,6 +86,18 @@ def recovery_time(requests: pd.DataFrame, fault_s: float) -> float:
     return float(ends.min() - fault_s)
 
 
+def first_ok_after(requests: pd.DataFrame, t_s: float) -> float:
+    """Seconds from ``t_s`` to the first successful completion of a request started after it.
+
+    With ``t_s`` = when the server was back up: how long the pool took to serve again.
+    NaN when none.
+    """
+    ok = requests[requests["ok"] & (requests["start_s"] >= t_s)]
+    if ok.empty:
+        return math.nan
+    return float((ok["start_s"] + ok["total_ms"] / 1000.0).min() - t_s)
+
+
 def service_gap(requests: pd.DataFrame, fault_s: float) -> float:
     """Longest time without any successful completion, from the last one before ``fault_s``.
 

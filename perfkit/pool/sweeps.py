@@ -9,6 +9,7 @@ only make case lists, so they are pure and unit-tested without a server.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from perfkit.pool.backends import terminate_backends
 from perfkit.pool.result import Action, WorkloadResult
 from perfkit.pool.runner import run_workload
 from perfkit.pool.settings import NO_POOL, PoolSettings, Query, Workload
-from perfkit.pool.summary import recovery_time, service_gap
+from perfkit.pool.summary import first_ok_after, recovery_time, service_gap
 
 Runner = Callable[..., WorkloadResult]
 FRAME_NAMES = ("runs", "requests", "stats", "events")
@@ -100,6 +101,9 @@ def run_cases(
         if "fault_at_s" in case.tags:
             row["recovery_s"] = recovery_time(result.requests, case.tags["fault_at_s"])
             row["service_gap_s"] = service_gap(result.requests, case.tags["fault_at_s"])
+            back = float(result.events["end_s"].max()) if not result.events.empty else math.nan
+            row["faults_done_s"] = back
+            row["ok_after_faults_s"] = first_ok_after(result.requests, back)
         runs.append(row)
         framed = result.tagged(**tags)
         requests.append(framed["requests"])
