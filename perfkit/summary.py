@@ -212,6 +212,9 @@ def _streaming_headlines(run: Run) -> list[Headline]:
         return []
     by = table.set_index("method")
     rows = run.metadata.get("params", {}).get("rows")
+    conclusions = run.frames.get("conclusions")
+    if conclusions is not None and "rows" in conclusions.columns and len(conclusions):
+        rows = int(conclusions["rows"].iloc[0])
     streaming = [m for m in ("stream", "server_cursor") if m in by.index]
     if "fetchall" not in by.index or not streaming:
         return []
@@ -346,6 +349,8 @@ def format_value(value: float, unit: str) -> str:
     """``15.3 s``, ``412 ms``, ``31.2 MiB``: readable, with a unit ("n/a" if not finite)."""
     if not math.isfinite(value):
         return "n/a"
+    if unit == "count":
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
     if unit == "s" and abs(value) < 1.0:
         return f"{value * 1000:.0f} ms" if abs(value) >= 0.01 else f"{value * 1000:.2f} ms"
     if abs(value) >= 100:

@@ -1,0 +1,181 @@
+"""`perfkit report`: every lab notebook, then the summary, into one HTML report."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+from bs4 import BeautifulSoup
+
+from perfkit import report
+from perfkit.cli import main
+from perfkit.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+# which lab notebook measures which experiment of the baseline table
+LAB_OF_EXPERIMENT = {
+    "retry": "01_connection_retry.ipynb",
+    "lifecycle": "03_container_lifecycle.ipynb",
+}
+NUMBER = re.compile(r"^-?\d+(\.\d+)? (s|ms|MiB)$")
+
+
+def _lab(folder: Path, name: str, parameters: str, body: str) -> Path:
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(body),
+        ],
+        metadata={"kernelspec": KERNELSPEC},
+    )
+    path = folder / name
+    nbformat.write(nb, path)
+    return path
+
+
+def _notebooks_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    shutil.copy(NOTEBOOKS / report.SUMMARY_NOTEBOOK, folder)
+    return folder
+
+
+def _table(html: str, table_id: str) -> dict[str, dict[str, str]]:
+    table = BeautifulSoup(html, "html.parser").find("table", id=table_id)
+    assert table is not None, f"no table {table_id} in the report"
+    head = [th.get_text(strip=True) for th in table.find("thead").find_all("th")]
+    rows = {}
+    for tr in table.find("tbody").find_all("tr"):
+        cells = [td.get_text(strip=True) for td in tr.find_all(["td", "th"])]
+        rows[cells[0]] = dict(zip(head, cells, strict=True))
+    return rows
+
+
+def test_discover_lists_numbered_labs_in_order_without_the_summary(tmp_path: Path) -> None:
+    folder = _notebooks_dir(tmp_path)
+    for name in ("03_c.ipynb", "01_a.ipynb", "scratch.ipynb", "1_bad.ipynb"):
+        (folder / name).write_text("{}")
+    labs, summary_nb = report.discover(folder)
+    assert [p.name for p in labs] == ["01_a.ipynb", "03_c.ipynb"]
+    assert summary_nb.name == "99_report.ipynb"
+
+
+def test_missing_summary_notebook_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="summary notebook"):
+        report.discover(tmp_path)
+
+
+def test_labs_receive_only_the_settings_they_declare(tmp_path: Path) -> None:
+    lab = _lab(tmp_path, "01_x.ipynb", "quick = False\nother = 1", "pass")
+    assert report.lab_parameters(lab, backend="local", quick=True, data_dir=tmp_path) == {
+        "quick": True
+    }
+
+
+def test_lab_with_ill_typed_setting_fails_before_any_notebook_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _notebooks_dir(tmp_path)
+    _lab(folder, "01_ok.ipynb", "quick = False", "raise SystemExit('must not run')")
+    _lab(folder, "02_bad.ipynb", "quick = 0", "pass")
+    code = main(
+        [
+            "report",
+            "--quick",
+            "--notebooks-dir",
+            str(folder),
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ]
+    )
+    assert code == 2
+    assert "02_bad.ipynb: parameter 'quick' expects int" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.notebook
+def test_failing_lab_is_reported_and_its_rows_say_not_measured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _notebooks_dir(tmp_path)
+    _lab(folder, "01_broken.ipynb", 'quick = False\nout_dir = "x"', "raise ValueError('lab broke')")
+    code = main(
+        [
+            "report",
+            "--notebooks-dir",
+            str(folder),
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 2
+    assert "FAILED 01_broken.ipynb" in out and "ValueError: lab broke" in out
+    (html_path,) = (tmp_path / "runs").glob("*/report.html")
+    html = html_path.read_text()
+    labs = _table(html, "lab-runs")
+    assert labs["01_broken.ipynb"]["Status"] == "failed"
+    assert "ValueError: lab broke" in labs["01_broken.ipynb"]["Error"]
+    baseline = _table(html, "baseline")
+    assert baseline["Test Suite Runtime"]["Measured naive"].startswith(
+        "not measured (no results of the lifecycle lab"
+    )
+    assert (html_path.parent / "01_broken.ipynb").is_file()  # executed lab kept for debugging
+
+
+@pytest.mark.notebook
+def test_report_quick_end_to_end_has_measured_table_and_plots(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "report",
+            "--quick",
+            "--backend",
+            "local",
+            "--notebooks-dir",
+            str(NOTEBOOKS),
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (html_path,) = (tmp_path / "runs").glob("*/report.html")
+    html = html_path.read_text()
+    baseline = _table(html, "baseline")
+    assert list(baseline) == [
+        "Database Connection Time",
+        "Test Suite Runtime",
+        "Memory Usage",
+        "Container Startup",
+    ]
+    present = {e for e, nb in LAB_OF_EXPERIMENT.items() if (NOTEBOOKS / nb).is_file()}
+    assert present, "no lab notebook of the baseline table exists"
+    rows_by_experiment = {
+        "retry": ["Database Connection Time"],
+        "lifecycle": ["Test Suite Runtime", "Memory Usage", "Container Startup"],
+    }
+    for experiment in present:
+        for metric in rows_by_experiment[experiment]:
+            for column in ("Measured naive", "Measured improved"):
+                assert NUMBER.match(baseline[metric][column]), (metric, column, baseline[metric])
+    assert baseline["Database Connection Time"]["Claimed current"] == "500ms × 30 = 15s"
+    labs = _table(html, "lab-runs")
+    assert set(labs) == {p.name for p in report.discover(NOTEBOOKS)[0]}
+    assert {row["Status"] for row in labs.values()} == {"ok"}
+    images = BeautifulSoup(html, "html.parser").find_all("img")
+    assert len(images) >= 1 + len(labs)  # the baseline plot plus at least one figure per lab
+    assert all(img["src"].startswith("data:image/png;base64,") for img in images)
+    assert "validate_globals" not in html  # code hidden
