@@ -85,6 +85,7 @@ class PluginState:
         session = self.session
         return {
             "worker": self.worker,
+            "pid": os.getpid(),
             "records": list(session.records) if session else [],
             "phases": self.phases,
             "servers_started": session.servers_started if session else 0,
@@ -329,7 +330,7 @@ def write_timings(
         "exitstatus": exitstatus,
         "session_s": session_s,
         "workers": [
-            {k: p[k] for k in ("worker", "servers_started", "databases_created", "settings")}
+            {k: p[k] for k in ("worker", "pid", "servers_started", "databases_created", "settings")}
             for p in payloads
         ],
         "records": [r for p in payloads for r in p["records"]],

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import psycopg
 from psycopg import sql
 
+from perfkit.dsn import mask
 from perfkit.errors import ConfigError
 from perfkit.lifecycle.session import connect
 
@@ -46,7 +47,7 @@ class Lease:
     test_id: str
     dbname: str
     server: PostgresServer
-    dsn: str | None
+    dsn: str | None = field(repr=False)
     connection: psycopg.Connection | None = None
     acquire_s: float = 0.0
     release_s: float = 0.0
@@ -59,7 +60,16 @@ class Lease:
                 "a DSN (other connections would not see the test's uncommitted data); use the "
                 "perfkit_db fixture, or choose template, warm-pool, truncate or per-test-server"
             )
-        return self.dsn
+        return SecretDsn(self.dsn)
+
+
+class SecretDsn(str):
+    """A DSN string whose ``repr`` masks the password (pytest shows fixture values on failure)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(mask(str(self)))
 
 
 class Strategy(abc.ABC):

@@ -1,0 +1,370 @@
+"""The pytest plugin, driven the way users drive it: real pytest subprocesses.
+
+Each test writes a small test module into a temporary directory and runs
+``python -m pytest`` there (the plugin loads through its entry point).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from perfkit.errors import BackendUnavailable
+from perfkit.lifecycle.registry import NAMES
+from perfkit.postgres import PostgresServer, cleanup
+
+ISOLATING = [n for n in NAMES if n != "none"]
+
+SCHEMA = "CREATE TABLE items (id bigserial PRIMARY KEY, name text NOT NULL);\n"
+
+WRITE_THEN_LOOK = """
+def test_1_writes(perfkit_db):
+    perfkit_db.execute("INSERT INTO items (name) VALUES ('from test 1')")
+    perfkit_db.commit()
+    assert perfkit_db.execute("SELECT count(*) FROM items").fetchone() == (1,)
+
+def test_2_sees_nothing(perfkit_db):
+    assert perfkit_db.execute("SELECT count(*) FROM items").fetchone() == (0,)
+"""
+
+
+def run_pytest(
+    tmp_path: Path,
+    tests: str,
+    *args: str,
+    ini: str = "",
+    schema: str | None = SCHEMA,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run pytest on ``tests`` in ``tmp_path``; return the process and the timings document."""
+    (tmp_path / "test_inner.py").write_text(textwrap.dedent(tests))
+    (tmp_path / "pytest.ini").write_text("[pytest]\n" + textwrap.dedent(ini))
+    extra = []
+    if schema is not None:
+        (tmp_path / "schema.sql").write_text(schema)
+        extra.append(f"--perfkit-migrations={tmp_path / 'schema.sql'}")
+    timings = tmp_path / "timings.json"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PERFKIT_DSN"))}
+    environ.update(env or {})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(tmp_path / "pytest.ini"),
+            "--rootdir",
+            str(tmp_path),
+            f"--perfkit-timings={timings}",
+            *extra,
+            *args,
+            str(tmp_path / "test_inner.py"),
+        ],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    document = json.loads(timings.read_text()) if timings.exists() else {}
+    return proc, document
+
+
+def test_records(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in document.get("records", []) if r["event"] == "test"]
+
+
+test_records.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+def leftovers(document: dict[str, Any]) -> list[str]:
+    """Data directories, postgres processes and containers owned by the run's processes.
+
+    (Other runs on this machine come and go; only what the inner pytest owned counts.)
+    """
+    pids = {int(w["pid"]) for w in document["workers"]}
+    assert pids, "the timings file names no process"
+    found = []
+    for path in Path(tempfile.gettempdir()).glob(cleanup.TEMPDIR_PREFIX + "*"):
+        try:
+            owner = int((path / cleanup.OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if owner in pids:
+            found.append(f"data directory {path}")
+    try:
+        from perfkit.postgres.docker import docker_client, perfkit_containers
+
+        client = docker_client()
+    except BackendUnavailable:
+        return found
+    for container in perfkit_containers(client):
+        if container.labels.get(cleanup.OWNER_LABEL, "") in {str(p) for p in pids}:
+            found.append(f"container {container.short_id}")
+    return found
+
+
+def databases(server: PostgresServer) -> set[str]:
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        return {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}
+
+
+def test_importing_the_plugin_loads_no_database_code() -> None:
+    code = (
+        "import sys, perfkit.lifecycle.plugin; "
+        "print([m for m in sys.modules if m.split('.')[0] in ('psycopg', 'pandas', 'docker') "
+        "or m.startswith('perfkit.postgres')])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_tests_without_perfkit_fixtures_start_nothing(tmp_path: Path) -> None:
+    proc, document = run_pytest(tmp_path, "def test_plain():\n    assert True\n")
+    assert proc.returncode == 0, proc.stdout
+    assert document["workers"][0]["servers_started"] == 0
+    assert document["records"] == []
+
+
+def test_unknown_isolation_option_is_a_usage_error_listing_the_names(tmp_path: Path) -> None:
+    proc, document = run_pytest(tmp_path, WRITE_THEN_LOOK, "--perfkit-isolation=per-test-container")
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "per-test-container" in proc.stderr
+    for name in NAMES:
+        assert name in proc.stderr
+    assert document == {}
+
+
+def test_unknown_marker_name_is_a_usage_error(tmp_path: Path) -> None:
+    tests = """
+    import pytest
+
+    @pytest.mark.perfkit_isolation("snapshot")
+    def test_marked(perfkit_db):
+        pass
+    """
+    proc, _ = run_pytest(tmp_path, tests, "--perfkit-backend=local")
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "snapshot" in proc.stderr and "template" in proc.stderr
+
+
+@pytest.mark.parametrize("isolation", ISOLATING)
+def test_state_written_by_one_test_is_invisible_to_the_next(tmp_path: Path, isolation: str) -> None:
+    proc, document = run_pytest(
+        tmp_path, WRITE_THEN_LOOK, f"--perfkit-isolation={isolation}", "--perfkit-backend=local"
+    )
+    assert proc.returncode == 0, proc.stdout
+    assert [r["strategy"] for r in test_records(document)] == [isolation, isolation]
+
+
+def test_without_isolation_the_second_test_sees_the_first_ones_row(tmp_path: Path) -> None:
+    proc, _ = run_pytest(
+        tmp_path, WRITE_THEN_LOOK, "--perfkit-isolation=none", "--perfkit-backend=local"
+    )
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
+    assert "1 failed, 1 passed" in proc.stdout
+
+
+XDIST_TESTS = """
+import pytest
+
+@pytest.mark.parametrize("i", range(6))
+def test_starts_clean(perfkit_db, i):
+    assert perfkit_db.execute("SELECT count(*) FROM items").fetchone() == (0,)
+    perfkit_db.execute("INSERT INTO items (name) VALUES ('x')")
+    perfkit_db.commit()
+"""
+
+
+@pytest.mark.parametrize("isolation", ISOLATING)
+def test_two_xdist_workers_each_get_their_own_server_and_names(
+    tmp_path: Path, isolation: str
+) -> None:
+    proc, document = run_pytest(
+        tmp_path,
+        XDIST_TESTS,
+        "-n",
+        "2",
+        f"--perfkit-isolation={isolation}",
+        "--perfkit-backend=local",
+    )
+    assert proc.returncode == 0, proc.stdout
+    assert "6 passed" in proc.stdout
+    workers = {w["worker"]: w for w in document["workers"]}
+    assert set(workers) == {"gw0", "gw1"}
+    records = test_records(document)
+    assert len(records) == 6
+    for record in records:
+        assert f"_{record['worker']}_" in record["dbname"] or isolation == "per-test-server"
+    expected = 6 if isolation == "per-test-server" else 2
+    assert sum(w["servers_started"] for w in workers.values()) == expected
+    assert leftovers(document) == []
+
+
+FAILING_TESTS = """
+import pytest
+
+@pytest.mark.parametrize("i", range(4))
+def test_fails_after_writing(perfkit_dsn, perfkit_db, i):
+    perfkit_db.execute("INSERT INTO items (name) VALUES ('x')")
+    perfkit_db.commit()
+    assert i % 2 == 0, "failing on purpose"
+
+def test_errors_in_the_middle(perfkit_db):
+    raise RuntimeError("boom")
+"""
+
+
+@pytest.mark.parametrize("isolation", ["template", "warm-pool", "truncate"])
+def test_failed_runs_leave_no_database_on_an_external_server(
+    tmp_path: Path, fresh_pg_server: PostgresServer, isolation: str
+) -> None:
+    before = databases(fresh_pg_server)
+    proc, document = run_pytest(
+        tmp_path,
+        FAILING_TESTS,
+        "-n",
+        "2",
+        f"--perfkit-isolation={isolation}",
+        env={"PERFKIT_DSN": fresh_pg_server.dsn},
+    )
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
+    assert "3 failed, 2 passed" in proc.stdout
+    assert document["workers"][0]["settings"]["backend"] == "external"
+    assert fresh_pg_server.settings.password not in proc.stdout + json.dumps(document)
+    assert databases(fresh_pg_server) == before
+
+
+def test_failed_runs_leave_no_local_server_behind(tmp_path: Path) -> None:
+    proc, document = run_pytest(
+        tmp_path,
+        FAILING_TESTS,
+        "-n",
+        "2",
+        "--perfkit-isolation=template",
+        "--perfkit-backend=local",
+    )
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
+    assert leftovers(document) == []
+
+
+def test_failing_migration_shows_the_sql_and_leaves_nothing(
+    tmp_path: Path, fresh_pg_server: PostgresServer
+) -> None:
+    before = databases(fresh_pg_server)
+    schema = SCHEMA + "CREATE INDEX items_missing ON items (no_such_column);\n"
+    proc, document = run_pytest(
+        tmp_path,
+        WRITE_THEN_LOOK,
+        "--perfkit-isolation=template",
+        schema=schema,
+        env={"PERFKIT_DSN": fresh_pg_server.dsn},
+    )
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
+    assert "MigrationError" in proc.stdout
+    assert "CREATE INDEX items_missing ON items (no_such_column)" in proc.stdout
+    assert "schema.sql:2" in proc.stdout
+    assert proc.stdout.count("template_build") == 0
+    assert databases(fresh_pg_server) == before
+    assert not [r for r in document["records"] if r["event"] == "test"]
+
+
+def test_failing_migration_on_a_local_backend_stops_the_server(tmp_path: Path) -> None:
+    proc, document = run_pytest(
+        tmp_path,
+        WRITE_THEN_LOOK,
+        "--perfkit-isolation=rollback",
+        "--perfkit-backend=local",
+        schema="CREATE TABLE items (id int REFERENCES nowhere (id));\n",
+    )
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
+    assert "REFERENCES nowhere" in proc.stdout
+    assert "2 errors" in proc.stdout
+    assert document["workers"][0]["servers_started"] == 1  # started once, not per test
+    assert leftovers(document) == []
+
+
+def test_marker_overrides_the_strategy_for_one_test(tmp_path: Path) -> None:
+    tests = """
+    import pytest
+
+    def test_default(perfkit_db):
+        pass
+
+    @pytest.mark.perfkit_isolation("template")
+    def test_needs_a_dsn(perfkit_dsn):
+        import psycopg
+        with psycopg.connect(perfkit_dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
+    """
+    proc, document = run_pytest(
+        tmp_path, tests, "--perfkit-isolation=rollback", "--perfkit-backend=local"
+    )
+    assert proc.returncode == 0, proc.stdout
+    assert [r["strategy"] for r in test_records(document)] == ["rollback", "template"]
+
+
+def test_dsn_fixture_under_rollback_explains_the_alternatives(tmp_path: Path) -> None:
+    tests = "def test_wants_dsn(perfkit_dsn):\n    pass\n"
+    proc, _ = run_pytest(tmp_path, tests, "--perfkit-isolation=rollback", "--perfkit-backend=local")
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
+    assert "cannot hand out a DSN" in proc.stdout
+
+
+def test_ini_keys_configure_the_plugin(tmp_path: Path) -> None:
+    (tmp_path / "schema.sql").write_text(SCHEMA)
+    ini = """
+    perfkit_isolation = truncate
+    perfkit_backend = local
+    perfkit_migrations = schema.sql
+    """
+    proc, document = run_pytest(tmp_path, WRITE_THEN_LOOK, ini=ini, schema=None)
+    assert proc.returncode == 0, proc.stdout
+    assert {r["strategy"] for r in test_records(document)} == {"truncate"}
+
+
+def test_timings_file_has_setup_and_teardown_for_every_test(tmp_path: Path) -> None:
+    proc, document = run_pytest(
+        tmp_path, WRITE_THEN_LOOK, "--perfkit-isolation=template", "--perfkit-backend=local"
+    )
+    assert proc.returncode == 0, proc.stdout
+    phases = {(p["test"].split("::")[-1], p["when"]) for p in document["phases"]}
+    for name in ("test_1_writes", "test_2_sees_nothing"):
+        assert {(name, "setup"), (name, "call"), (name, "teardown")} <= phases
+    events = {r["event"] for r in document["records"]}
+    assert events >= {"server_start", "template_build", "session_setup", "test"}
+    assert document["session_s"] > 0
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("isolation", ["per-test-server", "template"])
+def test_docker_backend_with_two_workers_leaves_no_container(
+    tmp_path: Path, docker_or_skip: None, isolation: str
+) -> None:
+    proc, document = run_pytest(
+        tmp_path,
+        XDIST_TESTS,
+        "-n",
+        "2",
+        f"--perfkit-isolation={isolation}",
+        "--perfkit-backend=docker",
+    )
+    assert proc.returncode == 0, proc.stdout
+    assert {w["settings"]["backend"] for w in document["workers"]} == {"docker"}
+    assert leftovers(document) == []
