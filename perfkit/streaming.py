@@ -24,8 +24,12 @@ RSS (``VmHWM``, so a peak between samples is not missed) and tracemalloc's
 peak. The DSN goes to the child in an environment variable, never on its
 command line.
 
+The parent also samples the child's RSS from outside (``source="parent"``
+in ``memory``): while libpq parses a result the child holds its GIL and its
+own sampler thread (``source="child"``, which also reads tracemalloc) stalls.
+
 Frames (see :func:`run_streaming`): ``runs`` (one row per measurement) and
-``memory`` (samples over time).
+``memory`` (samples over time, ``t_s`` from when the query was sent).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -72,7 +77,16 @@ RUN_COLUMNS = (
     "rss_growth_bytes",
     "samples",
 )
-MEMORY_COLUMNS = ("method", "traced", "repeat", "t_s", "rss_bytes", "rss_growth_bytes", "py_bytes")
+MEMORY_COLUMNS = (
+    "method",
+    "traced",
+    "repeat",
+    "source",
+    "t_s",
+    "rss_bytes",
+    "rss_growth_bytes",
+    "py_bytes",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,8 +147,12 @@ def read_rows(conn: Any, method: str, rows: int, batch_size: int) -> Iterator[tu
             cur.execute(SQL, (rows,))
             yield from cur
     elif method == "stream":
+        import psycopg
+
+        # Chunked rows (size > 1) need libpq 17+; older libpq streams row by row.
+        size = batch_size if psycopg.pq.version() >= 170000 else 1
         cur = conn.cursor()
-        yield from cur.stream(SQL, (rows,), size=batch_size)
+        yield from cur.stream(SQL, (rows,), size=size)
     else:
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
@@ -209,6 +227,7 @@ def measure_here(
         if traced:
             tracemalloc.start()
         sampler = _Sampler(settings.sample_interval, traced)
+        t0_epoch = time.time()
         sampler.start()
         t0 = time.perf_counter()
         try:
@@ -235,6 +254,7 @@ def measure_here(
         "rss_peak_bytes": rss_peak,
         "rss_growth_bytes": rss_peak - rss_baseline,
         "series": sampler.samples,
+        "t0_epoch": t0_epoch,
     }
 
 
@@ -258,15 +278,50 @@ def measure_in_subprocess(
     if traced:
         cmd.append("--traced")
     env = dict(os.environ, **{DSN_ENV: dsn})
-    proc = subprocess.run(
-        cmd, env=env, capture_output=True, text=True, timeout=settings.timeout, check=False
-    )
+    external: list[tuple[float, int]] = []
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
+        try:
+            _watch_rss(proc, settings, external)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
         raise PerfkitError(
             f"streaming measurement {method!r} failed (exit {proc.returncode}): "
-            f"{mask(proc.stderr.strip()[-2000:])}"
+            f"{mask(stderr.strip()[-2000:])}"
         )
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    record = dict(json.loads(stdout.strip().splitlines()[-1]))
+    t0 = record.pop("t0_epoch")
+    end = float(record["wall_s"]) + 2 * settings.sample_interval  # then the child exits
+    record["external"] = [(t - t0, rss) for t, rss in external if 0 <= t - t0 <= end]
+    return record
+
+
+def _watch_rss(
+    proc: subprocess.Popen[str], settings: StreamSettings, out: list[tuple[float, int]]
+) -> None:
+    """Sample the child's RSS from outside (a child busy in C code holding its GIL cannot
+    sample itself) until it exits; PerfkitError after ``settings.timeout``."""
+    import psutil
+
+    deadline = time.monotonic() + settings.timeout
+    try:
+        watched = psutil.Process(proc.pid)
+    except psutil.Error:
+        return
+    while proc.poll() is None:
+        try:
+            out.append((time.time(), int(watched.memory_info().rss)))
+        except psutil.Error:
+            return
+        if time.monotonic() > deadline:
+            raise PerfkitError(f"streaming measurement did not finish in {settings.timeout:g} s")
+        time.sleep(settings.sample_interval)
 
 
 def run_streaming(
@@ -305,16 +360,20 @@ def run_streaming(
                         f"expected {settings.rows} ({expected})"
                     )
                 series = rec.pop("series")
+                external = rec.pop("external", [])
                 rec["repeat"] = repeat
                 rec["samples"] = len(series)
                 runs.append({k: rec.get(k) for k in RUN_COLUMNS})
                 base = rec["rss_baseline_bytes"]
-                for t, rss, py in series:
+                points = [("child", t, rss, py) for t, rss, py in series]
+                points += [("parent", t, rss, None) for t, rss in external]
+                for source, t, rss, py in points:
                     memory.append(
                         {
                             "method": method,
                             "traced": tr,
                             "repeat": repeat,
+                            "source": source,
                             "t_s": t,
                             "rss_bytes": rss,
                             "rss_growth_bytes": rss - base,
@@ -433,8 +492,10 @@ def plot_memory(memory: pd.DataFrame) -> Any:
     for i, method in enumerate(m for m in METHODS if m in set(first["method"])):
         g = first[first["method"] == method]
         untraced = g[~g["traced"]]
-        traced = g[g["traced"]]
-        rss = untraced if not untraced.empty else traced
+        traced = g[g["traced"] & (g["source"] == "child")]
+        rss = untraced if not untraced.empty else g[g["traced"]]
+        if (rss["source"] == "parent").any():
+            rss = rss[rss["source"] == "parent"]
         ax1.plot(rss["t_s"], rss["rss_growth_bytes"] / 2**20, color=f"C{i}", label=method)
         if not traced.empty:
             ax2.plot(traced["t_s"], traced["py_bytes"] / 2**20, color=f"C{i}", label=method)
