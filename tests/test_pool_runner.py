@@ -13,7 +13,7 @@ from perfkit.pool import (
     run_workload,
     run_workload_async_blocking,
 )
-from perfkit.pool.backends import count_backends
+from perfkit.pool.backends import count_backends, terminate_backends
 from perfkit.postgres import PostgresServer
 
 QUICK = Workload(workers=4, duration=0.4, seed=1)
@@ -41,10 +41,11 @@ def test_no_connection_is_left_on_the_server_after_the_run(
     assert result.summary()["leaked"] == 0
 
 
+@pytest.mark.parametrize("runner", [run_workload, run_workload_async_blocking])
 def test_no_pool_baseline_connects_per_request_and_leaves_nothing(
-    pg_server: PostgresServer,
+    pg_server: PostgresServer, runner
 ) -> None:
-    result = run_workload(pg_server.dsn, NO_POOL, QUICK.replace(workers=2))
+    result = runner(pg_server.dsn, NO_POOL, QUICK.replace(workers=2))
     s = result.summary()
     assert s["successes"] > 0 and s["errors"] == 0
     assert result.stats.empty
@@ -101,3 +102,17 @@ def test_runs_tag_their_connections_so_the_server_can_count_them(
     )
     run_workload(pg_server.dsn, PoolSettings(min_size=3), QUICK, actions=[action])
     assert counts == [3]
+
+
+def test_async_runner_injects_actions_and_records_when_they_returned(
+    pg_server: PostgresServer,
+) -> None:
+    action = Action(at_s=0.1, name="kill", fn=lambda app: terminate_backends(pg_server.dsn, app))
+    settings = PoolSettings(min_size=2, max_size=2, check=True)
+    wl = Workload(workers=1, duration=0.5, think_time=0.03)
+    result = run_workload_async_blocking(pg_server.dsn, settings, wl, actions=[action])
+    ev = result.events
+    assert ev["action"].tolist() == ["kill"] and ev["ok"].all()
+    assert (ev["end_s"] >= ev["t_s"]).all()
+    assert result.final_stats["connections_num"] > 2
+    assert result.leaked == 0
