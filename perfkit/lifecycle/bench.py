@@ -154,6 +154,7 @@ class MemorySampler:
         self._docker: Any = None
         self._container_pids: dict[str, int] = {}
         self._last_docker_poll = 0.0
+        self.t0 = clock()
 
     def __enter__(self) -> MemorySampler:
         with contextlib.suppress(Exception):
