@@ -31,6 +31,7 @@ from perfkit.errors import ConfigError
 from perfkit.pool.arunner import run_workload_async_blocking
 from perfkit.pool.checkout import measure_checkout, summarize_checkout
 from perfkit.pool.settings import NO_POOL, PSYCOPG_DEFAULTS, REVIEW, PoolSettings, Workload
+from perfkit.pool.summary import time_to_size
 from perfkit.pool.sweeps import (
     Case,
     SweepResult,
@@ -295,6 +296,13 @@ def conclusions(frames: Mapping[str, pd.DataFrame], cfg: LabConfig) -> dict[str,
             if flag in by.index:
                 out[f"checkout_{key}_p50_ms"] = float(by.loc[flag, "checkout_p50_ms"])
                 out[f"checkout_{key}_p99_ms"] = float(by.loc[flag, "checkout_p99_ms"])
+    stats = frames.get("stats")
+    for _, row in runs[runs["experiment"] == "spike"].iterrows():
+        key = f"spike_min{int(row['min_size'])}"
+        out[f"{key}_wait_max_ms"] = float(row["wait_max_ms"])
+        if stats is not None and not stats.empty:
+            s = stats[stats["case"] == row["case"]]
+            out[f"{key}_time_to_max_s"] = time_to_size(s, int(row["max_size"]))
     rec = runs[runs["experiment"] == "recovery"]
     for _, row in rec.iterrows():
         tag = f"{row['fault']}_{'check' if row['check'] else 'nocheck'}"
@@ -421,6 +429,18 @@ def conclusion_text(c: Mapping[str, Any]) -> str:
             f"best found (fixed {c['best_max_size']}): {c['best_throughput_rps']:,.0f} req/s, "
             f"p99 {c['best_wait_p99_ms']:.2f} ms."
         )
+    spikes = sorted(
+        int(k.removeprefix("spike_min").removesuffix("_wait_max_ms"))
+        for k in c
+        if k.startswith("spike_min") and k.endswith("_wait_max_ms")
+    )
+    if spikes:
+        parts = [
+            f"min_size={m}: full after {c.get(f'spike_min{m}_time_to_max_s', float('nan')):.2f} s, "
+            f"worst wait {c[f'spike_min{m}_wait_max_ms']:.0f} ms"
+            for m in spikes
+        ]
+        lines.append("Cold burst (spike test): " + "; ".join(parts) + ".")
     if "checkout_check_p50_ms" in c:
         us = {
             k: c[f"checkout_{k}_ms"] * 1000

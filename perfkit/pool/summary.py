@@ -98,6 +98,15 @@ def first_ok_after(requests: pd.DataFrame, t_s: float) -> float:
     return float((ok["start_s"] + ok["total_ms"] / 1000.0).min() - t_s)
 
 
+def time_to_size(stats: pd.DataFrame, size: int, after_s: float = 0.0) -> float:
+    """Seconds after ``after_s`` until a sample shows ``pool_size`` >= ``size``.
+
+    NaN when the pool never got there.
+    """
+    hit = stats[(stats["t_s"] >= after_s) & (stats["pool_size"] >= size)]
+    return float(hit["t_s"].min() - after_s) if not hit.empty else math.nan
+
+
 def service_gap(requests: pd.DataFrame, fault_s: float) -> float:
     """Longest time without any successful completion, from the last one before ``fault_s``.
 
