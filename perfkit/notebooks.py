@@ -14,6 +14,7 @@ minus the time spent inside cells).
 from __future__ import annotations
 
 import ast
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -161,7 +162,64 @@ def notebook_parameters(path: str | os.PathLike[str]) -> dict[str, Parameter]:
     # papermill's own view, so every name it would inject is known to us too
     for name, info in papermill.inspect_notebook(str(path)).items():
         found.setdefault(name, Parameter(name=name, default_source=str(info.get("default"))))
+    # the notebook's own spec (validate_globals' first argument) is more precise than defaults
+    spec = notebook_spec(nb, cell)
+    for name, expected in (spec or {}).items():
+        if name in found:
+            try:
+                types_ = params_mod._types_of(expected)
+            except ConfigError:
+                continue
+            found[name] = dataclasses.replace(found[name], expected=types_)
     return found
+
+
+def _calls_validate_globals(node: ast.AST) -> ast.Call | None:
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Call) and sub.args:
+            func = sub.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if name == "validate_globals":
+                return sub
+    return None
+
+
+def notebook_spec(
+    nb: nbformat.NotebookNode, parameters_cell: nbformat.NotebookNode
+) -> dict[str, Any] | None:
+    """The spec a notebook passes to ``params.validate_globals`` (None if not found).
+
+    Only the imports and assignments before that call in its cell are run
+    here (e.g. ``from perfkit.pool import lab`` for ``lab.PARAMS_SPEC``), so
+    parameters are checked against the exact spec before a kernel starts.
+    """
+    cells = nb.cells[nb.cells.index(parameters_cell) + 1 :]
+    for cell in cells:
+        if cell.cell_type != "code" or "validate_globals" not in cell.source:
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            return None
+        namespace: dict[str, Any] = {}
+        for stmt in tree.body:
+            call = _calls_validate_globals(stmt)
+            if call is not None:
+                try:
+                    spec = eval(compile(ast.Expression(call.args[0]), "<spec>", "eval"), namespace)
+                except Exception:
+                    return None
+                return dict(spec) if isinstance(spec, Mapping) else None
+            if isinstance(stmt, ast.Import | ast.ImportFrom | ast.Assign):
+                try:
+                    exec(
+                        compile(ast.Module(body=[stmt], type_ignores=[]), "<spec>", "exec"),
+                        namespace,
+                    )
+                except Exception:
+                    return None
+        return None
+    return None
 
 
 def parse_cli_value(raw: str, parameter: Parameter | None) -> Any:
@@ -199,6 +257,7 @@ def validate_parameters(path: str | os.PathLike[str], values: Mapping[str, Any])
                 f"{Path(path).name}: parameter {name!r} expects {params_mod.type_name(expected)} "
                 f"(default {declared[name].default_source}), got {type(value).__name__} {value!r}"
             )
+    # the notebook's own checks of values (e.g. LabConfig.from_params) still run in the kernel
     return dict(values)
 
 

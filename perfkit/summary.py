@@ -11,6 +11,7 @@ and the reason.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -323,7 +324,7 @@ def latest_runs(
             missing[experiment] = f"no results of the {experiment} lab in {data_dir}"
             continue
         run = load_run(dirs[-1])
-        if since and str(run.metadata.get("finished_at", "")) < since:
+        if since and _finished_before(run, since):
             missing[experiment] = (
                 f"the {experiment} lab saved no results in this report run "
                 f"(latest is {run.run_id}, older than {since})"
@@ -331,6 +332,14 @@ def latest_runs(
             continue
         runs[experiment] = run
     return runs, missing
+
+
+def _finished_before(run: Run, since: str) -> bool:
+    try:
+        finished = dt.datetime.fromisoformat(str(run.metadata.get("finished_at")))
+        return finished < dt.datetime.fromisoformat(since)
+    except (TypeError, ValueError):
+        return True  # no usable time: cannot prove it belongs to this report
 
 
 def collect_headlines(runs: Mapping[str, Run]) -> pd.DataFrame:

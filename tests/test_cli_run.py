@@ -63,6 +63,19 @@ def test_cli_values_are_typed_by_the_notebook_defaults() -> None:
     ) == {"x": 3, "scale": 2, "label": "42", "fail": True}
 
 
+def test_notebook_spec_types_none_defaults_before_the_kernel_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `limit = None` says nothing about its type; the notebook's SPEC says int | None
+    code = main(["run", str(TINY), "-p", "limit", "many", "--output-dir", str(tmp_path)])
+    assert code == 2
+    assert "parameter 'limit' expects int | None (default None), got str 'many'" in (
+        capsys.readouterr().err
+    )
+    assert _run_dirs(tmp_path) == []
+    assert notebooks.parse_cli_parameters(TINY, [("limit", "5")]) == {"limit": 5}
+
+
 def test_notebook_without_parameters_cell_is_a_config_error(tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
     path = tmp_path / "plain.ipynb"
