@@ -195,7 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``perfkit`` console script; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    args, extra = parser.parse_known_args(list(argv) if argv is not None else None)
+    if extra:
+        if args.handler not in (cmd_doctor, cmd_image):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.rest = [*args.rest, *extra]  # passed through to doctor / image build
     try:
         return int(args.handler(args))
     except PerfkitError as exc:

@@ -198,15 +198,3 @@ def test_console_script_exits_130_on_interrupt(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode == 130, err
     assert "interrupted" in err
-
-
-def test_console_script_lists_subcommands() -> None:
-    out = subprocess.run([str(PERFKIT), "--help"], capture_output=True, text=True, check=True)
-    for command in ("run", "report", "compare", "sweep", "doctor", "image"):
-        assert command in out.stdout
-
-
-def test_doctor_subcommand_is_wired(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["doctor"])
-    assert code in (0, 1)
-    assert "local" in capsys.readouterr().out
