@@ -149,12 +149,12 @@ class SimResult:
         )
 
     def rate(
-        self, *, bin_s: float = 0.1, after_ready: bool = False
+        self, *, bin_s: float = 0.1, after_restart: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """Attempts per ``bin_s`` bin: (bin starts relative to the restart, counts)."""
         times = self.attempt_time - self.settings.outage_s
-        if after_ready:
-            times = times[self.attempt_time >= self.settings.ready_s]
+        if after_restart:
+            times = times[self.attempt_time >= self.settings.outage_s]
         if len(times) == 0:
             return np.array([]), np.array([], dtype=int)
         lo = math.floor(times.min() / bin_s) * bin_s
@@ -167,13 +167,14 @@ class SimResult:
         connected = self.connected_at[~np.isnan(self.connected_at)]
         after = self.attempt_time >= s.ready_s
         _, all_counts = self.rate()
-        _, live_counts = self.rate(after_ready=True)
+        _, live_counts = self.rate(after_restart=True)
         n_ok = len(connected)
         return {
             "strategy": self.strategy,
             "n_clients": s.n_clients,
             "outage_s": s.outage_s,
             "max_connections": s.max_connections,
+            "connect_timeout_s": s.connect_timeout,
             "connected": n_ok,
             "gave_up": s.n_clients - n_ok,
             "attempts": len(self.attempt_time),
@@ -181,7 +182,8 @@ class SimResult:
             "too_many_clients": int((self.attempt_outcome == TOO_MANY).sum()),
             "timeouts": int((self.attempt_outcome == TIMEOUT).sum()),
             "peak_rate_per_100ms": int(all_counts.max()) if len(all_counts) else 0,
-            "peak_rate_after_ready_per_100ms": int(live_counts.max()) if len(live_counts) else 0,
+            "attempts_after_restart": int((self.attempt_time >= s.outage_s).sum()),
+            "peak_rate_after_restart_per_100ms": int(live_counts.max()) if len(live_counts) else 0,
             "all_connected_after_ready_s": float(connected.max() - s.ready_s)
             if n_ok == s.n_clients
             else math.nan,

@@ -7,7 +7,11 @@
 - :mod:`perfkit.retry.connect`: ``connect_with_retry`` / ``async_connect_with_retry``
   returning the connection and a trace of every attempt;
 - :mod:`perfkit.retry.analysis`: worst-case totals, exact bounds and sampled spread;
-- :mod:`perfkit.retry.experiments`: cold start, outage, hang and herd on a real server.
+- :mod:`perfkit.retry.tenacity_adapter`: ``as_tenacity_wait`` / ``as_tenacity_stop``;
+- :mod:`perfkit.retry.probe`: readiness probe, backend sampler, server-log attempt counts;
+- :mod:`perfkit.retry.experiments`: cold start, outage and hang on a real server;
+- :mod:`perfkit.retry.herd`: N clients reconnecting at once, and the simulation's calibration;
+- :mod:`perfkit.retry.lab` / :mod:`perfkit.retry.plots`: the notebook's runner, text and figures.
 """
 
 from perfkit.retry.budget import RetryBudget

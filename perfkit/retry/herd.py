@@ -248,7 +248,9 @@ def run_herd(
     after_ready = attempts
     if ready_at is not None:
         after_ready = attempts[attempts["start"] >= ready_at]
-    _, client_counts = rate_per_bin(after_ready["start"].to_numpy())
+    # Attempts from the restart on reach a starting or running server (before it, refused).
+    after_restart = attempts[attempts["start"] >= event_at]
+    _, client_counts = rate_per_bin(after_restart["start"].to_numpy())
     _, all_counts = rate_per_bin(attempts["start"].to_numpy())
     _, server_counts = rate_per_bin(server_attempts["at"].to_numpy(dtype=float))
     connected = [t.connected_at for t in traces if t.connected_at is not None]
@@ -268,7 +270,8 @@ def run_herd(
         "too_many_clients": int((attempts["sqlstate"] == "53300").sum()),
         "timeouts": int((attempts["outcome"] == "timeout").sum()),
         "peak_rate_per_100ms": int(all_counts.max()) if len(all_counts) else 0,
-        "peak_rate_after_ready_per_100ms": int(client_counts.max()) if len(client_counts) else 0,
+        "attempts_after_restart": len(after_restart),
+        "peak_rate_after_restart_per_100ms": int(client_counts.max()) if len(client_counts) else 0,
         "server_peak_rate_per_100ms": int(server_counts.max()) if len(server_counts) else None,
         "server_attempts": len(server_attempts) if log_times is not None else None,
         "peak_backends": sampler.peak(),
