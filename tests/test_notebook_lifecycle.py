@@ -1,0 +1,91 @@
+"""notebooks/03_container_lifecycle.ipynb runs headless under papermill and writes its results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from perfkit import notebooks, results
+from perfkit.errors import ConfigError
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "03_container_lifecycle.ipynb"
+QUICK = {
+    "quick": True,
+    "backend": "local",
+    "strategies": ["per-test-server", "rollback", "template"],
+    "parallel": [1, 2],
+}
+
+pytestmark = pytest.mark.notebook
+
+
+def test_notebook_is_committed_clean_with_a_parameters_cell() -> None:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert "validate_globals" in code[1].source
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    assert nb.metadata["kernelspec"] == {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+
+
+def test_quick_run_measures_every_strategy_and_saves_the_frames(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    run = notebooks.execute(
+        NOTEBOOK, {**QUICK, "out_dir": str(out)}, output_dir=tmp_path / "runs", html=False
+    )
+    assert run.ok
+    saved = results.latest("lifecycle", out_dir=out)
+    assert set(saved.frames) >= {
+        "runs",
+        "tests",
+        "events",
+        "memory",
+        "micro",
+        "micro_summary",
+        "leaks",
+        "headline",
+        "goals",
+    }
+    runs = saved.frames["runs"]
+    assert set(zip(runs["strategy"], runs["workers"], strict=True)) == {
+        (s, w) for s in QUICK["strategies"] for w in QUICK["parallel"]
+    }
+    assert (runs["exit_code"] == 0).all() and (runs["tests"] == 6).all()
+    per_test = runs[runs["strategy"] == "per-test-server"]
+    assert (per_test["servers_started"] == 6).all()
+    shared = runs[runs["strategy"] != "per-test-server"]
+    assert (shared["servers_started"] == shared["workers"]).all()
+    assert saved.frames["leaks"]["isolated"].all()
+    headline = saved.frames["headline"].set_index("metric")
+    assert set(headline.index) >= {"Test Suite Runtime", "Container Startup", "Memory Usage"}
+    assert headline.loc["Servers Started", "naive"] == 6
+    executed = run.executed.read_text()
+    assert "per-test server / shared+rollback" in executed
+    assert executed.count("image/png") >= 4
+    assert saved.metadata["params"]["quick"] is True
+
+
+def test_unknown_strategy_fails_in_the_validation_cell_before_any_server(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    with pytest.raises(notebooks.NotebookFailed) as info:
+        notebooks.execute(
+            NOTEBOOK,
+            {**QUICK, "strategies": ["per-test-container"], "out_dir": str(out)},
+            output_dir=tmp_path / "runs",
+            html=False,
+        )
+    assert info.value.ename == "ConfigError"
+    assert "per-test-container" in (info.value.evalue or "")
+    assert "backend:" not in info.value.notebook.read_text()
+    assert not out.exists()
+
+
+def test_unknown_parameter_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="strategys"):
+        notebooks.execute(NOTEBOOK, {"strategys": ["rollback"]}, output_dir=tmp_path, html=False)
