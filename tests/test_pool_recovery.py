@@ -2,28 +2,70 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
+from psycopg_pool import ConnectionPool
 
-from perfkit.pool import Action, PoolSettings, Workload, run_workload
-from perfkit.pool.backends import terminate_backends
+from perfkit.pool import Action, PoolSettings, Query, Workload, run_workload
+from perfkit.pool.backends import new_application_name, terminate_backends
 from perfkit.pool.checkout import measure_checkout, summarize_checkout
+from perfkit.pool.runner import make_pool
 from perfkit.pool.sweeps import restart_actions
 from perfkit.postgres import PostgresServer
 
-#: One worker that mostly thinks, so the kill lands on idle connections.
-CALM = Workload(workers=1, duration=0.8, think_time=0.03, seed=3)
+#: One worker that mostly thinks, running only trivial statements.
+CALM = Workload(
+    workers=1, duration=0.8, think_time=0.03, seed=3, mix=(Query(name="one", sql="SELECT 1"),)
+)
 
 
 def _kill_idle(dsn: str) -> Action:
     return Action(at_s=0.3, name="terminate", fn=lambda app: terminate_backends(dsn, app))
 
 
-def test_with_check_killed_backends_never_reach_a_query(pg_server: PostgresServer) -> None:
+def _idle_pool(dsn: str, *, check: bool) -> ConnectionPool:
+    settings = PoolSettings(min_size=2, max_size=2, check=check)
+    pool = make_pool(dsn, settings, new_application_name("perfkit-test-kill"))
+    pool.open(wait=True, timeout=10)
+    return pool
+
+
+def test_check_replaces_a_killed_connection_before_handing_it_out(
+    pg_server: PostgresServer,
+) -> None:
+    pool = _idle_pool(pg_server.dsn, check=True)
+    try:
+        assert terminate_backends(pg_server.dsn, pool.name) == 2
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert pool.get_stats()["connections_num"] > 2
+    finally:
+        pool.close()
+
+
+def test_without_check_a_killed_connection_fails_the_next_query(
+    pg_server: PostgresServer,
+) -> None:
+    pool = _idle_pool(pg_server.dsn, check=False)
+    try:
+        assert terminate_backends(pg_server.dsn, pool.name) == 2
+        conn = pool.getconn()
+        try:
+            with pytest.raises(psycopg.OperationalError):
+                conn.execute("SELECT 1")
+        finally:
+            pool.putconn(conn)
+    finally:
+        pool.close()
+
+
+def test_with_check_the_workload_survives_killed_backends(pg_server: PostgresServer) -> None:
     settings = PoolSettings(min_size=2, max_size=2, check=True)
     result = run_workload(pg_server.dsn, settings, CALM, actions=[_kill_idle(pg_server.dsn)])
     s = result.summary()
     assert result.events["ok"].all()
-    assert s["errors"] == 0
+    assert s["n_acquire_errors"] == 0
+    assert s["n_query_errors"] <= 1  # only a query in flight at the kill can fail
     assert result.final_stats["connections_num"] > 2  # replacements were opened
     assert result.leaked == 0
 
