@@ -75,6 +75,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         notebooks_dir=args.notebooks_dir,
         show_code=args.show_code,
+        log=lambda line: print(line, flush=True),
     )
     for line in outcome.summary_lines():
         print(line)
@@ -101,6 +102,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         output_dir=args.output_dir,
         scheduler=args.scheduler,
         fixed=_load_params_file(args.file) if args.file else None,
+        log=lambda line: print(line, flush=True),
     )
     print(f"{len(outcome.points)} points, merged results: {outcome.merged_path}")
     for experiment, frame in outcome.frames.items():

@@ -5,15 +5,19 @@ Lab notebooks are ``notebooks/NN_*.ipynb`` except the summary
 and ``out_dir`` (the results directory) when its parameters cell declares
 them. A failing lab does not stop the report: its executed notebook is kept,
 the summary shows it as failed and its metrics as "not measured", and the
-command exits non-zero. The report is ``<output_dir>/<run_id>/report.html``.
+command exits non-zero. The report is ``<output_dir>/<run_id>/report.html``;
+``report.json`` next to it records each notebook's wall time and kernel overhead.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from perfkit.results import new_run_id
 
 SUMMARY_NOTEBOOK = "99_report.ipynb"
 REPORT_FILE = "report.html"
+REPORT_RECORD = "report.json"
 LAB_PATTERN = re.compile(r"^\d{2}_.+\.ipynb$")
 
 
@@ -92,8 +97,13 @@ def build(
     notebooks_dir: str | os.PathLike[str] | None = None,
     show_code: bool = False,
     progress_bar: bool | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> ReportOutcome:
-    """Run the labs and the summary; return where the report is and how each run went."""
+    """Run the labs and the summary; return where the report is and how each run went.
+
+    ``log`` receives one line when each notebook starts and ends.
+    """
+    say = log or (lambda _line: None)
     if backend not in ("auto", "docker", "local"):
         raise ConfigError(f"backend must be auto, docker or local, got {backend!r}")
     labs, summary_nb = discover(notebooks_dir or default_notebooks_dir())
@@ -109,20 +119,21 @@ def build(
     run_id = new_run_id()
     out = Path(output_dir).resolve() / run_id
     started = dt.datetime.now(dt.UTC)
-    t0 = dt.datetime.now(dt.UTC)
+    t0 = time.perf_counter()
     lab_runs: list[notebooks.NotebookRun] = []
-    for lab, values in planned:
-        lab_runs.append(
-            notebooks.execute(
-                lab,
-                values,
-                output_dir=out.parent,
-                run_id=run_id,
-                progress_bar=progress_bar,
-                show_code=show_code,
-                raise_on_error=False,
-            )
+    for i, (lab, values) in enumerate(planned, start=1):
+        say(f"[{i}/{len(planned) + 1}] {lab.name} {values}")
+        lab_run = notebooks.execute(
+            lab,
+            values,
+            output_dir=out.parent,
+            run_id=run_id,
+            progress_bar=progress_bar,
+            show_code=show_code,
+            raise_on_error=False,
         )
+        say(f"      {'ok' if lab_run.ok else 'FAILED'} in {lab_run.wall_s:.1f} s")
+        lab_runs.append(lab_run)
     summary_params: dict[str, Any] = {
         "data_dir": str(data),
         "since": started.isoformat(),
@@ -141,6 +152,7 @@ def build(
         "backend": backend,
     }
     declared = notebooks.notebook_parameters(summary_nb)
+    say(f"[{len(planned) + 1}/{len(planned) + 1}] {summary_nb.name}")
     summary_run = notebooks.execute(
         summary_nb,
         {k: v for k, v in summary_params.items() if k in declared},
@@ -154,11 +166,23 @@ def build(
     if summary_run.html is not None and summary_run.html.is_file():
         html = out / REPORT_FILE
         shutil.copyfile(summary_run.html, html)
-    return ReportOutcome(
+    outcome = ReportOutcome(
         run_id=run_id,
         output_dir=out,
         html=html,
         labs=lab_runs,
         summary=summary_run,
-        wall_s=(dt.datetime.now(dt.UTC) - t0).total_seconds(),
+        wall_s=time.perf_counter() - t0,
     )
+    record = {
+        "run_id": run_id,
+        "started_at": started.isoformat(),
+        "quick": quick,
+        "backend": backend,
+        "data_dir": str(data),
+        "ok": outcome.ok,
+        "wall_s": outcome.wall_s,
+        "notebooks": [r.record for r in [*lab_runs, summary_run]],
+    }
+    (out / REPORT_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return outcome

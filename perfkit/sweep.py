@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +150,7 @@ def run_sweep(
     output_dir: str | os.PathLike[str] = "runs",
     scheduler: str | Any | None = None,
     fixed: Mapping[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> SweepOutcome:
     """Run every grid point of ``notebook`` and merge the results (see the module docstring).
 
@@ -177,11 +178,15 @@ def run_sweep(
 
     sweep_dir = Path(output_dir).resolve() / f"sweep-{results.new_run_id()}"
     sweep_dir.mkdir(parents=True)
+    say = log or (lambda _line: None)
     if scheduler is None:
-        done = [
-            run_point(str(notebook), i, values, str(sweep_dir)) for i, values in enumerate(todo)
-        ]
+        done = []
+        for i, values in enumerate(todo):
+            say(f"[{i + 1}/{len(todo)}] {values}")
+            done.append(run_point(str(notebook), i, values, str(sweep_dir)))
+            say(f"      {'ok' if done[-1].ok else 'FAILED'} in {done[-1].wall_s:.1f} s")
     else:
+        say(f"submitting {len(todo)} points to {scheduler}")
         done = _run_on_dask(scheduler, str(notebook), todo, str(sweep_dir))
 
     frames = merge(done, list(grid))

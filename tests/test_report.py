@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -130,6 +131,12 @@ def test_failing_lab_is_reported_and_its_rows_say_not_measured(
         "not measured (no results of the lifecycle lab"
     )
     assert (html_path.parent / "01_broken.ipynb").is_file()  # executed lab kept for debugging
+    record = json.loads((html_path.parent / "report.json").read_text())
+    assert [(Path(n["notebook"]).name, n["ok"]) for n in record["notebooks"]] == [
+        ("01_broken.ipynb", False),
+        ("99_report.ipynb", True),
+    ]
+    assert all(n["overhead_s"] > 0 for n in record["notebooks"])
 
 
 @pytest.mark.notebook

@@ -89,7 +89,9 @@ def test_local_sweep_runs_each_point_and_merges_results(tmp_path: Path) -> None:
 
 @pytest.mark.notebook
 def test_failing_point_is_recorded_and_the_rest_still_run(tmp_path: Path) -> None:
-    outcome = sweep.run_sweep(TINY, {"fail": [True, False]}, output_dir=tmp_path)
+    lines: list[str] = []
+    outcome = sweep.run_sweep(TINY, {"fail": [True, False]}, output_dir=tmp_path, log=lines.append)
+    assert lines[0] == "[1/2] {'fail': True}" and lines[1].startswith("      FAILED in")
     assert not outcome.ok
     assert ["RuntimeError" in (p.error or "") for p in outcome.points] == [True, False]
     assert set(outcome.frames["tiny.values"]["fail"]) == {False}
