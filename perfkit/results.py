@@ -303,7 +303,22 @@ def save(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _fsync_dir(parent)
     return Run(path=final, run_id=run_id, metadata=meta, frames=dict(frames))
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the rename durable (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load(path: str | os.PathLike[str]) -> Run:

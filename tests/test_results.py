@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +111,36 @@ def test_failed_write_leaves_no_run_directory(tmp_path: Path) -> None:
         )
     assert list((tmp_path / "e").iterdir()) == []
     assert results.run_dirs("e", tmp_path) == []
+
+
+def test_process_killed_mid_write_leaves_no_visible_run(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os
+        import pandas as pd
+        from perfkit import results
+
+        class DiesWhileWriting(pd.DataFrame):
+            def to_csv(self, path, **kwargs):
+                with open(path, "w") as fh:
+                    fh.write("a,b\\n1,")
+                    fh.flush()
+                os._exit(9)  # the process dies here: no cleanup, no exception handlers
+
+        results.save(
+            frames={{"ok": pd.DataFrame({{"a": [1]}}), "z": DiesWhileWriting({{"a": [1]}})}},
+            experiment="e",
+            out_dir={str(tmp_path)!r},
+        )
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 9, proc.stderr
+    leftovers = list((tmp_path / "e").iterdir())
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".tmp-")  # half-written, hidden
+    assert results.run_dirs("e", tmp_path) == []
+    with pytest.raises(PerfkitError, match="no runs of experiment 'e'"):
+        results.latest("e", tmp_path)
 
 
 def test_half_written_temporary_directory_is_invisible_to_loaders(tmp_path: Path) -> None:
