@@ -116,3 +116,15 @@ def test_async_runner_injects_actions_and_records_when_they_returned(
     assert (ev["end_s"] >= ev["t_s"]).all()
     assert result.final_stats["connections_num"] > 2
     assert result.leaked == 0
+
+
+@pytest.mark.parametrize("runner", [run_workload, run_workload_async_blocking])
+def test_an_action_scheduled_after_the_workers_finish_still_runs(
+    pg_server: PostgresServer, runner
+) -> None:
+    seen: list[str] = []
+    action = Action(at_s=0.4, name="bring_up", fn=lambda app: seen.append(app))
+    wl = Workload(workers=1, duration=0.1)
+    result = runner(pg_server.dsn, PoolSettings(min_size=1), wl, actions=[action])
+    assert len(seen) == 1
+    assert result.events["t_s"].iloc[0] >= 0.4

@@ -219,7 +219,8 @@ def run_lab(
     churn_wl = wl.replace(workers=4, duration=max(cfg.duration_s * 2, 1.0), think_time=0.005)
     run("churn", churn_cases(cfg.churn_pairs_s, churn_wl))
     if cfg.recovery:
-        rec_s = max(cfg.duration_s * 3, 1.5 if cfg.quick else 3.0)
+        # Long enough for psycopg_pool's reconnect backoff (1 s, 2 s, 4 s...) after a restart.
+        rec_s = max(cfg.duration_s * 3, 2.5 if cfg.quick else 8.0)
         rec_wl = wl.replace(workers=4, duration=rec_s, think_time=0.002)
         run(
             "recovery",

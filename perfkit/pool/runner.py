@@ -151,10 +151,10 @@ def _actor(
     application_name: str,
     out: list[tuple[float, float, str, str]],
 ) -> None:
+    # Every action runs, even after the workers have finished: a run that took the
+    # server down must also bring it back up.
     for action in sorted(actions, key=lambda a: a.at_s):
-        at = watch.start_at + action.at_s
-        if watch.stop.wait(max(0.0, at - watch.clock())):
-            return
+        watch.sleep_until(watch.start_at + action.at_s)
         t = watch.clock()
         try:
             action.fn(application_name)
