@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from perfkit.errors import ConfigError
@@ -31,6 +31,7 @@ Spec = Mapping[str, Any]
 NoneType = type(None)
 
 # Globals IPython (and the Python REPL) put into a notebook's namespace.
+VALIDATED_MARKER = "_perfkit_validated"
 IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 
 
@@ -105,18 +106,24 @@ def _is_parameter_like(name: str, value: Any) -> bool:
     )
 
 
-def validate_globals(spec: Spec, namespace: Mapping[str, Any]) -> dict[str, Any]:
+def validate_globals(spec: Spec, namespace: MutableMapping[str, Any]) -> dict[str, Any]:
     """Validate a notebook's globals right after its parameters cell.
 
     Every public global that is not a module, function or class (nor the
     spec itself, so ``SPEC = {...}`` may sit in the same cell) counts as a
     parameter: names not in ``spec`` are unknown, and every name in ``spec``
     must be defined. Returns the parameters as a dict (for results metadata).
+
+    The first call in a kernel marks the namespace (``_perfkit_validated``).
+    A later call in the same kernel (re-running cells in JupyterLab, where
+    later cells' variables already exist) checks only the spec's names: papermill
+    always injects parameters into a fresh kernel, so the first call sees them.
     """
+    first = VALIDATED_MARKER not in namespace
     found = {
         name: value
         for name, value in namespace.items()
-        if value is not spec and _is_parameter_like(name, value)
+        if value is not spec and _is_parameter_like(name, value) and (first or name in spec)
     }
     missing = sorted(name for name in spec if name not in namespace)
     if missing:
@@ -125,4 +132,5 @@ def validate_globals(spec: Spec, namespace: Mapping[str, Any]) -> dict[str, Any]
             "not defined in the notebook's parameters cell"
         )
     values = validate(spec, found)
+    namespace[VALIDATED_MARKER] = True
     return {name: values[name] for name in spec}

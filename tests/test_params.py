@@ -114,3 +114,25 @@ def test_validate_globals_rejects_an_ill_typed_injected_value() -> None:
 def test_validate_globals_requires_every_spec_name_to_be_defined() -> None:
     with pytest.raises(ConfigError, match="quick not defined"):
         params.validate_globals(SPEC, {"attempts": 1, "delay_s": 1.0, "backend": "x", "dsn": None})
+
+
+def test_rerun_in_the_same_kernel_ignores_variables_of_later_cells() -> None:
+    namespace = {"attempts": 2, "delay_s": 0.1, "backend": "x", "dsn": None, "quick": False}
+    params.validate_globals(SPEC, namespace)
+    namespace["frames"] = {"later": "cell output"}  # what running the rest of the notebook leaves
+    assert params.validate_globals(SPEC, namespace)["attempts"] == 2
+
+
+def test_rerun_still_checks_the_types_of_spec_names() -> None:
+    namespace = {"attempts": 2, "delay_s": 0.1, "backend": "x", "dsn": None, "quick": False}
+    params.validate_globals(SPEC, namespace)
+    namespace["attempts"] = "two"
+    with pytest.raises(ConfigError, match="'attempts' expects int"):
+        params.validate_globals(SPEC, namespace)
+
+
+def test_failed_validation_does_not_mark_the_namespace() -> None:
+    namespace = {"attempts": 2, "delay_s": 0.1, "backend": "x", "dsn": None, "quick": False, "t": 1}
+    with pytest.raises(ConfigError):
+        params.validate_globals(SPEC, namespace)
+    assert params.VALIDATED_MARKER not in namespace
