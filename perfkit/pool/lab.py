@@ -460,12 +460,13 @@ def conclusion_text(c: Mapping[str, Any]) -> str:
         )
     if "recovery_restart_nocheck_s" in c:
         lines.append(
-            "Server restart (0.5 s down + start): clients saw the pool broken for "
-            f"{c['recovery_restart_nocheck_s']:.2f} s without check "
+            "Server restart (take down, 0.5 s, bring up): no request completed for "
+            f"{c['recovery_restart_nocheck_gap_s']:.2f} s without check "
             f"({c['recovery_restart_nocheck_query_errors']} failed queries) and "
-            f"{c['recovery_restart_check_s']:.2f} s with check "
-            f"({c['recovery_restart_check_query_errors']} failed queries); once the server "
-            f"was ready again the first request succeeded after "
+            f"{c['recovery_restart_check_gap_s']:.2f} s with check "
+            f"({c['recovery_restart_check_query_errors']} failed queries); meanwhile requests "
+            "block in getconn (up to the 3 s acquire timeout). Once the server "
+            "was ready again the first request succeeded after "
             f"{c['recovery_restart_nocheck_after_up_s']:.2f} s / "
             f"{c['recovery_restart_check_after_up_s']:.2f} s."
         )
