@@ -69,3 +69,11 @@ def test_concurrent_clients_never_get_more_tokens_than_there_are() -> None:
 def test_bad_budget_settings_are_config_errors(kwargs: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         RetryBudget(**kwargs)
+
+
+def test_a_reservation_counts_when_the_token_is_used_not_when_asked() -> None:
+    clock = FakeClock()
+    budget = RetryBudget(capacity=1, refill_per_s=1, clock=clock)
+    assert budget.reserve(at=clock.now + 5.0) == 0.0  # planned in 5 s: free then
+    assert budget.reserve(at=clock.now + 5.0) == pytest.approx(1.0)  # one per second after
+    assert budget.reserve(at=clock.now + 1.0) == pytest.approx(6.0)  # queued behind them

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from perfkit.postgres import FAST_SERVER_SETTINGS, PostgresServer, ServerSettings, create_server
@@ -101,3 +102,16 @@ def test_threaded_herd_connects_everyone_when_there_is_room(herd_server: Postgre
 def test_calibration_measures_positive_costs(pg_server: PostgresServer) -> None:
     cal = calibrate(pg_server, n_sequential=5, burst=10)
     assert cal["connect_s"] > 0 and cal["capacity_per_s"] > 0 and cal["refused_s"] > 0
+
+
+def test_shared_retry_budget_limits_the_herds_retry_rate(herd_server: PostgresServer) -> None:
+    hs = HerdSettings(
+        strategy="naive", n_clients=20, outage_s=1.0, budget_per_s=10.0, budget_burst=2
+    )
+    result = run_herd(herd_server, hs, seed=2)
+    assert result.summary["label"] == "naive+budget10/s"
+    assert result.summary["connected"] == 20
+    retries = np.sort(result.attempts.loc[result.attempts["attempt"] > 1, "start"].to_numpy())
+    # Token bucket: at most burst + rate * window retries start in any window (+1 for edges).
+    per_second = np.searchsorted(retries, retries + 1.0) - np.arange(len(retries))
+    assert per_second.max() <= 2 + 10 + 1

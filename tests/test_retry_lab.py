@@ -83,3 +83,9 @@ def test_hang_specs_compare_with_and_without_a_connect_timeout() -> None:
     labels = [s.label for s in config(connect_timeout=3.0).hang_specs()]
     assert "naive / no timeout" in labels and "naive / 3 s" in labels
     assert "grpc / own (>= 20 s)" in labels
+
+
+def test_budget_herd_runs_by_default_but_not_in_quick_mode() -> None:
+    assert config().herd_budget_per_s == 50.0
+    assert config(quick=True).herd_budget_per_s is None
+    assert config(herd_budget_per_s=0.0).herd_budget_per_s is None

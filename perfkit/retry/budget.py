@@ -4,8 +4,11 @@ Every *retry* (not the first attempt) costs one token; tokens refill at
 ``refill_per_s`` up to ``capacity``. When the bucket is empty a client either
 gives up (``on_empty="give_up"``, Finagle/Envoy style: retries may not grow the
 load past the budget) or waits for its token (``on_empty="wait"``: the bucket
-becomes a rate limiter; tokens may be reserved ahead, so waiting clients queue
-in order). The clock is injectable so tests need no sleeping.
+becomes a rate limiter; a client reserves its token for the moment it means to
+retry, and is told how much later it may). It is kept in GCRA form (one
+theoretical arrival time instead of a token count), which makes "at most
+``capacity`` at once plus ``refill_per_s`` per second" hold for the times the
+retries actually start. The clock is injectable so tests need no sleeping.
 """
 
 from __future__ import annotations
@@ -44,41 +47,45 @@ class RetryBudget:
         self.refill_per_s = float(refill_per_s)
         self.on_empty: OnEmpty = on_empty
         self._clock = clock
-        self._tokens = float(start)
-        self._updated = clock()
+        # GCRA ("virtual scheduling") form of the bucket: one token every ``_interval``
+        # seconds, ``capacity`` of them at once; ``_tat`` is the theoretical arrival time.
+        self._interval = 1.0 / self.refill_per_s
+        self._tolerance = (self.capacity - 1.0) * self._interval
+        self._tat = clock() + (self.capacity - start) * self._interval
         self._lock = threading.Lock()
         self.granted = 0
         self.denied = 0
 
-    def _refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self._updated)
-        self._tokens = min(self.capacity, self._tokens + elapsed * self.refill_per_s)
-        self._updated = max(self._updated, now)
-
     def tokens(self) -> float:
-        """Tokens available now (negative while waiters hold reservations)."""
+        """Tokens available now (negative while reservations are outstanding)."""
         with self._lock:
-            self._refill(self._clock())
-            return self._tokens
+            ahead = max(0.0, self._tat - self._clock())
+            return self.capacity - ahead / self._interval
 
     def try_acquire(self) -> bool:
-        """Take one token if one is there; never waits."""
+        """Take one token if one is there now; never waits."""
         with self._lock:
-            self._refill(self._clock())
-            if self._tokens >= 1:
-                self._tokens -= 1
+            now = self._clock()
+            if self._tat - now <= self._tolerance + 1e-12:
+                self._tat = max(self._tat, now) + self._interval
                 self.granted += 1
                 return True
             self.denied += 1
             return False
 
-    def reserve(self) -> float:
-        """Take one token, possibly on credit; return the seconds until it is yours."""
+    def reserve(self, at: float | None = None) -> float:
+        """Reserve one token for use at clock time ``at`` (default now).
+
+        Returns how many seconds after ``at`` the token may be used; the
+        retries then start no faster than ``capacity`` at once plus
+        ``refill_per_s`` per second, counted at the times they are used.
+        """
         with self._lock:
-            self._refill(self._clock())
-            self._tokens -= 1
+            when = self._clock() if at is None else at
+            start = max(when, self._tat - self._tolerance)
+            self._tat = max(self._tat, start) + self._interval
             self.granted += 1
-            return 0.0 if self._tokens >= 0 else -self._tokens / self.refill_per_s
+            return start - when
 
     def __repr__(self) -> str:
         return (

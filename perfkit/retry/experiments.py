@@ -248,7 +248,7 @@ def outage(
 ) -> ScenarioResult:
     """Stop the server for each length T, clients retrying from the stop; then start it.
 
-    The event is the moment ``bring_up(wait=False)`` returned; overshoot is
+    The event is the moment ``bring_up(wait=False)`` was called; overshoot is
     measured against the probe's ready time after that.
     """
     rows: list[dict[str, Any]] = []
@@ -264,8 +264,8 @@ def outage(
             try:
                 group.go(server.dsn)
                 time.sleep(length)
+                event_at = time.monotonic()  # the restart begins (docker start takes a while)
                 server.bring_up(wait=False)
-                event_at = time.monotonic()
                 probe = ReadinessProbe(server.dsn).start()
                 group.join()
                 ready_at = probe.wait()

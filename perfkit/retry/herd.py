@@ -36,6 +36,7 @@ import psycopg
 
 from perfkit.errors import ConfigError
 from perfkit.postgres import PostgresServer
+from perfkit.retry.budget import RetryBudget
 from perfkit.retry.connect import RetryError, async_connect_with_retry, connect_with_retry
 from perfkit.retry.experiments import client_rng
 from perfkit.retry.probe import BackendSampler, ReadinessProbe, connection_log_times
@@ -57,9 +58,15 @@ class HerdSettings:
     connect_timeout: float | None = 2.0
     deadline: float | None = 60.0
     mode: Mode = "async"
+    #: A retry budget shared by all clients (token bucket, waiting when empty): retries
+    #: per second and burst size. None: no budget.
+    budget_per_s: float | None = None
+    budget_burst: float = 10.0
 
     def __post_init__(self) -> None:
         get_strategy(self.strategy)
+        if self.budget_per_s is not None:
+            RetryBudget(capacity=self.budget_burst, refill_per_s=self.budget_per_s)
         if isinstance(self.n_clients, bool) or not isinstance(self.n_clients, int):
             raise ConfigError(f"HerdSettings.n_clients must be an int, got {self.n_clients!r}")
         if self.n_clients < 1:
@@ -68,6 +75,21 @@ class HerdSettings:
             raise ConfigError(f"HerdSettings.outage_s must be >= 0, got {self.outage_s!r}")
         if self.mode not in ("async", "threads"):
             raise ConfigError(f"HerdSettings.mode must be 'async' or 'threads', got {self.mode!r}")
+
+    @property
+    def label(self) -> str:
+        """The strategy name, with the budget if there is one (e.g. ``naive+budget100/s``)."""
+        if self.budget_per_s is None:
+            return self.strategy
+        return f"{self.strategy}+budget{self.budget_per_s:g}/s"
+
+    def make_budget(self) -> RetryBudget | None:
+        """A fresh shared budget for one run (None without one)."""
+        if self.budget_per_s is None:
+            return None
+        return RetryBudget(
+            capacity=self.budget_burst, refill_per_s=self.budget_per_s, on_empty="wait"
+        )
 
 
 @dataclass(kw_only=True)
@@ -85,6 +107,7 @@ async def _async_clients(
     dsn: str, hs: HerdSettings, seed: int, tag: Sequence[object]
 ) -> tuple[list[Trace], list[Any]]:
     strategy = get_strategy(hs.strategy)
+    budget = hs.make_budget()
 
     async def one(i: int) -> tuple[Trace, Any]:
         try:
@@ -93,6 +116,7 @@ async def _async_clients(
                 strategy,
                 connect_timeout=hs.connect_timeout,
                 deadline=hs.deadline,
+                budget=budget,
                 rng=client_rng(seed, *tag, i),
                 autocommit=True,
             )
@@ -104,15 +128,25 @@ async def _async_clients(
     return [t for t, _ in results], [c for _, c in results]
 
 
-#: Connected clients hold their connection this long after the last client is done,
-#: so the backend sampler sees them all.
-HOLD_S = 0.2
+#: Connected clients hold their connection until the backend sampler has taken a
+#: sample after the last one connected (at most this long), so it sees them all.
+HOLD_MAX_S = 3.0
+
+Hold = Callable[[list[Trace]], bool]
 
 
-def _run_async(dsn: str, hs: HerdSettings, seed: int, tag: Sequence[object]) -> list[Trace]:
+def _release_time() -> float:
+    return time.monotonic() + HOLD_MAX_S
+
+
+def _run_async(
+    dsn: str, hs: HerdSettings, seed: int, tag: Sequence[object], may_release: Hold
+) -> list[Trace]:
     async def main() -> list[Trace]:
         traces, conns = await _async_clients(dsn, hs, seed, tag)
-        await asyncio.sleep(HOLD_S)
+        until = _release_time()
+        while not may_release(traces) and time.monotonic() < until:
+            await asyncio.sleep(0.02)
         for conn in conns:
             if conn is not None:
                 await conn.close()
@@ -121,8 +155,11 @@ def _run_async(dsn: str, hs: HerdSettings, seed: int, tag: Sequence[object]) -> 
     return asyncio.run(main())
 
 
-def _run_threads(dsn: str, hs: HerdSettings, seed: int, tag: Sequence[object]) -> list[Trace]:
+def _run_threads(
+    dsn: str, hs: HerdSettings, seed: int, tag: Sequence[object], may_release: Hold
+) -> list[Trace]:
     strategy = get_strategy(hs.strategy)
+    budget = hs.make_budget()
     traces: list[Trace | None] = [None] * hs.n_clients
     conns: list[Any] = []
     lock = threading.Lock()
@@ -134,6 +171,7 @@ def _run_threads(dsn: str, hs: HerdSettings, seed: int, tag: Sequence[object]) -
                 strategy,
                 connect_timeout=hs.connect_timeout,
                 deadline=hs.deadline,
+                budget=budget,
                 rng=client_rng(seed, *tag, i),
                 autocommit=True,
             )
@@ -148,7 +186,10 @@ def _run_threads(dsn: str, hs: HerdSettings, seed: int, tag: Sequence[object]) -
         t.start()
     for t in threads:
         t.join()
-    time.sleep(HOLD_S)
+    done = [t for t in traces if t is not None]
+    until = _release_time()
+    while not may_release(done) and time.monotonic() < until:
+        time.sleep(0.02)
     for conn in conns:
         conn.close()
     return [t for t in traces if t is not None]
@@ -198,17 +239,21 @@ def run_herd(
         server.bring_up(wait=True)
     limit = max_connections(server)
     wall_to_mono = time.monotonic() - time.time()
-    tag = ("herd", hs.strategy, hs.n_clients, hs.outage_s, rep)
+    tag = ("herd", hs.label, hs.n_clients, hs.outage_s, rep)
     runner = _run_async if hs.mode == "async" else _run_threads
     box: dict[str, Any] = {}
+    sampler = BackendSampler(server.dsn)
+
+    def may_release(traces: list[Trace]) -> bool:
+        connected = [t.connected_at for t in traces if t.connected_at is not None]
+        return not connected or sampler.sampled_after(max(connected))
 
     def clients() -> None:
         try:
-            box["traces"] = runner(server.dsn, hs, seed, tag)
+            box["traces"] = runner(server.dsn, hs, seed, tag, may_release)
         except BaseException as exc:  # surfaced in the main thread
             box["error"] = exc
 
-    sampler = BackendSampler(server.dsn)
     server.take_down()
     down_at = time.monotonic()
     worker = threading.Thread(target=clients, name="herd-clients")
@@ -216,8 +261,8 @@ def run_herd(
     sampler.start()
     try:
         time.sleep(hs.outage_s)
+        event_at = time.monotonic()  # the restart begins (docker start takes a while)
         server.bring_up(wait=False)
-        event_at = time.monotonic()
         probe = ReadinessProbe(server.dsn).start()
         worker.join()
         ready_at = probe.wait()
@@ -256,6 +301,8 @@ def run_herd(
     connected = [t.connected_at for t in traces if t.connected_at is not None]
     summary = {
         "strategy": hs.strategy,
+        "label": hs.label,
+        "budget_per_s": hs.budget_per_s,
         "n_clients": hs.n_clients,
         "outage_s": hs.outage_s,
         "mode": hs.mode,
@@ -284,10 +331,12 @@ def run_herd(
     }
     for name, frame in (("attempts", attempts), ("backends", backends)):
         frame["strategy"] = hs.strategy
+        frame["label"] = hs.label
         if name == "backends":
             frame["n_clients"] = hs.n_clients
             frame["rep"] = rep
     server_attempts["strategy"] = hs.strategy
+    server_attempts["label"] = hs.label
     server_attempts["n_clients"] = hs.n_clients
     server_attempts["rep"] = rep
     return HerdResult(
@@ -310,8 +359,11 @@ def herd_sweep(
     mode: Mode = "async",
     reps: int = 1,
     seed: int = 0,
+    budget_runs: Sequence[tuple[str, int, float]] = (),
 ) -> dict[str, pd.DataFrame]:
     """:func:`run_herd` for every strategy x client count; frames concatenated.
+
+    ``budget_runs`` adds runs with a shared retry budget: (strategy, clients, retries/s).
 
     Returns ``herd`` (summaries), ``herd_attempts``, ``herd_backends`` and
     ``herd_server_attempts``.
@@ -327,6 +379,18 @@ def herd_sweep(
         )
         for n in client_counts
         for s in strategies
+    ]
+    settings += [
+        HerdSettings(
+            strategy=s,
+            n_clients=n,
+            outage_s=outage_s,
+            connect_timeout=connect_timeout,
+            deadline=deadline,
+            mode=mode,
+            budget_per_s=rate,
+        )
+        for s, n, rate in budget_runs
     ]
     summaries, attempts, backends, server_attempts = [], [], [], []
     for hs in settings:
@@ -349,7 +413,7 @@ def rate_frame(
     *,
     bin_s: float = BIN_S,
     column: str = "t_event_s",
-    by: Sequence[str] = ("strategy", "n_clients"),
+    by: Sequence[str] = ("label", "n_clients"),
 ) -> pd.DataFrame:
     """Tidy attempts-per-bin counts (``t_bin_s``, ``attempts``) per group, for histograms."""
     rows = []

@@ -46,6 +46,7 @@ PARAMS_SPEC: dict[str, Any] = {
     "deadline": float,
     "sim_clients": int,
     "worst_case_samples": (int, type(None)),
+    "herd_budget_per_s": (float, type(None)),
 }
 
 ALL_STRATEGIES = list(STRATEGIES)
@@ -96,6 +97,7 @@ class LabConfig:
     deadline: float = 60.0
     sim_clients: int = 10_000
     worst_case_samples: int = 2000
+    herd_budget_per_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.repetitions < 1:
@@ -107,6 +109,11 @@ class LabConfig:
             raise ConfigError(f"parameter 'herd_outage_s' must be >= 0, got {self.herd_outage_s}")
         if self.sim_clients < 1:
             raise ConfigError(f"parameter 'sim_clients' must be >= 1, got {self.sim_clients!r}")
+        if self.herd_budget_per_s is not None and not self.herd_budget_per_s >= 0:
+            raise ConfigError(
+                "parameter 'herd_budget_per_s' must be >= 0 or None, "
+                f"got {self.herd_budget_per_s!r}"
+            )
         if self.worst_case_samples < 1:
             raise ConfigError(
                 f"parameter 'worst_case_samples' must be >= 1, got {self.worst_case_samples!r}"
@@ -157,6 +164,11 @@ class LabConfig:
         values["hang_s"] = float(hang_s) if hang_s is not None else (2.5 if quick else 5.0)
         samples = params.get("worst_case_samples")
         values["worst_case_samples"] = samples if samples is not None else (300 if quick else 2000)
+        budget = params.get("herd_budget_per_s")
+        if budget is None:
+            values["herd_budget_per_s"] = None if quick else 50.0
+        else:
+            values["herd_budget_per_s"] = float(budget) if budget != 0 else None
         if values["backend"] not in ("auto", "docker", "local"):
             raise ConfigError(
                 "parameter 'backend' must be 'auto', 'docker' or 'local', "
@@ -289,17 +301,30 @@ def _sim_compare(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Simulate every real herd run with calibrated settings; summaries and rates side by side."""
     real = herd_frames["herd"]
+    real_labels: list[str] = []
     attempts = herd_frames["herd_attempts"]
     rows, rates = [], []
     for _, r in real.iterrows():
+        if r.get("budget_per_s") is not None and not pd.isna(r.get("budget_per_s")):
+            continue  # the model has no retry budget
         first = attempts[
-            (attempts["strategy"] == r["strategy"])
+            (attempts["label"] == r["label"])
             & (attempts["n_clients"] == r["n_clients"])
             & (attempts["attempt"] == 1)
         ]
         spread = float(first["start"].max() - first["start"].min()) if len(first) else 0.0
+        # Failed attempts before the server was ready: instant refusals on the local
+        # backend, slower through Docker's port proxy; the model uses their median.
+        run_attempts = attempts[
+            (attempts["label"] == r["label"]) & (attempts["n_clients"] == r["n_clients"])
+        ]
+        early = run_attempts[
+            (run_attempts["outcome"] != "ok")
+            & (run_attempts["t_event_s"] < (r["ready_after_event_s"] or 0.0))
+        ]
+        refused = float(early["duration_s"].median()) if len(early) else calibration["refused_s"]
         settings = SimSettings.calibrated(
-            calibration,
+            {**calibration, "refused_s": refused},
             n_clients=int(r["n_clients"]),
             outage_s=float(r["outage_s"]),
             boot_s=float(r["ready_after_event_s"] or 0.05),
@@ -310,6 +335,7 @@ def _sim_compare(
             start_spread_s=spread,
         )
         sim = simulate(r["strategy"], settings, seed=cfg.seed)
+        real_labels.append(str(r["label"]))
         s = sim.summary()
         for key in (
             "connected",
@@ -322,6 +348,7 @@ def _sim_compare(
         ):
             rows.append(
                 {
+                    "label": r["label"],
                     "strategy": r["strategy"],
                     "n_clients": int(r["n_clients"]),
                     "metric": key,
@@ -333,7 +360,7 @@ def _sim_compare(
         rates.append(
             pd.DataFrame(
                 {
-                    "strategy": r["strategy"],
+                    "label": r["label"],
                     "n_clients": int(r["n_clients"]),
                     "source": "sim",
                     "t_bin_s": starts,
@@ -341,7 +368,7 @@ def _sim_compare(
                 }
             )
         )
-    real_rates = herd.rate_frame(attempts)
+    real_rates = herd.rate_frame(attempts[attempts["label"].isin(set(real_labels))])
     real_rates["source"] = "real"
     return pd.DataFrame(rows), pd.concat([real_rates, *rates], ignore_index=True)
 
@@ -403,6 +430,9 @@ def run_lab(
             connect_timeout=cfg.connect_timeout,
             deadline=cfg.deadline,
             seed=cfg.seed,
+            budget_runs=[("naive", max(cfg.client_counts), cfg.herd_budget_per_s)]
+            if cfg.herd_budget_per_s is not None and "naive" in cfg.herd_strategies
+            else [],
         )
 
     frames["runs"] = pd.concat(runs, ignore_index=True)
@@ -510,12 +540,12 @@ def conclusions(frames: Mapping[str, pd.DataFrame]) -> str:
     herd_table = frames["herd"]
     if not herd_table.empty:
         top = herd_table[herd_table["n_clients"] == herd_table["n_clients"].max()]
-        calm, rate = _best(top, "peak_rate_after_restart_per_100ms", label="strategy")
+        calm, rate = _best(top, "peak_rate_after_restart_per_100ms", label="label")
         worst = top.loc[top["peak_rate_after_restart_per_100ms"].idxmax()]
-        fast, fast_s = _best(top, "all_connected_after_ready_s", label="strategy")
+        fast, fast_s = _best(top, "all_connected_after_ready_s", label="label")
         lines.append(
             f"- **Herd of {int(top['n_clients'].iloc[0])}**: peak attempts per 100 ms after "
-            f"the restart: {worst['strategy']} {int(worst['peak_rate_after_restart_per_100ms'])}, "
+            f"the restart: {worst['label']} {int(worst['peak_rate_after_restart_per_100ms'])}, "
             f"{calm} {rate:.0f} (lowest); all connected soonest with {fast} "
             f"({fast_s:.2f} s after ready); peak backends "
             f"{int(top['peak_backends'].max())} of max_connections "

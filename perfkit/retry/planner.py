@@ -121,7 +121,7 @@ class RetryPlanner:
                 if not self.budget.try_acquire():
                     return GiveUp(reason="budget")
             else:
-                wake = max(wake, now + self.budget.reserve())
+                wake += self.budget.reserve(at=wake)
                 if self.deadline_at is not None and wake >= self.deadline_at:
                     self._expired = True
                     return Sleep(

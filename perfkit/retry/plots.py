@@ -112,12 +112,12 @@ def pareto(summary: pd.DataFrame, *, scenario: str, param_s: float | None = None
 def herd_rates(rates: pd.DataFrame, *, n_clients: int, source: str = "client") -> Figure:
     """Attempts per 100 ms after the restart, one panel per strategy."""
     sel = rates[(rates["n_clients"] == n_clients) & (rates["source"] == source)]
-    names = list(dict.fromkeys(sel["strategy"]))
+    names = list(dict.fromkeys(sel["label"]))
     fig, axes = plt.subplots(
         len(names), 1, figsize=(9, 1.6 * len(names) + 1), sharex=True, squeeze=False
     )
     for ax, name in zip(axes[:, 0], names, strict=True):
-        g = sel[sel["strategy"] == name]
+        g = sel[sel["label"] == name]
         ax.bar(g["t_bin_s"], g["attempts"], width=0.1, align="edge", color="tab:blue")
         ax.axvline(0, color="grey", ls=":", lw=1)
         ax.set_ylabel(name, rotation=0, ha="right", fontsize=8)
@@ -150,11 +150,11 @@ def outage_sweep(summary: pd.DataFrame) -> Figure:
 def sim_vs_real(sim_rates: pd.DataFrame, comparison: pd.DataFrame, *, n_clients: int) -> Figure:
     """Attempt rates of the real herd and of the model on the same axes, plus summary scatter."""
     sel = sim_rates[sim_rates["n_clients"] == n_clients]
-    names = list(dict.fromkeys(sel["strategy"]))
+    names = list(dict.fromkeys(sel["label"]))
     fig, axes = plt.subplots(len(names) + 1, 1, figsize=(9, 1.8 * len(names) + 3.5), squeeze=False)
     for ax, name in zip(axes[:-1, 0], names, strict=True):
         for source, style in (("real", "-"), ("sim", "--")):
-            g = sel[(sel["strategy"] == name) & (sel["source"] == source)]
+            g = sel[(sel["label"] == name) & (sel["source"] == source)]
             ax.step(g["t_bin_s"], g["attempts"], where="post", ls=style, label=source)
         ax.set_ylabel(name, rotation=0, ha="right", fontsize=8)
         ax.legend(fontsize=7, loc="upper right")
@@ -163,7 +163,7 @@ def sim_vs_real(sim_rates: pd.DataFrame, comparison: pd.DataFrame, *, n_clients:
     metric = comparison[comparison["metric"] == "median_connected_after_ready_s"]
     ax.scatter(metric["real"], metric["sim"])
     for r in metric.itertuples():
-        ax.annotate(f"{r.strategy}/{r.n_clients}", (r.real, r.sim), fontsize=7)
+        ax.annotate(f"{r.label}/{r.n_clients}", (r.real, r.sim), fontsize=7)
     lim = float(np.nanmax([metric["real"].max(), metric["sim"].max(), 0.1]))
     ax.plot([0, lim], [0, lim], color="grey", lw=1)
     ax.set_xlabel("real: median connected after ready (s)")

@@ -110,8 +110,9 @@ class BackendSampler:
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self._dsn, connect_timeout=2, autocommit=True)
+                asked = time.monotonic()  # the snapshot is at least this recent
                 row = conn.execute(self.QUERY).fetchone()
-                self.samples.append((time.monotonic(), int(row[0]) if row else 0))
+                self.samples.append((asked, int(row[0]) if row else 0))
             except psycopg.Error:
                 if conn is not None:
                     conn.close()
@@ -130,6 +131,10 @@ class BackendSampler:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
+
+    def sampled_after(self, t: float) -> bool:
+        """Whether a sample was taken after monotonic time ``t``."""
+        return bool(self.samples) and self.samples[-1][0] > t
 
     def peak(self) -> int:
         return max((n for _, n in self.samples), default=0)
