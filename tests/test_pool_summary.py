@@ -13,6 +13,7 @@ from perfkit.pool.schedule import WorkerPlan
 from perfkit.pool.summary import churn, first_ok_after, recovery_time, service_gap, summarize
 from perfkit.pool.sweeps import (
     SweepResult,
+    aggregate_size,
     best_size,
     default_sizes,
     recovery_cases,
@@ -182,6 +183,8 @@ def test_best_size_picks_highest_pooled_throughput() -> None:
     runs = pd.DataFrame(
         {
             "experiment": ["size"] * 4,
+            "pool": ["size=2", "size=5", "size=5", "no-pool"],
+            "rule": [False, True, True, False],
             "pooled": [True, True, True, False],
             "workers": [4, 4, 8, 4],
             "max_size": [2, 5, 5, 1],
@@ -190,6 +193,31 @@ def test_best_size_picks_highest_pooled_throughput() -> None:
     )
     assert best_size(runs, workers=4) == (5, 300.0)
     assert best_size(runs) == (5, 500.0)
+
+
+def test_size_repeats_are_reduced_to_medians() -> None:
+    runs = pd.DataFrame(
+        {
+            "experiment": ["size"] * 6,
+            "case": range(6),
+            "repeat": [0, 0, 1, 1, 2, 2],
+            "pool": ["size=1", "size=2"] * 3,
+            "rule": [False] * 6,
+            "pooled": [True] * 6,
+            "workers": [4] * 6,
+            "max_size": [1, 2] * 3,
+            "throughput_rps": [10.0, 20.0, 30.0, 25.0, 11.0, 90.0],
+        }
+    )
+    agg = aggregate_size(runs)
+    assert agg["throughput_rps"].tolist() == [11.0, 25.0]
+    assert agg["n_repeats"].tolist() == [3, 3]
+    assert best_size(runs) == (2, 25.0)
+
+
+def test_size_cases_repeat_the_whole_grid() -> None:
+    cases = size_cases([1, 2], [4], Workload(), repeats=3, no_pool=False)
+    assert [c.tags["repeat"] for c in cases] == [0, 0, 1, 1, 2, 2]
 
 
 def test_concat_renumbers_cases() -> None:

@@ -35,6 +35,7 @@ from perfkit.pool.summary import time_to_size
 from perfkit.pool.sweeps import (
     Case,
     SweepResult,
+    aggregate_size,
     best_size,
     churn_cases,
     cores,
@@ -57,6 +58,7 @@ PARAMS_SPEC: dict[str, Any] = {
     "duration_s": (float, type(None)),
     "think_ms": float,
     "worker_counts": (list, type(None)),
+    "size_repeats": (int, type(None)),
     "pool_sizes": (list, type(None)),
     "spike_min_sizes": (list, type(None)),
     "spike_workers": (int, type(None)),
@@ -92,6 +94,7 @@ class LabConfig:
     duration_s: float
     think_ms: float
     worker_counts: tuple[int, ...]
+    size_repeats: int
     pool_sizes: tuple[int, ...]
     spike_min_sizes: tuple[int, ...]
     spike_workers: int
@@ -136,6 +139,7 @@ class LabConfig:
             duration_s=float(pick("duration_s", 3.0, 0.4)),
             think_ms=float(p.get("think_ms", 0.0)),
             worker_counts=_ints("worker_counts", pick("worker_counts", [4, 16, 32], [4, 16])),
+            size_repeats=int(pick("size_repeats", 2, 1)),
             pool_sizes=_ints("pool_sizes", sizes),
             spike_min_sizes=_ints("spike_min_sizes", pick("spike_min_sizes", [0, 1, 4], [0, 4])),
             spike_workers=int(pick("spike_workers", 32, 16)),
@@ -161,6 +165,8 @@ class LabConfig:
                 "parameter 'spike_min_sizes' must not exceed the largest pool size "
                 f"({max(self.pool_sizes)})"
             )
+        if self.size_repeats < 1:
+            raise ConfigError(f"parameter 'size_repeats' must be >= 1, got {self.size_repeats}")
         if self.checkout_n < 1:
             raise ConfigError(f"parameter 'checkout_n' must be >= 1, got {self.checkout_n}")
         for w in (*self.worker_counts, self.spike_workers, self.preset_workers):
@@ -209,7 +215,7 @@ def run_lab(
         return r
 
     wl = cfg.workload()
-    size = run("size", size_cases(cfg.pool_sizes, cfg.worker_counts, wl))
+    size = run("size", size_cases(cfg.pool_sizes, cfg.worker_counts, wl, repeats=cfg.size_repeats))
     top = max(cfg.pool_sizes)
     run("spike", spike_cases(cfg.spike_min_sizes, top, wl.replace(workers=cfg.spike_workers)))
     run(
@@ -263,7 +269,8 @@ def conclusions(frames: Mapping[str, pd.DataFrame], cfg: LabConfig) -> dict[str,
     """Headline figures computed from the frames (one flat dict)."""
     runs = frames["runs"]
     out: dict[str, Any] = {"cores": cores(), "rule_of_thumb_size": rule_of_thumb(cores())}
-    size = runs[(runs["experiment"] == "size") & runs["pooled"]]
+    agg = aggregate_size(runs)
+    size = agg[agg["pooled"]]
     peak = size.loc[size["throughput_rps"].idxmax()]
     out |= {
         "peak_throughput_rps": float(peak["throughput_rps"]),
@@ -275,7 +282,7 @@ def conclusions(frames: Mapping[str, pd.DataFrame], cfg: LabConfig) -> dict[str,
         at = rule[rule["workers"] == peak["workers"]]
         if not at.empty:
             out["rule_size_throughput_rps"] = float(at["throughput_rps"].iloc[0])
-    no_pool = runs[(runs["experiment"] == "size") & ~runs["pooled"]]
+    no_pool = agg[~agg["pooled"]]
     if not no_pool.empty:
         out["no_pool_throughput_rps"] = float(no_pool["throughput_rps"].max())
     presets = runs[runs["experiment"] == "presets"].set_index("pool")
@@ -331,6 +338,7 @@ TABLE_COLUMNS: dict[str, list[str]] = {
         "sql_p50_ms",
         "errors",
         "leaked",
+        "n_repeats",
     ],
     "spike": [
         "pool",
@@ -398,7 +406,7 @@ TABLE_COLUMNS: dict[str, list[str]] = {
 def table(runs: pd.DataFrame, experiment: str) -> pd.DataFrame:
     """The summary rows of one experiment with its display columns (``presets`` adds async)."""
     wanted = ["presets", "async"] if experiment == "presets" else [experiment]
-    df = runs[runs["experiment"].isin(wanted)]
+    df = aggregate_size(runs) if experiment == "size" else runs[runs["experiment"].isin(wanted)]
     cols = [c for c in TABLE_COLUMNS[experiment] if c in df.columns]
     return df[cols].round(3).reset_index(drop=True)
 

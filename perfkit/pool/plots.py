@@ -6,17 +6,24 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from perfkit.pool.sweeps import rule_of_thumb
+from perfkit.pool.sweeps import aggregate_size, rule_of_thumb
 
 
 def throughput_vs_size(runs: pd.DataFrame, n_cores: int) -> Figure:
-    """Successful requests/s vs pool size, one line per worker count; no-pool dashed."""
-    size = runs[runs["experiment"] == "size"]
+    """Successful requests/s vs pool size, one line per worker count; no-pool dashed.
+
+    Each point is the median over repeats; faint dots are the single runs.
+    """
+    raw = runs[runs["experiment"] == "size"]
+    size = aggregate_size(runs)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for i, (w, g) in enumerate(size[size["pooled"]].groupby("workers")):
         g = g.sort_values("max_size")
         color = f"C{i}"
         ax.plot(g["max_size"], g["throughput_rps"], marker="o", color=color, label=f"{w} workers")
+        pts = raw[raw["pooled"] & (raw["workers"] == w)]
+        if len(pts) > len(g):
+            ax.scatter(pts["max_size"], pts["throughput_rps"], color=color, s=8, alpha=0.35)
         base = size[(~size["pooled"]) & (size["workers"] == w)]
         if not base.empty:
             ax.axhline(base["throughput_rps"].iloc[0], color=color, ls=":", lw=1)
@@ -33,8 +40,9 @@ def throughput_vs_size(runs: pd.DataFrame, n_cores: int) -> Figure:
 
 
 def wait_vs_size(runs: pd.DataFrame, n_cores: int) -> Figure:
-    """Acquire-wait p50/p95/p99 vs pool size, one panel per worker count (log scale)."""
-    size = runs[(runs["experiment"] == "size") & runs["pooled"]]
+    """Acquire-wait p50/p95/p99 vs pool size, one panel per worker count (log scale, medians)."""
+    size = aggregate_size(runs)
+    size = size[size["pooled"]]
     counts = sorted(size["workers"].unique())
     fig, axes = plt.subplots(1, len(counts), figsize=(4 * len(counts), 3.8), squeeze=False)
     for ax, w in zip(axes[0], counts, strict=True):

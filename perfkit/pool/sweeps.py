@@ -127,23 +127,47 @@ def size_cases(
     *,
     base: PoolSettings | None = None,
     no_pool: bool = True,
+    repeats: int = 1,
 ) -> list[Case]:
-    """Fixed-size pools (min = max = size) at each worker count, plus a no-pool baseline."""
+    """Fixed-size pools (min = max = size) at each worker count, plus a no-pool baseline.
+
+    With ``repeats`` > 1 the whole grid is run again (tag ``repeat``), so slow
+    drifts of a shared machine spread over every point; see :func:`aggregate_size`.
+    """
     base = base or PoolSettings(name="size", timeout=30.0)
     rule = rule_of_thumb(cores())
     cases = []
-    for w in worker_counts:
-        wl = workload.replace(workers=w)
-        for size in sizes:
-            s = base.replace(name=f"size={size}", min_size=size, max_size=size)
-            cases.append(
-                Case(experiment="size", settings=s, workload=wl, tags={"rule": size == rule})
-            )
-        if no_pool:
-            cases.append(
-                Case(experiment="size", settings=NO_POOL, workload=wl, tags={"rule": False})
-            )
+    for r in range(repeats):
+        for w in worker_counts:
+            wl = workload.replace(workers=w, seed=workload.seed + r)
+            for size in sizes:
+                s = base.replace(name=f"size={size}", min_size=size, max_size=size)
+                tags = {"rule": size == rule, "repeat": r}
+                cases.append(Case(experiment="size", settings=s, workload=wl, tags=tags))
+            if no_pool:
+                tags = {"rule": False, "repeat": r}
+                cases.append(Case(experiment="size", settings=NO_POOL, workload=wl, tags=tags))
     return cases
+
+
+def aggregate_size(runs: pd.DataFrame) -> pd.DataFrame:
+    """Size-sweep rows reduced to one per (workers, pool): the median of every number.
+
+    Adds ``n_repeats``; keeps ``pool``, ``pooled``, ``rule``, ``experiment``.
+    """
+    df = runs[runs["experiment"] == "size"]
+    keys = ["workers", "pool"]
+    numeric = [
+        c
+        for c in df.select_dtypes("number").columns
+        if c not in (*keys, "case", "repeat") and df[c].dtype != bool
+    ]
+    grouped = df.groupby(keys, sort=False)
+    out = grouped[numeric].median()
+    flags = grouped[["pooled", "rule", "experiment"]].first()
+    out = out.join(flags)
+    out["n_repeats"] = grouped.size()
+    return out.reset_index().sort_values(["workers", "pooled", "max_size"]).reset_index(drop=True)
 
 
 def spike_cases(
@@ -273,8 +297,9 @@ def preset_cases(presets: Sequence[PoolSettings], workload: Workload) -> list[Ca
 
 
 def best_size(runs: pd.DataFrame, workers: int | None = None) -> tuple[int, float]:
-    """The pool size with the highest throughput in a size sweep (at ``workers`` if given)."""
-    df = runs[(runs["experiment"] == "size") & (runs["pooled"])]
+    """The pool size with the highest median throughput in a size sweep (at ``workers``)."""
+    df = aggregate_size(runs)
+    df = df[df["pooled"].astype(bool)]
     if workers is not None:
         df = df[df["workers"] == workers]
     if df.empty:
