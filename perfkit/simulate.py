@@ -271,18 +271,25 @@ def simulate(
     ev_client: list[int] = []
     ev_time: list[float] = []
     ev_outcome: list[int] = []
+    # Plain Python lists: per-element numpy indexing would dominate the event loop.
+    delay_rows: list[list[float]] = delays.tolist()
+    timeout_rows: list[list[float]] = timeouts.tolist()
+    deadlines: list[float] = deadline_at.tolist()
+    heappop, heappush = heapq.heappop, heapq.heappush
+    syn_retries = len(SYN_RETRANSMIT_S)
+    backlog = s.backlog
     while heap:
-        t, c, j, t_start, retx = heapq.heappop(heap)
-        tmo = min(float(timeouts[c, j]), float(deadline_at[c]) - t_start)
+        t, c, j, t_start, retx = heappop(heap)
+        tmo = min(timeout_rows[c][j], deadlines[c] - t_start)
         give_up_at = t_start + tmo
         while queued and queued[0] <= t:
             queued.popleft()
-        if len(queued) >= s.backlog:
+        if len(queued) >= backlog:
             # Accept queue full: the SYN is dropped and the kernel retransmits it.
-            if retx < len(SYN_RETRANSMIT_S):
+            if retx < syn_retries:
                 again = t_start + SYN_RETRANSMIT_S[retx]
                 if again < give_up_at:
-                    heapq.heappush(heap, (again, c, j, t_start, retx + 1))
+                    heappush(heap, (again, c, j, t_start, retx + 1))
                     continue
             outcome, fail_at = TIMEOUT, give_up_at
         else:
@@ -314,10 +321,10 @@ def simulate(
         ev_outcome.append(outcome)
         if j >= k:
             continue  # that was the last attempt
-        d = float(delays[c, j])
+        d = delay_rows[c][j]
         nxt = max(fail_at, t_start + d) if anchor_start else fail_at + d
-        if nxt < deadline_at[c]:
-            heapq.heappush(heap, (nxt, c, j + 1, nxt, 0))
+        if nxt < deadlines[c]:
+            heappush(heap, (nxt, c, j + 1, nxt, 0))
 
     clients.append(np.asarray(ev_client, dtype=np.int64))
     times.append(np.asarray(ev_time, dtype=float))
