@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 import tenacity
 
 from perfkit.dsn import make_url
-from perfkit.postgres import PostgresServer
+from perfkit.postgres import FAST_SERVER_SETTINGS, PostgresServer, ServerSettings, create_server
 from perfkit.postgres.local import free_port
 from perfkit.retry import (
     RetryError,
@@ -103,18 +104,26 @@ def test_wrong_password_is_not_retried(pg_server: PostgresServer) -> None:
     assert trace.attempts[0].sqlstate == "28P01"
 
 
-def test_too_many_clients_is_recorded_as_sqlstate_53300(pg_server: PostgresServer) -> None:
-    with psycopg.connect(pg_server.dsn, autocommit=True) as admin:
-        row = admin.execute("SHOW max_connections").fetchone()
-    assert row is not None
+@pytest.fixture
+def tiny_server() -> Iterator[PostgresServer]:
+    """A server that admits only a few connections."""
+    settings = ServerSettings(
+        backend="local", server_settings={**FAST_SERVER_SETTINGS, "max_connections": 5}
+    )
+    with create_server(settings) as server:
+        yield server
+
+
+def test_too_many_clients_is_recorded_as_sqlstate_53300(tiny_server: PostgresServer) -> None:
     held: list[psycopg.Connection] = []
     try:
         with pytest.raises(RetryError) as info:
-            for _ in range(int(row[0]) + 5):
+            for _ in range(10):
                 conn, _ = connect_with_retry(
-                    pg_server.dsn, get_strategy("naive", max_attempts=1), connect_timeout=5
+                    tiny_server.dsn, get_strategy("naive", max_attempts=1), connect_timeout=5
                 )
                 held.append(conn)
+        assert len(held) == 5
         assert info.value.trace.attempts[-1].sqlstate == "53300"
         assert info.value.trace.attempts[-1].error_kind == "too_many_clients"
     finally:
