@@ -103,3 +103,11 @@ def test_conclusion_text_words_the_numbers() -> None:
     assert "5,000 req/s with a pool of 8" in text
     assert "25x below the best pool" in text
     assert "connections left on the server after the runs: 0" in text
+
+
+def test_server_settings_keep_fast_defaults_and_allow_many_connections() -> None:
+    s = lab.server_settings("local")
+    assert s.server_settings["max_connections"] == "200"
+    assert s.server_settings["fsync"] == "off"
+    with pytest.raises(ConfigError, match="backend"):
+        lab.server_settings("cloud")

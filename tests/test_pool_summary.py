@@ -212,6 +212,8 @@ def test_size_repeats_are_reduced_to_medians() -> None:
     agg = aggregate_size(runs)
     assert agg["throughput_rps"].tolist() == [11.0, 25.0]
     assert agg["n_repeats"].tolist() == [3, 3]
+    assert agg["max_size"].tolist() == [1, 2]
+    assert pd.api.types.is_integer_dtype(agg["max_size"])
     assert best_size(runs) == (2, 25.0)
 
 

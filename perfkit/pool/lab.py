@@ -48,6 +48,7 @@ from perfkit.pool.sweeps import (
     spike_cases,
     timeout_cases,
 )
+from perfkit.postgres.settings import FAST_SERVER_SETTINGS, ServerSettings
 
 #: Parameter spec of notebooks/02_pool_settings.ipynb (for perfkit.params.validate_globals).
 PARAMS_SPEC: dict[str, Any] = {
@@ -70,6 +71,13 @@ PARAMS_SPEC: dict[str, Any] = {
     "recovery": bool,
     "async_compare": bool,
 }
+
+
+def server_settings(backend: str) -> ServerSettings:
+    """The lab's server: the fast throwaway defaults plus room for many connections."""
+    return ServerSettings(
+        backend=backend, server_settings={**FAST_SERVER_SETTINGS, "max_connections": 200}
+    )
 
 
 def _ints(name: str, values: list[Any]) -> tuple[int, ...]:

@@ -164,6 +164,9 @@ def aggregate_size(runs: pd.DataFrame) -> pd.DataFrame:
     ]
     grouped = df.groupby(keys, sort=False)
     out = grouped[numeric].median()
+    for c in numeric:
+        if pd.api.types.is_integer_dtype(df[c]):
+            out[c] = out[c].round().astype(df[c].dtype)
     flags = grouped[["pooled", "rule", "experiment"]].first()
     out = out.join(flags)
     out["n_repeats"] = grouped.size()
