@@ -39,7 +39,11 @@ class LeakReport:
     def as_row(self) -> dict[str, Any]:
         from perfkit.lifecycle.strategies import FACETS
 
-        row: dict[str, Any] = {"strategy": self.strategy, "isolated": self.isolated}
+        row: dict[str, Any] = {
+            "strategy": self.strategy,
+            "isolated": self.isolated,
+            "leaked_any": bool(self.leaked),
+        }
         for facet in FACETS:
             row[f"{facet}_leaked"] = facet in self.leaked
             row[f"{facet}_guaranteed"] = facet in self.guarantees
