@@ -71,6 +71,7 @@ def test_quick_run_writes_retry_results_figures_and_conclusions(tmp_path: Path) 
     assert saved.metadata["params"]["quick"] is True
     executed = run.executed.read_text()
     assert "The review's claim does not hold" in executed
+    assert "Which strategy wins where" in executed
     assert executed.count("image/png") >= 8
     assert saved.frames["herd"]["connected"].sum() == 2 * 20
 

@@ -562,7 +562,60 @@ def conclusions(frames: Mapping[str, pd.DataFrame]) -> str:
         )
         for timeout, group in sim.groupby("connect_timeout_s"):
             lines.append(f"  - connect timeout {timeout:g} s: " + _sim_text(group))
+    verdict = _verdict(frames)
+    if verdict:
+        lines.append("")
+        lines.append("**Which strategy wins where (this run):** " + verdict)
     return "\n".join(lines)
+
+
+def _verdict(frames: Mapping[str, pd.DataFrame]) -> str:
+    """One paragraph: latency, work, herd load and reliability winners."""
+    summary = frames["summary"]
+    single = summary[summary["scenario"].isin(["cold_start", "outage"])]
+    if single.empty:
+        return ""
+    by = single.groupby("label").agg(
+        overshoot=("overshoot_median_s", "mean"),
+        attempts=("attempts_median", "mean"),
+        success=("success_rate", "min"),
+    )
+    fastest = by["overshoot"].idxmin()
+    cheapest = by["attempts"].idxmin()
+    parts = [
+        f"for one client waiting on a restart, **{fastest}** reconnects soonest (mean of the "
+        f"median overshoots {by.loc[fastest, 'overshoot'] * 1000:.0f} ms, with "
+        f"{by.loc[fastest, 'attempts']:.1f} attempts on average), **{cheapest}** does the least "
+        f"work ({by.loc[cheapest, 'attempts']:.1f} attempts, overshoot "
+        f"{by.loc[cheapest, 'overshoot'] * 1000:.0f} ms)"
+    ]
+    herd_table = frames["herd"]
+    if not herd_table.empty:
+        top = herd_table[herd_table["n_clients"] == herd_table["n_clients"].max()]
+        plain = top[top["label"] == top["strategy"]]
+        if not plain.empty:
+            calm = plain.loc[plain["peak_rate_after_restart_per_100ms"].idxmin()]
+            loud = plain.loc[plain["peak_rate_after_restart_per_100ms"].idxmax()]
+            parts.append(
+                f"for a herd of {int(calm['n_clients'])}, **{calm['label']}** spreads the load "
+                f"best ({int(calm['peak_rate_after_restart_per_100ms'])} attempts per 100 ms at "
+                f"peak vs {int(loud['peak_rate_after_restart_per_100ms'])} for {loud['label']})"
+            )
+        budgeted = top[top["label"] != top["strategy"]]
+        for r in budgeted.itertuples():
+            parts.append(
+                f"a shared retry budget caps it harder ({r.label}: "
+                f"{int(r.peak_rate_after_restart_per_100ms)} per 100 ms, all connected "
+                f"{r.all_connected_after_ready_s:.2f} s after ready)"
+            )
+    unreliable = by[by["success"] < 1].index.tolist()
+    if unreliable:
+        parts.append(
+            "strategies whose attempts ran out before a long outage ended: "
+            + ", ".join(unreliable)
+            + " (their total sleep can be shorter than the outage; add a deadline-based stop)"
+        )
+    return "; ".join(parts) + "."
 
 
 def _per_label(group: pd.DataFrame) -> str:
