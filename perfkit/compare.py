@@ -1,7 +1,8 @@
 """``perfkit compare``: ratios of key metrics between two result runs.
 
 Key metrics of a run are its headline numbers (the ``headline`` frame, or
-what :mod:`perfkit.summary` derives for labs without one). A run without
+what :mod:`perfkit.summary` derives for labs without one); a report's run
+(``data/report/<run_id>``, saved by the summary notebook) holds every lab's. A run without
 headlines contributes the median of every numeric column of every frame,
 split by a label-like column (strategy, label, variant, ...) when there is one.
 A metric whose ratio B/A moves further than ``threshold`` from 1 is flagged
@@ -20,6 +21,7 @@ from perfkit import results, summary
 from perfkit.errors import ConfigError, PerfkitError
 
 GROUP_COLUMNS = ("strategy", "label", "variant", "preset", "method", "scenario", "isolation")
+IGNORED_PARAMS = {"since", "labs"}
 SKIP_COLUMNS = {"rep", "seed", "run_id", "index", "i", "attempt", "n", "worker"}
 
 
@@ -44,10 +46,15 @@ def key_metrics(run: results.Run) -> pd.Series:
     """The run's key metrics: name -> value (see the module docstring)."""
     headlines = summary.headlines_of(run)
     if not headlines.empty:
+        several = run.experiment == summary.REPORT_EXPERIMENT  # every lab's headlines
         names = [
-            f"{m}/{v} [{u}]"
-            for m, v, u in zip(
-                headlines["metric"], headlines["variant"], headlines["unit"], strict=True
+            (f"{e}: " if several else "") + f"{m}/{v} [{u}]"
+            for e, m, v, u in zip(
+                headlines["experiment"],
+                headlines["metric"],
+                headlines["variant"],
+                headlines["unit"],
+                strict=True,
             )
         ]
         return pd.Series(headlines["value"].to_numpy(dtype=float), index=names, dtype=float)
@@ -110,7 +117,20 @@ def compare_paths(
             "have no key metric in common"
         )
     table.attrs["a"], table.attrs["b"] = run_a.run_id, run_b.run_id
+    table.attrs["param_diff"] = param_differences(run_a, run_b)
     return table
+
+
+def param_differences(run_a: results.Run, run_b: results.Run) -> list[str]:
+    """``name: a -> b`` for parameters that differ (paths and report bookkeeping ignored)."""
+    pa, pb = run_a.metadata.get("params") or {}, run_b.metadata.get("params") or {}
+    out = []
+    for name in sorted(set(pa) | set(pb)):
+        if name in IGNORED_PARAMS or name.endswith("_dir"):
+            continue
+        if pa.get(name) != pb.get(name):
+            out.append(f"{name}: {pa.get(name)!r} -> {pb.get(name)!r}")
+    return out
 
 
 def format_table(table: pd.DataFrame, *, threshold: float) -> str:
@@ -122,6 +142,8 @@ def format_table(table: pd.DataFrame, *, threshold: float) -> str:
         ratio = "n/a" if math.isnan(row.ratio) else f"{row.ratio:.3f}"
         mark = {"+": "  (+) up", "-": "  (-) down"}.get(row.flag, "")
         lines.append(f"{row.metric:<{width}}  {row.a:>12.4g}  {row.b:>12.4g}  {ratio:>7}{mark}")
+    for diff in table.attrs.get("param_diff", []):
+        lines.append(f"note: parameters differ, {diff}")
     flagged = int((table["flag"] != "").sum())
     lines.append(f"{flagged} of {len(table)} metrics changed by more than {threshold:.0%}")
     return "\n".join(lines)

@@ -27,6 +27,8 @@ from perfkit.results import load as load_run
 VARIANTS = ("naive", "improved")
 HEADLINE_COLUMNS = ("metric", "variant", "value", "unit", "label")
 NOT_MEASURED = "not measured"
+REPORT_EXPERIMENT = "report"  # what the summary notebook saves: every lab's headlines
+NOT_LABS = frozenset({REPORT_EXPERIMENT, "sweep"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -290,8 +292,9 @@ def headlines_of(run: Run) -> pd.DataFrame:
         extractor = EXTRACTORS.get(run.experiment)
         frame = headline_frame(extractor(run)) if extractor else headline_frame([])
     frame = frame.copy()
-    frame["experiment"] = run.experiment
-    frame["run_id"] = run.run_id
+    for column, value in (("experiment", run.experiment), ("run_id", run.run_id)):
+        if column not in frame.columns:  # a report's headline frame keeps each lab's
+            frame[column] = value
     return normalise(frame)
 
 
@@ -313,7 +316,9 @@ def latest_runs(
         experiments = sorted({e for claim in BASELINE for e in claim.experiments})
         if data_dir.is_dir():
             found = {
-                p.name for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+                p.name
+                for p in data_dir.iterdir()
+                if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_LABS
             }
             experiments = sorted(set(experiments) | found)
     runs: dict[str, Run] = {}

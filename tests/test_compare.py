@@ -117,3 +117,50 @@ def test_runs_without_common_metrics_are_an_error(
 def test_path_that_is_not_a_run_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(PerfkitError, match="neither a results run directory"):
         compare.resolve_run(tmp_path)
+
+
+def test_report_runs_compare_every_labs_headlines_by_lab(tmp_path: Path) -> None:
+    def report_run(connect_s: float) -> results.Run:
+        frame = summary.normalise(
+            summary.headline_frame(
+                [
+                    summary.Headline(
+                        metric="connection_time", variant="naive", value=connect_s, unit="s"
+                    ),
+                    summary.Headline(metric="suite_runtime", variant="naive", value=9.0, unit="s"),
+                ]
+            ).assign(experiment=["retry", "lifecycle"], run_id=["r1", "l1"])
+        )
+        return results.save(
+            frames={"headline": frame}, experiment=summary.REPORT_EXPERIMENT, out_dir=tmp_path
+        )
+
+    table = compare.compare_paths(report_run(15.0).path, report_run(30.0).path).set_index("metric")
+    assert table["ratio"].to_dict() == {
+        "retry: connection_time/naive [s]": 2.0,
+        "lifecycle: suite_runtime/naive [s]": 1.0,
+    }
+
+
+def test_differing_parameters_are_noted_but_paths_are_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frame = summary.headline_frame(
+        [summary.Headline(metric="m", variant="naive", value=1.0, unit="s")]
+    )
+    a = results.save(
+        frames={"headline": frame},
+        experiment="x",
+        params={"quick": True, "out_dir": "/a"},
+        out_dir=tmp_path,
+    )
+    b = results.save(
+        frames={"headline": frame},
+        experiment="x",
+        params={"quick": False, "out_dir": "/b"},
+        out_dir=tmp_path,
+    )
+    assert main(["compare", str(a.path), str(b.path)]) == 0
+    out = capsys.readouterr().out
+    assert "note: parameters differ, quick: True -> False" in out
+    assert "out_dir" not in out

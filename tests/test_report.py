@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from bs4 import BeautifulSoup
 
-from perfkit import report
+from perfkit import report, results, summary
 from perfkit.cli import main
 from perfkit.errors import ConfigError
 
@@ -137,6 +137,8 @@ def test_failing_lab_is_reported_and_its_rows_say_not_measured(
         ("99_report.ipynb", True),
     ]
     assert all(n["overhead_s"] > 0 for n in record["notebooks"])
+    saved = results.latest(summary.REPORT_EXPERIMENT, tmp_path / "data")
+    assert saved.frames["baseline"]["Metric"].tolist()[0] == "Database Connection Time"
 
 
 @pytest.mark.notebook

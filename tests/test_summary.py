@@ -242,3 +242,10 @@ def test_lab_status_table_shows_failures_and_overhead() -> None:
     assert table["Status"].tolist() == ["ok", "failed"]
     assert table["Kernel/papermill overhead"].tolist() == ["1.50 s", "1.00 s"]
     assert table["Error"].tolist() == ["", "cell 3 raised X"]
+
+
+def test_latest_runs_skips_the_reports_own_results(tmp_path: Path) -> None:
+    results.save(frames={}, experiment=summary.REPORT_EXPERIMENT, out_dir=tmp_path)
+    results.save(frames={}, experiment="streaming", out_dir=tmp_path)
+    runs, _ = summary.latest_runs(tmp_path)
+    assert sorted(runs) == ["streaming"]
