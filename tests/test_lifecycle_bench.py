@@ -176,7 +176,7 @@ def test_lifecycle_config_rejects_bad_parameters_by_name() -> None:
         LifecycleConfig(parallel=(0,))
     with pytest.raises(ConfigError, match="backend"):
         LifecycleConfig(backend="external")
-    assert LifecycleConfig.from_params({"quick": True, "out_dir": "x"}).iterations == 15
+    assert LifecycleConfig.from_params({"quick": True, "out_dir": "x"}).iterations == 10
 
 
 @pytest.mark.bench

@@ -14,7 +14,7 @@ NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "03_container_
 QUICK = {
     "quick": True,
     "backend": "local",
-    "strategies": ["per-test-server", "rollback", "template"],
+    "strategies": ["per-test-server", "rollback"],  # the leak check still covers all of them
     "parallel": [1, 2],
 }
 

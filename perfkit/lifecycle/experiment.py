@@ -91,7 +91,7 @@ class LifecycleConfig:
 
     @property
     def iterations(self) -> int:
-        return self.micro_iterations or (15 if self.quick else 60)
+        return self.micro_iterations or (10 if self.quick else 60)
 
     def resolved_backend(self) -> str:
         """``auto`` resolved once, so every run of the matrix uses the same backend."""
