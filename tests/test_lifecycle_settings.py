@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from perfkit.errors import ConfigError
 from perfkit.lifecycle import migrations
@@ -105,3 +107,24 @@ def test_split_drops_comment_only_chunks() -> None:
 def test_unreadable_migration_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot be read"):
         migrations.load([tmp_path / "missing.sql"])
+
+
+_TEXT = st.text(alphabet=st.sampled_from(list("ab;'$-/* \n\"")), max_size=12)
+
+
+@given(st.lists(_TEXT, min_size=1, max_size=6))
+def test_split_round_trips_statements_whose_literals_hold_any_punctuation(
+    texts: list[str],
+) -> None:
+    statements = [
+        f"SELECT '{text.replace(chr(39), chr(39) * 2)}' AS v{i}" for i, text in enumerate(texts)
+    ]
+    split = migrations.split_sql(";\n".join(statements) + ";")
+    assert [s.sql for s in split] == statements
+
+
+@given(st.lists(st.text(alphabet=st.sampled_from(list("ab;'-/*\n\"")), max_size=12), max_size=5))
+def test_split_keeps_dollar_quoted_bodies_whole(texts: list[str]) -> None:
+    statements = [f"SELECT $q$ {text} $q$" for text in texts]
+    split = migrations.split_sql(";".join(statements))
+    assert [s.sql for s in split] == [s.strip() for s in statements]

@@ -368,3 +368,22 @@ def test_docker_backend_with_two_workers_leaves_no_container(
     assert proc.returncode == 0, proc.stdout
     assert {w["settings"]["backend"] for w in document["workers"]} == {"docker"}
     assert leftovers(document) == []
+
+
+def test_an_interrupted_run_still_removes_its_servers_and_databases(tmp_path: Path) -> None:
+    tests = """
+    def test_1(perfkit_db):
+        pass
+
+    def test_2_interrupts(perfkit_db):
+        raise KeyboardInterrupt
+
+    def test_3_never_runs(perfkit_db):
+        pass
+    """
+    proc, document = run_pytest(
+        tmp_path, tests, "--perfkit-isolation=warm-pool", "--perfkit-backend=local"
+    )
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED
+    assert document["workers"][0]["servers_started"] == 1
+    assert leftovers(document) == []
