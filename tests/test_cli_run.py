@@ -12,14 +12,17 @@ from pathlib import Path
 
 import nbformat
 import papermill
+import psutil
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
 from perfkit import notebooks, results
 from perfkit.cli import main
 from perfkit.errors import ConfigError
+from perfkit.postgres import leaks
 
 TINY = Path(__file__).parent / "notebooks" / "tiny.ipynb"
+SERVER_NB = Path(__file__).parent / "notebooks" / "server.ipynb"
 PERFKIT = Path(sys.executable).parent / "perfkit"
 
 
@@ -198,3 +201,34 @@ def test_console_script_exits_130_on_interrupt(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode == 130, err
     assert "interrupted" in err
+
+
+@pytest.mark.notebook
+@pytest.mark.local
+def test_interrupt_while_a_notebook_holds_a_server_leaves_nothing_behind(tmp_path: Path) -> None:
+    before = set(leaks.find_leftovers())
+    proc = subprocess.Popen(
+        [str(PERFKIT), "run", str(SERVER_NB), "--output-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    servers: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not servers:
+            time.sleep(0.3)
+            children = psutil.Process(proc.pid).children(recursive=True)
+            servers = [c for c in children if c.name() == "postgres"]
+        assert servers, "the notebook never started its server"
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    _, alive = psutil.wait_procs(servers, timeout=30)
+    assert alive == []
+    assert set(leaks.find_leftovers()) - before == set()
