@@ -35,7 +35,8 @@ from perfkit.dsn import mask
 from perfkit.errors import ConfigError, PerfkitError
 
 METADATA_FILE = "metadata.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+NA_REP = r"\N"  # how a missing value is written (PostgreSQL COPY's), so "" stays a string
 PACKAGES = (
     "perfkit",
     "pandas",
@@ -227,12 +228,17 @@ def _restore_dtypes(df: pd.DataFrame, dtypes: Mapping[str, str]) -> pd.DataFrame
 
 
 def _write_frame(df: pd.DataFrame, path: Path) -> None:
-    df.to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%S.%f%z")
+    df.to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%S.%f%z", na_rep=NA_REP)
 
 
-def _read_frame(path: Path, dtypes: Mapping[str, str] | None) -> pd.DataFrame:
+def _read_frame(
+    path: Path, dtypes: Mapping[str, str] | None, na_rep: str | None = None
+) -> pd.DataFrame:
     try:
-        df = pd.read_csv(path)
+        if na_rep is None:  # format 1: missing values were written as empty fields
+            df = pd.read_csv(path)
+        else:  # empty fields are empty strings; only na_rep is missing
+            df = pd.read_csv(path, keep_default_na=False, na_values=[na_rep])
     except pd.errors.EmptyDataError:
         return pd.DataFrame({col: pd.Series(dtype=object) for col in (dtypes or {})})
     return _restore_dtypes(df, dtypes or {})
@@ -281,7 +287,12 @@ def save(
         extra=extra,
     )
     meta["frames"] = {
-        name: {"file": f"{name}.csv", "rows": len(df), "dtypes": _dtype_record(df)}
+        name: {
+            "file": f"{name}.csv",
+            "rows": len(df),
+            "dtypes": _dtype_record(df),
+            "na_rep": NA_REP,
+        }
         for name, df in frames.items()
     }
     parent = Path(out_dir) / experiment
@@ -330,7 +341,7 @@ def load(path: str | os.PathLike[str]) -> Run:
     meta = json.loads(meta_path.read_text())
     frames: dict[str, pd.DataFrame] = {}
     for name, info in (meta.get("frames") or {}).items():
-        frames[name] = _read_frame(path / info["file"], info.get("dtypes"))
+        frames[name] = _read_frame(path / info["file"], info.get("dtypes"), info.get("na_rep"))
     return Run(path=path, run_id=str(meta.get("run_id", path.name)), metadata=meta, frames=frames)
 
 

@@ -42,6 +42,30 @@ def test_loaded_frames_equal_saved_frames_with_dtypes(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(loaded, df, check_dtype=True)
 
 
+def test_empty_strings_and_missing_values_stay_distinct(tmp_path: Path) -> None:
+    df = pd.DataFrame({"s": ["", "x", None], "n": [1.0, None, 3.0], "q": ['a,"b"', "c\nd", ""]})
+    run = results.save(frames={"f": df}, experiment="e", out_dir=tmp_path)
+    loaded = results.load(run.path).frames["f"]
+    assert loaded["s"].tolist()[:2] == ["", "x"] and pd.isna(loaded["s"][2])
+    assert loaded["n"].isna().tolist() == [False, True, False]
+    assert loaded["q"].tolist() == ['a,"b"', "c\nd", ""]
+
+
+def test_runs_written_by_format_1_still_load(tmp_path: Path) -> None:
+    run_dir = tmp_path / "e" / "20260101T000000Z-abcdef"
+    run_dir.mkdir(parents=True)
+    (run_dir / "f.csv").write_text("a,b\n1,\n,x\n")
+    meta = {
+        "run_id": run_dir.name,
+        "format_version": 1,
+        "frames": {"f": {"file": "f.csv", "rows": 2, "dtypes": {"a": "float64", "b": "object"}}},
+    }
+    (run_dir / "metadata.json").write_text(json.dumps(meta))
+    loaded = results.load(run_dir).frames["f"]
+    assert loaded["a"].isna().tolist() == [False, True]
+    assert loaded["b"].tolist() == [None, "x"]
+
+
 def test_empty_frame_round_trips(tmp_path: Path) -> None:
     run = results.save(frames={"none": pd.DataFrame()}, experiment="x", out_dir=tmp_path)
     assert results.load(run.path).frames["none"].empty
