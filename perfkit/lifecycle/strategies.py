@@ -320,9 +320,10 @@ class _Ready:
 class WarmPool(Strategy):
     """N pre-cloned databases (with open connections) kept ready by a background thread.
 
-    Handing one out is a queue get; used databases are closed and dropped in the
-    background, and the pool is refilled, so a test never waits for CREATE DATABASE
-    unless tests come faster than the thread can clone.
+    Handing one out is a queue get; a used database's connection is closed at
+    release and the database dropped in the background, and the pool is refilled,
+    so a test never waits for CREATE DATABASE unless tests come faster than the
+    thread can clone.
     """
 
     name = "warm-pool"
@@ -348,10 +349,11 @@ class WarmPool(Strategy):
         try:
             with connect(self.server.dsn, autocommit=True) as admin:
                 while not self.stopping.is_set():
-                    if self.ready.qsize() < self.size:
-                        self._clone(admin)
-                    elif not self.used.empty():
+                    # Drops are cheap (a few ms) and free server resources: do them first.
+                    if not self.used.empty():
                         self._recycle(admin, self.used.get())
+                    elif self.ready.qsize() < self.size:
+                        self._clone(admin)
                     else:
                         self.wake.wait(self.POLL_S)
                         self.wake.clear()
@@ -414,6 +416,7 @@ class WarmPool(Strategy):
         )
 
     def release(self, lease: Lease) -> None:
+        _close_quietly(lease.connection)  # at once: an open session would pin the database
         self.used.put(lease)
         self.wake.set()
 
