@@ -55,14 +55,21 @@ def test_external_backend_needs_a_dsn() -> None:
         IsolationSettings(backend="external")
 
 
-def test_describe_masks_the_password() -> None:
+def test_describe_masks_the_password(tmp_path: Path) -> None:
+    schema = tmp_path / "a.sql"
+    schema.write_text("SELECT 1;")
     settings = IsolationSettings(
-        backend="external", dsn="postgresql://u:s3cret@127.0.0.1:5432/db", migrations="a.sql"
+        backend="external", dsn="postgresql://u:s3cret@127.0.0.1:5432/db", migrations=str(schema)
     )
     described = str(settings.describe())
     assert "s3cret" not in described
     assert "s3cret" not in repr(settings)
-    assert settings.migrations == (Path("a.sql"),)
+    assert settings.migrations == (schema,)
+
+
+def test_missing_migrations_file_is_refused_up_front(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"missing\.sql"):
+        IsolationSettings(migrations=[tmp_path / "missing.sql"])
 
 
 def test_names_carry_token_and_worker_and_never_repeat() -> None:

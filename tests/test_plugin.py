@@ -387,3 +387,21 @@ def test_an_interrupted_run_still_removes_its_servers_and_databases(tmp_path: Pa
     assert proc.returncode == pytest.ExitCode.INTERRUPTED
     assert document["workers"][0]["servers_started"] == 1
     assert leftovers(document) == []
+
+
+@pytest.mark.parametrize(
+    ("option", "needle"),
+    [
+        ("--perfkit-backend=podman", "podman"),
+        ("--perfkit-pool-size=many", "pool_size"),
+        ("--perfkit-template-strategy=snapshot", "template_strategy"),
+        ("--perfkit-migrations=/nonexistent/schema.sql", "cannot be read"),
+    ],
+)
+def test_bad_settings_are_usage_errors_before_any_test_runs(
+    tmp_path: Path, option: str, needle: str
+) -> None:
+    proc, document = run_pytest(tmp_path, WRITE_THEN_LOOK, option, schema=None)
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR
+    assert needle in proc.stderr
+    assert document == {}

@@ -44,6 +44,14 @@ MARKER = "perfkit_isolation"
 DSN_ENV = "PERFKIT_DSN"
 WORKER_OUTPUT_KEY = "perfkit_timings"
 TIMINGS_FORMAT = "perfkit-lifecycle-timings/1"
+OPTION_KEYS = (
+    "perfkit_isolation",
+    "perfkit_backend",
+    "perfkit_dsn",
+    "perfkit_migrations",
+    "perfkit_template_strategy",
+    "perfkit_pool_size",
+)
 
 
 class PluginState:
@@ -194,7 +202,7 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(name): run this test under perfkit isolation strategy `name` "
         "(template, warm-pool, rollback, truncate, per-test-server, none)",
     )
-    config.stash[_STATE] = PluginState(config)
+    state = config.stash[_STATE] = PluginState(config)
     name = _option(config, "perfkit_isolation")
     if name is not None:
         from perfkit.errors import ConfigError
@@ -204,6 +212,14 @@ def pytest_configure(config: pytest.Config) -> None:
             check_name(name)
         except ConfigError as exc:
             raise pytest.UsageError(f"--perfkit-isolation: {exc}") from None
+    if any(_option(config, key) is not None for key in OPTION_KEYS):
+        # Configured, so in use: check every setting now, before any test or server runs.
+        from perfkit.errors import ConfigError
+
+        try:
+            state.settings()
+        except ConfigError as exc:
+            raise pytest.UsageError(f"perfkit: {exc}") from None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

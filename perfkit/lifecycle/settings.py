@@ -71,6 +71,9 @@ class IsolationSettings:
                 "backend 'external' needs a dsn (e.g. --perfkit-dsn=postgresql://...)"
             )
         object.__setattr__(self, "migrations", _paths(self.migrations))
+        for path in self.migrations:
+            if not path.is_file():
+                raise ConfigError(f"migrations file {path} cannot be read: no such file")
         if self.template_strategy is not None and self.template_strategy not in TEMPLATE_STRATEGIES:
             raise ConfigError(
                 f"template_strategy {self.template_strategy!r} is unknown; choose one of "
