@@ -43,16 +43,25 @@ def isolation_cost(tests: pd.DataFrame) -> Figure:
 
 
 def peak_memory(runs: pd.DataFrame) -> Figure:
-    """Peak memory (PSS) of pytest processes and servers/containers, per strategy."""
-    serial = runs[runs["workers"] == runs["workers"].min()]
-    table = serial.groupby("strategy")[["peak_pytest_bytes", "peak_server_bytes"]].median() / MIB
-    table.columns = ["pytest processes", "servers / containers"]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    table.loc[[s for s in _order(runs) if s in table.index]].plot.barh(ax=ax, stacked=False)
-    ax.set_xlabel("peak memory (MiB, PSS)")
-    ax.set_ylabel("")
-    ax.set_title(f"Peak memory per strategy (workers={int(serial['workers'].min())})")
-    fig.tight_layout()
+    """Peak memory (PSS) of pytest processes and servers/containers, per strategy and workers."""
+    counts = sorted(runs["workers"].unique())
+    fig, axes = plt.subplots(
+        1, len(counts), figsize=(5 * len(counts), 4), sharex=True, squeeze=False
+    )
+    order = _order(runs)
+    for ax, workers in zip(axes[0], counts, strict=True):
+        subset = runs[runs["workers"] == workers]
+        table = subset.groupby("strategy")[["peak_pytest_bytes", "peak_server_bytes"]].median()
+        table = table.loc[[s for s in order if s in table.index]] / MIB
+        table.columns = ["pytest processes", "servers / containers"]
+        table.plot.barh(ax=ax, stacked=True, legend=False)
+        ax.set_xlabel("peak memory (MiB, PSS)")
+        ax.set_ylabel("")
+        ax.set_title(f"workers={int(workers)}")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2)
+    fig.suptitle("Peak memory per strategy (each part's own peak, stacked)")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
@@ -64,7 +73,7 @@ def serial_vs_parallel(runs: pd.DataFrame) -> Figure:
     table.plot.bar(ax=ax, rot=0)
     ax.set_ylabel("suite wall time (s)")
     ax.set_xlabel("")
-    ax.set_title("Serial vs parallel (pytest-xdist -n)")
+    ax.set_title("Serial vs parallel (pytest-xdist -n); label: serial time / parallel time")
     if table.shape[1] >= 2:
         first, last = table.columns[0], table.columns[-1]
         for i, (_, row) in enumerate(table.iterrows()):
