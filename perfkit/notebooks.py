@@ -8,7 +8,8 @@ Each run writes ``<output_dir>/<run_id>/<stem>.ipynb`` (the executed notebook,
 also when a cell fails; cell indices in errors count the input notebook's
 cells), ``<stem>.html`` (code hidden unless asked) and ``<stem>.run.json``
 (parameters, status, wall time and the kernel/papermill overhead: wall time
-minus the time spent inside cells).
+minus the time spent inside cells). After every execution, servers that a
+killed kernel could not stop are removed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ast
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import sys
 import time
@@ -29,8 +31,10 @@ import nbformat
 
 from perfkit import params as params_mod
 from perfkit.dsn import mask
-from perfkit.errors import ConfigError, PerfkitError
+from perfkit.errors import BackendUnavailable, ConfigError, PerfkitError
 from perfkit.results import mask_values, new_run_id
+
+log = logging.getLogger(__name__)
 
 KERNEL_NAME = "python3"
 RUN_FILE_SUFFIX = ".run.json"
@@ -315,6 +319,29 @@ def kernel_environment() -> dict[str, str]:
     return env
 
 
+def sweep_after_kernel() -> list[str]:
+    """Remove servers a kernel that died (killed, crashed) left behind.
+
+    A kernel that exits normally or is interrupted stops its servers itself;
+    one killed outright cannot, so after every execution the runner removes
+    perfkit containers and data directories whose owning process is gone.
+    Returns what was removed (each item is also logged as a warning).
+    """
+    from perfkit.postgres import cleanup
+
+    client = None
+    try:
+        from perfkit.postgres.docker import docker_client
+
+        client = docker_client(timeout=1)
+    except BackendUnavailable:
+        pass
+    removed = cleanup.sweep(docker_client=client)
+    for item in removed:
+        log.warning("removed what a dead kernel left behind: %s", item)
+    return removed
+
+
 def execute(
     notebook: str | os.PathLike[str],
     parameters: Mapping[str, Any] | None = None,
@@ -378,6 +405,7 @@ def execute(
     finally:
         if saved_env is not None:
             os.environ["MPLBACKEND"] = saved_env
+        sweep_after_kernel()
     wall = time.perf_counter() - t0
 
     cells = 0.0

@@ -232,3 +232,22 @@ def test_interrupt_while_a_notebook_holds_a_server_leaves_nothing_behind(tmp_pat
     _, alive = psutil.wait_procs(servers, timeout=30)
     assert alive == []
     assert set(leaks.find_leftovers()) - before == set()
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.docker)])
+def test_servers_of_a_killed_kernel_are_removed_after_the_run(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if backend == "docker":
+        request.getfixturevalue("docker_or_skip")
+    before = set(leaks.find_leftovers())
+    with pytest.raises(Exception, match=r"(?i)kernel"):
+        notebooks.execute(
+            SERVER_NB,
+            {"backend": backend, "kill_kernel": True},
+            output_dir=tmp_path,
+            progress_bar=False,
+            html=False,
+        )
+    assert set(leaks.find_leftovers()) - before == set()
