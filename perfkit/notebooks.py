@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -312,6 +313,20 @@ def export_html(executed: Path, html: Path, *, show_code: bool = False) -> Path:
     return html
 
 
+@functools.cache
+def ipc_kernel_manager() -> type:
+    """A kernel manager using unix sockets, not unencrypted loopback TCP (and no warning)."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IpcKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
+
+    return IpcKernelManager
+
+
 def kernel_environment() -> dict[str, str]:
     """Environment for the kernel: ours, minus settings that break figure capture."""
     env = dict(os.environ)
@@ -388,6 +403,7 @@ def execute(
             progress_bar=progress_bar,
             cwd=str(cwd),
             start_timeout=int(start_timeout),
+            kernel_manager_class=ipc_kernel_manager(),
         )
     except PapermillExecutionError as exc:
         index = _source_index(notebook, exc.source, exc.cell_index)

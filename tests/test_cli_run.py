@@ -110,6 +110,13 @@ def test_run_writes_executed_notebook_and_html_without_code(
     assert saved.frames["values"]["value"].tolist() == [0, 2, 4, 6]
 
 
+def test_kernel_is_reached_over_unix_sockets_not_tcp(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    notebooks.execute(TINY, {"out_dir": str(tmp_path)}, output_dir=tmp_path, html=False)
+    assert "Kernel is running over TCP" not in capfd.readouterr().err
+
+
 @pytest.mark.notebook
 def test_show_code_keeps_code_in_html(tmp_path: Path) -> None:
     run = notebooks.execute(
