@@ -15,18 +15,6 @@ NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "02_pool_setti
 pytestmark = pytest.mark.notebook
 
 
-def test_notebook_is_committed_clean_with_a_parameters_cell() -> None:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert "parameters" in code[0].metadata.get("tags", [])
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
-    assert nb.metadata["kernelspec"] == {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-
-
 def test_quick_run_writes_pool_results_with_consistent_counts(tmp_path: Path) -> None:
     out = tmp_path / "data"
     run = notebooks.execute(

@@ -32,19 +32,6 @@ FRAMES = {
 }
 
 
-def test_notebook_is_committed_clean_with_a_parameters_cell() -> None:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert "parameters" in code[0].metadata.get("tags", [])
-    assert "validate_globals" in code[1].source
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
-    assert nb.metadata["kernelspec"] == {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-
-
 def test_quick_run_writes_retry_results_figures_and_conclusions(tmp_path: Path) -> None:
     out = tmp_path / "data"
     run = notebooks.execute(

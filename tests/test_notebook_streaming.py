@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from perfkit import notebooks, results
@@ -13,14 +12,6 @@ from perfkit import streaming as st
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "04_streaming.ipynb"
 
 pytestmark = pytest.mark.notebook
-
-
-def test_notebook_is_committed_clean_with_a_parameters_cell() -> None:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert "parameters" in code[0].metadata.get("tags", [])
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
-    assert nb.metadata["kernelspec"]["name"] == "python3"
 
 
 def test_quick_run_writes_streaming_results(tmp_path: Path) -> None:
