@@ -34,6 +34,10 @@ def test_memory_is_the_container_figure(docker_pg_server: PostgresServer) -> Non
     assert 4 * 2**20 < docker_pg_server.memory_bytes() < 2**30
 
 
+def test_log_text_is_the_servers_output(docker_pg_server: PostgresServer) -> None:
+    assert "database system is ready to accept connections" in (docker_pg_server.log_text() or "")
+
+
 def test_stop_then_start_keeps_the_port_and_data(docker_pg_server: PostgresServer) -> None:
     with psycopg.connect(docker_pg_server.dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE kept (x int)")

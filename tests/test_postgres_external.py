@@ -35,3 +35,8 @@ def test_outage_controls_are_unavailable(pg_server: PostgresServer) -> None:
     server = create_server(ServerSettings(backend="external", dsn=pg_server.dsn))
     with pytest.raises(OutageUnsupported, match="external"):
         server.pause()
+
+
+def test_log_of_someone_elses_server_is_not_available(pg_server: PostgresServer) -> None:
+    with create_server(ServerSettings(backend="external", dsn=pg_server.dsn)) as server:
+        assert server.log_text() is None

@@ -55,6 +55,10 @@ def test_version_is_reported(pg_server: PostgresServer) -> None:
     assert pg_server.server_version()[0].isdigit()
 
 
+def test_log_text_is_the_servers_log(pg_server: PostgresServer) -> None:
+    assert "database system is ready to accept connections" in (pg_server.log_text() or "")
+
+
 def test_stop_removes_data_directory_and_processes() -> None:
     server = create_server(ServerSettings(backend="local"))
     server.start()

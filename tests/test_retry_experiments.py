@@ -92,6 +92,20 @@ def test_herd_counts_attempts_at_client_and_server_and_too_many_clients(
     assert rates["attempts"].sum() == len(result.attempts)
 
 
+@pytest.mark.docker
+def test_herd_on_a_container_counts_attempts_from_the_container_log(docker_or_skip: None) -> None:
+    settings = ServerSettings(
+        backend="docker", server_settings={**FAST_SERVER_SETTINGS, **LOG_CONNECTION_SETTINGS}
+    )
+    with create_server(settings) as server:
+        result = run_herd(
+            server, HerdSettings(strategy="naive", n_clients=10, outage_s=0.3, deadline=20.0)
+        )
+    s = result.summary
+    assert s["connected"] == 10
+    assert s["server_attempts"] is not None and s["server_attempts"] >= s["connected"]
+
+
 def test_threaded_herd_connects_everyone_when_there_is_room(herd_server: PostgresServer) -> None:
     hs = HerdSettings(strategy="full_jitter", n_clients=10, outage_s=0.2, mode="threads")
     s = run_herd(herd_server, hs, seed=1).summary

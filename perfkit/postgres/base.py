@@ -173,6 +173,10 @@ class PostgresServer(abc.ABC):
     def memory_bytes(self) -> int:
         """Memory the whole server uses now, in bytes."""
 
+    def log_text(self) -> str | None:
+        """The server's log so far (stderr), or None where the backend cannot read it."""
+        return None
+
     def take_down(self) -> None:
         """Stop the server process but keep its data: new connections are refused."""
         raise OutageUnsupported(f"the {self.backend} backend cannot stop the server")
@@ -204,5 +208,8 @@ class PostgresServer(abc.ABC):
         return None
 
     def _diagnostics(self) -> str:
-        """A hint (e.g. the server log's tail) for a failed start."""
-        return "no diagnostics available"
+        """The server log's tail, as a hint for a failed start."""
+        text = self.log_text()
+        if not text or not text.strip():
+            return "no server log"
+        return "server log tail:\n  " + "\n  ".join(text.strip().splitlines()[-8:])

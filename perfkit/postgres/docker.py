@@ -145,12 +145,12 @@ class DockerServer(PostgresServer):
                 f"{self._diagnostics()}"
             )
 
-    def _diagnostics(self) -> str:
+    def log_text(self) -> str | None:
+        """The container's output: the entrypoint's and the server's stderr log."""
         try:
-            logs = self.container.logs(tail=8).decode(errors="replace").strip()
-        except Exception:
-            return "no container logs"
-        return "container log tail:\n  " + "\n  ".join(logs.splitlines())
+            return self.container.logs(stdout=True, stderr=True).decode(errors="replace")
+        except Exception:  # not started, or already removed
+            return None
 
     def _teardown(self) -> None:
         wrapper, self._container = self._container, None

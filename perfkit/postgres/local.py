@@ -198,11 +198,10 @@ class LocalServer(PostgresServer):
                 f"{self._diagnostics()}"
             )
 
-    def _diagnostics(self) -> str:
+    def log_text(self) -> str | None:
         if self.workdir is None or not self.logfile.exists():
-            return "no server log"
-        tail = self.logfile.read_text(errors="replace").strip().splitlines()[-8:]
-        return "server log tail:\n  " + "\n  ".join(tail)
+            return None
+        return self.logfile.read_text(errors="replace")
 
     def _shutdown_process(self) -> None:
         proc, self._proc = self._proc, None

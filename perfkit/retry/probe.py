@@ -5,8 +5,9 @@
   client's overshoot (connected minus ready) does not depend on the client.
 - :class:`BackendSampler` holds one connection and samples the number of
   client backends in ``pg_stat_activity`` (server-side view of a herd).
-- :func:`connection_log_times` reads ``connection received`` lines from a
-  local server's log (``log_connections=on``) to count attempts at the server.
+- :func:`connection_log_times` reads ``connection received`` lines from the
+  server's log (``log_connections=on``; a local server's log file or a
+  container's output) to count attempts at the server.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import datetime as dt
 import re
 import threading
 import time
-from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import psycopg
 
 from perfkit.dsn import mask
+
+if TYPE_CHECKING:
+    from perfkit.postgres.base import PostgresServer
 
 PROBE_INTERVAL_S = 0.01
 
@@ -157,17 +160,17 @@ _RECEIVED = re.compile(
 LOG_CONNECTION_SETTINGS = {"log_connections": "on", "log_line_prefix": "%m "}
 
 
-def connection_log_times(server: object, *, wall_to_mono: float) -> list[float] | None:
-    """Monotonic times of ``connection received`` lines in a local server's log.
+def connection_log_times(server: PostgresServer, *, wall_to_mono: float) -> list[float] | None:
+    """Monotonic times of ``connection received`` lines in the server's log.
 
     ``wall_to_mono`` is ``time.monotonic() - time.time()`` taken at the start
-    of the experiment. Returns None when the backend exposes no log file.
+    of the experiment. Returns None when the backend exposes no log.
     """
-    logfile = getattr(server, "logfile", None)
-    if not isinstance(logfile, Path) or not logfile.exists():
+    text = server.log_text()
+    if text is None:
         return None
     times: list[float] = []
-    for line in logfile.read_text(errors="replace").splitlines():
+    for line in text.splitlines():
         m = _RECEIVED.match(line)
         if not m:
             continue
