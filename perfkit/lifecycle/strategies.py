@@ -148,15 +148,8 @@ class _SharedDatabase(Strategy):
         self.session.create_database(self.dbname)
         self.dsn = self.server.dsn_for(self.dbname)
 
-
-class NoIsolation(_SharedDatabase):
-    """A shared database, never cleaned: state leaks from test to test."""
-
-    name = "none"
-    guarantees = frozenset()
-    purpose = "none"
-
     def acquire(self, test_id: str) -> Lease:
+        """A new connection to the shared database (closed again at release)."""
         return Lease(
             strategy=self.name,
             test_id=test_id,
@@ -168,6 +161,14 @@ class NoIsolation(_SharedDatabase):
 
     def release(self, lease: Lease) -> None:
         _close_quietly(lease.connection)
+
+
+class NoIsolation(_SharedDatabase):
+    """A shared database, never cleaned: state leaks from test to test."""
+
+    name = "none"
+    guarantees = frozenset()
+    purpose = "none"
 
 
 class RollbackConnection(psycopg.Connection):
@@ -259,18 +260,8 @@ class Truncate(_SharedDatabase):
         self.statement = TRUNCATE_ALL.replace("%(keep)s", keep)
         self.cleaner.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'".encode())
 
-    def acquire(self, test_id: str) -> Lease:
-        return Lease(
-            strategy=self.name,
-            test_id=test_id,
-            dbname=self.dbname,
-            server=self.server,
-            dsn=self.dsn,
-            connection=connect(self.dsn),
-        )
-
     def release(self, lease: Lease) -> None:
-        _close_quietly(lease.connection)
+        super().release(lease)
         self.cleaner.execute(self.statement.encode())
 
     def close(self) -> None:
