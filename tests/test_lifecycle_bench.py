@@ -179,6 +179,21 @@ def test_lifecycle_config_rejects_bad_parameters_by_name() -> None:
     assert LifecycleConfig.from_params({"quick": True, "out_dir": "x"}).iterations == 10
 
 
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({}, (1, 2)),
+        ({"quick": True}, (1,)),
+        ({"quick": True, "parallel": [1, 2]}, (1, 2)),
+        ({"parallel": [2]}, (2,)),
+    ],
+)
+def test_suite_runs_serial_and_with_two_workers_unless_quick(
+    params: dict[str, object], expected: tuple[int, ...]
+) -> None:
+    assert LifecycleConfig.from_params(params).worker_counts == expected
+
+
 @pytest.mark.bench
 def test_bench_micro_goals(capsys: pytest.CaptureFixture[str]) -> None:
     settings = IsolationSettings(backend="local", migrations=(bench.SUITE_DIR / "migrations.sql",))

@@ -22,7 +22,7 @@ from perfkit.lifecycle.settings import TEMPLATE_STRATEGIES, IsolationSettings
 PARAMS_SPEC: dict[str, Any] = {
     "backend": str,
     "strategies": list,
-    "parallel": list,
+    "parallel": (list, type(None)),
     "repetitions": int,
     "quick": bool,
     "seed": int,
@@ -46,7 +46,7 @@ class LifecycleConfig:
         "template",
         "warm-pool",
     )
-    parallel: tuple[int, ...] = (1, 2)
+    parallel: tuple[int, ...] | None = None
     repetitions: int = 1
     quick: bool = False
     seed: int = 0
@@ -63,8 +63,9 @@ class LifecycleConfig:
             raise ConfigError("strategies must name at least one strategy")
         for name in self.strategies:
             check_name(name)
-        if not self.parallel or any(
-            isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.parallel
+        if self.parallel is not None and (
+            not self.parallel
+            or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.parallel)
         ):
             raise ConfigError(
                 f"parallel must be a list of worker counts >= 1, got {self.parallel!r}"
@@ -85,9 +86,14 @@ class LifecycleConfig:
     def from_params(cls, params: Mapping[str, Any]) -> LifecycleConfig:
         values = {k: v for k, v in params.items() if k in cls.__dataclass_fields__}
         for key in ("strategies", "parallel"):
-            if key in values:
+            if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return cls(**values)
+
+    @property
+    def worker_counts(self) -> tuple[int, ...]:
+        """pytest-xdist worker counts to run the suite with (1 = serial)."""
+        return self.parallel or ((1,) if self.quick else (1, 2))
 
     @property
     def iterations(self) -> int:
@@ -133,7 +139,7 @@ def run(
 
     matrix = bench.run_matrix(
         cfg.strategies,
-        cfg.parallel,
+        cfg.worker_counts,
         repetitions=cfg.repetitions,
         backend=backend,
         quick=cfg.quick,
@@ -147,7 +153,9 @@ def run(
         leaks=leaks,
         micro=micro_frame,
         micro_summary=micro_summary,
-        headline=analysis.headline(frames["runs"], frames["events"], workers=min(cfg.parallel)),
+        headline=analysis.headline(
+            frames["runs"], frames["events"], workers=min(cfg.worker_counts)
+        ),
         goals=analysis.goals(frames["runs"], micro_summary),
     )
     failed = frames["runs"][frames["runs"]["exit_code"] != 0]
