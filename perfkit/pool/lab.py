@@ -144,7 +144,7 @@ class LabConfig:
         cfg = cls(
             quick=quick,
             seed=int(p.get("seed", 1)),
-            duration_s=float(pick("duration_s", 3.0, 0.4)),
+            duration_s=float(pick("duration_s", 2.0, 0.4)),
             think_ms=float(p.get("think_ms", 0.0)),
             worker_counts=_ints("worker_counts", pick("worker_counts", [4, 16, 32], [4, 16])),
             size_repeats=int(pick("size_repeats", 2, 1)),
