@@ -96,6 +96,55 @@ def _give_up(dsn: str, trace: Trace, reason: str, last: BaseException | None) ->
     )
 
 
+def _begin(
+    strategy: Strategy | str,
+    t0: float,
+    rng: random.Random | None,
+    connect_timeout: float | None,
+    deadline: float | None,
+    budget: RetryBudget | None,
+) -> tuple[RetryPlanner, Trace]:
+    strat = _resolve(strategy)
+    planner = RetryPlanner(
+        strat,
+        rng=rng if rng is not None else random.Random(),
+        start=t0,
+        connect_timeout=connect_timeout,
+        deadline=deadline,
+        budget=budget,
+    )
+    return planner, Trace(strategy=strategy_name(strat), t0=t0)
+
+
+def _after_failure(
+    dsn: str,
+    trace: Trace,
+    planner: RetryPlanner,
+    attempt: Attempt,
+    exc: BaseException,
+    retryable: Callable[[BaseException], bool],
+) -> float:
+    """Seconds to sleep before the next attempt, or RetryError when giving up."""
+    if not retryable(exc):
+        trace.ended_at = attempt.end
+        raise _give_up(dsn, trace, "not_retryable", exc) from None
+    decision = planner.after_failure(attempt.end)
+    if isinstance(decision, GiveUp):
+        trace.ended_at = attempt.end
+        raise _give_up(dsn, trace, decision.reason, exc) from None
+    attempt.sleep_after = decision.seconds
+    attempt.sleep_planned = decision.planned
+    attempt.sleep_truncated = decision.truncated
+    return decision.seconds
+
+
+def _connected(trace: Trace, number: int, start: float, end: float, timeout: float | None) -> None:
+    trace.attempts.append(
+        Attempt(number=number, start=start, end=end, outcome="ok", timeout=timeout)
+    )
+    trace.connected_at = trace.ended_at = end
+
+
 def connect_with_retry(
     dsn: str,
     strategy: Strategy | str,
@@ -114,17 +163,7 @@ def connect_with_retry(
     ``deadline`` is the most seconds the whole call may take (see
     :mod:`perfkit.retry.planner`); ``connect_kwargs`` go to ``psycopg.connect``.
     """
-    strat = _resolve(strategy)
-    t0 = clock()
-    planner = RetryPlanner(
-        strat,
-        rng=rng if rng is not None else random.Random(),
-        start=t0,
-        connect_timeout=connect_timeout,
-        deadline=deadline,
-        budget=budget,
-    )
-    trace = Trace(strategy=strategy_name(strat), t0=t0)
+    planner, trace = _begin(strategy, clock(), rng, connect_timeout, deadline, budget)
     last: BaseException | None = None
     while True:
         plan = planner.begin(clock())
@@ -139,27 +178,13 @@ def connect_with_retry(
         try:
             conn = psycopg.connect(dsn, **kwargs)
         except Exception as exc:
-            end = clock()
-            attempt = _record_failure(trace, plan.number, start, end, effective, exc)
+            attempt = _record_failure(trace, plan.number, start, clock(), effective, exc)
             last = exc
-            if not retryable(exc):
-                trace.ended_at = end
-                raise _give_up(dsn, trace, "not_retryable", exc) from None
-            decision = planner.after_failure(end)
-            if isinstance(decision, GiveUp):
-                trace.ended_at = end
-                raise _give_up(dsn, trace, decision.reason, exc) from None
-            attempt.sleep_after = decision.seconds
-            attempt.sleep_planned = decision.planned
-            attempt.sleep_truncated = decision.truncated
-            if decision.seconds > 0:
-                sleep(decision.seconds)
+            pause = _after_failure(dsn, trace, planner, attempt, exc, retryable)
+            if pause > 0:
+                sleep(pause)
             continue
-        end = clock()
-        trace.attempts.append(
-            Attempt(number=plan.number, start=start, end=end, outcome="ok", timeout=effective)
-        )
-        trace.connected_at = trace.ended_at = end
+        _connected(trace, plan.number, start, clock(), effective)
         return conn, trace
 
 
@@ -180,17 +205,7 @@ async def async_connect_with_retry(
 
     Per-attempt timeouts are exact (``asyncio.timeout``), not rounded up.
     """
-    strat = _resolve(strategy)
-    t0 = clock()
-    planner = RetryPlanner(
-        strat,
-        rng=rng if rng is not None else random.Random(),
-        start=t0,
-        connect_timeout=connect_timeout,
-        deadline=deadline,
-        budget=budget,
-    )
-    trace = Trace(strategy=strategy_name(strat), t0=t0)
+    planner, trace = _begin(strategy, clock(), rng, connect_timeout, deadline, budget)
     last: BaseException | None = None
     while True:
         plan = planner.begin(clock())
@@ -206,25 +221,11 @@ async def async_connect_with_retry(
             async with asyncio.timeout(plan.timeout):
                 conn = await psycopg.AsyncConnection.connect(dsn, **kwargs)
         except Exception as exc:
-            end = clock()
-            attempt = _record_failure(trace, plan.number, start, end, plan.timeout, exc)
+            attempt = _record_failure(trace, plan.number, start, clock(), plan.timeout, exc)
             last = exc
-            if not retryable(exc):
-                trace.ended_at = end
-                raise _give_up(dsn, trace, "not_retryable", exc) from None
-            decision = planner.after_failure(end)
-            if isinstance(decision, GiveUp):
-                trace.ended_at = end
-                raise _give_up(dsn, trace, decision.reason, exc) from None
-            attempt.sleep_after = decision.seconds
-            attempt.sleep_planned = decision.planned
-            attempt.sleep_truncated = decision.truncated
-            if decision.seconds > 0:
-                await sleep(decision.seconds)
+            pause = _after_failure(dsn, trace, planner, attempt, exc, retryable)
+            if pause > 0:
+                await sleep(pause)
             continue
-        end = clock()
-        trace.attempts.append(
-            Attempt(number=plan.number, start=start, end=end, outcome="ok", timeout=plan.timeout)
-        )
-        trace.connected_at = trace.ended_at = end
+        _connected(trace, plan.number, start, clock(), plan.timeout)
         return conn, trace
