@@ -54,16 +54,13 @@ async def _worker(
             conn = await acquire()
         except psycopg.Error as exc:
             out.append(
-                Request(
+                Request.acquire_failed(
                     worker=index,
                     seq=seq,
                     query=query.name,
                     start=t_start,
-                    wait=clock() - t_start,
-                    sql=None,
-                    hold=None,
+                    end=clock(),
                     error=type(exc).__name__,
-                    stage="acquire",
                 )
             )
             seq += 1
@@ -82,16 +79,15 @@ async def _worker(
             await release(conn)
         t_done = clock()
         out.append(
-            Request(
+            Request.completed(
                 worker=index,
                 seq=seq,
                 query=query.name,
                 start=t_start,
-                wait=t_got - t_start,
+                got=t_got,
+                done=t_done,
                 sql=sql_s,
-                hold=t_done - t_got,
                 error=error,
-                stage="query" if error else "",
             )
         )
         seq += 1

@@ -78,6 +78,30 @@ class Request:
     error: str = ""
     stage: str = ""
 
+    @classmethod
+    def acquire_failed(
+        cls, *, worker: int, seq: int, query: str, start: float, end: float, error: str
+    ) -> Request:
+        """A request that got no connection: ``error`` raised by getconn/connect at ``end``."""
+        return cls(worker, seq, query, start, end - start, None, None, error, "acquire")
+
+    @classmethod
+    def completed(
+        cls,
+        *,
+        worker: int,
+        seq: int,
+        query: str,
+        start: float,
+        got: float,
+        done: float,
+        sql: float | None,
+        error: str,
+    ) -> Request:
+        """A request that held a connection from ``got`` to ``done`` (``error``: the query's)."""
+        stage = "query" if error else ""
+        return cls(worker, seq, query, start, got - start, sql, done - got, error, stage)
+
     def row(self, t0: float) -> dict[str, Any]:
         nan = math.nan
         hold_ms = nan if self.hold is None else self.hold * 1000.0

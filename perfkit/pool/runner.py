@@ -87,16 +87,13 @@ def _worker(
             conn = acquire()
         except psycopg.Error as exc:
             out.append(
-                Request(
+                Request.acquire_failed(
                     worker=index,
                     seq=seq,
                     query=query.name,
                     start=t_start,
-                    wait=clock() - t_start,
-                    sql=None,
-                    hold=None,
+                    end=clock(),
                     error=type(exc).__name__,
-                    stage="acquire",
                 )
             )
             seq += 1
@@ -114,16 +111,15 @@ def _worker(
             release(conn)
         t_done = clock()
         out.append(
-            Request(
+            Request.completed(
                 worker=index,
                 seq=seq,
                 query=query.name,
                 start=t_start,
-                wait=t_got - t_start,
+                got=t_got,
+                done=t_done,
                 sql=sql_s,
-                hold=t_done - t_got,
                 error=error,
-                stage="query" if error else "",
             )
         )
         seq += 1
