@@ -87,7 +87,7 @@ class LabConfig:
     quick: bool = False
     seed: int = 1
     strategies: list[str] = field(default_factory=lambda: list(ALL_STRATEGIES))
-    repetitions: int = 5
+    repetitions: int = 4
     outage_s: list[float] = field(default_factory=lambda: [1.0, 5.0, 10.0])
     client_counts: list[int] = field(default_factory=lambda: [10, 50, 100])
     herd_strategies: list[str] = field(default_factory=lambda: list(HERD_STRATEGIES))
@@ -143,7 +143,7 @@ class LabConfig:
             else (["naive", "full_jitter"] if quick else list(HERD_STRATEGIES))
         )
         reps = params.get("repetitions")
-        values["repetitions"] = reps if reps is not None else (1 if quick else 5)
+        values["repetitions"] = reps if reps is not None else (1 if quick else 4)
         outages = params.get("outage_s")
         values["outage_s"] = (
             [float(x) for x in _numbers(outages, "outage_s")]
@@ -381,7 +381,10 @@ def run_lab(
     described: dict[str, Any] = {}
     t_lab = time.perf_counter()
 
-    progress("analytic worst case ...")
+    def say(message: str) -> None:
+        progress(f"[{time.perf_counter() - t_lab:6.1f} s] {message}")
+
+    say("analytic worst case ...")
     frames["worst_case"] = analysis.worst_case_table(
         cfg.strategies,
         connect_timeout=cfg.connect_timeout,
@@ -395,7 +398,7 @@ def run_lab(
     specs = experiments.specs_for(
         cfg.strategies, connect_timeout=cfg.connect_timeout, deadline=cfg.deadline
     )
-    progress(f"cold start x {cfg.repetitions} ...")
+    say(f"cold start x {cfg.repetitions} ...")
 
     def keep(server: Any) -> None:
         if not described:
@@ -409,19 +412,19 @@ def run_lab(
     limit = max(cfg.client_counts) + 20
     lab_settings = cfg.server_settings(max_connections=limit, **LOG_CONNECTION_SETTINGS)
     with create_server(lab_settings) as server:
-        progress(f"outage {cfg.outage_s} s x {cfg.repetitions} ...")
+        say(f"outage {cfg.outage_s} s x {cfg.repetitions} ...")
         out = experiments.outage(
             server, specs, outage_s=cfg.outage_s, reps=cfg.repetitions, seed=cfg.seed
         )
         runs.append(out.runs)
         attempts.append(out.attempts)
-        progress(f"hang {cfg.hang_s} s ...")
+        say(f"hang {cfg.hang_s} s ...")
         hung = experiments.hang(server, cfg.hang_specs(), hang_s=cfg.hang_s, seed=cfg.seed)
         runs.append(hung.runs)
         attempts.append(hung.attempts)
-        progress("calibration ...")
+        say("calibration ...")
         calibration = herd.calibrate(server, burst=min(100, limit - 10), seed=cfg.seed)
-        progress(f"herd {cfg.herd_strategies} x {cfg.client_counts} clients ...")
+        say(f"herd {cfg.herd_strategies} x {cfg.client_counts} clients ...")
         herd_frames = herd.herd_sweep(
             server,
             cfg.herd_strategies,
@@ -448,9 +451,9 @@ def run_lab(
     frames["herd_backends"] = herd_frames["herd_backends"]
     frames["calibration"] = pd.DataFrame([calibration])
 
-    progress("simulation vs real herd ...")
+    say("simulation vs real herd ...")
     frames["sim_vs_real"], frames["sim_rates"] = _sim_compare(herd_frames, calibration, cfg)
-    progress(f"simulation of {cfg.sim_clients} clients ...")
+    say(f"simulation of {cfg.sim_clients} clients ...")
     sim_rows = []
     # The lab's connect timeout, and gRPC's MIN_CONNECT_TIMEOUT for every strategy.
     for timeout in dict.fromkeys([cfg.connect_timeout, SIM_LONG_TIMEOUT_S]):
@@ -466,7 +469,7 @@ def run_lab(
             sim_rows.append(simulate(name, settings, seed=cfg.seed).summary())
     frames["simulation"] = pd.DataFrame(sim_rows)
     frames["headline"] = _headline(frames["connect_time"], frames["review_claim"])
-    progress(f"lab done in {time.perf_counter() - t_lab:.1f} s")
+    say("lab done")
     return frames, described
 
 
