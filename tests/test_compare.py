@@ -164,3 +164,11 @@ def test_differing_parameters_are_noted_but_paths_are_not(
     out = capsys.readouterr().out
     assert "note: parameters differ, quick: True -> False" in out
     assert "out_dir" not in out
+
+
+def test_committed_reference_run_holds_every_labs_headlines() -> None:
+    reference = Path(__file__).resolve().parent.parent / "data" / "reference" / "report"
+    table = compare.compare_paths(reference, reference, threshold=0.1)
+    labs = {metric.split(":")[0] for metric in table["metric"]}
+    assert labs == {"retry", "pool", "lifecycle", "streaming"}
+    assert (table["ratio"] == 1.0).all()
