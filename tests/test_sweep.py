@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -132,11 +133,15 @@ def test_sweep_on_a_dask_local_cluster_by_scheduler_address(
 def test_sweep_on_a_dask_cluster_with_worker_processes(tmp_path: Path) -> None:
     with (
         LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+            host="127.0.0.1",
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
         ) as cl,
         Client(cl) as client,
     ):
         outcome = sweep.run_sweep(TINY, {"x": [1, 2]}, output_dir=tmp_path, scheduler=client)
-        worker_pids = set(client.run(lambda: __import__("os").getpid()).values())
+        worker_pids = set(client.run(os.getpid).values())
     _check_merged(outcome, [{"x": 1}, {"x": 2}])
-    assert __import__("os").getpid() not in worker_pids  # the points really ran elsewhere
+    assert os.getpid() not in worker_pids  # the points really ran elsewhere
