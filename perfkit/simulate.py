@@ -4,7 +4,10 @@ The model, for ``n_clients`` clients that all lose the server at ``t = 0``
 (each noticing within ``start_spread_s``) and a server that is ready again at
 ``ready_s = outage_s + boot_s``:
 
-- before ``ready_s`` every attempt is refused after ``refused_s``;
+- before ``ready_s`` every attempt is refused after ``refused_s``, except in
+  the last ``hang_s`` before it: then the port already takes connections (a
+  container's port proxy, a postmaster not yet serving) and an attempt waits
+  until ``ready_s`` (or its connect timeout) instead of being refused;
 - after it, attempts queue at one FIFO server that accepts ``capacity_per_s``
   connections per second (the measured burst throughput, client and server
   sharing the machine as in the real herd) and answers an idle client after
@@ -66,6 +69,7 @@ class SimSettings:
     n_clients: int
     outage_s: float = 1.0
     boot_s: float = 0.05
+    hang_s: float = 0.0
     capacity_per_s: float = 300.0
     latency_s: float = 0.005
     refused_s: float = 0.0003
@@ -82,6 +86,7 @@ class SimSettings:
             raise ConfigError(f"SimSettings.n_clients must be an int >= 1, got {n!r}")
         _check("SimSettings", "outage_s", self.outage_s)
         _check("SimSettings", "boot_s", self.boot_s)
+        _check("SimSettings", "hang_s", self.hang_s)
         _check("SimSettings", "capacity_per_s", self.capacity_per_s, strict=True)
         _check("SimSettings", "latency_s", self.latency_s)
         _check("SimSettings", "refused_s", self.refused_s)
@@ -102,6 +107,11 @@ class SimSettings:
     @property
     def ready_s(self) -> float:
         return self.outage_s + self.boot_s
+
+    @property
+    def hang_from_s(self) -> float:
+        """From this moment attempts wait for the server instead of being refused."""
+        return max(0.0, self.ready_s - self.hang_s)
 
     @property
     def service_s(self) -> float:
@@ -243,9 +253,9 @@ def simulate(
         steps = steps + s.refused_s
     starts = np.concatenate([t0[:, None], t0[:, None] + np.cumsum(steps, axis=1)], axis=1)
     valid = starts < deadline_at[:, None]
-    before = valid & (starts < s.ready_s)
-    # The first attempt that reaches a live server, per client (k + 1 if none).
-    live = valid & (starts >= s.ready_s)
+    before = valid & (starts < s.hang_from_s)
+    # The first attempt that is not refused, per client (k + 1 if none).
+    live = valid & (starts >= s.hang_from_s)
     first_live = np.where(live.any(axis=1), live.argmax(axis=1), k + 1)
 
     pre_clients, pre_idx = np.nonzero(before)
@@ -257,8 +267,8 @@ def simulate(
     # Heap entries: (arrival, client, attempt index, attempt start, SYN retransmissions).
     heap: list[tuple[float, int, int, float, int]] = []
     for c in np.nonzero(first_live <= k)[0]:
-        t = float(starts[c, first_live[c]])
-        heap.append((t, int(c), int(first_live[c]), t, 0))
+        t = float(starts[c, first_live[c]])  # waits for the server when it started earlier
+        heap.append((max(t, s.ready_s), int(c), int(first_live[c]), t, 0))
     heapq.heapify(heap)
     connected_at = np.full(n, np.nan)
     free_at = s.ready_s
@@ -284,7 +294,9 @@ def simulate(
         give_up_at = t_start + tmo
         while queued and queued[0] <= t:
             queued.popleft()
-        if len(queued) >= backlog:
+        if t >= give_up_at:  # timed out waiting for the server to come up: no work for it
+            outcome, fail_at = TIMEOUT, give_up_at
+        elif len(queued) >= backlog:
             # Accept queue full: the SYN is dropped and the kernel retransmits it.
             if retx < syn_retries:
                 again = t_start + SYN_RETRANSMIT_S[retx]

@@ -9,7 +9,15 @@ import pytest
 
 from perfkit.errors import ConfigError
 from perfkit.retry import get_strategy
-from perfkit.simulate import OK, REFUSED, TOO_MANY, SimSettings, simulate, simulate_many
+from perfkit.simulate import (
+    OK,
+    REFUSED,
+    TIMEOUT,
+    TOO_MANY,
+    SimSettings,
+    simulate,
+    simulate_many,
+)
 
 AMPLE = {"capacity_per_s": 1e6, "latency_s": 0.001, "refused_s": 0.0002}
 
@@ -35,6 +43,26 @@ def test_with_ample_capacity_every_client_connects_on_its_first_live_attempt() -
     assert not np.isnan(r.connected_at).any()
     assert (r.attempt_outcome[r.attempt_time >= s.ready_s] == OK).all()
     assert (r.connected_at >= s.ready_s).all()
+
+
+def test_attempts_while_the_port_listens_but_the_server_boots_wait_for_it() -> None:
+    s = SimSettings(n_clients=100, outage_s=1.0, boot_s=1.0, hang_s=0.8, **AMPLE)
+    r = simulate("naive", s, seed=3)
+    waiting = (r.attempt_time >= s.hang_from_s) & (r.attempt_time < s.ready_s)
+    assert waiting.any()
+    assert (r.attempt_outcome[waiting] == OK).all()
+    assert (r.attempt_outcome[r.attempt_time < s.hang_from_s] == REFUSED).all()
+    # Naive clients all have an attempt in flight (0.8 s window > 0.5 s delay): none waits longer.
+    assert r.connected_at.max() - s.ready_s < 0.01
+
+
+def test_a_waiting_attempt_times_out_when_the_server_comes_up_too_late() -> None:
+    s = SimSettings(
+        n_clients=10, outage_s=0.0, boot_s=3.0, hang_s=3.0, connect_timeout=1.0, **AMPLE
+    )
+    r = simulate("naive", s, seed=0)
+    assert (r.attempt_outcome[r.attempt_time + 1.0 <= s.ready_s] == TIMEOUT).all()
+    assert not np.isnan(r.connected_at).any()
 
 
 def test_no_client_exceeds_its_strategys_max_attempts() -> None:
@@ -107,6 +135,7 @@ def test_unbounded_strategy_without_deadline_is_a_config_error() -> None:
         ("outage_s", -1.0),
         ("max_connections", 0),
         ("connect_timeout", 0.0),
+        ("hang_s", -0.1),
         ("n_clients", True),
     ],
 )

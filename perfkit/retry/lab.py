@@ -318,16 +318,22 @@ def _sim_compare(
         run_attempts = attempts[
             (attempts["label"] == r["label"]) & (attempts["n_clients"] == r["n_clients"])
         ]
-        early = run_attempts[
-            (run_attempts["outcome"] != "ok")
-            & (run_attempts["t_event_s"] < (r["ready_after_event_s"] or 0.0))
-        ]
+        ready_after = float(r["ready_after_event_s"] or 0.0)
+        before_ready = run_attempts[run_attempts["t_event_s"] < ready_after]
+        early = before_ready[before_ready["outcome"] == "error"]
         refused = float(early["duration_s"].median()) if len(early) else calibration["refused_s"]
+        # Through Docker's port proxy, attempts made while PostgreSQL boots are not refused:
+        # they wait for it. The window starts at the earliest such attempt after the restart.
+        waited = before_ready[
+            (before_ready["outcome"] != "error") & (before_ready["t_event_s"] >= 0)
+        ]
+        hang = ready_after - float(waited["t_event_s"].min()) if len(waited) else 0.0
         settings = SimSettings.calibrated(
             {**calibration, "refused_s": refused},
             n_clients=int(r["n_clients"]),
             outage_s=float(r["outage_s"]),
             boot_s=float(r["ready_after_event_s"] or 0.05),
+            hang_s=hang,
             max_connections=int(r["max_connections"]) - 1,  # the sampler holds one
             backlog=min(4096, 2 * int(r["max_connections"])),  # PostgreSQL's listen() backlog
             connect_timeout=r["connect_timeout_s"],
