@@ -332,7 +332,7 @@ def _sim_compare(
             {**calibration, "refused_s": refused},
             n_clients=int(r["n_clients"]),
             outage_s=float(r["outage_s"]),
-            boot_s=float(r["ready_after_event_s"] or 0.05),
+            boot_s=ready_after or 0.05,
             hang_s=hang,
             max_connections=int(r["max_connections"]) - 1,  # the sampler holds one
             backlog=min(4096, 2 * int(r["max_connections"])),  # PostgreSQL's listen() backlog
