@@ -23,3 +23,11 @@ class ServerStartError(PerfkitError):
 
 class OutageUnsupported(PerfkitError):
     """The backend cannot simulate this kind of outage (e.g. an external DSN)."""
+
+
+class IsolationBroken(PerfkitError):
+    """A test's writes escaped its isolation (e.g. another connection under rollback)."""
+
+
+class IsolationWarning(UserWarning):
+    """A test's writes may have escaped its isolation; see the message for what was seen."""

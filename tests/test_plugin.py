@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -99,7 +98,7 @@ def leftovers(document: dict[str, Any]) -> list[str]:
     pids = {int(w["pid"]) for w in document["workers"]}
     assert pids, "the timings file names no process"
     found = []
-    for path in Path(tempfile.gettempdir()).glob(cleanup.TEMPDIR_PREFIX + "*"):
+    for path in cleanup.owned_tempdirs():
         try:
             owner = int((path / cleanup.OWNER_FILE).read_text().strip())
         except (OSError, ValueError):
@@ -393,7 +392,7 @@ def test_an_interrupted_run_still_removes_its_servers_and_databases(tmp_path: Pa
     ("option", "needle"),
     [
         ("--perfkit-backend=podman", "podman"),
-        ("--perfkit-pool-size=many", "pool_size"),
+        ("--perfkit-pool-size=many", "--perfkit-pool-size (command line): must be an integer"),
         ("--perfkit-template-strategy=snapshot", "template_strategy"),
         ("--perfkit-migrations=/nonexistent/schema.sql", "cannot be read"),
     ],

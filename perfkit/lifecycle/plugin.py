@@ -5,7 +5,9 @@ project that installs perfkit; it starts nothing unless a test requests one of
 its fixtures, and importing it costs only pytest and the standard library.
 
 Fixtures: ``perfkit_db`` (a psycopg connection to the test's clean database),
-``perfkit_dsn`` (that database's DSN) and ``perfkit_session`` (the per-process
+``perfkit_dsn`` (that database's DSN), ``perfkit_session_dsn`` (one migrated
+database for the whole session, for suites that isolate themselves) and
+``perfkit_session`` (the per-process
 :class:`~perfkit.lifecycle.session.IsolationSession`). Options (each also an ini
 key with ``-`` -> ``_``, e.g. ``perfkit_isolation = template``)::
 
@@ -13,21 +15,32 @@ key with ``-`` -> ``_``, e.g. ``perfkit_isolation = template``)::
     --perfkit-backend=auto|docker|local|external
     --perfkit-dsn=postgresql://...        (backend external; or env PERFKIT_DSN)
     --perfkit-migrations=schema.sql       (repeatable; applied once to the template)
-    --perfkit-template-strategy=file_copy|wal_log
-    --perfkit-pool-size=3                 (warm-pool)
+    --perfkit-template-strategy=auto|file_copy|wal_log
+    --perfkit-pool-size=8                 (warm-pool: most databases kept ready)
+    --perfkit-clone-workers=2             (warm-pool: concurrent cloners)
+    --perfkit-ram=on|off                  (data directory in memory; default on if room)
+    --perfkit-reuse                       (keep server + template for the next run)
+    --perfkit-keep-failed                 (keep a failed test's database, print its DSN)
+    --perfkit-rollback-guard=warn|fail|off
     --perfkit-timings=timings.json        (write per-test setup/teardown records)
 
 Marker: ``@pytest.mark.perfkit_isolation("template")`` overrides the strategy
-for one test. Under pytest-xdist each worker has its own server and database
-names carry the worker id; the controller merges the workers' timing records.
+for one test. Under pytest-xdist each worker has its own server (or, with
+reuse, they share the reused one) and database names carry the worker id;
+the controller merges the workers' timing records. When tests ask for a
+database, the server, template and warm pool are prepared in the background
+from the end of collection on, while pytest gets ready to run the first test.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,14 +57,25 @@ MARKER = "perfkit_isolation"
 DSN_ENV = "PERFKIT_DSN"
 WORKER_OUTPUT_KEY = "perfkit_timings"
 TIMINGS_FORMAT = "perfkit-lifecycle-timings/1"
-OPTION_KEYS = (
-    "perfkit_isolation",
-    "perfkit_backend",
-    "perfkit_dsn",
-    "perfkit_migrations",
-    "perfkit_template_strategy",
-    "perfkit_pool_size",
-)
+#: Fixtures that lease a database per test (counted at collection to fill ahead).
+LEASE_FIXTURES = frozenset({"perfkit_lease", "perfkit_db", "perfkit_dsn", "postgresql"})
+#: ini/option name -> IsolationSettings field, with the value's kind.
+OPTIONS: dict[str, tuple[str, str]] = {
+    "perfkit_isolation": ("isolation", "str"),
+    "perfkit_backend": ("backend", "str"),
+    "perfkit_dsn": ("dsn", "str"),
+    "perfkit_migrations": ("migrations", "paths"),
+    "perfkit_template_strategy": ("template_strategy", "str"),
+    "perfkit_pool_size": ("pool_size", "int"),
+    "perfkit_clone_workers": ("clone_workers", "int"),
+    "perfkit_ram": ("ram", "bool"),
+    "perfkit_reuse": ("reuse", "bool"),
+    "perfkit_keep_failed": ("keep_failed", "bool"),
+    "perfkit_rollback_guard": ("rollback_guard", "str"),
+}
+OPTION_KEYS = tuple(OPTIONS)
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 class PluginState:
@@ -64,6 +88,9 @@ class PluginState:
         self.worker_payloads: list[dict[str, Any]] = []
         self.started = time.perf_counter()
         self._settings: IsolationSettings | None = None
+        self._prewarm: threading.Thread | None = None
+        self.summary_payloads: list[dict[str, Any]] = []
+        self._open_lock = threading.Lock()
 
     @property
     def worker(self) -> str:
@@ -79,13 +106,32 @@ class PluginState:
         return self._settings
 
     def open(self) -> IsolationSession:
-        if self.session is None:
-            from perfkit.lifecycle.session import IsolationSession
+        with self._open_lock:
+            if self.session is None:
+                from perfkit.lifecycle.session import IsolationSession
+                from perfkit.postgres import cleanup
 
-            self.session = IsolationSession(self.settings(), worker=self.worker)
-        return self.session
+                cleanup.sweep_dead_owners()  # what killed runs left (never a live run's)
+                self.session = IsolationSession(self.settings(), worker=self.worker)
+            return self.session
+
+    def prewarm(self, demand: Counter[str]) -> None:
+        """Start server, template and strategies in the background for the collected tests."""
+        session = self.open()
+
+        def run() -> None:
+            for name, tests in demand.items():
+                try:
+                    session.strategy(name).expect(tests)
+                except BaseException:  # kept by the session; the first test raises it
+                    return
+
+        self._prewarm = threading.Thread(target=run, name="perfkit-prewarm", daemon=True)
+        self._prewarm.start()
 
     def close(self) -> None:
+        if self._prewarm is not None:
+            self._prewarm.join()
         if self.session is not None:
             self.session.close()
 
@@ -99,44 +145,93 @@ class PluginState:
             "servers_started": session.servers_started if session else 0,
             "databases_created": session.databases_created if session else 0,
             "settings": self.settings().describe() if session else None,
+            "kept": list(session.kept) if session else [],
         }
 
 
 _STATE = pytest.StashKey[PluginState]()
+_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@dataclass(frozen=True)
+class OptionValue:
+    """A configured value and where it came from (for error messages)."""
+
+    value: Any
+    source: str
+
+
+def _lookup(config: pytest.Config, name: str) -> OptionValue | None:
+    """Command-line value, else ini value, else None (``name`` like ``perfkit_isolation``)."""
+    value = config.getoption(name, default=None)
+    if value not in (None, [], ""):
+        return OptionValue(value, f"--{name.replace('_', '-')} (command line)")
+    value = config.getini(name)
+    if value in (None, [], ""):
+        return None
+    where = config.inipath.name if config.inipath else "the ini file"
+    return OptionValue(value, f"{name} in {where}")
 
 
 def _option(config: pytest.Config, name: str) -> Any:
-    """CLI value, else ini value, else None (``name`` like ``perfkit_isolation``)."""
-    value = config.getoption(name, default=None)
-    if value not in (None, [], ""):
-        return value
-    value = config.getini(name)
-    return value if value not in (None, [], "") else None
+    found = _lookup(config, name)
+    return None if found is None else found.value
+
+
+def _convert(found: OptionValue, kind: str) -> Any:
+    from perfkit.errors import ConfigError
+
+    value = found.value
+    if kind == "int":
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{found.source}: must be an integer, got {value!r}") from None
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE | _FALSE:
+            return text in _TRUE
+        raise ConfigError(f"{found.source}: must be true or false (on/off), got {value!r}")
+    if kind == "paths":
+        return tuple(str(p) for p in value) if isinstance(value, list) else (str(value),)
+    return str(value)
 
 
 def settings_from_config(config: pytest.Config) -> IsolationSettings:
-    """Build (and validate) IsolationSettings from options, ini keys and PERFKIT_DSN."""
-    from perfkit.errors import ConfigError
-    from perfkit.lifecycle.settings import DEFAULT_ISOLATION, IsolationSettings
+    """Build (and validate) IsolationSettings from options, ini keys and PERFKIT_DSN.
 
-    dsn = _option(config, "perfkit_dsn") or os.environ.get(DSN_ENV) or None
-    backend = _option(config, "perfkit_backend") or ("external" if dsn else "auto")
-    migrations = config.getoption("perfkit_migrations", default=None) or [
-        str(p) for p in config.getini("perfkit_migrations")
-    ]
-    pool_size = _option(config, "perfkit_pool_size")
+    A bad value is reported with where it came from: the command line or the ini file.
+    """
+    from perfkit.errors import ConfigError
+    from perfkit.lifecycle.settings import IsolationSettings
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, (field_name, kind) in OPTIONS.items():
+        found = _lookup(config, name)
+        if found is None:
+            continue
+        values[field_name] = _convert(found, kind)
+        sources[field_name] = found.source
+        alone = {field_name: values[field_name]}
+        if field_name in ("reuse", "dsn"):
+            continue  # only meaningful together with the backend; checked below
+        try:
+            IsolationSettings(**alone)
+        except ConfigError as exc:
+            raise ConfigError(f"{found.source}: {exc}") from None
+    if "dsn" not in values and os.environ.get(DSN_ENV):
+        values["dsn"] = os.environ[DSN_ENV]
+        sources["dsn"] = f"environment variable {DSN_ENV}"
+    if "dsn" in values and "backend" not in values:
+        values["backend"] = "external"
     try:
-        pool = int(pool_size) if pool_size is not None else 3
-    except ValueError:
-        raise ConfigError(f"perfkit_pool_size must be an integer, got {pool_size!r}") from None
-    return IsolationSettings(
-        isolation=_option(config, "perfkit_isolation") or DEFAULT_ISOLATION,
-        backend=backend,
-        dsn=dsn,
-        migrations=tuple(migrations),
-        template_strategy=_option(config, "perfkit_template_strategy"),
-        pool_size=pool,
-    )
+        return IsolationSettings(**values)
+    except ConfigError as exc:
+        involved = ", ".join(sorted(set(sources.values()))) or "defaults"
+        raise ConfigError(f"{exc} (settings from {involved})") from None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -171,13 +266,47 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--perfkit-template-strategy",
         dest="perfkit_template_strategy",
         metavar="file_copy|wal_log",
-        help="CREATE DATABASE ... STRATEGY for clones (PostgreSQL 15+; default: server's)",
+        help="CREATE DATABASE ... STRATEGY for clones (PostgreSQL 15+; default auto: "
+        "both are timed on the template and the faster is kept)",
     )
     group.addoption(
         "--perfkit-pool-size",
         dest="perfkit_pool_size",
         metavar="N",
-        help="warm-pool: number of databases kept ready (default 3)",
+        help="warm-pool: most databases kept ready (default 8)",
+    )
+    group.addoption(
+        "--perfkit-clone-workers",
+        dest="perfkit_clone_workers",
+        metavar="N",
+        help="warm-pool: databases cloned concurrently (default 2)",
+    )
+    group.addoption(
+        "--perfkit-ram",
+        dest="perfkit_ram",
+        metavar="on|off",
+        help="keep the server's data directory in memory (default: on when /dev/shm has room)",
+    )
+    group.addoption(
+        "--perfkit-reuse",
+        dest="perfkit_reuse",
+        action="store_const",
+        const="true",
+        help="keep the server and migrated template alive for the next run "
+        "(list/stop them with `perfkit servers`)",
+    )
+    group.addoption(
+        "--perfkit-keep-failed",
+        dest="perfkit_keep_failed",
+        action="store_const",
+        const="true",
+        help="keep a failed test's database for inspection and print its DSN (masked)",
+    )
+    group.addoption(
+        "--perfkit-rollback-guard",
+        dest="perfkit_rollback_guard",
+        metavar="warn|fail|off",
+        help="rollback isolation: what to do when other connections reach the test database",
     )
     group.addoption(
         "--perfkit-timings",
@@ -193,6 +322,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("perfkit_template_strategy", "CREATE DATABASE STRATEGY", default=None)
     parser.addini("perfkit_pool_size", "warm-pool size", default=None)
+    parser.addini("perfkit_clone_workers", "warm-pool concurrent cloners", default=None)
+    parser.addini("perfkit_ram", "data directory in memory (true/false)", default=None)
+    parser.addini("perfkit_reuse", "keep server and template between runs", default=None)
+    parser.addini("perfkit_keep_failed", "keep failed tests' databases", default=None)
+    parser.addini("perfkit_rollback_guard", "warn, fail or off", default=None)
     parser.addini("perfkit_timings", "timing records JSON file", default=None)
 
 
@@ -203,16 +337,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "(template, warm-pool, rollback, truncate, per-test-server, none)",
     )
     state = config.stash[_STATE] = PluginState(config)
-    name = _option(config, "perfkit_isolation")
-    if name is not None:
-        from perfkit.errors import ConfigError
-        from perfkit.lifecycle.registry import check_name
-
-        try:
-            check_name(name)
-        except ConfigError as exc:
-            raise pytest.UsageError(f"--perfkit-isolation: {exc}") from None
-    if any(_option(config, key) is not None for key in OPTION_KEYS):
+    if any(_lookup(config, key) is not None for key in OPTION_KEYS):
         # Configured, so in use: check every setting now, before any test or server runs.
         from perfkit.errors import ConfigError
 
@@ -223,20 +348,35 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Reject unknown marker names before any test (or server) runs."""
+    """Reject unknown marker names before any test (or server) runs; then start preparing."""
+    from perfkit.errors import ConfigError
+    from perfkit.lifecycle.registry import check_name
+
     for item in items:
         for marker in item.iter_markers(MARKER):
-            from perfkit.errors import ConfigError
-            from perfkit.lifecycle.registry import check_name
-
             try:
                 check_name(marker.args[0] if marker.args else None)
             except ConfigError as exc:
                 raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{MARKER}: {exc}") from None
+    state = config.stash.get(_STATE, None)
+    if state is None or state.is_xdist_controller or config.option.collectonly:
+        return
+    demand = Counter(
+        _isolation_name(item, state)
+        for item in items
+        if LEASE_FIXTURES & set(getattr(item, "fixturenames", ()))
+    )
+    if not demand:
+        return
+    try:
+        # Under xdist each worker gets an unknown share: the whole count is the upper bound.
+        state.prewarm(demand)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"perfkit: {exc}") from None
 
 
-def _isolation_for(request: pytest.FixtureRequest, state: PluginState) -> str:
-    marker = request.node.get_closest_marker(MARKER)
+def _isolation_name(node: pytest.Item, state: PluginState) -> str:
+    marker = node.get_closest_marker(MARKER)
     if marker is not None and marker.args:
         return str(marker.args[0])
     return state.settings().isolation
@@ -258,11 +398,13 @@ def perfkit_lease(
 ) -> Iterator[Lease]:
     """The test's database lease under the chosen (or marked) strategy."""
     state = request.config.stash[_STATE]
-    lease = perfkit_session.acquire(_isolation_for(request, state), request.node.nodeid)
+    lease = perfkit_session.acquire(_isolation_name(request.node, state), request.node.nodeid)
     try:
         yield lease
     finally:
-        perfkit_session.release(lease)
+        reports = request.node.stash.get(_REPORTS, {})
+        failed = any(r.failed for r in reports.values())
+        perfkit_session.release(lease, failed=failed)
 
 
 @pytest.fixture
@@ -278,13 +420,28 @@ def perfkit_dsn(perfkit_lease: Lease) -> str:
     return perfkit_lease.require_dsn()
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+@pytest.fixture(scope="session")
+def perfkit_session_dsn(perfkit_session: IsolationSession) -> str:
+    """The DSN of one migrated database for the whole session (per xdist worker).
+
+    For suites that share a database per session and isolate tests themselves
+    (transactions, temporary tables, their own cleanup).
+    """
+    from perfkit.lifecycle.strategies import SecretDsn
+
+    return SecretDsn(perfkit_session.session_database())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Remember each phase's outcome (a lease's release needs to know if its test failed)."""
+    report = yield
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
     state = item.config.stash.get(_STATE, None)
-    if state is None or state.is_xdist_controller:
-        return
-    if state.config.getoption("perfkit_timings", default=None) or state.config.getini(
-        "perfkit_timings"
+    if (
+        state is not None
+        and not state.is_xdist_controller
+        and _option(state.config, "perfkit_timings")
     ):
         state.phases.append(
             {
@@ -295,6 +452,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 "failed": call.excinfo is not None,
             }
         )
+    return report
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -315,22 +473,42 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     try:
         state.close()  # normally done by the fixture finalizer already
     finally:
-        target = _option(config, "perfkit_timings")
-        if target:
-            payload = state.payload()
-            workerinput = getattr(config, "workerinput", None)
-            if workerinput is not None:
-                config.workeroutput[WORKER_OUTPUT_KEY] = json.dumps(payload)  # type: ignore[attr-defined]
-            else:
-                payloads = state.worker_payloads or [payload]
-                if state.worker_payloads and payload["records"]:
-                    payloads.append(payload)
+        payload = state.payload()
+        if getattr(config, "workerinput", None) is not None:
+            config.workeroutput[WORKER_OUTPUT_KEY] = json.dumps(payload)  # type: ignore[attr-defined]
+        else:
+            payloads = state.worker_payloads or [payload]
+            if state.worker_payloads and payload["records"]:
+                payloads.append(payload)
+            state.summary_payloads = payloads
+            target = _option(config, "perfkit_timings")
+            if target:
                 write_timings(
                     Path(target),
                     payloads,
                     exitstatus=int(exitstatus),
                     session_s=time.perf_counter() - state.started,
                 )
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """One line per strategy used: waits, clones, refill vs consumption; kept databases."""
+    state = config.stash.get(_STATE, None)
+    payloads = getattr(state, "summary_payloads", None)
+    if not payloads:
+        return
+    from perfkit.lifecycle.timing_summary import summary_lines
+
+    records = [r for p in payloads for r in p["records"]]
+    lines = summary_lines(records)
+    kept = [k for p in payloads for k in p.get("kept", [])]
+    if not lines and not kept:
+        return
+    terminalreporter.write_sep("-", "perfkit")
+    for line in lines:
+        terminalreporter.write_line(line)
+    for test_id, dsn in kept:
+        terminalreporter.write_line(f"kept database of failed test {test_id}: {dsn}", yellow=True)
 
 
 def write_timings(

@@ -9,7 +9,10 @@ everything it created (databases, servers), also after a failure.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import re
+import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,9 +25,10 @@ from psycopg import sql
 from perfkit.dsn import mask
 from perfkit.errors import ConfigError
 from perfkit.lifecycle import migrations
-from perfkit.lifecycle.names import Namer, worker_id
+from perfkit.lifecycle.janitor import Janitor, drop_force
+from perfkit.lifecycle.names import PREFIX, Namer, worker_id
 from perfkit.lifecycle.registry import check_name, strategy_class
-from perfkit.lifecycle.settings import IsolationSettings
+from perfkit.lifecycle.settings import AUTO, TEMPLATE_STRATEGIES, IsolationSettings
 
 if TYPE_CHECKING:
     from perfkit.lifecycle.strategies import Lease, Strategy
@@ -33,6 +37,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 ServerFactory = Callable[..., "PostgresServer"]
 CONNECT_TIMEOUT_S = 10
+#: Names on reused servers: the template and parked warm-pool databases carry the
+#: migrations' hash; kept databases of failed tests carry the test's name.
+TEMPLATE_PREFIX = f"{PREFIX}_tpl_"
+READY_PREFIX = f"{PREFIX}_ready_"
+FAILED_PREFIX = f"{PREFIX}_failed_"
+HASH_CHARS = 12
+#: Clones timed per strategy when ``template_strategy="auto"``.
+STRATEGY_PROBES = 2
+_SLUG = re.compile(r"[^a-z0-9]+")
 
 
 def connect(dsn: str, **kwargs: Any) -> psycopg.Connection:
@@ -81,6 +94,14 @@ class IsolationSession:
         self._created: set[str] = set()
         self._strategies: dict[str, Strategy] = {}
         self._failure: BaseException | None = None
+        self._janitor: Janitor | None = None
+        self._session_db: str | None = None
+        #: CREATE DATABASE strategy clones use (resolved from ``auto`` with the template).
+        self.clone_strategy: str | None = (
+            None if settings.template_strategy == AUTO else settings.template_strategy
+        )
+        #: (test id, masked DSN) of databases kept for failed tests.
+        self.kept: list[tuple[str, str]] = []
         self._lock = threading.RLock()  # lazy creation of server, template, strategies
         self._books = threading.Lock()  # records and counters (also used by pool threads)
         self.closed = False
@@ -99,13 +120,28 @@ class IsolationSession:
     def start_server(self, purpose: str) -> PostgresServer:
         """Start a new server (counted and recorded); stopped by :meth:`close` at the latest."""
         t0 = self.clock()
-        server = self._server_factory(self.settings.server())
+        if purpose == "shared" and self.settings.reuse:
+            from perfkit.postgres.reuse import reused_server
+
+            server = reused_server(self.settings.server())
+            with self._books:
+                self._servers.append(server)  # stop() leaves a reused server running
+        else:
+            server = self._server_factory(self.settings.server())
+            with self._books:
+                self._servers.append(server)
+            server.start()
+        adopted = bool(getattr(server, "adopted", False))
         with self._books:
-            self._servers.append(server)
-        server.start()
-        with self._books:
-            self.servers_started += 1
-        self.record("server_start", self.clock() - t0, purpose=purpose, backend=server.backend)
+            self.servers_started += 0 if adopted else 1
+        self.record(
+            "server_start",
+            self.clock() - t0,
+            purpose=purpose,
+            backend=server.backend,
+            reused=self.settings.reuse and purpose == "shared",
+            adopted=adopted,
+        )
         return server
 
     def stop_server(self, server: PostgresServer) -> None:
@@ -164,32 +200,120 @@ class IsolationSession:
                     raise
             return self._template
 
+    @property
+    def migrations_hash(self) -> str:
+        """Hash of the migration statements: a reused template is valid while it matches."""
+        digest = hashlib.sha256()
+        for statement in self.statements:
+            digest.update(statement.sql.encode())
+            digest.update(b"\0")
+        return digest.hexdigest()[:HASH_CHARS]
+
     def _build_template(self) -> str:
         t0 = self.clock()
-        name = self.namer.name("tpl", numbered=False)
-        if self.settings.template_strategy and self.server_version_num() < 150000:
-            raise ConfigError(
-                f"template_strategy={self.settings.template_strategy!r} needs PostgreSQL 15+"
-            )
-        self.create_database(name, template=None)
-        self.apply_migrations(self.shared_server.dsn_for(name))
-        self.admin().execute(
-            sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(
-                sql.Identifier(name)
-            )
-        )
+        strategy = self.settings.template_strategy
+        if strategy not in (None, AUTO) and self.server_version_num() < 150000:
+            raise ConfigError(f"template_strategy={strategy!r} needs PostgreSQL 15+")
+        if not self.settings.reuse:
+            name = self.namer.name("tpl", numbered=False)
+            self._make_template(name)
+        else:
+            name = TEMPLATE_PREFIX + self.migrations_hash
+            admin = self.admin()
+            # One builder at a time per reused server (other runs, xdist workers).
+            admin.execute("SELECT pg_advisory_lock(hashtext(%s))", [name])
+            try:
+                if self._database_exists(name):
+                    self.record("template_reused", self.clock() - t0, template=name)
+                    self._choose_clone_strategy(name)
+                    return name
+                self._drop_stale(TEMPLATE_PREFIX, keep=name)
+                self._drop_stale(READY_PREFIX, keep=READY_PREFIX + self.migrations_hash)
+                self._make_template(name)
+            finally:
+                admin.execute("SELECT pg_advisory_unlock(hashtext(%s))", [name])
+        self._choose_clone_strategy(name)
         self.record("template_build", self.clock() - t0, statements=len(self.statements))
         return name
+
+    def _make_template(self, name: str) -> None:
+        """Create, migrate, freeze and checkpoint ``name``, then mark it a template.
+
+        A failure drops the half-built database (also on a reused server).
+        """
+        self.create_database(name, template=None)
+        try:
+            dsn = self.shared_server.dsn_for(name)
+            self.apply_migrations(dsn)
+            with connect(dsn, autocommit=True) as conn:
+                conn.execute("VACUUM (FREEZE)")  # smaller clones, no later anti-wraparound work
+            with contextlib.suppress(psycopg.Error):  # needs superuser or pg_checkpoint
+                self.admin().execute("CHECKPOINT")
+            self.admin().execute(
+                sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(
+                    sql.Identifier(name)
+                )
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.drop_database(name)
+            raise
+
+    def _database_exists(self, name: str) -> bool:
+        row = self.admin().execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        return row.fetchone() is not None
+
+    def _drop_stale(self, prefix: str, *, keep: str) -> None:
+        """Drop databases named ``prefix*`` that do not start with ``keep`` (old migrations)."""
+        admin = self.admin()
+        rows = admin.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [prefix]
+        ).fetchall()
+        for (name,) in rows:
+            if name.startswith(keep):
+                continue
+            with contextlib.suppress(psycopg.Error):  # in use by another run: leave it
+                admin.execute(
+                    sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(sql.Identifier(name))
+                )
+                drop_force(admin, name)
+                self.record("stale_dropped", 0.0, dbname=name)
+
+    def _choose_clone_strategy(self, template: str) -> None:
+        """Resolve ``template_strategy="auto"``: time both strategies on ``template``."""
+        if self.settings.template_strategy != AUTO:
+            return
+        if self.server_version_num() < 150000:
+            self.clone_strategy = None
+            return
+        admin = self.admin()
+        timings: dict[str, list[float]] = {s: [] for s in TEMPLATE_STRATEGIES}
+        for _ in range(STRATEGY_PROBES):
+            for strategy in TEMPLATE_STRATEGIES:
+                name = self.namer.name("probe")
+                query = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY {}").format(
+                    sql.Identifier(name), sql.Identifier(template), sql.SQL(strategy.upper())
+                )
+                t0 = self.clock()
+                admin.execute(query)
+                timings[strategy].append(self.clock() - t0)
+                drop_force(admin, name)
+        medians = {s: statistics.median(v) for s, v in timings.items()}
+        self.clone_strategy = min(medians, key=lambda s: medians[s])
+        self.record(
+            "clone_strategy",
+            0.0,
+            chosen=self.clone_strategy,
+            **{f"{s}_s": v for s, v in medians.items()},
+        )
 
     def clone_sql(self, name: str) -> sql.Composed:
         """``CREATE DATABASE name TEMPLATE <template> [STRATEGY ...]``."""
         query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
             sql.Identifier(name), sql.Identifier(self.template)
         )
-        if self.settings.template_strategy:
-            query += sql.SQL(" STRATEGY {}").format(
-                sql.SQL(self.settings.template_strategy.upper())
-            )
+        if self.clone_strategy:
+            query += sql.SQL(" STRATEGY {}").format(sql.SQL(self.clone_strategy.upper()))
         return query
 
     def create_database(
@@ -211,14 +335,76 @@ class IsolationSession:
             conn.execute(query)
 
     def drop_database(self, name: str, *, conn: psycopg.Connection | None = None) -> None:
-        query = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        """Drop ``name`` now (terminating its sessions); see :meth:`discard` for off-path drops."""
         if conn is None:
             with self._lock:
-                self.admin().execute(query)
+                drop_force(self.admin(), name)
         else:
-            conn.execute(query)
+            drop_force(conn, name)
+        self._forget(name)
+
+    def _forget(self, name: str) -> None:
         with self._books:
             self._created.discard(name)
+
+    @property
+    def janitor(self) -> Janitor:
+        """The background dropper of used databases (started on first use)."""
+        with self._lock:
+            if self._janitor is None:
+                server = self.shared_server
+
+                def dropped(name: str, seconds: float) -> None:
+                    self._forget(name)
+                    self.record("drop", seconds, dbname=name)
+
+                self._janitor = Janitor(
+                    lambda: connect(server.dsn, autocommit=True), on_dropped=dropped
+                )
+            return self._janitor
+
+    def discard(self, name: str) -> None:
+        """Drop ``name`` off the caller's path: a queue put; the janitor drops it (FORCE)."""
+        self.janitor.drop(name)
+
+    def keep(self, name: str, test_id: str) -> str:
+        """Keep a failed test's database for inspection; return its masked DSN.
+
+        On reused and external servers it is renamed ``pk_failed_<test>`` and
+        outlives the run (the next failure of the same test replaces it); on a
+        server perfkit removes at the end of the session it lives until then.
+        """
+        outlives = self.settings.reuse or self.shared_server.backend == "external"
+        if outlives:
+            slug = _SLUG.sub("_", test_id.lower()).strip("_")
+            kept = (FAILED_PREFIX + slug)[:63]
+            admin = self.admin()
+            with self._lock:
+                drop_force(admin, kept)
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    [name],
+                )
+                admin.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                        sql.Identifier(name), sql.Identifier(kept)
+                    )
+                )
+            self._forget(name)
+            name = kept
+        masked = mask(self.shared_server.dsn_for(name))
+        self.kept.append((test_id, masked if outlives else f"{masked} (until the session ends)"))
+        return masked
+
+    def session_database(self) -> str:
+        """The DSN of one migrated database shared by the whole session (per xdist worker)."""
+        with self._lock:
+            if self._session_db is None:
+                name = self.namer.name("session", numbered=False)
+                self.create_database(name)
+                self._session_db = name
+            return self.shared_server.dsn_for(self._session_db)
 
     # -- strategies and leases ------------------------------------------------------
 
@@ -237,7 +423,12 @@ class IsolationSession:
                     self._failure = exc
                     self.close()
                     raise
-                self.record("session_setup", self.clock() - t0, strategy=name)
+                self.record(
+                    "session_setup",
+                    self.clock() - t0,
+                    strategy=name,
+                    clone_workers=self.settings.clone_workers,
+                )
             return self._strategies[name]
 
     def acquire(self, name: str, test_id: str = "") -> Lease:
@@ -245,14 +436,24 @@ class IsolationSession:
         strategy = self.strategy(name)
         t0 = self.clock()
         lease = strategy.acquire(test_id)
-        lease.acquire_s = self.clock() - t0
+        lease.acquired_at = self.clock()
+        lease.acquire_s = lease.acquired_at - t0
         return lease
 
-    def release(self, lease: Lease) -> None:
-        """Give the database back; the strategy cleans it (record written either way)."""
+    def release(self, lease: Lease, *, failed: bool = False) -> None:
+        """Give the database back; the strategy cleans it (record written either way).
+
+        With ``keep_failed`` a failed test's database is kept (see :meth:`keep`)
+        where the strategy gives each test its own database.
+        """
         t0 = self.clock()
         try:
-            self._strategies[lease.strategy].release(lease)
+            strategy = self._strategies[lease.strategy]
+            if failed and self.settings.keep_failed and strategy.keeps_databases:
+                strategy.forget(lease)
+                self.keep(lease.dbname, lease.test_id)
+            else:
+                strategy.release(lease)
         finally:
             lease.release_s = self.clock() - t0
             self.record(
@@ -262,6 +463,7 @@ class IsolationSession:
                 test=lease.test_id,
                 acquire_s=lease.acquire_s,
                 release_s=lease.release_s,
+                t_acquired=lease.acquired_at,
                 dbname=lease.dbname,
             )
 
@@ -286,8 +488,15 @@ class IsolationSession:
                     strategy.close()
                 except Exception as exc:
                     errors.append(exc)
-            if self._shared is not None and self._shared.backend == "external":
-                # Not our server: drop every database we made there.
+            if self._janitor is not None:
+                try:
+                    self._janitor.close()
+                except Exception as exc:
+                    errors.append(exc)
+            if self._shared is not None and (
+                self._shared.backend == "external" or self.settings.reuse
+            ):
+                # A server that outlives us: drop every database of ours there.
                 try:
                     self._drop_leftovers()
                 except Exception as exc:
@@ -314,6 +523,8 @@ class IsolationSession:
             "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [self.namer.prefix]
         ).fetchall()
         names = {r[0] for r in rows} | self._created
+        if self.settings.reuse:  # the hashed template stays for the next run
+            names.discard(self._template or "")
         for name in sorted(names, key=lambda n: n == self._template):
             if name == self._template:
                 conn.execute(
@@ -339,6 +550,7 @@ class IsolationSession:
             "servers_started": self.servers_started,
             "databases_created": self.databases_created,
             "strategies": sorted(self._strategies),
+            "clone_strategy": self.clone_strategy,
         }
 
 

@@ -12,7 +12,42 @@ from perfkit.errors import ConfigError
 from perfkit.postgres.settings import BACKENDS, FAST_SERVER_SETTINGS, ServerSettings
 
 TEMPLATE_STRATEGIES = ("file_copy", "wal_log")
+#: ``template_strategy`` value that measures both strategies on the template and keeps the faster.
+AUTO = "auto"
 DEFAULT_ISOLATION = "template"
+ROLLBACK_GUARDS = ("warn", "fail", "off")
+
+#: Server settings for throwaway test servers: no durability, little WAL, room for pools.
+TEST_SERVER_SETTINGS: Mapping[str, object] = MappingProxyType(
+    {
+        **FAST_SERVER_SETTINGS,
+        "wal_level": "minimal",
+        "max_wal_senders": 0,
+        "max_connections": 200,
+    }
+)
+
+
+#: In-memory data directories are the default only with this much free RAM and /dev/shm space.
+RAM_HEADROOM_BYTES = 2 << 30
+
+
+def ram_available() -> bool:
+    """Whether test servers should keep their data in memory on this machine by default."""
+    import shutil
+
+    import psutil
+
+    from perfkit.postgres.cleanup import ram_root
+
+    root = ram_root()
+    if root is None:
+        return False
+    try:
+        free_shm = shutil.disk_usage(root).free
+    except OSError:
+        return False
+    return min(free_shm, psutil.virtual_memory().available) >= RAM_HEADROOM_BYTES
 
 
 def _paths(value: object) -> tuple[Path, ...]:
@@ -37,24 +72,40 @@ class IsolationSettings:
     ``isolation`` names a strategy (see :data:`perfkit.lifecycle.registry.NAMES`);
     ``backend``/``dsn`` say where the server(s) come from; ``migrations`` are SQL
     files applied once to a template database (per server for ``per-test-server``);
-    ``template_strategy`` picks ``CREATE DATABASE ... STRATEGY`` (PostgreSQL 15+,
-    None = server default); ``pool_size`` is the warm pool's number of ready
-    databases; ``keep_tables`` are never truncated by ``truncate``.
+    ``template_strategy`` picks ``CREATE DATABASE ... STRATEGY`` (PostgreSQL 15+;
+    ``auto`` times both on the template and keeps the faster, None = server
+    default); ``pool_size`` is the most databases the warm pool keeps ready
+    (it fills up to ``min(pool_size, tests still to come)``) and
+    ``clone_workers`` how many connections clone concurrently;
+    ``keep_tables`` are never truncated by ``truncate``.
+
+    ``ram`` puts the server's data directory in memory (default: on when the
+    machine has ``/dev/shm`` with room to spare); ``reuse`` keeps the server
+    and the migrated template alive after the session for the next run
+    (never with ``backend="external"``); ``keep_failed`` keeps a failed
+    test's database for inspection; ``rollback_guard`` says what happens when
+    code under ``rollback`` isolation reaches the database through another
+    connection (``warn``, ``fail`` or ``off``).
     """
 
     isolation: str = DEFAULT_ISOLATION
     backend: str = "auto"
     dsn: str | None = field(default=None, repr=False)
     migrations: tuple[Path, ...] = ()
-    template_strategy: str | None = None
-    pool_size: int = 3
+    template_strategy: str | None = AUTO
+    pool_size: int = 8
+    clone_workers: int = 2
     keep_tables: tuple[str, ...] = ()
     server_settings: Mapping[str, object] = field(
-        default_factory=lambda: dict(FAST_SERVER_SETTINGS)
+        default_factory=lambda: dict(TEST_SERVER_SETTINGS)
     )
     image: str | None = None
     bindir: str | None = None
     acquire_timeout: float = 60.0
+    ram: bool = field(default_factory=lambda: ram_available())
+    reuse: bool = False
+    keep_failed: bool = False
+    rollback_guard: str = "warn"
 
     def __post_init__(self) -> None:
         from perfkit.lifecycle.registry import check_name
@@ -74,15 +125,34 @@ class IsolationSettings:
         for path in self.migrations:
             if not path.is_file():
                 raise ConfigError(f"migrations file {path} cannot be read: no such file")
-        if self.template_strategy is not None and self.template_strategy not in TEMPLATE_STRATEGIES:
+        if self.template_strategy is not None and self.template_strategy not in (
+            *TEMPLATE_STRATEGIES,
+            AUTO,
+        ):
             raise ConfigError(
                 f"template_strategy {self.template_strategy!r} is unknown; choose one of "
-                f"{', '.join(TEMPLATE_STRATEGIES)} (or None for the server default)"
+                f"{', '.join((*TEMPLATE_STRATEGIES, AUTO))} (or None for the server default)"
             )
-        if isinstance(self.pool_size, bool) or not isinstance(self.pool_size, int):
-            raise ConfigError(f"pool_size must be an integer, got {self.pool_size!r}")
-        if self.pool_size < 1:
-            raise ConfigError(f"pool_size must be at least 1, got {self.pool_size}")
+        for name in ("pool_size", "clone_workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
+        for name in ("ram", "reuse", "keep_failed"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.reuse and self.backend == "external":
+            raise ConfigError(
+                "reuse keeps a server perfkit started alive between runs; backend 'external' "
+                "is a server perfkit does not own (drop --perfkit-reuse, or use backend "
+                "auto, docker or local)"
+            )
+        if self.rollback_guard not in ROLLBACK_GUARDS:
+            raise ConfigError(
+                f"rollback_guard {self.rollback_guard!r} is unknown; choose one of "
+                f"{', '.join(ROLLBACK_GUARDS)}"
+            )
         if isinstance(self.keep_tables, str) or not all(
             isinstance(t, str) for t in self.keep_tables
         ):
@@ -104,6 +174,7 @@ class IsolationSettings:
             server_settings=dict(self.server_settings),
             image=self.image,
             bindir=self.bindir,
+            ram=self.ram,
         )
 
     def describe(self) -> dict[str, object]:
@@ -115,6 +186,11 @@ class IsolationSettings:
             "migrations": [str(p) for p in self.migrations],
             "template_strategy": self.template_strategy,
             "pool_size": self.pool_size,
+            "clone_workers": self.clone_workers,
             "keep_tables": list(self.keep_tables),
             "server_settings": dict(self.server_settings),
+            "ram": self.ram,
+            "reuse": self.reuse,
+            "keep_failed": self.keep_failed,
+            "rollback_guard": self.rollback_guard,
         }

@@ -20,6 +20,7 @@ import abc
 import contextlib
 import queue
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -27,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 from perfkit.dsn import mask
-from perfkit.errors import ConfigError
+from perfkit.errors import ConfigError, IsolationBroken, IsolationWarning
 from perfkit.lifecycle.session import connect
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class Lease:
     connection: psycopg.Connection | None = None
     acquire_s: float = 0.0
     release_s: float = 0.0
+    acquired_at: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def require_dsn(self) -> str:
@@ -77,9 +79,18 @@ class Strategy(abc.ABC):
 
     name: ClassVar[str]
     guarantees: ClassVar[frozenset[str]]
+    #: True where each test gets a database of its own that can be kept after a failure.
+    keeps_databases: ClassVar[bool] = False
 
     def __init__(self, session: IsolationSession) -> None:
         self.session = session
+
+    def expect(self, tests: int) -> None:  # noqa: B027 - optional hook
+        """Hint: about ``tests`` more tests will ask for a database (from collection)."""
+
+    def forget(self, lease: Lease) -> None:
+        """Let go of a lease whose database is kept (failed test): close our connection only."""
+        _close_quietly(lease.connection)
 
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Session-level preparation (start the shared server, build the template...)."""
@@ -189,7 +200,14 @@ class RollbackConnection(psycopg.Connection):
 
 
 class Rollback(_SharedDatabase):
-    """Each test runs inside a transaction on one session connection; rolled back after it."""
+    """Each test runs inside a transaction on one session connection; rolled back after it.
+
+    Rollback isolates only what goes through that one connection. The guard
+    (``rollback_guard``: ``warn``, ``fail`` or ``off``) looks, at release, for
+    other sessions connected to the database and for transactions that other
+    sessions committed there during the test: code under test that opened its
+    own connection wrote outside the rolled-back transaction.
+    """
 
     name = "rollback"
     guarantees = frozenset({"rows", "schema"})
@@ -208,7 +226,7 @@ class Rollback(_SharedDatabase):
     def acquire(self, test_id: str) -> Lease:
         conn = self._connection()
         conn.execute(f"SAVEPOINT {SAVEPOINT}".encode())
-        return Lease(
+        lease = Lease(
             strategy=self.name,
             test_id=test_id,
             dbname=self.dbname,
@@ -216,12 +234,63 @@ class Rollback(_SharedDatabase):
             dsn=None,
             connection=conn,
         )
+        if self.session.settings.rollback_guard != "off":
+            lease.extra["commits_before"] = self._commits()
+        return lease
+
+    def _commits(self) -> int:
+        """Transactions committed in the test database so far (all sessions)."""
+        admin = self.session.admin()
+        with self.session._lock:
+            admin.execute("SELECT pg_stat_clear_snapshot()")
+            row = admin.execute(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", [self.dbname]
+            ).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def _others(self, own_pid: int) -> int:
+        admin = self.session.admin()
+        with self.session._lock:
+            row = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> %s",
+                [self.dbname, own_pid],
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def check(self, lease: Lease) -> str | None:
+        """What escaped the test's transaction, in words, or None."""
+        conn = lease.connection
+        assert conn is not None
+        problems = []
+        others = self._others(conn.info.backend_pid)
+        if others:
+            problems.append(f"{others} other session(s) are connected to the test database")
+        commits = self._commits() - int(lease.extra.get("commits_before", 0))
+        if commits > 0:
+            problems.append(f"{commits} transaction(s) were committed there by other sessions")
+        if not problems:
+            return None
+        return (
+            f"rollback isolation did not isolate {lease.test_id or 'this test'}: "
+            + " and ".join(problems)
+            + ". Their writes are not rolled back. Use the perfkit_db connection only, or "
+            "isolation template or warm-pool (perfkit_rollback_guard = off silences this)."
+        )
 
     def release(self, lease: Lease) -> None:
         conn = lease.connection
         assert isinstance(conn, RollbackConnection)
+        problem = None
+        guard = self.session.settings.rollback_guard
+        if guard != "off" and not conn.closed and not conn.broken:
+            problem = self.check(lease)
         if not conn.closed and not conn.broken:
             conn.real_rollback()
+        if problem is None:
+            return
+        if guard == "fail":
+            raise IsolationBroken(problem)
+        warnings.warn(problem, IsolationWarning, stacklevel=2)
 
     def close(self) -> None:
         _close_quietly(self.conn)
@@ -269,10 +338,11 @@ class Truncate(_SharedDatabase):
 
 
 class Template(Strategy):
-    """A fresh clone of the migrated template per test, dropped after the test."""
+    """A fresh clone of the migrated template per test, dropped after it off the test's path."""
 
     name = "template"
     guarantees = frozenset(FACETS)
+    keeps_databases = True
 
     def setup(self) -> None:
         self.server = self.session.shared_server
@@ -298,7 +368,7 @@ class Template(Strategy):
 
     def release(self, lease: Lease) -> None:
         _close_quietly(lease.connection)
-        self.session.drop_database(lease.dbname)
+        self.session.discard(lease.dbname)  # the janitor drops it WITH (FORCE)
 
 
 @dataclass(kw_only=True)
@@ -309,47 +379,89 @@ class _Ready:
 
 
 class WarmPool(Strategy):
-    """N pre-cloned databases (with open connections) kept ready by a background thread.
+    """Pre-cloned databases (with open connections) kept ready by background cloners.
 
-    Handing one out is a queue get; a used database's connection is closed at
-    release and the database dropped in the background, and the pool is refilled,
-    so a test never waits for CREATE DATABASE unless tests come faster than the
-    thread can clone.
+    Handing one out is a queue get. ``clone_workers`` threads clone
+    concurrently, each on its own connection, up to ``min(pool_size, tests
+    still expected)`` ready databases (the plugin tells :meth:`expect` how many
+    tests asked for a database at collection, and starts filling then). A
+    used database goes to the session's janitor, which drops it off the
+    test's path. With ``reuse`` the pool is refilled at close and its ready
+    databases are parked on the server (``pk_ready_<migrations hash>_...``)
+    for the next run, which adopts them at setup.
     """
 
     name = "warm-pool"
     guarantees = frozenset(FACETS)
+    keeps_databases = True
     POLL_S = 0.05
+    PARK_TIMEOUT_S = 30.0
 
     def setup(self) -> None:
         self.server = self.session.shared_server
         _ = self.session.template
+        _ = self.session.janitor
         self.size = self.session.settings.pool_size
         self.ready: queue.Queue[_Ready] = queue.Queue()
-        self.used: queue.Queue[Lease] = queue.Queue()
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.error: BaseException | None = None
+        self._books = threading.Lock()
         self.in_flight = 0
-        self.thread = threading.Thread(target=self._run, name="perfkit-warm-pool", daemon=True)
-        self.thread.start()
+        self.remaining: int | None = None  # tests still expected (None: unknown)
+        self.handed_out = 0
+        self.waited = 0
+        self.waiting = 0
+        self._adopt_parked()
+        self.threads = [
+            threading.Thread(target=self._fill, name=f"perfkit-warm-pool-{i}", daemon=True)
+            for i in range(self.session.settings.clone_workers)
+        ]
+        for thread in self.threads:
+            thread.start()
 
-    # -- background thread ---------------------------------------------------------
+    # -- sizing ----------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def expect(self, tests: int) -> None:
+        with self._books:
+            self.remaining = max(tests, 0)
+        self.wake.set()
+
+    def target(self) -> int:
+        """How many databases should be ready or being cloned right now.
+
+        ``min(pool_size, tests still expected)``, but never fewer than the tests
+        waiting now (the expectation is a hint: xdist may send a worker more).
+        """
+        with self._books:
+            if self.remaining is None:
+                return self.size
+            return max(min(self.size, self.remaining), self.waiting)
+
+    def _claim(self) -> bool:
+        """Reserve one clone if the pool is below target (called by cloner threads)."""
+        target = self.target()
+        with self._books:
+            if self.ready.qsize() + self.in_flight >= target:
+                return False
+            self.in_flight += 1
+            return True
+
+    # -- background threads ----------------------------------------------------------
+
+    def _fill(self) -> None:
         try:
             with connect(self.server.dsn, autocommit=True) as admin:
                 while not self.stopping.is_set():
-                    # Drops are cheap (a few ms) and free server resources: do them first.
-                    if not self.used.empty():
-                        self._recycle(admin, self.used.get())
-                    elif self.ready.qsize() < self.size:
-                        self._clone(admin)
+                    if self._claim():
+                        try:
+                            self._clone(admin)
+                        finally:
+                            with self._books:
+                                self.in_flight -= 1
                     else:
                         self.wake.wait(self.POLL_S)
                         self.wake.clear()
-                while not self.used.empty():
-                    self._recycle(admin, self.used.get())
         except BaseException as exc:  # surfaced to the next acquire()
             self.error = exc
 
@@ -361,16 +473,10 @@ class WarmPool(Strategy):
         self.ready.put(_Ready(dbname=name, dsn=dsn, conn=connect(dsn)))
         self.session.record("pool_clone", self.session.clock() - t0, strategy=self.name)
 
-    def _recycle(self, admin: psycopg.Connection, lease: Lease) -> None:
-        t0 = self.session.clock()
-        _close_quietly(lease.connection)
-        self.session.drop_database(lease.dbname, conn=admin)
-        self.session.record("pool_drop", self.session.clock() - t0, strategy=self.name)
-
     def wait_full(self, timeout: float = 60.0) -> bool:
-        """Block until ``size`` databases are ready (for steady-state measurements)."""
+        """Block until the target number of databases is ready (steady-state measurements)."""
         deadline = self.session.clock() + timeout
-        while self.ready.qsize() < self.size:
+        while self.ready.qsize() < self.target():
             if self.error is not None:
                 raise self.error
             if self.session.clock() > deadline:
@@ -379,23 +485,73 @@ class WarmPool(Strategy):
             self.stopping.wait(self.POLL_S / 5)
         return True
 
+    # -- parking across runs (reuse) ----------------------------------------------------
+
+    @property
+    def _park_prefix(self) -> str:
+        from perfkit.lifecycle.session import READY_PREFIX
+
+        return f"{READY_PREFIX}{self.session.migrations_hash}_"
+
+    def _adopt_parked(self) -> None:
+        """Take over databases a previous run parked (rename = an atomic claim)."""
+        if not self.session.settings.reuse:
+            return
+        admin = self.session.admin()
+        parked = admin.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY datname",
+            [self._park_prefix],
+        ).fetchall()
+        for (old,) in parked[: self.size]:
+            new = self.session.namer.name("w")
+            try:
+                admin.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                        sql.Identifier(old), sql.Identifier(new)
+                    )
+                )
+            except psycopg.Error:  # another run took it first
+                continue
+            with self.session._books:
+                self.session._created.add(new)
+            dsn = self.server.dsn_for(new)
+            self.ready.put(_Ready(dbname=new, dsn=dsn, conn=connect(dsn)))
+            self.session.record("pool_adopt", 0.0, strategy=self.name, dbname=new)
+
+    def _park(self) -> None:
+        """Refill to ``pool_size`` and rename the ready databases for the next run."""
+        with self._books:
+            self.remaining = None
+        self.wait_full(self.PARK_TIMEOUT_S)
+        self.stopping.set()
+        self.wake.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+        admin = self.session.admin()
+        while not self.ready.empty():
+            item = self.ready.get()
+            _close_quietly(item.conn)
+            parked = self._park_prefix + item.dbname.rsplit("_", 1)[-1] + self.session.namer.token
+            try:
+                admin.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                        sql.Identifier(item.dbname), sql.Identifier(parked[:63])
+                    )
+                )
+                self.session._forget(item.dbname)
+            except psycopg.Error:
+                self.session.discard(item.dbname)
+
     # -- test side ---------------------------------------------------------------------
 
     def acquire(self, test_id: str) -> Lease:
         timeout = self.session.settings.acquire_timeout
         deadline = self.session.clock() + timeout
-        while True:
-            if self.error is not None:
-                raise self.error
-            try:
-                item = self.ready.get(timeout=self.POLL_S)
-                break
-            except queue.Empty:
-                self.wake.set()
-                if self.session.clock() > deadline:
-                    raise TimeoutError(
-                        f"warm pool had no database ready within {timeout:g} s"
-                    ) from None
+        item = self._take(deadline, timeout)
+        with self._books:  # counted after the take: a waiting test still needs its clone
+            self.handed_out += 1
+            if self.remaining is not None:
+                self.remaining = max(self.remaining - 1, 0)
         self.wake.set()
         return Lease(
             strategy=self.name,
@@ -406,21 +562,46 @@ class WarmPool(Strategy):
             connection=item.conn,
         )
 
-    def release(self, lease: Lease) -> None:
-        _close_quietly(lease.connection)  # at once: an open session would pin the database
-        self.used.put(lease)
+    def _take(self, deadline: float, timeout: float) -> _Ready:
+        """The next ready database, waiting (and counting the wait) when there is none."""
+        try:
+            return self.ready.get_nowait()
+        except queue.Empty:
+            pass
+        with self._books:
+            self.waited += 1
+            self.waiting += 1
         self.wake.set()
+        try:
+            while True:
+                if self.error is not None:
+                    raise self.error
+                try:
+                    return self.ready.get(timeout=self.POLL_S)
+                except queue.Empty:
+                    self.wake.set()
+                if self.session.clock() > deadline:
+                    raise TimeoutError(f"warm pool had no database ready within {timeout:g} s")
+        finally:
+            with self._books:
+                self.waiting -= 1
+
+    def release(self, lease: Lease) -> None:
+        _close_quietly(lease.connection)  # client side only: the janitor terminates the rest
+        self.session.discard(lease.dbname)
 
     def close(self) -> None:
+        if self.session.settings.reuse and self.error is None:
+            with contextlib.suppress(Exception):
+                self._park()
         self.stopping.set()
         self.wake.set()
-        self.thread.join(timeout=60)
+        for thread in self.threads:
+            thread.join(timeout=60)
         while not self.ready.empty():
             item = self.ready.get()
             _close_quietly(item.conn)
-        while not self.used.empty():
-            lease = self.used.get()
-            _close_quietly(lease.connection)
+            self.session.discard(item.dbname)
 
 
 BY_NAME: dict[str, type[Strategy]] = {

@@ -14,7 +14,9 @@ import atexit
 import logging
 import os
 import signal
+import tempfile
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,8 @@ OWNER_LABEL = "perfkit.owner-pid"
 #: Prefix of every temporary directory a local server lives in.
 TEMPDIR_PREFIX = "perfkit-pg-"
 OWNER_FILE = "perfkit-owner.pid"
+#: Where in-memory data directories go (``ServerSettings.ram``) when the machine has it.
+RAM_ROOT = Path("/dev/shm")
 
 _live: dict[int, PostgresServer] = {}
 _lock = threading.Lock()
@@ -76,6 +80,25 @@ def _install_handlers() -> None:
             signal.signal(sig, _raise_system_exit)
 
 
+def ram_root() -> Path | None:
+    """``/dev/shm`` when it is a writable directory here, else None."""
+    return RAM_ROOT if RAM_ROOT.is_dir() and os.access(RAM_ROOT, os.W_OK) else None
+
+
+def temp_roots() -> list[Path]:
+    """Every directory perfkit puts server data directories in."""
+    roots = [Path(tempfile.gettempdir())]
+    ram = ram_root()
+    if ram is not None and ram.resolve() != roots[0].resolve():
+        roots.append(ram)
+    return roots
+
+
+def owned_tempdirs() -> list[Path]:
+    """perfkit's temporary data directories (``perfkit-pg-*``) in every root."""
+    return [path for root in temp_roots() for path in root.glob(TEMPDIR_PREFIX + "*")]
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -84,6 +107,21 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def sweep_dead_owners() -> list[str]:
+    """:func:`sweep`, including containers when a Docker daemon answers (quietly without)."""
+    from perfkit.errors import BackendUnavailable
+    from perfkit.postgres.docker import docker_client
+
+    try:
+        client = docker_client()
+    except BackendUnavailable:
+        client = None
+    removed = sweep(docker_client=client)
+    for item in removed:
+        log.warning("perfkit: removed %s left by a run that is gone", item)
+    return removed
 
 
 def sweep(*, docker_client: Any | None = None) -> list[str]:

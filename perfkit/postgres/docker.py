@@ -23,6 +23,10 @@ DEFAULT_IMAGE = "postgres:17"
 #: The tag ``perfkit image build`` gives the image it builds from local binaries.
 LOCAL_IMAGE = "perfkit/postgres:local"
 CONTAINER_PORT = 5432
+#: PGDATA of the official image and of ``perfkit image build``'s image.
+CONTAINER_PGDATA = "/var/lib/postgresql/data"
+#: uid/gid of ``postgres`` in both images; the tmpfs must belong to it (initdb wants 0700).
+CONTAINER_PG_UID = 999
 PING_TIMEOUT_S = 3
 
 
@@ -122,13 +126,20 @@ class DockerServer(PostgresServer):
         )
         container.ports = {f"{CONTAINER_PORT}/tcp": ("127.0.0.1", self.port)}
         container.with_command(command)
-        container.with_kwargs(
-            labels={cleanup.OWNER_LABEL: str(os.getpid()), "perfkit.backend": "docker"}
-        )
+        container.with_kwargs(labels=self._labels())
+        if s.ram:
+            # Mount options, not just a size: initdb wants a 0700 directory owned by postgres.
+            container.tmpfs[CONTAINER_PGDATA] = (
+                f"rw,mode=0700,uid={CONTAINER_PG_UID},gid={CONTAINER_PG_UID}"
+            )
         self._container = container
         # DockerContainer.start: create + start without testcontainers' blocking
         # readiness exec; perfkit probes from the host so it can race the boot.
         DockerContainer.start(container)
+
+    def _labels(self) -> dict[str, str]:
+        """Labels that let a sweep find the container once its owner is gone."""
+        return {cleanup.OWNER_LABEL: str(os.getpid()), "perfkit.backend": "docker"}
 
     @property
     def container(self) -> Any:

@@ -7,7 +7,6 @@ leftovers.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import psutil
@@ -26,7 +25,7 @@ def _owner(path: Path) -> int | None:
 def find_leftovers() -> list[str]:
     """Describe every perfkit resource whose owner process is gone."""
     found: list[str] = []
-    for path in Path(tempfile.gettempdir()).glob(cleanup.TEMPDIR_PREFIX + "*"):
+    for path in cleanup.owned_tempdirs():
         owner = _owner(path)
         if owner is None or not cleanup.pid_alive(owner):
             found.append(f"local data directory {path}")

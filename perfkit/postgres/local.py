@@ -99,9 +99,14 @@ class LocalServer(PostgresServer):
             check=False,
         )
 
-    def _initdb(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix=cleanup.TEMPDIR_PREFIX))
-        (self.workdir / cleanup.OWNER_FILE).write_text(str(os.getpid()))
+    def _initdb(self, workdir: Path | None = None) -> None:
+        """initdb into ``workdir`` (made by the caller), else a new owned temp directory."""
+        if workdir is None:
+            root = cleanup.ram_root() if self.settings.ram else None
+            self.workdir = Path(tempfile.mkdtemp(prefix=cleanup.TEMPDIR_PREFIX, dir=root))
+            (self.workdir / cleanup.OWNER_FILE).write_text(str(os.getpid()))
+        else:
+            self.workdir = workdir
         self.socket_dir.mkdir(mode=0o700)
         pwfile = self.workdir / "pwfile"
         pwfile.write_text(self.settings.password)
@@ -313,7 +318,7 @@ def kill_servers_using(datadir: Path) -> list[int]:
 def sweep_stale() -> list[str]:
     """Remove data directories (and their servers) whose owning process is gone."""
     removed = []
-    for path in Path(tempfile.gettempdir()).glob(cleanup.TEMPDIR_PREFIX + "*"):
+    for path in cleanup.owned_tempdirs():
         owner_file = path / cleanup.OWNER_FILE
         try:
             owner = int(owner_file.read_text().strip())

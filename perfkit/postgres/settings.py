@@ -42,6 +42,10 @@ class ServerSettings:
     ``backend`` is one of ``auto`` (Docker when a daemon answers, else local
     binaries), ``docker``, ``local`` or ``external`` (an existing ``dsn``).
     The password is random per run unless given and never shown in ``repr``.
+    ``ram`` keeps the data directory in memory (``/dev/shm`` for local servers,
+    a tmpfs mount for containers): clones and drops become several times
+    faster; the data is gone when the server stops, which throwaway test
+    servers want anyway.
     """
 
     backend: str = "auto"
@@ -55,6 +59,7 @@ class ServerSettings:
     bindir: str | None = None
     dsn: str | None = field(default=None, repr=False)
     startup_timeout: float = 60.0
+    ram: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -83,6 +88,8 @@ class ServerSettings:
             )
         if self.dsn is not None and not isinstance(self.dsn, str):
             raise ConfigError("dsn must be a string")
+        if not isinstance(self.ram, bool):
+            raise ConfigError(f"ram must be true or false, got {self.ram!r}")
 
     @property
     def masked_dsn(self) -> str | None:
@@ -99,4 +106,5 @@ class ServerSettings:
             "bindir": self.bindir,
             "dsn": self.masked_dsn,
             "startup_timeout": self.startup_timeout,
+            "ram": self.ram,
         }

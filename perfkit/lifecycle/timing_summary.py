@@ -1,0 +1,69 @@
+"""The plugin's one-line-per-strategy terminal summary, computed from its timing records.
+
+For every strategy: tests served, how many waited for their database, acquire
+and release p50/p99; for the warm pool also the clones made and its refill
+rate (databases per second its cloners produce) next to the consumption rate
+(databases per second the tests took).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+#: An acquire longer than this counts as a wait (a queue get or a cached connection is ~0.1 ms).
+WAIT_S = 0.001
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-quantile (0..1) by linear interpolation; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def _ms(value: float) -> str:
+    return f"{value * 1000:.1f} ms"
+
+
+def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
+    """Human-readable lines, one per strategy that served tests."""
+    tests: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    clones: list[float] = []
+    workers = 1
+    for record in records:
+        if record["event"] == "test":
+            tests[record["strategy"]].append(record)
+        elif record["event"] == "pool_clone":
+            clones.append(record["seconds"])
+        elif record["event"] == "session_setup" and record["strategy"] == "warm-pool":
+            workers = int(record["clone_workers"])
+    lines = []
+    for strategy, rows in sorted(tests.items()):
+        acquire = [r["acquire_s"] for r in rows]
+        release = [r["release_s"] for r in rows]
+        waited = sum(a > WAIT_S for a in acquire)
+        line = (
+            f"{strategy}: {len(rows)} tests, {waited} waited for a database; "
+            f"acquire p50 {_ms(percentile(acquire, 0.5))} p99 {_ms(percentile(acquire, 0.99))}, "
+            f"release p50 {_ms(percentile(release, 0.5))} p99 {_ms(percentile(release, 0.99))}"
+        )
+        if strategy == "warm-pool" and clones:
+            refill = workers / statistics.median(clones)
+            consumed = [r["t_acquired"] for r in rows]
+            span = max(consumed) - min(consumed)
+            consumption = (len(consumed) - 1) / span if span > 0 else float("nan")
+            line += (
+                f"; {len(clones)} clones (p50 {_ms(statistics.median(clones))}, {workers} "
+                f"workers): refill {refill:.0f}/s vs consumption {consumption:.0f}/s"
+            )
+            if consumption > refill:
+                line += " (tests outpace the cloners: raise --perfkit-clone-workers)"
+        lines.append(line)
+    return lines
