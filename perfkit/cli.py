@@ -44,9 +44,18 @@ def _load_params_file(path: str) -> dict[str, Any]:
 # -- handlers -----------------------------------------------------------------
 
 
+def _sweep_dead_owners() -> None:
+    """Remove servers and containers of perfkit runs that were killed (never a live run's)."""
+    from perfkit.postgres import cleanup
+
+    for item in cleanup.sweep_dead_owners():
+        print(f"removed {item} (left by a run that is gone)", flush=True)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from perfkit import notebooks
 
+    _sweep_dead_owners()
     values: dict[str, Any] = {}
     for path in args.file or []:
         values.update(_load_params_file(path))
@@ -68,6 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from perfkit import report
 
+    _sweep_dead_owners()
     outcome = report.build(
         quick=args.quick,
         backend=args.backend,
@@ -108,6 +118,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for experiment, frame in outcome.frames.items():
         print(f"  {experiment}: {len(frame)} rows, columns {', '.join(map(str, frame.columns))}")
     return 0 if outcome.ok else EXIT_ERROR
+
+
+def cmd_servers(args: argparse.Namespace) -> int:
+    from perfkit.postgres import reuse
+
+    if args.stop:
+        removed = reuse.stop_reused(keys=args.keys or None)
+        for item in removed:
+            print(f"removed {item}")
+        print(f"{len(removed)} reused server(s) removed")
+        return 0
+    servers = reuse.list_reused()
+    if not servers:
+        print("no reused servers (the pytest plugin keeps one with --perfkit-reuse)")
+    for info in servers:
+        print(f"{info.backend:7} {info.key}  {info.status:8} {info.where}")
+    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -179,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
     swp.add_argument("--output-dir", default="runs", help="where the sweep directory goes (runs/)")
     swp.set_defaults(handler=cmd_sweep)
+
+    srv = sub.add_parser(
+        "servers", help="list (or --stop) the servers the pytest plugin keeps with --perfkit-reuse"
+    )
+    srv.add_argument("--stop", action="store_true", help="remove them (all, or the KEYs given)")
+    srv.add_argument("keys", nargs="*", metavar="KEY", help="only these reuse keys")
+    srv.set_defaults(handler=cmd_servers)
 
     doc = sub.add_parser("doctor", help="which PostgreSQL backends work here", add_help=False)
     doc.add_argument("rest", nargs=argparse.REMAINDER)

@@ -2,7 +2,10 @@
 
 The leak check runs at the end of the session: any perfkit container, local
 data directory or postgres process whose owning process is gone and that
-was not there when the session began fails the run.
+was not there when the session began fails the run. Reused servers
+(``--perfkit-reuse``) are meant to outlive a run, so the plugin's own sweeps
+leave them; but a test that makes one must remove it, so a reused server
+that was not there at the start fails the run too.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from perfkit.postgres import (
     ServerSettings,
     create_server,
     leaks,
+    reuse,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,14 +32,19 @@ TEST_SERVER_SETTINGS = {**FAST_SERVER_SETTINGS, "max_connections": 300}
 _before: set[str] = set()
 
 
+def _reused() -> set[str]:
+    return {f"reused {info.backend} server {info.where}" for info in reuse.list_reused()}
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     _before.update(leaks.find_leftovers())
+    _before.update(_reused())
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if hasattr(session.config, "workerinput"):  # xdist worker: the controller checks
         return
-    left = [item for item in leaks.find_leftovers() if item not in _before]
+    left = [item for item in [*leaks.find_leftovers(), *_reused()] if item not in _before]
     if left:
         session.config.pluginmanager.get_plugin("terminalreporter").write_line(
             "perfkit leak check: left behind by this test session:\n  " + "\n  ".join(left),

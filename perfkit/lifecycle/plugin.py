@@ -216,6 +216,8 @@ def settings_from_config(config: pytest.Config) -> IsolationSettings:
         values[field_name] = _convert(found, kind)
         sources[field_name] = found.source
         alone = {field_name: values[field_name]}
+        if field_name == "backend" and values[field_name] == "external":
+            alone["dsn"] = "postgresql://checked-below"  # whether a DSN is given: below
         if field_name in ("reuse", "dsn"):
             continue  # only meaningful together with the backend; checked below
         try:
@@ -507,8 +509,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_sep("-", "perfkit")
     for line in lines:
         terminalreporter.write_line(line)
-    for test_id, dsn in kept:
-        terminalreporter.write_line(f"kept database of failed test {test_id}: {dsn}", yellow=True)
+    for k in kept:
+        terminalreporter.write_line(
+            f"kept database {k['dbname']} of failed test {k['test']} ({k['until']}): {k['dsn']}",
+            yellow=True,
+        )
 
 
 def write_timings(

@@ -100,8 +100,8 @@ class IsolationSession:
         self.clone_strategy: str | None = (
             None if settings.template_strategy == AUTO else settings.template_strategy
         )
-        #: (test id, masked DSN) of databases kept for failed tests.
-        self.kept: list[tuple[str, str]] = []
+        #: Databases kept for failed tests: test id, database name, masked DSN, until when.
+        self.kept: list[dict[str, str]] = []
         self._lock = threading.RLock()  # lazy creation of server, template, strategies
         self._books = threading.Lock()  # records and counters (also used by pool threads)
         self.closed = False
@@ -141,6 +141,7 @@ class IsolationSession:
             backend=server.backend,
             reused=self.settings.reuse and purpose == "shared",
             adopted=adopted,
+            reuse_key=getattr(server, "key", None),
         )
         return server
 
@@ -227,9 +228,10 @@ class IsolationSession:
                     self.record("template_reused", self.clock() - t0, template=name)
                     self._choose_clone_strategy(name)
                     return name
+                self._make_template(name)
+                # Only now that the new template stands: the old ones are stale.
                 self._drop_stale(TEMPLATE_PREFIX, keep=name)
                 self._drop_stale(READY_PREFIX, keep=READY_PREFIX + self.migrations_hash)
-                self._make_template(name)
             finally:
                 admin.execute("SELECT pg_advisory_unlock(hashtext(%s))", [name])
         self._choose_clone_strategy(name)
@@ -394,7 +396,8 @@ class IsolationSession:
             self._forget(name)
             name = kept
         masked = mask(self.shared_server.dsn_for(name))
-        self.kept.append((test_id, masked if outlives else f"{masked} (until the session ends)"))
+        until = "after the run" if outlives else "until the session ends"
+        self.kept.append({"test": test_id, "dbname": name, "dsn": masked, "until": until})
         return masked
 
     def session_database(self) -> str:

@@ -2,7 +2,8 @@
 
 A reused server is keyed by what makes two servers interchangeable: backend,
 image (docker) or binaries (local), server settings, in-memory data, user
-and database name, and the OS user (servers are never shared between users).
+and database name, and the OS user (servers are never shared between users), plus
+``PERFKIT_REUSE_NAMESPACE`` when set (separate servers per project or branch).
 
 * docker: a container labelled ``perfkit.reuse-key`` / ``perfkit.reuse-uid``
   and *not* ``perfkit.owner-pid``, so sweeps of dead owners leave it alone.
@@ -27,7 +28,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ REUSE_UID_LABEL = "perfkit.reuse-uid"
 REUSE_PREFIX = "perfkit-reuse-"
 STATE_FILE = "perfkit-reuse.json"
 KEY_CHARS = 16
+#: Set to keep separate reused servers apart (per project, branch or test run).
+NAMESPACE_ENV = "PERFKIT_REUSE_NAMESPACE"
 
 
 def reuse_key(settings: ServerSettings, backend: str, identity: str) -> str:
@@ -59,6 +62,7 @@ def reuse_key(settings: ServerSettings, backend: str, identity: str) -> str:
             "user": settings.user,
             "dbname": settings.dbname,
             "uid": os.getuid(),
+            "namespace": os.environ.get(NAMESPACE_ENV, ""),
         },
         sort_keys=True,
     )
@@ -302,10 +306,13 @@ def reused_containers(client: Any) -> list[Any]:
     )
 
 
-def stop_reused() -> list[str]:
-    """Remove every reused server of this OS user; return what was removed."""
+def stop_reused(keys: Iterable[str] | None = None) -> list[str]:
+    """Remove this OS user's reused servers (all, or those with the given keys)."""
+    wanted = None if keys is None else set(keys)
     removed: list[str] = []
     for info in list_reused():
+        if wanted is not None and info.key not in wanted:
+            continue
         if info.backend == "local":
             home = Path(info.where)
             kill_servers_using(home / "data")
@@ -314,6 +321,8 @@ def stop_reused() -> list[str]:
     with contextlib.suppress(BackendUnavailable):
         client = docker_client()
         for container in reused_containers(client):
+            if wanted is not None and container.labels.get(REUSE_LABEL) not in wanted:
+                continue
             with contextlib.suppress(Exception):
                 container.remove(force=True, v=True)
                 removed.append(f"container {container.short_id}")

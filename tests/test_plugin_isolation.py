@@ -1,0 +1,339 @@
+"""The plugin on suites shaped like real ones: open connections, short tests, many drivers.
+
+Release must not wait for connections a test left open; the warm pool must
+fill ahead from what collection found; rollback must say when it does not
+isolate; failed tests' databases can be kept; suites that share one database
+per session, use pytest-postgresql's fixtures or read DATABASE_URL move in one
+step. Every check runs a real pytest subprocess against real servers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from pluginrun import SCHEMA, databases, leftovers, run_pytest, test_records
+
+from perfkit.postgres import PostgresServer, cleanup
+
+LEAVES_CONNECTIONS_OPEN = """
+import psycopg
+import psycopg2
+
+def test_psycopg2_with_block_does_not_close(perfkit_dsn):
+    with psycopg2.connect(perfkit_dsn) as conn:  # commits on exit, stays open
+        conn.cursor().execute("INSERT INTO items (name) VALUES ('psycopg2')")
+    assert not conn.closed
+
+def test_psycopg_connection_never_closed(perfkit_dsn):
+    conn = psycopg.connect(perfkit_dsn, autocommit=True)
+    conn.execute("INSERT INTO items (name) VALUES ('psycopg')")
+
+def test_next_test_starts_clean(perfkit_db):
+    assert perfkit_db.execute("SELECT count(*) FROM items").fetchone() == (0,)
+"""
+
+
+def external(server: PostgresServer) -> tuple[str, ...]:
+    return ("--perfkit-backend=external", f"--perfkit-dsn={server.dsn}")
+
+
+@pytest.mark.parametrize("isolation", ["template", "warm-pool"])
+def test_connections_left_open_by_two_drivers_neither_block_nor_leak(
+    tmp_path: Path, pg_server: PostgresServer, isolation: str
+) -> None:
+    proc, document = run_pytest(
+        tmp_path, LEAVES_CONNECTIONS_OPEN, f"--perfkit-isolation={isolation}", *external(pg_server)
+    )
+    assert proc.returncode == 0, proc.stdout
+    prefix = {r["dbname"].rsplit("_", 1)[0] for r in test_records(document)}.pop()
+    assert not [d for d in databases(pg_server) if d.startswith(prefix)]
+    drops = {r["dbname"]: r["seconds"] for r in document["records"] if r["event"] == "drop"}
+    for record in test_records(document):
+        # The drop (which terminates the open sessions) ran off the test's path.
+        assert record["dbname"] in drops
+        assert record["release_s"] < drops[record["dbname"]]
+
+
+FIVE_TESTS_LOOK_AT_THE_POOL = """
+import time
+import pytest
+
+@pytest.mark.parametrize("i", range(5))
+def test_pool(perfkit_db, perfkit_session, i):
+    pool = perfkit_session.strategy("warm-pool")
+    if i == 0:  # the other four were filled ahead, without anyone waiting for them
+        deadline = time.monotonic() + 20
+        while pool.ready.qsize() < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pool.ready.qsize() == 4
+    assert perfkit_db.execute("SELECT count(*) FROM items").fetchone() == (0,)
+    perfkit_db.execute("INSERT INTO items (name) VALUES ('x')")
+    perfkit_db.commit()
+
+def test_without_database():
+    pass
+"""
+
+
+def test_warm_pool_fills_ahead_for_the_collected_tests_and_no_further(tmp_path: Path) -> None:
+    proc, document = run_pytest(
+        tmp_path,
+        FIVE_TESTS_LOOK_AT_THE_POOL,
+        "--perfkit-isolation=warm-pool",
+        "--perfkit-backend=local",
+        "--perfkit-pool-size=8",
+    )
+    assert proc.returncode == 0, proc.stdout
+    clones = [r for r in document["records"] if r["event"] == "pool_clone"]
+    assert len(clones) == 5  # five tests asked, the pool holds up to 8: five clones
+    assert leftovers(document) == []
+
+
+def test_terminal_summary_reports_waits_and_refill_against_consumption(tmp_path: Path) -> None:
+    proc, _ = run_pytest(
+        tmp_path,
+        FIVE_TESTS_LOOK_AT_THE_POOL,
+        "--perfkit-isolation=warm-pool",
+        "--perfkit-backend=local",
+    )
+    assert proc.returncode == 0, proc.stdout
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("warm-pool: 5 tests"))
+    assert "waited for a database" in line and "refill" in line and "consumption" in line
+
+
+ROLLBACK_ESCAPE = """
+import os
+import psycopg
+
+def test_writes_through_its_own_connection(perfkit_db):
+    dsn = os.environ["LEAKY_DSN_TEMPLATE"].format(
+        dbname=perfkit_db.info.dbname, port=perfkit_db.info.port
+    )
+    with psycopg.connect(dsn, autocommit=True) as own:
+        own.execute("INSERT INTO items (name) VALUES ('escaped')")
+"""
+
+
+def _leaky_env(server: PostgresServer) -> dict[str, str]:
+    template = server.dsn_for("DBNAME").replace("DBNAME", "{dbname}")
+    return {"LEAKY_DSN_TEMPLATE": template}
+
+
+def test_rollback_guard_warns_when_code_under_test_commits_through_another_connection(
+    tmp_path: Path, pg_server: PostgresServer
+) -> None:
+    proc, _ = run_pytest(
+        tmp_path,
+        ROLLBACK_ESCAPE,
+        "--perfkit-isolation=rollback",
+        *external(pg_server),
+        env=_leaky_env(pg_server),
+    )
+    assert proc.returncode == 0, proc.stdout
+    assert "IsolationWarning" in proc.stdout
+    assert "rollback isolation did not isolate" in proc.stdout
+
+
+def test_rollback_guard_fail_turns_the_escape_into_an_error(
+    tmp_path: Path, pg_server: PostgresServer
+) -> None:
+    proc, _ = run_pytest(
+        tmp_path,
+        ROLLBACK_ESCAPE,
+        "--perfkit-isolation=rollback",
+        "--perfkit-rollback-guard=fail",
+        *external(pg_server),
+        env=_leaky_env(pg_server),
+    )
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
+    assert "IsolationBroken" in proc.stdout
+
+
+def test_rollback_guard_is_silent_when_the_test_uses_only_its_connection(
+    tmp_path: Path,
+) -> None:
+    tests = """
+    def test_uses_perfkit_db(perfkit_db):
+        perfkit_db.execute("INSERT INTO items (name) VALUES ('inside')")
+        perfkit_db.commit()
+    """
+    proc, _ = run_pytest(
+        tmp_path, tests, "--perfkit-isolation=rollback", "--perfkit-backend=local", "-W", "error"
+    )
+    assert proc.returncode == 0, proc.stdout
+
+
+FAILS_AFTER_WRITING = """
+def test_fails_after_writing(perfkit_db):
+    perfkit_db.execute("INSERT INTO items (name) VALUES ('evidence')")
+    perfkit_db.commit()
+    assert False, "on purpose"
+"""
+
+
+def test_keep_failed_keeps_the_database_and_prints_its_masked_dsn(
+    tmp_path: Path, pg_server: PostgresServer
+) -> None:
+    proc, _ = run_pytest(
+        tmp_path, FAILS_AFTER_WRITING, "--perfkit-keep-failed", *external(pg_server)
+    )
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("kept database "))
+    assert "test_fails_after_writing (after the run)" in line
+    assert pg_server.settings.password not in proc.stdout
+    kept = line.split()[2]
+    try:
+        with psycopg.connect(pg_server.dsn_for(kept)) as conn:
+            assert conn.execute("SELECT name FROM items").fetchall() == [("evidence",)]
+    finally:
+        with psycopg.connect(pg_server.dsn, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{kept}" WITH (FORCE)')
+
+
+def test_without_keep_failed_a_failed_tests_database_is_dropped(
+    tmp_path: Path, pg_server: PostgresServer
+) -> None:
+    before = databases(pg_server)
+    proc, _ = run_pytest(tmp_path, FAILS_AFTER_WRITING, *external(pg_server))
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
+    assert "kept database" not in proc.stdout
+    assert databases(pg_server) == before
+
+
+SESSION_DATABASE = """
+import psycopg
+
+def test_1_writes(perfkit_session_dsn):
+    with psycopg.connect(perfkit_session_dsn) as conn:
+        conn.execute("INSERT INTO items (name) VALUES ('shared')")
+
+def test_2_sees_the_first_tests_row(perfkit_session_dsn):
+    with psycopg.connect(perfkit_session_dsn) as conn:
+        assert conn.execute("SELECT name FROM items").fetchall() == [("shared",)]
+"""
+
+
+def test_session_dsn_is_one_migrated_database_for_the_whole_session(tmp_path: Path) -> None:
+    proc, document = run_pytest(tmp_path, SESSION_DATABASE, "--perfkit-backend=local")
+    assert proc.returncode == 0, proc.stdout
+    assert leftovers(document) == []
+
+
+PYTEST_POSTGRESQL_SUITE = """
+def test_postgresql_is_a_connection_to_a_fresh_database(postgresql):
+    assert postgresql.execute("SELECT count(*) FROM items").fetchone() == (0,)
+    postgresql.execute("INSERT INTO items (name) VALUES ('x')")
+    postgresql.commit()
+
+def test_and_again(postgresql):
+    assert postgresql.execute("SELECT count(*) FROM items").fetchone() == (0,)
+
+def test_postgresql_proc_describes_the_server(postgresql_proc):
+    import psycopg
+    with psycopg.connect(
+        host=postgresql_proc.host, port=postgresql_proc.port, user=postgresql_proc.user,
+        password=postgresql_proc.password, dbname=postgresql_proc.dbname,
+    ) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert postgresql_proc.version.split(".")[0].isdigit()
+"""
+
+
+def test_a_pytest_postgresql_suite_switches_with_one_conftest_line(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text(
+        "from perfkit.lifecycle.pytest_postgresql import postgresql, postgresql_proc  # noqa\n"
+    )
+    proc, _ = run_pytest(tmp_path, PYTEST_POSTGRESQL_SUITE, "--perfkit-backend=local")
+    assert proc.returncode == 0, proc.stdout
+    assert "3 passed" in proc.stdout
+
+
+DATABASE_URL_SUITE = """
+import os
+import psycopg
+import pytest
+
+@pytest.fixture(autouse=True)
+def database_url(perfkit_dsn, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", perfkit_dsn)
+
+def app_count():  # application code that reads its configuration from the environment
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+        return conn.execute("SELECT count(*) FROM items").fetchone()[0]
+
+def test_1(perfkit_db):
+    perfkit_db.execute("INSERT INTO items (name) VALUES ('x')")
+    perfkit_db.commit()
+    assert app_count() == 1
+
+def test_2():
+    assert app_count() == 0
+"""
+
+
+def test_a_database_url_suite_gets_a_fresh_database_per_test(tmp_path: Path) -> None:
+    proc, _ = run_pytest(tmp_path, DATABASE_URL_SUITE, "--perfkit-backend=local")
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_a_bad_ini_value_names_the_ini_file(tmp_path: Path) -> None:
+    proc, document = run_pytest(
+        tmp_path, "def test_x(perfkit_db):\n    pass\n", ini="perfkit_isolation = snapshot\n"
+    )
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "perfkit_isolation in pytest.ini" in proc.stderr
+    assert "snapshot" in proc.stderr
+    assert document == {}
+
+
+def test_a_bad_boolean_option_names_the_command_line(tmp_path: Path) -> None:
+    proc, _ = run_pytest(tmp_path, "def test_x():\n    pass\n", "--perfkit-ram=maybe")
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "--perfkit-ram (command line): must be true or false" in proc.stderr
+
+
+def test_a_run_removes_what_a_killed_run_left_behind(tmp_path: Path) -> None:
+    """SIGKILL leaves a server; the next plugin session sweeps it (its owner is dead)."""
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "test_hang.py").write_text(
+        "import time\n\ndef test_hang(perfkit_db):\n    time.sleep(120)\n"
+    )
+    (first / "schema.sql").write_text(SCHEMA)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--perfkit-backend=local",
+         f"--perfkit-migrations={first / 'schema.sql'}", str(first / "test_hang.py")],
+        cwd=first, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        owned: list[Path] = []
+        while not owned and time.monotonic() < deadline:
+            owned = [p for p in cleanup.owned_tempdirs() if _owner(p) == proc.pid]
+            time.sleep(0.1)
+        assert owned, "the inner run never started its server"
+        time.sleep(1.0)  # let it finish the template
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    assert all(p.exists() for p in owned)  # a hard kill cleans nothing up
+    second = tmp_path / "second"
+    second.mkdir()
+    result, _ = run_pytest(second, "def test_x(perfkit_db):\n    pass\n", "--perfkit-backend=local")
+    assert result.returncode == 0, result.stdout
+    assert not any(p.exists() for p in owned)
+
+
+def _owner(path: Path) -> int | None:
+    try:
+        return int((path / cleanup.OWNER_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
