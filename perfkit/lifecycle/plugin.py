@@ -89,6 +89,7 @@ class PluginState:
         self.started = time.perf_counter()
         self._settings: IsolationSettings | None = None
         self._prewarm: threading.Thread | None = None
+        self._sweep: threading.Thread | None = None
         self.summary_payloads: list[dict[str, Any]] = []
         self._open_lock = threading.Lock()
 
@@ -105,33 +106,43 @@ class PluginState:
             self._settings = settings_from_config(self.config)
         return self._settings
 
-    def open(self) -> IsolationSession:
+    def open(self, *, sweep: bool = True) -> IsolationSession:
+        """The session (created on first call); ``sweep`` starts the sweep of dead runs."""
         with self._open_lock:
             if self.session is None:
                 from perfkit.lifecycle.session import IsolationSession
-                from perfkit.postgres import cleanup
 
-                cleanup.sweep_dead_owners()  # what killed runs left (never a live run's)
                 self.session = IsolationSession(self.settings(), worker=self.worker)
+                if sweep:
+                    self._sweep = threading.Thread(
+                        target=_sweep_dead_owners, name="perfkit-sweep", daemon=True
+                    )
+                    self._sweep.start()
             return self.session
 
     def prewarm(self, demand: Counter[str]) -> None:
-        """Start server, template and strategies in the background for the collected tests."""
-        session = self.open()
+        """Start server, template and strategies in the background for the collected tests.
+
+        Then, still in the background, remove what killed runs left behind
+        (after the preparation, so the sweep is not on the way to the first test).
+        """
+        session = self.open(sweep=False)
 
         def run() -> None:
-            for name, tests in demand.items():
-                try:
+            try:
+                for name, tests in demand.items():
                     session.strategy(name).expect(tests)
-                except BaseException:  # kept by the session; the first test raises it
-                    return
+            except BaseException:  # kept by the session; the first test raises it
+                pass
+            _sweep_dead_owners()
 
         self._prewarm = threading.Thread(target=run, name="perfkit-prewarm", daemon=True)
         self._prewarm.start()
 
     def close(self) -> None:
-        if self._prewarm is not None:
-            self._prewarm.join()
+        for thread in (self._prewarm, self._sweep):
+            if thread is not None:
+                thread.join()
         if self.session is not None:
             self.session.close()
 
@@ -147,6 +158,13 @@ class PluginState:
             "settings": self.settings().describe() if session else None,
             "kept": list(session.kept) if session else [],
         }
+
+
+def _sweep_dead_owners() -> None:
+    """Remove what killed perfkit runs left behind (never a live run's servers)."""
+    from perfkit.postgres import cleanup
+
+    cleanup.sweep_dead_owners()
 
 
 _STATE = pytest.StashKey[PluginState]()

@@ -43,6 +43,7 @@ TEMPLATE_PREFIX = f"{PREFIX}_tpl_"
 READY_PREFIX = f"{PREFIX}_ready_"
 FAILED_PREFIX = f"{PREFIX}_failed_"
 HASH_CHARS = 12
+CLONE_STRATEGY_COMMENT = "perfkit clone strategy: "
 #: Clones timed per strategy when ``template_strategy="auto"``.
 STRATEGY_PROBES = 2
 _SLUG = re.compile(r"[^a-z0-9]+")
@@ -282,13 +283,25 @@ class IsolationSession:
                 self.record("stale_dropped", 0.0, dbname=name)
 
     def _choose_clone_strategy(self, template: str) -> None:
-        """Resolve ``template_strategy="auto"``: time both strategies on ``template``."""
+        """Resolve ``template_strategy="auto"``: time both strategies on ``template``.
+
+        The choice is kept as the template's comment, so a reused template is
+        not timed again.
+        """
         if self.settings.template_strategy != AUTO:
             return
         if self.server_version_num() < 150000:
             self.clone_strategy = None
             return
         admin = self.admin()
+        row = admin.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+            [template],
+        ).fetchone()
+        remembered = (row[0] or "").removeprefix(CLONE_STRATEGY_COMMENT) if row else ""
+        if remembered in TEMPLATE_STRATEGIES:
+            self.clone_strategy = remembered
+            return
         timings: dict[str, list[float]] = {s: [] for s in TEMPLATE_STRATEGIES}
         for _ in range(STRATEGY_PROBES):
             for strategy in TEMPLATE_STRATEGIES:
@@ -302,6 +315,11 @@ class IsolationSession:
                 drop_force(admin, name)
         medians = {s: statistics.median(v) for s, v in timings.items()}
         self.clone_strategy = min(medians, key=lambda s: medians[s])
+        admin.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(template), sql.Literal(CLONE_STRATEGY_COMMENT + self.clone_strategy)
+            )
+        )
         self.record(
             "clone_strategy",
             0.0,

@@ -403,6 +403,7 @@ class WarmPool(Strategy):
         _ = self.session.janitor
         self.size = self.session.settings.pool_size
         self.ready: queue.Queue[_Ready] = queue.Queue()
+        self.parked: queue.Queue[str] = queue.Queue()  # adopted, not yet connected
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.error: BaseException | None = None
@@ -455,7 +456,7 @@ class WarmPool(Strategy):
                 while not self.stopping.is_set():
                     if self._claim():
                         try:
-                            self._clone(admin)
+                            self._connect_parked() or self._clone(admin)
                         finally:
                             with self._books:
                                 self.in_flight -= 1
@@ -464,6 +465,18 @@ class WarmPool(Strategy):
                         self.wake.clear()
         except BaseException as exc:  # surfaced to the next acquire()
             self.error = exc
+
+    def _connect_parked(self) -> bool:
+        """Make an adopted database ready (a connect instead of a clone); False if none."""
+        try:
+            name = self.parked.get_nowait()
+        except queue.Empty:
+            return False
+        t0 = self.session.clock()
+        dsn = self.server.dsn_for(name)
+        self.ready.put(_Ready(dbname=name, dsn=dsn, conn=connect(dsn)))
+        self.session.record("pool_adopt", self.session.clock() - t0, strategy=self.name)
+        return True
 
     def _clone(self, admin: psycopg.Connection) -> None:
         t0 = self.session.clock()
@@ -514,9 +527,7 @@ class WarmPool(Strategy):
                 continue
             with self.session._books:
                 self.session._created.add(new)
-            dsn = self.server.dsn_for(new)
-            self.ready.put(_Ready(dbname=new, dsn=dsn, conn=connect(dsn)))
-            self.session.record("pool_adopt", 0.0, strategy=self.name, dbname=new)
+            self.parked.put(new)  # the cloner threads connect to it (off the setup path)
 
     def _park(self) -> None:
         """Refill to ``pool_size`` and rename the ready databases for the next run."""
@@ -602,6 +613,8 @@ class WarmPool(Strategy):
             item = self.ready.get()
             _close_quietly(item.conn)
             self.session.discard(item.dbname)
+        while not self.parked.empty():
+            self.session.discard(self.parked.get())
 
 
 BY_NAME: dict[str, type[Strategy]] = {
