@@ -1,23 +1,35 @@
-"""The measured suite, its runner, the analysis of its frames, and the benchmarks (-m bench)."""
+"""The measured suites, their runner, the analysis of their frames, and the benchmarks (-m bench).
+
+The short suite and a user's own suite run as real pytest subprocesses on real
+local PostgreSQL servers, natively (one shared database) and under ``template``.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
+import textwrap
+import tomllib
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from perfkit.errors import ConfigError
-from perfkit.lifecycle import analysis, bench, micro
-from perfkit.lifecycle.experiment import LifecycleConfig
+from perfkit.lifecycle import analysis, bench, micro, registry, shortbench
+from perfkit.lifecycle.experiment import LAB_STRATEGIES, LifecycleConfig
 from perfkit.lifecycle.settings import IsolationSettings
+from perfkit.postgres import cleanup
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = 30  # short-suite size for tests that run it (about 2 s per run)
 
 
-def collect(suite: Path, *args: str) -> list[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+def collect(suite: Path, *args: str, **env_vars: str) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PERFKIT_SUITE"))}
+    env.update(env_vars)
     out = subprocess.run(
         [
             sys.executable,
@@ -220,3 +232,400 @@ def test_bench_suite_shared_rollback_vs_per_test_servers(
         print(f"per-test-server / rollback: wall {wall:.1f}x, session {session:.1f}x")
     assert (runs["exit_code"] == 0).all()
     assert session is not None and session >= (20 if backend == "docker" else 10)
+
+
+# -- the short suite ------------------------------------------------------------------------
+
+
+def test_short_suite_has_about_250_tests_over_psycopg_and_psycopg2(tmp_path: Path) -> None:
+    suite = bench.prepare_suite(tmp_path / "short", bench.SHORT_SUITE_DIR)
+    tests = collect(suite)
+    assert len(tests) == bench.SHORT_FULL_TESTS == 250
+    drivers = pd.Series([t.split("[", 1)[1].split("-", 1)[0] for t in tests]).value_counts()
+    assert drivers.to_dict() == {"psycopg": 125, "psycopg2": 125}
+    assert {bench._kind(t) for t in tests} == {"temp_table", "shared_tables"}
+
+
+def test_short_suite_size_follows_its_test_count_variable(tmp_path: Path) -> None:
+    suite = bench.prepare_suite(tmp_path / "short", bench.SHORT_SUITE_DIR)
+    tests = collect(suite, PERFKIT_SUITE_TESTS=str(bench.SHORT_QUICK_TESTS))
+    assert 14 <= len(tests) <= bench.SHORT_QUICK_TESTS  # every function on both drivers
+
+
+@pytest.fixture(scope="module")
+def short_runs() -> dict[str, bench.SuiteResult]:
+    """The short suite at SMALL size, natively and under template, on local servers."""
+    return {
+        strategy: bench.run_suite(
+            bench.SuiteSettings(strategy=strategy, suite="short", backend="local", test_count=SMALL)
+        )
+        for strategy in ("native", "template")
+    }
+
+
+def test_short_suite_passes_natively_on_one_shared_database(
+    short_runs: dict[str, bench.SuiteResult],
+) -> None:
+    result = short_runs["native"]
+    run = result.run
+    assert run["exit_code"] == 0, result.output
+    assert run["tests"] >= 20 and run["tests_failed"] == 0
+    assert run["servers_started"] == 1 and run["server_start_s"] > 0  # started by the bench
+    assert run["databases_created"] == 0  # the plugin made none: the suite made its own
+    assert run["peak_server_bytes"] > 0
+    assert len(result.tests) == run["tests"]  # rows from the plugin's phase records
+    assert {t["isolation"] for t in result.tests} == {"native"}
+    assert all(math.isnan(t["acquire_s"]) for t in result.tests)  # no lease, no isolation cost
+
+
+def test_short_suite_passes_under_template_with_a_database_per_test(
+    short_runs: dict[str, bench.SuiteResult],
+) -> None:
+    result = short_runs["template"]
+    run = result.run
+    assert run["exit_code"] == 0, result.output
+    assert run["tests"] == short_runs["native"].run["tests"] and run["tests_failed"] == 0
+    assert run["databases_created"] >= run["tests"]
+    assert {t["isolation"] for t in result.tests} == {"template"}
+    assert len(result.tests) == run["tests"]
+
+
+def test_suite_runs_leave_no_server_running(short_runs: dict[str, bench.SuiteResult]) -> None:
+    assert short_runs and not cleanup.live_servers()
+
+
+# -- a user's own suite -----------------------------------------------------------------------
+
+USER_CONFTEST = """
+import os
+
+import psycopg
+import pytest
+
+
+@pytest.fixture
+def database_url(request):
+    return os.environ.get("DATABASE_URL") or request.getfixturevalue("perfkit_dsn")
+
+
+@pytest.fixture
+def db(database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+"""
+USER_TESTS = """
+import os
+
+
+def test_database_answers(db):
+    assert db.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_temp_table_round_trip(db):
+    db.execute("CREATE TEMP TABLE notes (body text)")
+    db.execute("INSERT INTO notes VALUES ('a'), ('b')")
+    assert db.execute("SELECT count(*) FROM notes").fetchone() == (2,)
+
+
+def test_database_comes_from_where_the_run_says(database_url):
+    expected = os.environ["EXPECT_SOURCE"]
+    assert ("DATABASE_URL" in os.environ) == (expected == "env")
+    assert database_url.startswith("postgresql://")
+"""
+
+
+@pytest.fixture
+def user_suite(tmp_path: Path) -> Path:
+    suite = tmp_path / "my_suite"
+    suite.mkdir()
+    (suite / "pytest.ini").write_text("[pytest]\n")
+    (suite / "conftest.py").write_text(textwrap.dedent(USER_CONFTEST))
+    (suite / "test_notes.py").write_text(textwrap.dedent(USER_TESTS))
+    return suite
+
+
+def test_user_suite_gets_the_native_server_through_its_dsn_env(
+    user_suite: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXPECT_SOURCE", "env")
+    result = bench.run_suite(
+        bench.SuiteSettings(
+            strategy="native", suite=user_suite, backend="local", dsn_env="DATABASE_URL"
+        )
+    )
+    assert result.run["exit_code"] == 0, result.output
+    assert result.run["tests"] == 3 and result.run["servers_started"] == 1
+    assert result.run["suite"] == str(user_suite.resolve())
+
+
+def test_user_suite_under_template_gets_perfkit_databases_not_the_callers_url(
+    user_suite: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXPECT_SOURCE", "perfkit")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/not_this_one")
+    result = bench.run_suite(
+        bench.SuiteSettings(
+            strategy="template", suite=user_suite, backend="local", dsn_env="DATABASE_URL"
+        )
+    )
+    assert result.run["exit_code"] == 0, result.output
+    assert result.run["tests"] == 3
+    assert {t["isolation"] for t in result.tests} == {"template"}
+
+
+def test_user_suite_runs_with_its_own_config_and_extra_pytest_args(user_suite: Path) -> None:
+    settings = bench.SuiteSettings(
+        strategy="template", suite=user_suite, pytest_args=["-k", "answers"]
+    )
+    cmd = bench.pytest_command(settings, user_suite, user_suite / "t.json")
+    assert "-c" not in cmd and "--rootdir" not in cmd
+    assert cmd[-2:] == ["-k", "answers"]
+    assert "--perfkit-isolation=template" in cmd
+
+
+def test_a_suite_past_its_timeout_is_interrupted_and_cleans_up(tmp_path: Path) -> None:
+    suite = tmp_path / "slow_suite"
+    suite.mkdir()
+    (suite / "pytest.ini").write_text("[pytest]\n")
+    (suite / "test_slow.py").write_text(
+        "import time\n\n\ndef test_sleeps(perfkit_dsn):\n    time.sleep(120)\n"
+    )
+    result = bench.run_suite(
+        bench.SuiteSettings(strategy="template", suite=suite, backend="local", timeout=5)
+    )
+    assert result.run["timed_out"] and result.run["exit_code"] != 0
+    assert result.run["wall_s"] < 60  # SIGINT was enough: pytest tore down at once
+    assert "KeyboardInterrupt" in result.output  # (the session's leak check sees no server)
+
+
+# -- settings are checked before anything starts -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"suite": "/no/such/suite"}, "does not exist"),
+        ({"suite": 42}, "suite must be"),
+        ({"suite": "short", "pytest_args": "-k fast"}, "pytest_args must be a list"),
+        ({"suite": "short", "pytest_args": ["-x", 1]}, "pytest_args must all be strings"),
+        ({"suite": "short", "test_count": 0}, "test_count must be at least 1"),
+        ({"suite": "short", "test_count": True}, "test_count must be an integer"),
+        ({"suite": "short", "workers": "2"}, "workers must be an integer"),
+        ({"suite": "short", "strategy": "rollback"}, "rollback"),
+        ({"suite": "short", "dsn_env": "DATABASE_URL"}, "dsn_env applies to your own suite"),
+        ({"suite": "lab", "strategy": "native"}, "lab suite has no native mode"),
+        ({"suite": "lab", "test_count": 10}, "test_count sizes the short suite"),
+        ({"strategy": "shared"}, "unknown isolation strategy"),
+    ],
+)
+def test_bad_suite_settings_are_config_errors(overrides: dict[str, object], message: str) -> None:
+    values: dict[str, object] = {"strategy": "template", **overrides}
+    with pytest.raises(ConfigError, match=message):
+        bench.SuiteSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"strategy": "native"}, "needs dsn_env"),
+        ({"dsn_env": "DATABASE-URL"}, "environment variable name"),
+        ({"dsn_env": 5}, "environment variable name"),
+        ({"quick": True}, "-k or -m in pytest_args"),
+    ],
+)
+def test_bad_user_suite_settings_are_config_errors(
+    user_suite: Path, overrides: dict[str, object], message: str
+) -> None:
+    values: dict[str, object] = {"strategy": "template", "suite": user_suite, **overrides}
+    with pytest.raises(ConfigError, match=message):
+        bench.SuiteSettings(**values)  # type: ignore[arg-type]
+
+
+def test_a_suite_path_that_is_a_file_is_a_config_error(user_suite: Path) -> None:
+    with pytest.raises(ConfigError, match="not a directory"):
+        bench.SuiteSettings(strategy="template", suite=user_suite / "conftest.py")
+
+
+def test_a_bad_run_in_a_matrix_stops_it_before_the_first_run(tmp_path: Path) -> None:
+    started: list[str] = []
+    with pytest.raises(ConfigError, match="does not exist"):
+        bench.run_matrix(
+            ["template", "native"],
+            [1],
+            suite=tmp_path / "missing",
+            progress=lambda s, r: started.append(s.strategy),
+        )
+    with pytest.raises(ConfigError, match="lab suite has no native mode"):
+        bench.run_matrix(["template", "native"], [1], progress=lambda s, r: started.append("x"))
+    assert started == [] and not cleanup.live_servers()
+
+
+def test_native_is_a_baseline_of_the_bench_not_a_plugin_strategy() -> None:
+    assert bench.BASELINES == ("native",)
+    assert "native" not in registry.NAMES
+    assert bench.check_strategy("native") == "native"
+    with pytest.raises(ConfigError):
+        registry.check_name("native")
+
+
+def test_native_command_has_no_isolation_options(tmp_path: Path) -> None:
+    cmd = bench.pytest_command(
+        bench.SuiteSettings(strategy="native", suite="short"), tmp_path, tmp_path / "t.json"
+    )
+    assert not [a for a in cmd if a.startswith(("--perfkit-isolation", "--perfkit-backend"))]
+    assert f"--perfkit-timings={tmp_path / 't.json'}" in cmd
+
+
+def test_suite_environment_scrubs_dsns_the_run_did_not_choose() -> None:
+    caller = {"DATABASE_URL": "postgresql://x@h/db", "PERFKIT_DSN": "postgresql://y@h/db"}
+    native = bench.SuiteSettings(strategy="native", suite="short")
+    env = bench.suite_environment(native, {**caller, "PERFKIT_SUITE_DSN": "old"})
+    assert env["PERFKIT_SUITE_MODE"] == "native" and env["PERFKIT_SUITE_TESTS"] == "250"
+    assert "PERFKIT_DSN" not in env and "PERFKIT_SUITE_DSN" not in env  # run_suite sets it
+    quick = bench.SuiteSettings(strategy="template", suite="short", quick=True)
+    env = bench.suite_environment(quick, caller)
+    assert env["PERFKIT_SUITE_MODE"] == "perfkit" and env["PERFKIT_SUITE_TESTS"] == "24"
+
+
+# -- the comparison with native ---------------------------------------------------------------
+
+
+def native_runs() -> pd.DataFrame:
+    rows = []
+    for repetition, drift in enumerate([1.0, 1.1, 0.9]):
+        for strategy, wall in [("native", 10.0), ("template", 14.0), ("warm-pool", 11.0)]:
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "workers": 1,
+                    "repetition": repetition,
+                    "wall_s": wall * drift,
+                    "exit_code": 0,
+                    "suite": "short",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_ratio_to_native_is_a_ratio_of_medians_with_a_seeded_interval() -> None:
+    table = analysis.versus_native(native_runs(), seed=3).set_index("strategy")
+    assert table.loc["template", "ratio"] == pytest.approx(1.4)
+    assert table.loc["warm-pool", "ratio"] == pytest.approx(1.1)
+    assert table.loc["native", "ratio"] == 1.0 and math.isnan(table.loc["native", "ratio_low"])
+    # paired by repetition, the drift cancels: every resample gives the same ratio
+    assert table.loc["template", "paired"]
+    assert table.loc["template", "ratio_low"] == pytest.approx(1.4)
+    assert table.loc["template", "ratio_high"] == pytest.approx(1.4)
+    again = analysis.versus_native(native_runs(), seed=3)
+    assert again.equals(analysis.versus_native(native_runs(), seed=3))
+
+
+def test_unpaired_interval_covers_the_point_estimate() -> None:
+    point, low, high = analysis.ratio_interval([12, 14, 15, 13], [10, 11, 9], seed=1)
+    assert low <= point <= high and low < high
+    assert (point, low, high) == analysis.ratio_interval([12, 14, 15, 13], [10, 11, 9], seed=1)
+
+
+def test_goals_hold_fresh_databases_to_1_25x_of_native() -> None:
+    goals = analysis.goals(native_runs())
+    fresh = goals[goals["goal"].str.contains("within 1.25x of native")]
+    strategy = fresh["goal"].str.extract(r"\((template|warm-pool)\)")[0]
+    assert dict(zip(strategy, fresh["met"], strict=True)) == {"template": False, "warm-pool": True}
+    assert not goals["goal"].str.contains("20x").any()  # the lab's goal needs the lab suite
+
+
+# -- the notebook's parameters ------------------------------------------------------------
+
+
+def test_lifecycle_config_picks_strategies_by_suite(user_suite: Path) -> None:
+    assert LifecycleConfig().strategies == LAB_STRATEGIES
+    assert LifecycleConfig(suite="short").strategies == ("native", "template", "warm-pool")
+    assert LifecycleConfig(suite=str(user_suite)).strategies == ("template", "warm-pool")
+    with_env = LifecycleConfig(suite=str(user_suite), dsn_env="DATABASE_URL")
+    assert with_env.strategies[0] == "native"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"strategies": ["native"]}, "lab suite has no native mode"),
+        ({"suite": "short", "strategies": ["rollback"]}, "rollback"),
+        ({"suite": "/no/such/suite"}, "does not exist"),
+        ({"suite": "short", "pytest_args": ["-x", 3]}, "pytest_args"),
+    ],
+)
+def test_lifecycle_config_rejects_bad_suite_parameters(
+    params: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        LifecycleConfig.from_params(params)
+
+
+# -- the short benchmark ------------------------------------------------------------------
+
+
+def test_shortbench_alternates_native_first_and_last() -> None:
+    plan = shortbench.make_plan(shortbench.parse_args(["--strategies", "template,warm-pool"]))
+    assert plan.order(0) == ["native", "template", "warm-pool"]
+    assert plan.order(1) == ["warm-pool", "template", "native"]
+    assert plan.repeat == 3 and {s.suite for s in plan.settings.values()} == {"short"}
+
+
+@pytest.mark.parametrize(
+    "argv", [["--strategies", "rollback"], ["--strategies", "shared"], ["--repeat", "0"]]
+)
+def test_shortbench_refuses_bad_input_before_starting_a_server(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert shortbench.main(argv) == 2
+    assert "shortbench:" in capsys.readouterr().err
+    assert not cleanup.live_servers()
+
+
+SHORTBENCH_SMALL = ("--tests", "16", "--repeat", "1", "--strategies", "template")
+
+
+def test_shortbench_prints_ratio_interval_and_plugin_timings() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "perfkit.lifecycle.shortbench", *SHORTBENCH_SMALL],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    template = next(line for line in lines if line.startswith("template "))
+    assert template.split()[1] == "1"  # n
+    assert "[" in template and "/" in template  # interval, acquire p50/p99
+    assert any(line.startswith("goal: fresh database per test within 1.25x") for line in lines)
+
+
+@pytest.mark.bench
+def test_bench_shortbench_fresh_database_per_test_vs_native(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The goal: a fresh database per test within 1.25x of the suite on one shared database."""
+    plan = shortbench.make_plan(shortbench.parse_args([]))
+    frames = shortbench.run(plan)
+    table = shortbench.summary(frames)
+    with capsys.disabled():
+        print("\n" + shortbench.format_summary(table, int(frames["runs"]["tests"].median())))
+    assert (frames["runs"]["exit_code"] == 0).all()
+
+
+# -- packaging ------------------------------------------------------------------------------
+
+
+def test_both_suites_ship_their_non_python_files() -> None:
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package_data = data["package-data"]
+    for package, directory in [
+        ("perfkit.lifecycle.suite", bench.SUITE_DIR),
+        ("perfkit.lifecycle.short_suite", bench.SHORT_SUITE_DIR),
+    ]:
+        globs = package_data[package]
+        files = {p.name for p in directory.iterdir() if p.suffix in (".ini", ".sql")}
+        shipped = {name for g in globs for name in (p.name for p in directory.glob(g))}
+        assert files and files <= shipped, package

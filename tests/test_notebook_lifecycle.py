@@ -57,6 +57,30 @@ def test_quick_run_measures_every_strategy_and_saves_the_frames(tmp_path: Path) 
     assert saved.metadata["params"]["quick"] is True
 
 
+def test_quick_short_suite_run_compares_template_with_native(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    params = {
+        "quick": True,
+        "backend": "local",
+        "suite": "short",
+        "strategies": ["native", "template"],
+        "out_dir": str(out),
+    }
+    run = notebooks.execute(NOTEBOOK, params, output_dir=tmp_path / "runs", html=False)
+    assert run.ok
+    saved = results.latest("lifecycle", out_dir=out)
+    runs = saved.frames["runs"]
+    assert sorted(runs["strategy"]) == ["native", "template"]
+    assert (runs["exit_code"] == 0).all() and (runs["suite"] == "short").all()
+    assert runs["tests"].nunique() == 1 and runs["tests"].iloc[0] >= 14
+    versus = saved.frames["versus_native"].set_index("strategy")
+    assert versus.loc["template", "ratio"] > 0
+    assert versus.loc["template", "ratio_low"] <= versus.loc["template", "ratio_high"]
+    executed = run.executed.read_text()
+    assert "template / native (one shared database)" in executed
+    assert saved.metadata["params"]["suite"] == "short"
+
+
 def test_unknown_strategy_fails_in_the_validation_cell_before_any_server(tmp_path: Path) -> None:
     out = tmp_path / "data"
     with pytest.raises(notebooks.NotebookFailed) as info:
@@ -70,6 +94,19 @@ def test_unknown_strategy_fails_in_the_validation_cell_before_any_server(tmp_pat
     assert "per-test-container" in (info.value.evalue or "")
     assert "backend:" not in info.value.notebook.read_text()
     assert not out.exists()
+
+
+def test_native_for_the_lab_suite_fails_in_the_validation_cell(tmp_path: Path) -> None:
+    with pytest.raises(notebooks.NotebookFailed) as info:
+        notebooks.execute(
+            NOTEBOOK,
+            {**QUICK, "strategies": ["native"], "out_dir": str(tmp_path / "data")},
+            output_dir=tmp_path / "runs",
+            html=False,
+        )
+    assert info.value.ename == "ConfigError"
+    assert "no native mode" in (info.value.evalue or "")
+    assert "leak check of every strategy" not in info.value.notebook.read_text()
 
 
 def test_unknown_parameter_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:

@@ -3,25 +3,31 @@
 :data:`PARAMS_SPEC` types the notebook's parameters; :meth:`LifecycleConfig.from_params`
 checks their values (before any server starts); :func:`run` measures the leak
 check, the micro-benchmarks and the suite matrix and returns tidy frames.
+``suite`` picks what the matrix runs: the review-shaped ``lab`` suite, the
+``short`` suite (about 250 short tests on two drivers, which also runs
+``native``: on one shared database, isolated by itself) or the path of the
+user's own pytest suite.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from perfkit.errors import ConfigError
 from perfkit.lifecycle import analysis, bench, leakcheck, micro
-from perfkit.lifecycle.registry import NAMES, check_name
+from perfkit.lifecycle.registry import NAMES
 from perfkit.lifecycle.session import IsolationSession
-from perfkit.lifecycle.settings import TEMPLATE_STRATEGIES, IsolationSettings
+from perfkit.lifecycle.settings import AUTO, TEMPLATE_STRATEGIES, IsolationSettings
 
 PARAMS_SPEC: dict[str, Any] = {
     "backend": str,
-    "strategies": list,
+    "suite": str,
+    "strategies": (list, type(None)),
     "parallel": (list, type(None)),
     "repetitions": int,
     "quick": bool,
@@ -29,40 +35,52 @@ PARAMS_SPEC: dict[str, Any] = {
     "micro_iterations": (int, type(None)),
     "pool_think_ms": (float, int),
     "template_strategy": (str, type(None)),
+    "dsn_env": (str, type(None)),
+    "pytest_args": list,
     "out_dir": str,
 }
 NOTEBOOK_BACKENDS = ("auto", "docker", "local")
+#: Strategies measured when the notebook's ``strategies`` is None, by suite.
+LAB_STRATEGIES = ("per-test-server", "rollback", "truncate", "template", "warm-pool")
+SHORT_STRATEGIES = ("native", "template", "warm-pool")
 
 
 @dataclass(frozen=True, kw_only=True)
 class LifecycleConfig:
-    """Validated notebook parameters."""
+    """Validated notebook parameters.
+
+    ``strategies`` None means: every plugin strategy for the lab suite;
+    native, template and warm-pool for the short suite; template and
+    warm-pool (plus native when ``dsn_env`` is given) for a user suite.
+    """
 
     backend: str = "auto"
-    strategies: tuple[str, ...] = (
-        "per-test-server",
-        "rollback",
-        "truncate",
-        "template",
-        "warm-pool",
-    )
+    suite: str = "lab"
+    strategies: tuple[str, ...] | None = None
     parallel: tuple[int, ...] | None = None
     repetitions: int = 1
     quick: bool = False
     seed: int = 0
     micro_iterations: int | None = None
     pool_think_ms: float = 100.0
-    template_strategy: str | None = None
+    template_strategy: str | None = AUTO
+    dsn_env: str | None = None
+    pytest_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.backend not in NOTEBOOK_BACKENDS:
             raise ConfigError(
                 f"backend {self.backend!r} is unknown; choose one of {', '.join(NOTEBOOK_BACKENDS)}"
             )
+        object.__setattr__(self, "suite", str(bench.resolve_suite(self.suite)))
+        if self.strategies is None:
+            object.__setattr__(self, "strategies", self.default_strategies())
         if not self.strategies:
             raise ConfigError("strategies must name at least one strategy")
         for name in self.strategies:
-            check_name(name)
+            bench.check_strategy(name)
+        for name in self.strategies:  # every suite run's settings, checked before any server
+            self.suite_settings(name, workers=1, backend="local")
         if self.parallel is not None and (
             not self.parallel
             or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.parallel)
@@ -76,19 +94,46 @@ class LifecycleConfig:
             raise ConfigError(f"micro_iterations must be at least 1, got {self.micro_iterations}")
         if self.pool_think_ms < 0:
             raise ConfigError(f"pool_think_ms must be >= 0, got {self.pool_think_ms}")
-        if self.template_strategy is not None and self.template_strategy not in TEMPLATE_STRATEGIES:
+        if self.template_strategy not in (*TEMPLATE_STRATEGIES, AUTO, None):
             raise ConfigError(
                 f"template_strategy {self.template_strategy!r} is unknown; choose one of "
-                f"{', '.join(TEMPLATE_STRATEGIES)} or None"
+                f"{', '.join((*TEMPLATE_STRATEGIES, AUTO))} or None (the server's default)"
             )
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> LifecycleConfig:
         values = {k: v for k, v in params.items() if k in cls.__dataclass_fields__}
-        for key in ("strategies", "parallel"):
+        for key in ("strategies", "parallel", "pytest_args"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return cls(**values)
+
+    def default_strategies(self) -> tuple[str, ...]:
+        if self.suite == "lab":
+            return LAB_STRATEGIES
+        if self.suite == "short":
+            return SHORT_STRATEGIES
+        return (*(("native",) if self.dsn_env else ()), "template", "warm-pool")
+
+    def suite_kwargs(self) -> dict[str, Any]:
+        """The suite's part of :class:`bench.SuiteSettings` (quick only for shipped suites)."""
+        user = self.suite not in bench.SUITES
+        return {
+            "suite": Path(self.suite) if user else self.suite,
+            "quick": self.quick and not user,
+            "template_strategy": self.template_strategy,
+            "dsn_env": self.dsn_env,
+            "pytest_args": self.pytest_args,
+        }
+
+    def suite_settings(self, strategy: str, *, workers: int, backend: str) -> bench.SuiteSettings:
+        return bench.SuiteSettings(
+            strategy=strategy,
+            workers=workers,
+            backend=backend,
+            seed=self.seed,
+            **self.suite_kwargs(),
+        )
 
     @property
     def worker_counts(self) -> tuple[int, ...]:
@@ -142,10 +187,9 @@ def run(
         cfg.worker_counts,
         repetitions=cfg.repetitions,
         backend=backend,
-        quick=cfg.quick,
         seed=cfg.seed,
-        template_strategy=cfg.template_strategy,
         progress=on_run,
+        **cfg.suite_kwargs(),
     )
     frames = dict(matrix.frames)
     micro_summary = micro.summarise(micro_frame)
@@ -157,6 +201,7 @@ def run(
             frames["runs"], frames["events"], workers=min(cfg.worker_counts)
         ),
         goals=analysis.goals(frames["runs"], micro_summary),
+        versus_native=analysis.versus_native(frames["runs"], seed=cfg.seed),
     )
     failed = frames["runs"][frames["runs"]["exit_code"] != 0]
     if not failed.empty:

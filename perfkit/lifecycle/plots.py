@@ -29,7 +29,11 @@ def suite_time(runs: pd.DataFrame) -> Figure:
 
 
 def isolation_cost(tests: pd.DataFrame) -> Figure:
-    """Distribution of per-test isolation cost (acquire + release), log scale."""
+    """Distribution of per-test isolation cost (acquire + release), log scale.
+
+    Tests without a perfkit lease (the native baseline) have no such cost and are left out.
+    """
+    tests = tests.dropna(subset=["isolation", "isolation_s"])
     fig, ax = plt.subplots(figsize=(8, 4))
     order = list(tests.groupby("isolation")["isolation_s"].median().sort_values().index)
     data = [tests.loc[tests["isolation"] == s, "isolation_s"].clip(lower=1e-6) * 1e3 for s in order]
@@ -84,5 +88,35 @@ def serial_vs_parallel(runs: pd.DataFrame) -> Figure:
                 va="bottom",
             )
     ax.legend(title="pytest workers")
+    fig.tight_layout()
+    return fig
+
+
+def versus_native(table: pd.DataFrame, goal: float | None = None) -> Figure:
+    """Suite time of each strategy over the native baseline's, with its bootstrap interval.
+
+    ``table`` is :func:`perfkit.lifecycle.analysis.versus_native`; ``goal`` draws
+    the target ratio as a dashed line.
+    """
+    data = table[table["strategy"] != "native"].sort_values(["workers", "ratio"])
+    labels = [
+        f"{s} (n={n})" + (f", -n {w}" if data["workers"].nunique() > 1 else "")
+        for s, n, w in zip(data["strategy"], data["n"], data["workers"], strict=True)
+    ]
+    fig, ax = plt.subplots(figsize=(8, 0.6 * max(len(data), 2) + 1.5))
+    errors = [
+        (data["ratio"] - data["ratio_low"]).clip(lower=0).fillna(0),
+        (data["ratio_high"] - data["ratio"]).clip(lower=0).fillna(0),
+    ]
+    ax.barh(range(len(data)), data["ratio"], xerr=errors, capsize=4, color="tab:blue")
+    ax.set_yticks(range(len(data)), labels)
+    ax.axvline(1.0, color="black", linewidth=1)
+    if goal is not None:
+        ax.axvline(goal, color="tab:red", linestyle="--", label=f"goal {goal:g}x")
+        ax.legend(loc="lower right")
+    for i, ratio in enumerate(data["ratio"]):
+        ax.annotate(f"{ratio:.2f}x", (ratio, i), xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("suite wall time / native suite wall time (median, 95% bootstrap interval)")
+    ax.set_title("A fresh database per test vs the suite on one shared database")
     fig.tight_layout()
     return fig

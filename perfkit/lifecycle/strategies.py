@@ -296,7 +296,7 @@ class Rollback(_SharedDatabase):
         _close_quietly(self.conn)
 
 
-TRUNCATE_ALL = """
+TRUNCATE_ALL = r"""
 DO $perfkit$
 DECLARE stmt text;
 BEGIN
@@ -305,6 +305,7 @@ BEGIN
     INTO stmt
     FROM pg_tables
    WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+     AND schemaname NOT LIKE 'pg\_temp\_%' -- other sessions' temporary tables
      AND NOT (tablename = ANY (%(keep)s::text[]));
   IF stmt IS NOT NULL THEN EXECUTE stmt; END IF;
 END
