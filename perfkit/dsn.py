@@ -21,6 +21,14 @@ def make_url(*, host: str, port: int, user: str, password: str, dbname: str) -> 
     )
 
 
+def make_socket_url(*, socket_dir: str, port: int, user: str, dbname: str) -> str:
+    """``postgresql://user@/dbname?host=<socket dir>&port=<n>``: libpq's unix-socket URL."""
+    return (
+        f"postgresql://{quote(user, safe='')}@/{quote(dbname, safe='')}"
+        f"?host={quote(socket_dir, safe='/')}&port={port}"
+    )
+
+
 def mask(text: str) -> str:
     """Replace every password in ``text`` (URL or key=value DSNs) with ``***``.
 

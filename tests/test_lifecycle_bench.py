@@ -252,9 +252,13 @@ def test_short_suite_size_follows_its_test_count_variable(tmp_path: Path) -> Non
     assert 14 <= len(tests) <= bench.SHORT_QUICK_TESTS  # every function on both drivers
 
 
+LIVE_BEFORE_SHORT_RUNS: list[object] = []
+
+
 @pytest.fixture(scope="module")
 def short_runs() -> dict[str, bench.SuiteResult]:
     """The short suite at SMALL size, natively and under template, on local servers."""
+    LIVE_BEFORE_SHORT_RUNS[:] = cleanup.live_servers()  # e.g. other tests' session servers
     return {
         strategy: bench.run_suite(
             bench.SuiteSettings(strategy=strategy, suite="short", backend="local", test_count=SMALL)
@@ -291,7 +295,8 @@ def test_short_suite_passes_under_template_with_a_database_per_test(
 
 
 def test_suite_runs_leave_no_server_running(short_runs: dict[str, bench.SuiteResult]) -> None:
-    assert short_runs and not cleanup.live_servers()
+    started = [s for s in cleanup.live_servers() if s not in LIVE_BEFORE_SHORT_RUNS]
+    assert short_runs and not started
 
 
 # -- a user's own suite -----------------------------------------------------------------------
@@ -448,6 +453,7 @@ def test_a_suite_path_that_is_a_file_is_a_config_error(user_suite: Path) -> None
 
 def test_a_bad_run_in_a_matrix_stops_it_before_the_first_run(tmp_path: Path) -> None:
     started: list[str] = []
+    live_before = cleanup.live_servers()
     with pytest.raises(ConfigError, match="does not exist"):
         bench.run_matrix(
             ["template", "native"],
@@ -457,7 +463,7 @@ def test_a_bad_run_in_a_matrix_stops_it_before_the_first_run(tmp_path: Path) -> 
         )
     with pytest.raises(ConfigError, match="lab suite has no native mode"):
         bench.run_matrix(["template", "native"], [1], progress=lambda s, r: started.append("x"))
-    assert started == [] and not cleanup.live_servers()
+    assert started == [] and cleanup.live_servers() == live_before
 
 
 def test_native_is_a_baseline_of_the_bench_not_a_plugin_strategy() -> None:
@@ -577,9 +583,10 @@ def test_shortbench_alternates_native_first_and_last() -> None:
 def test_shortbench_refuses_bad_input_before_starting_a_server(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    live_before = cleanup.live_servers()
     assert shortbench.main(argv) == 2
     assert "shortbench:" in capsys.readouterr().err
-    assert not cleanup.live_servers()
+    assert cleanup.live_servers() == live_before
 
 
 SHORTBENCH_SMALL = ("--tests", "16", "--repeat", "1", "--strategies", "template")

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from pluginrun import SCHEMA, WRITE_THEN_LOOK, run_pytest, test_records
 
+from perfkit.dsn import make_socket_url
 from perfkit.postgres import reuse
 
 BACKENDS = ["local", pytest.param("docker", marks=pytest.mark.docker)]
@@ -116,7 +117,12 @@ def test_a_failing_migration_in_a_reused_server_leaves_no_half_built_template(
     assert failed.returncode != 0
     assert "nowhere" in failed.stdout
     (server,) = [s for s in reuse.list_reused() if s.key in request.node.stash[KEYS]]
-    dsn = reuse.socket_dsn("perfkit", "perfkit", Path(server.where) / "socket", _port(server))
+    dsn = make_socket_url(
+        socket_dir=str(Path(server.where) / "socket"),
+        port=_port(server),
+        user="perfkit",
+        dbname="perfkit",
+    )
     with psycopg.connect(dsn) as conn:
         names = [r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()]
     assert len([n for n in names if n.startswith("pk_tpl_")]) == 1  # only the good one

@@ -22,6 +22,7 @@ key with ``-`` -> ``_``, e.g. ``perfkit_isolation = template``)::
     --perfkit-reuse                       (keep server + template for the next run)
     --perfkit-keep-failed                 (keep a failed test's database, print its DSN)
     --perfkit-rollback-guard=warn|fail|off
+    --perfkit-unix-socket=on|off          (local backend: socket DSNs, no password)
     --perfkit-timings=timings.json        (write per-test setup/teardown records)
 
 Marker: ``@pytest.mark.perfkit_isolation("template")`` overrides the strategy
@@ -59,6 +60,8 @@ WORKER_OUTPUT_KEY = "perfkit_timings"
 TIMINGS_FORMAT = "perfkit-lifecycle-timings/1"
 #: Fixtures that lease a database per test (counted at collection to fill ahead).
 LEASE_FIXTURES = frozenset({"perfkit_lease", "perfkit_db", "perfkit_dsn", "postgresql"})
+#: Fixtures that use the lease's ready-made connection (the warm pool opens it ahead).
+CONNECTION_FIXTURES = frozenset({"perfkit_lease", "perfkit_db", "postgresql"})
 #: ini/option name -> IsolationSettings field, with the value's kind.
 OPTIONS: dict[str, tuple[str, str]] = {
     "perfkit_isolation": ("isolation", "str"),
@@ -72,6 +75,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "perfkit_reuse": ("reuse", "bool"),
     "perfkit_keep_failed": ("keep_failed", "bool"),
     "perfkit_rollback_guard": ("rollback_guard", "str"),
+    "perfkit_unix_socket": ("unix_socket", "bool"),
 }
 OPTION_KEYS = tuple(OPTIONS)
 _TRUE = {"1", "true", "yes", "on"}
@@ -120,7 +124,7 @@ class PluginState:
                     self._sweep.start()
             return self.session
 
-    def prewarm(self, demand: Counter[str]) -> None:
+    def prewarm(self, demand: Counter[str], *, connections: bool = True) -> None:
         """Start server, template and strategies in the background for the collected tests.
 
         Then, still in the background, remove what killed runs left behind
@@ -131,7 +135,7 @@ class PluginState:
         def run() -> None:
             try:
                 for name, tests in demand.items():
-                    session.strategy(name).expect(tests)
+                    session.strategy(name).expect(tests, connections=connections)
             except BaseException:  # kept by the session; the first test raises it
                 pass
             _sweep_dead_owners()
@@ -329,6 +333,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="rollback isolation: what to do when other connections reach the test database",
     )
     group.addoption(
+        "--perfkit-unix-socket",
+        dest="perfkit_unix_socket",
+        metavar="on|off",
+        help="local backend: DSNs over a private unix socket (default on; off: host, port "
+        "and password over 127.0.0.1)",
+    )
+    group.addoption(
         "--perfkit-timings",
         dest="perfkit_timings",
         metavar="PATH",
@@ -347,6 +358,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("perfkit_reuse", "keep server and template between runs", default=None)
     parser.addini("perfkit_keep_failed", "keep failed tests' databases", default=None)
     parser.addini("perfkit_rollback_guard", "warn, fail or off", default=None)
+    parser.addini("perfkit_unix_socket", "unix-socket DSNs on the local backend", default=None)
     parser.addini("perfkit_timings", "timing records JSON file", default=None)
 
 
@@ -381,16 +393,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     state = config.stash.get(_STATE, None)
     if state is None or state.is_xdist_controller or config.option.collectonly:
         return
-    demand = Counter(
-        _isolation_name(item, state)
-        for item in items
-        if LEASE_FIXTURES & set(getattr(item, "fixturenames", ()))
-    )
+    leasing = [i for i in items if LEASE_FIXTURES & set(getattr(i, "fixturenames", ()))]
+    demand = Counter(_isolation_name(item, state) for item in leasing)
     if not demand:
         return
+    connections = any(CONNECTION_FIXTURES & set(getattr(i, "fixturenames", ())) for i in leasing)
     try:
         # Under xdist each worker gets an unknown share: the whole count is the upper bound.
-        state.prewarm(demand)
+        state.prewarm(demand, connections=connections)
     except ConfigError as exc:
         raise pytest.UsageError(f"perfkit: {exc}") from None
 

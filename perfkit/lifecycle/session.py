@@ -169,8 +169,24 @@ class IsolationSession:
         """An autocommit connection to the shared server's default database."""
         with self._lock:
             if self._admin is None or self._admin.closed:
-                self._admin = connect(self.shared_server.dsn, autocommit=True)
+                self._admin = connect(self.admin_dsn, autocommit=True)
             return self._admin
+
+    @property
+    def admin_dsn(self) -> str:
+        """DSN of the shared server's default database (unix socket when offered)."""
+        server = self._shared or self.shared_server  # no lock once started (threads call this)
+        return self.dsn_for(server.settings.dbname) if server.backend != "external" else server.dsn
+
+    def dsn_for(self, dbname: str) -> str:
+        """The DSN tests get for ``dbname``: a unix socket where the server has one
+        (local backend) and ``unix_socket`` is on, else host, port and password."""
+        server = self._shared or self.shared_server  # no lock once started (threads call this)
+        if self.settings.unix_socket:
+            socket = server.socket_dsn_for(dbname)
+            if socket is not None:
+                return socket
+        return server.dsn_for(dbname)
 
     def server_version_num(self) -> int:
         row = self.admin().execute("SHOW server_version_num").fetchone()
@@ -246,7 +262,7 @@ class IsolationSession:
         """
         self.create_database(name, template=None)
         try:
-            dsn = self.shared_server.dsn_for(name)
+            dsn = self.dsn_for(name)
             self.apply_migrations(dsn)
             with connect(dsn, autocommit=True) as conn:
                 conn.execute("VACUUM (FREEZE)")  # smaller clones, no later anti-wraparound work
@@ -372,15 +388,13 @@ class IsolationSession:
         """The background dropper of used databases (started on first use)."""
         with self._lock:
             if self._janitor is None:
-                server = self.shared_server
+                dsn = self.admin_dsn  # resolved now: the thread must not touch the session
 
                 def dropped(name: str, seconds: float) -> None:
                     self._forget(name)
                     self.record("drop", seconds, dbname=name)
 
-                self._janitor = Janitor(
-                    lambda: connect(server.dsn, autocommit=True), on_dropped=dropped
-                )
+                self._janitor = Janitor(lambda: connect(dsn, autocommit=True), on_dropped=dropped)
             return self._janitor
 
     def discard(self, name: str) -> None:
@@ -413,7 +427,7 @@ class IsolationSession:
                 )
             self._forget(name)
             name = kept
-        masked = mask(self.shared_server.dsn_for(name))
+        masked = mask(self.dsn_for(name))
         until = "after the run" if outlives else "until the session ends"
         self.kept.append({"test": test_id, "dbname": name, "dsn": masked, "until": until})
         return masked
@@ -425,7 +439,7 @@ class IsolationSession:
                 name = self.namer.name("session", numbered=False)
                 self.create_database(name)
                 self._session_db = name
-            return self.shared_server.dsn_for(self._session_db)
+            return self.dsn_for(self._session_db)
 
     # -- strategies and leases ------------------------------------------------------
 
@@ -539,7 +553,7 @@ class IsolationSession:
         conn = self._admin
         if conn is None or conn.closed:
             assert self._shared is not None
-            conn = self._admin = connect(self._shared.dsn, autocommit=True)
+            conn = self._admin = connect(self.admin_dsn, autocommit=True)
         rows = conn.execute(
             "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [self.namer.prefix]
         ).fetchall()

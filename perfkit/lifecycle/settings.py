@@ -85,7 +85,9 @@ class IsolationSettings:
     (never with ``backend="external"``); ``keep_failed`` keeps a failed
     test's database for inspection; ``rollback_guard`` says what happens when
     code under ``rollback`` isolation reaches the database through another
-    connection (``warn``, ``fail`` or ``off``).
+    connection (``warn``, ``fail`` or ``off``). ``unix_socket`` hands out
+    unix-socket DSNs where the server has one (local backend: no TCP, no
+    password, connects about 3x faster); off gives host, port and password.
     """
 
     isolation: str = DEFAULT_ISOLATION
@@ -106,6 +108,7 @@ class IsolationSettings:
     reuse: bool = False
     keep_failed: bool = False
     rollback_guard: str = "warn"
+    unix_socket: bool = True
 
     def __post_init__(self) -> None:
         from perfkit.lifecycle.registry import check_name
@@ -139,7 +142,7 @@ class IsolationSettings:
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
-        for name in ("ram", "reuse", "keep_failed"):
+        for name in ("ram", "reuse", "keep_failed", "unix_socket"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.reuse and self.backend == "external":
@@ -193,4 +196,5 @@ class IsolationSettings:
             "reuse": self.reuse,
             "keep_failed": self.keep_failed,
             "rollback_guard": self.rollback_guard,
+            "unix_socket": self.unix_socket,
         }

@@ -42,14 +42,18 @@ LOCK_TIMEOUT = "10s"
 
 @dataclass(kw_only=True, eq=False)
 class Lease:
-    """One test's database: its name, DSN (None when it cannot be shared) and connection."""
+    """One test's database: its name, DSN (None when it cannot be shared) and connection.
+
+    ``connection`` is opened on first use when the strategy did not open one
+    ahead (a test that only wants the DSN never pays for it).
+    """
 
     strategy: str
     test_id: str
     dbname: str
     server: PostgresServer
     dsn: str | None = field(repr=False)
-    connection: psycopg.Connection | None = None
+    conn: psycopg.Connection | None = None
     acquire_s: float = 0.0
     release_s: float = 0.0
     acquired_at: float = 0.0
@@ -63,6 +67,18 @@ class Lease:
                 "perfkit_db fixture, or choose template, warm-pool, truncate or per-test-server"
             )
         return SecretDsn(self.dsn)
+
+    @property
+    def connection(self) -> psycopg.Connection | None:
+        """The test's psycopg connection (opened now if the strategy did not open one)."""
+        if self.conn is None and self.dsn is not None:
+            self.conn = connect(self.dsn)
+        return self.conn
+
+    @property
+    def opened(self) -> psycopg.Connection | None:
+        """The connection if one was opened, without opening one."""
+        return self.conn
 
 
 class SecretDsn(str):
@@ -85,12 +101,13 @@ class Strategy(abc.ABC):
     def __init__(self, session: IsolationSession) -> None:
         self.session = session
 
-    def expect(self, tests: int) -> None:  # noqa: B027 - optional hook
-        """Hint: about ``tests`` more tests will ask for a database (from collection)."""
+    def expect(self, tests: int, *, connections: bool = True) -> None:  # noqa: B027
+        """Hint from collection: ``tests`` more tests will ask for a database, and whether
+        any of them wants the ready-made connection (``perfkit_db``) or only a DSN."""
 
     def forget(self, lease: Lease) -> None:
         """Let go of a lease whose database is kept (failed test): close our connection only."""
-        _close_quietly(lease.connection)
+        _close_quietly(lease.opened)
 
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Session-level preparation (start the shared server, build the template...)."""
@@ -139,7 +156,7 @@ class PerTestServer(Strategy):
             dbname=server.settings.dbname,
             server=server,
             dsn=server.dsn,
-            connection=conn,
+            conn=conn,
             extra={"migrate_s": migrate_s},
         )
 
@@ -157,7 +174,7 @@ class _SharedDatabase(Strategy):
         self.server = self.session.shared_server
         self.dbname = self.session.namer.name(self.purpose, numbered=False)
         self.session.create_database(self.dbname)
-        self.dsn = self.server.dsn_for(self.dbname)
+        self.dsn = self.session.dsn_for(self.dbname)
 
     def acquire(self, test_id: str) -> Lease:
         """A new connection to the shared database (closed again at release)."""
@@ -167,7 +184,7 @@ class _SharedDatabase(Strategy):
             dbname=self.dbname,
             server=self.server,
             dsn=self.dsn,
-            connection=connect(self.dsn),
+            conn=connect(self.dsn),
         )
 
     def release(self, lease: Lease) -> None:
@@ -232,7 +249,7 @@ class Rollback(_SharedDatabase):
             dbname=self.dbname,
             server=self.server,
             dsn=None,
-            connection=conn,
+            conn=conn,
         )
         if self.session.settings.rollback_guard != "off":
             lease.extra["commits_before"] = self._commits()
@@ -352,23 +369,16 @@ class Template(Strategy):
     def acquire(self, test_id: str) -> Lease:
         name = self.session.namer.name("t")
         self.session.create_database(name)
-        dsn = self.server.dsn_for(name)
-        try:
-            conn = connect(dsn)
-        except BaseException:
-            self.session.drop_database(name)
-            raise
         return Lease(
             strategy=self.name,
             test_id=test_id,
             dbname=name,
             server=self.server,
-            dsn=dsn,
-            connection=conn,
+            dsn=self.session.dsn_for(name),
         )
 
     def release(self, lease: Lease) -> None:
-        _close_quietly(lease.connection)
+        _close_quietly(lease.opened)
         self.session.discard(lease.dbname)  # the janitor drops it WITH (FORCE)
 
 
@@ -376,7 +386,7 @@ class Template(Strategy):
 class _Ready:
     dbname: str
     dsn: str
-    conn: psycopg.Connection
+    conn: psycopg.Connection | None
 
 
 class WarmPool(Strategy):
@@ -411,6 +421,7 @@ class WarmPool(Strategy):
         self._books = threading.Lock()
         self.in_flight = 0
         self.remaining: int | None = None  # tests still expected (None: unknown)
+        self.preconnect = True  # open the test's connection ahead (False: only DSNs wanted)
         self.handed_out = 0
         self.waited = 0
         self.waiting = 0
@@ -424,10 +435,15 @@ class WarmPool(Strategy):
 
     # -- sizing ----------------------------------------------------------------------
 
-    def expect(self, tests: int) -> None:
+    def expect(self, tests: int, *, connections: bool = True) -> None:
         with self._books:
             self.remaining = max(tests, 0)
+            self.preconnect = connections
         self.wake.set()
+
+    def _ready(self, name: str) -> _Ready:
+        dsn = self.session.dsn_for(name)
+        return _Ready(dbname=name, dsn=dsn, conn=connect(dsn) if self.preconnect else None)
 
     def target(self) -> int:
         """How many databases should be ready or being cloned right now.
@@ -453,7 +469,7 @@ class WarmPool(Strategy):
 
     def _fill(self) -> None:
         try:
-            with connect(self.server.dsn, autocommit=True) as admin:
+            with connect(self.session.admin_dsn, autocommit=True) as admin:
                 while not self.stopping.is_set():
                     if self._claim():
                         try:
@@ -474,8 +490,7 @@ class WarmPool(Strategy):
         except queue.Empty:
             return False
         t0 = self.session.clock()
-        dsn = self.server.dsn_for(name)
-        self.ready.put(_Ready(dbname=name, dsn=dsn, conn=connect(dsn)))
+        self.ready.put(self._ready(name))
         self.session.record("pool_adopt", self.session.clock() - t0, strategy=self.name)
         return True
 
@@ -483,8 +498,7 @@ class WarmPool(Strategy):
         t0 = self.session.clock()
         name = self.session.namer.name("w")
         self.session.create_database(name, conn=admin)
-        dsn = self.server.dsn_for(name)
-        self.ready.put(_Ready(dbname=name, dsn=dsn, conn=connect(dsn)))
+        self.ready.put(self._ready(name))
         self.session.record("pool_clone", self.session.clock() - t0, strategy=self.name)
 
     def wait_full(self, timeout: float = 60.0) -> bool:
@@ -571,7 +585,7 @@ class WarmPool(Strategy):
             dbname=item.dbname,
             server=self.server,
             dsn=item.dsn,
-            connection=item.conn,
+            conn=item.conn,
         )
 
     def _take(self, deadline: float, timeout: float) -> _Ready:
@@ -599,7 +613,7 @@ class WarmPool(Strategy):
                 self.waiting -= 1
 
     def release(self, lease: Lease) -> None:
-        _close_quietly(lease.connection)  # client side only: the janitor terminates the rest
+        _close_quietly(lease.opened)  # client side only: the janitor terminates the rest
         self.session.discard(lease.dbname)
 
     def close(self) -> None:

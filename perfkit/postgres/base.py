@@ -140,6 +140,10 @@ class PostgresServer(abc.ABC):
             host=self.host, port=self.port, user=s.user, password=s.password, dbname=dbname
         )
 
+    def socket_dsn_for(self, dbname: str) -> str | None:
+        """A unix-socket DSN of ``dbname`` (trust auth, no password), where the backend has one."""
+        return None
+
     def server_version(self) -> str:
         """``server_version`` as PostgreSQL reports it, e.g. ``'15.18'``."""
         with psycopg.connect(self.dsn, connect_timeout=5, autocommit=True) as conn:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from perfkit.dsn import make_socket_url
 from perfkit.errors import BackendUnavailable, ServerStartError
 from perfkit.postgres import cleanup
 from perfkit.postgres.base import PostgresServer
@@ -85,6 +86,14 @@ class LocalServer(PostgresServer):
     def logfile(self) -> Path:
         assert self.workdir is not None
         return self.workdir / "postgres.log"
+
+    def socket_dsn_for(self, dbname: str) -> str | None:
+        """The unix-socket DSN: the socket sits in a 0700 directory, so trust is private."""
+        if self.workdir is None or self.port is None:
+            return None
+        return make_socket_url(
+            socket_dir=str(self.socket_dir), port=self.port, user=self.settings.user, dbname=dbname
+        )
 
     # -- launch / teardown ----------------------------------------------------
 

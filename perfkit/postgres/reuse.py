@@ -32,8 +32,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
+from perfkit.dsn import make_socket_url
 from perfkit.errors import BackendUnavailable, ConfigError
 from perfkit.postgres import cleanup
 from perfkit.postgres.base import PostgresServer
@@ -174,7 +174,15 @@ class ReusedLocalServer(_Reused, LocalServer):
         return self.dsn_for(self.settings.dbname)
 
     def dsn_for(self, dbname: str) -> str:
-        return socket_dsn(self.settings.user, dbname, self.home / "socket", self._port())
+        return self.socket_dsn_for(dbname)
+
+    def socket_dsn_for(self, dbname: str) -> str:
+        return make_socket_url(
+            socket_dir=str(self.home / "socket"),
+            port=self._port(),
+            user=self.settings.user,
+            dbname=dbname,
+        )
 
     def _port(self) -> int:
         if self.port is None:
@@ -222,14 +230,6 @@ class ReusedLocalServer(_Reused, LocalServer):
         super()._teardown()
         kill_servers_using(self.home / "data")
         shutil.rmtree(self.home, ignore_errors=True)
-
-
-def socket_dsn(user: str, dbname: str, socket_dir: Path, port: int) -> str:
-    """``postgresql://user@/dbname?host=<socket dir>&port=<n>`` (libpq's unix-socket URL)."""
-    return (
-        f"postgresql://{quote(user, safe='')}@/{quote(dbname, safe='')}"
-        f"?host={quote(str(socket_dir), safe='/')}&port={port}"
-    )
 
 
 def reused_server(settings: ServerSettings) -> PostgresServer:
