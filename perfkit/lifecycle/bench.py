@@ -561,7 +561,12 @@ def _start_native_server(
     t0 = time.perf_counter()
     server = create_server(IsolationSettings(backend=settings.backend).server())
     stack.enter_context(server)
-    return server.dsn, server, time.perf_counter() - t0
+    return best_dsn(server), server, time.perf_counter() - t0
+
+
+def best_dsn(server: PostgresServer) -> str:
+    """The DSN the plugin would hand out: the unix socket where the server has one."""
+    return server.socket_dsn_for(server.settings.dbname) or server.dsn
 
 
 def _sweep_leftovers() -> None:
@@ -569,12 +574,7 @@ def _sweep_leftovers() -> None:
     with contextlib.suppress(Exception):
         from perfkit.postgres import cleanup
 
-        client = None
-        with contextlib.suppress(Exception):
-            from perfkit.postgres.docker import docker_client
-
-            client = docker_client(timeout=2)
-        cleanup.sweep(docker_client=client)
+        cleanup.sweep_dead_owners()
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -138,7 +138,7 @@ def run(plan: Plan, *, say: Callable[[str], None] = print) -> dict[str, pd.DataF
             for name in plan.order(repetition):
                 settings = plan.settings[name]
                 if settings.dsn is not None:
-                    settings = replace(settings, dsn=server.dsn)
+                    settings = replace(settings, dsn=bench.best_dsn(server))
                 result = bench.run_suite(settings)
                 done += 1
                 run_row = {**result.run, "repetition": repetition, "order": done}
