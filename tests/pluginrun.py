@@ -99,11 +99,7 @@ def leftovers(document: dict[str, Any]) -> list[str]:
     assert pids, "the timings file names no process"
     found = []
     for path in cleanup.owned_tempdirs():
-        try:
-            owner = int((path / cleanup.OWNER_FILE).read_text().strip())
-        except (OSError, ValueError):
-            continue
-        if owner in pids:
+        if cleanup.owner_of(path) in pids:
             found.append(f"data directory {path}")
     try:
         from perfkit.postgres.docker import docker_client, perfkit_containers

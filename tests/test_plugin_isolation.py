@@ -317,7 +317,7 @@ def test_a_run_removes_what_a_killed_run_left_behind(tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         owned: list[Path] = []
         while not owned and time.monotonic() < deadline:
-            owned = [p for p in cleanup.owned_tempdirs() if _owner(p) == proc.pid]
+            owned = [p for p in cleanup.owned_tempdirs() if cleanup.owner_of(p) == proc.pid]
             time.sleep(0.1)
         assert owned, "the inner run never started its server"
         time.sleep(1.0)  # let it finish the template
@@ -330,10 +330,3 @@ def test_a_run_removes_what_a_killed_run_left_behind(tmp_path: Path) -> None:
     result, _ = run_pytest(second, "def test_x(perfkit_db):\n    pass\n", "--perfkit-backend=local")
     assert result.returncode == 0, result.stdout
     assert not any(p.exists() for p in owned)
-
-
-def _owner(path: Path) -> int | None:
-    try:
-        return int((path / cleanup.OWNER_FILE).read_text().strip())
-    except (OSError, ValueError):
-        return None

@@ -99,6 +99,14 @@ def owned_tempdirs() -> list[Path]:
     return [path for root in temp_roots() for path in root.glob(TEMPDIR_PREFIX + "*")]
 
 
+def owner_of(tempdir: Path) -> int | None:
+    """The PID in a data directory's owner file, or None when there is none to read."""
+    try:
+        return int((tempdir / OWNER_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -15,18 +15,11 @@ from perfkit.errors import BackendUnavailable
 from perfkit.postgres import cleanup
 
 
-def _owner(path: Path) -> int | None:
-    try:
-        return int((path / cleanup.OWNER_FILE).read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def find_leftovers() -> list[str]:
     """Describe every perfkit resource whose owner process is gone."""
     found: list[str] = []
     for path in cleanup.owned_tempdirs():
-        owner = _owner(path)
+        owner = cleanup.owner_of(path)
         if owner is None or not cleanup.pid_alive(owner):
             found.append(f"local data directory {path}")
     for proc in psutil.process_iter(["pid", "name", "cmdline"]):
@@ -35,7 +28,7 @@ def find_leftovers() -> list[str]:
             continue
         datadir = cmdline[cmdline.index("-D") + 1] if cmdline.index("-D") + 1 < len(cmdline) else ""
         if cleanup.TEMPDIR_PREFIX in datadir:
-            owner = _owner(Path(datadir).parent)
+            owner = cleanup.owner_of(Path(datadir).parent)
             if owner is None or not cleanup.pid_alive(owner):
                 found.append(f"postgres process {proc.pid} ({datadir})")
     try:

@@ -328,12 +328,8 @@ def sweep_stale() -> list[str]:
     """Remove data directories (and their servers) whose owning process is gone."""
     removed = []
     for path in cleanup.owned_tempdirs():
-        owner_file = path / cleanup.OWNER_FILE
-        try:
-            owner = int(owner_file.read_text().strip())
-        except (OSError, ValueError):
-            continue
-        if cleanup.pid_alive(owner):
+        owner = cleanup.owner_of(path)
+        if owner is None or cleanup.pid_alive(owner):
             continue
         kill_servers_using(path / "data")
         shutil.rmtree(path, ignore_errors=True)
