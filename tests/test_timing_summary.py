@@ -1,0 +1,59 @@
+"""The plugin's terminal summary and the benchmark's intervals, on records and samples made here."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from perfkit.lifecycle.timing_summary import summary_lines
+from perfkit.stats import quantile_interval
+
+
+def _test(acquire_s: float, at: float) -> dict[str, object]:
+    return {
+        "event": "test",
+        "strategy": "warm-pool",
+        "acquire_s": acquire_s,
+        "release_s": 0.0001,
+        "t_acquired": at,
+        "seconds": acquire_s,
+    }
+
+
+def test_summary_counts_the_tests_that_waited_for_their_database() -> None:
+    records = [_test(0.00002, i * 0.1) for i in range(8)] + [_test(0.030, 0.9), _test(0.020, 1.0)]
+    (line,) = summary_lines(records)
+    assert line.startswith("warm-pool: 10 tests, 2 waited for a database")
+
+
+def test_summary_flags_tests_that_outpace_the_cloners() -> None:
+    setup = {"event": "session_setup", "strategy": "warm-pool", "clone_workers": 1, "seconds": 0}
+    clones = [{"event": "pool_clone", "seconds": 0.1} for _ in range(10)]  # 10/s refill
+    tests = [_test(0.0, i * 0.01) for i in range(10)]  # 100/s consumption
+    (line,) = summary_lines([setup, *clones, *tests])
+    assert "refill 10/s vs consumption 100/s" in line
+    assert "raise --perfkit-clone-workers" in line
+
+
+def test_summary_is_empty_without_tests() -> None:
+    assert summary_lines([{"event": "server_start", "seconds": 1.0}]) == []
+
+
+def test_median_interval_covers_the_true_median_of_a_known_distribution() -> None:
+    rng = random.Random(1)
+    sample = [rng.gauss(10.0, 1.0) for _ in range(400)]
+    estimate = quantile_interval(sample)
+    assert estimate.n == 400
+    assert estimate.low <= 10.0 <= estimate.high
+    assert estimate.high - estimate.low < 0.5
+
+
+def test_interval_is_reproducible_with_its_seed() -> None:
+    sample = [float(i % 7) for i in range(50)]
+    assert quantile_interval(sample, 0.9, seed=3) == quantile_interval(sample, 0.9, seed=3)
+
+
+def test_empty_sample_gives_no_estimate_but_says_n() -> None:
+    estimate = quantile_interval([])
+    assert math.isnan(estimate.value) and estimate.n == 0
+    assert estimate.format() == "n/a (n=0)"
