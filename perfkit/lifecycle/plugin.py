@@ -35,6 +35,7 @@ from the end of collection on, while pytest gets ready to run the first test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -144,11 +145,13 @@ class PluginState:
         self._prewarm.start()
 
     def close(self) -> None:
-        for thread in (self._prewarm, self._sweep):
-            if thread is not None:
-                thread.join()
-        if self.session is not None:
-            self.session.close()
+        try:
+            for thread in (self._prewarm, self._sweep):
+                if thread is not None:
+                    thread.join()
+        finally:  # also when Ctrl-C interrupts the wait: remove what the session made
+            if self.session is not None:
+                self.session.close()
 
     def payload(self) -> dict[str, Any]:
         session = self.session
@@ -165,10 +168,11 @@ class PluginState:
 
 
 def _sweep_dead_owners() -> None:
-    """Remove what killed perfkit runs left behind (never a live run's servers)."""
+    """Remove what killed perfkit runs left behind (never a live run's servers); best effort."""
     from perfkit.postgres import cleanup
 
-    cleanup.sweep_dead_owners()
+    with contextlib.suppress(Exception):  # a sweep must never fail the user's tests
+        cleanup.sweep_dead_owners()
 
 
 _STATE = pytest.StashKey[PluginState]()
