@@ -186,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--backend", choices=["auto", "docker", "local"], default="auto")
     rep.add_argument("--output-dir", default="runs", help="where the run directory goes (runs/)")
     rep.add_argument("--data-dir", default="data", help="where lab results are saved (data/)")
-    rep.add_argument("--notebooks-dir", default=None, help="folder of NN_*.ipynb (notebooks/)")
+    rep.add_argument(
+        "--notebooks-dir", default=None, help="folder of NN_*.ipynb (default: the shipped labs)"
+    )
     rep.add_argument("--show-code", action="store_true", help="keep code cells in the HTML")
     rep.set_defaults(handler=cmd_report)
 

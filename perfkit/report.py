@@ -62,11 +62,8 @@ class ReportOutcome:
 
 
 def default_notebooks_dir() -> Path:
-    """``./notebooks`` when it exists, else the notebooks folder next to the package."""
-    here = Path.cwd() / "notebooks"
-    if (here / SUMMARY_NOTEBOOK).is_file():
-        return here
-    return Path(__file__).resolve().parent.parent / "notebooks"
+    """The lab notebooks shipped inside the package (``perfkit/labs``, also in a wheel)."""
+    return Path(__file__).resolve().parent / "labs"
 
 
 def discover(notebooks_dir: str | os.PathLike[str]) -> tuple[list[Path], Path]:
