@@ -46,9 +46,9 @@ def _load_params_file(path: str) -> dict[str, Any]:
 
 def _sweep_dead_owners() -> None:
     """Remove servers and containers of perfkit runs that were killed (never a live run's)."""
-    from perfkit.postgres import cleanup
+    from perfkit.postgres import leaks
 
-    for item in cleanup.sweep_dead_owners():
+    for item in leaks.sweep_dead_owners():
         print(f"removed {item} (left by a run that is gone)", flush=True)
 
 

@@ -81,14 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("no backend is usable: install PostgreSQL binaries (pip install pgserver) or Docker")
     if args.sweep:
-        from perfkit.postgres import cleanup
+        from perfkit.postgres import leaks
 
         client = None
         if statuses[0].usable or "image" in statuses[0].detail:
             from perfkit.postgres.docker import docker_client
 
             client = docker_client()
-        for item in cleanup.sweep(docker_client=client):
+        for item in leaks.sweep(docker_client=client):
             print(f"removed {item}")
     return 0 if any(s.usable for s in statuses) else 1
 

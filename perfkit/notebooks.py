@@ -342,7 +342,7 @@ def sweep_after_kernel() -> list[str]:
     perfkit containers and data directories whose owning process is gone.
     Returns what was removed (each item is also logged as a warning).
     """
-    from perfkit.postgres import cleanup
+    from perfkit.postgres import leaks
 
     client = None
     try:
@@ -352,7 +352,7 @@ def sweep_after_kernel() -> list[str]:
     except BackendUnavailable:
         pass
     try:
-        removed = cleanup.sweep(docker_client=client)
+        removed = leaks.sweep(docker_client=client)
     except Exception as exc:  # best effort: never hide the run's own outcome
         log.warning("could not sweep what a dead kernel may have left: %s", exc)
         return []

@@ -13,19 +13,18 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from perfkit.errors import ConfigError, PerfkitError
+from perfkit.errors import PerfkitError
+from perfkit.headlines import HEADLINE_COLUMNS, UNIT_SCALE, VARIANTS, Headline, headline_frame
 from perfkit.results import Run, run_dirs
 from perfkit.results import load as load_run
 
-VARIANTS = ("naive", "improved")
-HEADLINE_COLUMNS = ("metric", "variant", "value", "unit", "label")
 NOT_MEASURED = "not measured"
 REPORT_EXPERIMENT = "report"  # what the summary notebook saves: every lab's headlines
 NOT_LABS = frozenset({REPORT_EXPERIMENT, "sweep"})
@@ -89,44 +88,8 @@ BASELINE: tuple[Claim, ...] = (
     ),
 )
 
-_UNIT_SCALE = {"s": ("s", 1.0), "ms": ("s", 1e-3), "MiB": ("MiB", 1.0), "MB": ("MiB", 1e6 / 2**20)}
-_UNIT_SCALE["B"] = ("MiB", 1 / 2**20)
-_UNIT_SCALE["bytes"] = _UNIT_SCALE["B"]
-_UNIT_SCALE["GiB"] = ("MiB", 1024.0)
-_UNIT_SCALE["count"] = ("count", 1.0)
-_UNIT_SCALE["rps"] = ("rps", 1.0)
-
 # Metric titles a lab may use instead of the keys (wide headline frames).
 _TITLE_KEYS = {claim.title.lower(): claim.metric for claim in BASELINE}
-
-
-@dataclass(frozen=True, kw_only=True)
-class Headline:
-    """One headline number of a lab: e.g. connection_time / naive = 15.3 s."""
-
-    metric: str
-    variant: str
-    value: float
-    unit: str
-    label: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.metric:
-            raise ConfigError("Headline.metric must not be empty")
-        if self.variant not in VARIANTS:
-            raise ConfigError(f"Headline.variant must be one of {VARIANTS}, got {self.variant!r}")
-        if isinstance(self.value, bool) or not isinstance(self.value, int | float):
-            raise ConfigError(f"Headline.value must be a number, got {self.value!r}")
-        if self.unit not in _UNIT_SCALE:
-            raise ConfigError(
-                f"Headline.unit must be one of {sorted(_UNIT_SCALE)}, got {self.unit!r}"
-            )
-
-
-def headline_frame(items: Iterable[Headline]) -> pd.DataFrame:
-    """The ``headline`` frame a lab saves next to its other frames."""
-    rows = [asdict(h) for h in items]
-    return pd.DataFrame(rows, columns=list(HEADLINE_COLUMNS))
 
 
 def normalise(headlines: pd.DataFrame) -> pd.DataFrame:
@@ -140,7 +103,7 @@ def normalise(headlines: pd.DataFrame) -> pd.DataFrame:
     units, values = [], []
     for unit, value in zip(out["unit"], out["value"], strict=True):
         unit = str(unit).split(" ", 1)[0] if str(unit).split() else ""  # "MiB peak" -> MiB
-        target, scale = _UNIT_SCALE.get(unit, (unit, 1.0))
+        target, scale = UNIT_SCALE.get(unit, (unit, 1.0))
         units.append(target)
         values.append(float(value) * scale)
     out["unit"], out["value"] = units, values

@@ -90,7 +90,7 @@ def test_sweep_removes_what_a_killed_run_left(docker_or_skip: None) -> None:
     assert local_info["workdir"] and Path(local_info["workdir"]).exists()
     assert docker_info["container"] and container_exists(docker_info["container"])
 
-    removed = cleanup.sweep(docker_client=docker_client())
+    removed = leaks.sweep(docker_client=docker_client())
 
     assert any(local_info["workdir"] in item for item in removed)
     assert not Path(local_info["workdir"]).exists()

@@ -1,4 +1,4 @@
-"""Specs of the many-client reconnect model (perfkit.simulate)."""
+"""Specs of the many-client reconnect model (perfkit.retry.simulate)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from perfkit.errors import ConfigError
 from perfkit.retry import get_strategy
-from perfkit.simulate import (
+from perfkit.retry.simulate import (
     OK,
     REFUSED,
     TIMEOUT,

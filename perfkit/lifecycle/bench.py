@@ -572,9 +572,9 @@ def best_dsn(server: PostgresServer) -> str:
 def _sweep_leftovers() -> None:
     """Remove servers/containers of killed suite processes (best effort)."""
     with contextlib.suppress(Exception):
-        from perfkit.postgres import cleanup
+        from perfkit.postgres import leaks
 
-        cleanup.sweep_dead_owners()
+        leaks.sweep_dead_owners()
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 
 from perfkit.lifecycle import leakcheck
-from perfkit.lifecycle.session import IsolationSession, connect
+from perfkit.lifecycle.dbconnect import connect
+from perfkit.lifecycle.session import IsolationSession
 from perfkit.lifecycle.settings import IsolationSettings
 from perfkit.lifecycle.strategies import WarmPool
 

@@ -8,6 +8,11 @@ import re
 import secrets
 
 PREFIX = "pk"
+#: Names on reused servers: the template and parked warm-pool databases carry the
+#: migrations' hash; kept databases of failed tests carry the test's name.
+TEMPLATE_PREFIX = f"{PREFIX}_tpl_"
+READY_PREFIX = f"{PREFIX}_ready_"
+FAILED_PREFIX = f"{PREFIX}_failed_"
 MAX_IDENTIFIER = 63
 _UNSAFE = re.compile(r"[^a-z0-9_]")
 

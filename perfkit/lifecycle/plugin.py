@@ -169,10 +169,10 @@ class PluginState:
 
 def _sweep_dead_owners() -> None:
     """Remove what killed perfkit runs left behind (never a live run's servers); best effort."""
-    from perfkit.postgres import cleanup
+    from perfkit.postgres import leaks
 
     with contextlib.suppress(Exception):  # a sweep must never fail the user's tests
-        cleanup.sweep_dead_owners()
+        leaks.sweep_dead_owners()
 
 
 _STATE = pytest.StashKey[PluginState]()

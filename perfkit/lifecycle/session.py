@@ -25,8 +25,9 @@ from psycopg import sql
 from perfkit.dsn import mask
 from perfkit.errors import ConfigError
 from perfkit.lifecycle import migrations
+from perfkit.lifecycle.dbconnect import connect
 from perfkit.lifecycle.janitor import Janitor, drop_force
-from perfkit.lifecycle.names import PREFIX, Namer, worker_id
+from perfkit.lifecycle.names import FAILED_PREFIX, READY_PREFIX, TEMPLATE_PREFIX, Namer, worker_id
 from perfkit.lifecycle.registry import check_name, strategy_class
 from perfkit.lifecycle.settings import AUTO, TEMPLATE_STRATEGIES, IsolationSettings
 
@@ -36,25 +37,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ServerFactory = Callable[..., "PostgresServer"]
-CONNECT_TIMEOUT_S = 10
-#: Names on reused servers: the template and parked warm-pool databases carry the
-#: migrations' hash; kept databases of failed tests carry the test's name.
-TEMPLATE_PREFIX = f"{PREFIX}_tpl_"
-READY_PREFIX = f"{PREFIX}_ready_"
-FAILED_PREFIX = f"{PREFIX}_failed_"
 HASH_CHARS = 12
 CLONE_STRATEGY_COMMENT = "perfkit clone strategy: "
 #: Clones timed per strategy when ``template_strategy="auto"``.
 STRATEGY_PROBES = 2
 _SLUG = re.compile(r"[^a-z0-9]+")
-
-
-def connect(dsn: str, **kwargs: Any) -> psycopg.Connection:
-    """Connect with perfkit's defaults (short timeout, no password in errors)."""
-    try:
-        return psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S, **kwargs)
-    except psycopg.OperationalError as exc:
-        raise psycopg.OperationalError(mask(str(exc))) from None
 
 
 class IsolationSession:
@@ -602,4 +589,4 @@ def open_session(
     return IsolationSession(settings, extra_sql=extra_sql)
 
 
-__all__: Sequence[str] = ["IsolationSession", "connect", "open_session"]
+__all__: Sequence[str] = ["IsolationSession", "open_session"]

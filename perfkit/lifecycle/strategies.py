@@ -29,7 +29,8 @@ from psycopg import sql
 
 from perfkit.dsn import mask
 from perfkit.errors import ConfigError, IsolationBroken, IsolationWarning
-from perfkit.lifecycle.session import connect
+from perfkit.lifecycle.dbconnect import connect
+from perfkit.lifecycle.names import READY_PREFIX
 
 if TYPE_CHECKING:
     from perfkit.lifecycle.session import IsolationSession
@@ -517,8 +518,6 @@ class WarmPool(Strategy):
 
     @property
     def _park_prefix(self) -> str:
-        from perfkit.lifecycle.session import READY_PREFIX
-
         return f"{READY_PREFIX}{self.session.migrations_hash}_"
 
     def _adopt_parked(self) -> None:

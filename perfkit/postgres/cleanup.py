@@ -4,7 +4,7 @@ Live servers register themselves here. ``atexit`` stops whatever is still
 registered, and SIGTERM/SIGHUP are turned into ``SystemExit`` so that
 ``finally`` blocks and context managers run (SIGINT already raises
 ``KeyboardInterrupt``). What a hard kill (SIGKILL) leaves behind is found by
-:func:`sweep`: containers carry labels naming the owning process, local data
+:func:`perfkit.postgres.leaks.sweep`: containers carry labels naming the owning process, local data
 directories a marker file with the owner's PID.
 """
 
@@ -18,7 +18,7 @@ import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from perfkit.postgres.base import PostgresServer
@@ -115,34 +115,3 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def sweep_dead_owners() -> list[str]:
-    """:func:`sweep`, including containers when a Docker daemon answers (quietly without)."""
-    from perfkit.errors import BackendUnavailable
-    from perfkit.postgres.docker import docker_client
-
-    try:
-        client = docker_client()
-    except BackendUnavailable:
-        client = None
-    removed = sweep(docker_client=client)
-    for item in removed:
-        log.warning("perfkit: removed %s left by a run that is gone", item)
-    return removed
-
-
-def sweep(*, docker_client: Any | None = None) -> list[str]:
-    """Remove what perfkit runs left behind whose owner process is gone.
-
-    Returns a description of each removed item. Never touches anything
-    whose owner is still alive.
-    """
-    from perfkit.postgres import local
-
-    removed = local.sweep_stale()
-    if docker_client is not None:
-        from perfkit.postgres import docker as docker_backend
-
-        removed += docker_backend.sweep_stale(docker_client)
-    return removed

@@ -7,12 +7,17 @@ leftovers.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from perfkit.errors import BackendUnavailable
-from perfkit.postgres import cleanup
+from perfkit.postgres import cleanup, local
+from perfkit.postgres import docker as docker_backend
+
+log = logging.getLogger(__name__)
 
 
 def find_leftovers() -> list[str]:
@@ -32,13 +37,35 @@ def find_leftovers() -> list[str]:
             if owner is None or not cleanup.pid_alive(owner):
                 found.append(f"postgres process {proc.pid} ({datadir})")
     try:
-        from perfkit.postgres.docker import docker_client, perfkit_containers
-
-        client = docker_client()
+        client = docker_backend.docker_client()
     except BackendUnavailable:
         return found
-    for container in perfkit_containers(client):
+    for container in docker_backend.perfkit_containers(client):
         owner = container.labels.get(cleanup.OWNER_LABEL, "")
         if not (owner.isdigit() and cleanup.pid_alive(int(owner))):
             found.append(f"container {container.short_id} ({container.status})")
     return found
+
+
+def sweep_dead_owners() -> list[str]:
+    """:func:`sweep`, including containers when a Docker daemon answers (quietly without)."""
+    try:
+        client = docker_backend.docker_client()
+    except BackendUnavailable:
+        client = None
+    removed = sweep(docker_client=client)
+    for item in removed:
+        log.warning("perfkit: removed %s left by a run that is gone", item)
+    return removed
+
+
+def sweep(*, docker_client: Any | None = None) -> list[str]:
+    """Remove what perfkit runs left behind whose owner process is gone.
+
+    Returns a description of each removed item. Never touches anything
+    whose owner is still alive.
+    """
+    removed = local.sweep_stale()
+    if docker_client is not None:
+        removed += docker_backend.sweep_stale(docker_client)
+    return removed

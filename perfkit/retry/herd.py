@@ -428,7 +428,7 @@ def rate_frame(
 def calibrate(
     server: PostgresServer, *, n_sequential: int = 20, burst: int = 100, seed: int = 0
 ) -> dict[str, float]:
-    """Measure what :mod:`perfkit.simulate` needs, on a running ``server``.
+    """Measure what :mod:`perfkit.retry.simulate` needs, on a running ``server``.
 
     - ``connect_s``: median time of one connect (client + server, idle server);
     - ``capacity_per_s``: ``burst`` concurrent connects / their makespan;

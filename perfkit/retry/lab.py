@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfkit import summary as report_summary
+from perfkit import headlines
 from perfkit.errors import ConfigError
 from perfkit.postgres import FAST_SERVER_SETTINGS, ServerSettings, create_server
 from perfkit.retry import analysis, experiments, herd
 from perfkit.retry.probe import LOG_CONNECTION_SETTINGS
+from perfkit.retry.simulate import SimSettings, simulate
 from perfkit.retry.strategies import STRATEGIES, get_strategy
-from perfkit.simulate import SimSettings, simulate
 
 PARAMS_SPEC: dict[str, Any] = {
     "backend": str,
@@ -251,7 +251,7 @@ def _connect_time(runs: pd.DataFrame, worst: pd.DataFrame) -> pd.DataFrame:
 
 
 def _headline(connect_time: pd.DataFrame, claim: pd.DataFrame) -> pd.DataFrame:
-    H = report_summary.Headline
+    H = headlines.Headline
     items: list[Any] = []
     refused = claim[claim["scenario"] == "refused"].set_index("strategy")
     for variant, name in (("naive", "naive"), ("improved", "review")):
@@ -291,7 +291,7 @@ def _headline(connect_time: pd.DataFrame, claim: pd.DataFrame) -> pd.DataFrame:
                     label=f"{name}: median connected minus server ready (measured)",
                 )
             )
-    return report_summary.headline_frame(items)
+    return headlines.headline_frame(items)
 
 
 def _sim_compare(
