@@ -1,8 +1,29 @@
-"""Exceptions perfkit raises for problems a user can fix.
+"""Exceptions perfkit raises for problems a user can fix, and the one warning it emits.
 
 Every message says what was wrong and what to do about it; none contains a
-password (DSNs are masked before they reach a message).
+password (DSNs are masked before they reach a message). The hierarchy::
+
+    PerfkitError                     anything perfkit raises on purpose
+    ├── ConfigError (ValueError)     a setting or parameter is unknown, ill-typed or bad
+    │   └── MigrationError           a migration statement failed (file, line, SQL)
+    ├── BackendUnavailable           the requested PostgreSQL backend cannot run here
+    ├── ServerStartError             a server was started but never became ready
+    ├── OutageUnsupported            the backend cannot simulate this outage
+    ├── RetryError                   a retrying connect gave up (``trace`` has every attempt)
+    ├── NotebookFailed               a notebook cell raised (the executed notebook is saved)
+    ├── SuiteFailed                  a measured pytest suite run did not pass
+    └── IsolationBroken              a test's writes escaped its isolation
+
+    IsolationWarning (UserWarning)   the same, as a warning (rollback guard ``warn``)
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from perfkit.retry.trace import Trace
 
 
 class PerfkitError(Exception):
@@ -11,6 +32,17 @@ class PerfkitError(Exception):
 
 class ConfigError(PerfkitError, ValueError):
     """A setting or parameter has an unknown name, a wrong type or a bad value."""
+
+
+class MigrationError(ConfigError):
+    """A migration statement failed; the message shows the file, line and SQL.
+
+    ``statement`` is the :class:`perfkit.lifecycle.migrations.Statement` that failed.
+    """
+
+    def __init__(self, message: str, *, statement: Any | None = None) -> None:
+        super().__init__(message)
+        self.statement = statement
 
 
 class BackendUnavailable(PerfkitError):
@@ -23,6 +55,37 @@ class ServerStartError(PerfkitError):
 
 class OutageUnsupported(PerfkitError):
     """The backend cannot simulate this kind of outage (e.g. an external DSN)."""
+
+
+class RetryError(PerfkitError):
+    """A retrying connect gave up; ``trace`` holds every attempt."""
+
+    def __init__(self, message: str, trace: Trace) -> None:
+        super().__init__(message)
+        self.trace = trace
+
+
+class NotebookFailed(PerfkitError):
+    """A cell of an executed notebook raised; the executed notebook was still saved."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        notebook: Path,
+        cell_index: int | None = None,
+        ename: str | None = None,
+        evalue: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.notebook = notebook
+        self.cell_index = cell_index
+        self.ename = ename
+        self.evalue = evalue
+
+
+class SuiteFailed(PerfkitError):
+    """A run of a measured pytest suite did not pass; the measurement stops there."""
 
 
 class IsolationBroken(PerfkitError):

@@ -32,7 +32,7 @@ import nbformat
 
 from perfkit import params as params_mod
 from perfkit.dsn import mask
-from perfkit.errors import BackendUnavailable, ConfigError, PerfkitError
+from perfkit.errors import BackendUnavailable, ConfigError, NotebookFailed, PerfkitError
 from perfkit.results import mask_values, new_run_id
 
 log = logging.getLogger(__name__)
@@ -50,25 +50,6 @@ _ANNOTATION_NAMES: dict[str, Any] = {
     "tuple": tuple,
     "None": None,
 }
-
-
-class NotebookFailed(PerfkitError):
-    """A cell of an executed notebook raised; the executed notebook was still saved."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        notebook: Path,
-        cell_index: int | None = None,
-        ename: str | None = None,
-        evalue: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.notebook = notebook
-        self.cell_index = cell_index
-        self.ename = ename
-        self.evalue = evalue
 
 
 @dataclass(frozen=True, kw_only=True)

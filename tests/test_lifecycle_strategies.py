@@ -8,10 +8,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from perfkit.errors import ConfigError
+from perfkit.errors import ConfigError, MigrationError
 from perfkit.lifecycle import leakcheck
 from perfkit.lifecycle.bench import SUITE_DIR
-from perfkit.lifecycle.migrations import MigrationError
 from perfkit.lifecycle.registry import NAMES
 from perfkit.lifecycle.session import IsolationSession
 from perfkit.lifecycle.settings import IsolationSettings

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from perfkit import notebooks, results
-from perfkit.errors import ConfigError
+from perfkit.errors import ConfigError, NotebookFailed
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "03_container_lifecycle.ipynb"
 QUICK = {
@@ -83,7 +83,7 @@ def test_quick_short_suite_run_compares_template_with_native(tmp_path: Path) -> 
 
 def test_unknown_strategy_fails_in_the_validation_cell_before_any_server(tmp_path: Path) -> None:
     out = tmp_path / "data"
-    with pytest.raises(notebooks.NotebookFailed) as info:
+    with pytest.raises(NotebookFailed) as info:
         notebooks.execute(
             NOTEBOOK,
             {**QUICK, "strategies": ["per-test-container"], "out_dir": str(out)},
@@ -97,7 +97,7 @@ def test_unknown_strategy_fails_in_the_validation_cell_before_any_server(tmp_pat
 
 
 def test_native_for_the_lab_suite_fails_in_the_validation_cell(tmp_path: Path) -> None:
-    with pytest.raises(notebooks.NotebookFailed) as info:
+    with pytest.raises(NotebookFailed) as info:
         notebooks.execute(
             NOTEBOOK,
             {**QUICK, "strategies": ["native"], "out_dir": str(tmp_path / "data")},

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from perfkit import notebooks, results
-from perfkit.errors import ConfigError
+from perfkit.errors import ConfigError, NotebookFailed
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "02_pool_settings.ipynb"
 
@@ -41,7 +41,7 @@ def test_quick_run_writes_pool_results_with_consistent_counts(tmp_path: Path) ->
 
 def test_bad_sweep_parameter_fails_before_any_server_starts(tmp_path: Path) -> None:
     out = tmp_path / "data"
-    with pytest.raises(notebooks.NotebookFailed) as info:
+    with pytest.raises(NotebookFailed) as info:
         notebooks.execute(
             NOTEBOOK,
             {"quick": True, "backend": "local", "out_dir": str(out), "worker_counts": [0]},

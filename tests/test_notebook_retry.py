@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from perfkit import notebooks, results
-from perfkit.errors import ConfigError
+from perfkit.errors import ConfigError, NotebookFailed
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "01_connection_retry.ipynb"
 
@@ -65,7 +65,7 @@ def test_quick_run_writes_retry_results_figures_and_conclusions(tmp_path: Path) 
 
 def test_bad_strategy_name_fails_before_any_server_starts(tmp_path: Path) -> None:
     out = tmp_path / "data"
-    with pytest.raises(notebooks.NotebookFailed) as info:
+    with pytest.raises(NotebookFailed) as info:
         notebooks.execute(
             NOTEBOOK,
             {"quick": True, "backend": "local", "out_dir": str(out), "strategies": ["nope"]},

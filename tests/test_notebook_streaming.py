@@ -8,6 +8,7 @@ import pytest
 
 from perfkit import notebooks, results
 from perfkit import streaming as st
+from perfkit.errors import NotebookFailed
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "04_streaming.ipynb"
 
@@ -35,7 +36,7 @@ def test_quick_run_writes_streaming_results(tmp_path: Path) -> None:
 
 def test_unknown_method_fails_in_the_validation_cell(tmp_path: Path) -> None:
     out = tmp_path / "data"
-    with pytest.raises(notebooks.NotebookFailed) as info:
+    with pytest.raises(NotebookFailed) as info:
         notebooks.execute(
             NOTEBOOK,
             {"quick": True, "out_dir": str(out), "methods": ["slurp"]},

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perfkit.errors import ConfigError
 from perfkit.lifecycle.registry import SHARED
 
 NAIVE = "per-test-server"
@@ -199,7 +200,7 @@ def ratio_interval(
     if v.size == 0 or b.size == 0:
         return math.nan, math.nan, math.nan
     if paired and v.size != b.size:
-        raise ValueError(f"paired samples differ in size: {v.size} vs {b.size}")
+        raise ConfigError(f"paired samples differ in size: {v.size} vs {b.size}")
     point = float(np.median(v) / np.median(b))
     rng = np.random.default_rng(seed)
     iv = rng.integers(0, v.size, size=(resamples, v.size))

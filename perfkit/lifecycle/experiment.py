@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from perfkit.errors import ConfigError
+from perfkit.errors import ConfigError, SuiteFailed
 from perfkit.lifecycle import analysis, bench, leakcheck, micro
 from perfkit.lifecycle.registry import NAMES
 from perfkit.lifecycle.session import IsolationSession
@@ -207,5 +207,5 @@ def run(
     if not failed.empty:
         first = failed.iloc[0]
         tail = matrix.outputs[first["run_id"]][-3000:]
-        raise RuntimeError(f"suite run failed under {first['strategy']}:\n{tail}")
+        raise SuiteFailed(f"suite run failed under {first['strategy']}:\n{tail}")
     return frames

@@ -15,18 +15,10 @@ from pathlib import Path
 import psycopg
 
 from perfkit.dsn import mask
-from perfkit.errors import ConfigError
+from perfkit.errors import ConfigError, MigrationError
 
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 SHOWN_CHARS = 400
-
-
-class MigrationError(ConfigError):
-    """A migration statement failed; the message shows the file, line and SQL."""
-
-    def __init__(self, message: str, *, statement: Statement | None = None) -> None:
-        super().__init__(message)
-        self.statement = statement
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,6 +35,7 @@ from typing import Any
 
 import psycopg2
 
+from perfkit.errors import SuiteFailed
 from perfkit.lifecycle.settings import IsolationSettings
 from perfkit.stats import quantile_interval
 
@@ -92,7 +93,7 @@ def _pytest(folder: Path, tests: str, args: Sequence[str], env: dict[str, str]) 
     ]  # fmt: skip
     proc = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark suite failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
+        raise SuiteFailed(f"benchmark suite failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
     return dict(json.loads(timings.read_text()))
 
 

@@ -28,15 +28,11 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from perfkit.errors import ConfigError, PerfkitError
+from perfkit.errors import ConfigError, PerfkitError, SuiteFailed
 from perfkit.lifecycle import analysis, bench
 
 DEFAULT_STRATEGIES = ("warm-pool", "template")
 PLACEHOLDER_DSN = "postgresql://perfkit@127.0.0.1:5432/perfkit"
-
-
-class SuiteFailed(PerfkitError):
-    """A run of the short suite did not pass; the benchmark stops there."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pandas as pd
 from psycopg_pool import ConnectionPool
 
+from perfkit.errors import ConfigError
 from perfkit.pool.backends import new_application_name
 from perfkit.pool.runner import OPEN_TIMEOUT_S, make_pool
 from perfkit.pool.settings import PoolSettings
@@ -33,7 +34,7 @@ def measure_checkout(
     ``checkin_ms`` (inside ``putconn``).
     """
     if n < 1:
-        raise ValueError("n must be >= 1")
+        raise ConfigError(f"n must be >= 1, got {n}")
     pools: dict[bool, ConnectionPool] = {}
     rows: list[dict[str, object]] = []
     try:

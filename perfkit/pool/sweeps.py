@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from perfkit.errors import ConfigError
 from perfkit.pool.backends import terminate_backends
 from perfkit.pool.result import Action, WorkloadResult
 from perfkit.pool.runner import run_workload
@@ -280,7 +281,7 @@ def recovery_cases(
                 continue
             actions = restart_actions(server, fault_at, down_s)
         else:
-            raise ValueError(f"unknown fault {fault!r}; use 'terminate' or 'restart'")
+            raise ConfigError(f"unknown fault {fault!r}; use 'terminate' or 'restart'")
         for check in (False, True):
             cases.append(
                 Case(
@@ -306,6 +307,6 @@ def best_size(runs: pd.DataFrame, workers: int | None = None) -> tuple[int, floa
     if workers is not None:
         df = df[df["workers"] == workers]
     if df.empty:
-        raise ValueError("no pooled size-sweep runs to choose from")
+        raise ConfigError("no pooled size-sweep runs to choose from (size sweep empty)")
     row = df.loc[df["throughput_rps"].idxmax()]
     return int(row["max_size"]), float(row["throughput_rps"])

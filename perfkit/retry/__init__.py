@@ -14,12 +14,9 @@
 - :mod:`perfkit.retry.lab` / :mod:`perfkit.retry.plots`: the notebook's runner, text and figures.
 """
 
+from perfkit.errors import RetryError
 from perfkit.retry.budget import RetryBudget
-from perfkit.retry.connect import (
-    RetryError,
-    async_connect_with_retry,
-    connect_with_retry,
-)
+from perfkit.retry.connect import async_connect_with_retry, connect_with_retry
 from perfkit.retry.planner import GiveUp, RetryPlanner
 from perfkit.retry.strategies import (
     STRATEGIES,

@@ -28,21 +28,13 @@ from typing import Any
 import psycopg
 
 from perfkit.dsn import mask
-from perfkit.errors import PerfkitError
+from perfkit.errors import RetryError
 from perfkit.retry.budget import RetryBudget
 from perfkit.retry.planner import GiveUp, RetryPlanner
 from perfkit.retry.strategies import Strategy, get_strategy, strategy_name
 from perfkit.retry.trace import Attempt, Trace, error_kind, short_message, sqlstate_of
 
 NOT_RETRYABLE_SQLSTATES = frozenset({"28P01", "28000", "3D000"})
-
-
-class RetryError(PerfkitError):
-    """A retrying connect gave up; ``trace`` holds every attempt."""
-
-    def __init__(self, message: str, trace: Trace) -> None:
-        super().__init__(message)
-        self.trace = trace
 
 
 def is_retryable(exc: BaseException) -> bool:

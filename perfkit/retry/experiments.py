@@ -28,9 +28,9 @@ from typing import Any
 
 import pandas as pd
 
-from perfkit.errors import ConfigError
+from perfkit.errors import ConfigError, RetryError
 from perfkit.postgres import PostgresServer, ServerSettings, create_server
-from perfkit.retry.connect import RetryError, connect_with_retry
+from perfkit.retry.connect import connect_with_retry
 from perfkit.retry.probe import ReadinessProbe
 from perfkit.retry.strategies import get_strategy
 from perfkit.retry.trace import Trace

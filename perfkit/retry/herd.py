@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from perfkit.errors import ConfigError
+from perfkit.errors import ConfigError, RetryError
 from perfkit.postgres import PostgresServer
 from perfkit.retry.budget import RetryBudget
-from perfkit.retry.connect import RetryError, async_connect_with_retry, connect_with_retry
+from perfkit.retry.connect import async_connect_with_retry, connect_with_retry
 from perfkit.retry.experiments import client_rng
 from perfkit.retry.probe import BackendSampler, ReadinessProbe, connection_log_times
 from perfkit.retry.strategies import get_strategy
