@@ -9,7 +9,6 @@ in a helper thread when an event loop is already running.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from perfkit.asyncrun import run_coroutine
 from perfkit.dsn import mask
 from perfkit.pool.backends import new_application_name, wait_for_no_backends
 from perfkit.pool.records import Request, events_frame, requests_frame, stats_frame
@@ -205,21 +205,4 @@ def run_workload_async_blocking(
     Works inside Jupyter too (where a loop already runs): the coroutine then
     gets its own loop in a helper thread.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(run_workload_async(dsn, settings, workload, **kwargs))
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = asyncio.run(run_workload_async(dsn, settings, workload, **kwargs))
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="perfkit-async-workload")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
+    return run_coroutine(lambda: run_workload_async(dsn, settings, workload, **kwargs))

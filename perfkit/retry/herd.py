@@ -26,14 +26,15 @@ import random
 import statistics
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import psycopg
 
+from perfkit.asyncrun import run_coroutine
 from perfkit.errors import ConfigError, RetryError
 from perfkit.postgres import PostgresServer
 from perfkit.retry.budget import RetryBudget
@@ -44,7 +45,6 @@ from perfkit.retry.strategies import get_strategy
 from perfkit.retry.trace import Trace
 
 Mode = Literal["async", "threads"]
-T = TypeVar("T")
 BIN_S = 0.1
 
 
@@ -193,24 +193,6 @@ def _run_threads(
     for conn in conns:
         conn.close()
     return [t for t in traces if t is not None]
-
-
-def run_in_fresh_loop(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine in a new event loop on its own thread (works inside Jupyter too)."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(factory())
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="perfkit-asyncio")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def max_connections(server: PostgresServer) -> int:
@@ -450,7 +432,7 @@ def calibrate(
             await c.close()
         return makespan
 
-    makespan = run_in_fresh_loop(storm)
+    makespan = run_coroutine(storm, fresh_thread=True)
     from perfkit.postgres.local import free_port  # a port nothing listens on
 
     refused = []
