@@ -413,7 +413,7 @@ def test_a_suite_past_its_timeout_is_interrupted_and_cleans_up(tmp_path: Path) -
         ({"suite": 42}, "suite must be"),
         ({"suite": "short", "pytest_args": "-k fast"}, "pytest_args must be a list"),
         ({"suite": "short", "pytest_args": ["-x", 1]}, "pytest_args must all be strings"),
-        ({"suite": "short", "test_count": 0}, "test_count must be at least 1"),
+        ({"suite": "short", "test_count": 0}, "test_count must be >= 1"),
         ({"suite": "short", "test_count": True}, "test_count must be an integer"),
         ({"suite": "short", "workers": "2"}, "workers must be an integer"),
         ({"suite": "short", "strategy": "rollback"}, "rollback"),

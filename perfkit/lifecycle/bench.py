@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import psutil
 
+from perfkit import validate
 from perfkit.dsn import mask
 from perfkit.errors import ConfigError
 from perfkit.lifecycle.registry import NAMES, check_name
@@ -123,10 +124,7 @@ def resolve_suite(value: object) -> str | Path:
 
 
 def _int_field(name: str, value: object, *, minimum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    validate.integer(name, value, minimum=minimum)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from perfkit import validate
 from perfkit.errors import ConfigError
 from perfkit.pool.arunner import run_workload_async_blocking
 from perfkit.pool.checkout import measure_checkout, summarize_checkout
@@ -81,16 +82,12 @@ def server_settings(backend: str) -> ServerSettings:
 
 
 def _ints(name: str, values: list[Any]) -> tuple[int, ...]:
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise ConfigError(f"parameter {name!r} must be a non-empty list of ints, got {values!r}")
-    return tuple(values)
+    return validate.numbers(f"parameter {name!r}", values, integers=True)
 
 
 def _floats(name: str, values: list[Any]) -> tuple[float, ...]:
-    ok = all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values)
-    if not values or not ok:
-        raise ConfigError(f"parameter {name!r} must be a non-empty list of numbers > 0")
-    return tuple(float(v) for v in values)
+    found = validate.numbers(f"parameter {name!r}", values, strict=True)
+    return tuple(float(v) for v in found)
 
 
 @dataclass(frozen=True, kw_only=True)

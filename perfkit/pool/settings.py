@@ -17,27 +17,20 @@ Named presets: :data:`REVIEW` (the performance review's sqlx settings),
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from perfkit import validate
 from perfkit.errors import ConfigError
 
 
 def _positive_number(owner: str, name: str, value: object, *, allow_zero: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{owner}.{name} must be a finite number, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{owner}.{name} must be {bound} seconds, got {value!r}")
+    validate.number(f"{owner}.{name}", value, strict=not allow_zero)
 
 
 def _int_at_least(owner: str, name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{owner}.{name} must be an int, got {value!r}")
-    if value < low:
-        raise ConfigError(f"{owner}.{name} must be >= {low}, got {value!r}")
+    validate.integer(f"{owner}.{name}", value, minimum=low)
 
 
 @dataclass(frozen=True, kw_only=True)

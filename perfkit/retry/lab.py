@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfkit import headlines
+from perfkit import headlines, validate
 from perfkit.errors import ConfigError
 from perfkit.postgres import FAST_SERVER_SETTINGS, ServerSettings, create_server
 from perfkit.retry import analysis, experiments, herd
@@ -69,14 +69,8 @@ def _names(value: list[Any], parameter: str) -> list[str]:
 
 
 def _numbers(value: list[Any], parameter: str, *, integer: bool = False) -> list[Any]:
-    if not value:
-        raise ConfigError(f"parameter {parameter!r} must not be empty")
-    for item in value:
-        ok = isinstance(item, int) if integer else isinstance(item, int | float)
-        if isinstance(item, bool) or not ok or item < (1 if integer else 0):
-            kind = "int >= 1" if integer else "number >= 0"
-            raise ConfigError(f"parameter {parameter!r}: {item!r} is not a {kind}")
-    return list(value)
+    label = f"parameter {parameter!r}"
+    return list(validate.numbers(label, value, integers=integer, minimum=1 if integer else 0))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perfkit import validate
 from perfkit.errors import ConfigError
 from perfkit.retry.strategies import Strategy, get_strategy
 
@@ -56,10 +57,7 @@ SYN_RETRANSMIT_S = (1.0, 3.0, 7.0, 15.0, 31.0, 63.0)
 def _check(
     owner: str, name: str, value: Any, *, minimum: float = 0.0, strict: bool = False
 ) -> None:
-    bad = isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value)
-    if bad or (value <= minimum if strict else value < minimum):
-        op = ">" if strict else ">="
-        raise ConfigError(f"{owner}.{name} must be a number {op} {minimum:g}, got {value!r}")
+    validate.number(f"{owner}.{name}", value, minimum=minimum, strict=strict)
 
 
 @dataclass(frozen=True, kw_only=True)

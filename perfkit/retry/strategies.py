@@ -42,16 +42,14 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from perfkit import validate
 from perfkit.errors import ConfigError
 
 Anchor = Literal["failure", "attempt_start"]
 
 
 def _positive(owner: object, name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = value >= 0 if allow_zero else value > 0
-    if isinstance(value, bool) or not isinstance(value, int | float) or not ok or math.isnan(value):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{type(owner).__name__}.{name} must be a number {bound}, got {value!r}")
+    validate.number(f"{type(owner).__name__}.{name}", value, strict=not allow_zero)
 
 
 @dataclass(frozen=True, kw_only=True)
