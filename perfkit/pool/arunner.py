@@ -21,9 +21,9 @@ from perfkit.dsn import mask
 from perfkit.pool.backends import new_application_name, wait_for_no_backends
 from perfkit.pool.records import Request, events_frame, requests_frame, stats_frame
 from perfkit.pool.result import Action, WorkloadResult
-from perfkit.pool.runner import ERROR_PAUSE_S, OPEN_TIMEOUT_S, Clock, connection_kwargs
-from perfkit.pool.schedule import WorkerPlan
+from perfkit.pool.runner import OPEN_TIMEOUT_S, Clock, connection_kwargs
 from perfkit.pool.settings import PoolSettings, Workload
+from perfkit.pool.worker import adrive, worker_loop
 
 AConn = psycopg.AsyncConnection[Any]
 
@@ -44,56 +44,8 @@ async def _worker(
     release: Callable[[AConn], Awaitable[None]],
     out: list[Request],
 ) -> None:
-    plan = WorkerPlan(workload=workload, worker=index)
-    await _sleep_until(clock, start_at)
-    seq = 0
-    while clock() < deadline:
-        query, think = plan.next()
-        t_start = clock()
-        try:
-            conn = await acquire()
-        except psycopg.Error as exc:
-            out.append(
-                Request.acquire_failed(
-                    worker=index,
-                    seq=seq,
-                    query=query.name,
-                    start=t_start,
-                    end=clock(),
-                    error=type(exc).__name__,
-                )
-            )
-            seq += 1
-            await asyncio.sleep(max(think, ERROR_PAUSE_S))
-            continue
-        t_got = clock()
-        sql_s: float | None = None
-        error = ""
-        try:
-            cur = await conn.execute(query.sql)
-            await cur.fetchall()
-            sql_s = clock() - t_got
-        except psycopg.Error as exc:
-            error = type(exc).__name__
-        finally:
-            await release(conn)
-        t_done = clock()
-        out.append(
-            Request.completed(
-                worker=index,
-                seq=seq,
-                query=query.name,
-                start=t_start,
-                got=t_got,
-                done=t_done,
-                sql=sql_s,
-                error=error,
-            )
-        )
-        seq += 1
-        if error:
-            think = max(think, ERROR_PAUSE_S)
-        await asyncio.sleep(think)
+    loop = worker_loop(index, workload, clock, start_at, deadline)
+    out.extend(await adrive(loop, acquire=acquire, release=release))
 
 
 async def run_workload_async(

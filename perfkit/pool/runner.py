@@ -22,13 +22,11 @@ from perfkit.dsn import mask
 from perfkit.pool.backends import new_application_name, wait_for_no_backends
 from perfkit.pool.records import Request, events_frame, requests_frame, stats_frame
 from perfkit.pool.result import Action, WorkloadResult
-from perfkit.pool.schedule import WorkerPlan
 from perfkit.pool.settings import PoolSettings, Workload
+from perfkit.pool.worker import drive, worker_loop
 
 #: libpq connect timeout (whole seconds) for pool connections and per-request connects.
 CONNECT_TIMEOUT_S = 5
-#: Pause after a failed request so a worker does not spin on a dead server.
-ERROR_PAUSE_S = 0.01
 #: How long open() may take to fill the pool to min_size.
 OPEN_TIMEOUT_S = 30.0
 
@@ -76,57 +74,8 @@ def _worker(
     release: Callable[[psycopg.Connection[Any]], None],
     out: list[Request],
 ) -> None:
-    plan = WorkerPlan(workload=workload, worker=index)
-    clock = watch.clock
-    watch.sleep_until(watch.start_at)
-    seq = 0
-    while clock() < watch.deadline:
-        query, think = plan.next()
-        t_start = clock()
-        try:
-            conn = acquire()
-        except psycopg.Error as exc:
-            out.append(
-                Request.acquire_failed(
-                    worker=index,
-                    seq=seq,
-                    query=query.name,
-                    start=t_start,
-                    end=clock(),
-                    error=type(exc).__name__,
-                )
-            )
-            seq += 1
-            time.sleep(max(think, ERROR_PAUSE_S))
-            continue
-        t_got = clock()
-        sql_s: float | None = None
-        error = ""
-        try:
-            conn.execute(query.sql).fetchall()
-            sql_s = clock() - t_got
-        except psycopg.Error as exc:
-            error = type(exc).__name__
-        finally:
-            release(conn)
-        t_done = clock()
-        out.append(
-            Request.completed(
-                worker=index,
-                seq=seq,
-                query=query.name,
-                start=t_start,
-                got=t_got,
-                done=t_done,
-                sql=sql_s,
-                error=error,
-            )
-        )
-        seq += 1
-        if error:
-            think = max(think, ERROR_PAUSE_S)
-        if think > 0:
-            time.sleep(think)
+    loop = worker_loop(index, workload, watch.clock, watch.start_at, watch.deadline)
+    out.extend(drive(loop, acquire=acquire, release=release))
 
 
 def _sampler(
