@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -185,3 +186,4 @@ def test_servers_command_lists_and_stops_reused_servers(
     stopped = subprocess.run([*cli, "--stop", key], capture_output=True, text=True, check=True)
     assert "1 reused server(s) removed" in stopped.stdout
     assert key not in {info.key for info in reuse.list_reused()}
+    assert not list(Path(tempfile.gettempdir()).glob(f"{reuse.REUSE_PREFIX}*{key}.lock"))

@@ -69,10 +69,13 @@ def reuse_key(settings: ServerSettings, backend: str, identity: str) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:KEY_CHARS]
 
 
+def _lock_path(key: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"{REUSE_PREFIX}{os.getuid()}-{key}.lock"
+
+
 @contextlib.contextmanager
 def _locked(key: str) -> Iterator[None]:
-    path = Path(tempfile.gettempdir()) / f"{REUSE_PREFIX}{os.getuid()}-{key}.lock"
-    with open(path, "a") as handle:
+    with open(_lock_path(key), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -326,4 +329,16 @@ def stop_reused(keys: Iterable[str] | None = None) -> list[str]:
             with contextlib.suppress(Exception):
                 container.remove(force=True, v=True)
                 removed.append(f"container {container.short_id}")
+    _remove_idle_locks(keep={info.key for info in list_reused()})
     return removed
+
+
+def _remove_idle_locks(*, keep: set[str]) -> None:
+    """Delete lock files of keys with no reused server that nobody holds right now."""
+    for path in Path(tempfile.gettempdir()).glob(f"{REUSE_PREFIX}{os.getuid()}-*.lock"):
+        key = path.name[len(f"{REUSE_PREFIX}{os.getuid()}-") : -len(".lock")]
+        if key in keep:
+            continue
+        with contextlib.suppress(OSError), open(path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a starter: leave it
+            path.unlink()
