@@ -9,6 +9,7 @@ everything it created (databases, servers), also after a failure.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -108,16 +109,16 @@ class IsolationSession:
     def start_server(self, purpose: str) -> PostgresServer:
         """Start a new server (counted and recorded); stopped by :meth:`close` at the latest."""
         t0 = self.clock()
-        if purpose == "shared" and self.settings.reuse:
+        reuse = purpose == "shared" and self.settings.reuse
+        if reuse:
             from perfkit.postgres.reuse import reused_server
 
-            server = reused_server(self.settings.server())
-            with self._books:
-                self._servers.append(server)  # stop() leaves a reused server running
+            server = reused_server(self.settings.server())  # started; stop() leaves it running
         else:
             server = self._server_factory(self.settings.server())
-            with self._books:
-                self._servers.append(server)
+        with self._books:
+            self._servers.append(server)  # before start(): close() stops a failed start too
+        if not reuse:
             server.start()
         adopted = bool(getattr(server, "adopted", False))
         with self._books:
@@ -127,7 +128,7 @@ class IsolationSession:
             self.clock() - t0,
             purpose=purpose,
             backend=server.backend,
-            reused=self.settings.reuse and purpose == "shared",
+            reused=reuse,
             adopted=adopted,
             reuse_key=getattr(server, "key", None),
         )
@@ -175,6 +176,12 @@ class IsolationSession:
                 return socket
         return server.dsn_for(dbname)
 
+    @property
+    def server_outlives_session(self) -> bool:
+        """Whether the shared server stays after close (reused, or external: not ours)."""
+        server = self._shared or self.shared_server
+        return self.settings.reuse or server.backend == "external"
+
     def server_version_num(self) -> int:
         row = self.admin().execute("SHOW server_version_num").fetchone()
         assert row is not None
@@ -205,7 +212,7 @@ class IsolationSession:
                     raise
             return self._template
 
-    @property
+    @functools.cached_property
     def migrations_hash(self) -> str:
         """Hash of the migration statements: a reused template is valid while it matches."""
         digest = hashlib.sha256()
@@ -265,6 +272,21 @@ class IsolationSession:
                 self.drop_database(name)
             raise
 
+    def databases_with_prefix(
+        self, prefix: str, *, conn: psycopg.Connection | None = None
+    ) -> list[str]:
+        """Names of the server's databases that start with ``prefix``, sorted."""
+        rows = (conn or self.admin()).execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY datname",
+            [prefix],
+        )
+        return [r[0] for r in rows.fetchall()]
+
+    def own(self, name: str) -> None:
+        """Count ``name`` among this session's databases (dropped at close where needed)."""
+        with self._books:
+            self._created.add(name)
+
     def _database_exists(self, name: str) -> bool:
         row = self.admin().execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
         return row.fetchone() is not None
@@ -272,10 +294,7 @@ class IsolationSession:
     def _drop_stale(self, prefix: str, *, keep: str) -> None:
         """Drop databases named ``prefix*`` that do not start with ``keep`` (old migrations)."""
         admin = self.admin()
-        rows = admin.execute(
-            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [prefix]
-        ).fetchall()
-        for (name,) in rows:
+        for name in self.databases_with_prefix(prefix):
             if name.startswith(keep):
                 continue
             with contextlib.suppress(psycopg.Error):  # in use by another run: leave it
@@ -343,8 +362,8 @@ class IsolationSession:
         self, name: str, *, template: str | None = "", conn: psycopg.Connection | None = None
     ) -> None:
         """Create ``name`` (a clone of the template unless ``template`` is None)."""
+        self.own(name)
         with self._books:
-            self._created.add(name)
             self.databases_created += 1
         query = (
             sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
@@ -364,9 +383,10 @@ class IsolationSession:
                 drop_force(self.admin(), name)
         else:
             drop_force(conn, name)
-        self._forget(name)
+        self.disown(name)
 
-    def _forget(self, name: str) -> None:
+    def disown(self, name: str) -> None:
+        """Stop counting ``name`` as ours (dropped, renamed away, or parked for the next run)."""
         with self._books:
             self._created.discard(name)
 
@@ -378,7 +398,7 @@ class IsolationSession:
                 dsn = self.admin_dsn  # resolved now: the thread must not touch the session
 
                 def dropped(name: str, seconds: float) -> None:
-                    self._forget(name)
+                    self.disown(name)
                     self.record("drop", seconds, dbname=name)
 
                 self._janitor = Janitor(lambda: connect(dsn, autocommit=True), on_dropped=dropped)
@@ -395,7 +415,7 @@ class IsolationSession:
         outlives the run (the next failure of the same test replaces it); on a
         server perfkit removes at the end of the session it lives until then.
         """
-        outlives = self.settings.reuse or self.shared_server.backend == "external"
+        outlives = self.server_outlives_session
         if outlives:
             slug = _SLUG.sub("_", test_id.lower()).strip("_")
             kept = (FAILED_PREFIX + slug)[:63]
@@ -412,7 +432,7 @@ class IsolationSession:
                         sql.Identifier(name), sql.Identifier(kept)
                     )
                 )
-            self._forget(name)
+            self.disown(name)
             name = kept
         masked = mask(self.dsn_for(name))
         until = "after the run" if outlives else "until the session ends"
@@ -515,10 +535,8 @@ class IsolationSession:
                     self._janitor.close()
                 except Exception as exc:
                     errors.append(exc)
-            if self._shared is not None and (
-                self._shared.backend == "external" or self.settings.reuse
-            ):
-                # A server that outlives us: drop every database of ours there.
+            if self._shared is not None and self.server_outlives_session:
+                # Drop every database of ours there.
                 try:
                     self._drop_leftovers()
                 except Exception as exc:
@@ -541,10 +559,7 @@ class IsolationSession:
         if conn is None or conn.closed:
             assert self._shared is not None
             conn = self._admin = connect(self.admin_dsn, autocommit=True)
-        rows = conn.execute(
-            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [self.namer.prefix]
-        ).fetchall()
-        names = {r[0] for r in rows} | self._created
+        names = set(self.databases_with_prefix(self.namer.prefix, conn=conn)) | self._created
         if self.settings.reuse:  # the hashed template stays for the next run
             names.discard(self._template or "")
         for name in sorted(names, key=lambda n: n == self._template):

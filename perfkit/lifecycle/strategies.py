@@ -525,11 +525,7 @@ class WarmPool(Strategy):
         if not self.session.settings.reuse:
             return
         admin = self.session.admin()
-        parked = admin.execute(
-            "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY datname",
-            [self._park_prefix],
-        ).fetchall()
-        for (old,) in parked[: self.size]:
+        for old in self.session.databases_with_prefix(self._park_prefix)[: self.size]:
             new = self.session.namer.name("w")
             try:
                 admin.execute(
@@ -539,8 +535,7 @@ class WarmPool(Strategy):
                 )
             except psycopg.Error:  # another run took it first
                 continue
-            with self.session._books:
-                self.session._created.add(new)
+            self.session.own(new)
             self.parked.put(new)  # the cloner threads connect to it (off the setup path)
 
     def _park(self) -> None:
@@ -563,7 +558,7 @@ class WarmPool(Strategy):
                         sql.Identifier(item.dbname), sql.Identifier(parked[:63])
                     )
                 )
-                self.session._forget(item.dbname)
+                self.session.disown(item.dbname)
             except psycopg.Error:
                 self.session.discard(item.dbname)
 
