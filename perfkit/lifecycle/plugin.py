@@ -92,6 +92,8 @@ class PluginState:
         self.phases: list[dict[str, Any]] = []
         self.worker_payloads: list[dict[str, Any]] = []
         self.started = time.perf_counter()
+        #: --perfkit-timings / perfkit_timings: read once, not on every test phase.
+        self.timings_path: str | None = _option(config, "perfkit_timings")
         self._settings: IsolationSettings | None = None
         self._prewarm: threading.Thread | None = None
         self._sweep: threading.Thread | None = None
@@ -472,11 +474,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     item.stash.setdefault(_REPORTS, {})[report.when] = report
     state = item.config.stash.get(_STATE, None)
-    if (
-        state is not None
-        and not state.is_xdist_controller
-        and _option(state.config, "perfkit_timings")
-    ):
+    if state is not None and not state.is_xdist_controller and state.timings_path:
         state.phases.append(
             {
                 "test": item.nodeid,
@@ -515,7 +513,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             if state.worker_payloads and payload["records"]:
                 payloads.append(payload)
             state.summary_payloads = payloads
-            target = _option(config, "perfkit_timings")
+            target = state.timings_path
             if target:
                 write_timings(
                     Path(target),
