@@ -84,6 +84,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         output_dir=args.output_dir,
         data_dir=args.data_dir,
         notebooks_dir=args.notebooks_dir,
+        labs=args.labs,
         show_code=args.show_code,
         log=lambda line: print(line, flush=True),
     )
@@ -187,7 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--output-dir", default="runs", help="where the run directory goes (runs/)")
     rep.add_argument("--data-dir", default="data", help="where lab results are saved (data/)")
     rep.add_argument(
-        "--notebooks-dir", default=None, help="folder of NN_*.ipynb (default: the shipped labs)"
+        "--notebooks-dir", default=None, help="folder of the lab notebooks (default: shipped)"
+    )
+    rep.add_argument(
+        "--labs", nargs="+", metavar="NAME", help="run only these labs (retry pool lifecycle ...)"
     )
     rep.add_argument("--show-code", action="store_true", help="keep code cells in the HTML")
     rep.set_defaults(handler=cmd_report)

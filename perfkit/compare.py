@@ -1,10 +1,8 @@
 """``perfkit compare``: ratios of key metrics between two result runs.
 
-Key metrics of a run are its headline numbers (the ``headline`` frame, or
-what :mod:`perfkit.summary` derives for labs without one); a report's run
-(``data/report/<run_id>``, saved by the summary notebook) holds every lab's. A run without
-headlines contributes the median of every numeric column of every frame,
-split by a label-like column (strategy, label, variant, ...) when there is one.
+Key metrics of a run are its headline numbers, read through its lab's contract
+(``LAB.headlines``); a report's run (``data/report/<run_id>``, saved by the
+summary notebook) holds every lab's.
 A metric whose ratio B/A moves further than ``threshold`` from 1 is flagged
 (``+`` went up, ``-`` went down), as asv and pytest-benchmark do.
 """
@@ -17,12 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from perfkit import results, summary
+from perfkit import registry, results, summary
 from perfkit.errors import ConfigError, PerfkitError
 
-GROUP_COLUMNS = ("strategy", "label", "variant", "preset", "method", "scenario", "isolation")
 IGNORED_PARAMS = {"since", "labs"}
-SKIP_COLUMNS = {"rep", "seed", "run_id", "index", "i", "attempt", "n", "worker"}
 
 
 def resolve_run(path: str | os.PathLike[str]) -> results.Run:
@@ -35,48 +31,27 @@ def resolve_run(path: str | os.PathLike[str]) -> results.Run:
     raise PerfkitError(f"{path} is neither a results run directory nor an experiment directory")
 
 
-def _group_column(frame: pd.DataFrame) -> str | None:
-    for col in GROUP_COLUMNS:
-        if col in frame.columns and frame[col].nunique(dropna=True) <= 50:
-            return col
-    return None
-
-
 def key_metrics(run: results.Run) -> pd.Series:
-    """The run's key metrics: name -> value (see the module docstring)."""
+    """The run's key metrics: its lab's headlines (a report's run: every lab's), by name."""
+    if run.experiment != summary.REPORT_EXPERIMENT and registry.find(run.experiment) is None:
+        known = ", ".join(lab.name for lab in registry.LABS)
+        raise PerfkitError(
+            f"run {run.run_id} is of {run.experiment!r}, not a lab ({known}) or a report: "
+            "compare reads a run's headlines through its lab"
+        )
     headlines = summary.headlines_of(run)
-    if not headlines.empty:
-        several = run.experiment == summary.REPORT_EXPERIMENT  # every lab's headlines
-        names = [
-            (f"{e}: " if several else "") + f"{m}/{v} [{u}]"
-            for e, m, v, u in zip(
-                headlines["experiment"],
-                headlines["metric"],
-                headlines["variant"],
-                headlines["unit"],
-                strict=True,
-            )
-        ]
-        return pd.Series(headlines["value"].to_numpy(dtype=float), index=names, dtype=float)
-    values: dict[str, float] = {}
-    for frame_name, frame in run.frames.items():
-        numeric = [
-            c
-            for c in frame.select_dtypes("number").columns
-            if str(c) not in SKIP_COLUMNS and frame[c].dtype != bool
-        ]
-        if not numeric:
-            continue
-        group = _group_column(frame)
-        if group is None:
-            for col in numeric:
-                values[f"{frame_name}.{col} (median)"] = float(frame[col].median())
-        else:
-            medians = frame.groupby(group, dropna=True)[numeric].median()
-            for key, row in medians.iterrows():
-                for col in numeric:
-                    values[f"{frame_name}[{group}={key}].{col} (median)"] = float(row[col])
-    return pd.Series(values, dtype=float)
+    several = run.experiment == summary.REPORT_EXPERIMENT  # every lab's headlines
+    names = [
+        (f"{e}: " if several else "") + f"{m}/{v} [{u}]"
+        for e, m, v, u in zip(
+            headlines["experiment"],
+            headlines["metric"],
+            headlines["variant"],
+            headlines["unit"],
+            strict=True,
+        )
+    ]
+    return pd.Series(headlines["value"].to_numpy(dtype=float), index=names, dtype=float)
 
 
 def compare_metrics(a: pd.Series, b: pd.Series, *, threshold: float = 0.1) -> pd.DataFrame:

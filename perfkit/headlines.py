@@ -1,22 +1,25 @@
 """Headline numbers: the one long schema in which every lab reports what the report shows.
 
 A lab builds :class:`Headline` items (metric, variant ``naive``/``improved``,
-value, unit, label) and saves :func:`headline_frame` next to its other frames;
-:mod:`perfkit.summary` reads them. This module sits below the labs, so a lab
-never imports the report layer.
+value, unit, label, and where it has the samples: ``n`` and a 95 % interval
+``ci_low``/``ci_high``) and returns :func:`headline_frame` from its contract's
+``headlines()``; :mod:`perfkit.summary` lays them next to the review's claims.
+This module sits below the labs, so a lab never imports the report layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import pandas as pd
 
 from perfkit.errors import ConfigError
 
 VARIANTS = ("naive", "improved")
-HEADLINE_COLUMNS = ("metric", "variant", "value", "unit", "label")
+HEADLINE_COLUMNS = ("metric", "variant", "value", "unit", "label", "n", "ci_low", "ci_high")
 #: unit -> (the unit the report shows, factor to it)
 UNIT_SCALE = {"s": ("s", 1.0), "ms": ("s", 1e-3), "MiB": ("MiB", 1.0), "MB": ("MiB", 1e6 / 2**20)}
 UNIT_SCALE["B"] = ("MiB", 1 / 2**20)
@@ -35,6 +38,9 @@ class Headline:
     value: float
     unit: str
     label: str = ""
+    n: int = 0  # samples behind the value (0: not known)
+    ci_low: float = math.nan  # 95 % interval of the value, in the same unit
+    ci_high: float = math.nan
 
     def __post_init__(self) -> None:
         if not self.metric:
@@ -53,3 +59,25 @@ def headline_frame(items: Iterable[Headline]) -> pd.DataFrame:
     """The ``headline`` frame a lab saves next to its other frames."""
     rows = [asdict(h) for h in items]
     return pd.DataFrame(rows, columns=list(HEADLINE_COLUMNS))
+
+
+def from_wide(frame: pd.DataFrame, keys: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """A wide frame (``metric, unit, naive, improved[, naive_label, improved_label, workers]``)
+    in the long form; ``keys`` renames display titles to metric keys (others: snake_case)."""
+    keys = {k.lower(): v for k, v in (keys or {}).items()}
+    items: list[Headline] = []
+    for record in frame.to_dict("records"):
+        title = str(record["metric"]).strip()
+        metric = keys.get(title.lower()) or "_".join(title.lower().replace("-", " ").split())
+        unit = str(record.get("unit") or "").split(" ", 1)[0]  # "MiB peak" -> MiB
+        for variant in VARIANTS:
+            value: Any = record.get(variant)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            label = str(record.get(f"{variant}_label") or "")
+            if record.get("workers") is not None and label:
+                label = f"{label} (workers={record['workers']})"
+            items.append(
+                Headline(metric=metric, variant=variant, value=float(value), unit=unit, label=label)
+            )
+    return headline_frame(items)

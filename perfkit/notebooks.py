@@ -1,8 +1,10 @@
 """Execute notebooks headless with papermill: validate, run, export HTML.
 
-Parameters are checked against the notebook's ``parameters`` cell *before* a
-kernel starts: a name the cell does not define, or a value whose type does not
-match the default's type (or the cell's annotation), raises ConfigError.
+Parameters are checked *before* a kernel starts: against the lab's ``Params``
+for a lab notebook (names, types and values, see :mod:`perfkit.lab`), else
+against the notebook's ``parameters`` cell (a name the cell does not define, or
+a value whose type does not match the default's type or the cell's annotation).
+Either way a problem raises ConfigError.
 
 Each run writes ``<output_dir>/<run_id>/<stem>.ipynb`` (the executed notebook,
 also when a cell fails; cell indices in errors count the input notebook's
@@ -31,6 +33,7 @@ from typing import Any
 import nbformat
 
 from perfkit import params as params_mod
+from perfkit import registry
 from perfkit.dsn import mask
 from perfkit.errors import BackendUnavailable, ConfigError, NotebookFailed, PerfkitError
 from perfkit.results import mask_values, new_run_id
@@ -148,8 +151,10 @@ def notebook_parameters(path: str | os.PathLike[str]) -> dict[str, Parameter]:
     # papermill's own view, so every name it would inject is known to us too
     for name, info in papermill.inspect_notebook(str(path)).items():
         found.setdefault(name, Parameter(name=name, default_source=str(info.get("default"))))
-    # the notebook's own spec (validate_globals' first argument) is more precise than defaults
-    spec = notebook_spec(nb, cell)
+    # a lab's Params (the lab contract) or the notebook's own validate_globals spec
+    # are more precise than the defaults
+    lab = registry.for_notebook(path)
+    spec = lab.Params.spec() if lab is not None else notebook_spec(nb, cell)
     for name, expected in (spec or {}).items():
         if name in found:
             try:
@@ -243,7 +248,12 @@ def validate_parameters(path: str | os.PathLike[str], values: Mapping[str, Any])
                 f"{Path(path).name}: parameter {name!r} expects {params_mod.type_name(expected)} "
                 f"(default {declared[name].default_source}), got {type(value).__name__} {value!r}"
             )
-    # the notebook's own checks of values (e.g. LabConfig.from_params) still run in the kernel
+    lab = registry.for_notebook(path)
+    if lab is not None:  # the lab's own value checks (ranges, names), before any kernel
+        try:
+            lab.Params.from_mapping(values)
+        except ConfigError as exc:
+            raise ConfigError(f"{Path(path).name}: {exc}") from None
     return dict(values)
 
 
@@ -449,3 +459,44 @@ def execute(
     if error is not None and raise_on_error:
         raise error
     return result
+
+
+# -- keeping lab notebooks in step with their Params ----------------------------
+
+
+def sync_lab_notebooks(folder: str | os.PathLike[str]) -> list[Path]:
+    """Rewrite each registered lab notebook's parameters cell from its ``Params``.
+
+    Returns the notebooks that changed. Run it after changing a lab's Params:
+    ``python -m perfkit.notebooks --sync-labs``.
+    """
+    changed = []
+    for lab in registry.LABS:
+        path = Path(folder) / lab.notebook
+        nb = nbformat.read(path, as_version=4)
+        cell = _parameters_cell(nb, path)
+        wanted = lab.Params.notebook_cell()
+        if cell.source != wanted:
+            cell.source = wanted
+            nbformat.write(nb, path)
+            changed.append(path)
+    return changed
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m perfkit.notebooks")
+    parser.add_argument("--sync-labs", action="store_true", help="regenerate parameters cells")
+    parser.add_argument("--folder", default=str(Path(__file__).resolve().parent / "labs"))
+    args = parser.parse_args(argv)
+    if not args.sync_labs:
+        parser.print_help()
+        return 2
+    for path in sync_lab_notebooks(args.folder):
+        print("updated", path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -1,11 +1,11 @@
 """``perfkit report``: run every lab notebook, then the summary notebook, into one run directory.
 
-Lab notebooks are ``notebooks/NN_*.ipynb`` except the summary
-(``99_report.ipynb``). Each lab receives the report's ``backend``, ``quick``
-and ``out_dir`` (the results directory) when its parameters cell declares
-them. A failing lab does not stop the report: its executed notebook is kept,
-the summary shows it as failed and its metrics as "not measured", and the
-command exits non-zero. The report is ``<output_dir>/<run_id>/report.html``;
+The labs are :data:`perfkit.registry.LABS`, each run through its notebook and
+then summarised by ``99_report.ipynb``. Each lab receives the report's
+``backend``, ``quick`` and ``out_dir`` (its ``Params.REPORT_PARAMETERS``),
+checked against its ``Params`` before any kernel starts. A failing lab does not
+stop the report: its executed notebook is kept, the summary shows it as failed
+and its metrics as "not measured", and the command exits non-zero. The report is ``<output_dir>/<run_id>/report.html``;
 ``report.json`` next to it records each notebook's wall time and kernel overhead.
 """
 
@@ -14,22 +14,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perfkit import notebooks
+from perfkit import notebooks, registry
 from perfkit.errors import ConfigError
 from perfkit.results import new_run_id
 
 SUMMARY_NOTEBOOK = "99_report.ipynb"
 REPORT_FILE = "report.html"
 REPORT_RECORD = "report.json"
-LAB_PATTERN = re.compile(r"^\d{2}_.+\.ipynb$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,23 +64,30 @@ def default_notebooks_dir() -> Path:
     return Path(__file__).resolve().parent / "labs"
 
 
-def discover(notebooks_dir: str | os.PathLike[str]) -> tuple[list[Path], Path]:
-    """Lab notebooks (sorted by number) and the summary notebook of a folder."""
+def discover(
+    notebooks_dir: str | os.PathLike[str], names: Sequence[str] | None = None
+) -> tuple[list[Path], Path]:
+    """The notebooks of the labs named (default: every registered lab, in report order)
+    and the summary notebook of a folder."""
     folder = Path(notebooks_dir)
     summary = folder / SUMMARY_NOTEBOOK
     if not summary.is_file():
         raise ConfigError(f"summary notebook {summary} not found (use --notebooks-dir)")
-    labs = sorted(
-        p for p in folder.iterdir() if LAB_PATTERN.match(p.name) and p.name != SUMMARY_NOTEBOOK
-    )
+    chosen = registry.LABS if names is None else [registry.get(name) for name in names]
+    labs = [folder / lab.notebook for lab in chosen]
+    missing = [p.name for p in labs if not p.is_file()]
+    if missing:
+        raise ConfigError(f"lab notebooks missing from {folder}: {', '.join(missing)}")
     return labs, summary
 
 
 def lab_parameters(notebook: Path, *, backend: str, quick: bool, data_dir: Path) -> dict[str, Any]:
-    """The report's settings a lab declares (backend, quick, out_dir)."""
-    declared = notebooks.notebook_parameters(notebook)
+    """The report's settings for a lab (its ``Params.REPORT_PARAMETERS``)."""
+    lab = registry.for_notebook(notebook)
+    if lab is None:
+        raise ConfigError(f"{notebook.name} is not a registered lab notebook")
     offered = {"backend": backend, "quick": quick, "out_dir": str(data_dir)}
-    return {name: value for name, value in offered.items() if name in declared}
+    return {name: offered[name] for name in lab.Params.REPORT_PARAMETERS}
 
 
 def build(
@@ -92,23 +97,26 @@ def build(
     output_dir: str | os.PathLike[str] = "runs",
     data_dir: str | os.PathLike[str] = "data",
     notebooks_dir: str | os.PathLike[str] | None = None,
+    labs: Sequence[str] | None = None,
     show_code: bool = False,
     progress_bar: bool | None = None,
     log: Callable[[str], None] | None = None,
 ) -> ReportOutcome:
-    """Run the labs and the summary; return where the report is and how each run went.
+    """Run the labs (``labs``: their names; default all) and the summary; return where the
+    report is and how each run went.
 
     ``log`` receives one line when each notebook starts and ends.
     """
     say = log or (lambda _line: None)
     if backend not in ("auto", "docker", "local"):
         raise ConfigError(f"backend must be auto, docker or local, got {backend!r}")
-    labs, summary_nb = discover(notebooks_dir or default_notebooks_dir())
+    lab_notebooks, summary_nb = discover(notebooks_dir or default_notebooks_dir(), labs)
     data = Path(data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
     # validate every lab's parameters before any kernel or server starts
     planned = [
-        (lab, lab_parameters(lab, backend=backend, quick=quick, data_dir=data)) for lab in labs
+        (lab, lab_parameters(lab, backend=backend, quick=quick, data_dir=data))
+        for lab in lab_notebooks
     ]
     for lab, values in planned:
         notebooks.validate_parameters(lab, values)

@@ -51,9 +51,14 @@ from typing import TYPE_CHECKING, Any
 
 from perfkit.dsn import mask
 from perfkit.errors import ConfigError, PerfkitError
+from perfkit.lab import LabParams, Results, param
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.figure import Figure
+
+    from perfkit.lab import Progress
+    from perfkit.postgres import PostgresServer
 
 METHODS = ("fetchall", "fetchmany", "server_cursor", "stream")
 DSN_ENV = "PERFKIT_STREAM_DSN"
@@ -409,32 +414,29 @@ def compare(runs: pd.DataFrame, baseline: str = "fetchall") -> pd.DataFrame:
 
 
 #: Parameter spec of notebooks/04_streaming.ipynb (for perfkit.params.validate_globals).
-PARAMS_SPEC: dict[str, Any] = {
-    "backend": str,
-    "quick": bool,
-    "out_dir": str,
-    "seed": int,
-    "rows": (int, type(None)),
-    "batch_size": int,
-    "methods": (list, type(None)),
-    "repeats": int,
-}
-
 FULL_ROWS = 1_000_000
 QUICK_ROWS = 50_000
 
 
-def plan_from_params(p: Mapping[str, Any]) -> tuple[StreamSettings, tuple[str, ...], int]:
-    """Notebook parameters -> (settings, methods, repeats); ``rows=None`` means 1M (quick: 50k)."""
-    rows = p.get("rows")
-    if rows is None:
-        rows = QUICK_ROWS if p.get("quick") else FULL_ROWS
-    settings = StreamSettings(rows=rows, batch_size=p.get("batch_size", 5_000))
-    methods = check_methods(p.get("methods") or METHODS)
-    repeats = p.get("repeats", 1)
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ConfigError(f"parameter 'repeats' must be an int >= 1, got {repeats!r}")
-    return settings, methods, repeats
+@dataclass(frozen=True, kw_only=True)
+class Params(LabParams):
+    """The streaming notebook's parameters: the only place their defaults and help live."""
+
+    quick: bool = param(False, "CI: 50k rows instead of 1M")
+    seed: int = param(1, "recorded only: the data is deterministic")
+    rows: int | None = param(None, "rows in the result", full=FULL_ROWS, quick=QUICK_ROWS)
+    batch_size: int = param(5_000, "rows per fetchmany / FETCH / chunk")
+    methods: tuple[str, ...] | None = param(None, "ways to read the result", full=METHODS)
+    repeats: int = param(1, "measurements per method")
+
+    def check(self) -> None:
+        self.settings()
+        check_methods(self.value("methods"))
+        if self.repeats < 1:
+            raise ConfigError(f"parameter 'repeats' must be an int >= 1, got {self.repeats!r}")
+
+    def settings(self) -> StreamSettings:
+        return StreamSettings(rows=self.value("rows"), batch_size=self.batch_size)
 
 
 def conclusions(summary: pd.DataFrame, rows: int, baseline: str = "fetchall") -> dict[str, Any]:
@@ -531,6 +533,89 @@ def plot_peaks(summary: pd.DataFrame) -> Any:
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return fig
+
+
+# -- the lab contract -------------------------------------------------------------------
+
+
+class StreamingLab:
+    """Streaming rows vs loading them all: peak memory and wall time per method."""
+
+    name = "streaming"
+    title = "Streaming large results"
+    notebook = "04_streaming.ipynb"
+    Params = Params
+
+    def server_settings(self, params: Params) -> Any:
+        from perfkit.postgres import ServerSettings
+
+        return ServerSettings(backend=params.backend)
+
+    def run(self, params: Params, server: PostgresServer | None, progress: Progress) -> Results:
+        import pandas as pd
+
+        assert server is not None  # server_settings() asks for one
+        settings, methods = params.settings(), tuple(params.value("methods"))
+        frames = run_streaming(
+            server.dsn,
+            settings,
+            methods=methods,
+            repeats=params.repeats,
+            progress=lambda m, traced, r: progress(f"{m} traced={traced} repeat={r}"),
+        )
+        frames["summary"] = compare(frames["runs"])
+        c = conclusions(frames["summary"], settings.rows)
+        c["batch_size"] = settings.batch_size
+        frames["conclusions"] = pd.DataFrame([c])
+        return Results(frames=frames, server=server.describe())
+
+    def headlines(self, results: Results) -> pd.DataFrame:
+        from perfkit.headlines import headline_frame
+
+        return headline_frame(
+            _headlines(results["summary"], int(results["conclusions"]["rows"].iloc[0]))
+        )
+
+    def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
+        yield "Memory over time", plot_memory(results["memory"])
+        yield "Peak memory by method", plot_peaks(results["summary"])
+
+    def conclusions(self, results: Results) -> str:
+        c = results["conclusions"].iloc[0].to_dict()
+        methods = list(results["summary"]["method"])
+        return conclusion_text(c, methods, int(c.get("batch_size", 0)))
+
+
+def _headlines(table: pd.DataFrame, rows: int) -> list[Any]:
+    """Client memory reading one result: fetchall (naive) vs the best streaming method."""
+    from perfkit.headlines import Headline
+
+    by = table.set_index("method")
+    streaming = [m for m in ("stream", "server_cursor") if m in by.index]
+    if "fetchall" not in by.index or not streaming:
+        return []
+    out: list[Headline] = []
+    for column, metric, what in (
+        ("rss_growth_bytes", "streaming_rss_growth", "RSS growth"),
+        ("py_peak_bytes", "streaming_python_peak", "Python peak (tracemalloc)"),
+    ):
+        best = min(streaming, key=lambda m: float(by.loc[m, column]))
+        for variant, method in (("naive", "fetchall"), ("improved", best)):
+            value = float(by.loc[method, column])
+            if math.isfinite(value):
+                out.append(
+                    Headline(
+                        metric=metric,
+                        variant=variant,
+                        value=value,
+                        unit="B",
+                        label=f"{method}: {what} reading {rows:,} rows",
+                    )
+                )
+    return out
+
+
+LAB = StreamingLab()
 
 
 def _main(argv: Sequence[str] | None = None) -> int:

@@ -1,27 +1,26 @@
 """The review's "Current Performance Baseline" table, measured.
 
-Each lab states its headline numbers as a tidy ``headline`` frame (one row per
-metric and variant: ``metric, variant, value, unit, label``), built with
-:func:`headline_frame`. When a lab saved none, :data:`EXTRACTORS` derive the
-headlines from its natural frames. :func:`baseline_table` then lays them
-next to the review's claims; a metric no lab measured shows "not measured"
-and the reason.
+Each lab states its headline numbers through the lab contract
+(``LAB.headlines(results)``, one long schema: :data:`perfkit.headlines.HEADLINE_COLUMNS`).
+:func:`baseline_table` lays them next to the review's claims; a metric no lab
+measured shows "not measured" and the reason. :func:`lab_sections` gives each
+lab's conclusions and figures, drawn from its saved results.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from perfkit.errors import PerfkitError
-from perfkit.headlines import HEADLINE_COLUMNS, UNIT_SCALE, VARIANTS, Headline, headline_frame
+from perfkit import registry
+from perfkit.headlines import HEADLINE_COLUMNS, UNIT_SCALE, VARIANTS, headline_frame
+from perfkit.lab import Results
 from perfkit.results import Run, run_dirs
 from perfkit.results import load as load_run
 
@@ -88,9 +87,6 @@ BASELINE: tuple[Claim, ...] = (
     ),
 )
 
-# Metric titles a lab may use instead of the keys (wide headline frames).
-_TITLE_KEYS = {claim.title.lower(): claim.metric for claim in BASELINE}
-
 
 def normalise(headlines: pd.DataFrame) -> pd.DataFrame:
     """Convert values to the table's units (s, MiB); drop rows without a finite value."""
@@ -100,160 +96,29 @@ def normalise(headlines: pd.DataFrame) -> pd.DataFrame:
     for col in ("experiment", "run_id", "label"):
         if col not in out.columns:
             out[col] = ""
-    units, values = [], []
-    for unit, value in zip(out["unit"], out["value"], strict=True):
+    for col, missing in (("n", 0), ("ci_low", math.nan), ("ci_high", math.nan)):
+        if col not in out.columns:  # saved before headlines carried intervals
+            out[col] = missing
+    scales, units = [], []
+    for unit in out["unit"]:
         unit = str(unit).split(" ", 1)[0] if str(unit).split() else ""  # "MiB peak" -> MiB
         target, scale = UNIT_SCALE.get(unit, (unit, 1.0))
         units.append(target)
-        values.append(float(value) * scale)
-    out["unit"], out["value"] = units, values
+        scales.append(scale)
+    out["unit"] = units
+    for col in ("value", "ci_low", "ci_high"):
+        out[col] = out[col].astype(float) * scales
     out = out[out["value"].map(math.isfinite)]
     return out.reset_index(drop=True)
 
 
-def metric_key(name: str) -> str:
-    """``Test Suite Runtime`` -> ``suite_runtime``; other names -> snake_case."""
-    name = str(name).strip()
-    if name.lower() in _TITLE_KEYS:
-        return _TITLE_KEYS[name.lower()]
-    return "_".join(name.lower().replace("-", " ").split())
-
-
-def from_wide(frame: pd.DataFrame) -> pd.DataFrame:
-    """A wide headline frame (``metric, unit, naive, improved[, naive_label, improved_label]``)
-    in the long form :func:`headline_frame` makes."""
-    rows: list[dict[str, Any]] = []
-    for record in frame.to_dict("records"):
-        for variant in VARIANTS:
-            value = record.get(variant)
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                continue
-            label = str(record.get(f"{variant}_label") or "")
-            if record.get("workers") is not None and label:
-                label = f"{label} (workers={record['workers']})"
-            rows.append(
-                {
-                    "metric": metric_key(record["metric"]),
-                    "variant": variant,
-                    "value": float(value),
-                    "unit": str(record.get("unit") or ""),
-                    "label": label,
-                }
-            )
-    return pd.DataFrame(rows, columns=list(HEADLINE_COLUMNS))
-
-
-# -- extractors for labs that saved no headline frame ---------------------------
-
-Extractor = Callable[[Run], list[Headline]]
-
-
-def _retry_headlines(run: Run) -> list[Headline]:
-    """Connection time: worst time-to-connect of the naive and the backoff client."""
-    runs = run.frames.get("runs")
-    if runs is None or runs.empty or "time_to_connect_s" not in runs.columns:
-        return []
-    out: list[Headline] = []
-    for variant, pattern in (("naive", "fixed|naive"), ("improved", "backoff|expon|jitter")):
-        picked = runs[runs["strategy"].astype(str).str.contains(pattern, case=False, regex=True)]
-        values = picked["time_to_connect_s"].dropna()
-        if len(values):
-            name = ", ".join(sorted(picked["strategy"].astype(str).unique()))
-            out.append(
-                Headline(
-                    metric="connection_time",
-                    variant=variant,
-                    value=float(values.max()),
-                    unit="s",
-                    label=f"{name}: worst time to connect over {len(values)} runs",
-                )
-            )
-    return out
-
-
-def _streaming_headlines(run: Run) -> list[Headline]:
-    """Client memory reading one result: fetchall (naive) vs the best streaming method."""
-    table = run.frames.get("summary")
-    if table is None or table.empty or "method" not in table.columns:
-        return []
-    by = table.set_index("method")
-    rows = run.metadata.get("params", {}).get("rows")
-    conclusions = run.frames.get("conclusions")
-    if conclusions is not None and "rows" in conclusions.columns and len(conclusions):
-        rows = int(conclusions["rows"].iloc[0])
-    streaming = [m for m in ("stream", "server_cursor") if m in by.index]
-    if "fetchall" not in by.index or not streaming:
-        return []
-    out: list[Headline] = []
-    for column, metric, what in (
-        ("rss_growth_bytes", "streaming_rss_growth", "RSS growth"),
-        ("py_peak_bytes", "streaming_python_peak", "Python peak (tracemalloc)"),
-    ):
-        if column not in by.columns:
-            continue
-        best = min(streaming, key=lambda m: float(by.loc[m, column]))
-        size = f"{rows:,} rows" if isinstance(rows, int) else "the lab's result"
-        for variant, method in (("naive", "fetchall"), ("improved", best)):
-            value = float(by.loc[method, column])
-            if math.isfinite(value):
-                out.append(
-                    Headline(
-                        metric=metric,
-                        variant=variant,
-                        value=value,
-                        unit="B",
-                        label=f"{method}: {what} reading {size}",
-                    )
-                )
-    return out
-
-
-def _pool_headlines(run: Run) -> list[Headline]:
-    """Throughput and p99 wait: the review's pool preset vs the best size found."""
-    table = run.frames.get("conclusions")
-    if table is None or table.empty:
-        return []
-    c = table.iloc[0].to_dict()
-    out: list[Headline] = []
-    for metric, key, unit, what in (
-        ("pool_throughput", "throughput_rps", "rps", "throughput"),
-        ("pool_wait_p99", "wait_p99_ms", "ms", "p99 wait for a connection"),
-    ):
-        for variant, preset, name in (
-            ("naive", "review", "review preset"),
-            ("improved", "best", "best-found"),
-        ):
-            value = c.get(f"{preset}_{key}")
-            if isinstance(value, int | float) and math.isfinite(value):
-                size = c.get(f"{preset}_max_size")
-                out.append(
-                    Headline(
-                        metric=metric,
-                        variant=variant,
-                        value=float(value),
-                        unit=unit,
-                        label=f"{name} (max_size={size}, "
-                        f"{c.get('preset_workers')} workers): {what}",
-                    )
-                )
-    return out
-
-
-EXTRACTORS: dict[str, Extractor] = {
-    "retry": _retry_headlines,
-    "streaming": _streaming_headlines,
-    "pool": _pool_headlines,
-}
-
-
 def headlines_of(run: Run) -> pd.DataFrame:
-    """A run's headlines: its ``headline`` frame, else what its extractor derives."""
-    frame = run.frames.get("headline")
-    if frame is not None and {"naive", "improved"} <= set(frame.columns):
-        frame = from_wide(frame)
-    if frame is None or frame.empty:
-        extractor = EXTRACTORS.get(run.experiment)
-        frame = headline_frame(extractor(run)) if extractor else headline_frame([])
+    """A run's headlines: its lab's ``headlines()`` (a report's run: the saved frame)."""
+    if run.experiment == REPORT_EXPERIMENT:
+        frame = run.frames.get("headline", headline_frame([]))
+    else:
+        lab = registry.find(run.experiment)
+        frame = lab.headlines(Results.of_run(run)) if lab is not None else headline_frame([])
     frame = frame.copy()
     for column, value in (("experiment", run.experiment), ("run_id", run.run_id)):
         if column not in frame.columns:  # a report's headline frame keeps each lab's
@@ -322,6 +187,17 @@ def collect_headlines(runs: Mapping[str, Run]) -> pd.DataFrame:
 # -- the table ---------------------------------------------------------------------
 
 
+def format_estimate(row: Any) -> str:
+    """``value [ci_low, ci_high] (n=N)`` when the headline has an interval, else the value."""
+    text = format_value(float(row["value"]), str(row["unit"]))
+    low, high = float(row.get("ci_low", math.nan)), float(row.get("ci_high", math.nan))
+    n = int(row.get("n", 0) or 0)
+    if math.isfinite(low) and math.isfinite(high):
+        lo, hi = format_value(low, str(row["unit"])), format_value(high, str(row["unit"]))
+        text = f"{text} [{lo}, {hi}]"
+    return f"{text} (n={n})" if n else text
+
+
 def format_value(value: float, unit: str) -> str:
     """``15.3 s``, ``412 ms``, ``31.2 MiB``: readable, with a unit ("n/a" if not finite)."""
     if not math.isfinite(value):
@@ -371,7 +247,7 @@ def baseline_rows(
                 record[f"{variant}_source"] = ""
             else:
                 record[f"{variant}_value"] = float(row["value"])
-                record[f"{variant}_text"] = format_value(float(row["value"]), str(row["unit"]))
+                record[f"{variant}_text"] = format_estimate(row)
                 record[f"{variant}_label"] = str(row["label"])
                 record[f"{variant}_source"] = f"{row['experiment']} {row['run_id']}".strip()
         naive, improved = record["naive_value"], record["improved_value"]
@@ -412,7 +288,7 @@ def other_headlines(headlines: pd.DataFrame) -> pd.DataFrame:
             "Lab": rest["experiment"],
             "Metric": rest["metric"],
             "Variant": rest["variant"],
-            "Value": [format_value(v, u) for v, u in zip(rest["value"], rest["unit"], strict=True)],
+            "Value": [format_estimate(row) for _, row in rest.iterrows()],
             "What was measured": rest["label"],
         }
     ).reset_index(drop=True)
@@ -452,40 +328,19 @@ def plot_baseline(headlines: pd.DataFrame, missing: Mapping[str, str] | None = N
     return fig
 
 
-# -- figures of executed lab notebooks ---------------------------------------------
+# -- each lab's figures and conclusions, from its saved results ---------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class Figure:
-    """A PNG figure from an executed notebook and the heading it sits under."""
-
-    notebook: str
-    caption: str
-    png: bytes
-
-
-def notebook_figures(path: str | Path, *, limit: int | None = None) -> list[Figure]:
-    """PNG outputs of an executed notebook, captioned by the last markdown heading above."""
-    import nbformat
-
-    path = Path(path)
-    if not path.is_file():
-        raise PerfkitError(f"executed notebook {path} not found")
-    nb = nbformat.read(path, as_version=4)
-    caption = path.stem
-    figures: list[Figure] = []
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            for line in cell.source.splitlines():
-                if line.lstrip().startswith("#"):
-                    caption = line.lstrip("# ").strip()
+def lab_sections(runs: Mapping[str, Run]) -> list[tuple[str, str, list[tuple[str, Any]]]]:
+    """(title, conclusions, [(caption, figure)]) of each lab run, through the lab contract."""
+    sections = []
+    for lab in registry.LABS:
+        run = runs.get(lab.name)
+        if run is None:
             continue
-        for output in cell.get("outputs", []):
-            data = output.get("data", {})
-            if "image/png" in data:
-                png = base64.b64decode(data["image/png"])
-                figures.append(Figure(notebook=path.stem, caption=caption, png=png))
-    return figures[:limit] if limit is not None else figures
+        results = Results.of_run(run)
+        sections.append((lab.title, lab.conclusions(results), list(lab.figures(results))))
+    return sections
 
 
 def lab_status_table(labs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

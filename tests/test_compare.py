@@ -11,15 +11,14 @@ import pytest
 from perfkit import compare, results, summary
 from perfkit.cli import main
 from perfkit.errors import ConfigError, PerfkitError
+from perfkit.headlines import Headline, headline_frame
 
 
 def _headline_run(tmp_path: Path, naive: float, improved: float) -> results.Run:
-    frame = summary.headline_frame(
+    frame = headline_frame(
         [
-            summary.Headline(metric="connection_time", variant="naive", value=naive, unit="s"),
-            summary.Headline(
-                metric="connection_time", variant="improved", value=improved, unit="s"
-            ),
+            Headline(metric="connection_time", variant="naive", value=naive, unit="s"),
+            Headline(metric="connection_time", variant="improved", value=improved, unit="s"),
         ]
     )
     return results.save(frames={"headline": frame}, experiment="retry", out_dir=tmp_path)
@@ -64,15 +63,10 @@ def test_headline_frames_are_the_key_metrics(tmp_path: Path) -> None:
     }
 
 
-def test_runs_without_headlines_compare_medians_per_label(tmp_path: Path) -> None:
-    frame = pd.DataFrame(
-        {"strategy": ["a", "a", "a", "b"], "rep": [0, 1, 2, 0], "wait_ms": [1.0, 2.0, 9.0, 5.0]}
-    )
-    run = results.save(frames={"requests": frame}, experiment="pool", out_dir=tmp_path)
-    assert compare.key_metrics(results.load(run.path)).to_dict() == {
-        "requests[strategy=a].wait_ms (median)": 2.0,
-        "requests[strategy=b].wait_ms (median)": 5.0,
-    }
+def test_runs_that_are_not_of_a_lab_are_an_error_naming_the_labs(tmp_path: Path) -> None:
+    run = results.save(frames={}, experiment="sweep", out_dir=tmp_path)
+    with pytest.raises(PerfkitError, match=r"not a lab \(retry, pool"):
+        compare.key_metrics(results.load(run.path))
 
 
 def test_compare_command_prints_ratios_and_flags(
@@ -107,7 +101,8 @@ def test_runs_without_common_metrics_are_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     a = _headline_run(tmp_path, naive=1.0, improved=1.0)
-    b = results.save(frames={"x": pd.DataFrame({"v": [1.0]})}, experiment="other", out_dir=tmp_path)
+    other = headline_frame([Headline(metric="other", variant="naive", value=1.0, unit="s")])
+    b = results.save(frames={"headline": other}, experiment="retry", out_dir=tmp_path)
     with pytest.raises(PerfkitError, match="no key metric in common"):
         compare.compare_paths(a.path, b.path)
     assert main(["compare", str(a.path), str(b.path)]) == 2
@@ -124,10 +119,8 @@ def test_report_runs_compare_every_labs_headlines_by_lab(tmp_path: Path) -> None
         frame = summary.normalise(
             summary.headline_frame(
                 [
-                    summary.Headline(
-                        metric="connection_time", variant="naive", value=connect_s, unit="s"
-                    ),
-                    summary.Headline(metric="suite_runtime", variant="naive", value=9.0, unit="s"),
+                    Headline(metric="connection_time", variant="naive", value=connect_s, unit="s"),
+                    Headline(metric="suite_runtime", variant="naive", value=9.0, unit="s"),
                 ]
             ).assign(experiment=["retry", "lifecycle"], run_id=["r1", "l1"])
         )
@@ -145,18 +138,16 @@ def test_report_runs_compare_every_labs_headlines_by_lab(tmp_path: Path) -> None
 def test_differing_parameters_are_noted_but_paths_are_not(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    frame = summary.headline_frame(
-        [summary.Headline(metric="m", variant="naive", value=1.0, unit="s")]
-    )
+    frame = headline_frame([Headline(metric="m", variant="naive", value=1.0, unit="s")])
     a = results.save(
         frames={"headline": frame},
-        experiment="x",
+        experiment="retry",
         params={"quick": True, "out_dir": "/a"},
         out_dir=tmp_path,
     )
     b = results.save(
         frames={"headline": frame},
-        experiment="x",
+        experiment="retry",
         params={"quick": False, "out_dir": "/b"},
         out_dir=tmp_path,
     )

@@ -19,7 +19,7 @@ import pytest
 
 from perfkit.errors import ConfigError
 from perfkit.lifecycle import analysis, bench, micro, registry, shortbench
-from perfkit.lifecycle.experiment import LAB_STRATEGIES, LifecycleConfig
+from perfkit.lifecycle.lab import LAB_STRATEGIES, Params
 from perfkit.lifecycle.settings import IsolationSettings
 from perfkit.postgres import cleanup
 
@@ -183,12 +183,12 @@ def test_micro_summary_compares_each_case_with_its_raw_baseline() -> None:
 
 def test_lifecycle_config_rejects_bad_parameters_by_name() -> None:
     with pytest.raises(ConfigError, match="per-test-container"):
-        LifecycleConfig(strategies=("per-test-container",))
+        Params(strategies=("per-test-container",))
     with pytest.raises(ConfigError, match="parallel"):
-        LifecycleConfig(parallel=(0,))
+        Params(parallel=(0,))
     with pytest.raises(ConfigError, match="backend"):
-        LifecycleConfig(backend="external")
-    assert LifecycleConfig.from_params({"quick": True, "out_dir": "x"}).iterations == 10
+        Params(backend="external")
+    assert Params.from_mapping({"quick": True, "out_dir": "x"}).iterations == 10
 
 
 @pytest.mark.parametrize(
@@ -203,7 +203,7 @@ def test_lifecycle_config_rejects_bad_parameters_by_name() -> None:
 def test_suite_runs_serial_and_with_two_workers_unless_quick(
     params: dict[str, object], expected: tuple[int, ...]
 ) -> None:
-    assert LifecycleConfig.from_params(params).worker_counts == expected
+    assert Params.from_mapping(params).worker_counts == expected
 
 
 @pytest.mark.bench
@@ -221,7 +221,7 @@ def test_bench_suite_shared_rollback_vs_per_test_servers(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The review's goal is about containers: >= 20x on Docker; local servers start faster."""
-    backend = LifecycleConfig(backend="auto").resolved_backend()
+    backend = Params(backend="auto").resolved_backend()
     matrix = bench.run_matrix(["per-test-server", "rollback"], [1, 2], backend=backend)
     runs = matrix.frames["runs"]
     wall = analysis.speedup(runs, improved="rollback")
@@ -544,10 +544,10 @@ def test_goals_hold_fresh_databases_to_1_25x_of_native() -> None:
 
 
 def test_lifecycle_config_picks_strategies_by_suite(user_suite: Path) -> None:
-    assert LifecycleConfig().strategies == LAB_STRATEGIES
-    assert LifecycleConfig(suite="short").strategies == ("native", "template", "warm-pool")
-    assert LifecycleConfig(suite=str(user_suite)).strategies == ("template", "warm-pool")
-    with_env = LifecycleConfig(suite=str(user_suite), dsn_env="DATABASE_URL")
+    assert Params().strategies == LAB_STRATEGIES
+    assert Params(suite="short").strategies == ("native", "template", "warm-pool")
+    assert Params(suite=str(user_suite)).strategies == ("template", "warm-pool")
+    with_env = Params(suite=str(user_suite), dsn_env="DATABASE_URL")
     assert with_env.strategies[0] == "native"
 
 
@@ -564,7 +564,7 @@ def test_lifecycle_config_rejects_bad_suite_parameters(
     params: dict[str, object], message: str
 ) -> None:
     with pytest.raises(ConfigError, match=message):
-        LifecycleConfig.from_params(params)
+        Params.from_mapping(params)
 
 
 # -- the short benchmark ------------------------------------------------------------------

@@ -30,7 +30,7 @@ def test_notebook_has_no_outputs(path: Path) -> None:
 def test_first_code_cell_is_the_parameters_cell_then_their_validation(path: Path) -> None:
     code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", [])
-    assert "validate_globals" in code[1].source
+    assert "from_notebook(globals())" in code[1].source or "validate_globals" in code[1].source
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

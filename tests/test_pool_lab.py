@@ -10,18 +10,8 @@ from perfkit.pool import lab
 from perfkit.pool.sweeps import cores, rule_of_thumb
 
 
-def _params(**overrides: object) -> dict[str, object]:
-    base: dict[str, object] = {name: None for name in lab.PARAMS_SPEC}
-    base |= {
-        "backend": "local",
-        "quick": False,
-        "out_dir": "data",
-        "seed": 1,
-        "think_ms": 0.0,
-        "recovery": True,
-        "async_compare": True,
-    }
-    return base | overrides
+def _params(**overrides: object) -> lab.Params:
+    return lab.Params.from_mapping({"backend": "local", "out_dir": "data", **overrides})
 
 
 def test_none_parameters_take_mode_defaults_and_quick_is_smaller() -> None:

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from bs4 import BeautifulSoup
 
-from perfkit import report, results, summary
+from perfkit import registry, report, results, summary
 from perfkit.cli import main
 from perfkit.errors import ConfigError
 
@@ -57,13 +57,15 @@ def _table(html: str, table_id: str) -> dict[str, dict[str, str]]:
     return rows
 
 
-def test_discover_lists_numbered_labs_in_order_without_the_summary(tmp_path: Path) -> None:
-    folder = _notebooks_dir(tmp_path)
-    for name in ("03_c.ipynb", "01_a.ipynb", "scratch.ipynb", "1_bad.ipynb"):
-        (folder / name).write_text("{}")
-    labs, summary_nb = report.discover(folder)
-    assert [p.name for p in labs] == ["01_a.ipynb", "03_c.ipynb"]
+def test_discover_lists_the_registered_labs_in_report_order(tmp_path: Path) -> None:
+    labs, summary_nb = report.discover(NOTEBOOKS)
+    assert [p.name for p in labs] == [lab.notebook for lab in registry.LABS]
     assert summary_nb.name == "99_report.ipynb"
+
+
+def test_discover_can_pick_labs_by_name(tmp_path: Path) -> None:
+    labs, _ = report.discover(NOTEBOOKS, ["streaming", "retry"])
+    assert [p.name for p in labs] == ["04_streaming.ipynb", "01_connection_retry.ipynb"]
 
 
 def test_missing_summary_notebook_is_a_config_error(tmp_path: Path) -> None:
@@ -71,33 +73,25 @@ def test_missing_summary_notebook_is_a_config_error(tmp_path: Path) -> None:
         report.discover(tmp_path)
 
 
-def test_labs_receive_only_the_settings_they_declare(tmp_path: Path) -> None:
-    lab = _lab(tmp_path, "01_x.ipynb", "quick = False\nother = 1", "pass")
-    assert report.lab_parameters(lab, backend="local", quick=True, data_dir=tmp_path) == {
-        "quick": True
-    }
+def test_missing_lab_notebook_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    folder = _notebooks_dir(tmp_path)
+    with pytest.raises(ConfigError, match=r"01_connection_retry\.ipynb"):
+        report.discover(folder, ["retry"])
 
 
-def test_lab_with_ill_typed_setting_fails_before_any_notebook_runs(
+def test_labs_receive_the_report_settings_their_params_declare(tmp_path: Path) -> None:
+    values = report.lab_parameters(
+        NOTEBOOKS / "04_streaming.ipynb", backend="local", quick=True, data_dir=tmp_path
+    )
+    assert values == {"backend": "local", "quick": True, "out_dir": str(tmp_path)}
+
+
+def test_unknown_lab_name_fails_before_any_notebook_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = _notebooks_dir(tmp_path)
-    _lab(folder, "01_ok.ipynb", "quick = False", "raise SystemExit('must not run')")
-    _lab(folder, "02_bad.ipynb", "quick = 0", "pass")
-    code = main(
-        [
-            "report",
-            "--quick",
-            "--notebooks-dir",
-            str(folder),
-            "--output-dir",
-            str(tmp_path / "runs"),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ]
-    )
+    code = main(["report", "--labs", "retry", "nosuch", "--output-dir", str(tmp_path / "runs")])
     assert code == 2
-    assert "02_bad.ipynb: parameter 'quick' expects int" in capsys.readouterr().err
+    assert "unknown lab 'nosuch'; the labs are: retry, pool" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 
@@ -106,10 +100,13 @@ def test_failing_lab_is_reported_and_its_rows_say_not_measured(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = _notebooks_dir(tmp_path)
-    _lab(folder, "01_broken.ipynb", 'quick = False\nout_dir = "x"', "raise ValueError('lab broke')")
+    parameters = registry.get("retry").Params.notebook_cell()
+    _lab(folder, "01_connection_retry.ipynb", parameters, "raise ValueError('lab broke')")
     code = main(
         [
             "report",
+            "--labs",
+            "retry",
             "--notebooks-dir",
             str(folder),
             "--output-dir",
@@ -120,20 +117,22 @@ def test_failing_lab_is_reported_and_its_rows_say_not_measured(
     )
     out = capsys.readouterr().out
     assert code == 2
-    assert "FAILED 01_broken.ipynb" in out and "ValueError: lab broke" in out
+    assert "FAILED 01_connection_retry.ipynb" in out and "ValueError: lab broke" in out
     (html_path,) = (tmp_path / "runs").glob("*/report.html")
     html = html_path.read_text()
     labs = _table(html, "lab-runs")
-    assert labs["01_broken.ipynb"]["Status"] == "failed"
-    assert "ValueError: lab broke" in labs["01_broken.ipynb"]["Error"]
+    assert labs["01_connection_retry.ipynb"]["Status"] == "failed"
+    assert "ValueError: lab broke" in labs["01_connection_retry.ipynb"]["Error"]
     baseline = _table(html, "baseline")
     assert baseline["Test Suite Runtime"]["Measured naive"].startswith(
         "not measured (no results of the lifecycle lab"
     )
-    assert (html_path.parent / "01_broken.ipynb").is_file()  # executed lab kept for debugging
+    assert (
+        html_path.parent / "01_connection_retry.ipynb"
+    ).is_file()  # executed lab kept for debugging
     record = json.loads((html_path.parent / "report.json").read_text())
     assert [(Path(n["notebook"]).name, n["ok"]) for n in record["notebooks"]] == [
-        ("01_broken.ipynb", False),
+        ("01_connection_retry.ipynb", False),
         ("99_report.ipynb", True),
     ]
     assert all(n["overhead_s"] > 0 for n in record["notebooks"])
@@ -187,4 +186,4 @@ def test_report_quick_end_to_end_has_measured_table_and_plots(
     images = BeautifulSoup(html, "html.parser").find_all("img")
     assert len(images) >= 1 + len(labs)  # the baseline plot plus at least one figure per lab
     assert all(img["src"].startswith("data:image/png;base64,") for img in images)
-    assert "validate_globals" not in html  # code hidden
+    assert "from_notebook" not in html  # code hidden

@@ -4,44 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from perfkit import params
 from perfkit.errors import ConfigError
 from perfkit.retry import lab
 
-NOTEBOOK_DEFAULTS = {
-    "backend": "auto",
-    "quick": False,
-    "out_dir": "../data",
-    "seed": 1,
-    "strategies": None,
-    "repetitions": None,
-    "outage_s": None,
-    "client_counts": None,
-    "herd_strategies": None,
-    "herd_outage_s": None,
-    "hang_s": None,
-    "connect_timeout": 2.0,
-    "deadline": 60.0,
-    "sim_clients": 10000,
-    "worst_case_samples": None,
-}
-
 
 def config(**changes: object) -> lab.LabConfig:
-    values = params.validate(lab.PARAMS_SPEC, {**NOTEBOOK_DEFAULTS, **changes})
-    return lab.LabConfig.from_params(values)
+    return lab.LAB.plan(lab.Params.from_mapping(changes))
 
 
 def test_defaults_compare_every_registered_strategy() -> None:
     cfg = config()
-    assert cfg.strategies == list(lab.STRATEGIES)
-    assert cfg.outage_s == [1.0, 5.0, 10.0] and cfg.client_counts == [10, 50, 100]
+    assert cfg.strategies == tuple(lab.STRATEGIES)
+    assert cfg.outage_s == (1.0, 5.0, 10.0) and cfg.client_counts == (10, 50, 100)
 
 
 def test_quick_mode_shrinks_every_sweep() -> None:
     cfg = config(quick=True)
     assert cfg.repetitions == 1 and len(cfg.strategies) == 4
-    assert cfg.client_counts == [20] and cfg.outage_s == [1.0]
+    assert cfg.client_counts == (20,) and cfg.outage_s == (1.0,)
 
 
 def test_unknown_strategy_name_fails_naming_the_parameter() -> None:
@@ -71,7 +51,7 @@ def test_ill_typed_parameter_fails_in_validation() -> None:
 
 def test_unknown_parameter_fails_in_validation() -> None:
     with pytest.raises(ConfigError, match="outage_seconds"):
-        params.validate(lab.PARAMS_SPEC, {**NOTEBOOK_DEFAULTS, "outage_seconds": [1.0]})
+        config(outage_seconds=[1.0])
 
 
 def test_bad_backend_fails_naming_the_parameter() -> None:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 import math
 from pathlib import Path
 
 import matplotlib
-import nbformat
 import pandas as pd
 import pytest
 
-from perfkit import results, summary
+from perfkit import registry, results, summary
 from perfkit.errors import ConfigError
-from perfkit.summary import Headline
+from perfkit.headlines import Headline
+from perfkit.lab import Results
 
 matplotlib.use("Agg")  # tests draw without a display; notebooks keep their inline backend
 
@@ -102,7 +101,7 @@ def test_non_finite_values_count_as_not_measured() -> None:
     ].startswith("not measured")
 
 
-def test_wide_headline_frames_with_titles_are_understood(tmp_path: Path) -> None:
+def test_lifecycle_wide_headline_frame_is_read_through_its_lab(tmp_path: Path) -> None:
     wide = pd.DataFrame(
         {
             "metric": ["Test Suite Runtime", "Memory Usage", "Servers Started"],
@@ -124,20 +123,7 @@ def test_wide_headline_frames_with_titles_are_understood(tmp_path: Path) -> None
     assert others["Metric"].tolist() == ["servers_started", "servers_started"]
 
 
-def test_retry_runs_without_headline_give_worst_time_to_connect(tmp_path: Path) -> None:
-    runs = pd.DataFrame(
-        {
-            "strategy": ["naive", "naive", "review-backoff", "review-backoff"],
-            "time_to_connect_s": [2.0, 2.4, 1.1, math.nan],
-        }
-    )
-    run = results.save(frames={"runs": runs}, experiment="retry", out_dir=tmp_path)
-    headlines = summary.headlines_of(results.load(run.path)).set_index("variant")
-    assert headlines.loc["naive", "value"] == 2.4
-    assert headlines.loc["improved", "value"] == 1.1
-
-
-def test_streaming_summary_gives_client_memory_headlines(tmp_path: Path) -> None:
+def test_streaming_lab_headlines_are_client_memory_of_fetchall_vs_best_stream() -> None:
     table = pd.DataFrame(
         {
             "method": ["fetchall", "fetchmany", "server_cursor", "stream"],
@@ -146,16 +132,15 @@ def test_streaming_summary_gives_client_memory_headlines(tmp_path: Path) -> None
             "wall_s": [1.0, 1.0, 1.2, 1.1],
         }
     )
-    run = results.save(
-        frames={"summary": table}, experiment="streaming", params={"rows": 50_000}, out_dir=tmp_path
-    )
-    h = summary.headlines_of(results.load(run.path))
+    lab = registry.get("streaming")
+    frames = {"summary": table, "conclusions": pd.DataFrame([{"rows": 50_000}])}
+    h = summary.normalise(lab.headlines(Results(frames=frames)))
     rss = h[h["metric"] == "streaming_rss_growth"].set_index("variant")
     assert rss.loc["naive", "value"] == 300.0 and rss.loc["improved", "value"] == 2.0
     assert rss.loc["improved", "label"] == "stream: RSS growth reading 50,000 rows"
 
 
-def test_pool_conclusions_give_throughput_headlines(tmp_path: Path) -> None:
+def test_pool_lab_headlines_are_review_preset_vs_best_size() -> None:
     conclusions = pd.DataFrame(
         [
             {
@@ -169,12 +154,20 @@ def test_pool_conclusions_give_throughput_headlines(tmp_path: Path) -> None:
             }
         ]
     )
-    run = results.save(frames={"conclusions": conclusions}, experiment="pool", out_dir=tmp_path)
-    h = summary.headlines_of(results.load(run.path))
+    lab = registry.get("pool")
+    h = summary.normalise(lab.headlines(Results(frames={"conclusions": conclusions})))
     tput = h[h["metric"] == "pool_throughput"].set_index("variant")["value"].to_dict()
     assert tput == {"naive": 900.0, "improved": 1500.0}
     wait = h[h["metric"] == "pool_wait_p99"].set_index("variant")["value"].to_dict()
     assert wait == {"naive": 0.04, "improved": 0.003}  # ms -> s
+
+
+def test_headline_with_an_interval_shows_it_and_its_n() -> None:
+    item = Headline(
+        metric="suite_runtime", variant="naive", value=30.0, unit="s", n=5, ci_low=28, ci_high=33
+    )
+    table = summary.baseline_table(_headlines(item))
+    assert _row(table, "Test Suite Runtime")["Measured naive"] == "30.0 s [28.0 s, 33.0 s] (n=5)"
 
 
 def test_latest_runs_ignores_runs_older_than_since(tmp_path: Path) -> None:
@@ -198,26 +191,6 @@ def test_plot_has_one_panel_per_baseline_row() -> None:
         _headlines(Headline(metric="suite_runtime", variant="naive", value=30.0, unit="s"))
     )
     assert [ax.get_title() for ax in fig.axes] == [c.title for c in summary.BASELINE]
-
-
-def test_notebook_figures_are_captioned_by_the_heading_above(tmp_path: Path) -> None:
-    png = base64.b64encode(b"\x89PNG fake").decode()
-    image = nbformat.v4.new_output("display_data", data={"image/png": png})
-    nb = nbformat.v4.new_notebook(
-        cells=[
-            nbformat.v4.new_markdown_cell("## Suite time\ntext"),
-            nbformat.v4.new_code_cell("plot()", outputs=[image]),
-            nbformat.v4.new_code_cell("print(1)"),
-        ]
-    )
-    path = tmp_path / "03_lab.ipynb"
-    nbformat.write(nb, path)
-    (figure,) = summary.notebook_figures(path)
-    assert (figure.notebook, figure.caption, figure.png) == (
-        "03_lab",
-        "Suite time",
-        b"\x89PNG fake",
-    )
 
 
 def test_lab_status_table_shows_failures_and_overhead() -> None:

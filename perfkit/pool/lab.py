@@ -1,11 +1,11 @@
 """The pool-settings lab as the notebook runs it: parameters -> plan -> frames -> conclusions.
 
-:class:`LabConfig` turns the notebook's parameters into concrete sweep ranges
-(``None`` means "the default for this mode": ``quick`` mode is small enough
-for a papermill run in the test suite). :func:`run_lab` runs every experiment
-against one server and returns the tidy frames that go to
-``results.save(experiment="pool")``; :func:`conclusions` computes the
-headline figures from those frames.
+:class:`Params` holds the notebook's parameters (their defaults live only there;
+``None`` means "the default for this mode": ``quick`` mode is small enough for a
+papermill run in the test suite); :class:`LabConfig` resolves them into concrete
+sweep ranges. :func:`run_lab` runs every experiment against one server and
+returns the tidy frames; :func:`conclusions` computes the headline figures from
+those frames; :data:`LAB` exposes it all through the lab contract (:mod:`perfkit.lab`).
 
 Frames (names and columns are documented in ``notes/pool.md`` too):
 
@@ -21,14 +21,16 @@ Frames (names and columns are documented in ``notes/pool.md`` too):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from perfkit import validate
+from perfkit import headlines, validate
 from perfkit.errors import ConfigError
+from perfkit.lab import LabParams, Results, param
 from perfkit.pool.arunner import run_workload_async_blocking
 from perfkit.pool.checkout import measure_checkout, summarize_checkout
 from perfkit.pool.settings import NO_POOL, PSYCOPG_DEFAULTS, REVIEW, PoolSettings, Workload
@@ -51,27 +53,55 @@ from perfkit.pool.sweeps import (
 )
 from perfkit.postgres.settings import FAST_SERVER_SETTINGS, ServerSettings
 
-#: Parameter spec of notebooks/02_pool_settings.ipynb (for perfkit.params.validate_globals).
-PARAMS_SPEC: dict[str, Any] = {
-    "backend": str,
-    "quick": bool,
-    "out_dir": str,
-    "seed": int,
-    "duration_s": (float, type(None)),
-    "think_ms": float,
-    "worker_counts": (list, type(None)),
-    "size_repeats": (int, type(None)),
-    "pool_sizes": (list, type(None)),
-    "spike_min_sizes": (list, type(None)),
-    "spike_workers": (int, type(None)),
-    "timeouts_s": (list, type(None)),
-    "max_waitings": (list, type(None)),
-    "churn_pairs_s": (list, type(None)),
-    "checkout_n": (int, type(None)),
-    "preset_workers": (int, type(None)),
-    "recovery": bool,
-    "async_compare": bool,
-}
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _full_sizes() -> tuple[int, ...]:
+    """1..4x cores plus (cores*2)+1"""
+    return tuple(default_sizes(cores()))
+
+
+def _quick_sizes() -> tuple[int, ...]:
+    """1, 2, rule, 4x cores"""
+    n = cores()
+    return tuple(sorted({1, 2, rule_of_thumb(n), 4 * n}))
+
+
+FULL_CHURN = ((600.0, 3600.0), (10.0, 60.0), (1.0, 2.0), (0.2, 0.5))
+QUICK_CHURN = (FULL_CHURN[0], FULL_CHURN[-1])
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params(LabParams):
+    """The pool notebook's parameters: the only place their defaults and help live."""
+
+    duration_s: float | None = param(None, "seconds per run", full=2.0, quick=0.4)
+    think_ms: float = param(0.0, "mean think time between a worker's requests")
+    worker_counts: tuple[int, ...] | None = param(None, "", full=(4, 16, 32), quick=(4, 16))
+    size_repeats: int | None = param(None, "size-sweep repeats (medians)", full=2, quick=1)
+    pool_sizes: tuple[int, ...] | None = param(None, "", full=_full_sizes, quick=_quick_sizes)
+    spike_min_sizes: tuple[int, ...] | None = param(None, "", full=(0, 1, 4), quick=(0, 4))
+    spike_workers: int | None = param(None, "", full=32, quick=16)
+    timeouts_s: tuple[float, ...] | None = param(
+        None, "acquire timeouts under overload", full=(0.05, 0.5, 3.0), quick=(0.05, 1.0)
+    )
+    max_waitings: tuple[int, ...] | None = param(
+        None, "0: unbounded queue", full=(0, 8), quick=(0, 4)
+    )
+    churn_pairs_s: tuple[tuple[float, float], ...] | None = param(
+        None,
+        "[[max_idle, max_lifetime], ...]",
+        full=FULL_CHURN,
+        quick=(FULL_CHURN[0], FULL_CHURN[3]),
+    )
+    checkout_n: int | None = param(None, "checkouts timed per check setting", full=3000, quick=300)
+    preset_workers: int | None = param(None, "workers for the presets", full=16, quick=8)
+    recovery: bool = param(True, "kill backends / restart the server during runs")
+    async_compare: bool = param(True, "also run the review preset through AsyncConnectionPool")
+
+    def check(self) -> None:
+        LabConfig.from_params(self)
 
 
 def server_settings(backend: str) -> ServerSettings:
@@ -81,11 +111,11 @@ def server_settings(backend: str) -> ServerSettings:
     )
 
 
-def _ints(name: str, values: list[Any]) -> tuple[int, ...]:
+def _ints(name: str, values: Sequence[Any]) -> tuple[int, ...]:
     return validate.numbers(f"parameter {name!r}", values, integers=True)
 
 
-def _floats(name: str, values: list[Any]) -> tuple[float, ...]:
+def _floats(name: str, values: Sequence[Any]) -> tuple[float, ...]:
     found = validate.numbers(f"parameter {name!r}", values, strict=True)
     return tuple(float(v) for v in found)
 
@@ -112,26 +142,13 @@ class LabConfig:
     async_compare: bool
 
     @classmethod
-    def from_params(cls, p: Mapping[str, Any]) -> LabConfig:
-        """Fill ``None`` parameters with this mode's defaults and check every value.
+    def from_params(cls, p: Params) -> LabConfig:
+        """Resolve ``None`` parameters to this mode's defaults and check every value.
 
         Raises ConfigError naming the parameter; nothing has started yet.
         """
-        quick = bool(p.get("quick", False))
-        n = cores()
-
-        def pick(name: str, full: Any, small: Any) -> Any:
-            value = p.get(name)
-            return (small if quick else full) if value is None else value
-
-        sizes = pick("pool_sizes", default_sizes(n), sorted({1, 2, rule_of_thumb(n), 4 * n}))
-        pairs_raw = pick(
-            "churn_pairs_s",
-            [[600.0, 3600.0], [10.0, 60.0], [1.0, 2.0], [0.2, 0.5]],
-            [[600.0, 3600.0], [0.2, 0.5]],
-        )
         pairs = []
-        for pair in pairs_raw:
+        for pair in p.value("churn_pairs_s"):
             if not isinstance(pair, list | tuple) or len(pair) != 2:
                 raise ConfigError(
                     f"parameter 'churn_pairs_s' needs [max_idle, max_lifetime] pairs, got {pair!r}"
@@ -139,22 +156,22 @@ class LabConfig:
             a, b = _floats("churn_pairs_s", list(pair))
             pairs.append((a, b))
         cfg = cls(
-            quick=quick,
-            seed=int(p.get("seed", 1)),
-            duration_s=float(pick("duration_s", 2.0, 0.4)),
-            think_ms=float(p.get("think_ms", 0.0)),
-            worker_counts=_ints("worker_counts", pick("worker_counts", [4, 16, 32], [4, 16])),
-            size_repeats=int(pick("size_repeats", 2, 1)),
-            pool_sizes=_ints("pool_sizes", sizes),
-            spike_min_sizes=_ints("spike_min_sizes", pick("spike_min_sizes", [0, 1, 4], [0, 4])),
-            spike_workers=int(pick("spike_workers", 32, 16)),
-            timeouts_s=_floats("timeouts_s", pick("timeouts_s", [0.05, 0.5, 3.0], [0.05, 1.0])),
-            max_waitings=_ints("max_waitings", pick("max_waitings", [0, 8], [0, 4])),
+            quick=p.quick,
+            seed=p.seed,
+            duration_s=float(p.value("duration_s")),
+            think_ms=float(p.think_ms),
+            worker_counts=_ints("worker_counts", p.value("worker_counts")),
+            size_repeats=int(p.value("size_repeats")),
+            pool_sizes=_ints("pool_sizes", p.value("pool_sizes")),
+            spike_min_sizes=_ints("spike_min_sizes", p.value("spike_min_sizes")),
+            spike_workers=int(p.value("spike_workers")),
+            timeouts_s=_floats("timeouts_s", p.value("timeouts_s")),
+            max_waitings=_ints("max_waitings", p.value("max_waitings")),
             churn_pairs_s=tuple(pairs),
-            checkout_n=int(pick("checkout_n", 3000, 300)),
-            preset_workers=int(pick("preset_workers", 16, 8)),
-            recovery=bool(p.get("recovery", True)),
-            async_compare=bool(p.get("async_compare", True)),
+            checkout_n=int(p.value("checkout_n")),
+            preset_workers=int(p.value("preset_workers")),
+            recovery=p.recovery,
+            async_compare=p.async_compare,
         )
         cfg.check()
         return cfg
@@ -489,3 +506,70 @@ def conclusion_text(c: Mapping[str, Any]) -> str:
         f"{c['leaked_total']}."
     )
     return "\n".join(lines)
+
+
+# -- the lab contract -------------------------------------------------------------------
+
+
+class PoolLab:
+    """psycopg_pool settings: size, spikes, timeouts, churn, recovery and presets."""
+
+    name = "pool"
+    title = "Connection pool settings"
+    notebook = "02_pool_settings.ipynb"
+    Params = Params
+
+    def plan(self, params: Params) -> LabConfig:
+        """The parameters with every ``None`` resolved: what a run measures."""
+        return LabConfig.from_params(params)
+
+    def server_settings(self, params: Params) -> ServerSettings:
+        return server_settings(params.backend)
+
+    def run(self, params: Params, server: Any, progress: Progress) -> Results:
+        frames = run_lab(server, LabConfig.from_params(params), progress=progress)
+        return Results(frames=frames, server=server.describe())
+
+    def headlines(self, results: Results) -> pd.DataFrame:
+        return headlines.headline_frame(_headlines(results["conclusions"].iloc[0].to_dict()))
+
+    def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
+        from perfkit.pool import plots
+
+        runs, n = results["runs"], int(results["conclusions"]["cores"].iloc[0])
+        yield "Throughput vs pool size", plots.throughput_vs_size(runs, n)
+        yield "p99 wait for a connection vs pool size", plots.wait_vs_size(runs, n)
+        yield "Cold burst (spike)", plots.spike(results["stats"])
+        yield "Checkout cost with and without check", plots.checkout_cost(results["checkout"])
+
+    def conclusions(self, results: Results) -> str:
+        return conclusion_text(results["conclusions"].iloc[0].to_dict())
+
+
+def _headlines(c: Mapping[str, Any]) -> list[headlines.Headline]:
+    """Throughput and p99 wait: the review's pool preset vs the best size found."""
+    out: list[headlines.Headline] = []
+    for metric, key, unit, what in (
+        ("pool_throughput", "throughput_rps", "rps", "throughput"),
+        ("pool_wait_p99", "wait_p99_ms", "ms", "p99 wait for a connection"),
+    ):
+        for variant, preset, name in (
+            ("naive", "review", "review preset"),
+            ("improved", "best", "best-found"),
+        ):
+            value = c.get(f"{preset}_{key}")
+            if isinstance(value, int | float) and math.isfinite(value):
+                out.append(
+                    headlines.Headline(
+                        metric=metric,
+                        variant=variant,
+                        value=float(value),
+                        unit=unit,
+                        label=f"{name} (max_size={c.get(f'{preset}_max_size')}, "
+                        f"{c.get('preset_workers')} workers): {what}",
+                    )
+                )
+    return out
+
+
+LAB = PoolLab()

@@ -1,9 +1,9 @@
 """The connection-retry lab behind ``notebooks/01_connection_retry.ipynb``.
 
-:data:`PARAMS_SPEC` is the notebook's parameter spec, :meth:`LabConfig.from_params`
-turns validated parameters into a config (ConfigError naming the parameter,
-before any server starts), :func:`run_lab` runs every scenario and returns the
-frames to save, :func:`conclusions` writes the closing text from them.
+:class:`Params` holds the notebook's parameters (their defaults live only there),
+:meth:`LabConfig.from_params` resolves them into the plan (ConfigError naming the
+parameter, before any server starts), :func:`run_lab` runs every scenario and
+:data:`LAB` exposes it all through the lab contract (:mod:`perfkit.lab`).
 
 Frames (saved as ``experiment="retry"``; columns in ``/work/notes/retry.md``):
 ``worst_case``, ``review_claim``, ``runs``, ``attempts``, ``summary``,
@@ -15,47 +15,67 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from perfkit import headlines, validate
 from perfkit.errors import ConfigError
+from perfkit.lab import LabParams, Progress, Results, param
 from perfkit.postgres import FAST_SERVER_SETTINGS, ServerSettings, create_server
 from perfkit.retry import analysis, experiments, herd
 from perfkit.retry.probe import LOG_CONNECTION_SETTINGS
 from perfkit.retry.simulate import SimSettings, simulate
 from perfkit.retry.strategies import STRATEGIES, get_strategy
 
-PARAMS_SPEC: dict[str, Any] = {
-    "backend": str,
-    "quick": bool,
-    "out_dir": str,
-    "seed": int,
-    "strategies": (list, type(None)),
-    "repetitions": (int, type(None)),
-    "outage_s": (list, type(None)),
-    "client_counts": (list, type(None)),
-    "herd_strategies": (list, type(None)),
-    "herd_outage_s": (float, type(None)),
-    "hang_s": (float, type(None)),
-    "connect_timeout": float,
-    "deadline": float,
-    "sim_clients": int,
-    "worst_case_samples": (int, type(None)),
-    "herd_budget_per_s": (float, type(None)),
-}
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-ALL_STRATEGIES = list(STRATEGIES)
-QUICK_STRATEGIES = ["naive", "exponential", "full_jitter", "review"]
+ALL_STRATEGIES = tuple(STRATEGIES)
+QUICK_STRATEGIES = ("naive", "exponential", "full_jitter", "review")
 SIM_LONG_TIMEOUT_S = 20.0
-HERD_STRATEGIES = ["naive", "exponential", "full_jitter", "decorrelated_jitter", "review", "grpc"]
+HERD_STRATEGIES = ("naive", "exponential", "full_jitter", "decorrelated_jitter", "review", "grpc")
 
 
-def _names(value: list[Any], parameter: str) -> list[str]:
+@dataclass(frozen=True, kw_only=True)
+class Params(LabParams):
+    """The retry notebook's parameters: the only place their defaults and help live."""
+
+    strategies: tuple[str, ...] | None = param(
+        None, "names from perfkit.retry.STRATEGIES", full=ALL_STRATEGIES, quick=QUICK_STRATEGIES
+    )
+    repetitions: int | None = param(None, "cold starts and outages per setting", full=4, quick=1)
+    outage_s: tuple[float, ...] | None = param(
+        None, "outage lengths in s", full=(1.0, 5.0, 10.0), quick=(1.0,)
+    )
+    client_counts: tuple[int, ...] | None = param(
+        None, "herd sizes", full=(10, 50, 100), quick=(20,)
+    )
+    herd_strategies: tuple[str, ...] | None = param(
+        None, "strategies in the herd", full=HERD_STRATEGIES, quick=("naive", "full_jitter")
+    )
+    herd_outage_s: float | None = param(
+        None, "outage before the herd reconnects, s", full=1.0, quick=0.5
+    )
+    hang_s: float | None = param(None, "how long the server stays frozen, s", full=5.0, quick=2.5)
+    connect_timeout: float = param(2.0, "per-attempt connect timeout, s (libpq: whole s, min 2)")
+    deadline: float = param(60.0, "hard limit on one client's retrying, in s")
+    sim_clients: int = param(10_000, "clients in the large simulation")
+    worst_case_samples: int | None = param(
+        None, "jitter samples per strategy", full=2000, quick=300
+    )
+    herd_budget_per_s: float | None = param(
+        None, "naive + shared retry budget, retries/s (0: off)", full=50.0, quick=0.0
+    )
+
+    def check(self) -> None:
+        LabConfig.from_params(self)
+
+
+def _names(value: Sequence[Any], parameter: str) -> tuple[str, ...]:
     if not value:
         raise ConfigError(f"parameter {parameter!r} must not be empty")
     for item in value:
@@ -65,33 +85,33 @@ def _names(value: list[Any], parameter: str) -> list[str]:
             get_strategy(item)
         except ConfigError as exc:
             raise ConfigError(f"parameter {parameter!r}: {exc}") from None
-    return list(value)
+    return tuple(value)
 
 
-def _numbers(value: list[Any], parameter: str, *, integer: bool = False) -> list[Any]:
+def _numbers(value: Sequence[Any], parameter: str, *, integer: bool = False) -> tuple[Any, ...]:
     label = f"parameter {parameter!r}"
-    return list(validate.numbers(label, value, integers=integer, minimum=1 if integer else 0))
+    return tuple(validate.numbers(label, value, integers=integer, minimum=1 if integer else 0))
 
 
 @dataclass(frozen=True, kw_only=True)
 class LabConfig:
-    """Resolved lab settings (``None`` parameters replaced by full or quick defaults)."""
+    """The lab's plan: :class:`Params` with every ``None`` resolved (no defaults of its own)."""
 
-    backend: str = "auto"
-    quick: bool = False
-    seed: int = 1
-    strategies: list[str] = field(default_factory=lambda: list(ALL_STRATEGIES))
-    repetitions: int = 4
-    outage_s: list[float] = field(default_factory=lambda: [1.0, 5.0, 10.0])
-    client_counts: list[int] = field(default_factory=lambda: [10, 50, 100])
-    herd_strategies: list[str] = field(default_factory=lambda: list(HERD_STRATEGIES))
-    herd_outage_s: float = 1.0
-    hang_s: float = 5.0
-    connect_timeout: float = 2.0
-    deadline: float = 60.0
-    sim_clients: int = 10_000
-    worst_case_samples: int = 2000
-    herd_budget_per_s: float | None = None
+    backend: str
+    quick: bool
+    seed: int
+    strategies: tuple[str, ...]
+    repetitions: int
+    outage_s: tuple[float, ...]
+    client_counts: tuple[int, ...]
+    herd_strategies: tuple[str, ...]
+    herd_outage_s: float
+    hang_s: float
+    connect_timeout: float
+    deadline: float
+    sim_clients: int
+    worst_case_samples: int
+    herd_budget_per_s: float | None
 
     def __post_init__(self) -> None:
         if self.repetitions < 1:
@@ -103,7 +123,7 @@ class LabConfig:
             raise ConfigError(f"parameter 'herd_outage_s' must be >= 0, got {self.herd_outage_s}")
         if self.sim_clients < 1:
             raise ConfigError(f"parameter 'sim_clients' must be >= 1, got {self.sim_clients!r}")
-        if self.herd_budget_per_s is not None and not self.herd_budget_per_s >= 0:
+        if self.herd_budget_per_s is not None and not self.herd_budget_per_s > 0:
             raise ConfigError(
                 "parameter 'herd_budget_per_s' must be >= 0 or None, "
                 f"got {self.herd_budget_per_s!r}"
@@ -114,61 +134,27 @@ class LabConfig:
             )
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> LabConfig:
-        quick = bool(params.get("quick", False))
-        values: dict[str, Any] = {
-            "backend": params.get("backend", "auto"),
-            "quick": quick,
-            "seed": params.get("seed", 1),
-            "connect_timeout": float(params.get("connect_timeout", 2.0)),
-            "deadline": float(params.get("deadline", 60.0)),
-            "sim_clients": params.get("sim_clients", 10_000),
-        }
-        strategies = params.get("strategies")
-        values["strategies"] = (
-            _names(strategies, "strategies")
-            if strategies is not None
-            else list(QUICK_STRATEGIES if quick else ALL_STRATEGIES)
+    def from_params(cls, p: Params) -> LabConfig:
+        budget = p.value("herd_budget_per_s")
+        if budget is not None and budget < 0:
+            raise ConfigError(f"parameter 'herd_budget_per_s' must be >= 0 or None, got {budget}")
+        return cls(
+            backend=p.backend,
+            quick=p.quick,
+            seed=p.seed,
+            strategies=_names(p.value("strategies"), "strategies"),
+            repetitions=p.value("repetitions"),
+            outage_s=tuple(float(x) for x in _numbers(p.value("outage_s"), "outage_s")),
+            client_counts=_numbers(p.value("client_counts"), "client_counts", integer=True),
+            herd_strategies=_names(p.value("herd_strategies"), "herd_strategies"),
+            herd_outage_s=float(p.value("herd_outage_s")),
+            hang_s=float(p.value("hang_s")),
+            connect_timeout=float(p.connect_timeout),
+            deadline=float(p.deadline),
+            sim_clients=p.sim_clients,
+            worst_case_samples=p.value("worst_case_samples"),
+            herd_budget_per_s=float(budget) if budget else None,
         )
-        herd_names = params.get("herd_strategies")
-        values["herd_strategies"] = (
-            _names(herd_names, "herd_strategies")
-            if herd_names is not None
-            else (["naive", "full_jitter"] if quick else list(HERD_STRATEGIES))
-        )
-        reps = params.get("repetitions")
-        values["repetitions"] = reps if reps is not None else (1 if quick else 4)
-        outages = params.get("outage_s")
-        values["outage_s"] = (
-            [float(x) for x in _numbers(outages, "outage_s")]
-            if outages is not None
-            else ([1.0] if quick else [1.0, 5.0, 10.0])
-        )
-        counts = params.get("client_counts")
-        values["client_counts"] = (
-            _numbers(counts, "client_counts", integer=True)
-            if counts is not None
-            else ([20] if quick else [10, 50, 100])
-        )
-        herd_outage = params.get("herd_outage_s")
-        values["herd_outage_s"] = (
-            float(herd_outage) if herd_outage is not None else (0.5 if quick else 1.0)
-        )
-        hang_s = params.get("hang_s")
-        values["hang_s"] = float(hang_s) if hang_s is not None else (2.5 if quick else 5.0)
-        samples = params.get("worst_case_samples")
-        values["worst_case_samples"] = samples if samples is not None else (300 if quick else 2000)
-        budget = params.get("herd_budget_per_s")
-        if budget is None:
-            values["herd_budget_per_s"] = None if quick else 50.0
-        else:
-            values["herd_budget_per_s"] = float(budget) if budget != 0 else None
-        if values["backend"] not in ("auto", "docker", "local"):
-            raise ConfigError(
-                "parameter 'backend' must be 'auto', 'docker' or 'local', "
-                f"got {values['backend']!r}"
-            )
-        return cls(**values)
 
     def server_settings(self, **gucs: Any) -> ServerSettings:
         return ServerSettings(
@@ -205,19 +191,6 @@ class LabConfig:
                 )
             )
         return specs
-
-
-Progress = Callable[[str], None]
-
-
-class ServerInfo:
-    """What ``results.save(server=...)`` needs: an object with ``describe()``."""
-
-    def __init__(self, info: Mapping[str, Any]) -> None:
-        self.info = dict(info)
-
-    def describe(self) -> dict[str, Any]:
-        return dict(self.info)
 
 
 def _connect_time(runs: pd.DataFrame, worst: pd.DataFrame) -> pd.DataFrame:
@@ -650,3 +623,55 @@ def quantiles(values: Sequence[float]) -> dict[str, float]:
     if arr.size == 0:
         return {"min": math.nan, "median": math.nan, "max": math.nan}
     return {"min": float(arr.min()), "median": float(np.median(arr)), "max": float(arr.max())}
+
+
+# -- the lab contract -------------------------------------------------------------------
+
+
+class RetryLab:
+    """Connection retry: cold starts, outages, hangs and herds against real servers."""
+
+    name = "retry"
+    title = "Connection retry strategies"
+    notebook = "01_connection_retry.ipynb"
+    Params = Params
+
+    def plan(self, params: Params) -> LabConfig:
+        """The parameters with every ``None`` resolved: what a run measures."""
+        return LabConfig.from_params(params)
+
+    def server_settings(self, params: Params) -> None:
+        return None  # the lab starts (and restarts) its own servers
+
+    def run(self, params: Params, server: object, progress: Progress) -> Results:
+        frames, described = run_lab(LabConfig.from_params(params), progress=progress)
+        return Results(frames=frames, server=described)
+
+    def headlines(self, results: Results) -> pd.DataFrame:
+        return results["headline"]
+
+    def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
+        from perfkit.retry import plots
+
+        runs, summary = results["runs"], results["summary"]
+        yield (
+            "Worst case before giving up",
+            plots.worst_case_bars(results["worst_case"], results["review_claim"]),
+        )
+        if (runs["scenario"] == "cold_start").any():
+            yield "Cold start: overshoot ECDF", plots.overshoot_ecdf(runs, scenario="cold_start")
+        if (summary["scenario"] == "outage").any():
+            yield "Outages: overshoot by length", plots.outage_sweep(summary)
+        herd_table = results["herd"]
+        if not herd_table.empty:
+            top = int(herd_table["n_clients"].max())
+            yield (
+                f"Herd of {top}: attempts per 100 ms",
+                plots.herd_rates(results["herd_rates"], n_clients=top, source="client"),
+            )
+
+    def conclusions(self, results: Results) -> str:
+        return conclusions(results.frames)
+
+
+LAB = RetryLab()

@@ -1,8 +1,9 @@
-"""The lifecycle experiment behind notebooks/03_container_lifecycle.ipynb.
+"""The container-lifecycle lab behind notebooks/03_container_lifecycle.ipynb.
 
-:data:`PARAMS_SPEC` types the notebook's parameters; :meth:`LifecycleConfig.from_params`
-checks their values (before any server starts); :func:`run` measures the leak
-check, the micro-benchmarks and the suite matrix and returns tidy frames.
+:class:`Params` holds the notebook's parameters and checks their values (before
+any server starts); :func:`run` measures the leak check, the micro-benchmarks
+and the suite matrix and returns tidy frames; :data:`LAB` exposes it through the
+lab contract (:mod:`perfkit.lab`).
 ``suite`` picks what the matrix runs: the review-shaped ``lab`` suite, the
 ``short`` suite (about 250 short tests on two drivers, which also runs
 ``native``: on one shared database, isolated by itself) or the path of the
@@ -11,67 +12,67 @@ user's own pytest suite.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from perfkit import headlines
 from perfkit.errors import ConfigError, SuiteFailed
+from perfkit.lab import LabParams, Progress, Results, param
 from perfkit.lifecycle import analysis, bench, leakcheck, micro
 from perfkit.lifecycle.registry import NAMES
 from perfkit.lifecycle.session import IsolationSession
 from perfkit.lifecycle.settings import AUTO, TEMPLATE_STRATEGIES, IsolationSettings
 
-PARAMS_SPEC: dict[str, Any] = {
-    "backend": str,
-    "suite": str,
-    "strategies": (list, type(None)),
-    "parallel": (list, type(None)),
-    "repetitions": int,
-    "quick": bool,
-    "seed": int,
-    "micro_iterations": (int, type(None)),
-    "pool_think_ms": (float, int),
-    "template_strategy": (str, type(None)),
-    "dsn_env": (str, type(None)),
-    "pytest_args": list,
-    "out_dir": str,
-}
-NOTEBOOK_BACKENDS = ("auto", "docker", "local")
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 #: Strategies measured when the notebook's ``strategies`` is None, by suite.
 LAB_STRATEGIES = ("per-test-server", "rollback", "truncate", "template", "warm-pool")
 SHORT_STRATEGIES = ("native", "template", "warm-pool")
+#: The wide headline frame's titles -> the report's metric keys.
+HEADLINE_KEYS = {
+    "Test Suite Runtime": "suite_runtime",
+    "Container Startup": "container_startup",
+    "Memory Usage": "memory",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
-class LifecycleConfig:
-    """Validated notebook parameters.
+class Params(LabParams):
+    """The lifecycle notebook's parameters: the only place their defaults and help live.
 
     ``strategies`` None means: every plugin strategy for the lab suite;
     native, template and warm-pool for the short suite; template and
     warm-pool (plus native when ``dsn_env`` is given) for a user suite.
     """
 
-    backend: str = "auto"
-    suite: str = "lab"
-    strategies: tuple[str, ...] | None = None
-    parallel: tuple[int, ...] | None = None
-    repetitions: int = 1
-    quick: bool = False
-    seed: int = 0
-    micro_iterations: int | None = None
-    pool_think_ms: float = 100.0
-    template_strategy: str | None = AUTO
-    dsn_env: str | None = None
-    pytest_args: tuple[str, ...] = ()
+    quick: bool = param(False, "lab: the 6 `quick` tests instead of 29; short: 24 tests (CI)")
+    seed: int = param(0, "test data and run order")
+    suite: str = param("lab", '"lab" (29 tests) | "short" (~250 short tests) | your suite\'s path')
+    strategies: tuple[str, ...] | None = param(
+        None, 'None: by suite; "native": the suite without perfkit'
+    )
+    parallel: tuple[int, ...] | None = param(
+        None, "pytest-xdist worker counts (1: serial)", full=(1, 2), quick=(1,)
+    )
+    repetitions: int = param(1, "suite runs per (strategy, workers), in a seeded shuffled order")
+    micro_iterations: int | None = param(None, "micro-benchmark iterations", full=60, quick=10)
+    pool_think_ms: float = param(100.0, "warm-pool benchmark: how long a test holds its database")
+    template_strategy: str | None = param(
+        AUTO, 'clone STRATEGY: "auto" (timed) | "file_copy" | "wal_log" | None'
+    )
+    dsn_env: str | None = param(
+        None, 'your suite under "native": variable that gets the DSN ("DATABASE_URL")'
+    )
+    pytest_args: tuple[str, ...] = param(
+        (), 'extra arguments for every suite run: ["-k", "not slow"]'
+    )
 
-    def __post_init__(self) -> None:
-        if self.backend not in NOTEBOOK_BACKENDS:
-            raise ConfigError(
-                f"backend {self.backend!r} is unknown; choose one of {', '.join(NOTEBOOK_BACKENDS)}"
-            )
+    def check(self) -> None:
         object.__setattr__(self, "suite", str(bench.resolve_suite(self.suite)))
         if self.strategies is None:
             object.__setattr__(self, "strategies", self.default_strategies())
@@ -99,14 +100,6 @@ class LifecycleConfig:
                 f"template_strategy {self.template_strategy!r} is unknown; choose one of "
                 f"{', '.join((*TEMPLATE_STRATEGIES, AUTO))} or None (the server's default)"
             )
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> LifecycleConfig:
-        values = {k: v for k, v in params.items() if k in cls.__dataclass_fields__}
-        for key in ("strategies", "parallel", "pytest_args"):
-            if values.get(key) is not None:
-                values[key] = tuple(values[key])
-        return cls(**values)
 
     def default_strategies(self) -> tuple[str, ...]:
         if self.suite == "lab":
@@ -138,11 +131,11 @@ class LifecycleConfig:
     @property
     def worker_counts(self) -> tuple[int, ...]:
         """pytest-xdist worker counts to run the suite with (1 = serial)."""
-        return self.parallel or ((1,) if self.quick else (1, 2))
+        return tuple(self.value("parallel"))
 
     @property
     def iterations(self) -> int:
-        return self.micro_iterations or (10 if self.quick else 60)
+        return int(self.value("micro_iterations"))
 
     def resolved_backend(self) -> str:
         """``auto`` resolved once, so every run of the matrix uses the same backend."""
@@ -160,9 +153,7 @@ class LifecycleConfig:
         )
 
 
-def run(
-    cfg: LifecycleConfig, *, progress: Callable[[str], None] | None = None
-) -> dict[str, pd.DataFrame]:
+def run(cfg: Params, *, progress: Callable[[str], None] | None = None) -> dict[str, pd.DataFrame]:
     """Leak check, micro-benchmarks and the suite matrix; returns the frames to save."""
     say = progress or (lambda _msg: None)
     backend = cfg.resolved_backend()
@@ -209,3 +200,44 @@ def run(
         tail = matrix.outputs[first["run_id"]][-3000:]
         raise SuiteFailed(f"suite run failed under {first['strategy']}:\n{tail}")
     return frames
+
+
+# -- the lab contract -------------------------------------------------------------------
+
+
+class LifecycleLab:
+    """Container lifecycle and test isolation: a real pytest suite under each strategy."""
+
+    name = "lifecycle"
+    title = "Container lifecycle and isolation"
+    notebook = "03_container_lifecycle.ipynb"
+    Params = Params
+
+    def server_settings(self, params: Params) -> None:
+        return None  # each suite run starts what its strategy needs
+
+    def run(self, params: Params, server: object, progress: Progress) -> Results:
+        return Results(frames=run(params, progress=progress), server=None)
+
+    def headlines(self, results: Results) -> pd.DataFrame:
+        return headlines.from_wide(results["headline"], HEADLINE_KEYS)
+
+    def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
+        from perfkit.lifecycle import plots
+
+        runs = results["runs"]
+        yield "Suite wall time by strategy", plots.suite_time(runs)
+        yield "Isolation cost per test", plots.isolation_cost(results["tests"])
+        yield "Peak memory", plots.peak_memory(runs)
+        versus = results.get("versus_native")
+        if versus is not None and not versus.empty:
+            yield (
+                "Versus the suite's native setup",
+                plots.versus_native(versus, goal=analysis.NATIVE_GOAL),
+            )
+
+    def conclusions(self, results: Results) -> str:
+        return analysis.conclusions(results.frames)
+
+
+LAB = LifecycleLab()

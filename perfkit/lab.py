@@ -1,0 +1,314 @@
+"""The lab contract: what every lab provides, and all that report, compare and sweep use.
+
+A lab is one module of the package plus one notebook. The module defines:
+
+``Params``
+    A frozen dataclass derived from :class:`LabParams`. It is the only home of
+    each parameter's name, type, default and help (declared with :func:`param`).
+    The notebook's ``parameters`` cell is generated from it
+    (:meth:`LabParams.notebook_cell`, kept in step by a test), the way
+    papermill's ``inspect_notebook`` reads name, type, default and help.
+    A default of ``None`` may stand for a value that depends on ``quick``
+    (``param(None, ..., full=4, quick=1)``); :meth:`LabParams.value` resolves it.
+``LAB``
+    An object following :class:`Lab`: ``run(params, server, progress)`` returns
+    :class:`Results`; ``headlines``, ``figures`` and ``conclusions`` read only
+    those results, so they work as well on a run loaded from disk
+    (:meth:`Results.of_run`).
+
+Headlines use one long schema (:data:`perfkit.headlines.HEADLINE_COLUMNS`):
+``metric, variant, value, unit, label, n, ci_low, ci_high``. The raw samples
+behind them, when a lab has them, go in the ``samples`` frame
+(``metric, variant, value``), which compare uses for intervals of ratios.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from perfkit import params as param_checks
+from perfkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from perfkit.postgres import PostgresServer, ServerSettings
+
+Progress = Callable[[str], None]
+BACKENDS = ("auto", "docker", "local")
+SAMPLES_FRAME = "samples"
+SAMPLE_COLUMNS = ("metric", "variant", "value")
+_UNSET: Any = object()
+
+
+def param(
+    default: Any,
+    help: str,
+    *,
+    full: Any = _UNSET,
+    quick: Any = _UNSET,
+    choices: tuple[Any, ...] | None = None,
+) -> Any:
+    """A lab parameter: its default and help, and what ``None`` means in full and quick runs.
+
+    ``full``/``quick`` apply only when the default is ``None`` (no ``quick``: the
+    same as ``full``); the help line of
+    the notebook then reads ``<help>; None: <full> (quick <quick>)``. Either may be
+    a function computing the value (its docstring's first line is the help).
+    Sequence defaults are tuples (frozen), shown as lists in the notebook.
+    """
+    if (full is not _UNSET or quick is not _UNSET) and default is not None:
+        raise ConfigError("full/quick defaults apply only to parameters whose default is None")
+    if isinstance(default, list):
+        default = tuple(default)
+    metadata = {"help": help, "full": full, "quick": quick, "choices": choices}
+    return field(default=default, metadata=metadata)
+
+
+def literal(value: Any) -> str:
+    """A Python literal for a notebook cell, formatted as ruff would (double quotes, lists)."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"{value!r} cannot be written as a notebook parameter")
+
+
+def _shown(value: Any, width: int = 24) -> str:
+    """A default for a help line: the literal, or ``N items`` when it would be too long.
+
+    A computed default (a function of the machine, e.g. its cores) shows its docstring.
+    """
+    if callable(value):
+        return (value.__doc__ or value.__name__).strip().splitlines()[0]
+    text = literal(value)
+    if len(text) > width and isinstance(value, list | tuple):
+        return f"{len(value)} items"
+    return text
+
+
+def _accepted(annotation: Any) -> tuple[type, ...]:
+    """The types a notebook may pass for a field (lists where the field keeps a tuple)."""
+    out: list[type] = []
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            out.extend(_accepted(arg))
+    elif origin is tuple or annotation is tuple:
+        out.extend((list, tuple))
+    elif origin is not None:
+        out.append(origin)
+    elif annotation is None or annotation is type(None):
+        out.append(type(None))
+    else:
+        out.append(annotation)
+    return tuple(dict.fromkeys(out))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Parameter:
+    """One parameter as a reader sees it: papermill's name, type, default and help."""
+
+    name: str
+    type_name: str
+    default: Any
+    help: str
+    accepted: tuple[type, ...]
+
+    @property
+    def comment(self) -> str:
+        return self.help
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabParams:
+    """Parameters every lab has. Subclasses add theirs with :func:`param`."""
+
+    backend: str = param("auto", '"auto" | "docker" | "local"', choices=BACKENDS)
+    quick: bool = param(False, "small sweeps (CI): the whole notebook in well under a minute")
+    out_dir: str = param("../data", "results go to <out_dir>/<experiment>/<run_id>/")
+    seed: int = param(1, "random seed (jitter, data, run order)")
+
+    #: Parameters the report sets on every lab (the rest keep their defaults).
+    REPORT_PARAMETERS: ClassVar[tuple[str, ...]] = ("backend", "quick", "out_dir")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+            choices = f.metadata.get("choices")
+            if choices and value not in choices:
+                raise ConfigError(
+                    f"parameter {f.name!r} must be one of "
+                    f"{', '.join(repr(c) for c in choices)}, got {value!r}"
+                )
+        self.check()
+
+    def check(self) -> None:
+        """Check values (ranges, names); raise ConfigError naming the parameter."""
+
+    # -- the schema ---------------------------------------------------------------
+
+    @classmethod
+    def parameters(cls) -> dict[str, Parameter]:
+        """Name -> :class:`Parameter`, in declaration order."""
+        hints = typing.get_type_hints(cls)
+        out: dict[str, Parameter] = {}
+        for f in dataclasses.fields(cls):
+            accepted = _accepted(hints[f.name])
+            out[f.name] = Parameter(
+                name=f.name,
+                type_name=param_checks.type_name(accepted),
+                default=f.default,
+                help=cls._help_line(f),
+                accepted=accepted,
+            )
+        return out
+
+    @classmethod
+    def _help_line(cls, f: dataclasses.Field[Any]) -> str:
+        text = str(f.metadata.get("help", ""))
+        full, quick = f.metadata.get("full", _UNSET), f.metadata.get("quick", _UNSET)
+        if full is _UNSET and quick is _UNSET:
+            return text
+        parts = [f"None: {_shown(full)}"] if full is not _UNSET else []
+        if quick is not _UNSET:
+            parts.append(f"(quick {_shown(quick)})")
+        return f"{text}; {' '.join(parts)}" if text else " ".join(parts)
+
+    @classmethod
+    def spec(cls) -> dict[str, tuple[type, ...]]:
+        """The type spec :func:`perfkit.params.validate` checks values against."""
+        return {name: p.accepted for name, p in cls.parameters().items()}
+
+    @classmethod
+    def notebook_cell(cls) -> str:
+        """The source of the notebook's ``parameters`` cell."""
+        lines = []
+        for p in cls.parameters().values():
+            line = f"{p.name} = {literal(p.default)}"
+            lines.append(f"{line}  # {p.help}" if p.help else line)
+        return "\n".join(lines)
+
+    # -- building -----------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> typing.Self:
+        """Typed, checked parameters from names and values (unknown names are errors)."""
+        checked = param_checks.validate(cls.spec(), values)
+        hints = typing.get_type_hints(cls)
+        for name, value in checked.items():
+            wants_float = float in _accepted(hints[name])
+            if wants_float and isinstance(value, int) and not isinstance(value, bool):
+                checked[name] = float(value)
+        return cls(**checked)
+
+    @classmethod
+    def from_notebook(cls, namespace: MutableMapping[str, Any]) -> typing.Self:
+        """Parameters from a notebook's globals, right after its parameters cell.
+
+        Every public global counts as a parameter, so a misspelt ``-p`` name is
+        an error even under plain papermill (which only warns).
+        """
+        values = param_checks.validate_globals(cls.spec(), namespace)
+        return cls.from_mapping(values)
+
+    def value(self, name: str) -> Any:
+        """A parameter's value with ``None`` resolved to its full or quick default."""
+        current = getattr(self, name)
+        if current is not None:
+            return current
+        f = next(f for f in dataclasses.fields(self) if f.name == name)
+        full, quick = f.metadata.get("full", _UNSET), f.metadata.get("quick", _UNSET)
+        chosen = quick if self.quick and quick is not _UNSET else full
+        if chosen is _UNSET:
+            return None
+        if callable(chosen):
+            chosen = chosen()
+        return tuple(chosen) if isinstance(chosen, list) else chosen
+
+    def as_dict(self) -> dict[str, Any]:
+        """Values as a notebook would pass them (lists, not tuples): for metadata."""
+        return {
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in dataclasses.fields(self)
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Results:
+    """What a lab's run returns: named frames and a description of the server(s)."""
+
+    frames: Mapping[str, pd.DataFrame]
+    server: Mapping[str, Any] | None = None
+    run_id: str = ""
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        return self.frames[name]
+
+    def get(self, name: str) -> pd.DataFrame | None:
+        return self.frames.get(name)
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        """Raw samples behind the headlines (``metric, variant, value``); may be empty."""
+        import pandas as pd  # lazily: the streaming lab's child process imports this module
+
+        frame = self.frames.get(SAMPLES_FRAME)
+        return frame if frame is not None else pd.DataFrame(columns=list(SAMPLE_COLUMNS))
+
+    def describe(self) -> dict[str, Any] | None:
+        """The server description saved with the run (what ``results.save`` asks of a server)."""
+        return dict(self.server) if self.server is not None else None
+
+    @classmethod
+    def of_run(cls, run: Any) -> Results:
+        """Results from a run loaded with :func:`perfkit.results.load`."""
+        return cls(frames=dict(run.frames), server=run.metadata.get("server"), run_id=run.run_id)
+
+
+@runtime_checkable
+class Lab(Protocol):
+    """What every lab module exposes as ``LAB``."""
+
+    name: str  # the experiment: results go under data/<name>/
+    title: str
+    notebook: str  # file name of its notebook in perfkit/labs (notebooks/)
+    Params: type[LabParams]
+
+    def server_settings(self, params: Any) -> ServerSettings | None:
+        """The server run() needs started for it, or None when the lab starts its own."""
+        ...
+
+    def run(self, params: Any, server: PostgresServer | None, progress: Progress) -> Results:
+        """Measure; return frames (and raw samples). No plotting, no saving."""
+        ...
+
+    def headlines(self, results: Results) -> pd.DataFrame:
+        """Headline numbers in the long schema (:func:`perfkit.headlines.headline_frame`)."""
+        ...
+
+    def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
+        """(caption, matplotlib Figure) for the report, from the results alone."""
+        ...
+
+    def conclusions(self, results: Results) -> str:
+        """The closing text (Markdown) from the results alone."""
+        ...
+
+
+def quiet(_message: str) -> None:
+    """A progress callback that says nothing."""

@@ -1,0 +1,140 @@
+"""The lab contract: every registered lab has the same shape, and its Params are the only home
+of its parameters (the notebook's parameters cell is generated from them)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from perfkit import notebooks, registry
+from perfkit.errors import ConfigError
+from perfkit.lab import Lab, LabParams, Results, literal, param
+
+REPO = Path(__file__).resolve().parent.parent
+LABS = registry.LABS
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ToyParams(LabParams):
+    size: int | None = param(None, "how many", full=100, quick=5)
+    names: tuple[str, ...] = param(("a", "b"), "which")
+    ratio: float = param(0.5, "how much")
+
+    def check(self) -> None:
+        if self.size is not None and self.size < 1:
+            raise ConfigError(f"parameter 'size' must be >= 1, got {self.size}")
+
+
+def _parameters_cell(lab: Lab) -> str:
+    nb = nbformat.read(REPO / "notebooks" / lab.notebook, as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    return cell.source
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.name)
+def test_notebook_parameters_cell_is_generated_from_the_labs_params(lab: Lab) -> None:
+    assert _parameters_cell(lab) == lab.Params.notebook_cell(), (
+        f"{lab.notebook} is out of step with {lab.Params.__module__}.Params: "
+        "run python -m perfkit.notebooks --sync-labs"
+    )
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.name)
+def test_papermill_sees_the_same_names_and_defaults_as_params(lab: Lab) -> None:
+    import papermill
+
+    inspected = papermill.inspect_notebook(str(REPO / "notebooks" / lab.notebook))
+    declared = lab.Params.parameters()
+    assert list(inspected) == list(declared)
+    for name, info in inspected.items():
+        assert info["default"] == literal(declared[name].default)
+        assert info["help"] == declared[name].help
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.name)
+def test_every_lab_has_the_contract_shape(lab: Lab) -> None:
+    assert isinstance(lab, Lab)
+    assert issubclass(lab.Params, LabParams)
+    assert lab.Params.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    assert (REPO / "notebooks" / lab.notebook).is_file()
+    assert (
+        "from_notebook(globals())"
+        in nbformat.read(REPO / "notebooks" / lab.notebook, as_version=4).cells[2].source
+    )
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.name)
+def test_default_and_quick_params_of_every_lab_are_valid(lab: Lab) -> None:
+    lab.Params()
+    lab.Params(quick=True)
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.name)
+def test_unknown_parameter_is_an_error_naming_it(lab: Lab) -> None:
+    with pytest.raises(ConfigError, match="unknown parameter no_such_thing"):
+        lab.Params.from_mapping({"no_such_thing": 1})
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.name)
+def test_ill_typed_parameter_is_an_error_naming_it(lab: Lab) -> None:
+    with pytest.raises(ConfigError, match="parameter 'quick' expects bool"):
+        lab.Params.from_mapping({"quick": "yes"})
+
+
+def test_lab_names_and_notebooks_are_unique() -> None:
+    assert len({lab.name for lab in LABS}) == len({lab.notebook for lab in LABS}) == len(LABS)
+
+
+def test_unknown_lab_name_lists_the_labs() -> None:
+    with pytest.raises(ConfigError, match="the labs are: retry, pool, lifecycle, streaming"):
+        registry.get("nosuch")
+
+
+def test_none_resolves_to_the_full_or_the_quick_default() -> None:
+    assert ToyParams().value("size") == 100
+    assert ToyParams(quick=True).value("size") == 5
+    assert ToyParams(size=7, quick=True).value("size") == 7
+
+
+def test_help_line_says_what_none_means() -> None:
+    assert "size = None  # how many; None: 100 (quick 5)" in ToyParams.notebook_cell()
+
+
+def test_sequences_are_lists_in_the_notebook_and_tuples_in_params() -> None:
+    assert 'names = ["a", "b"]  # which' in ToyParams.notebook_cell()
+    assert ToyParams.from_mapping({"names": ["x"]}).names == ("x",)
+
+
+def test_int_given_for_a_float_parameter_becomes_a_float() -> None:
+    ratio = ToyParams.from_mapping({"ratio": 1}).ratio
+    assert ratio == 1.0 and isinstance(ratio, float)
+
+
+def test_value_checks_run_when_params_are_built() -> None:
+    with pytest.raises(ConfigError, match="'size' must be >= 1"):
+        ToyParams.from_mapping({"size": 0})
+
+
+def test_backend_outside_its_choices_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="'backend' must be one of"):
+        ToyParams(backend="external")
+
+
+def test_as_dict_gives_lists_as_a_notebook_would_pass_them() -> None:
+    assert ToyParams().as_dict()["names"] == ["a", "b"]
+
+
+def test_results_without_samples_give_an_empty_samples_frame() -> None:
+    samples = Results(frames={}).samples
+    assert samples.empty and list(samples.columns) == ["metric", "variant", "value"]
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.name)
+def test_validate_parameters_applies_the_labs_value_checks_before_a_kernel(lab: Lab) -> None:
+    bad = {"retry": {"repetitions": 0}, "pool": {"pool_sizes": [0]}}
+    bad |= {"lifecycle": {"repetitions": 0}, "streaming": {"repeats": 0}}
+    with pytest.raises(ConfigError, match=lab.notebook):
+        notebooks.validate_parameters(REPO / "notebooks" / lab.notebook, bad[lab.name])
