@@ -5,8 +5,9 @@ then summarised by ``99_report.ipynb``. Each lab receives the report's
 ``backend``, ``quick`` and ``out_dir`` (its ``Params.REPORT_PARAMETERS``),
 checked against its ``Params`` before any kernel starts. A failing lab does not
 stop the report: its executed notebook is kept, the summary shows it as failed
-and its metrics as "not measured", and the command exits non-zero. The report is ``<output_dir>/<run_id>/report.html``;
-``report.json`` next to it records each notebook's wall time and kernel overhead.
+and its metrics as "not measured", and the command exits non-zero. The report is
+``<output_dir>/<run_id>/report.html``; ``report.json`` next to it records each
+notebook's wall time and kernel overhead.
 """
 
 from __future__ import annotations
