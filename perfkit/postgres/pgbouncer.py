@@ -227,8 +227,13 @@ class PgBouncer:
         }
 
     def version(self) -> str:
+        """The binary's version, e.g. ``'1.18.0'``."""
+        return self.binary_version(self.binary)
+
+    @staticmethod
+    def binary_version(binary: str) -> str:
         out = subprocess.run(
-            [self.binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
         ).stdout
         match = re.search(r"PgBouncer (\S+)", out)
         return match.group(1) if match else out.strip()
