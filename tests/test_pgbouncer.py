@@ -51,6 +51,23 @@ def pid_running(pid: int) -> bool:
         return False
 
 
+def start_child(server: PostgresServer) -> tuple[subprocess.Popen[str], int, Path]:
+    """A python process running a pgbouncer in front of ``server``; its pid and directory."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "UPSTREAM_DSN": server.dsn},  # not argv: ps shows argv
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(30)
+        pytest.fail(f"child exited with {proc.returncode} before starting pgbouncer")
+    info = json.loads(line)
+    return proc, int(info["pid"]), Path(info["workdir"])
+
+
 def connect(bouncer: PgBouncer) -> psycopg.Connection:
     # No server-side prepared statements: a transaction-mode pool does not keep them.
     return psycopg.connect(bouncer.dsn, autocommit=True, prepare_threshold=None)
@@ -154,6 +171,16 @@ def test_nothing_is_left_after_a_keyboard_interrupt_in_the_with_block(
     assert workdir is not None and not workdir.exists()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_nothing_is_left_when_the_owning_run_is_interrupted(
+    pg_server: PostgresServer, sig: signal.Signals
+) -> None:
+    proc, pid, workdir = start_child(pg_server)
+    proc.send_signal(sig)
+    proc.wait(30)
+    assert not pid_running(pid) and not workdir.exists()
+
+
 def test_failed_start_raises_with_the_log_tail_and_leaves_nothing() -> None:
     dead = f"postgresql://perfkit:secret-pw@127.0.0.1:{free_port()}/perfkit"  # nothing listens
     server = create_server(ServerSettings(backend="external", dsn=dead))
@@ -168,19 +195,9 @@ def test_failed_start_raises_with_the_log_tail_and_leaves_nothing() -> None:
 def test_a_pgbouncer_whose_owner_was_killed_is_reported_and_swept(
     pg_server: PostgresServer,
 ) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "UPSTREAM_DSN": pg_server.dsn},  # not argv: ps shows argv
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
+    proc, pid, workdir = start_child(pg_server)
     os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up
     proc.wait(30)
-    assert line, f"child exited with {proc.returncode} before starting pgbouncer"
-    info = json.loads(line)
-    pid, workdir = int(info["pid"]), Path(info["workdir"])
     assert pid_running(pid) and workdir.exists()
     assert any(f"pgbouncer process {pid}" in item for item in leaks.find_leftovers())
 
