@@ -56,6 +56,18 @@ def check_local() -> BackendStatus:
     )
 
 
+def check_pgbouncer() -> BackendStatus:
+    """Whether a pgbouncer binary is here (optional: only pooled-through-PgBouncer runs need it)."""
+    from perfkit.postgres.pgbouncer import PgBouncer, find_pgbouncer
+
+    try:
+        binary = find_pgbouncer()
+    except BackendUnavailable as exc:
+        return BackendStatus("pgbouncer", False, str(exc))
+    version = PgBouncer.binary_version(binary)
+    return BackendStatus("pgbouncer", True, f"PgBouncer {version} at {binary}")
+
+
 def check_all() -> list[BackendStatus]:
     return [check_docker(), check_local()]
 
@@ -75,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     print("    external needs --dsn / ServerSettings(dsn=...) pointing at a loopback server")
     psql = shutil.which("psql")
     print(f"    psql client: {psql or 'not found (optional)'}")
+    bouncer = check_pgbouncer()
+    print(f"    pgbouncer: {bouncer.detail if bouncer.usable else bouncer.detail + ' (optional)'}")
     if any(s.usable for s in statuses):
         choice = choose_backend(ServerSettings(backend="auto"))
         print(f"auto -> {choice.backend}: {choice.reason}")

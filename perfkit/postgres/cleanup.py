@@ -18,7 +18,7 @@ import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from perfkit.postgres.base import PostgresServer
@@ -30,10 +30,22 @@ OWNER_LABEL = "perfkit.owner-pid"
 #: Prefix of every temporary directory a local server lives in.
 TEMPDIR_PREFIX = "perfkit-pg-"
 OWNER_FILE = "perfkit-owner.pid"
+#: Prefix of a PgBouncer's private directory; it starts with TEMPDIR_PREFIX so that
+#: :func:`owned_tempdirs` (and so every sweep and leak check) finds it too.
+BOUNCER_PREFIX = TEMPDIR_PREFIX + "bouncer-"
 #: Where in-memory data directories go (``ServerSettings.ram``) when the machine has it.
 RAM_ROOT = Path("/dev/shm")
 
+
+class Stoppable(Protocol):
+    """Anything perfkit runs beside a server (e.g. a PgBouncer) that must be stopped too."""
+
+    def stop(self) -> None: ...
+
+
 _live: dict[int, PostgresServer] = {}
+#: Components in front of servers; stopped before the servers on exit.
+_components: dict[int, Stoppable] = {}
 _lock = threading.Lock()
 _installed = False
 
@@ -49,14 +61,31 @@ def unregister(server: PostgresServer) -> None:
         _live.pop(id(server), None)
 
 
+def register_component(component: Stoppable) -> None:
+    """Stop ``component`` on exit and on SIGTERM/SIGHUP, like a server (before the servers)."""
+    _install_handlers()
+    with _lock:
+        _components[id(component)] = component
+
+
+def unregister_component(component: Stoppable) -> None:
+    with _lock:
+        _components.pop(id(component), None)
+
+
+def live_components() -> list[Stoppable]:
+    with _lock:
+        return list(_components.values())
+
+
 def live_servers() -> list[PostgresServer]:
     with _lock:
         return list(_live.values())
 
 
 def stop_all() -> None:
-    """Stop every server still registered (best effort, errors are logged)."""
-    for server in live_servers():
+    """Stop every component, then every server still registered (best effort, logged)."""
+    for server in [*live_components(), *live_servers()]:
         try:
             server.stop()
         except Exception:  # keep going: the others must be stopped too

@@ -1,4 +1,4 @@
-"""Find what perfkit runs left behind: containers, local data directories, postgres processes.
+"""Find what perfkit runs left behind: containers, data directories, postgres and pgbouncers.
 
 Used by the test suite's leak check and by ``perfkit doctor --sweep``. Only
 items whose owning process has exited count: a live run's servers are not
@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 
 from perfkit.errors import BackendUnavailable
-from perfkit.postgres import cleanup, local
+from perfkit.postgres import cleanup, local, pgbouncer
 from perfkit.postgres import docker as docker_backend
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,14 @@ def find_leftovers() -> list[str]:
     for path in cleanup.owned_tempdirs():
         owner = cleanup.owner_of(path)
         if owner is None or not cleanup.pid_alive(owner):
-            found.append(f"local data directory {path}")
+            kind = (
+                "pgbouncer directory"
+                if path.name.startswith(cleanup.BOUNCER_PREFIX)
+                else "local data directory"
+            )
+            found.append(f"{kind} {path}")
+    for pid, workdir in pgbouncer.stale_processes():
+        found.append(f"pgbouncer process {pid} ({workdir})")
     for proc in psutil.process_iter(["pid", "name", "cmdline"]):
         cmdline = proc.info.get("cmdline") or []
         if proc.info.get("name") != "postgres" or "-D" not in cmdline:
@@ -65,7 +72,8 @@ def sweep(*, docker_client: Any | None = None) -> list[str]:
     Returns a description of each removed item. Never touches anything
     whose owner is still alive.
     """
-    removed = local.sweep_stale()
+    removed = pgbouncer.sweep_stale()  # first: its directories look like data directories
+    removed += local.sweep_stale()
     if docker_client is not None:
         removed += docker_backend.sweep_stale(docker_client)
     return removed
