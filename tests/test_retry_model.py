@@ -116,6 +116,14 @@ def test_no_attempt_starts_after_the_deadline() -> None:
     assert (p.attempts == 3).all()  # 0, 0.5, 1.0; the next would start at 1.5
 
 
+def test_schedules_of_sub_millisecond_steps_are_walked_to_the_end() -> None:
+    # 0.4 ms per attempt: about 1250 attempts, more than a 1 ms step bound allows for.
+    costs = AttemptCosts(refused_s=0.0004, success_s=0.0)
+    p = predict(FixedDelay(delay=0.0, max_attempts=None), [0.5], costs, deadline=2.0, n=5, rng=0)
+    assert p.connected.all()
+    assert set(p.attempts) <= {1251, 1252} and (p.overshoot_s < 0.0004).all()
+
+
 def test_the_same_seed_gives_the_same_prediction() -> None:
     a = predict("full_jitter", UNIFORM_BOOTS, rng=11, n=2000)
     b = predict("full_jitter", UNIFORM_BOOTS, rng=11, n=2000)

@@ -308,6 +308,46 @@ def _timeouts(
     return np.array([math.inf if v is None else v for v in values])
 
 
+def _walk(
+    strat: Strategy,
+    ready: np.ndarray,
+    delays: np.ndarray,
+    costs: AttemptCosts,
+    connect_timeout: float | None,
+    deadline_at: float,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Every client's schedule, one attempt column at a time (see the module docstring).
+
+    Returns connect times (NaN: gave up), attempts made, and whether some
+    client was still retrying when the columns ran out.
+    """
+    n, k = delays.shape
+    t = np.zeros(n)
+    active = np.ones(n, dtype=bool)
+    connected_at = np.full(n, np.nan)
+    attempts = np.zeros(n, dtype=np.int64)
+    from_start = strat.anchor == "attempt_start"
+    limit = strat.max_attempts if strat.max_attempts is not None else math.inf
+    for j in range(k):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        ts, rs = t[idx], ready[idx]
+        tmo = _timeouts(strat, delays, j, connect_timeout)
+        tmo = np.minimum(tmo[idx] if isinstance(tmo, np.ndarray) else tmo, deadline_at - ts)
+        attempts[idx] += 1
+        waits = ts >= rs - costs.hang_window_s  # ready, or held by the port proxy
+        done_at = np.maximum(ts, rs) + costs.success_s
+        ok = waits & (done_at <= ts + tmo)
+        connected_at[idx[ok]] = done_at[ok]
+        fail_end = np.where(waits, ts + tmo, ts + np.minimum(costs.refused_s, tmo))
+        d = delays[idx, j]
+        wake = np.maximum(fail_end, ts + d) if from_start else fail_end + d
+        t[idx] = wake
+        active[idx] = ~ok & (wake < deadline_at) & (j + 1 < limit)
+    return connected_at, attempts, bool(active.any())
+
+
 def predict(
     strategy: Strategy | str,
     ready_times: Sequence[float],
@@ -346,41 +386,24 @@ def predict(
     never = costs.success_s > timeout_default  # no attempt can ever finish in time
     horizon = deadline_at if never else min(deadline_at, float(ready.max()) + _MIN_STEP_S)
     k = _n_columns(strat, horizon, costs)
-    delays = strat.sample(gen, n, k)
-
-    t = np.zeros(n)
-    active = np.ones(n, dtype=bool)
-    connected = np.zeros(n, dtype=bool)
-    connected_at = np.full(n, np.nan)
-    attempts = np.zeros(n, dtype=np.int64)
-    from_start = strat.anchor == "attempt_start"
-    for j in range(k):
-        idx = np.flatnonzero(active)
-        if idx.size == 0:
+    limit = min(strat.max_attempts or MAX_ATTEMPTS, MAX_ATTEMPTS)
+    while True:
+        delays = strat.sample(gen, n, k)
+        connected_at, attempts, unfinished = _walk(
+            strat, ready, delays, costs, connect_timeout, deadline_at
+        )
+        # The column bound assumes steps of at least 1 ms; a schedule of shorter
+        # ones (zero-delay jitter, free refusals) may need more columns.
+        if not unfinished or k >= limit:
             break
-        ts, rs = t[idx], ready[idx]
-        tmo = _timeouts(strat, delays, j, connect_timeout)
-        tmo = np.minimum(tmo[idx] if isinstance(tmo, np.ndarray) else tmo, deadline_at - ts)
-        attempts[idx] += 1
-        waits = ts >= rs - costs.hang_window_s  # ready, or held by the port proxy
-        done_at = np.maximum(ts, rs) + costs.success_s
-        ok = waits & (done_at <= ts + tmo)
-        connected[idx[ok]] = True
-        connected_at[idx[ok]] = done_at[ok]
-        fail_end = np.where(waits, ts + tmo, ts + np.minimum(costs.refused_s, tmo))
-        d = delays[idx, j]
-        wake = np.maximum(fail_end, ts + d) if from_start else fail_end + d
-        last = j + 1 >= k if strat.max_attempts is None else j + 1 >= strat.max_attempts
-        again = ~ok & (wake < deadline_at) & (not last)
-        t[idx] = wake
-        active[idx] = again
+        k = min(2 * k, limit)
     penalty = deadline_at if math.isfinite(deadline_at) else float(ready.max())
     return Prediction(
         strategy=strategy_name(strat),
         ready_s=ready,
         overshoot_s=connected_at - ready,
         attempts=attempts,
-        connected=connected,
+        connected=~np.isnan(connected_at),
         give_up_penalty_s=penalty,
         seed=seed,
     )
