@@ -468,7 +468,7 @@ def _make(family: str, params: tuple[float, ...], max_attempts: int | None) -> S
         base, mult, cap = params[-3:]
         if base <= 0 or mult < 1:
             return None
-        if cap <= base:  # a fixed step: say so with multiplier 1
+        if cap <= base or mult == 1.0:  # a fixed step: say so with multiplier 1, cap = base
             cap, mult = base, 1.0
         if family == "exponential":
             return CappedExponential(base=base, multiplier=mult, cap=cap, max_attempts=max_attempts)
@@ -479,6 +479,16 @@ def _make(family: str, params: tuple[float, ...], max_attempts: int | None) -> S
         )
     except ConfigError:
         return None
+
+
+def _tidy(family: str, params: tuple[float, ...]) -> tuple[float, ...]:
+    """Settings rounded for people: 0.1 ms, multipliers to 0.01 (1.0 when within 1 %)."""
+    out = [round(p, 4) for p in params]
+    if family != "fixed":
+        mult = round(params[-2], 2)
+        out[-2] = 1.0 if mult <= 1.01 else mult
+        out[-3] = max(out[-3], 0.0001)
+    return tuple(out)
 
 
 def _grid(family: str, ready: np.ndarray) -> list[tuple[float, ...]]:
@@ -575,7 +585,7 @@ def fit(
     for start in scored[:3]:
         best = min(best, _pattern_search(score, start), key=lambda x: x[0])
     _, family, params = best
-    strat = _make(family, params, budget)
+    strat = _make(family, _tidy(family, params), budget)
     assert strat is not None
     if max_attempts is None:
         assert deadline is not None
