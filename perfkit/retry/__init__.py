@@ -10,6 +10,9 @@
 - :mod:`perfkit.retry.tenacity_adapter`: ``as_tenacity_wait`` / ``as_tenacity_stop``;
 - :mod:`perfkit.retry.probe`: readiness probe, backend sampler, server-log attempt counts;
 - :mod:`perfkit.retry.experiments`: cold start, outage and hang on a real server;
+- :mod:`perfkit.retry.model`: cold-start overshoot predicted from measured ready times
+  (``predict``) and a schedule fitted to them (``fit_schedule``);
+- :mod:`perfkit.retry.readiness`: ``ready_time_samples``, boots without retrying clients;
 - :mod:`perfkit.retry.herd`: N clients reconnecting at once, and the simulation's calibration;
 - :mod:`perfkit.retry.lab` / :mod:`perfkit.retry.plots`: the notebook's runner, text and figures.
 """
@@ -17,12 +20,15 @@
 from perfkit.errors import RetryError
 from perfkit.retry.budget import RetryBudget
 from perfkit.retry.connect import async_connect_with_retry, connect_with_retry
+from perfkit.retry.model import AttemptCosts, Fit, Prediction, fit, fit_schedule, predict
 from perfkit.retry.planner import GiveUp, RetryPlanner
+from perfkit.retry.readiness import ready_time_samples
 from perfkit.retry.strategies import (
     STRATEGIES,
     AdditiveJitter,
     CappedExponential,
     DecorrelatedJitter,
+    DelayedExponential,
     EqualJitter,
     FixedDelay,
     FullJitter,
@@ -38,14 +44,18 @@ __all__ = [
     "STRATEGIES",
     "AdditiveJitter",
     "Attempt",
+    "AttemptCosts",
     "CappedExponential",
     "DecorrelatedJitter",
+    "DelayedExponential",
     "EqualJitter",
+    "Fit",
     "FixedDelay",
     "FullJitter",
     "GiveUp",
     "GrpcBackoff",
     "PollyDecorrelatedJitterV2",
+    "Prediction",
     "RetryBudget",
     "RetryError",
     "RetryPlanner",
@@ -53,6 +63,10 @@ __all__ = [
     "Trace",
     "async_connect_with_retry",
     "connect_with_retry",
+    "fit",
+    "fit_schedule",
     "get_strategy",
+    "predict",
+    "ready_time_samples",
     "strategy_name",
 ]

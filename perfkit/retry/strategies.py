@@ -15,6 +15,8 @@ Formulas (``b`` base, ``m`` multiplier, ``c`` cap, ``U`` uniform):
 
 - ``FixedDelay``: ``d``.
 - ``CappedExponential``: ``e_k = min(c, b * m**(k-1))``.
+- ``DelayedExponential``: ``d_1 = f`` (a first wait aimed at a known boot
+  time), then ``d_k = e_{k-1}`` (``m = 1``: a fixed step ``b``).
 - ``FullJitter`` (Brooker 2015): ``U(0, e_k)``.
 - ``EqualJitter`` (Brooker 2015): ``e_k/2 + U(0, e_k/2)``.
 - ``DecorrelatedJitter`` (Brooker 2015): ``s_k = min(c, U(b, 3 * s_{k-1}))``, ``s_0 = b``.
@@ -108,8 +110,10 @@ class Strategy(abc.ABC):
         every delay can happen together (true for every strategy here except
         Polly V2, which overrides it).
         """
+        if n <= 0:
+            return (0.0, 0.0)
         lows, highs = zip(*(self.delay_bounds(k) for k in range(1, n + 1)), strict=True)
-        return (math.fsum(lows), math.fsum(highs)) if n else (0.0, 0.0)
+        return (math.fsum(lows), math.fsum(highs))
 
     @property
     def bounds_are_tight(self) -> bool:
@@ -227,6 +231,41 @@ class CappedExponential(_Exponential):
 
     def sample(self, rng: np.random.Generator, n: int, k: int) -> np.ndarray:
         return np.array(self._envelope_matrix(n, k))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DelayedExponential(_Exponential):
+    """Wait ``first_delay`` after the first failure, then ``min(cap, base * multiplier**(k-2))``.
+
+    Made for a cold start whose boot time is known: the first retry lands just
+    before the server is usually ready, later ones probe densely (with
+    ``multiplier=1`` every ``base`` seconds). No jitter; not in ``STRATEGIES``:
+    :func:`perfkit.retry.model.fit_schedule` chooses its settings.
+    """
+
+    first_delay: float = 1.0
+    kind: ClassVar[str] = "delayed_exponential"
+
+    def _validate(self) -> None:
+        super()._validate()
+        _positive(self, "first_delay", self.first_delay, allow_zero=True)
+
+    def delays(self, rng: random.Random) -> Iterator[float]:
+        yield float(self.first_delay)
+        k = 1
+        while True:
+            yield self.envelope(k)
+            k += 1
+
+    def delay_bounds(self, k: int) -> tuple[float, float]:
+        d = float(self.first_delay) if k == 1 else self.envelope(k - 1)
+        return (d, d)
+
+    def sample(self, rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+        if k <= 0:
+            return np.empty((n, 0))
+        first = np.full((n, 1), float(self.first_delay))
+        return np.concatenate([first, self._envelope_matrix(n, k - 1)], axis=1)
 
 
 @dataclass(frozen=True, kw_only=True)
