@@ -85,10 +85,28 @@ def quantile_of(statistic: Statistic) -> float | None:
     )
 
 
+def _row_quantiles(rows: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+    """``np.quantile(rows, qs, axis=1)`` (linear method) from one sort: (len(qs), len(rows))."""
+    ordered = np.sort(rows, axis=1)
+    n = ordered.shape[1]
+    out = np.empty((len(qs), ordered.shape[0]))
+    for i, q in enumerate(qs):
+        position = q * (n - 1)
+        below = min(math.floor(position), n - 1)
+        above = min(below + 1, n - 1)
+        t = position - below
+        lo, hi = ordered[:, below], ordered[:, above]
+        # numpy's lerp: exact at both ends
+        out[i] = hi - (hi - lo) * (1 - t) if t >= 0.5 else lo + (hi - lo) * t
+    return out
+
+
 def _reduce(data: np.ndarray, statistic: Statistic, axis: int = -1) -> np.ndarray:
     q = quantile_of(statistic)
     if q is None:
         return np.mean(data, axis=axis)
+    if data.ndim == 2 and axis in (1, -1):
+        return _row_quantiles(data, [q])[0]
     return np.quantile(data, q, axis=axis)
 
 
@@ -107,7 +125,7 @@ def quantile_intervals(
         return tuple(_NAN_ESTIMATE for _ in qs)
     rng = np.random.default_rng(seed)
     samples = data[rng.integers(0, data.size, size=(resamples, data.size))]
-    stats = np.quantile(samples, list(qs), axis=1)  # (len(qs), resamples)
+    stats = _row_quantiles(samples, list(qs))  # (len(qs), resamples)
     bounds = np.quantile(stats, [tail, 1.0 - tail], axis=1)  # (2, len(qs))
     points = np.quantile(data, list(qs))
     return tuple(

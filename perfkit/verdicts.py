@@ -214,32 +214,38 @@ def decide(
     estimates = {
         name: statistic_interval(a, statistic, level=LEVEL, seed=seed) for name, a in arrays.items()
     }
-    test_name = "Wilcoxon signed-rank" if paired else "Mann–Whitney"
-    common = {
-        "estimates": estimates,
-        "test": test_name,
-        "alpha": float(alpha),
-        "statistic": statistic,
-        "lower_is_better": lower_is_better,
-        "paired": paired,
-    }
-    reason = _insufficient(arrays, estimates)
-    if reason:
+
+    def verdict(
+        status: Status,
+        best: str | None = None,
+        comparisons: Sequence[Comparison] = (),
+        n_to_separate: int | None = None,
+        reason: str = "",
+    ) -> Verdict:
+        separated = status == "separated"
         return Verdict(
-            status="insufficient",
-            winner=None,
-            best=None,
-            runner_up=None,
-            comparisons=(),
-            n_to_separate=None,
+            status=status,
+            winner=best if separated else None,
+            best=best,
+            runner_up=comparisons[0].other if comparisons else None,
+            estimates=estimates,
+            comparisons=tuple(comparisons),
+            test="Wilcoxon signed-rank" if paired else "Mann–Whitney",
+            n_to_separate=n_to_separate,
+            alpha=float(alpha),
+            statistic=statistic,
+            lower_is_better=lower_is_better,
+            paired=paired,
             reason=reason,
-            **common,  # type: ignore[arg-type]
         )
 
+    reason = _insufficient(arrays, estimates)
+    if reason:
+        return verdict("insufficient", reason=reason)
+
     sign = 1.0 if lower_is_better else -1.0
-    order = sorted(
-        names, key=lambda name: sign * estimates[name].value
-    )  # stable: ties keep input order
+    # sorted is stable: candidates with equal statistics keep the order they were given in
+    order = sorted(names, key=lambda name: sign * estimates[name].value)
     best, others = order[0], order[1:]
     tests: list[RankTest] = [
         signed_rank(arrays[best], arrays[o]) if paired else mann_whitney(arrays[best], arrays[o])
@@ -283,12 +289,5 @@ def decide(
         if math.isfinite(needed):
             current = max(arrays[best].size, *(arrays[c.other].size for c in comparisons))
             n_to_separate = max(math.ceil(needed), current + 1)
-    return Verdict(
-        status="separated" if separated else "indistinguishable",
-        winner=best if separated else None,
-        best=best,
-        runner_up=others[0],
-        comparisons=tuple(comparisons),
-        n_to_separate=n_to_separate,
-        **common,  # type: ignore[arg-type]
-    )
+    status: Status = "separated" if separated else "indistinguishable"
+    return verdict(status, best, comparisons, n_to_separate)
