@@ -19,7 +19,8 @@ A lab is one module of the package plus one notebook. The module defines:
 Headlines use one long schema (:data:`perfkit.headlines.HEADLINE_COLUMNS`):
 ``metric, variant, value, unit, label, n, ci_low, ci_high``. The raw samples
 behind them, when a lab has them, go in the ``samples`` frame
-(``metric, variant, value``), which compare uses for intervals of ratios.
+(``metric, variant, unit, value``: one row per measurement, in the headline's
+unit), which compare uses for intervals of ratios.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None]
 BACKENDS = ("auto", "docker", "local")
 SAMPLES_FRAME = "samples"
-SAMPLE_COLUMNS = ("metric", "variant", "value")
+SAMPLE_COLUMNS = ("metric", "variant", "unit", "value")
 _UNSET: Any = object()
 
 
@@ -264,7 +265,7 @@ class Results:
 
     @property
     def samples(self) -> pd.DataFrame:
-        """Raw samples behind the headlines (``metric, variant, value``); may be empty."""
+        """Raw samples behind the headlines (``metric, variant, unit, value``); may be empty."""
         import pandas as pd  # lazily: the streaming lab's child process imports this module
 
         frame = self.frames.get(SAMPLES_FRAME)

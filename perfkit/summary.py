@@ -19,8 +19,9 @@ from typing import Any
 import pandas as pd
 
 from perfkit import registry
+from perfkit.errors import PerfkitError
 from perfkit.headlines import HEADLINE_COLUMNS, UNIT_SCALE, VARIANTS, headline_frame
-from perfkit.lab import Results
+from perfkit.lab import SAMPLE_COLUMNS, SAMPLES_FRAME, Results
 from perfkit.results import Run, run_dirs
 from perfkit.results import load as load_run
 
@@ -124,6 +125,24 @@ def headlines_of(run: Run) -> pd.DataFrame:
         if column not in frame.columns:  # a report's headline frame keeps each lab's
             frame[column] = value
     return normalise(frame)
+
+
+def samples_of(run: Run) -> pd.DataFrame:
+    """The raw samples behind a run's headlines (``metric, variant, unit, value``, plus
+    ``experiment``), in the report's units; empty when the lab saved none."""
+    frame = run.frames.get(SAMPLES_FRAME)
+    if frame is None or frame.empty:
+        return pd.DataFrame(columns=[*SAMPLE_COLUMNS, "experiment"])
+    missing = [c for c in SAMPLE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise PerfkitError(
+            f"run {run.run_id}: the {SAMPLES_FRAME!r} frame needs the columns "
+            f"{', '.join(SAMPLE_COLUMNS)} (missing {', '.join(missing)})"
+        )
+    out = frame.copy()
+    if "experiment" not in out.columns:
+        out["experiment"] = run.experiment
+    return normalise(out)[[*SAMPLE_COLUMNS, "experiment"]]
 
 
 # -- collecting runs ------------------------------------------------------------

@@ -129,7 +129,7 @@ def test_as_dict_gives_lists_as_a_notebook_would_pass_them() -> None:
 
 def test_results_without_samples_give_an_empty_samples_frame() -> None:
     samples = Results(frames={}).samples
-    assert samples.empty and list(samples.columns) == ["metric", "variant", "value"]
+    assert samples.empty and list(samples.columns) == ["metric", "variant", "unit", "value"]
 
 
 @pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.name)
