@@ -8,6 +8,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 import psutil
 import psycopg
 import pytest
@@ -22,8 +25,13 @@ from perfkit.pool.pgbench import (
     pgbench_sweep,
     run_pgbench,
 )
-from perfkit.pool.settings import DEFAULT_MIX, Query
+from perfkit.pool.plots import throughput_vs_connections
+from perfkit.pool.settings import DEFAULT_MIX, Query, Workload
+from perfkit.pool.sweeps import run_cases, size_cases
 from perfkit.postgres import PostgresServer
+from perfkit.stats import mean_interval, rank_quantile_interval
+
+matplotlib.use("Agg")  # tests draw without a display
 
 
 @pytest.fixture
@@ -193,6 +201,16 @@ def test_sweep_gives_one_row_per_connection_count_with_intervals(
     assert set(df["experiment"]) == {"pgbench"}
 
 
+@pytest.mark.local
+def test_sweep_frame_plots_next_to_the_pool_labs_size_sweep(pg_server: PostgresServer) -> None:
+    pool = run_cases(pg_server.dsn, size_cases([1, 2], [2], Workload(duration=0.3), no_pool=False))
+    reference = pgbench_sweep(pg_server, [1, 2], duration_s=1)
+    fig = throughput_vs_connections(pool.runs, reference)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["pool, 2 workers", "pgbench"]
+    plt.close(fig)
+
+
 def test_weights_become_the_smallest_integers_in_the_same_ratio() -> None:
     assert integer_weights([0.6, 0.3, 0.1]) == [6, 3, 1]
     assert integer_weights([1.0, 1.0]) == [1, 1]
@@ -224,3 +242,22 @@ SQL script 1: /tmp/x/01-select1.sql
     assert parsed["latency_stddev_ms"] == pytest.approx(1.285)
     assert parsed["connection_avg_ms"] == pytest.approx(6.883)
     assert math.isnan(parsed["initial_connection_ms"])
+
+
+@pytest.mark.parametrize("n", [200, 50_000])
+def test_mean_interval_covers_the_true_mean_with_bootstrap_or_normal_approximation(
+    n: int,
+) -> None:
+    sample = np.random.default_rng(1).exponential(2.0, n)
+    estimate = mean_interval(sample)
+    assert estimate.n == n
+    assert estimate.low <= 2.0 <= estimate.high
+    assert estimate.low < estimate.value < estimate.high
+
+
+def test_rank_quantile_interval_covers_the_true_quantile_of_a_large_sample() -> None:
+    sample = np.random.default_rng(2).exponential(1.0, 100_000)
+    p99 = rank_quantile_interval(sample, 0.99)
+    assert p99.n == 100_000
+    assert p99.low <= math.log(100.0) <= p99.high  # exponential(1): p99 = ln 100
+    assert p99.high - p99.low < 0.2
