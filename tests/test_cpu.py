@@ -11,7 +11,13 @@ import psycopg
 import pytest
 
 from perfkit.postgres import PostgresServer
-from perfkit.postgres.cpu import CLIENT_BOUND_PCT, CpuUsage, measure_cpu
+from perfkit.postgres.cpu import (
+    CLIENT_BOUND_PCT,
+    CpuUsage,
+    container_counter,
+    docker_stats_counter,
+    measure_cpu,
+)
 
 #: About a second of one server core (PostgreSQL 15 on this kind of machine).
 SERVER_BUSY_SQL = "SELECT count(*) FROM generate_series(1, 1e7)"
@@ -123,3 +129,17 @@ def test_docker_server_gives_the_host_pids_of_its_container(
     pids = docker_pg_server.server_pids()
     assert pids, "no host pids for the container"
     assert len(pids) >= 2  # postmaster and its background processes
+
+
+@pytest.mark.docker
+def test_docker_stats_counter_agrees_with_the_containers_cgroup(
+    docker_pg_server: PostgresServer,
+) -> None:
+    container = docker_pg_server.container  # type: ignore[attr-defined]
+    source, cgroup = container_counter(container)
+    stats = docker_stats_counter(container)
+    with psycopg.connect(docker_pg_server.dsn, autocommit=True) as conn:
+        conn.execute(SERVER_BUSY_SQL).fetchall()
+    assert source.startswith("cgroup")
+    # Both read the same kernel counter; the API round trip lets some idle CPU in.
+    assert stats() == pytest.approx(cgroup(), abs=0.3)
