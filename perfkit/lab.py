@@ -221,10 +221,12 @@ class LabParams:
     def from_notebook(cls, namespace: MutableMapping[str, Any]) -> typing.Self:
         """Parameters from a notebook's globals, right after its parameters cell.
 
-        Every public global counts as a parameter, so a misspelt ``-p`` name is
-        an error even under plain papermill (which only warns).
+        Every public global (but the lab object itself, ``LAB``) counts as a
+        parameter, so a misspelt ``-p`` name is an error even under plain
+        papermill (which only warns).
         """
-        values = param_checks.validate_globals(cls.spec(), namespace)
+        labs = [name for name, value in namespace.items() if getattr(value, "Params", None) is cls]
+        values = param_checks.validate_globals(cls.spec(), namespace, ignore=labs)
         return cls.from_mapping(values)
 
     def value(self, name: str) -> Any:

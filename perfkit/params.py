@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Collection, Mapping, MutableMapping
 from typing import Any
 
 from perfkit.errors import ConfigError
@@ -106,12 +106,14 @@ def _is_parameter_like(name: str, value: Any) -> bool:
     )
 
 
-def validate_globals(spec: Spec, namespace: MutableMapping[str, Any]) -> dict[str, Any]:
+def validate_globals(
+    spec: Spec, namespace: MutableMapping[str, Any], *, ignore: Collection[str] = ()
+) -> dict[str, Any]:
     """Validate a notebook's globals right after its parameters cell.
 
     Every public global that is not a module, function or class (nor the
-    spec itself, so ``SPEC = {...}`` may sit in the same cell) counts as a
-    parameter: names not in ``spec`` are unknown, and every name in ``spec``
+    spec itself, so ``SPEC = {...}`` may sit in the same cell, nor a name in
+    ``ignore``) counts as a parameter: names not in ``spec`` are unknown, and every name in ``spec``
     must be defined. Returns the parameters as a dict (for results metadata).
 
     The first call in a kernel marks the namespace (``_perfkit_validated``).
@@ -123,7 +125,10 @@ def validate_globals(spec: Spec, namespace: MutableMapping[str, Any]) -> dict[st
     found = {
         name: value
         for name, value in namespace.items()
-        if value is not spec and _is_parameter_like(name, value) and (first or name in spec)
+        if value is not spec
+        and name not in ignore
+        and _is_parameter_like(name, value)
+        and (first or name in spec)
     }
     missing = sorted(name for name in spec if name not in namespace)
     if missing:

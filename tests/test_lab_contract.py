@@ -138,3 +138,35 @@ def test_validate_parameters_applies_the_labs_value_checks_before_a_kernel(lab: 
     bad |= {"lifecycle": {"repetitions": 0}, "streaming": {"repeats": 0}}
     with pytest.raises(ConfigError, match=lab.notebook):
         notebooks.validate_parameters(REPO / "notebooks" / lab.notebook, bad[lab.name])
+
+
+BAD_VALUES = {
+    "retry": {"strategies": ["nope"]},
+    "pool": {"worker_counts": [0]},
+    "lifecycle": {"strategies": ["per-test-container"]},
+    "streaming": {"methods": ["slurp"]},
+}
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.name)
+def test_plain_papermill_run_with_a_bad_value_fails_in_the_validation_cell(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Without perfkit's pre-kernel check (plain papermill, or JupyterLab), the notebook's
+    own second cell refuses the value before any server starts."""
+    import papermill
+
+    out = tmp_path / "data"
+    values = {"quick": True, "backend": "local", "out_dir": str(out), **BAD_VALUES[lab.name]}
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        papermill.execute_notebook(
+            str(REPO / "notebooks" / lab.notebook),
+            str(tmp_path / "executed.ipynb"),
+            parameters=values,
+            cwd=str(tmp_path),
+            progress_bar=False,
+        )
+    assert info.value.ename == "ConfigError"
+    assert "from_notebook(globals())" in info.value.source  # the cell after the parameters
+    assert not out.exists()

@@ -8,7 +8,7 @@ import pytest
 
 from perfkit import notebooks, results
 from perfkit import streaming as st
-from perfkit.errors import NotebookFailed
+from perfkit.errors import ConfigError
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "04_streaming.ipynb"
 
@@ -34,14 +34,14 @@ def test_quick_run_writes_streaming_results(tmp_path: Path) -> None:
     assert "goal (>= 10x" in run.executed.read_text()
 
 
-def test_unknown_method_fails_in_the_validation_cell(tmp_path: Path) -> None:
+def test_unknown_method_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:
     out = tmp_path / "data"
-    with pytest.raises(NotebookFailed) as info:
+    with pytest.raises(ConfigError, match="slurp"):
         notebooks.execute(
             NOTEBOOK,
             {"quick": True, "out_dir": str(out), "methods": ["slurp"]},
             output_dir=tmp_path / "runs",
             html=False,
         )
-    assert info.value.ename == "ConfigError"
+    assert not (tmp_path / "runs").exists()  # refused before a kernel started
     assert not out.exists()

@@ -166,3 +166,47 @@ def recovery(requests: pd.DataFrame, events: pd.DataFrame) -> Figure:
     axes[0, 0].legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def throughput_vs_connections(runs: pd.DataFrame, pgbench: pd.DataFrame) -> Figure:
+    """Pool throughput vs connections next to pgbench's (the C reference), same axes.
+
+    Pool lines: the size sweep's fixed pools (connections = pool size), one per
+    worker count, medians over repeats. pgbench: one line per mode (``pgbench``,
+    ``pgbench -C``) from :func:`perfkit.pool.pgbench.pgbench_sweep`, the mean
+    over repeats, with the 95 % interval of each run's binned throughput as
+    error bars.
+    """
+    size = aggregate_size(runs)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, (w, g) in enumerate(size[size["pooled"]].groupby("workers")):
+        g = g.sort_values("max_size")
+        ax.plot(
+            g["max_size"],
+            g["throughput_rps"],
+            marker="o",
+            color=f"C{i}",
+            label=f"pool, {w} workers",
+        )
+    for j, (label, g) in enumerate(pgbench.groupby("pool", sort=False)):
+        agg = g.groupby("connections")[["throughput_rps", "tps_low", "tps_high"]].mean()
+        agg = agg.sort_index()
+        y = agg["throughput_rps"]
+        err = [(y - agg["tps_low"]).clip(lower=0), (agg["tps_high"] - y).clip(lower=0)]
+        ax.errorbar(
+            agg.index,
+            y,
+            yerr=err,
+            color="black",
+            ls="--" if j else "-",
+            marker="s",
+            capsize=3,
+            label=str(label),
+        )
+    ax.set_xlabel("connections (pool size / pgbench clients)")
+    ax.set_ylabel("successful requests / s")
+    ax.set_title("Throughput vs connections: Python pool vs pgbench")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -181,6 +181,10 @@ class PostgresServer(abc.ABC):
         """The server's log so far (stderr), or None where the backend cannot read it."""
         return None
 
+    def server_pids(self) -> list[int]:
+        """Host pids of the server's processes now (postmaster first); [] where unknown."""
+        return []
+
     def take_down(self) -> None:
         """Stop the server process but keep its data: new connections are refused."""
         raise OutageUnsupported(f"the {self.backend} backend cannot stop the server")

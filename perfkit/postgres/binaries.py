@@ -96,3 +96,37 @@ def find_binaries(bindir: str | None = None) -> PgBinaries:
         + "). Install them (`pip install pgserver`, or apt-get install postgresql) "
         "or set PERFKIT_PG_BINDIR."
     )
+
+
+def find_tool(name: str, bindir: str | None = None, *, install_hint: str = "") -> Path:
+    """Locate a PostgreSQL client program (e.g. ``pgbench``) or raise BackendUnavailable.
+
+    With ``bindir`` only that directory is searched. Otherwise the server-binary
+    search order above is used (``PERFKIT_PG_BINDIR``, ``pg_config --bindir``,
+    ``/usr/lib/postgresql/*/bin``, the pgserver wheel), then ``PATH``.
+    """
+    hint = install_hint or "apt-get install postgresql-client"
+    if bindir:
+        path = Path(bindir) / name
+        if os.access(path, os.X_OK) and path.is_file():
+            return path
+        raise BackendUnavailable(f"no {name} in bindir {bindir!r}; install it ({hint})")
+    candidates: list[tuple[Path, str]] = []
+    explicit = os.environ.get("PERFKIT_PG_BINDIR")
+    if explicit:
+        candidates.append((Path(explicit), "PERFKIT_PG_BINDIR"))
+    candidates += _candidates()
+    looked = []
+    for directory, source in candidates:
+        path = directory / name
+        looked.append(f"{directory} ({source})")
+        if os.access(path, os.X_OK) and path.is_file():
+            return path
+    on_path = shutil.which(name)
+    if on_path:
+        return Path(on_path)
+    looked.append("PATH")
+    raise BackendUnavailable(
+        f"{name} not found (looked in: {', '.join(looked)}). Install it ({hint}) "
+        "or pass the directory holding it as bindir."
+    )

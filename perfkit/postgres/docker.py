@@ -12,6 +12,8 @@ import contextlib
 import os
 from typing import Any
 
+import psutil
+
 from perfkit.errors import BackendUnavailable, ServerStartError
 from perfkit.postgres import cleanup
 from perfkit.postgres.base import PostgresServer
@@ -172,6 +174,22 @@ class DockerServer(PostgresServer):
     @property
     def container_id(self) -> str:
         return str(self.container.id)
+
+    def server_pids(self) -> list[int]:
+        """Host pids of the container's processes (its init, the postmaster, first).
+
+        Empty when the daemon runs in another pid namespace (e.g. a remote daemon).
+        """
+        container = self.container
+        container.reload()
+        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+        if pid <= 0:
+            return []
+        try:
+            root = psutil.Process(pid)
+            return [pid, *(p.pid for p in root.children(recursive=True))]
+        except psutil.Error:
+            return []
 
     def memory_bytes(self) -> int:
         """The container's memory as ``docker stats`` shows it (usage minus page cache)."""

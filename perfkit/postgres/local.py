@@ -242,14 +242,31 @@ class LocalServer(PostgresServer):
 
     # -- measurements and outages ------------------------------------------------
 
+    def postmaster_pid(self) -> int | None:
+        """The running postmaster's pid: our child, else the one ``postmaster.pid`` names."""
+        if self._proc is not None:
+            return self._proc.pid if self._proc.poll() is None else None
+        if self.workdir is None:
+            return None
+        try:
+            pid = int((self.datadir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if psutil.pid_exists(pid) else None
+
     def _tree(self) -> list[psutil.Process]:
-        if self._proc is None:
+        pid = self.postmaster_pid()
+        if pid is None:
             return []
         try:
-            root = psutil.Process(self._proc.pid)
+            root = psutil.Process(pid)
             return [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return []
+
+    def server_pids(self) -> list[int]:
+        """The postmaster and all its children (backends, background workers)."""
+        return [proc.pid for proc in self._tree()]
 
     def memory_bytes(self) -> int:
         """Proportional set size (PSS) of postmaster and all backends, summed.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -164,7 +165,7 @@ def worst_case(
 
 
 def worst_case_table(
-    strategies: list[str] | dict[str, Strategy],
+    strategies: Sequence[str] | Mapping[str, Strategy],
     *,
     connect_timeout: float | None = 2.0,
     deadline: float | None = None,
@@ -179,9 +180,9 @@ def worst_case_table(
     column ``deadline_s`` shows it.
     """
     named = (
-        {name: get_strategy(name) for name in strategies}
-        if isinstance(strategies, list)
-        else dict(strategies)
+        dict(strategies)
+        if isinstance(strategies, Mapping)
+        else {name: get_strategy(name) for name in strategies}
     )
     rows = []
     for name, strat in named.items():
