@@ -19,8 +19,8 @@ from psycopg_pool import AsyncConnectionPool
 from perfkit.asyncrun import run_coroutine
 from perfkit.dsn import mask
 from perfkit.pool.backends import new_application_name, wait_for_no_backends
-from perfkit.pool.records import Request, events_frame, requests_frame, stats_frame
-from perfkit.pool.result import Action, WorkloadResult
+from perfkit.pool.records import Request
+from perfkit.pool.result import Action, RunBook, WorkloadResult
 from perfkit.pool.runner import OPEN_TIMEOUT_S, Clock, connection_kwargs
 from perfkit.pool.settings import PoolSettings, Workload
 from perfkit.pool.worker import adrive, worker_loop
@@ -60,11 +60,8 @@ async def run_workload_async(
     """Run ``workload`` with asyncio tasks through an AsyncConnectionPool (or no pool)."""
     app = new_application_name()
     kwargs = connection_kwargs(app, settings)
-    samples: list[tuple[float, dict[str, int]]] = []
-    events: list[tuple[float, float, str, str]] = []
-    per_worker: list[list[Request]] = [[] for _ in range(workload.workers)]
+    book = RunBook(workers=workload.workers)
     pool: AsyncConnectionPool | None = None
-    final_stats: dict[str, int] = {}
 
     if settings.pooled:
         pool = AsyncConnectionPool(
@@ -90,10 +87,10 @@ async def run_workload_async(
     async def sampler() -> None:
         assert pool is not None
         while True:
-            samples.append((clock(), pool.get_stats()))
+            book.samples.append((clock(), pool.get_stats()))
             try:
                 await asyncio.wait_for(stop.wait(), workload.stats_interval)
-                samples.append((clock(), pool.get_stats()))
+                book.samples.append((clock(), pool.get_stats()))
                 return
             except TimeoutError:
                 pass
@@ -107,7 +104,7 @@ async def run_workload_async(
                 error = ""
             except Exception as exc:
                 error = mask(f"{type(exc).__name__}: {exc}")
-            events.append((t, clock(), action.name, error))
+            book.events.append((t, clock(), action.name, error))
 
     background: list[asyncio.Task[None]] = []
     try:
@@ -121,13 +118,15 @@ async def run_workload_async(
             background.append(asyncio.create_task(actor(start_at)))
         await asyncio.gather(
             *(
-                _worker(i, workload, clock, start_at, deadline, acquire, release, per_worker[i])
+                _worker(
+                    i, workload, clock, start_at, deadline, acquire, release, book.per_worker[i]
+                )
                 for i in range(workload.workers)
             )
         )
         end = clock()
         if pool is not None:
-            final_stats = pool.get_stats()
+            book.final_stats = pool.get_stats()
     finally:
         stop.set()
         # The actor runs all its actions (a server taken down is brought back up).
@@ -135,17 +134,13 @@ async def run_workload_async(
         if pool is not None:
             await pool.close()
     leaked = await asyncio.to_thread(wait_for_no_backends, dsn, app, timeout=leak_timeout)
-    records = [r for rs in per_worker for r in rs]
-    return WorkloadResult(
+    return book.result(
         settings=settings,
         workload=workload,
         mode="async",
-        requests=requests_frame(records, start_at),
-        stats=stats_frame(samples, start_at),
-        events=events_frame(events, start_at),
-        elapsed_s=end - start_at,
+        start_at=start_at,
+        end=end,
         leaked=leaked,
-        final_stats=final_stats,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from perfkit.pool.records import Request, events_frame, requests_frame, stats_frame
 from perfkit.pool.settings import PoolSettings, Workload
 from perfkit.pool.summary import churn, summarize
 
@@ -23,6 +24,44 @@ class Action:
     at_s: float
     name: str
     fn: Callable[[str], object]
+
+
+@dataclass
+class RunBook:
+    """What a run collects while it runs; both runners (threads, asyncio) fill one."""
+
+    workers: int
+    samples: list[tuple[float, dict[str, int]]] = field(default_factory=list)
+    events: list[tuple[float, float, str, str]] = field(default_factory=list)
+    per_worker: list[list[Request]] = field(default_factory=list)
+    final_stats: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.per_worker = [[] for _ in range(self.workers)]
+
+    def result(
+        self,
+        *,
+        settings: PoolSettings,
+        workload: Workload,
+        mode: str,
+        start_at: float,
+        end: float,
+        leaked: int | None,
+    ) -> WorkloadResult:
+        """The frames of the run, times relative to when the workers started."""
+        records = [r for rs in self.per_worker for r in rs]
+        return WorkloadResult(
+            settings=settings,
+            workload=workload,
+            mode=mode,
+            requests=requests_frame(records, start_at),
+            stats=stats_frame(self.samples, start_at),
+            events=events_frame(self.events, start_at),
+            elapsed_s=end - start_at,
+            leaked=leaked,
+            final_stats=self.final_stats,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,8 +20,8 @@ from psycopg_pool import ConnectionPool
 
 from perfkit.dsn import mask
 from perfkit.pool.backends import new_application_name, wait_for_no_backends
-from perfkit.pool.records import Request, events_frame, requests_frame, stats_frame
-from perfkit.pool.result import Action, WorkloadResult
+from perfkit.pool.records import Request
+from perfkit.pool.result import Action, RunBook, WorkloadResult
 from perfkit.pool.settings import PoolSettings, Workload
 from perfkit.pool.worker import drive, worker_loop
 
@@ -121,11 +121,8 @@ def run_workload(
     """Run ``workload`` through a pool built from ``settings`` (threads) and collect frames."""
     app = new_application_name()
     pool: ConnectionPool | None = None
-    samples: list[tuple[float, dict[str, int]]] = []
-    events: list[tuple[float, float, str, str]] = []
-    per_worker: list[list[Request]] = [[] for _ in range(workload.workers)]
+    book = RunBook(workers=workload.workers)
     failures: list[BaseException] = []
-    final_stats: dict[str, int] = {}
 
     if settings.pooled:
         pool = make_pool(dsn, settings, app)
@@ -149,7 +146,7 @@ def run_workload(
             threads.append(
                 threading.Thread(
                     target=_sampler,
-                    args=(pool, watch, workload.stats_interval, samples),
+                    args=(pool, watch, workload.stats_interval, book.samples),
                     name=f"{app}-stats",
                     daemon=True,
                 )
@@ -158,7 +155,7 @@ def run_workload(
             threads.append(
                 threading.Thread(
                     target=_actor,
-                    args=(actions, watch, app, events),
+                    args=(actions, watch, app, book.events),
                     name=f"{app}-act",
                     daemon=True,
                 )
@@ -168,7 +165,7 @@ def run_workload(
 
         def guarded(i: int) -> None:
             try:
-                _worker(i, workload, watch, acquire, release, per_worker[i])
+                _worker(i, workload, watch, acquire, release, book.per_worker[i])
             except BaseException as exc:
                 failures.append(exc)
 
@@ -182,7 +179,7 @@ def run_workload(
             w.join()
         end = clock()
         if pool is not None:
-            final_stats = pool.get_stats()
+            book.final_stats = pool.get_stats()
     finally:
         if threads:
             watch.stop.set()
@@ -193,15 +190,11 @@ def run_workload(
     if failures:
         raise failures[0]
     leaked = wait_for_no_backends(dsn, app, timeout=leak_timeout)
-    records = [r for rs in per_worker for r in rs]
-    return WorkloadResult(
+    return book.result(
         settings=settings,
         workload=workload,
         mode="sync",
-        requests=requests_frame(records, watch.start_at),
-        stats=stats_frame(samples, watch.start_at),
-        events=events_frame(events, watch.start_at),
-        elapsed_s=end - watch.start_at,
+        start_at=watch.start_at,
+        end=end,
         leaked=leaked,
-        final_stats=final_stats,
     )

@@ -88,53 +88,77 @@ def _give_up(dsn: str, trace: Trace, reason: str, last: BaseException | None) ->
     )
 
 
-def _begin(
-    strategy: Strategy | str,
-    t0: float,
-    rng: random.Random | None,
-    connect_timeout: float | None,
-    deadline: float | None,
-    budget: RetryBudget | None,
-) -> tuple[RetryPlanner, Trace]:
-    strat = _resolve(strategy)
-    planner = RetryPlanner(
-        strat,
-        rng=rng if rng is not None else random.Random(),
-        start=t0,
-        connect_timeout=connect_timeout,
-        deadline=deadline,
-        budget=budget,
+class _Attempts:
+    """The bookkeeping both connect loops share: plan, record, decide, give up.
+
+    The sync and the asyncio loop differ only in how they connect and sleep;
+    everything else (the planner, the trace, the give-up errors) lives here.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        strategy: Strategy | str,
+        clock: Callable[[], float],
+        rng: random.Random | None,
+        connect_timeout: float | None,
+        deadline: float | None,
+        budget: RetryBudget | None,
+        retryable: Callable[[BaseException], bool],
+    ) -> None:
+        strat = _resolve(strategy)
+        t0 = clock()
+        self.dsn, self.clock, self.retryable = dsn, clock, retryable
+        self.planner = RetryPlanner(
+            strat,
+            rng=rng if rng is not None else random.Random(),
+            start=t0,
+            connect_timeout=connect_timeout,
+            deadline=deadline,
+            budget=budget,
+        )
+        self.trace = Trace(strategy=strategy_name(strat), t0=t0)
+        self.last: BaseException | None = None
+
+    def next(self) -> Any:
+        """The next attempt's plan (number, timeout); RetryError when the planner gives up."""
+        plan = self.planner.begin(self.clock())
+        if isinstance(plan, GiveUp):
+            self.trace.ended_at = self.clock()
+            raise _give_up(self.dsn, self.trace, plan.reason, self.last)
+        return plan
+
+    def failed(self, plan: Any, start: float, timeout: float | None, exc: BaseException) -> float:
+        """Record a failed attempt; seconds to sleep before the next, or RetryError."""
+        attempt = _record_failure(self.trace, plan.number, start, self.clock(), timeout, exc)
+        self.last = exc
+        if not self.retryable(exc):
+            self.trace.ended_at = attempt.end
+            raise _give_up(self.dsn, self.trace, "not_retryable", exc) from None
+        decision = self.planner.after_failure(attempt.end)
+        if isinstance(decision, GiveUp):
+            self.trace.ended_at = attempt.end
+            raise _give_up(self.dsn, self.trace, decision.reason, exc) from None
+        attempt.sleep_after = decision.seconds
+        attempt.sleep_planned = decision.planned
+        attempt.sleep_truncated = decision.truncated
+        return decision.seconds
+
+    def connected(self, plan: Any, start: float, timeout: float | None) -> Trace:
+        end = self.clock()
+        self.trace.attempts.append(
+            Attempt(number=plan.number, start=start, end=end, outcome="ok", timeout=timeout)
+        )
+        self.trace.connected_at = self.trace.ended_at = end
+        return self.trace
+
+
+def _kwargs(connect_kwargs: dict[str, Any], libpq_seconds: int | None) -> dict[str, Any]:
+    return (
+        connect_kwargs
+        if libpq_seconds is None
+        else {**connect_kwargs, "connect_timeout": libpq_seconds}
     )
-    return planner, Trace(strategy=strategy_name(strat), t0=t0)
-
-
-def _after_failure(
-    dsn: str,
-    trace: Trace,
-    planner: RetryPlanner,
-    attempt: Attempt,
-    exc: BaseException,
-    retryable: Callable[[BaseException], bool],
-) -> float:
-    """Seconds to sleep before the next attempt, or RetryError when giving up."""
-    if not retryable(exc):
-        trace.ended_at = attempt.end
-        raise _give_up(dsn, trace, "not_retryable", exc) from None
-    decision = planner.after_failure(attempt.end)
-    if isinstance(decision, GiveUp):
-        trace.ended_at = attempt.end
-        raise _give_up(dsn, trace, decision.reason, exc) from None
-    attempt.sleep_after = decision.seconds
-    attempt.sleep_planned = decision.planned
-    attempt.sleep_truncated = decision.truncated
-    return decision.seconds
-
-
-def _connected(trace: Trace, number: int, start: float, end: float, timeout: float | None) -> None:
-    trace.attempts.append(
-        Attempt(number=number, start=start, end=end, outcome="ok", timeout=timeout)
-    )
-    trace.connected_at = trace.ended_at = end
 
 
 def connect_with_retry(
@@ -155,29 +179,18 @@ def connect_with_retry(
     ``deadline`` is the most seconds the whole call may take (see
     :mod:`perfkit.retry.planner`); ``connect_kwargs`` go to ``psycopg.connect``.
     """
-    planner, trace = _begin(strategy, clock(), rng, connect_timeout, deadline, budget)
-    last: BaseException | None = None
+    tries = _Attempts(dsn, strategy, clock, rng, connect_timeout, deadline, budget, retryable)
     while True:
-        plan = planner.begin(clock())
-        if isinstance(plan, GiveUp):
-            trace.ended_at = clock()
-            raise _give_up(dsn, trace, plan.reason, last)
+        plan = tries.next()
         effective = libpq_timeout(plan.timeout)
-        kwargs = dict(connect_kwargs)
-        if effective is not None:
-            kwargs["connect_timeout"] = effective
         start = clock()
         try:
-            conn = psycopg.connect(dsn, **kwargs)
+            conn = psycopg.connect(dsn, **_kwargs(connect_kwargs, effective))
         except Exception as exc:
-            attempt = _record_failure(trace, plan.number, start, clock(), effective, exc)
-            last = exc
-            pause = _after_failure(dsn, trace, planner, attempt, exc, retryable)
-            if pause > 0:
+            if (pause := tries.failed(plan, start, effective, exc)) > 0:
                 sleep(pause)
             continue
-        _connected(trace, plan.number, start, clock(), effective)
-        return conn, trace
+        return conn, tries.connected(plan, start, effective)
 
 
 async def async_connect_with_retry(
@@ -197,27 +210,16 @@ async def async_connect_with_retry(
 
     Per-attempt timeouts are exact (``asyncio.timeout``), not rounded up.
     """
-    planner, trace = _begin(strategy, clock(), rng, connect_timeout, deadline, budget)
-    last: BaseException | None = None
+    tries = _Attempts(dsn, strategy, clock, rng, connect_timeout, deadline, budget, retryable)
     while True:
-        plan = planner.begin(clock())
-        if isinstance(plan, GiveUp):
-            trace.ended_at = clock()
-            raise _give_up(dsn, trace, plan.reason, last)
-        kwargs = dict(connect_kwargs)
-        backstop = libpq_timeout(plan.timeout)
-        if backstop is not None:
-            kwargs["connect_timeout"] = backstop
+        plan = tries.next()
         start = clock()
         try:
-            async with asyncio.timeout(plan.timeout):
+            async with asyncio.timeout(plan.timeout):  # exact; libpq's is a whole-second backstop
+                kwargs = _kwargs(connect_kwargs, libpq_timeout(plan.timeout))
                 conn = await psycopg.AsyncConnection.connect(dsn, **kwargs)
         except Exception as exc:
-            attempt = _record_failure(trace, plan.number, start, clock(), plan.timeout, exc)
-            last = exc
-            pause = _after_failure(dsn, trace, planner, attempt, exc, retryable)
-            if pause > 0:
+            if (pause := tries.failed(plan, start, plan.timeout, exc)) > 0:
                 await sleep(pause)
             continue
-        _connected(trace, plan.number, start, clock(), plan.timeout)
-        return conn, trace
+        return conn, tries.connected(plan, start, plan.timeout)
