@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from perfkit.errors import ConfigError
+from perfkit.stats import quantile_interval
 
 VARIANTS = ("naive", "improved")
 HEADLINE_COLUMNS = ("metric", "variant", "value", "unit", "label", "n", "ci_low", "ci_high")
@@ -80,4 +81,45 @@ def from_wide(frame: pd.DataFrame, keys: Mapping[str, str] | None = None) -> pd.
             items.append(
                 Headline(metric=metric, variant=variant, value=float(value), unit=unit, label=label)
             )
+    return headline_frame(items)
+
+
+#: Fewer samples than this give no interval (a bootstrap of 2-4 values is just their range).
+MIN_INTERVAL_N = 3
+
+
+def of_samples(
+    *, metric: str, variant: str, values: Iterable[float], unit: str, label: str = "", seed: int = 0
+) -> Headline:
+    """The median of ``values`` as a headline with its n and a seeded 95 % bootstrap interval."""
+    data = [float(v) for v in values if math.isfinite(float(v))]
+    if not data:
+        raise ConfigError(f"headline {metric}/{variant}: no finite sample")
+    estimate = quantile_interval(data, 0.5, seed=seed)
+    low, high = (estimate.low, estimate.high) if len(data) >= MIN_INTERVAL_N else (math.nan,) * 2
+    return Headline(
+        metric=metric,
+        variant=variant,
+        value=estimate.value,
+        unit=unit,
+        label=label,
+        n=len(data),
+        ci_low=low,
+        ci_high=high,
+    )
+
+
+def from_samples(samples: pd.DataFrame, labels: Mapping[tuple[str, str], str]) -> pd.DataFrame:
+    """Headlines of a ``samples`` frame (``metric, variant, unit, value``): one per
+    (metric, variant), its median with n and interval; ``labels`` says what was measured."""
+    items = [
+        of_samples(
+            metric=str(metric),
+            variant=str(variant),
+            values=group["value"],
+            unit=str(group["unit"].iloc[0]),
+            label=labels.get((str(metric), str(variant)), ""),
+        )
+        for (metric, variant), group in samples.groupby(["metric", "variant"], sort=False)
+    ]
     return headline_frame(items)

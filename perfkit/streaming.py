@@ -564,17 +564,22 @@ class StreamingLab:
             progress=lambda m, traced, r: progress(f"{m} traced={traced} repeat={r}"),
         )
         frames["summary"] = compare(frames["runs"])
+        frames["samples"] = headline_samples(frames["runs"], frames["summary"])
         c = conclusions(frames["summary"], settings.rows)
         c["batch_size"] = settings.batch_size
         frames["conclusions"] = pd.DataFrame([c])
         return Results(frames=frames, server=server.describe())
 
     def headlines(self, results: Results) -> pd.DataFrame:
-        from perfkit.headlines import headline_frame
+        from perfkit.headlines import from_samples
 
-        return headline_frame(
-            _headlines(results["summary"], int(results["conclusions"]["rows"].iloc[0]))
-        )
+        samples, rows = results.samples, int(results["conclusions"]["rows"].iloc[0])
+        what = {"streaming_rss_growth": "RSS growth", "streaming_python_peak": "Python peak"}
+        labels = {
+            (m, v): f"{g['method'].iloc[0]}: {what[m]} reading {rows:,} rows"
+            for (m, v), g in samples.groupby(["metric", "variant"])
+        }
+        return from_samples(samples, labels)
 
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
         yield "Memory over time", plot_memory(results["memory"])
@@ -586,33 +591,30 @@ class StreamingLab:
         return conclusion_text(c, methods, int(c.get("batch_size", 0)))
 
 
-def _headlines(table: pd.DataFrame, rows: int) -> list[Any]:
-    """Client memory reading one result: fetchall (naive) vs the best streaming method."""
-    from perfkit.headlines import Headline
+def headline_samples(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """The measurements behind the headlines: fetchall (naive) vs the streaming method with
+    the lowest median (improved), for RSS growth (untimed runs) and Python peak (traced)."""
+    import pandas as pd
 
-    by = table.set_index("method")
+    by = summary.set_index("method")
     streaming = [m for m in ("stream", "server_cursor") if m in by.index]
     if "fetchall" not in by.index or not streaming:
-        return []
-    out: list[Headline] = []
-    for column, metric, what in (
-        ("rss_growth_bytes", "streaming_rss_growth", "RSS growth"),
-        ("py_peak_bytes", "streaming_python_peak", "Python peak (tracemalloc)"),
+        return pd.DataFrame(columns=["metric", "variant", "unit", "value", "method"])
+    traced = runs[runs["traced"]]
+    timed = runs[~runs["traced"]] if (~runs["traced"]).any() else runs
+    rows = []
+    for metric, column, source in (
+        ("streaming_rss_growth", "rss_growth_bytes", timed),
+        ("streaming_python_peak", "py_peak_bytes", traced),
     ):
         best = min(streaming, key=lambda m: float(by.loc[m, column]))
         for variant, method in (("naive", "fetchall"), ("improved", best)):
-            value = float(by.loc[method, column])
-            if math.isfinite(value):
-                out.append(
-                    Headline(
-                        metric=metric,
-                        variant=variant,
-                        value=value,
-                        unit="B",
-                        label=f"{method}: {what} reading {rows:,} rows",
-                    )
+            for value in source.loc[source["method"] == method, column]:
+                rows.append(
+                    {"metric": metric, "variant": variant, "unit": "B", "value": float(value)}
+                    | {"method": method}
                 )
-    return out
+    return pd.DataFrame(rows, columns=["metric", "variant", "unit", "value", "method"])
 
 
 LAB = StreamingLab()

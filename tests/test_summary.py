@@ -124,20 +124,39 @@ def test_lifecycle_wide_headline_frame_is_read_through_its_lab(tmp_path: Path) -
 
 
 def test_streaming_lab_headlines_are_client_memory_of_fetchall_vs_best_stream() -> None:
-    table = pd.DataFrame(
-        {
-            "method": ["fetchall", "fetchmany", "server_cursor", "stream"],
-            "py_peak_bytes": [200 * 2**20, 2**20, 2**20, 2 * 2**20],
-            "rss_growth_bytes": [300 * 2**20, 250 * 2**20, 3 * 2**20, 2 * 2**20],
-            "wall_s": [1.0, 1.0, 1.2, 1.1],
-        }
+    from perfkit import streaming
+
+    mib = 2**20
+    runs = pd.DataFrame(
+        [
+            {
+                "method": m,
+                "traced": traced,
+                "py_peak_bytes": py * mib,
+                "rss_growth_bytes": rss * mib,
+            }
+            | {"wall_s": 1.0}
+            for m, py, rss in (
+                ("fetchall", 200, 300),
+                ("fetchmany", 1, 250),
+                ("server_cursor", 1, 3),
+                ("stream", 2, 2),
+            )
+            for traced in (True, False)
+            for _ in range(3)
+        ]
     )
-    lab = registry.get("streaming")
-    frames = {"summary": table, "conclusions": pd.DataFrame([{"rows": 50_000}])}
-    h = summary.normalise(lab.headlines(Results(frames=frames)))
+    table = streaming.compare(runs)
+    frames = {
+        "summary": table,
+        "samples": streaming.headline_samples(runs, table),
+        "conclusions": pd.DataFrame([{"rows": 50_000}]),
+    }
+    h = summary.normalise(registry.get("streaming").headlines(Results(frames=frames)))
     rss = h[h["metric"] == "streaming_rss_growth"].set_index("variant")
     assert rss.loc["naive", "value"] == 300.0 and rss.loc["improved", "value"] == 2.0
     assert rss.loc["improved", "label"] == "stream: RSS growth reading 50,000 rows"
+    assert rss.loc["naive", "n"] == 3
 
 
 def test_pool_lab_headlines_are_review_preset_vs_best_size() -> None:
