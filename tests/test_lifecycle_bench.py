@@ -162,6 +162,20 @@ def test_headline_compares_per_test_servers_with_the_best_shared_strategy() -> N
     assert set(frame["improved_label"]) == {"rollback"}
 
 
+def test_lab_headlines_come_from_per_run_samples_with_their_n() -> None:
+    from perfkit.lab import Results
+    from perfkit.lifecycle.lab import LAB
+
+    runs = pd.concat([runs_frame()] * 3, ignore_index=True)  # three repetitions
+    events = pd.DataFrame([{"run_id": "rollback-1", "event": "server_start", "seconds": 1.45}])
+    samples = analysis.headline_samples(runs, events)
+    heads = LAB.headlines(Results(frames={"samples": samples})).set_index(["metric", "variant"])
+    assert heads.loc[("suite_runtime", "naive"), "value"] == 30.0
+    assert heads.loc[("suite_runtime", "improved"), "n"] == 3
+    assert heads.loc[("container_startup", "improved"), "value"] == pytest.approx(0.05)
+    assert heads.loc[("suite_runtime", "improved"), "label"] == "rollback (workers=1)"
+
+
 def test_goals_report_the_suite_ratio_against_twenty() -> None:
     goals = analysis.goals(runs_frame())
     by_name = dict(zip(goals["goal"], goals["met"], strict=True))

@@ -333,3 +333,33 @@ def conclusions(frames: Mapping[str, pd.DataFrame]) -> str:
         parts = [f"{name} {ms:.2f} ms" for name, ms in waits.items()]
         lines.append("- median wait for a clean database per test: " + ", ".join(parts))
     return "\n".join(lines)
+
+
+def headline_samples(runs: pd.DataFrame, events: pd.DataFrame, workers: int = 1) -> pd.DataFrame:
+    """One row per suite run behind each headline (``metric, variant, unit, value, label``):
+    per-test server (naive) vs the best shared strategy (improved), at ``workers``."""
+    improved = best_shared(runs, workers)
+    ok = runs[(runs["exit_code"] == 0) & (runs["workers"] == workers)]
+    starts = events[events["event"] == "server_start"] if not events.empty else events
+    rows: list[dict[str, Any]] = []
+    for variant, strategy in (("naive", NAIVE), ("improved", improved)):
+        if strategy is None:
+            continue
+        label = f"{strategy} (workers={workers})"
+        for run in ok[ok["strategy"] == strategy].itertuples():
+            start_s = (
+                float(starts.loc[starts["run_id"] == run.run_id, "seconds"].sum())
+                if not starts.empty
+                else math.nan
+            )
+            for metric, unit, value in (
+                ("suite_runtime", "s", float(run.wall_s)),
+                ("container_startup", "s", start_s / max(int(run.tests), 1)),
+                ("memory", "MiB", float(run.peak_total_bytes) / 2**20),
+                ("servers_started", "count", float(run.servers_started)),
+            ):
+                rows.append(
+                    {"metric": metric, "variant": variant, "unit": unit, "value": value}
+                    | {"label": label}
+                )
+    return pd.DataFrame(rows, columns=["metric", "variant", "unit", "value", "label"])

@@ -191,6 +191,9 @@ def run(cfg: Params, *, progress: Callable[[str], None] | None = None) -> dict[s
         headline=analysis.headline(
             frames["runs"], frames["events"], workers=min(cfg.worker_counts)
         ),
+        samples=analysis.headline_samples(
+            frames["runs"], frames["events"], workers=min(cfg.worker_counts)
+        ),
         goals=analysis.goals(frames["runs"], micro_summary),
         versus_native=analysis.versus_native(frames["runs"], seed=cfg.seed),
     )
@@ -220,7 +223,13 @@ class LifecycleLab:
         return Results(frames=run(params, progress=progress), server=None)
 
     def headlines(self, results: Results) -> pd.DataFrame:
-        return headlines.from_wide(results["headline"], HEADLINE_KEYS)
+        samples = results.samples
+        if samples.empty:  # saved before the lab kept its samples
+            return headlines.from_wide(results["headline"], HEADLINE_KEYS)
+        labels = {
+            (m, v): str(g["label"].iloc[0]) for (m, v), g in samples.groupby(["metric", "variant"])
+        }
+        return headlines.from_samples(samples.dropna(subset=["value"]), labels)
 
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
         from perfkit.lifecycle import plots
