@@ -17,6 +17,7 @@ import pandas as pd
 
 from perfkit.errors import ConfigError
 from perfkit.lifecycle.registry import SHARED
+from perfkit.verdicts import decide
 
 NAIVE = "per-test-server"
 NATIVE = "native"
@@ -315,6 +316,12 @@ def conclusions(frames: Mapping[str, pd.DataFrame]) -> str:
             )
             if ratio:
                 lines.append(f"- {label}: per-test server / shared+{improved} = {ratio:.1f}x")
+    isolating = [name for name in SHARED if name != "none"]
+    shared = ok[(ok["workers"] == serial) & ok["strategy"].isin(isolating)]
+    walls = {name: list(g["wall_s"]) for name, g in shared.groupby("strategy")}
+    if len(walls) >= 2:
+        verdict = decide(walls, lower_is_better=True)
+        lines.append(f"- fastest shared strategy (suite wall time): {verdict.text(unit='s')}")
     top = int(ok["workers"].max())
     if top > 1:
         for strategy in ok["strategy"].unique():
