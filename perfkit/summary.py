@@ -203,6 +203,15 @@ def collect_headlines(runs: Mapping[str, Run]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def collect_samples(runs: Mapping[str, Run]) -> pd.DataFrame:
+    """The samples behind every run's headlines, concatenated (for the report's own run)."""
+    frames = [samples_of(run) for run in runs.values()]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=[*SAMPLE_COLUMNS, "experiment"])
+    return pd.concat(frames, ignore_index=True)
+
+
 # -- the table ---------------------------------------------------------------------
 
 

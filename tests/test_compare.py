@@ -315,3 +315,21 @@ def test_fail_on_change_by_samples_exits_1_only_for_a_real_change(tmp_path: Path
     slower = _samples_run(tmp_path, {NAIVE: _draws(4, 15.0), IMPROVED: _draws(5, 0.65)})
     assert main(["compare", str(a.path), str(same.path), "--fail-on-change"]) == 0
     assert main(["compare", str(a.path), str(slower.path), "--fail-on-change"]) == 1
+
+
+def test_report_runs_compare_every_labs_samples_by_lab(tmp_path: Path) -> None:
+    def report_run(seed: int) -> results.Run:
+        lab_run = _samples_run(tmp_path / f"lab{seed}", {NAIVE: _draws(seed, 15.0)})
+        runs = {"retry": results.load(lab_run.path)}
+        return results.save(
+            frames={
+                "headline": summary.collect_headlines(runs),
+                "samples": summary.collect_samples(runs),
+            },
+            experiment=summary.REPORT_EXPERIMENT,
+            out_dir=tmp_path,
+        )
+
+    table = compare.compare_paths(report_run(0).path, report_run(1).path)
+    row = table.set_index("metric").loc[f"retry: {NAIVE}"]
+    assert row["basis"] == "samples" and not row["changed"]
