@@ -270,11 +270,14 @@ def baseline_rows(
             if row is None:
                 reason = "; ".join(reasons) or f"no lab reported {claim.metric} / {variant}"
                 record[f"{variant}_value"] = math.nan
+                record[f"{variant}_low"] = record[f"{variant}_high"] = math.nan
                 record[f"{variant}_text"] = f"{NOT_MEASURED} ({reason})"
                 record[f"{variant}_label"] = ""
                 record[f"{variant}_source"] = ""
             else:
                 record[f"{variant}_value"] = float(row["value"])
+                record[f"{variant}_low"] = float(row.get("ci_low", math.nan))
+                record[f"{variant}_high"] = float(row.get("ci_high", math.nan))
                 record[f"{variant}_text"] = format_estimate(row)
                 record[f"{variant}_label"] = str(row["label"])
                 record[f"{variant}_source"] = f"{row['experiment']} {row['run_id']}".strip()
@@ -328,7 +331,8 @@ def table_html(table: pd.DataFrame, *, table_id: str = "baseline") -> str:
 
 
 def plot_baseline(headlines: pd.DataFrame, missing: Mapping[str, str] | None = None) -> Any:
-    """Claimed vs measured, one panel per metric; returns the matplotlib Figure."""
+    """Claimed vs measured, one panel per metric, measured bars with their 95 % intervals;
+    returns the matplotlib Figure."""
     import matplotlib.pyplot as plt
 
     records = baseline_rows(headlines, missing)
@@ -346,6 +350,11 @@ def plot_baseline(headlines: pd.DataFrame, missing: Mapping[str, str] | None = N
         heights = [v if v is not None and math.isfinite(v) else 0.0 for v in values]
         colors = ["#bbbbbb", "#dddddd", "#d62728", "#2ca02c"]
         ax.bar(labels, heights, color=colors)
+        for i, variant in ((2, "naive"), (3, "improved")):  # measured: 95 % interval bars
+            low, high = record[f"{variant}_low"], record[f"{variant}_high"]
+            if math.isfinite(low) and math.isfinite(high):
+                err = [[max(heights[i] - low, 0.0)], [max(high - heights[i], 0.0)]]
+                ax.errorbar([i], [heights[i]], yerr=err, color="black", capsize=3, lw=1)
         for i, v in enumerate(values):
             text = "n/a" if v is None or not math.isfinite(v) else format_value(v, claim.unit)
             ax.annotate(text, (i, heights[i]), ha="center", va="bottom", fontsize=7)

@@ -241,3 +241,14 @@ def test_latest_runs_skips_the_reports_own_results(tmp_path: Path) -> None:
     results.save(frames={}, experiment="streaming", out_dir=tmp_path)
     runs, _ = summary.latest_runs(tmp_path)
     assert sorted(runs) == ["streaming"]
+
+
+def test_plot_draws_an_interval_on_a_measured_bar_that_has_one() -> None:
+    item = Headline(
+        metric="suite_runtime", variant="naive", value=30.0, unit="s", n=5, ci_low=28, ci_high=33
+    )
+    fig = summary.plot_baseline(_headlines(item))
+    suite_panel = fig.axes[[c.metric for c in summary.BASELINE].index("suite_runtime")]
+    (bar,) = [c for c in suite_panel.containers if type(c).__name__ == "ErrorbarContainer"]
+    (segment,) = bar.lines[2][0].get_segments()
+    assert [y for _, y in segment] == [28.0, 33.0]
