@@ -56,6 +56,17 @@ def check_local() -> BackendStatus:
     )
 
 
+def check_pgbench() -> BackendStatus:
+    """Whether pgbench is here (optional: the pool lab's independent reference needs it)."""
+    from perfkit.pool.pgbench import find_pgbench
+
+    try:
+        binary = find_pgbench()
+    except BackendUnavailable as exc:
+        return BackendStatus("pgbench", False, str(exc))
+    return BackendStatus("pgbench", True, str(binary))
+
+
 def check_pgbouncer() -> BackendStatus:
     """Whether a pgbouncer binary is here (optional: only pooled-through-PgBouncer runs need it)."""
     from perfkit.postgres.pgbouncer import PgBouncer, find_pgbouncer
@@ -87,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     print("    external needs --dsn / ServerSettings(dsn=...) pointing at a loopback server")
     psql = shutil.which("psql")
     print(f"    psql client: {psql or 'not found (optional)'}")
+    bench = check_pgbench()
+    print(f"    pgbench: {bench.detail if bench.usable else bench.detail + ' (optional)'}")
     bouncer = check_pgbouncer()
     print(f"    pgbouncer: {bouncer.detail if bouncer.usable else bouncer.detail + ' (optional)'}")
     if any(s.usable for s in statuses):
