@@ -88,7 +88,7 @@ class Params(LabParams):
     pool_workers: tuple[int, ...] | None = param(
         None, "threads in front of the application pool", full=(4, 16, 32), quick=(4, 16)
     )
-    pool_size: int = param(10, "psycopg_pool min_size = max_size")
+    pool_size: int = param(10, "connections in the psycopg_pool (its min_size and max_size)")
     mode_clients: int | None = param(
         None, "concurrent clients, session vs transaction mode", full=50, quick=20
     )
