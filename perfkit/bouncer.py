@@ -12,8 +12,10 @@ transaction and session mode) in front of it. Variants are ``direct``,
 3. **Reconnect storm**: ``storm_clients`` threads hold a connection (heartbeat
    ``SELECT 1`` every 0.1 s); the server is taken down for ``storm_outage_s``
    and brought up; a client whose query fails reconnects with a fixed
-   ``retry_delay_ms`` between attempts. Server backends are sampled every 50 ms
-   and, on the local backend, the server's ``connection received`` log lines
+   ``retry_delay_ms`` between attempts. A client is back at the end of its first
+   successful query begun after the server went down; "ready" is the earlier of
+   a readiness probe's first success and the first client back. Server backends
+   are sampled every 50 ms and, on the local backend, the server's ``connection received`` log lines
    timed (``storm``: one row per run; ``storm_clients``, ``storm_attempts``,
    ``storm_backends``).
 4. **Application pool** (psycopg_pool, ``pool_size`` connections) direct vs in
@@ -184,6 +186,13 @@ def order_of_variants(variants: Sequence[str], rounds: int, seed: int) -> list[s
         rng.shuffle(this)
         out += this
     return out
+
+
+def ready_after(probe_ready_at: float, recovered_at: Sequence[float | None]) -> float:
+    """When the server was ready again: the readiness probe's first success, or a client's
+    first recovery when that came earlier (the probe's connect can queue behind the herd's)."""
+    times = [t for t in (probe_ready_at, *recovered_at) if t is not None and not math.isnan(t)]
+    return min(times, default=math.nan)
 
 
 def peak_after(samples: pd.DataFrame, t0: float) -> float:
@@ -370,8 +379,10 @@ class _Storm:
 
     def run_client(self, i: int) -> None:
         c = self.clients[i]
-        c.conn = _connect(self.dsn)
-        self.connected.release()
+        try:
+            c.conn = _connect(self.dsn)
+        finally:
+            self.connected.release()  # connected or failed: the coordinator stops waiting
         deadline = math.inf
         try:
             while not self.release.is_set():
@@ -455,16 +466,16 @@ def run_storm(
             _run_threads(n_clients, storm.run_client)
         except BaseException as exc:  # surfaced in the main thread
             box["error"] = exc
-            for _ in range(n_clients):
-                storm.connected.release()
 
     worker = threading.Thread(target=clients, name="storm-clients", daemon=True)
     worker.start()
     for _ in range(n_clients):
         storm.connected.acquire()
-    if "error" in box:
+    if any(c.conn is None for c in storm.clients):  # a client could not connect at all
+        storm.release.set()
         worker.join()
-        raise box["error"]
+        storm.close_all()
+        raise box.get("error") or PerfkitError("a storm client could not connect")
     sampler.start()
     event_at = ready_at = math.nan
     try:
@@ -495,6 +506,8 @@ def run_storm(
     if "error" in box:
         raise box["error"]
     end_at = time.monotonic()
+    probe_ready_at = ready_at
+    ready_at = ready_after(probe_ready_at, [c.recovered_at for c in storm.clients])
 
     tags = {"variant": variant, "rep": rep, "n_clients": n_clients}
     client_rows, attempt_rows = [], []
@@ -541,6 +554,7 @@ def run_storm(
         "outage_s": outage_s,
         "retry_delay_ms": retry_delay_s * 1000,
         "ready_after_event_s": ready_at - event_at,
+        "probe_ready_after_event_s": probe_ready_at - event_at,
         "recovered": int(client_frame["recovered"].sum()),
         "lost": int(client_frame["lost"].sum()),
         "client_attempts": len(attempts),
@@ -777,8 +791,11 @@ def _verdict_line(
 ) -> str:
     from perfkit.verdicts import decide
 
+    present = {k: v for k, v in samples.items() if len(v)}
+    if len(present) < 2:
+        return f"- **{what}**: not enough variants measured to compare ({', '.join(present)})."
     verdict = decide(
-        {k: v for k, v in samples.items() if len(v)},
+        present,
         lower_is_better=lower_is_better,
         statistic="median" if lower_is_better else "mean",
     )

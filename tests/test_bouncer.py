@@ -114,6 +114,14 @@ def test_peak_after_ignores_samples_before_the_restart() -> None:
     assert pb.peak_after(samples, 0.0) == 7
 
 
+def test_ready_after_is_the_probe_when_no_client_came_back_earlier() -> None:
+    assert pb.ready_after(5.0, [5.5, None, 6.0]) == 5.0
+
+
+def test_ready_after_is_the_first_client_back_when_the_probe_was_late() -> None:
+    assert pb.ready_after(5.0, [4.8, None]) == 4.8
+
+
 def test_samples_frame_has_the_contract_columns_and_headline_variants() -> None:
     samples = synthetic_frames()["samples"]
     assert list(samples.columns) == list(SAMPLE_COLUMNS)
@@ -177,3 +185,8 @@ def test_server_settings_ask_for_max_connections_and_connection_logs() -> None:
 def test_measure_connect_keeps_one_row_per_connect(pg_server: PostgresServer) -> None:
     frame = pb.measure_connect({"direct": pg_server.dsn}, 3, seed=0)
     assert frame["variant"].tolist() == ["direct"] * 3 and (frame["ms"] > 0).all()
+
+
+def test_a_comparison_with_one_measured_variant_says_so() -> None:
+    line = pb._verdict_line({"direct": np.array([1.0, 2.0]), "session": np.array([])}, "x", "ms")
+    assert "not enough variants measured" in line
