@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from perfkit.bouncer import LAB as PGBOUNCER
 from perfkit.errors import ConfigError
 from perfkit.lab import Lab
 from perfkit.lifecycle.lab import LAB as LIFECYCLE
@@ -16,7 +17,7 @@ from perfkit.retry.lab import LAB as RETRY
 from perfkit.streaming import LAB as STREAMING
 
 #: Every lab, in report order.
-LABS: tuple[Lab, ...] = (RETRY, POOL, LIFECYCLE, STREAMING)
+LABS: tuple[Lab, ...] = (RETRY, POOL, LIFECYCLE, STREAMING, PGBOUNCER)
 
 
 def get(name: str) -> Lab:

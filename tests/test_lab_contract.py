@@ -89,7 +89,9 @@ def test_lab_names_and_notebooks_are_unique() -> None:
 
 
 def test_unknown_lab_name_lists_the_labs() -> None:
-    with pytest.raises(ConfigError, match="the labs are: retry, pool, lifecycle, streaming"):
+    with pytest.raises(
+        ConfigError, match="the labs are: retry, pool, lifecycle, streaming, pgbouncer"
+    ):
         registry.get("nosuch")
 
 
@@ -136,6 +138,7 @@ def test_results_without_samples_give_an_empty_samples_frame() -> None:
 def test_validate_parameters_applies_the_labs_value_checks_before_a_kernel(lab: Lab) -> None:
     bad = {"retry": {"repetitions": 0}, "pool": {"pool_sizes": [0]}}
     bad |= {"lifecycle": {"repetitions": 0}, "streaming": {"repeats": 0}}
+    bad |= {"pgbouncer": {"storm_clients": 0}}
     with pytest.raises(ConfigError, match=lab.notebook):
         notebooks.validate_parameters(REPO / "notebooks" / lab.notebook, bad[lab.name])
 
@@ -145,6 +148,7 @@ BAD_VALUES = {
     "pool": {"worker_counts": [0]},
     "lifecycle": {"strategies": ["per-test-container"]},
     "streaming": {"methods": ["slurp"]},
+    "pgbouncer": {"pool_workers": [0]},
 }
 
 

@@ -16,6 +16,7 @@ def test_the_labs_and_the_report_notebook_are_all_there() -> None:
         "02_pool_settings.ipynb",
         "03_container_lifecycle.ipynb",
         "04_streaming.ipynb",
+        "05_pgbouncer.ipynb",
         "99_report.ipynb",
     ]
 

@@ -261,3 +261,8 @@ def test_bad_settings_raise_config_error_naming_the_field(field: str, value: obj
 def test_doctor_reports_the_pgbouncer_binary() -> None:
     status = check_pgbouncer()
     assert status.usable and "PgBouncer" in status.detail
+
+
+def test_server_login_retry_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="server_login_retry"):
+        PgBouncerSettings(server_login_retry=0)

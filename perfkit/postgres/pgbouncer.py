@@ -91,7 +91,9 @@ class PgBouncerSettings:
     """How the pool in front of a server behaves (PgBouncer's own setting names).
 
     ``max_db_connections`` 0 means no per-database limit; ``query_wait_timeout``
-    is how long a client may wait for a server connection, in seconds.
+    is how long a client may wait for a server connection and ``server_login_retry``
+    how long PgBouncer waits after a failed server login before it tries again
+    (while it waits, new clients are refused), both in seconds.
     """
 
     pool_mode: str = "transaction"
@@ -101,6 +103,7 @@ class PgBouncerSettings:
     reserve_pool_size: int = 0
     max_db_connections: int = 0
     query_wait_timeout: float = 120.0
+    server_login_retry: float = 15.0
     startup_timeout: float = 30.0
 
     def __post_init__(self) -> None:
@@ -117,7 +120,7 @@ class PgBouncerSettings:
             ("max_db_connections", 0),
         ):
             validate.integer(f"PgBouncerSettings.{name}", getattr(self, name), minimum=minimum)
-        for name in ("query_wait_timeout", "startup_timeout"):
+        for name in ("query_wait_timeout", "server_login_retry", "startup_timeout"):
             validate.number(f"PgBouncerSettings.{name}", getattr(self, name), strict=True)
 
     def describe(self) -> dict[str, Any]:
@@ -129,6 +132,7 @@ class PgBouncerSettings:
             "reserve_pool_size": self.reserve_pool_size,
             "max_db_connections": self.max_db_connections,
             "query_wait_timeout": self.query_wait_timeout,
+            "server_login_retry": self.server_login_retry,
         }
 
 
@@ -386,6 +390,7 @@ class PgBouncer:
                 f"reserve_pool_size = {s.reserve_pool_size}",
                 f"max_db_connections = {s.max_db_connections}",
                 f"query_wait_timeout = {s.query_wait_timeout:g}",
+                f"server_login_retry = {s.server_login_retry:g}",
                 "ignore_startup_parameters = extra_float_digits",
                 "",
             ]

@@ -1,0 +1,80 @@
+"""notebooks/05_pgbouncer.ipynb runs headless under papermill and writes its results."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from perfkit import notebooks, results
+from perfkit.bouncer import LAB, METRIC_LATENCY, METRIC_PEAK, METRIC_RPS
+from perfkit.errors import BackendUnavailable, ConfigError
+from perfkit.lab import SAMPLE_COLUMNS, Results
+from perfkit.postgres import leaks
+from perfkit.postgres.pgbouncer import BINARY_ENV
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05_pgbouncer.ipynb"
+FRAMES = (
+    "connect",
+    "throughput",
+    "throughput_bins",
+    "storm",
+    "storm_clients",
+    "storm_attempts",
+    "storm_backends",
+    "pool",
+    "pool_bins",
+    "modes",
+    "mode_servers",
+    "samples",
+)
+
+pytestmark = pytest.mark.notebook
+
+
+def test_quick_run_writes_pgbouncer_results_and_leaves_nothing(tmp_path: Path) -> None:
+    before = set(leaks.find_leftovers())
+    out = tmp_path / "data"
+    run = notebooks.execute(
+        NOTEBOOK,
+        {"quick": True, "backend": "local", "out_dir": str(out)},
+        output_dir=tmp_path / "runs",
+        html=False,
+    )
+    assert run.ok
+    saved = results.latest("pgbouncer", out_dir=out)
+    assert set(FRAMES) <= set(saved.frames)
+    headline = LAB.headlines(Results.of_run(saved))
+    assert {METRIC_LATENCY, METRIC_RPS, METRIC_PEAK} <= set(headline["metric"])
+    assert all(math.isfinite(v) for v in headline["value"])
+    samples = saved.frames["samples"]
+    assert list(samples.columns) == list(SAMPLE_COLUMNS)
+    assert set(samples["variant"]) == {"naive", "improved"}
+    assert "PgBouncer in front of one server" in run.executed.read_text()
+    assert set(leaks.find_leftovers()) <= before
+
+
+def test_unknown_parameter_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown parameter no_such_thing"):
+        notebooks.execute(
+            NOTEBOOK, {"quick": True, "no_such_thing": 1}, output_dir=tmp_path / "runs"
+        )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_ill_typed_parameter_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="storm_clients"):
+        notebooks.execute(
+            NOTEBOOK, {"quick": True, "storm_clients": "many"}, output_dir=tmp_path / "runs"
+        )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_pgbouncer_is_refused_before_a_kernel_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(BINARY_ENV, str(tmp_path / "no-pgbouncer"))
+    with pytest.raises(BackendUnavailable, match="pgbouncer"):
+        notebooks.execute(NOTEBOOK, {"quick": True}, output_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
