@@ -23,7 +23,7 @@ LAB_OF_EXPERIMENT = {
     "retry": "01_connection_retry.ipynb",
     "lifecycle": "03_container_lifecycle.ipynb",
 }
-NUMBER = re.compile(r"^-?\d+(\.\d+)? (s|ms|MiB)$")
+NUMBER = re.compile(r"^-?\d+(\.\d+)? (s|ms|MiB)( \[[^]]+\])?( \(n=\d+\))?$")
 
 
 def _lab(folder: Path, name: str, parameters: str, body: str) -> Path:
