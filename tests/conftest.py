@@ -6,6 +6,9 @@ was not there when the session began fails the run. Reused servers
 (``--perfkit-reuse``) are meant to outlive a run, so the plugin's own sweeps
 leave them; but a test that makes one must remove it, so a reused server
 that was not there at the start fails the run too.
+
+``inner_pytest`` runs the plugin in a pytest subprocess through ``pytester``
+(see pluginrun.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pluginrun import InnerPytest
 
 from perfkit.errors import BackendUnavailable
 from perfkit.postgres import (
@@ -25,6 +29,8 @@ from perfkit.postgres import (
     leaks,
     reuse,
 )
+
+pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_SERVER_SETTINGS = {**FAST_SERVER_SETTINGS, "max_connections": 300}
@@ -107,3 +113,17 @@ def docker_pg_server(docker_or_skip: None) -> Iterator[PostgresServer]:
         ServerSettings(backend="docker", server_settings=TEST_SERVER_SETTINGS)
     ) as server:
         yield server
+
+
+@pytest.fixture
+def inner_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> InnerPytest:
+    """A temporary project to run the plugin in, with pytest in a subprocess.
+
+    The subprocesses (inner runs, and the CLI a test starts from inside the
+    project) import perfkit from this checkout: PYTHONPATH leads with it,
+    so an editable install of another checkout does not stand in for it.
+    """
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    )
+    return InnerPytest(pytester, monkeypatch)

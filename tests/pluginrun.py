@@ -1,21 +1,26 @@
 """Run the pytest plugin the way users do: a real pytest subprocess in a temporary project.
 
-``run_pytest`` writes a test module, a pytest.ini and a schema into a folder
-and runs ``python -m pytest`` there (the plugin loads through its entry
-point); the helpers read the plugin's timing file and look for leftovers.
+The ``inner_pytest`` fixture (tests/conftest.py) hands out an :class:`InnerPytest`:
+its ``run`` writes a test module, a pytest.ini and a schema through pytest's
+``pytester`` and runs them with ``runpytest_subprocess`` (the plugin loads
+through its entry point, and its servers, threads and atexit handlers live and
+die in that subprocess, never in this one). The helpers read the plugin's
+timing file and look for leftovers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import subprocess
-import sys
 import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from perfkit.errors import BackendUnavailable
 from perfkit.lifecycle.registry import NAMES
@@ -35,52 +40,70 @@ def test_2_sees_nothing(perfkit_db):
     assert perfkit_db.execute("SELECT count(*) FROM items").fetchone() == (0,)
 """
 
+#: Variables of the outer run that would steer an inner one: xdist's worker
+#: names and pytest's own settings, and a DSN that would make it external.
+STEERING_ENV = ("PYTEST_", "PERFKIT_DSN")
 
-def run_pytest(
-    tmp_path: Path,
-    tests: str,
-    *args: str,
-    ini: str = "",
-    schema: str | None = SCHEMA,
-    env: dict[str, str] | None = None,
-    timeout: float = 300,
-) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    """Run pytest on ``tests`` in ``tmp_path``; return the process and the timings document."""
-    (tmp_path / "test_inner.py").write_text(textwrap.dedent(tests))
-    (tmp_path / "pytest.ini").write_text("[pytest]\n" + textwrap.dedent(ini))
-    extra = []
-    if schema is not None:
-        (tmp_path / "schema.sql").write_text(schema)
-        extra.append(f"--perfkit-migrations={tmp_path / 'schema.sql'}")
-    timings = tmp_path / "timings.json"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PERFKIT_DSN"))}
-    environ.update(env or {})
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-c",
-            str(tmp_path / "pytest.ini"),
-            "--rootdir",
-            str(tmp_path),
-            f"--perfkit-timings={timings}",
-            *extra,
-            *args,
-            str(tmp_path / "test_inner.py"),
-        ],
-        cwd=tmp_path,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    document = json.loads(timings.read_text()) if timings.exists() else {}
-    return proc, document
+
+@dataclass
+class InnerPytest:
+    """A temporary project (``path``) and a way to run pytest on it in a subprocess."""
+
+    pytester: pytest.Pytester
+    monkeypatch: pytest.MonkeyPatch
+
+    @property
+    def path(self) -> Path:
+        return self.pytester.path
+
+    @contextlib.contextmanager
+    def environment(self, env: dict[str, str] | None = None) -> Iterator[None]:
+        """``os.environ`` for an inner run: the steering variables dropped, ``env`` added.
+
+        Subprocesses started inside the block inherit it; it is restored after.
+        """
+        with self.monkeypatch.context() as mp:
+            for name in list(os.environ):
+                if name.startswith(STEERING_ENV):
+                    mp.delenv(name)
+            for name, value in (env or {}).items():
+                mp.setenv(name, value)
+            yield
+
+    def run(
+        self,
+        tests: str,
+        *args: str,
+        ini: str = "",
+        schema: str | None = SCHEMA,
+        env: dict[str, str] | None = None,
+        timeout: float = 300,
+    ) -> tuple[pytest.RunResult, dict[str, Any]]:
+        """Run pytest on ``tests`` (test_inner.py); return the result and the timings document."""
+        test_file = self.pytester.makepyfile(test_inner=tests)
+        ini_file = self.pytester.makefile(".ini", pytest="[pytest]\n" + textwrap.dedent(ini))
+        extra = []
+        if schema is not None:
+            extra.append(f"--perfkit-migrations={self.pytester.makefile('.sql', schema=schema)}")
+        timings = self.path / "timings.json"
+        timings.unlink(missing_ok=True)  # a run that stops early must not show the last one's
+        with self.environment(env):
+            result = self.pytester.runpytest_subprocess(
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-c",
+                str(ini_file),
+                "--rootdir",
+                str(self.path),
+                f"--perfkit-timings={timings}",
+                *extra,
+                *args,
+                str(test_file),
+                timeout=timeout,
+            )
+        document = json.loads(timings.read_text()) if timings.exists() else {}
+        return result, document
 
 
 def test_records(document: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """The pytest plugin, driven the way users drive it: real pytest subprocesses.
 
-Each test writes a small test module into a temporary directory and runs
-``python -m pytest`` there (the plugin loads through its entry point).
+Each test writes a small test module into a pytester project and runs pytest
+there in a subprocess (the plugin loads through its entry point), then reads
+the outcomes, the exit code and the plugin's timings document.
 """
 
 from __future__ import annotations
@@ -9,16 +10,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from pluginrun import (
     ISOLATING,
     SCHEMA,
     WRITE_THEN_LOOK,
+    InnerPytest,
     databases,
     leftovers,
-    run_pytest,
     test_records,
 )
 
@@ -38,23 +38,25 @@ def test_importing_the_plugin_loads_no_database_code() -> None:
     assert out.strip() == "[]"
 
 
-def test_tests_without_perfkit_fixtures_start_nothing(tmp_path: Path) -> None:
-    proc, document = run_pytest(tmp_path, "def test_plain():\n    assert True\n")
-    assert proc.returncode == 0, proc.stdout
+def test_tests_without_perfkit_fixtures_start_nothing(inner_pytest: InnerPytest) -> None:
+    result, document = inner_pytest.run("def test_plain():\n    assert True\n")
+    result.assert_outcomes(passed=1)
     assert document["workers"][0]["servers_started"] == 0
     assert document["records"] == []
 
 
-def test_unknown_isolation_option_is_a_usage_error_listing_the_names(tmp_path: Path) -> None:
-    proc, document = run_pytest(tmp_path, WRITE_THEN_LOOK, "--perfkit-isolation=per-test-container")
-    assert proc.returncode == pytest.ExitCode.USAGE_ERROR
-    assert "per-test-container" in proc.stderr
-    for name in NAMES:
-        assert name in proc.stderr
+def test_unknown_isolation_option_is_a_usage_error_listing_the_names(
+    inner_pytest: InnerPytest,
+) -> None:
+    result, document = inner_pytest.run(WRITE_THEN_LOOK, "--perfkit-isolation=per-test-container")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"ERROR: perfkit: *'per-test-container'*; choose one of {', '.join(NAMES)}"]
+    )
     assert document == {}
 
 
-def test_unknown_marker_name_is_a_usage_error(tmp_path: Path) -> None:
+def test_unknown_marker_name_is_a_usage_error(inner_pytest: InnerPytest) -> None:
     tests = """
     import pytest
 
@@ -62,26 +64,30 @@ def test_unknown_marker_name_is_a_usage_error(tmp_path: Path) -> None:
     def test_marked(perfkit_db):
         pass
     """
-    proc, _ = run_pytest(tmp_path, tests, "--perfkit-backend=local")
-    assert proc.returncode == pytest.ExitCode.USAGE_ERROR
-    assert "snapshot" in proc.stderr and "template" in proc.stderr
+    result, _ = inner_pytest.run(tests, "--perfkit-backend=local")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *'snapshot'*template*"])
 
 
 @pytest.mark.parametrize("isolation", ISOLATING)
-def test_state_written_by_one_test_is_invisible_to_the_next(tmp_path: Path, isolation: str) -> None:
-    proc, document = run_pytest(
-        tmp_path, WRITE_THEN_LOOK, f"--perfkit-isolation={isolation}", "--perfkit-backend=local"
+def test_state_written_by_one_test_is_invisible_to_the_next(
+    inner_pytest: InnerPytest, isolation: str
+) -> None:
+    result, document = inner_pytest.run(
+        WRITE_THEN_LOOK, f"--perfkit-isolation={isolation}", "--perfkit-backend=local"
     )
-    assert proc.returncode == 0, proc.stdout
+    result.assert_outcomes(passed=2)
     assert [r["strategy"] for r in test_records(document)] == [isolation, isolation]
 
 
-def test_without_isolation_the_second_test_sees_the_first_ones_row(tmp_path: Path) -> None:
-    proc, _ = run_pytest(
-        tmp_path, WRITE_THEN_LOOK, "--perfkit-isolation=none", "--perfkit-backend=local"
+def test_without_isolation_the_second_test_sees_the_first_ones_row(
+    inner_pytest: InnerPytest,
+) -> None:
+    result, _ = inner_pytest.run(
+        WRITE_THEN_LOOK, "--perfkit-isolation=none", "--perfkit-backend=local"
     )
-    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
-    assert "1 failed, 1 passed" in proc.stdout
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["FAILED test_inner.py::test_2_sees_nothing - assert (1,) == (0,)"])
 
 
 XDIST_TESTS = """
@@ -97,18 +103,16 @@ def test_starts_clean(perfkit_db, i):
 
 @pytest.mark.parametrize("isolation", ISOLATING)
 def test_two_xdist_workers_each_get_their_own_server_and_names(
-    tmp_path: Path, isolation: str
+    inner_pytest: InnerPytest, isolation: str
 ) -> None:
-    proc, document = run_pytest(
-        tmp_path,
+    result, document = inner_pytest.run(
         XDIST_TESTS,
         "-n",
         "2",
         f"--perfkit-isolation={isolation}",
         "--perfkit-backend=local",
     )
-    assert proc.returncode == 0, proc.stdout
-    assert "6 passed" in proc.stdout
+    result.assert_outcomes(passed=6)
     workers = {w["worker"]: w for w in document["workers"]}
     assert set(workers) == {"gw0", "gw1"}
     records = test_records(document)
@@ -136,74 +140,72 @@ def test_errors_in_the_middle(perfkit_db):
 
 @pytest.mark.parametrize("isolation", ["template", "warm-pool", "truncate"])
 def test_failed_runs_leave_no_database_on_an_external_server(
-    tmp_path: Path, fresh_pg_server: PostgresServer, isolation: str
+    inner_pytest: InnerPytest, fresh_pg_server: PostgresServer, isolation: str
 ) -> None:
     before = databases(fresh_pg_server)
-    proc, document = run_pytest(
-        tmp_path,
+    result, document = inner_pytest.run(
         FAILING_TESTS,
         "-n",
         "2",
         f"--perfkit-isolation={isolation}",
         env={"PERFKIT_DSN": fresh_pg_server.dsn},
     )
-    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
-    assert "3 failed, 2 passed" in proc.stdout
+    result.assert_outcomes(passed=2, failed=3)
     assert document["workers"][0]["settings"]["backend"] == "external"
-    assert fresh_pg_server.settings.password not in proc.stdout + json.dumps(document)
+    output = "\n".join([*result.outlines, *result.errlines, json.dumps(document)])
+    assert fresh_pg_server.settings.password not in output
     assert databases(fresh_pg_server) == before
 
 
-def test_failed_runs_leave_no_local_server_behind(tmp_path: Path) -> None:
-    proc, document = run_pytest(
-        tmp_path,
+def test_failed_runs_leave_no_local_server_behind(inner_pytest: InnerPytest) -> None:
+    result, document = inner_pytest.run(
         FAILING_TESTS,
         "-n",
         "2",
         "--perfkit-isolation=template",
         "--perfkit-backend=local",
     )
-    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=2, failed=3)
     assert leftovers(document) == []
 
 
 def test_failing_migration_shows_the_sql_and_leaves_nothing(
-    tmp_path: Path, fresh_pg_server: PostgresServer
+    inner_pytest: InnerPytest, fresh_pg_server: PostgresServer
 ) -> None:
     before = databases(fresh_pg_server)
     schema = SCHEMA + "CREATE INDEX items_missing ON items (no_such_column);\n"
-    proc, document = run_pytest(
-        tmp_path,
+    result, document = inner_pytest.run(
         WRITE_THEN_LOOK,
         "--perfkit-isolation=template",
         schema=schema,
         env={"PERFKIT_DSN": fresh_pg_server.dsn},
     )
-    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
-    assert "MigrationError" in proc.stdout
-    assert "CREATE INDEX items_missing ON items (no_such_column)" in proc.stdout
-    assert "schema.sql:2" in proc.stdout
-    assert proc.stdout.count("template_build") == 0
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "E *MigrationError: migration failed at *schema.sql:2 (statement 2): *",
+            "E *SQL: CREATE INDEX items_missing ON items (no_such_column)",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*template_build*")
     assert databases(fresh_pg_server) == before
     assert not [r for r in document["records"] if r["event"] == "test"]
 
 
-def test_failing_migration_on_a_local_backend_stops_the_server(tmp_path: Path) -> None:
-    proc, document = run_pytest(
-        tmp_path,
+def test_failing_migration_on_a_local_backend_stops_the_server(inner_pytest: InnerPytest) -> None:
+    result, document = inner_pytest.run(
         WRITE_THEN_LOOK,
         "--perfkit-isolation=rollback",
         "--perfkit-backend=local",
         schema="CREATE TABLE items (id int REFERENCES nowhere (id));\n",
     )
-    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
-    assert "REFERENCES nowhere" in proc.stdout
-    assert "2 errors" in proc.stdout
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["E *SQL: CREATE TABLE items (id int REFERENCES nowhere (id))"])
     assert document["workers"][0]["servers_started"] == 1  # started once, not per test
     assert leftovers(document) == []
 
 
-def test_marker_overrides_the_strategy_for_one_test(tmp_path: Path) -> None:
+def test_marker_overrides_the_strategy_for_one_test(inner_pytest: InnerPytest) -> None:
     tests = """
     import pytest
 
@@ -216,37 +218,37 @@ def test_marker_overrides_the_strategy_for_one_test(tmp_path: Path) -> None:
         with psycopg.connect(perfkit_dsn) as conn:
             assert conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
     """
-    proc, document = run_pytest(
-        tmp_path, tests, "--perfkit-isolation=rollback", "--perfkit-backend=local"
+    result, document = inner_pytest.run(
+        tests, "--perfkit-isolation=rollback", "--perfkit-backend=local"
     )
-    assert proc.returncode == 0, proc.stdout
+    result.assert_outcomes(passed=2)
     assert [r["strategy"] for r in test_records(document)] == ["rollback", "template"]
 
 
-def test_dsn_fixture_under_rollback_explains_the_alternatives(tmp_path: Path) -> None:
+def test_dsn_fixture_under_rollback_explains_the_alternatives(inner_pytest: InnerPytest) -> None:
     tests = "def test_wants_dsn(perfkit_dsn):\n    pass\n"
-    proc, _ = run_pytest(tmp_path, tests, "--perfkit-isolation=rollback", "--perfkit-backend=local")
-    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
-    assert "cannot hand out a DSN" in proc.stdout
+    result, _ = inner_pytest.run(tests, "--perfkit-isolation=rollback", "--perfkit-backend=local")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["E *isolation 'rollback' *cannot hand out a DSN*"])
 
 
-def test_ini_keys_configure_the_plugin(tmp_path: Path) -> None:
-    (tmp_path / "schema.sql").write_text(SCHEMA)
+def test_ini_keys_configure_the_plugin(inner_pytest: InnerPytest) -> None:
+    inner_pytest.pytester.makefile(".sql", schema=SCHEMA)
     ini = """
     perfkit_isolation = truncate
     perfkit_backend = local
     perfkit_migrations = schema.sql
     """
-    proc, document = run_pytest(tmp_path, WRITE_THEN_LOOK, ini=ini, schema=None)
-    assert proc.returncode == 0, proc.stdout
+    result, document = inner_pytest.run(WRITE_THEN_LOOK, ini=ini, schema=None)
+    result.assert_outcomes(passed=2)
     assert {r["strategy"] for r in test_records(document)} == {"truncate"}
 
 
-def test_timings_file_has_setup_and_teardown_for_every_test(tmp_path: Path) -> None:
-    proc, document = run_pytest(
-        tmp_path, WRITE_THEN_LOOK, "--perfkit-isolation=template", "--perfkit-backend=local"
+def test_timings_file_has_setup_and_teardown_for_every_test(inner_pytest: InnerPytest) -> None:
+    result, document = inner_pytest.run(
+        WRITE_THEN_LOOK, "--perfkit-isolation=template", "--perfkit-backend=local"
     )
-    assert proc.returncode == 0, proc.stdout
+    result.assert_outcomes(passed=2)
     phases = {(p["test"].split("::")[-1], p["when"]) for p in document["phases"]}
     for name in ("test_1_writes", "test_2_sees_nothing"):
         assert {(name, "setup"), (name, "call"), (name, "teardown")} <= phases
@@ -258,22 +260,23 @@ def test_timings_file_has_setup_and_teardown_for_every_test(tmp_path: Path) -> N
 @pytest.mark.docker
 @pytest.mark.parametrize("isolation", ["per-test-server", "template"])
 def test_docker_backend_with_two_workers_leaves_no_container(
-    tmp_path: Path, docker_or_skip: None, isolation: str
+    inner_pytest: InnerPytest, docker_or_skip: None, isolation: str
 ) -> None:
-    proc, document = run_pytest(
-        tmp_path,
+    result, document = inner_pytest.run(
         XDIST_TESTS,
         "-n",
         "2",
         f"--perfkit-isolation={isolation}",
         "--perfkit-backend=docker",
     )
-    assert proc.returncode == 0, proc.stdout
+    result.assert_outcomes(passed=6)
     assert {w["settings"]["backend"] for w in document["workers"]} == {"docker"}
     assert leftovers(document) == []
 
 
-def test_an_interrupted_run_still_removes_its_servers_and_databases(tmp_path: Path) -> None:
+def test_an_interrupted_run_still_removes_its_servers_and_databases(
+    inner_pytest: InnerPytest,
+) -> None:
     tests = """
     def test_1(perfkit_db):
         pass
@@ -284,10 +287,11 @@ def test_an_interrupted_run_still_removes_its_servers_and_databases(tmp_path: Pa
     def test_3_never_runs(perfkit_db):
         pass
     """
-    proc, document = run_pytest(
-        tmp_path, tests, "--perfkit-isolation=warm-pool", "--perfkit-backend=local"
+    result, document = inner_pytest.run(
+        tests, "--perfkit-isolation=warm-pool", "--perfkit-backend=local"
     )
-    assert proc.returncode == pytest.ExitCode.INTERRUPTED
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*KeyboardInterrupt*"])
     assert document["workers"][0]["servers_started"] == 1
     assert leftovers(document) == []
 
@@ -302,9 +306,9 @@ def test_an_interrupted_run_still_removes_its_servers_and_databases(tmp_path: Pa
     ],
 )
 def test_bad_settings_are_usage_errors_before_any_test_runs(
-    tmp_path: Path, option: str, needle: str
+    inner_pytest: InnerPytest, option: str, needle: str
 ) -> None:
-    proc, document = run_pytest(tmp_path, WRITE_THEN_LOOK, option, schema=None)
-    assert proc.returncode == pytest.ExitCode.USAGE_ERROR
-    assert needle in proc.stderr
+    result, document = inner_pytest.run(WRITE_THEN_LOOK, option, schema=None)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: perfkit: *{needle}*"])
     assert document == {}

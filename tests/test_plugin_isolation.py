@@ -4,12 +4,12 @@ Release must not wait for connections a test left open; the warm pool must
 fill ahead from what collection found; rollback must say when it does not
 isolate; failed tests' databases can be kept; suites that share one database
 per session, use pytest-postgresql's fixtures or read DATABASE_URL move in one
-step. Every check runs a real pytest subprocess against real servers.
+step. Every check runs a real pytest subprocess (through pytester) against real servers.
 """
 
 from __future__ import annotations
 
-import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pluginrun import SCHEMA, databases, leftovers, run_pytest, test_records
+from pluginrun import SCHEMA, InnerPytest, databases, leftovers, test_records
 
 from perfkit.postgres import PostgresServer, cleanup
 
@@ -40,18 +40,22 @@ def test_next_test_starts_clean(perfkit_db):
 """
 
 
+#: The summary line naming a failed test's kept database.
+KEPT = re.compile(r"kept database (\S+) ")
+
+
 def external(server: PostgresServer) -> tuple[str, ...]:
     return ("--perfkit-backend=external", f"--perfkit-dsn={server.dsn}")
 
 
 @pytest.mark.parametrize("isolation", ["template", "warm-pool"])
 def test_connections_left_open_by_two_drivers_neither_block_nor_leak(
-    tmp_path: Path, pg_server: PostgresServer, isolation: str
+    inner_pytest: InnerPytest, pg_server: PostgresServer, isolation: str
 ) -> None:
-    proc, document = run_pytest(
-        tmp_path, LEAVES_CONNECTIONS_OPEN, f"--perfkit-isolation={isolation}", *external(pg_server)
+    result, document = inner_pytest.run(
+        LEAVES_CONNECTIONS_OPEN, f"--perfkit-isolation={isolation}", *external(pg_server)
     )
-    assert proc.returncode == 0, proc.stdout
+    result.assert_outcomes(passed=3)
     prefix = {r["dbname"].rsplit("_", 1)[0] for r in test_records(document)}.pop()
     assert not [d for d in databases(pg_server) if d.startswith(prefix)]
     drops = {r["dbname"]: r["seconds"] for r in document["records"] if r["event"] == "drop"}
@@ -82,30 +86,33 @@ def test_without_database():
 """
 
 
-def test_warm_pool_fills_ahead_for_the_collected_tests_and_no_further(tmp_path: Path) -> None:
-    proc, document = run_pytest(
-        tmp_path,
+def test_warm_pool_fills_ahead_for_the_collected_tests_and_no_further(
+    inner_pytest: InnerPytest,
+) -> None:
+    result, document = inner_pytest.run(
         FIVE_TESTS_LOOK_AT_THE_POOL,
         "--perfkit-isolation=warm-pool",
         "--perfkit-backend=local",
         "--perfkit-pool-size=8",
     )
-    assert proc.returncode == 0, proc.stdout
+    result.assert_outcomes(passed=6)
     clones = [r for r in document["records"] if r["event"] == "pool_clone"]
     assert len(clones) == 5  # five tests asked, the pool holds up to 8: five clones
     assert leftovers(document) == []
 
 
-def test_terminal_summary_reports_waits_and_refill_against_consumption(tmp_path: Path) -> None:
-    proc, _ = run_pytest(
-        tmp_path,
+def test_terminal_summary_reports_waits_and_refill_against_consumption(
+    inner_pytest: InnerPytest,
+) -> None:
+    result, _ = inner_pytest.run(
         FIVE_TESTS_LOOK_AT_THE_POOL,
         "--perfkit-isolation=warm-pool",
         "--perfkit-backend=local",
     )
-    assert proc.returncode == 0, proc.stdout
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("warm-pool: 5 tests"))
-    assert "waited for a database" in line and "refill" in line and "consumption" in line
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(
+        ["warm-pool: 5 tests, * waited for a database*refill * vs consumption *"]
+    )
 
 
 ROLLBACK_ESCAPE = """
@@ -127,47 +134,46 @@ def _leaky_env(server: PostgresServer) -> dict[str, str]:
 
 
 def test_rollback_guard_warns_when_code_under_test_commits_through_another_connection(
-    tmp_path: Path, pg_server: PostgresServer
+    inner_pytest: InnerPytest, pg_server: PostgresServer
 ) -> None:
-    proc, _ = run_pytest(
-        tmp_path,
+    result, _ = inner_pytest.run(
         ROLLBACK_ESCAPE,
         "--perfkit-isolation=rollback",
         *external(pg_server),
         env=_leaky_env(pg_server),
     )
-    assert proc.returncode == 0, proc.stdout
-    assert "IsolationWarning" in proc.stdout
-    assert "rollback isolation did not isolate" in proc.stdout
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        ["*IsolationWarning: rollback isolation did not isolate *test_writes_through_its_own*"]
+    )
 
 
 def test_rollback_guard_fail_turns_the_escape_into_an_error(
-    tmp_path: Path, pg_server: PostgresServer
+    inner_pytest: InnerPytest, pg_server: PostgresServer
 ) -> None:
-    proc, _ = run_pytest(
-        tmp_path,
+    result, _ = inner_pytest.run(
         ROLLBACK_ESCAPE,
         "--perfkit-isolation=rollback",
         "--perfkit-rollback-guard=fail",
         *external(pg_server),
         env=_leaky_env(pg_server),
     )
-    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
-    assert "IsolationBroken" in proc.stdout
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["E *IsolationBroken: rollback isolation did not isolate *"])
 
 
 def test_rollback_guard_is_silent_when_the_test_uses_only_its_connection(
-    tmp_path: Path,
+    inner_pytest: InnerPytest,
 ) -> None:
     tests = """
     def test_uses_perfkit_db(perfkit_db):
         perfkit_db.execute("INSERT INTO items (name) VALUES ('inside')")
         perfkit_db.commit()
     """
-    proc, _ = run_pytest(
-        tmp_path, tests, "--perfkit-isolation=rollback", "--perfkit-backend=local", "-W", "error"
+    result, _ = inner_pytest.run(
+        tests, "--perfkit-isolation=rollback", "--perfkit-backend=local", "-W", "error"
     )
-    assert proc.returncode == 0, proc.stdout
+    result.assert_outcomes(passed=1, warnings=0)
 
 
 FAILS_AFTER_WRITING = """
@@ -179,16 +185,15 @@ def test_fails_after_writing(perfkit_db):
 
 
 def test_keep_failed_keeps_the_database_and_prints_its_masked_dsn(
-    tmp_path: Path, pg_server: PostgresServer
+    inner_pytest: InnerPytest, pg_server: PostgresServer
 ) -> None:
-    proc, _ = run_pytest(
-        tmp_path, FAILS_AFTER_WRITING, "--perfkit-keep-failed", *external(pg_server)
+    result, _ = inner_pytest.run(FAILS_AFTER_WRITING, "--perfkit-keep-failed", *external(pg_server))
+    result.assert_outcomes(failed=1)
+    result.stdout.re_match_lines(
+        [r"kept database \S+ of failed test \S+::test_fails_after_writing \(after the run\): "]
     )
-    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("kept database "))
-    assert "test_fails_after_writing (after the run)" in line
-    assert pg_server.settings.password not in proc.stdout
-    kept = line.split()[2]
+    assert pg_server.settings.password not in "\n".join([*result.outlines, *result.errlines])
+    (kept,) = [m[1] for m in map(KEPT.match, result.outlines) if m]
     try:
         with psycopg.connect(pg_server.dsn_for(kept)) as conn:
             assert conn.execute("SELECT name FROM items").fetchall() == [("evidence",)]
@@ -198,12 +203,12 @@ def test_keep_failed_keeps_the_database_and_prints_its_masked_dsn(
 
 
 def test_without_keep_failed_a_failed_tests_database_is_dropped(
-    tmp_path: Path, pg_server: PostgresServer
+    inner_pytest: InnerPytest, pg_server: PostgresServer
 ) -> None:
     before = databases(pg_server)
-    proc, _ = run_pytest(tmp_path, FAILS_AFTER_WRITING, *external(pg_server))
-    assert proc.returncode == pytest.ExitCode.TESTS_FAILED
-    assert "kept database" not in proc.stdout
+    result, _ = inner_pytest.run(FAILS_AFTER_WRITING, *external(pg_server))
+    result.assert_outcomes(failed=1)
+    result.stdout.no_fnmatch_line("kept database *")
     assert databases(pg_server) == before
 
 
@@ -220,9 +225,11 @@ def test_2_sees_the_first_tests_row(perfkit_session_dsn):
 """
 
 
-def test_session_dsn_is_one_migrated_database_for_the_whole_session(tmp_path: Path) -> None:
-    proc, document = run_pytest(tmp_path, SESSION_DATABASE, "--perfkit-backend=local")
-    assert proc.returncode == 0, proc.stdout
+def test_session_dsn_is_one_migrated_database_for_the_whole_session(
+    inner_pytest: InnerPytest,
+) -> None:
+    result, document = inner_pytest.run(SESSION_DATABASE, "--perfkit-backend=local")
+    result.assert_outcomes(passed=2)
     assert leftovers(document) == []
 
 
@@ -246,13 +253,14 @@ def test_postgresql_proc_describes_the_server(postgresql_proc):
 """
 
 
-def test_a_pytest_postgresql_suite_switches_with_one_conftest_line(tmp_path: Path) -> None:
-    (tmp_path / "conftest.py").write_text(
+def test_a_pytest_postgresql_suite_switches_with_one_conftest_line(
+    inner_pytest: InnerPytest,
+) -> None:
+    inner_pytest.pytester.makeconftest(
         "from perfkit.lifecycle.pytest_postgresql import postgresql, postgresql_proc  # noqa\n"
     )
-    proc, _ = run_pytest(tmp_path, PYTEST_POSTGRESQL_SUITE, "--perfkit-backend=local")
-    assert proc.returncode == 0, proc.stdout
-    assert "3 passed" in proc.stdout
+    result, _ = inner_pytest.run(PYTEST_POSTGRESQL_SUITE, "--perfkit-backend=local")
+    result.assert_outcomes(passed=3)
 
 
 DATABASE_URL_SUITE = """
@@ -278,41 +286,42 @@ def test_2():
 """
 
 
-def test_a_database_url_suite_gets_a_fresh_database_per_test(tmp_path: Path) -> None:
-    proc, _ = run_pytest(tmp_path, DATABASE_URL_SUITE, "--perfkit-backend=local")
-    assert proc.returncode == 0, proc.stdout
+def test_a_database_url_suite_gets_a_fresh_database_per_test(inner_pytest: InnerPytest) -> None:
+    result, _ = inner_pytest.run(DATABASE_URL_SUITE, "--perfkit-backend=local")
+    result.assert_outcomes(passed=2)
 
 
-def test_a_bad_ini_value_names_the_ini_file(tmp_path: Path) -> None:
-    proc, document = run_pytest(
-        tmp_path, "def test_x(perfkit_db):\n    pass\n", ini="perfkit_isolation = snapshot\n"
+def test_a_bad_ini_value_names_the_ini_file(inner_pytest: InnerPytest) -> None:
+    result, document = inner_pytest.run(
+        "def test_x(perfkit_db):\n    pass\n", ini="perfkit_isolation = snapshot\n"
     )
-    assert proc.returncode == pytest.ExitCode.USAGE_ERROR
-    assert "perfkit_isolation in pytest.ini" in proc.stderr
-    assert "snapshot" in proc.stderr
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: perfkit: perfkit_isolation in pytest.ini: *'snapshot'*"])
     assert document == {}
 
 
-def test_a_bad_boolean_option_names_the_command_line(tmp_path: Path) -> None:
-    proc, _ = run_pytest(tmp_path, "def test_x():\n    pass\n", "--perfkit-ram=maybe")
-    assert proc.returncode == pytest.ExitCode.USAGE_ERROR
-    assert "--perfkit-ram (command line): must be true or false" in proc.stderr
+def test_a_bad_boolean_option_names_the_command_line(inner_pytest: InnerPytest) -> None:
+    result, _ = inner_pytest.run("def test_x():\n    pass\n", "--perfkit-ram=maybe")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: perfkit: --perfkit-ram (command line): must be true or false*'maybe'"]
+    )
 
 
-def test_a_run_removes_what_a_killed_run_left_behind(tmp_path: Path) -> None:
+def test_a_run_removes_what_a_killed_run_left_behind(inner_pytest: InnerPytest) -> None:
     """SIGKILL leaves a server; the next plugin session sweeps it (its owner is dead)."""
-    first = tmp_path / "first"
-    first.mkdir()
+    first = inner_pytest.pytester.mkdir("first")
     (first / "test_hang.py").write_text(
         "import time\n\ndef test_hang(perfkit_db):\n    time.sleep(120)\n"
     )
     (first / "schema.sql").write_text(SCHEMA)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--perfkit-backend=local",
-         f"--perfkit-migrations={first / 'schema.sql'}", str(first / "test_hang.py")],
-        cwd=first, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    with inner_pytest.environment():
+        proc = inner_pytest.pytester.popen(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             "--perfkit-backend=local", f"--perfkit-migrations={first / 'schema.sql'}",
+             str(first / "test_hang.py")],
+            cwd=first, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         owned: list[Path] = []
@@ -325,8 +334,6 @@ def test_a_run_removes_what_a_killed_run_left_behind(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     assert all(p.exists() for p in owned)  # a hard kill cleans nothing up
-    second = tmp_path / "second"
-    second.mkdir()
-    result, _ = run_pytest(second, "def test_x(perfkit_db):\n    pass\n", "--perfkit-backend=local")
-    assert result.returncode == 0, result.stdout
+    result, _ = inner_pytest.run("def test_x(perfkit_db):\n    pass\n", "--perfkit-backend=local")
+    result.assert_outcomes(passed=1)
     assert not any(p.exists() for p in owned)

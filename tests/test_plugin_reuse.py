@@ -1,6 +1,6 @@
 """``--perfkit-reuse``: a server and template kept between runs, found again, and removable.
 
-Each test runs pytest subprocesses in its own reuse namespace
+Each test runs pytest subprocesses (through pytester) in its own reuse namespace
 (``PERFKIT_REUSE_NAMESPACE``), so it never adopts a developer's reused server,
 and removes the servers it made by key when it ends.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from pluginrun import SCHEMA, WRITE_THEN_LOOK, run_pytest, test_records
+from pluginrun import SCHEMA, WRITE_THEN_LOOK, InnerPytest, test_records
 
 from perfkit.dsn import make_socket_url
 from perfkit.postgres import reuse
@@ -50,18 +50,18 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 def reused_run(
     request: pytest.FixtureRequest,
-    folder: Path,
+    inner: InnerPytest,
     tests: str,
     env: dict[str, str],
     *args: str,
     schema: str = SCHEMA,
-) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    folder.mkdir(exist_ok=True)
-    proc, document = run_pytest(folder, tests, "--perfkit-reuse", *args, schema=schema, env=env)
+) -> tuple[pytest.RunResult, dict[str, Any]]:
+    """One ``--perfkit-reuse`` run; the reused servers it names are removed after the test."""
+    result, document = inner.run(tests, "--perfkit-reuse", *args, schema=schema, env=env)
     for record in document.get("records", []):
         if record.get("reuse_key"):
             request.node.stash[KEYS].add(record["reuse_key"])
-    return proc, document
+    return result, document
 
 
 def events(document: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -69,15 +69,18 @@ def events(document: dict[str, Any], name: str) -> list[dict[str, Any]]:
 
 
 def test_second_run_adopts_the_server_template_and_parked_databases(
-    request: pytest.FixtureRequest, tmp_path: Path, namespace: dict[str, str], backend: str
+    request: pytest.FixtureRequest,
+    inner_pytest: InnerPytest,
+    namespace: dict[str, str],
+    backend: str,
 ) -> None:
     args = ("--perfkit-isolation=warm-pool", f"--perfkit-backend={backend}")
-    first, doc1 = reused_run(request, tmp_path / "a", WRITE_THEN_LOOK, namespace, *args)
-    assert first.returncode == 0, first.stdout
+    first, doc1 = reused_run(request, inner_pytest, WRITE_THEN_LOOK, namespace, *args)
+    first.assert_outcomes(passed=2)
     assert [r["adopted"] for r in events(doc1, "server_start")] == [False]
     assert events(doc1, "template_build")
-    second, doc2 = reused_run(request, tmp_path / "b", WRITE_THEN_LOOK, namespace, *args)
-    assert second.returncode == 0, second.stdout
+    second, doc2 = reused_run(request, inner_pytest, WRITE_THEN_LOOK, namespace, *args)
+    second.assert_outcomes(passed=2)
     assert [r["adopted"] for r in events(doc2, "server_start")] == [True]
     assert events(doc2, "template_reused") and not events(doc2, "template_build")
     assert len(events(doc2, "pool_adopt")) >= 2  # the first run refilled before it exited
@@ -87,36 +90,34 @@ def test_second_run_adopts_the_server_template_and_parked_databases(
 
 
 def test_a_changed_migration_builds_a_new_template_and_drops_the_stale_one(
-    request: pytest.FixtureRequest, tmp_path: Path, namespace: dict[str, str]
+    request: pytest.FixtureRequest, inner_pytest: InnerPytest, namespace: dict[str, str]
 ) -> None:
     look = "def test_x(perfkit_db):\n    perfkit_db.execute('SELECT * FROM items')\n"
-    first, _ = reused_run(request, tmp_path / "a", look, namespace, "--perfkit-backend=local")
-    assert first.returncode == 0, first.stdout
+    first, _ = reused_run(request, inner_pytest, look, namespace, "--perfkit-backend=local")
+    first.assert_outcomes(passed=1)
     changed = SCHEMA + "ALTER TABLE items ADD COLUMN note text;\n"
     look2 = "def test_x(perfkit_db):\n    perfkit_db.execute('SELECT note FROM items')\n"
     second, doc2 = reused_run(
-        request, tmp_path / "b", look2, namespace, "--perfkit-backend=local", schema=changed
+        request, inner_pytest, look2, namespace, "--perfkit-backend=local", schema=changed
     )
-    assert second.returncode == 0, second.stdout
+    second.assert_outcomes(passed=1)
     assert events(doc2, "template_build")
     stale = [r["dbname"] for r in events(doc2, "stale_dropped")]
     assert any(name.startswith("pk_tpl_") for name in stale)
 
 
 def test_a_failing_migration_in_a_reused_server_leaves_no_half_built_template(
-    request: pytest.FixtureRequest, tmp_path: Path, namespace: dict[str, str]
+    request: pytest.FixtureRequest, inner_pytest: InnerPytest, namespace: dict[str, str]
 ) -> None:
-    ok, _ = reused_run(
-        request, tmp_path / "a", WRITE_THEN_LOOK, namespace, "--perfkit-backend=local"
-    )
-    assert ok.returncode == 0, ok.stdout
+    ok, _ = reused_run(request, inner_pytest, WRITE_THEN_LOOK, namespace, "--perfkit-backend=local")
+    ok.assert_outcomes(passed=2)
     broken = SCHEMA + "ALTER TABLE nowhere ADD COLUMN x int;\n"
     failed, _ = reused_run(
-        request, tmp_path / "b", WRITE_THEN_LOOK, namespace, "--perfkit-backend=local",
+        request, inner_pytest, WRITE_THEN_LOOK, namespace, "--perfkit-backend=local",
         schema=broken,
     )  # fmt: skip
-    assert failed.returncode != 0
-    assert "nowhere" in failed.stdout
+    failed.assert_outcomes(errors=2)
+    failed.stdout.fnmatch_lines(['E *MigrationError: *"nowhere"*', "E *SQL: ALTER TABLE nowhere *"])
     (server,) = [s for s in reuse.list_reused() if s.key in request.node.stash[KEYS]]
     dsn = make_socket_url(
         socket_dir=str(Path(server.where) / "socket"),
@@ -139,7 +140,7 @@ def _port(info: reuse.ReusedServerInfo) -> int:
 
 
 def test_two_xdist_workers_share_one_reused_server(
-    request: pytest.FixtureRequest, tmp_path: Path, namespace: dict[str, str]
+    request: pytest.FixtureRequest, inner_pytest: InnerPytest, namespace: dict[str, str]
 ) -> None:
     tests = """
     import pytest
@@ -150,35 +151,34 @@ def test_two_xdist_workers_share_one_reused_server(
         perfkit_db.execute("INSERT INTO items (name) VALUES ('x')")
         perfkit_db.commit()
     """
-    proc, document = reused_run(
-        request, tmp_path / "a", tests, namespace, "--perfkit-backend=local", "-n", "2"
+    result, document = reused_run(
+        request, inner_pytest, tests, namespace, "--perfkit-backend=local", "-n", "2"
     )
-    assert proc.returncode == 0, proc.stdout
+    result.assert_outcomes(passed=6)
     starts = [r for r in document["records"] if r["event"] == "server_start"]
     assert len(starts) == 2 and len({r["reuse_key"] for r in starts}) == 1
     assert sorted(r["adopted"] for r in starts) == [False, True]
 
 
-def test_reuse_with_the_external_backend_is_a_usage_error(tmp_path: Path) -> None:
-    proc, document = run_pytest(
-        tmp_path,
+def test_reuse_with_the_external_backend_is_a_usage_error(inner_pytest: InnerPytest) -> None:
+    result, document = inner_pytest.run(
         WRITE_THEN_LOOK,
         "--perfkit-reuse",
         "--perfkit-backend=external",
         "--perfkit-dsn=postgresql://u@127.0.0.1:1/db",
     )
-    assert proc.returncode == pytest.ExitCode.USAGE_ERROR
-    assert "reuse" in proc.stderr and "external" in proc.stderr
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: perfkit: *reuse*backend 'external'*"])
     assert document == {}
 
 
 def test_servers_command_lists_and_stops_reused_servers(
-    request: pytest.FixtureRequest, tmp_path: Path, namespace: dict[str, str]
+    request: pytest.FixtureRequest, inner_pytest: InnerPytest, namespace: dict[str, str]
 ) -> None:
-    proc, _ = reused_run(
-        request, tmp_path / "a", WRITE_THEN_LOOK, namespace, "--perfkit-backend=local"
+    result, _ = reused_run(
+        request, inner_pytest, WRITE_THEN_LOOK, namespace, "--perfkit-backend=local"
     )
-    assert proc.returncode == 0, proc.stdout
+    result.assert_outcomes(passed=2)
     (key,) = request.node.stash[KEYS]
     cli = [sys.executable, "-m", "perfkit.cli", "servers"]
     listing = subprocess.run(cli, capture_output=True, text=True, check=True).stdout
