@@ -19,6 +19,16 @@ the run (none expected). :func:`compare_with_simulation` runs
 server, with the measured notice spread, boot time and refusal cost, and puts
 real and simulated metrics side by side.
 
+Where the model parts from the real herd at this size: it serves attempts
+first come, first served at the calibrated rate, so the first
+``capacity * connect_timeout`` of a burst always get through. The real
+server (a process per backend) and the client's event loop share the CPU
+among all attempts in flight: when a burst takes longer than the connect
+timeout to serve, nearly every attempt times out and is retried, and the
+herd stalls for seconds with no connect at all (a synchronised naive herd
+most). The comparison shows it as many more timeouts and later reconnects
+than simulated.
+
 The server's ``max_connections`` must exceed N (N + 20 is used by the
 script); one socket per client needs an open-files limit above N, which
 :func:`ensure_fd_limit` raises within the hard limit.
