@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import socket
 from collections.abc import Iterator
 
 import psycopg
@@ -180,6 +182,63 @@ def test_async_timeout_is_exact_when_the_server_hangs(fresh_pg_server: PostgresS
     attempts = info.value.trace.attempts
     assert [a.outcome for a in attempts] == ["timeout", "timeout"]
     assert all(a.timeout == 0.3 for a in attempts)
+
+
+class SilentListener:
+    """A TCP port that accepts connections and never answers (a hung server's socket)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.setblocking(False)
+        self.peers: list[socket.socket] = []
+        port = self.sock.getsockname()[1]
+        self.dsn = make_url(host="127.0.0.1", port=port, user="u", password=SECRET, dbname="d")
+
+    def open_peers(self) -> int:
+        """How many accepted connections the client has not closed yet."""
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self.peers.append(self.sock.accept()[0])
+        still_open = 0
+        for peer in self.peers:
+            try:
+                while peer.recv(65536, socket.MSG_DONTWAIT):
+                    pass
+            except BlockingIOError:
+                still_open += 1
+        return still_open
+
+    def close(self) -> None:
+        for peer in self.peers:
+            peer.close()
+        self.sock.close()
+
+
+def test_async_timed_out_attempt_closes_its_socket_before_the_sleep() -> None:
+    listener = SilentListener()
+    open_while_sleeping: list[int] = []
+
+    async def sleep(seconds: float) -> None:
+        open_while_sleeping.append(listener.open_peers())
+
+    async def main() -> None:
+        await async_connect_with_retry(
+            listener.dsn,
+            get_strategy("naive", max_attempts=3),
+            connect_timeout=0.2,
+            sleep=sleep,
+        )
+
+    try:
+        with pytest.raises(RetryError) as info:
+            asyncio.run(main())
+        assert [a.outcome for a in info.value.trace.attempts] == ["timeout"] * 3
+        assert open_while_sleeping == [0, 0]
+        assert listener.open_peers() == 0  # the last one too, though the error is still held
+    finally:
+        listener.close()
 
 
 def test_tenacity_wait_follows_the_strategy_schedule() -> None:

@@ -14,6 +14,7 @@
   (``predict``) and a schedule fitted to them (``fit_schedule``);
 - :mod:`perfkit.retry.readiness`: ``ready_time_samples``, boots without retrying clients;
 - :mod:`perfkit.retry.herd`: N clients reconnecting at once, and the simulation's calibration;
+- :mod:`perfkit.retry.bigherd`: 1,000 connected clients losing the server, vs the simulation;
 - :mod:`perfkit.retry.lab` / :mod:`perfkit.retry.plots`: the notebook's runner, text and figures.
 """
 

@@ -22,6 +22,7 @@ import asyncio
 import math
 import random
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -76,6 +77,34 @@ def _record_failure(
     return attempt
 
 
+def _detached(exc: BaseException) -> BaseException:
+    """``exc`` with the frames of its traceback and of its chained exceptions cleared.
+
+    Those frames hold the failed attempt's half-open libpq connection (psycopg's
+    connect generator): after a timeout its socket stays open, and its server
+    backend holds a connection slot while it waits in authentication, for as long
+    as they live. Kept in ``last`` they lived through the sleep and the next
+    attempt, and after a success until the cyclic garbage collector ran (the
+    traceback holds the retry loop's own frame, which holds ``last``): a herd of
+    1,000 clients saw "too many clients" with room for all of them. Cleared, the
+    connection is closed at once.
+    """
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        item = stack.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if item.__traceback__ is not None:
+            traceback.clear_frames(item.__traceback__)  # running frames are left alone
+        stack += [item.__cause__, item.__context__]
+    exc.__traceback__ = None
+    exc.__cause__ = None
+    exc.__context__ = None
+    return exc
+
+
 def _give_up(dsn: str, trace: Trace, reason: str, last: BaseException | None) -> RetryError:
     trace.gave_up = reason
     elapsed = trace.elapsed or 0.0
@@ -119,6 +148,8 @@ class _Attempts:
         )
         self.trace = Trace(strategy=strategy_name(strat), t0=t0)
         self.last: BaseException | None = None
+        self._give_up_reason: str | None = None
+        self._pause = 0.0
 
     def next(self) -> Any:
         """The next attempt's plan (number, timeout); RetryError when the planner gives up."""
@@ -128,21 +159,36 @@ class _Attempts:
             raise _give_up(self.dsn, self.trace, plan.reason, self.last)
         return plan
 
-    def failed(self, plan: Any, start: float, timeout: float | None, exc: BaseException) -> float:
-        """Record a failed attempt; seconds to sleep before the next, or RetryError."""
+    def failed(self, plan: Any, start: float, timeout: float | None, exc: BaseException) -> None:
+        """Record a failed attempt and decide what comes next (see :meth:`pause`).
+
+        Only a detached copy of ``exc`` is kept, so nothing holds the failed
+        attempt's half-open connection once the ``except`` block ends.
+        """
         attempt = _record_failure(self.trace, plan.number, start, self.clock(), timeout, exc)
-        self.last = exc
+        self.last = _detached(exc)
+        self._give_up_reason = None
         if not self.retryable(exc):
+            self._give_up_reason = "not_retryable"
+        elif isinstance(decision := self.planner.after_failure(attempt.end), GiveUp):
+            self._give_up_reason = decision.reason
+        else:
+            attempt.sleep_after = decision.seconds
+            attempt.sleep_planned = decision.planned
+            attempt.sleep_truncated = decision.truncated
+        if self._give_up_reason is not None:
             self.trace.ended_at = attempt.end
-            raise _give_up(self.dsn, self.trace, "not_retryable", exc) from None
-        decision = self.planner.after_failure(attempt.end)
-        if isinstance(decision, GiveUp):
-            self.trace.ended_at = attempt.end
-            raise _give_up(self.dsn, self.trace, decision.reason, exc) from None
-        attempt.sleep_after = decision.seconds
-        attempt.sleep_planned = decision.planned
-        attempt.sleep_truncated = decision.truncated
-        return decision.seconds
+        self._pause = attempt.sleep_after or 0.0
+
+    def pause(self) -> float:
+        """Seconds to sleep after the failure just recorded; RetryError when giving up.
+
+        Called outside the ``except`` block, so the error raised carries no
+        handled exception (and no traceback with the failed attempt) as context.
+        """
+        if self._give_up_reason is not None:
+            raise _give_up(self.dsn, self.trace, self._give_up_reason, self.last)
+        return self._pause
 
     def connected(self, plan: Any, start: float, timeout: float | None) -> Trace:
         end = self.clock()
@@ -187,10 +233,11 @@ def connect_with_retry(
         try:
             conn = psycopg.connect(dsn, **_kwargs(connect_kwargs, effective))
         except Exception as exc:
-            if (pause := tries.failed(plan, start, effective, exc)) > 0:
-                sleep(pause)
-            continue
-        return conn, tries.connected(plan, start, effective)
+            tries.failed(plan, start, effective, exc)
+        else:
+            return conn, tries.connected(plan, start, effective)
+        if (pause := tries.pause()) > 0:  # outside the except block: nothing holds the attempt
+            sleep(pause)
 
 
 async def async_connect_with_retry(
@@ -219,7 +266,8 @@ async def async_connect_with_retry(
                 kwargs = _kwargs(connect_kwargs, libpq_timeout(plan.timeout))
                 conn = await psycopg.AsyncConnection.connect(dsn, **kwargs)
         except Exception as exc:
-            if (pause := tries.failed(plan, start, plan.timeout, exc)) > 0:
-                await sleep(pause)
-            continue
-        return conn, tries.connected(plan, start, plan.timeout)
+            tries.failed(plan, start, plan.timeout, exc)
+        else:
+            return conn, tries.connected(plan, start, plan.timeout)
+        if (pause := tries.pause()) > 0:
+            await sleep(pause)
