@@ -129,9 +129,7 @@ class Params(LabParams):
     process_counts: tuple[int, ...] | None = param(
         None, "worker processes, each with its own pool", full=(1, 2, 4), quick=(1, 2)
     )
-    process_pool_size: int | None = param(
-        None, "pool size (min = max) in each process", full=_rule_size
-    )
+    process_pool_size: int | None = param(None, "fixed pool size in each process", full=_rule_size)
     process_workers: int | None = param(None, "threads per process", full=16, quick=8)
     long_outage: bool = param(True, "take the server down for seconds: does the pool come back?")
     outages_s: tuple[float, ...] | None = param(

@@ -24,6 +24,7 @@ command line or environment.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -87,6 +88,7 @@ class MultiProcResult:
     leaked: int
     server_cpu_pct: float
     cores: int
+    application_names: tuple[str, ...] = ()  # each process's connections' application_name
 
     @property
     def total_connections(self) -> int:
@@ -296,7 +298,8 @@ def run_processes(
         wait_for_no_backends(dsn, job.application_name, timeout=leak_timeout) for job in jobs
     )
     results = [pickle.loads(out) for out in outputs]
-    return _merge(results, settings, workload, limit, leaked, meter, bin_s)
+    merged = _merge(results, settings, workload, limit, leaked, meter, bin_s)
+    return dataclasses.replace(merged, application_names=tuple(j.application_name for j in jobs))
 
 
 def _merge(
