@@ -187,7 +187,9 @@ def _stderr_tail(fh: IO[bytes]) -> str:
 def _readline(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
     """One line of a child's stdout, or b"" if it did not come within ``timeout``."""
     out: list[bytes] = []
-    reader = threading.Thread(target=lambda: out.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    stdout = proc.stdout
+    assert stdout is not None
+    reader = threading.Thread(target=lambda: out.append(stdout.readline()), daemon=True)
     reader.start()
     reader.join(timeout)
     return out[0] if out else b""
