@@ -47,7 +47,7 @@ from perfkit.pool.arunner import run_workload_async_blocking
 from perfkit.pool.checkout import measure_checkout, summarize_checkout
 from perfkit.pool.multiproc import run_processes
 from perfkit.pool.pgbench import find_pgbench, pgbench_sweep
-from perfkit.pool.reference import case_bins, compare_with_pgbench, knee_cpu
+from perfkit.pool.reference import case_bins, compare_with_pgbench, knee_cpu, ratio_estimate
 from perfkit.pool.runner import run_workload
 from perfkit.pool.settings import NO_POOL, PSYCOPG_DEFAULTS, REVIEW, PoolSettings, Workload
 from perfkit.pool.summary import time_to_size
@@ -70,7 +70,7 @@ from perfkit.pool.sweeps import (
     timeout_cases,
 )
 from perfkit.postgres.settings import FAST_SERVER_SETTINGS, ServerSettings
-from perfkit.stats import mean_interval, quantile_interval
+from perfkit.stats import Estimate, mean_interval, quantile_interval
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -646,13 +646,16 @@ def _knee_text(c: Mapping[str, Any]) -> str | None:
     verdict = (
         "client-bound: the Python client, not the pool or the server, set that ceiling"
         if bound
-        else "not client-bound: the client had CPU to spare"
+        else "below the client-bound threshold; a Python client can still limit throughput "
+        "without a full core (GIL hand-offs between threads): the processes sweep and "
+        "pgbench below tell"
     )
     return (
         f"At the knee (the peak) the client used "
         f"{_interval(c['knee_client_cpu_pct'], c['knee_client_cpu_low'], c['knee_client_cpu_high'], c['knee_client_cpu_n'])} "  # noqa: E501
         f"% of one core and the server {_num(c.get('knee_server_cpu_pct', math.nan))} % "
-        f"({c['cores']} cores): {verdict} (threshold {c.get('client_bound_pct', 80):.0f} %). "
+        f"({c['cores']} cores; client-bound means >= {c.get('client_bound_pct', 80):.0f} %): "
+        f"{verdict}. "
         f"{c.get('client_bound_runs', 0)} of {c.get('size_runs', 0)} size-sweep runs were "
         "client-bound (marked in the throughput plot)."
     )
@@ -705,6 +708,15 @@ def _multiproc_text(mp: pd.DataFrame, pgbench: pd.DataFrame | None) -> str:
         for _, r in mp.iterrows()
     ]
     text = "Several processes (each its own pool): " + "; ".join(parts) + "."
+    one = mp[mp["processes"] == 1]
+    if not one.empty and len(mp) > 1:
+        top = mp.loc[mp["throughput_mean_rps"].idxmax()]
+        if int(top["processes"]) != 1:
+            r = ratio_estimate(_mp_estimate(top), _mp_estimate(one.iloc[0]))
+            text += (
+                f" {int(top['processes'])} processes reached "
+                f"{_interval(r.value, r.low, r.high, r.n, 2)} x one process's throughput."
+            )
     if pgbench is not None and not pgbench.empty:
         bench = pgbench[~pgbench["connect"].astype(bool)]
         text += f" pgbench's best: {_num(bench['throughput_rps'].max())} tps."
@@ -714,6 +726,15 @@ def _multiproc_text(mp: pd.DataFrame, pgbench: pd.DataFrame | None) -> str:
         f"{int(mp['leaked'].sum())}."
     )
     return text
+
+
+def _mp_estimate(row: pd.Series) -> Estimate:
+    return Estimate(
+        float(row["throughput_mean_rps"]),
+        float(row["throughput_low"]),
+        float(row["throughput_high"]),
+        int(row["throughput_n"]),
+    )
 
 
 def _long_outage_text(lo: pd.DataFrame) -> str:
