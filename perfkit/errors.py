@@ -1,4 +1,4 @@
-"""Exceptions perfkit raises for problems a user can fix, and the one warning it emits.
+"""Exceptions perfkit raises for problems a user can fix, and the warnings it emits.
 
 Every message says what was wrong and what to do about it; none contains a
 password (DSNs are masked before they reach a message). The hierarchy::
@@ -15,6 +15,7 @@ password (DSNs are masked before they reach a message). The hierarchy::
     └── IsolationBroken              a test's writes escaped its isolation
 
     IsolationWarning (UserWarning)   the same, as a warning (rollback guard ``warn``)
+    ConnectionBudgetWarning (UserWarning)  processes x pool size exceeds max_connections
 """
 
 from __future__ import annotations
@@ -94,3 +95,7 @@ class IsolationBroken(PerfkitError):
 
 class IsolationWarning(UserWarning):
     """A test's writes may have escaped its isolation; see the message for what was seen."""
+
+
+class ConnectionBudgetWarning(UserWarning):
+    """Several processes' pools together may open more connections than ``max_connections``."""

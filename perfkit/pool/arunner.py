@@ -24,6 +24,7 @@ from perfkit.pool.result import Action, RunBook, WorkloadResult
 from perfkit.pool.runner import OPEN_TIMEOUT_S, Clock, connection_kwargs
 from perfkit.pool.settings import PoolSettings, Workload
 from perfkit.pool.worker import adrive, worker_loop
+from perfkit.postgres.cpu import CpuMeter
 
 AConn = psycopg.AsyncConnection[Any]
 
@@ -56,9 +57,14 @@ async def run_workload_async(
     actions: Sequence[Action] = (),
     clock: Clock = time.perf_counter,
     leak_timeout: float = 5.0,
+    cpu: CpuMeter | None = None,
+    application_name: str | None = None,
 ) -> WorkloadResult:
-    """Run ``workload`` with asyncio tasks through an AsyncConnectionPool (or no pool)."""
-    app = new_application_name()
+    """Run ``workload`` with asyncio tasks through an AsyncConnectionPool (or no pool).
+
+    ``cpu`` and ``application_name`` as in :func:`perfkit.pool.runner.run_workload`.
+    """
+    app = application_name or new_application_name()
     kwargs = connection_kwargs(app, settings)
     book = RunBook(workers=workload.workers)
     pool: AsyncConnectionPool | None = None
@@ -116,7 +122,7 @@ async def run_workload_async(
         deadline = start_at + workload.duration
         if actions:
             background.append(asyncio.create_task(actor(start_at)))
-        await asyncio.gather(
+        workers = asyncio.gather(
             *(
                 _worker(
                     i, workload, clock, start_at, deadline, acquire, release, book.per_worker[i]
@@ -124,7 +130,13 @@ async def run_workload_async(
                 for i in range(workload.workers)
             )
         )
+        if cpu is not None:
+            await _sleep_until(clock, start_at)
+            cpu.start()
+        await workers
         end = clock()
+        if cpu is not None:
+            cpu.stop()
         if pool is not None:
             book.final_stats = pool.get_stats()
     finally:

@@ -16,7 +16,18 @@ Frames (names and columns are documented in ``notes/pool.md`` too):
 ``stats``     pool ``get_stats()`` samples over time, same tags.
 ``events``    injected faults (terminate, take_down, bring_up), same tags.
 ``checkout``  per-checkout times with and without check; ``checkout_summary``.
+``pgbench``   pgbench at the size sweep's worker counts (:mod:`perfkit.pool.pgbench`).
+``pgbench_compare`` per connection count: the pool (best size at that many workers)
+              vs pgbench, each with n and a 95 % interval, and their ratio.
+``multiproc`` one row per process count (:mod:`perfkit.pool.multiproc`): P x S
+              connections vs max_connections, bookkeeping, throughput, CPU.
+``long_outage`` per (mode, reconnect_timeout, outage): time to the first success
+              once the server is back (``runs`` holds these runs too).
+``samples``   the per-bin / per-request samples behind the headlines (lab contract).
 ``conclusions`` one row of headline figures.
+
+Every run's CPU is measured: ``runs`` has ``client_cpu_pct``, ``server_cpu_pct``
+(% of one core over the workers' window), ``cores`` and ``client_bound``.
 """
 
 from __future__ import annotations
@@ -26,13 +37,18 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from perfkit import headlines, validate
 from perfkit.errors import ConfigError
-from perfkit.lab import LabParams, Results, param
+from perfkit.lab import SAMPLE_COLUMNS, SAMPLES_FRAME, LabParams, Results, param
 from perfkit.pool.arunner import run_workload_async_blocking
 from perfkit.pool.checkout import measure_checkout, summarize_checkout
+from perfkit.pool.multiproc import run_processes
+from perfkit.pool.pgbench import find_pgbench, pgbench_sweep
+from perfkit.pool.reference import case_bins, compare_with_pgbench, knee_cpu, ratio_estimate
+from perfkit.pool.runner import run_workload
 from perfkit.pool.settings import NO_POOL, PSYCOPG_DEFAULTS, REVIEW, PoolSettings, Workload
 from perfkit.pool.summary import time_to_size
 from perfkit.pool.sweeps import (
@@ -43,6 +59,8 @@ from perfkit.pool.sweeps import (
     churn_cases,
     cores,
     default_sizes,
+    long_outage_cases,
+    long_outage_frame,
     preset_cases,
     recovery_cases,
     rule_of_thumb,
@@ -52,6 +70,7 @@ from perfkit.pool.sweeps import (
     timeout_cases,
 )
 from perfkit.postgres.settings import FAST_SERVER_SETTINGS, ServerSettings
+from perfkit.stats import Estimate, mean_interval, quantile_interval
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -68,7 +87,13 @@ def _quick_sizes() -> tuple[int, ...]:
     return tuple(sorted({1, 2, rule_of_thumb(n), 4 * n}))
 
 
+def _rule_size() -> int:
+    """(cores*2)+1"""
+    return rule_of_thumb(cores())
+
+
 FULL_CHURN = ((600.0, 3600.0), (10.0, 60.0), (1.0, 2.0), (0.2, 0.5))
+OUTAGE_MODES = ("sync", "async")
 QUICK_CHURN = (FULL_CHURN[0], FULL_CHURN[-1])
 
 
@@ -99,6 +124,26 @@ class Params(LabParams):
     preset_workers: int | None = param(None, "workers for the presets", full=16, quick=8)
     recovery: bool = param(True, "kill backends / restart the server during runs")
     async_compare: bool = param(True, "also run the review preset through AsyncConnectionPool")
+    pgbench: bool = param(True, "run pgbench at the same connection counts as a reference")
+    pgbench_bindir: str | None = param(None, "directory holding pgbench; None: search like initdb")
+    process_counts: tuple[int, ...] | None = param(
+        None, "worker processes, each with its own pool", full=(1, 2, 4), quick=(1, 2)
+    )
+    process_pool_size: int | None = param(None, "fixed pool size in each process", full=_rule_size)
+    process_workers: int | None = param(None, "threads per process", full=16, quick=8)
+    long_outage: bool = param(True, "take the server down for seconds: does the pool come back?")
+    outages_s: tuple[float, ...] | None = param(
+        None, "server down for (s)", full=(3.0, 6.0), quick=(3.0,)
+    )
+    reconnect_timeouts_s: tuple[float, ...] | None = param(
+        None, "pool reconnect_timeout (s)", full=(2.0, 30.0), quick=(2.0,)
+    )
+    outage_modes: tuple[str, ...] | None = param(
+        None, '"sync" / "async" pool', full=OUTAGE_MODES, quick=("sync",)
+    )
+    outage_watch_s: float | None = param(
+        None, "run on after the server is back (s)", full=5.0, quick=2.0
+    )
 
     def check(self) -> None:
         LabConfig.from_params(self)
@@ -140,6 +185,21 @@ class LabConfig:
     preset_workers: int
     recovery: bool
     async_compare: bool
+    pgbench: bool
+    pgbench_bindir: str | None
+    process_counts: tuple[int, ...]
+    process_pool_size: int
+    process_workers: int
+    long_outage: bool
+    outages_s: tuple[float, ...]
+    reconnect_timeouts_s: tuple[float, ...]
+    outage_modes: tuple[str, ...]
+    outage_watch_s: float
+
+    @property
+    def pgbench_duration_s(self) -> int:
+        """pgbench's ``--time`` (whole seconds): the pool runs' duration, rounded up, >= 1."""
+        return max(1, math.ceil(self.duration_s))
 
     @classmethod
     def from_params(cls, p: Params) -> LabConfig:
@@ -172,6 +232,16 @@ class LabConfig:
             preset_workers=int(p.value("preset_workers")),
             recovery=p.recovery,
             async_compare=p.async_compare,
+            pgbench=p.pgbench,
+            pgbench_bindir=p.pgbench_bindir,
+            process_counts=_ints("process_counts", p.value("process_counts")),
+            process_pool_size=int(p.value("process_pool_size")),
+            process_workers=int(p.value("process_workers")),
+            long_outage=p.long_outage,
+            outages_s=_floats("outages_s", p.value("outages_s")),
+            reconnect_timeouts_s=_floats("reconnect_timeouts_s", p.value("reconnect_timeouts_s")),
+            outage_modes=tuple(p.value("outage_modes")),
+            outage_watch_s=float(p.value("outage_watch_s")),
         )
         cfg.check()
         return cfg
@@ -193,6 +263,25 @@ class LabConfig:
             raise ConfigError(f"parameter 'checkout_n' must be >= 1, got {self.checkout_n}")
         for w in (*self.worker_counts, self.spike_workers, self.preset_workers):
             self.workload(workers=w)  # Workload raises ConfigError on bad values
+        if self.process_counts and min(self.process_counts) < 1:
+            raise ConfigError(f"parameter 'process_counts' must be >= 1, got {self.process_counts}")
+        if self.process_pool_size < 1:
+            raise ConfigError(
+                f"parameter 'process_pool_size' must be >= 1, got {self.process_pool_size}"
+            )
+        if self.process_workers < 1:
+            raise ConfigError(
+                f"parameter 'process_workers' must be >= 1, got {self.process_workers}"
+            )
+        for mode in self.outage_modes:
+            if mode not in OUTAGE_MODES:
+                raise ConfigError(f"parameter 'outage_modes' takes {OUTAGE_MODES}, got {mode!r}")
+        if self.outage_watch_s <= 0:
+            raise ConfigError(f"parameter 'outage_watch_s' must be > 0, got {self.outage_watch_s}")
+        for rt in self.reconnect_timeouts_s:
+            PSYCOPG_DEFAULTS.replace(reconnect_timeout=rt)  # ConfigError on bad values
+        if self.pgbench:
+            find_pgbench(self.pgbench_bindir)  # BackendUnavailable before any server starts
 
     def workload(self, **changes: Any) -> Workload:
         """The base workload of this lab (duration, think time, seed) with ``changes``."""
@@ -232,12 +321,23 @@ def run_lab(
     parts: list[SweepResult] = []
 
     def run(label: str, cases: list[Case], **kw: Any) -> SweepResult:
-        r = run_cases(dsn, cases, progress=_cases_progress(progress, label), **kw)
+        r = run_cases(dsn, cases, progress=_cases_progress(progress, label), server=server, **kw)
         parts.append(r)
         return r
 
     wl = cfg.workload()
     size = run("size", size_cases(cfg.pool_sizes, cfg.worker_counts, wl, repeats=cfg.size_repeats))
+    pgbench = pd.DataFrame()
+    if cfg.pgbench:
+        pgbench = pgbench_sweep(
+            server,
+            cfg.worker_counts,
+            wl.mix,
+            cfg.pgbench_duration_s,
+            seed=cfg.seed,
+            bindir=cfg.pgbench_bindir,
+            progress=progress,
+        )
     top = max(cfg.pool_sizes)
     run("spike", spike_cases(cfg.spike_min_sizes, top, wl.replace(workers=cfg.spike_workers)))
     run(
@@ -262,15 +362,91 @@ def run_lab(
     if cfg.async_compare:
         async_cases = [Case(experiment="async", settings=REVIEW, workload=preset_wl)]
         run("async", async_cases, runner=run_workload_async_blocking)
+    multiproc = run_multiproc(server, cfg, progress=progress)
     if progress is not None:
         progress("checkout cost")
     checkout = measure_checkout(dsn, n=cfg.checkout_n)
+    if cfg.long_outage:  # last: it restarts the server
+        # The workers mostly think, so the requests frame stays small over long runs.
+        out_wl = wl.replace(workers=4, think_time=0.01)
+        for mode in cfg.outage_modes:
+            cases = long_outage_cases(
+                server,
+                out_wl,
+                base=REVIEW,
+                reconnect_timeouts=cfg.reconnect_timeouts_s,
+                outages=cfg.outages_s,
+                fault_at=0.3,
+                watch_s=cfg.outage_watch_s,
+                mode=mode,
+            )
+            runner = run_workload if mode == "sync" else run_workload_async_blocking
+            run("long outage", cases, runner=runner)
     sweep = SweepResult.concat(parts)
     frames = {name: fill_tags(df) for name, df in sweep.frames().items()}
     frames["checkout"] = checkout
     frames["checkout_summary"] = summarize_checkout(checkout)
+    frames["pgbench"] = pgbench
+    if not pgbench.empty:
+        frames["pgbench_compare"] = compare_with_pgbench(
+            frames["runs"], frames["requests"], pgbench, seed=cfg.seed
+        )
+    frames["multiproc"] = multiproc
+    frames["long_outage"] = long_outage_frame(frames["runs"])
+    frames[SAMPLES_FRAME] = headline_samples(frames["runs"], frames["requests"])
     frames["conclusions"] = pd.DataFrame([conclusions(frames, cfg)])
     return frames
+
+
+def run_multiproc(server: Any, cfg: LabConfig, *, progress: Progress | None = None) -> pd.DataFrame:
+    """The processes sweep: P processes x (pool of S, W threads), one row per P."""
+    settings = PoolSettings(
+        name="per-process",
+        min_size=cfg.process_pool_size,
+        max_size=cfg.process_pool_size,
+        timeout=30.0,
+    )
+    wl = cfg.workload(workers=cfg.process_workers)
+    rows = []
+    for n in cfg.process_counts:
+        if progress is not None:
+            progress(
+                f"multiproc: {n} processes x (pool {cfg.process_pool_size}, "
+                f"{cfg.process_workers} threads)"
+            )
+        result = run_processes(server.dsn, settings, wl, processes=n, server=server)
+        rows.append(result.summary())
+    return pd.DataFrame(rows)
+
+
+def headline_samples(runs: pd.DataFrame, requests: pd.DataFrame) -> pd.DataFrame:
+    """The samples behind the headlines: per-bin throughput and per-request wait of the
+    review preset (``naive``) and the best size found (``improved``)."""
+    parts = []
+    presets = runs[runs["experiment"] == "presets"]
+    for variant, name in (("naive", "review"), ("improved", "best-found")):
+        cases = presets.loc[presets["pool"] == name, "case"]
+        if cases.empty:
+            continue
+        bins = case_bins(requests, runs, cases)
+        waits = requests.loc[requests["case"].isin(cases), "wait_ms"].dropna().to_numpy()
+        for metric, unit, values in (
+            ("pool_throughput", "rps", bins),
+            ("pool_wait_p99", "ms", waits),
+        ):
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "metric": metric,
+                        "variant": variant,
+                        "unit": unit,
+                        "value": np.asarray(values, dtype=float),
+                    }
+                )
+            )
+    if not parts:
+        return pd.DataFrame(columns=list(SAMPLE_COLUMNS))
+    return pd.concat(parts, ignore_index=True)[list(SAMPLE_COLUMNS)]
 
 
 #: Tag columns only some experiments set, and their value for the others.
@@ -340,6 +516,22 @@ def conclusions(frames: Mapping[str, pd.DataFrame], cfg: LabConfig) -> dict[str,
         out[f"recovery_{tag}_gap_s"] = float(row["service_gap_s"])
         out[f"recovery_{tag}_after_up_s"] = float(row["ok_after_faults_s"])
         out[f"recovery_{tag}_query_errors"] = int(row["n_query_errors"])
+    out |= knee_cpu(runs, seed=cfg.seed)
+    compare = frames.get("pgbench_compare")
+    if compare is not None and not compare.empty:
+        out["pgbench_max_gap_pct"] = float(compare["gap_pct"].max())
+        out["pgbench_agree_all"] = bool(compare["agree"].all())
+    mp = frames.get("multiproc")
+    if mp is not None and not mp.empty:
+        for _, row in mp.iterrows():
+            out[f"multiproc_{int(row['processes'])}_rps"] = float(row["throughput_rps"])
+        out["multiproc_requests_add_up"] = bool(mp["requests_add_up"].all())
+        out["multiproc_leaked"] = int(mp["leaked"].sum())
+        out["multiproc_over_max_connections"] = bool(mp["over_max_connections"].any())
+    lo = frames.get("long_outage")
+    if lo is not None and not lo.empty:
+        out["long_outage_recovered"] = int(lo["recovered"].sum())
+        out["long_outage_cases"] = len(lo)
     out["leaked_total"] = int(runs["leaked"].fillna(0).sum())
     out["requests_total"] = int(runs["requests"].sum())
     out["requests_add_up"] = bool((runs["requests"] == runs["successes"] + runs["errors"]).all())
@@ -358,6 +550,9 @@ TABLE_COLUMNS: dict[str, list[str]] = {
         "wait_p95_ms",
         "wait_p99_ms",
         "sql_p50_ms",
+        "client_cpu_pct",
+        "server_cpu_pct",
+        "client_bound",
         "errors",
         "leaked",
         "n_repeats",
@@ -433,8 +628,137 @@ def table(runs: pd.DataFrame, experiment: str) -> pd.DataFrame:
     return df[cols].round(3).reset_index(drop=True)
 
 
-def conclusion_text(c: Mapping[str, Any]) -> str:
-    """The closing paragraph, worded from :func:`conclusions`' numbers."""
+def _num(x: float, digits: int = 0) -> str:
+    return "n/a" if not isinstance(x, int | float) or math.isnan(x) else f"{x:,.{digits}f}"
+
+
+def _interval(value: float, low: float, high: float, n: int, digits: int = 0) -> str:
+    """``value [low, high] (n=N)`` for the text (no interval from a single sample)."""
+    if int(n) < 2:
+        return f"{_num(value, digits)} (n={int(n)}, no interval)"
+    return f"{_num(value, digits)} [{_num(low, digits)}, {_num(high, digits)}] (n={int(n)})"
+
+
+def _knee_text(c: Mapping[str, Any]) -> str | None:
+    if "knee_client_cpu_pct" not in c or pd.isna(c["knee_client_cpu_pct"]):
+        return None
+    bound = bool(c.get("knee_client_bound"))
+    verdict = (
+        "client-bound: the Python client, not the pool or the server, set that ceiling"
+        if bound
+        else "below the client-bound threshold; a Python client can still limit throughput "
+        "without a full core (GIL hand-offs between threads): the processes sweep and "
+        "pgbench below tell"
+    )
+    return (
+        f"At the knee (the peak) the client used "
+        f"{_interval(c['knee_client_cpu_pct'], c['knee_client_cpu_low'], c['knee_client_cpu_high'], c['knee_client_cpu_n'])} "  # noqa: E501
+        f"% of one core and the server {_num(c.get('knee_server_cpu_pct', math.nan))} % "
+        f"({c['cores']} cores; client-bound means >= {c.get('client_bound_pct', 80):.0f} %): "
+        f"{verdict}. "
+        f"{c.get('client_bound_runs', 0)} of {c.get('size_runs', 0)} size-sweep runs were "
+        "client-bound (marked in the throughput plot)."
+    )
+
+
+def _pgbench_text(compare: pd.DataFrame) -> str:
+    parts = []
+    for _, r in compare.iterrows():
+        n = min(int(r["pool_n"]), int(r["pgbench_n"]))
+        parts.append(
+            f"{int(r['connections'])} connections: pool (size {int(r['pool_size'])}) "
+            f"{_interval(r['pool_rps'], r['pool_low'], r['pool_high'], r['pool_n'])} req/s vs "
+            f"pgbench {_interval(r['pgbench_rps'], r['pgbench_low'], r['pgbench_high'], r['pgbench_n'])}"  # noqa: E501
+            f" tps, ratio {_interval(r['ratio'], r['ratio_low'], r['ratio_high'], n, 2)}"
+            + (
+                f": they agree within {r['gap_pct']:.0f} % (the interval holds 1)"
+                if r["agree"]
+                else f": {r['gap_pct']:.0f} % {'below' if r['ratio'] < 1 else 'above'} pgbench"
+            )
+        )
+    agree = compare[compare["agree"].astype(bool)]
+    if len(agree) == len(compare):
+        head = f"Pool and pgbench agree within {compare['gap_pct'].max():.0f} % at every count."
+    elif agree.empty:
+        worst = compare.loc[compare["gap_pct"].idxmax()]
+        head = (
+            f"Pool and pgbench differ at every count; the largest gap is "
+            f"{worst['gap_pct']:.0f} % at {int(worst['connections'])} connections."
+        )
+    else:
+        counts = ", ".join(str(int(x)) for x in agree["connections"])
+        head = (
+            f"Pool and pgbench agree within {agree['gap_pct'].max():.0f} % at {counts} "
+            "connections, not at the others."
+        )
+    return (
+        "pgbench (C, outside this process) at the same numbers of concurrent clients, "
+        "throughput as the mean over 0.1 s (pool) / 0.2 s (pgbench) bins with 95 % "
+        "intervals: " + "; ".join(parts) + ". " + head
+    )
+
+
+def _multiproc_text(mp: pd.DataFrame, pgbench: pd.DataFrame | None) -> str:
+    parts = [
+        f"{int(r['processes'])} x (pool {int(r['pool_size'])}, {int(r['threads_per_process'])} "
+        f"threads) = {int(r['total_connections'])} connections: "
+        f"{_interval(r['throughput_mean_rps'], r['throughput_low'], r['throughput_high'], r['throughput_n'])} "  # noqa: E501
+        f"req/s, client CPU {_num(r['client_cpu_pct'])} %"
+        + (" (over max_connections!)" if r["over_max_connections"] else "")
+        for _, r in mp.iterrows()
+    ]
+    text = "Several processes (each its own pool): " + "; ".join(parts) + "."
+    one = mp[mp["processes"] == 1]
+    if not one.empty and len(mp) > 1:
+        top = mp.loc[mp["throughput_mean_rps"].idxmax()]
+        if int(top["processes"]) != 1:
+            r = ratio_estimate(_mp_estimate(top), _mp_estimate(one.iloc[0]))
+            text += (
+                f" {int(top['processes'])} processes reached "
+                f"{_interval(r.value, r.low, r.high, r.n, 2)} x one process's throughput."
+            )
+    if pgbench is not None and not pgbench.empty:
+        bench = pgbench[~pgbench["connect"].astype(bool)]
+        text += f" pgbench's best: {_num(bench['throughput_rps'].max())} tps."
+    text += (
+        f" max_connections {int(mp['max_connections'].iloc[0])}; every request a success or "
+        f"an error: {bool(mp['requests_add_up'].all())}; connections left: "
+        f"{int(mp['leaked'].sum())}."
+    )
+    return text
+
+
+def _mp_estimate(row: pd.Series) -> Estimate:
+    return Estimate(
+        float(row["throughput_mean_rps"]),
+        float(row["throughput_low"]),
+        float(row["throughput_high"]),
+        int(row["throughput_n"]),
+    )
+
+
+def _long_outage_text(lo: pd.DataFrame) -> str:
+    parts = []
+    for _, r in lo.iterrows():
+        what = (
+            f"first success {r['first_ok_after_up_s']:.2f} s after the server was back"
+            if r["recovered"]
+            else f"no success within {r['watch_s']:g} s of the server being back"
+        )
+        parts.append(
+            f"{r['mode']}, reconnect_timeout {r['reconnect_timeout_s']:g} s, "
+            f"down {r['outage_s']:g} s: {what}"
+        )
+    return (
+        f"Long outages (server down for seconds; one run each, n=1): {'; '.join(parts)}. "
+        f"{int(lo['recovered'].sum())} of {len(lo)} settings recovered."
+    )
+
+
+def conclusion_text(c: Mapping[str, Any], frames: Mapping[str, pd.DataFrame] | None = None) -> str:
+    """The closing paragraph, worded from :func:`conclusions`' numbers (and the frames:
+    pgbench comparison, processes sweep and long outages, when given)."""
+    frames = frames or {}
     lines = [
         f"Peak throughput: {c['peak_throughput_rps']:,.0f} req/s with a pool of "
         f"{c['peak_pool_size']} ({c['peak_workers']} workers, {c['cores']} cores). "
@@ -500,6 +824,18 @@ def conclusion_text(c: Mapping[str, Any]) -> str:
             f"{c['recovery_restart_nocheck_after_up_s']:.2f} s / "
             f"{c['recovery_restart_check_after_up_s']:.2f} s."
         )
+    knee = _knee_text(c)
+    if knee:
+        lines.insert(1, knee)
+    compare = frames.get("pgbench_compare")
+    if compare is not None and not compare.empty:
+        lines.append(_pgbench_text(compare))
+    mp = frames.get("multiproc")
+    if mp is not None and not mp.empty:
+        lines.append(_multiproc_text(mp, frames.get("pgbench")))
+    lo = frames.get("long_outage")
+    if lo is not None and not lo.empty:
+        lines.append(_long_outage_text(lo))
     lines.append(
         f"Bookkeeping: {c['requests_total']:,} requests, each a success or an error: "
         f"{c['requests_add_up']}; connections left on the server after the runs: "
@@ -531,23 +867,59 @@ class PoolLab:
         return Results(frames=frames, server=server.describe())
 
     def headlines(self, results: Results) -> pd.DataFrame:
-        return headlines.headline_frame(_headlines(results["conclusions"].iloc[0].to_dict()))
+        c = results["conclusions"].iloc[0].to_dict()
+        return headlines.headline_frame(_headlines(c, results.samples))
 
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
         from perfkit.pool import plots
 
         runs, n = results["runs"], int(results["conclusions"]["cores"].iloc[0])
-        yield "Throughput vs pool size", plots.throughput_vs_size(runs, n)
+        yield "Throughput vs pool size (x: client-bound runs)", plots.throughput_vs_size(runs, n)
+        pgbench = results.get("pgbench")
+        if pgbench is not None and not pgbench.empty:
+            yield (
+                "Throughput vs connections: the pool next to pgbench",
+                plots.throughput_vs_connections(runs, pgbench),
+            )
         yield "p99 wait for a connection vs pool size", plots.wait_vs_size(runs, n)
         yield "Cold burst (spike)", plots.spike(results["stats"])
         yield "Checkout cost with and without check", plots.checkout_cost(results["checkout"])
+        mp = results.get("multiproc")
+        if mp is not None and not mp.empty:
+            yield "Throughput vs worker processes", plots.multiproc(mp, pgbench)
+        lo = results.get("long_outage")
+        if lo is not None and not lo.empty:
+            yield "Long outages: time to the first success", plots.long_outage(lo)
 
     def conclusions(self, results: Results) -> str:
-        return conclusion_text(results["conclusions"].iloc[0].to_dict())
+        return conclusion_text(results["conclusions"].iloc[0].to_dict(), results.frames)
 
 
-def _headlines(c: Mapping[str, Any]) -> list[headlines.Headline]:
-    """Throughput and p99 wait: the review's pool preset vs the best size found."""
+def _interval_of(samples: pd.DataFrame, metric: str, variant: str) -> tuple[int, float, float]:
+    """(n, ci_low, ci_high) of a headline from its samples: the mean over throughput bins,
+    the p99 of per-request waits (seeded bootstrap); (0, NaN, NaN) without samples."""
+    values = samples.loc[
+        (samples["metric"] == metric) & (samples["variant"] == variant), "value"
+    ].to_numpy(dtype=float)
+    if values.size == 0:
+        return 0, math.nan, math.nan
+    est = (
+        mean_interval(values, seed=1)
+        if metric == "pool_throughput"
+        else quantile_interval(values, 0.99, seed=1)
+    )
+    return est.n, est.low, est.high
+
+
+def _headlines(
+    c: Mapping[str, Any], samples: pd.DataFrame | None = None
+) -> list[headlines.Headline]:
+    """Throughput and p99 wait: the review's pool preset vs the best size found.
+
+    ``n`` and the 95 % interval come from ``samples`` (the lab's samples frame).
+    """
+    if samples is None:
+        samples = pd.DataFrame(columns=list(SAMPLE_COLUMNS))
     out: list[headlines.Headline] = []
     for metric, key, unit, what in (
         ("pool_throughput", "throughput_rps", "rps", "throughput"),
@@ -559,6 +931,7 @@ def _headlines(c: Mapping[str, Any]) -> list[headlines.Headline]:
         ):
             value = c.get(f"{preset}_{key}")
             if isinstance(value, int | float) and math.isfinite(value):
+                n, low, high = _interval_of(samples, metric, variant)
                 out.append(
                     headlines.Headline(
                         metric=metric,
@@ -567,6 +940,9 @@ def _headlines(c: Mapping[str, Any]) -> list[headlines.Headline]:
                         unit=unit,
                         label=f"{name} (max_size={c.get(f'{preset}_max_size')}, "
                         f"{c.get('preset_workers')} workers): {what}",
+                        n=n,
+                        ci_low=low,
+                        ci_high=high,
                     )
                 )
     return out

@@ -7,20 +7,37 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from perfkit.pool.sweeps import aggregate_size, rule_of_thumb
+from perfkit.postgres.cpu import CLIENT_BOUND_PCT
 
 
 def throughput_vs_size(runs: pd.DataFrame, n_cores: int) -> Figure:
     """Successful requests/s vs pool size, one line per worker count; no-pool dashed.
 
-    Each point is the median over repeats; faint dots are the single runs.
+    Each point is the median over repeats; faint dots are the single runs. A
+    red cross marks a point where the client was CPU-bound (its median client
+    CPU at or above :data:`~perfkit.postgres.cpu.CLIENT_BOUND_PCT` % of a core).
     """
     raw = runs[runs["experiment"] == "size"]
     size = aggregate_size(runs)
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    bound_label = f"client-bound (client CPU >= {CLIENT_BOUND_PCT:.0f} % of a core)"
     for i, (w, g) in enumerate(size[size["pooled"]].groupby("workers")):
         g = g.sort_values("max_size")
         color = f"C{i}"
         ax.plot(g["max_size"], g["throughput_rps"], marker="o", color=color, label=f"{w} workers")
+        if "client_bound" in g:
+            bound = g[g["client_bound"].astype(bool)]
+            if not bound.empty:
+                ax.scatter(
+                    bound["max_size"],
+                    bound["throughput_rps"],
+                    marker="x",
+                    s=70,
+                    color="red",
+                    zorder=5,
+                    label=bound_label,
+                )
+                bound_label = "_nolegend_"
         pts = raw[raw["pooled"] & (raw["workers"] == w)]
         if len(pts) > len(g):
             ax.scatter(pts["max_size"], pts["throughput_rps"], color=color, s=8, alpha=0.35)
@@ -208,5 +225,82 @@ def throughput_vs_connections(runs: pd.DataFrame, pgbench: pd.DataFrame) -> Figu
     ax.set_title("Throughput vs connections: Python pool vs pgbench")
     ax.legend()
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _pgbench_best(pgbench: pd.DataFrame | None) -> pd.Series | None:
+    """pgbench's row with the highest throughput (persistent connections), or None."""
+    if pgbench is None or pgbench.empty:
+        return None
+    bench = pgbench[~pgbench["connect"].astype(bool)]
+    return None if bench.empty else bench.loc[bench["throughput_rps"].idxmax()]
+
+
+def multiproc(frame: pd.DataFrame, pgbench: pd.DataFrame | None = None) -> Figure:
+    """Throughput (mean over bins, 95 % interval) vs worker processes; pgbench's best as a line.
+
+    The second axis shows the client CPU (all processes, % of one core).
+    """
+    df = frame.sort_values("processes")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    y = df["throughput_mean_rps"]
+    err = [(y - df["throughput_low"]).clip(lower=0), (df["throughput_high"] - y).clip(lower=0)]
+    ax.errorbar(df["processes"], y, yerr=err, marker="o", capsize=3, label="pool per process")
+    for _, r in df[df["over_max_connections"].astype(bool)].iterrows():
+        ax.annotate("> max_connections", (r["processes"], r["throughput_mean_rps"]), color="red")
+    best = _pgbench_best(pgbench)
+    if best is not None:
+        ax.axhline(best["throughput_rps"], color="black", ls="--", lw=1)
+        ax.axhspan(best["tps_low"], best["tps_high"], color="black", alpha=0.08)
+        ax.annotate(
+            f"pgbench, {int(best['connections'])} clients",
+            (df["processes"].min(), best["throughput_rps"]),
+            va="bottom",
+            fontsize=8,
+        )
+    ax2 = ax.twinx()
+    ax2.plot(df["processes"], df["client_cpu_pct"], color="C1", ls=":", marker=".")
+    ax2.set_ylabel("client CPU, all processes (% of a core)", color="C1")
+    ax2.set_ylim(bottom=0)
+    ax.set_xticks(df["processes"])
+    ax.set_xlabel("worker processes (each: its own pool and threads)")
+    ax.set_ylabel("successful requests / s")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Load from several interpreters")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def long_outage(frame: pd.DataFrame) -> Figure:
+    """Time from "server back" to the first successful request, per setting and outage.
+
+    A hatched bar up to the watch window means no request succeeded within it.
+    """
+    df = frame.sort_values(["mode", "reconnect_timeout_s", "outage_s"]).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(df) + 1.4))
+    labels = [
+        f"{r['mode']}, reconnect_timeout={r['reconnect_timeout_s']:g}s, down {r['outage_s']:g}s"
+        for _, r in df.iterrows()
+    ]
+    for i, r in df.iterrows():
+        if r["recovered"]:
+            ax.barh(i, r["first_ok_after_up_s"], color="C0")
+            ax.annotate(
+                f" {r['first_ok_after_up_s']:.2f} s",
+                (r["first_ok_after_up_s"], i),
+                va="center",
+                fontsize=8,
+            )
+        else:
+            ax.barh(i, r["watch_s"], color="none", edgecolor="C3", hatch="//")
+            ax.annotate(" not recovered", (r["watch_s"], i), va="center", fontsize=8, color="C3")
+    ax.set_yticks(range(len(df)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds from the server being ready to the first successful request")
+    ax.set_title("Pools after long outages (psycopg #1315, #370)")
+    ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig

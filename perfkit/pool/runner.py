@@ -5,7 +5,8 @@ psycopg_pool reports no percentiles), run the query, release, think. A sampler
 thread records ``pool.get_stats()`` over time; an action thread injects
 faults (see :class:`perfkit.pool.result.Action`). After the pool is closed
 the server is asked which of the run's backends are still there
-(``leaked``, expected 0).
+(``leaked``, expected 0). A :class:`~perfkit.postgres.cpu.CpuMeter` given as
+``cpu`` measures exactly the workers' window (not the pool's open and close).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from perfkit.pool.records import Request
 from perfkit.pool.result import Action, RunBook, WorkloadResult
 from perfkit.pool.settings import PoolSettings, Workload
 from perfkit.pool.worker import drive, worker_loop
+from perfkit.postgres.cpu import CpuMeter
 
 #: libpq connect timeout (whole seconds) for pool connections and per-request connects.
 CONNECT_TIMEOUT_S = 5
@@ -117,9 +119,16 @@ def run_workload(
     actions: Sequence[Action] = (),
     clock: Clock = time.perf_counter,
     leak_timeout: float = 5.0,
+    cpu: CpuMeter | None = None,
+    application_name: str | None = None,
 ) -> WorkloadResult:
-    """Run ``workload`` through a pool built from ``settings`` (threads) and collect frames."""
-    app = new_application_name()
+    """Run ``workload`` through a pool built from ``settings`` (threads) and collect frames.
+
+    ``cpu`` is started when the workers start and stopped when they have all
+    finished; ``application_name`` (default: a new unique one) tags the run's
+    connections.
+    """
+    app = application_name or new_application_name()
     pool: ConnectionPool | None = None
     book = RunBook(workers=workload.workers)
     failures: list[BaseException] = []
@@ -175,9 +184,14 @@ def run_workload(
         ]
         for w in workers:
             w.start()
+        if cpu is not None:
+            watch.sleep_until(watch.start_at)
+            cpu.start()
         for w in workers:
             w.join()
         end = clock()
+        if cpu is not None:
+            cpu.stop()
         if pool is not None:
             book.final_stats = pool.get_stats()
     finally:

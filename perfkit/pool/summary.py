@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 PERCENTILES = (50, 95, 99)
@@ -96,6 +97,36 @@ def first_ok_after(requests: pd.DataFrame, t_s: float) -> float:
     if ok.empty:
         return math.nan
     return float((ok["start_s"] + ok["total_ms"] / 1000.0).min() - t_s)
+
+
+def first_ok_end_after(requests: pd.DataFrame, t_s: float) -> float:
+    """Seconds from ``t_s`` to the first successful completion after it, whenever it started.
+
+    With ``t_s`` = when the server was back up: how long until the pool served a
+    request again (a request that waited in ``getconn`` through the outage counts
+    when it completes). NaN when nothing succeeded after ``t_s``.
+    """
+    ok = requests[requests["ok"]]
+    ends = ok["start_s"] + ok["total_ms"] / 1000.0
+    after = ends[ends >= t_s]
+    return float(after.min() - t_s) if not after.empty else math.nan
+
+
+def throughput_bins(requests: pd.DataFrame, elapsed_s: float, bin_s: float) -> np.ndarray:
+    """Successful requests/s in consecutive bins of about ``bin_s`` covering ``[0, elapsed_s]``.
+
+    The bins split ``elapsed_s`` evenly (width ``elapsed_s / n``), so their mean
+    is the run's ``throughput_rps``: the samples behind its interval.
+    Completions are counted by when they ended.
+    """
+    if elapsed_s <= 0 or len(requests) == 0:
+        return np.array([], dtype=float)
+    n = max(round(elapsed_s / bin_s), 1)
+    width = elapsed_s / n
+    ok = requests[requests["ok"]]
+    ends = (ok["start_s"] + ok["total_ms"] / 1000.0).to_numpy()
+    idx = np.clip(np.floor(ends / width), 0, n - 1).astype(int)
+    return np.bincount(idx, minlength=n).astype(float) / width
 
 
 def time_to_size(stats: pd.DataFrame, size: int, after_s: float = 0.0) -> float:

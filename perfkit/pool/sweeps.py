@@ -2,9 +2,11 @@
 
 A case is (tags, pool settings, workload, actions). :func:`run_cases` runs
 them and stacks the results into four tidy frames: ``runs`` (one summary row
-per case, tags as columns), ``requests``, ``stats`` and ``events`` (tagged
-with ``case``). The builders below (``size_cases``, ``spike_cases``, ...)
-only make case lists, so they are pure and unit-tested without a server.
+per case, tags as columns, with the CPU the client and the server used while
+the workers ran: ``client_cpu_pct``, ``server_cpu_pct``, ``cores``,
+``client_bound``), ``requests``, ``stats`` and ``events`` (tagged with
+``case``). The builders below (``size_cases``, ``spike_cases``, ...) only make
+case lists, so they are pure and unit-tested without a server.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from perfkit.pool.backends import terminate_backends
 from perfkit.pool.result import Action, WorkloadResult
 from perfkit.pool.runner import run_workload
 from perfkit.pool.settings import NO_POOL, PoolSettings, Query, Workload
-from perfkit.pool.summary import first_ok_after, recovery_time, service_gap
+from perfkit.pool.summary import first_ok_after, first_ok_end_after, recovery_time, service_gap
+from perfkit.postgres.cpu import CLIENT_BOUND_PCT, CpuMeter
 
 Runner = Callable[..., WorkloadResult]
 FRAME_NAMES = ("runs", "requests", "stats", "events")
+#: CPU columns of ``runs`` (% of one core over the workers' window; see perfkit.postgres.cpu).
+CPU_COLUMNS = ("client_cpu_pct", "server_cpu_pct", "cores", "client_bound")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,21 +95,29 @@ def run_cases(
     *,
     runner: Runner = run_workload,
     progress: Callable[[int, Case], None] | None = None,
+    server: Any = None,
 ) -> SweepResult:
-    """Run every case in order and stack the frames."""
+    """Run every case in order and stack the frames.
+
+    Each run's CPU is measured (:class:`~perfkit.postgres.cpu.CpuMeter`, over
+    the workers' window): this process's, and ``server``'s where it can be read
+    (NaN otherwise, e.g. for an external DSN or across a restart).
+    """
     runs, requests, stats, events = [], [], [], []
     for i, case in enumerate(cases):
         if progress is not None:
             progress(i, case)
-        result = runner(dsn, case.settings, case.workload, actions=case.actions)
+        meter = CpuMeter(server)
+        result = runner(dsn, case.settings, case.workload, actions=case.actions, cpu=meter)
         tags = {"case": i, "experiment": case.experiment} | case.tags
-        row = tags | result.summary()
+        row = tags | result.summary() | cpu_row(meter)
         if "fault_at_s" in case.tags:
             row["recovery_s"] = recovery_time(result.requests, case.tags["fault_at_s"])
             row["service_gap_s"] = service_gap(result.requests, case.tags["fault_at_s"])
             back = float(result.events["end_s"].max()) if not result.events.empty else math.nan
             row["faults_done_s"] = back
             row["ok_after_faults_s"] = first_ok_after(result.requests, back)
+            row["first_ok_after_up_s"] = first_ok_end_after(result.requests, back)
         runs.append(row)
         framed = result.tagged(**tags)
         requests.append(framed["requests"])
@@ -116,6 +129,25 @@ def run_cases(
         stats=pd.concat(stats, ignore_index=True) if stats else pd.DataFrame(),
         events=pd.concat(events, ignore_index=True) if events else pd.DataFrame(),
     )
+
+
+def cpu_row(meter: CpuMeter) -> dict[str, Any]:
+    """The :data:`CPU_COLUMNS` of a meter's reading (NaN / False when it never stopped)."""
+    usage = meter.usage
+    if usage is None:
+        nan = math.nan
+        return {
+            "client_cpu_pct": nan,
+            "server_cpu_pct": nan,
+            "cores": cores(),
+            "client_bound": False,
+        }
+    return {
+        "client_cpu_pct": usage.client_cpu_pct,
+        "server_cpu_pct": usage.server_cpu_pct,
+        "cores": usage.cores,
+        "client_bound": bool(usage.client_bound),
+    }
 
 
 # -- case builders -----------------------------------------------------------
@@ -154,7 +186,8 @@ def size_cases(
 def aggregate_size(runs: pd.DataFrame) -> pd.DataFrame:
     """Size-sweep rows reduced to one per (workers, pool): the median of every number.
 
-    Adds ``n_repeats``; keeps ``pool``, ``pooled``, ``rule``, ``experiment``.
+    Adds ``n_repeats``; keeps ``pool``, ``pooled``, ``rule``, ``experiment``;
+    ``client_bound`` is the median client CPU against the same threshold as a run's.
     """
     df = runs[runs["experiment"] == "size"]
     keys = ["workers", "pool"]
@@ -171,6 +204,8 @@ def aggregate_size(runs: pd.DataFrame) -> pd.DataFrame:
     flags = grouped[["pooled", "rule", "experiment"]].first()
     out = out.join(flags)
     out["n_repeats"] = grouped.size()
+    if "client_cpu_pct" in out:
+        out["client_bound"] = out["client_cpu_pct"] >= CLIENT_BOUND_PCT
     return out.reset_index().sort_values(["workers", "pooled", "max_size"]).reset_index(drop=True)
 
 
@@ -293,6 +328,81 @@ def recovery_cases(
                 )
             )
     return cases
+
+
+def long_outage_cases(
+    server: Any,
+    workload: Workload,
+    *,
+    base: PoolSettings,
+    reconnect_timeouts: Sequence[float],
+    outages: Sequence[float],
+    fault_at: float,
+    watch_s: float,
+    mode: str = "sync",
+) -> list[Case]:
+    """The server down for each outage (seconds) under each ``reconnect_timeout``.
+
+    After ``reconnect_timeout`` psycopg_pool gives up reconnecting a slot
+    (psycopg #1315, #370 report pools that then never recover); each run goes
+    on for ``watch_s`` after the server is back, to see whether and when a
+    request succeeds again (``first_ok_after_up_s`` in ``runs``). ``mode`` only
+    names the cases: run them with the sync or the async runner.
+    """
+    cases = []
+    for rt in reconnect_timeouts:
+        for outage in outages:
+            name = f"{mode}, reconnect_timeout={rt:g}s, outage={outage:g}s"
+            cases.append(
+                Case(
+                    experiment="long_outage",
+                    settings=base.replace(name=name, reconnect_timeout=rt),
+                    workload=workload.replace(duration=fault_at + outage + watch_s),
+                    tags={
+                        "fault": "restart",
+                        "fault_at_s": fault_at,
+                        "outage_s": outage,
+                        "reconnect_timeout_s": rt,
+                        "watch_s": watch_s,
+                    },
+                    actions=restart_actions(server, fault_at, outage),
+                )
+            )
+    return cases
+
+
+#: Columns of :func:`long_outage_frame`.
+LONG_OUTAGE_COLUMNS = (
+    "case",
+    "mode",
+    "pool",
+    "reconnect_timeout_s",
+    "outage_s",
+    "fault_at_s",
+    "faults_done_s",
+    "first_ok_after_up_s",
+    "recovered",
+    "watch_s",
+    "requests",
+    "successes",
+    "errors",
+    "n_PoolTimeout",
+    "service_gap_s",
+    "leaked",
+)
+
+
+def long_outage_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per long-outage run: the setting and the time to the first success once the
+    server was back (``recovered``: one came within ``watch_s``)."""
+    df = runs[runs["experiment"] == "long_outage"].copy()
+    if df.empty:
+        return pd.DataFrame(columns=list(LONG_OUTAGE_COLUMNS))
+    df["recovered"] = df["first_ok_after_up_s"].notna() & (
+        df["first_ok_after_up_s"] <= df["watch_s"]
+    )
+    cols = [c for c in LONG_OUTAGE_COLUMNS if c in df.columns]
+    return df[cols].reset_index(drop=True)
 
 
 def preset_cases(presets: Sequence[PoolSettings], workload: Workload) -> list[Case]:
