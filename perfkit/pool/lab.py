@@ -101,7 +101,7 @@ QUICK_CHURN = (FULL_CHURN[0], FULL_CHURN[-1])
 class Params(LabParams):
     """The pool notebook's parameters: the only place their defaults and help live."""
 
-    duration_s: float | None = param(None, "seconds per run", full=2.0, quick=0.4)
+    duration_s: float | None = param(None, "seconds per run", full=1.0, quick=0.4)
     think_ms: float = param(0.0, "mean think time between a worker's requests")
     worker_counts: tuple[int, ...] | None = param(None, "", full=(4, 16, 32), quick=(4, 16))
     size_repeats: int | None = param(None, "size-sweep repeats (medians)", full=2, quick=1)
@@ -133,7 +133,7 @@ class Params(LabParams):
     process_workers: int | None = param(None, "threads per process", full=16, quick=8)
     long_outage: bool = param(True, "take the server down for seconds: does the pool come back?")
     outages_s: tuple[float, ...] | None = param(
-        None, "server down for (s)", full=(3.0, 6.0), quick=(3.0,)
+        None, "server down for (s)", full=(5.0,), quick=(3.0,)
     )
     reconnect_timeouts_s: tuple[float, ...] | None = param(
         None, "pool reconnect_timeout (s)", full=(2.0, 30.0), quick=(2.0,)
@@ -142,7 +142,7 @@ class Params(LabParams):
         None, '"sync" / "async" pool', full=OUTAGE_MODES, quick=("sync",)
     )
     outage_watch_s: float | None = param(
-        None, "run on after the server is back (s)", full=5.0, quick=2.0
+        None, "run on after the server is back (s)", full=4.0, quick=2.0
     )
 
     def check(self) -> None:
