@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from perfkit.bouncer import LAB as PGBOUNCER
+from perfkit.bouncer.lab import LAB as PGBOUNCER
 from perfkit.errors import ConfigError
 from perfkit.lab import Lab
 from perfkit.lifecycle.lab import LAB as LIFECYCLE

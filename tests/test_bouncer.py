@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perfkit import bouncer as pb
+from perfkit.bouncer import lab, measure
 from perfkit.errors import BackendUnavailable, ConfigError
 from perfkit.lab import SAMPLE_COLUMNS
 from perfkit.postgres import PostgresServer
@@ -71,25 +71,25 @@ def synthetic_frames(direct_ms: float = 20.0, bouncer_ms: float = 10.0) -> dict[
         "pool_bins": pd.DataFrame(),
         "modes": pd.DataFrame(),
     }
-    frames["samples"] = pb.samples_frame(frames)
+    frames["samples"] = lab.samples_frame(frames)
     return frames
 
 
 def test_bin_rates_counts_events_per_second_with_empty_bins() -> None:
-    rates = pb.bin_rates([0.01, 0.02, 0.25], 0.3, bin_s=0.1)
+    rates = measure.bin_rates([0.01, 0.02, 0.25], 0.3, bin_s=0.1)
     assert rates.tolist() == [20.0, 0.0, 10.0]
 
 
 def test_bin_rates_drops_events_past_the_last_full_bin() -> None:
-    assert pb.bin_rates([0.05, 0.31], 0.35, bin_s=0.1).sum() == 10.0
+    assert measure.bin_rates([0.05, 0.31], 0.35, bin_s=0.1).sum() == 10.0
 
 
 def test_peak_rate_is_the_busiest_bin_per_second() -> None:
-    assert pb.peak_rate([-0.05, 0.01, 0.02, 0.03, 0.5], bin_s=0.1) == 30.0
+    assert measure.peak_rate([-0.05, 0.01, 0.02, 0.03, 0.5], bin_s=0.1) == 30.0
 
 
 def test_peak_rate_of_no_events_is_zero() -> None:
-    assert pb.peak_rate([]) == 0.0
+    assert measure.peak_rate([]) == 0.0
 
 
 def test_server_connections_sums_every_server_state_of_the_database() -> None:
@@ -97,29 +97,31 @@ def test_server_connections_sums_every_server_state_of_the_database() -> None:
         {"database": "app", "sv_active": 2, "sv_idle": 3, "sv_used": 1, "sv_login": 1},
         {"database": "pgbouncer", "sv_active": 5},
     ]
-    assert pb.server_connections(pools, "app") == 7
+    assert measure.server_connections(pools, "app") == 7
 
 
 def test_order_of_variants_has_each_variant_once_per_round() -> None:
-    order = pb.order_of_variants(["a", "b", "c"], 4, seed=3)
+    order = measure.order_of_variants(["a", "b", "c"], 4, seed=3)
     assert [sorted(order[i : i + 3]) for i in range(0, 12, 3)] == [["a", "b", "c"]] * 4
 
 
 def test_order_of_variants_is_seeded() -> None:
-    assert pb.order_of_variants("abc", 5, seed=1) == pb.order_of_variants("abc", 5, seed=1)
+    assert measure.order_of_variants("abc", 5, seed=1) == measure.order_of_variants(
+        "abc", 5, seed=1
+    )
 
 
 def test_peak_after_ignores_samples_before_the_restart() -> None:
     samples = pd.DataFrame({"t_event_s": [-1.0, 0.0, 0.5], "backends": [50, 3, 7]})
-    assert pb.peak_after(samples, 0.0) == 7
+    assert measure.peak_after(samples, 0.0) == 7
 
 
 def test_ready_after_is_the_probe_when_no_client_came_back_earlier() -> None:
-    assert pb.ready_after(5.0, [5.5, None, 6.0]) == 5.0
+    assert measure.ready_after(5.0, [5.5, None, 6.0]) == 5.0
 
 
 def test_ready_after_is_the_first_client_back_when_the_probe_was_late() -> None:
-    assert pb.ready_after(5.0, [4.8, None]) == 4.8
+    assert measure.ready_after(5.0, [4.8, None]) == 4.8
 
 
 def test_samples_frame_has_the_contract_columns_and_headline_variants() -> None:
@@ -129,64 +131,64 @@ def test_samples_frame_has_the_contract_columns_and_headline_variants() -> None:
 
 
 def test_headlines_carry_n_and_an_interval_around_the_value() -> None:
-    items = pb.headline_items(synthetic_frames())
-    latency = next(h for h in items if h.metric == pb.METRIC_LATENCY and h.variant == "naive")
+    items = lab.headline_items(synthetic_frames())
+    latency = next(h for h in items if h.metric == lab.METRIC_LATENCY and h.variant == "naive")
     assert latency.n == 30 and latency.ci_low <= latency.value <= latency.ci_high
 
 
 def test_conclusions_name_pgbouncer_when_the_data_separate_it() -> None:
-    text = pb.conclusion_text(synthetic_frames(direct_ms=20.0, bouncer_ms=10.0))
+    text = lab.conclusion_text(synthetic_frames(direct_ms=20.0, bouncer_ms=10.0))
     assert "transaction is fastest" in text
 
 
 def test_conclusions_say_indistinguishable_when_the_data_do_not_separate() -> None:
-    text = pb.conclusion_text(synthetic_frames(direct_ms=10.0, bouncer_ms=10.0))
+    text = lab.conclusion_text(synthetic_frames(direct_ms=10.0, bouncer_ms=10.0))
     assert "direct and transaction are indistinguishable" in text or (
         "transaction and direct are indistinguishable" in text
     )
 
 
 def test_conclusions_compare_with_the_published_numbers() -> None:
-    text = pb.conclusion_text(synthetic_frames())
+    text = lab.conclusion_text(synthetic_frames())
     assert "pgcat issue #459" in text and "Cybertec" in text
 
 
 def test_conclusions_say_whether_pgbouncer_absorbs_the_storm() -> None:
-    assert "PgBouncer absorbs the storm" in pb.conclusion_text(synthetic_frames())
+    assert "PgBouncer absorbs the storm" in lab.conclusion_text(synthetic_frames())
 
 
 def test_params_refuse_a_herd_larger_than_max_connections() -> None:
     with pytest.raises(ConfigError, match=r"'storm_clients'.*max_connections"):
-        pb.Params(storm_clients=500)
+        lab.Params(storm_clients=500)
 
 
 def test_params_refuse_empty_pool_workers() -> None:
     with pytest.raises(ConfigError, match="'pool_workers' must not be empty"):
-        pb.Params(pool_workers=())
+        lab.Params(pool_workers=())
 
 
 def test_params_refuse_a_missing_pgbouncer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(BINARY_ENV, str(tmp_path / "no-pgbouncer"))
     with pytest.raises(BackendUnavailable, match="apt-get install pgbouncer"):
-        pb.Params(quick=True)
+        lab.Params(quick=True)
 
 
 def test_bouncer_settings_carry_the_login_retry() -> None:
-    settings = pb.Params(server_login_retry_s=0.25).bouncer_settings("session")
+    settings = lab.Params(server_login_retry_s=0.25).bouncer_settings("session")
     assert settings.pool_mode == "session" and settings.server_login_retry == 0.25
 
 
 def test_server_settings_ask_for_max_connections_and_connection_logs() -> None:
-    gucs = pb.LAB.server_settings(pb.Params(max_connections=150)).server_settings
+    gucs = lab.LAB.server_settings(lab.Params(max_connections=150)).server_settings
     assert gucs["max_connections"] == "150" and gucs["log_connections"] == "on"
 
 
 @pytest.mark.local
 def test_measure_connect_keeps_one_row_per_connect(pg_server: PostgresServer) -> None:
-    frame = pb.measure_connect({"direct": pg_server.dsn}, 3, seed=0)
+    frame = measure.measure_connect({"direct": pg_server.dsn}, 3, seed=0)
     assert frame["variant"].tolist() == ["direct"] * 3 and (frame["ms"] > 0).all()
 
 
 def test_a_comparison_with_one_measured_variant_says_so() -> None:
-    line = pb._verdict_line({"direct": np.array([1.0, 2.0]), "session": np.array([])}, "x", "ms")
+    line = lab._verdict_line({"direct": np.array([1.0, 2.0]), "session": np.array([])}, "x", "ms")
     assert "not enough variants measured" in line

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from perfkit import notebooks, results
-from perfkit.bouncer import LAB, METRIC_LATENCY, METRIC_PEAK, METRIC_RPS
+from perfkit.bouncer.lab import LAB, METRIC_LATENCY, METRIC_PEAK, METRIC_RPS
 from perfkit.errors import BackendUnavailable, ConfigError
 from perfkit.lab import SAMPLE_COLUMNS, Results
 from perfkit.postgres import leaks
