@@ -6,9 +6,12 @@ leader is not yet separated from every other names its contenders
 (:func:`~perfkit.retry.evidence.contenders`: the leader and the candidates
 whose intervals overlap its interval most); each scenario then runs once more
 with just those labels, when the time left covers what such a run is expected
-to cost. It stops when every comparison is separated (``"separated"``), when no
-undecided scenario fits in the time left (``"budget spent"``) or after
-``max_rounds``. The ``budget`` frame records every round.
+to cost, the scenarios whose verdicts need the fewest runs to separate first
+(a comparison that would need far more runs than the time left affords, or
+whose candidates showed no difference at all, is not pursued). It stops when
+every comparison is separated (``"separated"``), when no undecided scenario
+fits in the time left (``"budget spent"``), when the undecided ones are out of
+reach, or after ``max_rounds``. The ``budget`` frame records every round.
 
 The expected cost of a run is the slowest contender's median time to connect
 in that scenario (an outage's length included) plus the scenario's overhead
@@ -26,7 +29,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfkit.retry.evidence import Comparison, contenders, samples_by_label, scenario_runs
+from perfkit.retry.evidence import (
+    Comparison,
+    contenders_of,
+    runs_needed,
+    samples_by_label,
+    scenario_runs,
+    verdict_of,
+)
 
 Key = tuple[str, float | None]
 #: Run one scenario once more with these labels in this round; return the new ``runs`` rows.
@@ -45,20 +55,28 @@ BUDGET_COLUMNS = (
 )
 SEPARATED = "separated"
 BUDGET_SPENT = "budget spent"
+OUT_OF_REACH = "the undecided verdicts need more runs than the budget allows"
 MAX_ROUNDS = "max rounds"
 NO_BUDGET = "no time budget: fixed repetitions"
+#: A comparison is tried while its estimated runs to separate are at most this many
+#: times the runs the time left affords (the estimate is rough at small n).
+REACH = 2.0
 
 
 def plan_round(
     runs: pd.DataFrame, comparisons: Sequence[Comparison], *, seed: int = 0
-) -> dict[Key, list[str]]:
-    """Per scenario, the labels the next round should run (undecided comparisons only)."""
-    out: dict[Key, list[str]] = {}
+) -> dict[Key, tuple[list[str], float]]:
+    """Per scenario: the labels the next round should run and the fewest extra runs its
+    undecided comparisons are estimated to need (:func:`~perfkit.retry.evidence.runs_needed`)."""
+    out: dict[Key, tuple[list[str], float]] = {}
     for comparison in comparisons:
-        labels = contenders(samples_by_label(runs, comparison), seed=seed)
+        samples = samples_by_label(runs, comparison)
+        verdict = verdict_of(samples, seed=seed)
+        labels = contenders_of(verdict, list(samples))
         if labels:
-            merged = out.setdefault(comparison.key, [])
+            merged, need = out.get(comparison.key, ([], math.inf))
             merged += [label for label in labels if label not in merged]
+            out[comparison.key] = (merged, min(need, runs_needed(verdict)))
     return out
 
 
@@ -139,20 +157,25 @@ def spend_budget(
             return runs, rows, SEPARATED
         costs = {
             key: expected_cost(runs, key, labels, overheads.get(key, []))
-            for key, labels in wanted.items()
+            for key, (labels, _) in wanted.items()
         }
-        ran = False
-        for key in sorted(wanted, key=lambda k: costs[k]):
-            if costs[key] > budget_s - (clock() - started):
+        ran, out_of_reach = False, False
+        # the most promising first: fewest runs to separate, then the cheapest
+        for key in sorted(wanted, key=lambda k: (wanted[k][1], costs[k])):
+            labels, need = wanted[key]
+            left = budget_s - (clock() - started)
+            if costs[key] > left:
+                continue
+            if need > REACH * left / max(costs[key], 1e-9):
+                out_of_reach = True
                 continue
             t = clock()
-            new = run_round(key, wanted[key], rnd)
+            new = run_round(key, labels, rnd)
             seconds = clock() - t
             overheads.setdefault(key, []).append(max(0.0, seconds - _slowest(new)))
             runs = pd.concat([runs, new], ignore_index=True)
-            rows.append(budget_row(rnd, key, wanted[key], seconds, clock() - started, budget_s))
+            rows.append(budget_row(rnd, key, labels, seconds, clock() - started, budget_s))
             ran = True
         if not ran:
-            return runs, rows, BUDGET_SPENT
-    wanted = plan_round(runs, comparisons, seed=seed)
-    return runs, rows, SEPARATED if not wanted else MAX_ROUNDS
+            return runs, rows, OUT_OF_REACH if out_of_reach else BUDGET_SPENT
+    return runs, rows, SEPARATED if not plan_round(runs, comparisons, seed=seed) else MAX_ROUNDS

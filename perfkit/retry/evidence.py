@@ -193,16 +193,38 @@ def contenders(
     most ``limit`` labels. Empty when the leader is already separated from
     every other. With too few runs to judge (insufficient), every candidate.
     """
-    verdict = verdict_of(samples, seed=seed)
+    return contenders_of(verdict_of(samples, seed=seed), list(samples), limit=limit)
+
+
+def contenders_of(
+    verdict: Verdict | None, labels: Sequence[str], *, limit: int = MAX_CONTENDERS
+) -> list[str]:
+    """:func:`contenders` of a verdict already made on ``labels``."""
     if verdict is None or verdict.status == "separated":
         return []
     if verdict.status == "insufficient" or verdict.best is None:
-        return list(samples)[:limit] if limit else list(samples)
+        return list(labels)[:limit]
     leader = verdict.best
     lead = verdict.estimates[leader]
     open_ = [c.other for c in verdict.comparisons if not c.separated]
     open_.sort(key=lambda name: -overlap(lead, verdict.estimates[name]))
     return [leader, *open_][:limit]
+
+
+def runs_needed(verdict: Verdict | None) -> float:
+    """Extra runs per candidate the verdict estimates would separate it (0: decided).
+
+    ``inf`` when no difference was observed (more runs need not help); with
+    too few runs to judge, one more.
+    """
+    if verdict is None or verdict.status == "separated":
+        return 0.0
+    if verdict.status == "insufficient" or verdict.best is None:
+        return 1.0
+    if verdict.n_to_separate is None:
+        return math.inf
+    now = verdict.estimates[verdict.best].n
+    return float(max(1, verdict.n_to_separate - now))
 
 
 def interval(values: Sequence[float], *, seed: int = 0) -> Estimate:

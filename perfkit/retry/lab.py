@@ -13,6 +13,7 @@ Frames (saved as ``experiment="retry"``; columns in ``/work/notes/retry.md``):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -47,6 +48,8 @@ MODEL_CLIENTS = 10_000
 HEADLINE_LABELS = {"naive": "naive", "improved": "review"}
 #: The fitted schedule's goal on a cold start: median overshoot and attempts at most.
 FIT_GOAL = (0.050, 15)
+#: An attempt before ready that neither failed nor ended sooner than this hung (a port proxy).
+HANG_MIN_S = 0.1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,11 +63,7 @@ class Params(LabParams):
         None, "first round of cold starts and outages per setting", full=3, quick=2
     )
     time_budget_s: float | None = param(
-        None,
-        "cold starts + outages: wall-time budget, s; extra runs go to undecided verdicts "
-        "(0: fixed repetitions)",
-        full=75.0,
-        quick=12.0,
+        None, "time for cold starts + outages, s (0: fixed reps)", full=75.0, quick=20.0
     )
     outage_s: tuple[float, ...] | None = param(
         None, "outage lengths in s", full=(1.0, 5.0), quick=(1.0,)
@@ -414,10 +413,41 @@ def _fit(cfg: LabConfig, ready: np.ndarray, costs: model.AttemptCosts) -> model.
     )
 
 
-def cold_costs(costs: model.AttemptCosts) -> model.AttemptCosts:
-    """Costs for a cold start: Docker-style (every attempt during the boot hangs) when the
-    measured attempts hung at all, else as measured."""
-    if costs.hang_window_s > 0:
+def proxy_hangs(attempts: pd.DataFrame, runs: pd.DataFrame) -> bool:
+    """Whether attempts made before the server was ready hung instead of failing at once.
+
+    Docker's port proxy accepts the connection and holds it while PostgreSQL
+    boots; on the local backend an attempt is refused at once, and an attempt
+    that merely beat the readiness probe (by up to one poll) connects quickly.
+    So: some attempt started after the event and before ready, did not fail,
+    and took at least :data:`HANG_MIN_S`.
+    """
+    needed = {"t_event_s", "duration_s", "outcome"}
+    if attempts.empty or not needed <= set(attempts.columns):
+        return False
+    keys = [c for c in ("scenario", "rep", "label", "param_s") if c in attempts and c in runs]
+    ready = runs[[*keys, "ready_after_event_s"]].drop_duplicates(keys)
+    df = attempts.merge(ready, on=keys, how="inner")
+    hung = df[
+        (df["t_event_s"] >= 0)
+        & (df["t_event_s"] < df["ready_after_event_s"])
+        & (df["outcome"] != "error")
+        & (df["duration_s"] >= HANG_MIN_S)
+    ]
+    return not hung.empty
+
+
+def measured_costs(attempts: pd.DataFrame, runs: pd.DataFrame, *, cold: bool) -> model.AttemptCosts:
+    """Per-attempt costs for the model from a scenario's attempts.
+
+    Without hung attempts (:func:`proxy_hangs`) there is no hang window. With
+    them, a cold start is Docker-style (every attempt during the boot hangs:
+    the proxy is up from the launch), an outage keeps the measured window.
+    """
+    costs = model.estimate_costs(attempts, runs)
+    if not proxy_hangs(attempts, runs):
+        return dataclasses.replace(costs, hang_window_s=0.0)
+    if cold:
         return model.AttemptCosts.docker(refused_s=costs.refused_s, success_s=costs.success_s)
     return costs
 
@@ -483,9 +513,9 @@ def run_lab(
             first_round(("outage", length), out, t)
         outage_attempts = pd.concat(attempts, ignore_index=True)
         outage_runs = pd.concat(runs, ignore_index=True)
-        costs = model.estimate_costs(outage_attempts, outage_runs)
+        costs = measured_costs(outage_attempts, outage_runs, cold=True)
         say(f"fitting a schedule to {len(restart_ready)} restarts ...")
-        fitted = _fit(cfg, restart_ready, cold_costs(costs))
+        fitted = _fit(cfg, restart_ready, costs)
         cold_specs = experiments.specs_for(
             {**{name: name for name in cfg.strategies}, FITTED: fitted.strategy},
             connect_timeout=cfg.connect_timeout,
@@ -681,7 +711,7 @@ def _model_frames(
     strategies: dict[str, Any] = {name: get_strategy(name) for name in cfg.strategies}
     strategies[FITTED] = fitted.strategy
     cold_attempts = attempts[attempts["scenario"] == "cold_start"]
-    costs = cold_costs(model.estimate_costs(cold_attempts, runs))
+    costs = measured_costs(cold_attempts, runs, cold=True)
     ready = np.concatenate([restart_ready, cold_ready])
     predicted = [
         model.predict_many(strategies, ready, costs, seed=cfg.seed, **common).assign(
@@ -689,7 +719,7 @@ def _model_frames(
         )
     ]
     rows = agreement_rows(predicted[0], runs, scenario="cold_start", param_s=None, seed=cfg.seed)
-    outage_costs = model.estimate_costs(attempts[attempts["scenario"] == "outage"], runs)
+    outage_costs = measured_costs(attempts[attempts["scenario"] == "outage"], runs, cold=False)
     named = {name: strategies[name] for name in cfg.strategies}
     restart_all = np.concatenate(restarts)
     for length in sorted(set(outage_runs["param_s"].dropna())):
@@ -850,7 +880,7 @@ def _verdict_texts(
     parts = []
     for r in sel.itertuples():
         what = "Overshoot" if r.metric == "overshoot_s" else "Attempts"
-        parts.append(f"{what}: {r.text}")
+        parts.append(f"{what}: {r.text.rstrip('.')}.")
     return " ".join(parts)
 
 
