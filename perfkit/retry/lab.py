@@ -8,7 +8,10 @@ parameter, before any server starts), :func:`run_lab` runs every scenario and
 Frames (saved as ``experiment="retry"``; columns in ``/work/notes/retry.md``):
 ``worst_case``, ``review_claim``, ``runs``, ``attempts``, ``summary``,
 ``connect_time``, ``herd``, ``herd_rates``, ``herd_backends``, ``calibration``,
-``sim_vs_real``, ``sim_rates``, ``simulation``, ``headline``.
+``sim_vs_real``, ``sim_rates``, ``simulation``, ``headline``; and ``verdicts``
+(:mod:`perfkit.retry.evidence`), ``budget`` (:mod:`perfkit.retry.adaptive`),
+``ready_times``, ``model``, ``model_vs_real``, ``fitted`` (the model and the fitted
+schedule) and ``samples`` (per-run values behind the measured headlines).
 """
 
 from __future__ import annotations
