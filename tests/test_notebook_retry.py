@@ -28,6 +28,12 @@ FRAMES = {
     "sim_rates",
     "simulation",
     "headline",
+    "verdicts",
+    "model_vs_real",
+    "samples",
+    "budget",
+    "fitted",
+    "ready_times",
 }
 
 
@@ -60,6 +66,23 @@ def test_quick_run_writes_retry_results_figures_and_conclusions(tmp_path: Path) 
     assert "Which strategy wins where" in executed
     assert executed.count("image/png") >= 8
     assert saved.frames["herd"]["connected"].sum() == 2 * 20
+    cold = runs[runs["scenario"] == "cold_start"]
+    assert "fitted" in set(cold["label"]) and cold[cold["label"] == "fitted"]["connected"].all()
+    verdicts = saved.frames["verdicts"]
+    assert {"cold_start", "outage"} <= set(verdicts["scenario"])
+    assert set(verdicts["status"]) <= {"separated", "indistinguishable", "insufficient"}
+    assert (verdicts["winner"].isna() | (verdicts["status"] == "separated")).all()
+    model_vs_real = saved.frames["model_vs_real"]
+    assert "fitted" in set(model_vs_real["label"]) and model_vs_real["predicted"].notna().all()
+    assert set(saved.frames["samples"]["metric"]) == {
+        "cold_start_time_to_connect",
+        "cold_start_overshoot",
+    }
+    budget = saved.frames["budget"]
+    assert (budget["round"] == 0).any() and budget["stop_reason"].nunique() == 1
+    measured = headline[headline["metric"] == "cold_start_overshoot"]
+    assert (measured["n"] >= 2).all() and (measured["ci_low"] <= measured["ci_high"]).all()
+    assert "Fitted schedule" in executed and "The model ranks the cold start" in executed
 
 
 def test_bad_strategy_name_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:

@@ -15,12 +15,12 @@ def config(**changes: object) -> lab.LabConfig:
 def test_defaults_compare_every_registered_strategy() -> None:
     cfg = config()
     assert cfg.strategies == tuple(lab.STRATEGIES)
-    assert cfg.outage_s == (1.0, 5.0, 10.0) and cfg.client_counts == (10, 50, 100)
+    assert cfg.outage_s == (1.0, 5.0) and cfg.client_counts == (10, 100)
 
 
 def test_quick_mode_shrinks_every_sweep() -> None:
     cfg = config(quick=True)
-    assert cfg.repetitions == 1 and len(cfg.strategies) == 4
+    assert cfg.repetitions == 2 and len(cfg.strategies) == 4
     assert cfg.client_counts == (20,) and cfg.outage_s == (1.0,)
 
 
@@ -69,3 +69,35 @@ def test_budget_herd_runs_by_default_but_not_in_quick_mode() -> None:
     assert config().herd_budget_per_s == 50.0
     assert config(quick=True).herd_budget_per_s is None
     assert config(herd_budget_per_s=0.0).herd_budget_per_s is None
+
+
+def test_a_time_budget_applies_by_default() -> None:
+    assert config().time_budget_s == 75.0
+    assert config(quick=True).time_budget_s == 20.0
+
+
+def test_a_zero_time_budget_means_fixed_repetitions() -> None:
+    assert config(time_budget_s=0.0).time_budget_s is None
+
+
+def test_negative_time_budget_fails_naming_the_parameter() -> None:
+    with pytest.raises(ConfigError, match="time_budget_s"):
+        config(time_budget_s=-1.0)
+
+
+def test_negative_attempt_weight_fails_naming_the_parameter() -> None:
+    with pytest.raises(ConfigError, match="attempt_weight_s"):
+        config(attempt_weight_s=-0.1)
+
+
+def test_the_fitted_schedule_is_described_in_milliseconds() -> None:
+    row = {
+        "kind": "delayed_exponential",
+        "first_delay": 0.045,
+        "base": 0.01,
+        "multiplier": 1.0,
+        "cap": 0.01,
+        "max_attempts": 5000,
+    }
+    text = lab.describe_schedule(row)
+    assert "first retry after 45.0 ms" in text and "every 10.0 ms" in text

@@ -22,50 +22,83 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from perfkit import stats
 from perfkit.errors import ConfigError, RetryError
 from perfkit.postgres import PostgresServer, ServerSettings, create_server
 from perfkit.retry.connect import connect_with_retry
 from perfkit.retry.probe import ReadinessProbe
-from perfkit.retry.strategies import get_strategy
+from perfkit.retry.strategies import Strategy, get_strategy, strategy_name
 from perfkit.retry.trace import Trace
 
 
 @dataclass(frozen=True, kw_only=True)
 class ClientSpec:
-    """One retrying client: a registered strategy and its stop settings."""
+    """One retrying client: a strategy (registered name or object) and its stop settings.
 
-    strategy: str
+    A :class:`Strategy` object (e.g. a fitted schedule) runs without being
+    registered in ``STRATEGIES``; its label defaults to its registry name or kind.
+    """
+
+    strategy: str | Strategy
     connect_timeout: float | None = 2.0
     deadline: float | None = 60.0
     label: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        get_strategy(self.strategy, **self.overrides)  # validates name and overrides
+        self.resolve()  # validates name (or object) and overrides
         for name in ("connect_timeout", "deadline"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not value > 0):
                 raise ConfigError(f"ClientSpec.{name} must be > 0 or None, got {value!r}")
         if not self.label:
-            object.__setattr__(self, "label", self.strategy)
+            object.__setattr__(self, "label", self.strategy_name)
+
+    def resolve(self) -> Strategy:
+        """The strategy this client runs, with its overrides applied."""
+        if isinstance(self.strategy, Strategy):
+            return self.strategy.with_(**self.overrides) if self.overrides else self.strategy
+        if not isinstance(self.strategy, str):
+            raise ConfigError(
+                f"ClientSpec.strategy must be a strategy name or a Strategy, got {self.strategy!r}"
+            )
+        return get_strategy(self.strategy, **self.overrides)
+
+    @property
+    def strategy_name(self) -> str:
+        """The registered name, or a Strategy object's registry name or kind."""
+        return self.strategy if isinstance(self.strategy, str) else strategy_name(self.strategy)
 
     def __hash__(self) -> int:
         return hash((self.strategy, self.connect_timeout, self.deadline, self.label))
 
 
 def specs_for(
-    strategies: Iterable[str], *, connect_timeout: float | None = 2.0, deadline: float = 60.0
+    strategies: Iterable[str] | Mapping[str, str | Strategy],
+    *,
+    connect_timeout: float | None = 2.0,
+    deadline: float = 60.0,
 ) -> list[ClientSpec]:
-    """One :class:`ClientSpec` per strategy name (validated now, before any server starts)."""
+    """One :class:`ClientSpec` per strategy (validated now, before any server starts).
+
+    ``strategies`` are registered names, or a mapping of label to a name or a
+    :class:`Strategy` object (e.g. ``{"fitted": fit_schedule(...)}``): the
+    registry itself is never changed.
+    """
+    if isinstance(strategies, Mapping):
+        items = list(strategies.items())
+    else:
+        items = [(name if isinstance(name, str) else "", name) for name in strategies]
     return [
-        ClientSpec(strategy=name, connect_timeout=connect_timeout, deadline=deadline)
-        for name in strategies
+        ClientSpec(strategy=strat, connect_timeout=connect_timeout, deadline=deadline, label=label)
+        for label, strat in items
     ]
 
 
@@ -109,7 +142,7 @@ class ClientGroup:
         try:
             conn, trace = connect_with_retry(
                 self._dsn,
-                get_strategy(spec.strategy, **spec.overrides),
+                spec.resolve(),
                 connect_timeout=spec.connect_timeout,
                 deadline=spec.deadline,
                 rng=client_rng(self._seed, *self._tag, spec.label),
@@ -151,7 +184,7 @@ def _rows(
             "scenario": scenario,
             "rep": rep,
             "label": run.spec.label,
-            "strategy": run.spec.strategy,
+            "strategy": run.spec.strategy_name,
             "connect_timeout_s": run.spec.connect_timeout,
             "param_s": param_s,
             "event_at": event_at,
@@ -200,16 +233,18 @@ def cold_start(
     reps: int = 3,
     seed: int = 0,
     on_server: Callable[[PostgresServer], None] | None = None,
+    first_rep: int = 0,
 ) -> ScenarioResult:
     """Launch a fresh server ``reps`` times; the clients start retrying at launch.
 
     The event is the moment ``start(wait=False)`` returned (the server process
     or container exists, not ready yet). ``on_server`` sees each server (e.g.
-    to keep its ``describe()`` for metadata).
+    to keep its ``describe()`` for metadata). Repetitions are numbered from
+    ``first_rep`` (later rounds of the same experiment continue the count).
     """
     rows: list[dict[str, Any]] = []
     frames: list[pd.DataFrame] = []
-    for rep in range(reps):
+    for rep in range(first_rep, first_rep + reps):
         group = ClientGroup(specs, seed=seed, tag=("cold", rep))
         server = create_server(settings)
         try:
@@ -245,18 +280,20 @@ def outage(
     outage_s: Sequence[float],
     reps: int = 1,
     seed: int = 0,
+    first_rep: int = 0,
 ) -> ScenarioResult:
     """Stop the server for each length T, clients retrying from the stop; then start it.
 
     The event is the moment ``bring_up(wait=False)`` was called; overshoot is
-    measured against the probe's ready time after that.
+    measured against the probe's ready time after that. Repetitions are
+    numbered from ``first_rep``.
     """
     rows: list[dict[str, Any]] = []
     frames: list[pd.DataFrame] = []
     for length in outage_s:
         if not length >= 0:
             raise ConfigError(f"outage_s values must be >= 0, got {length!r}")
-        for rep in range(reps):
+        for rep in range(first_rep, first_rep + reps):
             if not server.is_ready():
                 server.bring_up(wait=True)
             group = ClientGroup(specs, seed=seed, tag=("outage", length, rep))
@@ -329,14 +366,23 @@ def hang(
     return _result(rows, frames)
 
 
-def summarize(runs: pd.DataFrame, by: Sequence[str] = ("scenario", "label")) -> pd.DataFrame:
-    """Median/p90 overshoot, time to connect and attempts per group; success rate."""
+def summarize(
+    runs: pd.DataFrame, by: Sequence[str] = ("scenario", "label"), *, seed: int = 0
+) -> pd.DataFrame:
+    """Median/p90 overshoot, time to connect and attempts per group; success rate.
+
+    ``n`` is the number of runs with an overshoot (connected ones); the medians
+    of overshoot and attempts carry seeded 95 % bootstrap intervals
+    (:func:`perfkit.stats.quantile_interval`): ``overshoot_ci_low_s``,
+    ``overshoot_ci_high_s``, ``attempts_ci_low``, ``attempts_ci_high``.
+    """
     if runs.empty:
         return pd.DataFrame()
     g = runs.groupby(list(by), dropna=False)
     out = g.agg(
         runs=("connected", "size"),
         connected=("connected", "sum"),
+        n=("overshoot_s", "count"),
         overshoot_median_s=("overshoot_s", "median"),
         overshoot_p90_s=("overshoot_s", lambda s: s.quantile(0.9)),
         time_to_connect_median_s=("time_to_connect_s", "median"),
@@ -344,4 +390,14 @@ def summarize(runs: pd.DataFrame, by: Sequence[str] = ("scenario", "label")) -> 
         failed_median=("failed", "median"),
     ).reset_index()
     out["success_rate"] = out["connected"] / out["runs"]
+    intervals = []
+    for _, group in g:
+        overshoot = group["overshoot_s"].dropna().to_numpy(dtype=float)
+        attempts = group["attempts"].to_numpy(dtype=float)
+        o = stats.quantile_interval(overshoot, 0.5, seed=seed)
+        a = stats.quantile_interval(attempts, 0.5, seed=seed)
+        intervals.append((o.low, o.high, a.low, a.high))
+    ci = np.array(intervals, dtype=float).reshape(-1, 4)
+    out["overshoot_ci_low_s"], out["overshoot_ci_high_s"] = ci[:, 0], ci[:, 1]
+    out["attempts_ci_low"], out["attempts_ci_high"] = ci[:, 2], ci[:, 3]
     return out

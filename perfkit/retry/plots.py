@@ -49,8 +49,13 @@ def timelines(
     return fig
 
 
+def dkw_epsilon(n: int, level: float = 0.95) -> float:
+    """Half-width of the Dvoretzky–Kiefer–Wolfowitz band of an ECDF of ``n`` values."""
+    return float(np.sqrt(np.log(2 / (1 - level)) / (2 * n))) if n else float("nan")
+
+
 def overshoot_ecdf(runs: pd.DataFrame, *, scenario: str, param_s: float | None = None) -> Figure:
-    """ECDF of overshoot (connected minus ready) per client label."""
+    """ECDF of overshoot (connected minus ready) per client label, with a 95 % DKW band."""
     sel = runs[runs["scenario"] == scenario]
     if param_s is not None:
         sel = sel[sel["param_s"] == param_s]
@@ -58,14 +63,20 @@ def overshoot_ecdf(runs: pd.DataFrame, *, scenario: str, param_s: float | None =
     for label, group in sel.groupby("label"):
         values = np.sort(group["overshoot_s"].dropna().to_numpy() * 1000)
         if len(values):
-            ax.step(
+            ecdf = np.arange(1, len(values) + 1) / len(values)
+            (line,) = ax.step(values, ecdf, where="post", label=f"{label} (n={len(values)})")
+            eps = dkw_epsilon(len(values))
+            ax.fill_between(
                 values,
-                np.arange(1, len(values) + 1) / len(values),
-                where="post",
-                label=f"{label} (n={len(values)})",
+                np.clip(ecdf - eps, 0, 1),
+                np.clip(ecdf + eps, 0, 1),
+                step="post",
+                color=line.get_color(),
+                alpha=0.12,
+                lw=0,
             )
     ax.set_xlabel("overshoot: connected - actually ready (ms)")
-    ax.set_ylabel("fraction of runs")
+    ax.set_ylabel("fraction of runs (band: 95 % DKW)")
     suffix = f" ({param_s:g} s)" if param_s is not None else ""
     ax.set_title(f"Overshoot ECDF, {scenario}{suffix}")
     ax.legend(fontsize=8)
@@ -74,36 +85,94 @@ def overshoot_ecdf(runs: pd.DataFrame, *, scenario: str, param_s: float | None =
     return fig
 
 
+def _errors(
+    frame: pd.DataFrame, value: str, low: str, high: str, scale: float = 1.0
+) -> np.ndarray | None:
+    """Asymmetric error bars (2, n) from interval columns, or None when they are missing."""
+    if low not in frame.columns or high not in frame.columns:
+        return None
+    v = frame[value].to_numpy(dtype=float)
+    lo = np.clip(v - frame[low].to_numpy(dtype=float), 0, None)
+    hi = np.clip(frame[high].to_numpy(dtype=float) - v, 0, None)
+    return np.nan_to_num(np.vstack([lo, hi])) * scale
+
+
 def pareto(summary: pd.DataFrame, *, scenario: str, param_s: float | None = None) -> Figure:
-    """Work (median attempts) vs latency (median time to connect); the front highlighted."""
+    """Work (median attempts) vs latency (median overshoot) with 95 % intervals; the front."""
     sel = summary[summary["scenario"] == scenario]
     if param_s is not None:
         sel = sel[sel["param_s"] == param_s]
-    sel = sel.dropna(subset=["attempts_median", "time_to_connect_median_s"])
+    sel = sel.dropna(subset=["attempts_median", "overshoot_median_s"])
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter(sel["attempts_median"], sel["time_to_connect_median_s"])
+    ax.errorbar(
+        sel["attempts_median"],
+        sel["overshoot_median_s"] * 1000,
+        xerr=_errors(sel, "attempts_median", "attempts_ci_low", "attempts_ci_high"),
+        yerr=_errors(sel, "overshoot_median_s", "overshoot_ci_low_s", "overshoot_ci_high_s", 1000),
+        fmt="o",
+        capsize=3,
+    )
     for r in sel.itertuples():
+        n = f" (n={r.n})" if hasattr(r, "n") else ""
         ax.annotate(
-            r.label,
-            (r.attempts_median, r.time_to_connect_median_s),
+            f"{r.label}{n}",
+            (r.attempts_median, r.overshoot_median_s * 1000),
             fontsize=8,
             xytext=(3, 3),
             textcoords="offset points",
         )
-    ordered = sel.sort_values(["attempts_median", "time_to_connect_median_s"])
+    ordered = sel.sort_values(["attempts_median", "overshoot_median_s"])
     front, best = [], np.inf
     for r in ordered.itertuples():
-        if r.time_to_connect_median_s < best:
-            front.append((r.attempts_median, r.time_to_connect_median_s))
-            best = r.time_to_connect_median_s
+        if r.overshoot_median_s < best:
+            front.append((r.attempts_median, r.overshoot_median_s * 1000))
+            best = r.overshoot_median_s
     if front:
         xs, ys = zip(*front, strict=True)
         ax.step(xs, ys, where="post", color="tab:red", alpha=0.6, label="Pareto front")
         ax.legend()
-    ax.set_xlabel("median attempts (work)")
-    ax.set_ylabel("median time to connect (s)")
+    ax.set_xlabel("median attempts (work), 95 % interval")
+    ax.set_ylabel("median overshoot (ms), 95 % interval")
     suffix = f" ({param_s:g} s)" if param_s is not None else ""
-    ax.set_title(f"Attempts vs time to connect, {scenario}{suffix}")
+    ax.set_title(f"Attempts vs overshoot, {scenario}{suffix}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def model_vs_real(comparison: pd.DataFrame, *, metric: str = "overshoot_median_s") -> Figure:
+    """Predicted vs measured medians with both intervals, per scenario (diagonal: agreement)."""
+    sel = comparison[comparison["metric"] == metric].dropna(subset=["measured"])
+    scale = 1000.0 if metric.endswith("_s") else 1.0
+    unit = " (ms)" if scale == 1000.0 else ""
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    for (scenario, param_s), g in sel.groupby(["scenario", "param_s"], dropna=False):
+        name = scenario if pd.isna(param_s) else f"{scenario} {param_s:g} s"
+        ax.errorbar(
+            g["predicted"] * scale,
+            g["measured"] * scale,
+            xerr=_errors(g, "predicted", "predicted_low", "predicted_high", scale),
+            yerr=_errors(g, "measured", "measured_low", "measured_high", scale),
+            fmt="o",
+            capsize=3,
+            label=name,
+        )
+        for r in g.itertuples():
+            ax.annotate(
+                r.label,
+                (r.predicted * scale, r.measured * scale),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    values = pd.concat([sel["predicted"], sel["measured_high"]]) * scale
+    top = float(np.nanmax(values)) if len(values) else 1.0
+    low = min(0.0, float(np.nanmin(pd.concat([sel["predicted"], sel["measured_low"]]) * scale)))
+    ax.plot([low, top], [low, top], color="grey", lw=1, label="measured = predicted")
+    ax.set_xlabel(f"model: predicted median{unit}")
+    ax.set_ylabel(f"real runs: measured median, 95 % interval{unit}")
+    ax.set_title(f"Model vs real: {metric.replace('_', ' ')}")
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -128,17 +197,33 @@ def herd_rates(rates: pd.DataFrame, *, n_clients: int, source: str = "client") -
 
 
 def outage_sweep(summary: pd.DataFrame) -> Figure:
-    """Median overshoot and attempts vs outage length, per strategy."""
+    """Median overshoot and attempts vs outage length per strategy, with 95 % intervals."""
     sel = summary[summary["scenario"] == "outage"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for label, g in sel.groupby("label"):
         g = g.sort_values("param_s")
-        a1.plot(g["param_s"], g["overshoot_median_s"] * 1000, marker="o", label=label)
-        a2.plot(g["param_s"], g["attempts_median"], marker="o", label=label)
+        a1.errorbar(
+            g["param_s"],
+            g["overshoot_median_s"] * 1000,
+            yerr=_errors(
+                g, "overshoot_median_s", "overshoot_ci_low_s", "overshoot_ci_high_s", 1000
+            ),
+            marker="o",
+            capsize=3,
+            label=label,
+        )
+        a2.errorbar(
+            g["param_s"],
+            g["attempts_median"],
+            yerr=_errors(g, "attempts_median", "attempts_ci_low", "attempts_ci_high"),
+            marker="o",
+            capsize=3,
+            label=label,
+        )
     a1.set_xlabel("outage length (s)")
-    a1.set_ylabel("median overshoot (ms)")
+    a1.set_ylabel("median overshoot (ms), 95 % interval")
     a2.set_xlabel("outage length (s)")
-    a2.set_ylabel("median attempts")
+    a2.set_ylabel("median attempts, 95 % interval")
     a1.legend(fontsize=7)
     for ax in (a1, a2):
         ax.grid(alpha=0.3)

@@ -31,6 +31,26 @@ def _probe_ready(server: PostgresServer, event_at: float) -> float:
     return ready_at - event_at
 
 
+def restart_ready_times(server: PostgresServer, k: int) -> np.ndarray:
+    """Ready times (s) of ``k`` restarts of a running ``server`` (left running afterwards).
+
+    Time 0 is just before the server is brought up again (``take_down`` /
+    ``bring_up``): on Docker a restart of the same container, no new one.
+    """
+    validate.integer("restart_ready_times k", k, minimum=1)
+    out: list[float] = []
+    try:
+        for _ in range(k):
+            server.take_down()
+            event_at = time.monotonic()
+            server.bring_up(wait=False)
+            out.append(_probe_ready(server, event_at))
+    finally:
+        if not server.is_ready():
+            server.bring_up(wait=True)
+    return np.asarray(out)
+
+
 def ready_time_samples(
     k: int = 20, *, settings: ServerSettings | None = None, fresh: bool = False
 ) -> np.ndarray:
@@ -56,11 +76,6 @@ def ready_time_samples(
         return np.asarray(out)
     server = create_server(settings).start(wait=True)
     try:
-        for _ in range(k):
-            server.take_down()
-            event_at = time.monotonic()
-            server.bring_up(wait=False)
-            out.append(_probe_ready(server, event_at))
+        return restart_ready_times(server, k)
     finally:
         server.stop()
-    return np.asarray(out)
