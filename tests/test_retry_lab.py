@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from perfkit.errors import ConfigError
-from perfkit.retry import lab
+from perfkit.retry import conclusions, lab
 
 
 def config(**changes: object) -> lab.LabConfig:
@@ -99,5 +99,5 @@ def test_the_fitted_schedule_is_described_in_milliseconds() -> None:
         "cap": 0.01,
         "max_attempts": 5000,
     }
-    text = lab.describe_schedule(row)
+    text = conclusions.describe_schedule(row)
     assert "first retry after 45.0 ms" in text and "every 10.0 ms" in text
