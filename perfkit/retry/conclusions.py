@@ -264,7 +264,7 @@ def _model_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
             f"{f['success_s'] * 1000:.1f} ms{hang}"
         )
     counts = ready["source"].value_counts()
-    boots = ready[ready["source"].isin(["restart", "cold_start"])]["ready_s"]
+    boots = ready[ready["source"].isin(["boot", "cold_start"])]["ready_s"]
     ranking = ", ".join(
         f"{r.label} {_ms(r.predicted)} ms" + (f"/{_attempts(mvr, r.label)} att")
         for r in cold.itertuples()
@@ -289,7 +289,7 @@ def _model_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
     )
     return [
         f"- **The model ranks the cold start** by predicted median overshoot/attempts "
-        f"(ready times of {int(counts.get('restart', 0))} restarts and "
+        f"(ready times of {int(counts.get('boot', 0))} fresh boots and "
         f"{int(counts.get('cold_start', 0))} cold starts, median "
         f"{_ms(float(boots.median()))} ms{costs}): {ranking}. The measured medians agree "
         f"(within their 95 % interval ± one {PROBE_INTERVAL_S * 1000:.0f} ms probe poll) for "
@@ -352,7 +352,7 @@ def _fitted_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
     verdict = _verdict_texts(verdicts, "cold_start", None, f"{FITTED} vs naive, review")
     return [
         f"- **Fitted schedule** ({describe_schedule(f)}; fitted to {int(f['fit_ready_n'])} "
-        f"restart ready times with {f['weight_attempts']:g} s of overshoot per attempt, "
+        f"fresh-boot ready times with {f['weight_attempts']:g} s of overshoot per attempt, "
         f"{int(f['evaluated'])} schedules tried; the deadline stops it in a long outage): "
         f"predicted median overshoot {_ms(f['median_overshoot'])} ms with "
         f"{f['median_attempts']:g} attempts; measured "
