@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -129,3 +131,19 @@ def test_auto_explains_its_choice() -> None:
     choice = choose_backend(ServerSettings(backend="auto"))
     assert choice.backend in ("docker", "local")
     assert choice.reason
+
+
+def test_a_killed_local_server_leaves_no_shared_memory_segment(tmp_path: Path) -> None:
+    """Its dynamic shared memory lives in the data directory, which cleanup removes."""
+    before = {p.name for p in Path("/dev/shm").glob("PostgreSQL.*")}
+    server = create_server(ServerSettings(backend="local")).start()
+    try:
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+        pid = server.postmaster_pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        server.stop()
+    after = {p.name for p in Path("/dev/shm").glob("PostgreSQL.*")}
+    assert not (after - before)

@@ -180,6 +180,11 @@ class LocalServer(PostgresServer):
             "listen_addresses=127.0.0.1",
             "-c",
             f"unix_socket_directories={self.socket_dir}",
+            # Dynamic shared memory as files under the data directory, not POSIX
+            # segments in /dev/shm: a server that is killed (SIGKILL, a dead owner's
+            # sweep) cannot leave them behind, since they go with the data directory.
+            "-c",
+            "dynamic_shared_memory_type=mmap",
         ]
         for key, value in self.settings.server_settings.items():
             args += ["-c", f"{key}={value}"]
