@@ -322,6 +322,14 @@ def conclusions(frames: Mapping[str, pd.DataFrame]) -> str:
     if len(walls) >= 2:
         verdict = decide(walls, lower_is_better=True)
         lines.append(f"- fastest shared strategy (suite wall time): {verdict.text(unit='s')}")
+    spent = frames.get("budget")
+    if spent is not None and not spent.empty:
+        extra = spent[spent["round"] > 0]
+        lines.append(
+            f"- time budget {float(spent['budget_s'].iloc[0]):g} s: {len(extra)} extra round(s) "
+            f"in {float(extra['seconds'].sum()) if len(extra) else 0.0:.0f} s; "
+            f"stopped: {spent['stop_reason'].iloc[0]}"
+        )
     top = int(ok["workers"].max())
     if top > 1:
         for strategy in ok["strategy"].unique():

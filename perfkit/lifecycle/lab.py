@@ -12,7 +12,7 @@ user's own pytest suite.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,7 @@ import pandas as pd
 from perfkit import headlines
 from perfkit.errors import ConfigError, SuiteFailed
 from perfkit.lab import LabParams, Progress, Results, param
-from perfkit.lifecycle import analysis, bench, leakcheck, micro
+from perfkit.lifecycle import analysis, bench, budget, leakcheck, micro
 from perfkit.lifecycle.registry import NAMES
 from perfkit.lifecycle.session import IsolationSession
 from perfkit.lifecycle.settings import AUTO, TEMPLATE_STRATEGIES, IsolationSettings
@@ -60,6 +60,9 @@ class Params(LabParams):
         None, "pytest-xdist worker counts (1: serial)", full=(1, 2), quick=(1,)
     )
     repetitions: int = param(1, "suite runs per (strategy, workers), in a seeded shuffled order")
+    time_budget_s: float | None = param(
+        None, "s of extra serial runs to separate the fastest (0: off)", full=60.0, quick=0.0
+    )
     micro_iterations: int | None = param(None, "micro-benchmark iterations", full=60, quick=10)
     pool_think_ms: float = param(100.0, "warm-pool benchmark: how long a test holds its database")
     template_strategy: str | None = param(
@@ -183,6 +186,33 @@ def run(cfg: Params, *, progress: Callable[[str], None] | None = None) -> dict[s
         **cfg.suite_kwargs(),
     )
     frames = dict(matrix.frames)
+    outputs = dict(matrix.outputs)
+    serial = min(cfg.worker_counts)
+    extra: list[dict[str, pd.DataFrame]] = []
+
+    def run_round(names: Sequence[str], number: int) -> pd.DataFrame:
+        say(f"budget round {number}: {', '.join(names)}")
+        more = bench.run_matrix(
+            names,
+            (serial,),
+            backend=backend,
+            seed=cfg.seed + number,
+            progress=on_run,
+            **cfg.suite_kwargs(),
+        )
+        more.frames["runs"]["repetition"] = cfg.repetitions - 1 + number
+        extra.append(more.frames)
+        outputs.update(more.outputs)
+        return more.frames["runs"]
+
+    frames["runs"], frames["budget"], _ = budget.spend_budget(
+        frames["runs"],
+        budget_s=float(cfg.value("time_budget_s")),
+        workers=serial,
+        run_round=run_round,
+    )
+    for name in ("tests", "events", "memory"):
+        frames[name] = pd.concat([frames[name], *(f[name] for f in extra)], ignore_index=True)
     micro_summary = micro.summarise(micro_frame)
     frames.update(
         leaks=leaks,
@@ -200,7 +230,7 @@ def run(cfg: Params, *, progress: Callable[[str], None] | None = None) -> dict[s
     failed = frames["runs"][frames["runs"]["exit_code"] != 0]
     if not failed.empty:
         first = failed.iloc[0]
-        tail = matrix.outputs[first["run_id"]][-3000:]
+        tail = outputs[first["run_id"]][-3000:]
         raise SuiteFailed(f"suite run failed under {first['strategy']}:\n{tail}")
     return frames
 
