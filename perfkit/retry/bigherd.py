@@ -76,13 +76,7 @@ SETUP_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 15.0
 #: Metrics compared with the simulation; the first seven are those of the lab's herd check.
 METRICS = (
-    "connected",
-    "attempts_after_ready",
-    "too_many_clients",
-    "attempts_after_restart",
-    "peak_rate_after_restart_per_100ms",
-    "all_connected_after_ready_s",
-    "median_connected_after_ready_s",
+    *herd.SIM_METRICS,
     "p95_connected_after_ready_s",
     "attempts",
     "timeouts",

@@ -46,6 +46,16 @@ from perfkit.retry.trace import Trace
 
 Mode = Literal["async", "threads"]
 BIN_S = 0.1
+#: What a real herd is compared with the simulation on (the lab's check and the big herd's).
+SIM_METRICS = (
+    "connected",
+    "attempts_after_ready",
+    "too_many_clients",
+    "attempts_after_restart",
+    "peak_rate_after_restart_per_100ms",
+    "all_connected_after_ready_s",
+    "median_connected_after_ready_s",
+)
 
 
 @dataclass(frozen=True, kw_only=True)

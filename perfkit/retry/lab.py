@@ -355,15 +355,7 @@ def _sim_compare(
         sim = simulate(r["strategy"], settings, seed=cfg.seed)
         real_labels.append(str(r["label"]))
         s = sim.summary()
-        for key in (
-            "connected",
-            "attempts_after_ready",
-            "too_many_clients",
-            "attempts_after_restart",
-            "peak_rate_after_restart_per_100ms",
-            "all_connected_after_ready_s",
-            "median_connected_after_ready_s",
-        ):
+        for key in herd.SIM_METRICS:
             rows.append(
                 {
                     "label": r["label"],
