@@ -174,3 +174,9 @@ def test_plain_papermill_run_with_a_bad_value_fails_in_the_validation_cell(
     assert info.value.ename == "ConfigError"
     assert "from_notebook(globals())" in info.value.source  # the cell after the parameters
     assert not out.exists()
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.name)
+def test_generated_parameters_cell_fits_the_line_length(lab: Lab) -> None:
+    long = [line for line in lab.Params.notebook_cell().splitlines() if len(line) > 100]
+    assert not long, "shorten these parameters' help (ruff's line length is 100)"
