@@ -66,7 +66,9 @@ def test_pgbench_runs_the_pool_labs_mix_on_a_local_server(pg_server: PostgresSer
     assert [s.name for s in result.scripts] == [q.name for q in DEFAULT_MIX]
     assert [s.weight for s in result.scripts] == [6, 3, 1]
     assert all(s.transactions > 0 for s in result.scripts)
-    assert sum(s.transactions for s in result.scripts) == result.transactions
+    # pgbench's per-script counts and its total can differ by a transaction that was
+    # finishing when -T ran out (at most one per client); seen once in CI: 2358 vs 2359
+    assert abs(sum(s.transactions for s in result.scripts) - result.transactions) <= 2
     # pgbench's tps and the mean of the log's bins describe the same run
     assert result.tps_est.value == pytest.approx(result.tps, rel=0.15)
 
