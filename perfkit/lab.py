@@ -128,10 +128,6 @@ class Parameter:
     help: str
     accepted: tuple[type, ...]
 
-    @property
-    def comment(self) -> str:
-        return self.help
-
 
 @dataclass(frozen=True, kw_only=True)
 class LabParams:
@@ -311,7 +307,3 @@ class Lab(Protocol):
     def conclusions(self, results: Results) -> str:
         """The closing text (Markdown) from the results alone."""
         ...
-
-
-def quiet(_message: str) -> None:
-    """A progress callback that says nothing."""

@@ -159,14 +159,7 @@ def statistic_interval(
     q = quantile_of(statistic)
     if q is not None:
         return quantile_interval(values, q, level=level, resamples=resamples, seed=seed)
-    tail = (1.0 - _check_level(level)) / 2
-    data = np.asarray(values, dtype=float)
-    if data.size == 0:
-        return _NAN_ESTIMATE
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return Estimate(float(data.mean()), float(low), float(high), int(data.size))
+    return mean_interval(values, level=_check_level(level), resamples=resamples, seed=seed)
 
 
 def _ratio(numerator: np.ndarray | float, denominator: np.ndarray | float) -> np.ndarray:

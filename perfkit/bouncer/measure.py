@@ -148,6 +148,33 @@ class Load:
     errors: int = 0
     acquire_ms: list[float] = field(default_factory=list)
     request_ms: list[float] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def failed(self) -> None:
+        """Count one failed request (thread-safe)."""
+        with self._lock:
+            self.errors += 1
+
+    def completed(
+        self, at_s: float, *, acquire_ms: float | None = None, request_ms: float | None = None
+    ) -> None:
+        """Record a request completed ``at_s`` after the start, with its timings if known."""
+        with self._lock:
+            self.done.append(at_s)
+            if acquire_ms is not None:
+                self.acquire_ms.append(acquire_ms)
+            if request_ms is not None:
+                self.request_ms.append(request_ms)
+
+    def trim(self) -> Load:
+        """Keep only the requests completed within ``duration_s`` (timings kept aligned)."""
+        keep = [i for i, t in enumerate(self.done) if t < self.duration_s]
+        for name in ("acquire_ms", "request_ms"):
+            values = getattr(self, name)
+            if len(values) == len(self.done):
+                setattr(self, name, [values[i] for i in keep])
+        self.done = [self.done[i] for i in keep]
+        return self
 
     def summary(self, **tags: Any) -> dict[str, Any]:
         from perfkit.stats import mean_interval, rank_quantile_interval
@@ -180,7 +207,6 @@ class Load:
 def connect_per_request(dsn: str, threads: int, duration_s: float) -> Load:
     """``threads`` threads, each connecting + ``SELECT 1`` + closing per request."""
     load = Load(duration_s=duration_s)
-    lock = threading.Lock()
     start = time.monotonic()
     end = start + duration_s
 
@@ -189,15 +215,12 @@ def connect_per_request(dsn: str, threads: int, duration_s: float) -> Load:
             try:
                 connect_once(dsn)
             except psycopg.Error:
-                with lock:
-                    load.errors += 1
+                load.failed()
                 continue
-            with lock:
-                load.done.append(time.monotonic() - start)
+            load.completed(time.monotonic() - start)
 
     _run_threads(threads, client)
-    load.done = [t for t in load.done if t < duration_s]
-    return load
+    return load.trim()
 
 
 def pooled_requests(dsn: str, workers: int, pool_size: int, duration_s: float) -> Load:
@@ -205,7 +228,6 @@ def pooled_requests(dsn: str, workers: int, pool_size: int, duration_s: float) -
     from psycopg_pool import ConnectionPool
 
     load = Load(duration_s=duration_s)
-    lock = threading.Lock()
     with ConnectionPool(
         dsn,
         min_size=pool_size,
@@ -225,21 +247,13 @@ def pooled_requests(dsn: str, workers: int, pool_size: int, duration_s: float) -
                         t1 = time.monotonic()
                         conn.execute("SELECT 1")
                 except psycopg.Error:
-                    with lock:
-                        load.errors += 1
+                    load.failed()
                     continue
                 t2 = time.monotonic()
-                with lock:
-                    load.done.append(t2 - start)
-                    load.acquire_ms.append((t1 - t0) * 1000)
-                    load.request_ms.append((t2 - t0) * 1000)
+                load.completed(t2 - start, acquire_ms=(t1 - t0) * 1000, request_ms=(t2 - t0) * 1000)
 
         _run_threads(workers, worker)
-    keep = [i for i, t in enumerate(load.done) if t < duration_s]
-    load.done = [load.done[i] for i in keep]
-    load.acquire_ms = [load.acquire_ms[i] for i in keep]
-    load.request_ms = [load.request_ms[i] for i in keep]
-    return load
+    return load.trim()
 
 
 @dataclass
@@ -478,7 +492,6 @@ def mode_load(
     from perfkit.retry.probe import BackendSampler
 
     load = Load(duration_s=duration_s)
-    lock = threading.Lock()
     conns = [_connect(bouncer.dsn) for _ in range(clients)]
     database = str(psycopg.conninfo.conninfo_to_dict(bouncer.dsn).get("dbname"))
     rows: list[dict[str, Any]] = []
@@ -492,11 +505,9 @@ def mode_load(
                 try:
                     conn.execute("SELECT 1")
                 except psycopg.Error:
-                    with lock:
-                        load.errors += 1
+                    load.failed()
                     break
-                with lock:
-                    load.done.append(time.monotonic() - start)
+                load.completed(time.monotonic() - start)
                 if think_s:
                     time.sleep(think_s)
 
@@ -526,8 +537,7 @@ def mode_load(
     finally:
         for conn in conns:
             conn.close()
-    load.done = [t for t in load.done if t < duration_s]
-    return load, pd.DataFrame(
+    return load.trim(), pd.DataFrame(
         rows, columns=["t_s", "server_connections", "sv_active", "cl_waiting", "backends"]
     )
 
