@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from urllib.parse import quote
 
@@ -13,9 +14,28 @@ _URL_PASSWORD = re.compile(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]*:)([^@\s]*)(@
 _KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
+class SecretDsn(str):
+    """A DSN whose ``repr`` masks its password.
+
+    It is a ``str`` (libpq and psycopg take it as is, ``str()`` and f-strings
+    give the real value), but tracebacks, pytest's argument listings,
+    ``--showlocals`` and the reprs of containers holding it show ``***``.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"SecretDsn({mask(str.__str__(self))!r})"
+
+
+def secret(dsn: str | None) -> SecretDsn | None:
+    """``dsn`` as a :class:`SecretDsn` (None stays None)."""
+    return None if dsn is None else SecretDsn(dsn)
+
+
 def make_url(*, host: str, port: int, user: str, password: str, dbname: str) -> str:
     """Return a ``postgresql://`` URL with every part percent-encoded."""
-    return (
+    return SecretDsn(
         f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}"
         f"@{host}:{port}/{quote(dbname, safe='')}"
     )
@@ -23,7 +43,7 @@ def make_url(*, host: str, port: int, user: str, password: str, dbname: str) -> 
 
 def make_socket_url(*, socket_dir: str, port: int, user: str, dbname: str) -> str:
     """``postgresql://user@/dbname?host=<socket dir>&port=<n>``: libpq's unix-socket URL."""
-    return (
+    return SecretDsn(
         f"postgresql://{quote(user, safe='')}@/{quote(dbname, safe='')}"
         f"?host={quote(socket_dir, safe='/')}&port={port}"
     )
@@ -43,12 +63,13 @@ def with_dbname(dsn: str, dbname: str) -> str:
     """Return ``dsn`` pointing at another database, in key=value form."""
     params = conninfo_to_dict(dsn)
     params["dbname"] = dbname
-    return make_conninfo(**params)
+    return SecretDsn(make_conninfo(**params))
 
 
 def host_port(dsn: str) -> str:
-    """``host:port`` of a DSN, for error messages (never includes secrets)."""
+    """``host:port`` of a DSN as libpq reads it, ``PG*`` variables included (no secrets)."""
     params = conninfo_to_dict(dsn)
-    host = params.get("host") or "localhost"
-    port = params.get("port") or "5432"
-    return f"{host}:{port}"
+    host = params.get("host") or os.environ.get("PGHOST") or "localhost"
+    port = params.get("port") or os.environ.get("PGPORT") or "5432"
+    addr = params.get("hostaddr") or os.environ.get("PGHOSTADDR")
+    return f"{host}:{port}" + (f" via hostaddr {addr}" if addr else "")

@@ -28,7 +28,7 @@ def test_refusing_dsn_names_host_port_and_hides_password() -> None:
 
 def test_non_loopback_dsn_is_rejected_before_connecting() -> None:
     with pytest.raises(ConfigError, match="not a loopback"):
-        create_server(ServerSettings(backend="external", dsn="postgresql://u:p@10.1.2.3/db"))
+        create_server(ServerSettings(backend="external", dsn="postgresql://u:p@0.0.0.0/db"))
 
 
 def test_outage_controls_are_unavailable(pg_server: PostgresServer) -> None:

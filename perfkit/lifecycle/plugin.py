@@ -375,7 +375,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "(template, warm-pool, rollback, truncate, per-test-server, none)",
     )
     state = config.stash[_STATE] = PluginState(config)
-    if any(_lookup(config, key) is not None for key in OPTION_KEYS):
+    if os.environ.get(DSN_ENV) or any(_lookup(config, key) is not None for key in OPTION_KEYS):
         # Configured, so in use: check every setting now, before any test or server runs.
         from perfkit.errors import ConfigError
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from perfkit.dsn import mask
+from perfkit.dsn import SecretDsn, mask
 from perfkit.errors import ConfigError
+from perfkit.loopback import check_loopback
 from perfkit.postgres.settings import BACKENDS, FAST_SERVER_SETTINGS, ServerSettings
 
 TEMPLATE_STRATEGIES = ("file_copy", "wal_log")
@@ -120,6 +121,9 @@ class IsolationSettings:
             )
         if self.dsn is not None and (not isinstance(self.dsn, str) or not self.dsn):
             raise ConfigError("dsn must be a non-empty string")
+        if self.dsn is not None:
+            object.__setattr__(self, "dsn", SecretDsn(self.dsn))
+            check_loopback(self.dsn)  # before any test or server runs
         if self.backend == "external" and not self.dsn:
             raise ConfigError(
                 "backend 'external' needs a dsn (e.g. --perfkit-dsn=postgresql://...)"

@@ -17,6 +17,7 @@ import psycopg
 
 from perfkit.dsn import make_url, mask
 from perfkit.errors import OutageUnsupported, ServerStartError
+from perfkit.loopback import check_environment
 from perfkit.postgres import cleanup
 from perfkit.postgres.settings import ServerSettings
 
@@ -52,6 +53,7 @@ class PostgresServer(abc.ABC):
         """
         if self._running:
             return self
+        check_environment()  # a PGHOSTADDR/PGSERVICE must not redirect our own DSNs
         cleanup.register(self)
         self.started_at = time.monotonic()
         try:

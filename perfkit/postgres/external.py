@@ -7,38 +7,16 @@ password.
 
 from __future__ import annotations
 
-import ipaddress
-
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from perfkit.dsn import host_port, mask
-from perfkit.errors import BackendUnavailable, ConfigError
+from perfkit.errors import BackendUnavailable
+from perfkit.loopback import check_loopback
 from perfkit.postgres.base import PostgresServer
 from perfkit.postgres.settings import ServerSettings
 
-LOOPBACK_NAMES = {"localhost", ""}
-
-
-def check_loopback(dsn: str) -> None:
-    """Refuse DSNs that point anywhere but loopback addresses or unix sockets."""
-    try:
-        params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"invalid DSN {mask(dsn)!r}: {mask(str(exc))}") from None
-    for host in str(params.get("host") or "").split(","):
-        host = host.strip()
-        if host in LOOPBACK_NAMES or host.startswith("/"):
-            continue
-        try:
-            if ipaddress.ip_address(host.strip("[]")).is_loopback:
-                continue
-        except ValueError:
-            pass
-        raise ConfigError(
-            f"DSN host {host!r} is not a loopback address or unix socket; perfkit only "
-            "sends benchmark traffic to 127.0.0.1, ::1, localhost or a socket directory"
-        )
+__all__ = ["ExternalServer", "check_loopback"]
 
 
 class ExternalServer(PostgresServer):

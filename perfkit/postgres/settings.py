@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from perfkit.dsn import mask
+from perfkit.dsn import SecretDsn, mask
 from perfkit.errors import ConfigError
+from perfkit.loopback import check_loopback
 
 BACKENDS = ("auto", "docker", "local", "external")
 
@@ -88,6 +89,9 @@ class ServerSettings:
             )
         if self.dsn is not None and not isinstance(self.dsn, str):
             raise ConfigError("dsn must be a string")
+        if self.dsn is not None:
+            object.__setattr__(self, "dsn", SecretDsn(self.dsn))
+            check_loopback(self.dsn)  # before anything starts or connects
         if not isinstance(self.ram, bool):
             raise ConfigError(f"ram must be true or false, got {self.ram!r}")
 
