@@ -8,6 +8,7 @@ password (DSNs are masked before they reach a message). The hierarchy::
     │   └── MigrationError           a migration statement failed (file, line, SQL)
     ├── BackendUnavailable           the requested PostgreSQL backend cannot run here
     ├── ServerStartError             a server was started but never became ready
+    ├── ServerUnresponsive           a running server stopped answering (hung, paused)
     ├── OutageUnsupported            the backend cannot simulate this outage
     ├── RetryError                   a retrying connect gave up (``trace`` has every attempt)
     ├── NotebookFailed               a notebook cell raised (the executed notebook is saved)
@@ -48,6 +49,14 @@ class MigrationError(ConfigError):
 
 class BackendUnavailable(PerfkitError):
     """The requested PostgreSQL backend cannot run on this machine."""
+
+
+class ServerUnresponsive(PerfkitError):
+    """A server that was running stopped answering: hung, paused or stopped mid-run.
+
+    The isolation session declares its server dead on the first one, and every
+    later test fails at once with the same message instead of waiting again.
+    """
 
 
 class ServerStartError(PerfkitError):

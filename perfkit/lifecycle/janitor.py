@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from perfkit.dsn import mask
+from perfkit.errors import ServerUnresponsive
 
 DROP_FORCE = "DROP DATABASE IF EXISTS {} WITH (FORCE)"
 _STOP = object()
@@ -42,10 +43,14 @@ class Janitor:
         connect: Callable[[], psycopg.Connection],
         *,
         on_dropped: Callable[[str, float], None] = lambda name, seconds: None,
+        on_hung: Callable[[BaseException], object] = lambda exc: None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._connect = connect
         self._on_dropped = on_dropped
+        self._on_hung = on_hung
+        #: Set when the server stopped answering: queued drops are skipped from then on.
+        self.hung = threading.Event()
         self._clock = clock
         self._queue: queue.Queue[object] = queue.Queue()
         self._pending = 0
@@ -65,12 +70,17 @@ class Janitor:
         with self._idle:
             return self._idle.wait_for(lambda: self._pending == 0, timeout=timeout)
 
-    def close(self, timeout: float = 60.0) -> None:
-        """Finish the queued drops, stop the thread and close its connection."""
+    def close(self, timeout: float = 60.0, *, abandon: bool = False) -> None:
+        """Finish the queued drops, stop the thread and close its connection.
+
+        With ``abandon`` (the server stopped answering) queued drops are skipped.
+        """
+        if abandon:
+            self.hung.set()
         self.flush(timeout)
         self._queue.put(_STOP)
         self._thread.join(timeout)
-        if self.errors:
+        if self.errors and not self.hung.is_set():
             raise psycopg.OperationalError("could not drop: " + "; ".join(self.errors))
 
     def _run(self) -> None:
@@ -83,10 +93,16 @@ class Janitor:
                 name = str(item)
                 t0 = self._clock()
                 try:
+                    if self.hung.is_set():
+                        continue  # the server went away with its databases
                     if conn is None or conn.closed or conn.broken:
                         conn = self._connect()
                     drop_force(conn, name)
                     self._on_dropped(name, self._clock() - t0)
+                except ServerUnresponsive as exc:
+                    self.hung.set()
+                    self.errors.append(f"{name}: {exc}")
+                    self._on_hung(exc)
                 except Exception as exc:  # keep draining; reported by close()
                     self.errors.append(f"{name}: {mask(str(exc)).strip()}")
                 finally:

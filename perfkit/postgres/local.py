@@ -226,9 +226,10 @@ class LocalServer(PostgresServer):
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
-        if self._paused:
-            self._signal_tree(proc.pid, signal.SIGCONT)
-            self._paused = False
+        # Continue it even when perfkit did not pause it (someone's kill -STOP): a stopped
+        # postmaster would sit on the SIGINT until the timeout below.
+        self._signal_tree(proc.pid, signal.SIGCONT)
+        self._paused = False
         proc.send_signal(signal.SIGINT)  # "fast" shutdown
         try:
             proc.wait(SHUTDOWN_TIMEOUT_S)
