@@ -241,3 +241,17 @@ def test_a_server_refuses_to_start_under_an_off_loopback_pghostaddr(tmp_path: Pa
     )
     assert proc.returncode != 0
     assert "PGHOSTADDR" in proc.stderr and "ConfigError" in proc.stderr
+
+
+def test_pgport_is_part_of_where_libpq_connects() -> None:
+    found = targets("host=127.0.0.1", {**CLEAN, "PGPORT": "6543"})
+    assert found.describe() == "127.0.0.1:6543" and found.sources["port"] == "PGPORT"
+
+
+def test_messages_name_the_address_the_environment_chose(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, a DSN without host under PGHOST=... was reported as localhost:5432."""
+    from perfkit.dsn import host_port
+
+    monkeypatch.setenv("PGHOST", "/tmp/perfkit-socket-dir")
+    monkeypatch.setenv("PGPORT", "6543")
+    assert host_port("dbname=x") == "/tmp/perfkit-socket-dir:6543"

@@ -40,6 +40,7 @@ from psycopg.conninfo import conninfo_to_dict
 from perfkit import validate
 from perfkit.dsn import make_url, mask
 from perfkit.errors import BackendUnavailable, ConfigError, ServerStartError
+from perfkit.loopback import check_loopback
 from perfkit.postgres import cleanup
 from perfkit.postgres.base import PostgresServer
 from perfkit.postgres.local import free_port, kill_tree, server_user
@@ -174,6 +175,7 @@ class PgBouncer:
         self.started_at: float | None = None
         self.ready_at: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        check_loopback(server.dsn)  # PgBouncer forwards to it: the same guard as a client's
         params = conninfo_to_dict(server.dsn)
         self._user = str(params.get("user") or "postgres")
         self._password = str(params.get("password") or "")
