@@ -23,13 +23,23 @@ def _load_yaml(path: str) -> Any:
     import yaml
 
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML"
+        ) from None
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    except yaml.MarkedYAMLError as exc:
+        where = f" at line {exc.problem_mark.line + 1}" if exc.problem_mark else ""
+        problem = ", ".join(p for p in (exc.context, exc.problem) if p) or "unreadable"
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+    except yaml.YAMLError as exc:  # e.g. a control character: the first line says which
+        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except (ValueError, TypeError, AttributeError) as exc:  # PyYAML on e.g. !!int "abc"
+        raise ConfigError(f"{path} is not valid YAML: a tagged value is wrong ({exc})") from None
 
 
 def _load_params_file(path: str) -> dict[str, Any]:

@@ -19,9 +19,10 @@ back to the scalar rule on the key metrics and is marked ``scalar`` in the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -78,12 +79,26 @@ def _names(frame: pd.DataFrame, run: results.Run) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def _reading_frames(run: results.Run, what: str) -> Iterator[None]:
+    """PerfkitError naming the run when its saved frames lack what its lab reads from them."""
+    try:
+        yield
+    except (KeyError, ValueError, TypeError) as exc:
+        raise PerfkitError(
+            f"{run.path}: its frames do not hold the {what} of {run.experiment!r} "
+            f"({type(exc).__name__}: {exc}); is one of its CSV files corrupt?"
+        ) from exc
+
+
 def key_metrics(run: results.Run) -> pd.Series:
     """The run's key metrics: its lab's headlines (a report's run: every lab's), by name."""
     _check_lab_run(run)
-    headlines = summary.headlines_of(run)
-    values = headlines["value"].to_numpy(dtype=float)
-    return pd.Series(values, index=_names(headlines, run), dtype=float)
+    with _reading_frames(run, "headlines"):
+        headlines = summary.headlines_of(run)
+        values = headlines["value"].to_numpy(dtype=float)
+        names = _names(headlines, run)
+    return pd.Series(values, index=names, dtype=float)
 
 
 def _check_threshold(threshold: float) -> float:
@@ -127,14 +142,15 @@ def compare_metrics(a: pd.Series, b: pd.Series, *, threshold: float = 0.1) -> pd
 def key_samples(run: results.Run) -> dict[str, np.ndarray]:
     """The run's samples: key metric -> its measurements (none when the lab saved none)."""
     _check_lab_run(run)
-    samples = summary.samples_of(run)
-    if samples.empty:
-        return {}
-    samples = samples.assign(name=_names(samples, run))
-    return {
-        str(name): group["value"].dropna().to_numpy(dtype=float)
-        for name, group in samples.groupby("name", sort=False)
-    }
+    with _reading_frames(run, "samples"):
+        samples = summary.samples_of(run)
+        if samples.empty:
+            return {}
+        samples = samples.assign(name=_names(samples, run))
+        return {
+            str(name): group["value"].dropna().to_numpy(dtype=float)
+            for name, group in samples.groupby("name", sort=False)
+        }
 
 
 def _values(x: float | Sequence[float]) -> np.ndarray:

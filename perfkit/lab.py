@@ -5,6 +5,8 @@ A lab is one module of the package plus one notebook. The module defines:
 ``Params``
     A frozen dataclass derived from :class:`LabParams`. It is the only home of
     each parameter's name, type, default and help (declared with :func:`param`).
+    Every int a parameter holds must fit in a signed 64-bit integer; ``check()``
+    adds each lab's own ranges.
     The notebook's ``parameters`` cell is generated from it
     (:meth:`LabParams.notebook_cell`, kept in step by a test), the way
     papermill's ``inspect_notebook`` reads name, type, default and help.
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from perfkit import params as param_checks
+from perfkit import validate
 from perfkit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -146,6 +149,7 @@ class LabParams:
             value = getattr(self, f.name)
             if isinstance(value, list):
                 object.__setattr__(self, f.name, tuple(value))
+            validate.int64(f"parameter {f.name!r}", value)  # every int, before any check uses it
             choices = f.metadata.get("choices")
             if choices and value not in choices:
                 raise ConfigError(
@@ -210,7 +214,12 @@ class LabParams:
         for name, value in checked.items():
             wants_float = float in _accepted(hints[name])
             if wants_float and isinstance(value, int) and not isinstance(value, bool):
-                checked[name] = float(value)
+                try:
+                    checked[name] = float(value)
+                except OverflowError:
+                    raise ConfigError(
+                        f"parameter {name!r} is too large for a float, got {value!r}"
+                    ) from None
         return cls(**checked)
 
     @classmethod

@@ -97,6 +97,23 @@ def _parameters_cell(nb: nbformat.NotebookNode, path: Path) -> nbformat.Notebook
     raise ConfigError(f"{path} has no code cell tagged 'parameters'")
 
 
+def read_notebook(path: Path) -> nbformat.NotebookNode:
+    """The notebook in ``path`` (nbformat 4); ConfigError naming the file if it is not one."""
+    try:
+        return nbformat.read(path, as_version=4)
+    except OSError as exc:
+        raise ConfigError(f"cannot read notebook {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"notebook {path} is not UTF-8 text (byte {exc.start})") from None
+    except nbformat.reader.NotJSONError:
+        raise ConfigError(
+            f"notebook {path} is not JSON: an .ipynb file is the JSON Jupyter saves"
+        ) from None
+    except (ValueError, AttributeError, KeyError, TypeError, nbformat.ValidationError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"notebook {path} is not a valid Jupyter notebook: {reason}") from None
+
+
 def _expected_from(default: Any, annotation: ast.expr | None) -> tuple[type, ...] | None:
     if annotation is not None:
         try:
@@ -122,7 +139,7 @@ def notebook_parameters(path: str | os.PathLike[str]) -> dict[str, Parameter]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"notebook {path} does not exist")
-    nb = nbformat.read(path, as_version=4)
+    nb = read_notebook(path)
     cell = _parameters_cell(nb, path)
     found: dict[str, Parameter] = {}
     try:

@@ -241,6 +241,15 @@ def _read_frame(
             df = pd.read_csv(path, keep_default_na=False, na_values=[na_rep])
     except pd.errors.EmptyDataError:
         return pd.DataFrame({col: pd.Series(dtype=object) for col in (dtypes or {})})
+    except FileNotFoundError:
+        raise PerfkitError(f"{path} is missing (the run's {METADATA_FILE} lists it)") from None
+    except OSError as exc:
+        raise PerfkitError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise PerfkitError(f"{path} is not UTF-8 text (byte {exc.start}): it is corrupt") from None
+    except pd.errors.ParserError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else "unreadable"
+        raise PerfkitError(f"{path} is not a readable CSV file: {reason}") from None
     return _restore_dtypes(df, dtypes or {})
 
 
@@ -332,13 +341,43 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _read_metadata(path: Path) -> dict[str, Any]:
+    """A run's metadata; PerfkitError naming the file when it is unreadable or corrupt."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PerfkitError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise PerfkitError(f"{path} is not UTF-8 text (byte {exc.start}): it is corrupt") from None
+    except json.JSONDecodeError as exc:
+        raise PerfkitError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): "
+            "it is corrupt"
+        ) from None
+    if not isinstance(meta, dict):
+        raise PerfkitError(f"{path} must hold a JSON object, got {type(meta).__name__}")
+    frames = meta.get("frames") or {}
+    if not isinstance(frames, dict) or not all(
+        isinstance(info, dict)
+        and isinstance(info.get("file"), str)
+        and isinstance(info.get("dtypes") or {}, dict)
+        and all(isinstance(d, str) for d in (info.get("dtypes") or {}).values())
+        and isinstance(info.get("na_rep"), str | None)
+        for info in frames.values()
+    ):
+        raise PerfkitError(
+            f'{path}: "frames" must map each frame\'s name to {{"file": ..., "dtypes": {{...}}}}'
+        )
+    return meta
+
+
 def load(path: str | os.PathLike[str]) -> Run:
     """Load the run stored in directory ``path``."""
     path = Path(path)
     meta_path = path / METADATA_FILE
     if not meta_path.is_file():
         raise PerfkitError(f"{path} is not a perfkit run (no {METADATA_FILE})")
-    meta = json.loads(meta_path.read_text())
+    meta = _read_metadata(meta_path)
     frames: dict[str, pd.DataFrame] = {}
     for name, info in (meta.get("frames") or {}).items():
         frames[name] = _read_frame(path / info["file"], info.get("dtypes"), info.get("na_rep"))
@@ -358,10 +397,11 @@ def run_dirs(experiment: str, out_dir: str | os.PathLike[str] = "data") -> list[
 
     def key(p: Path) -> tuple[str, str]:
         try:
-            finished = json.loads((p / METADATA_FILE).read_text()).get("finished_at") or ""
+            meta = json.loads((p / METADATA_FILE).read_text())
         except (OSError, ValueError):
-            finished = ""
-        return (str(finished), p.name)
+            meta = None
+        finished = meta.get("finished_at") if isinstance(meta, dict) else None
+        return (str(finished or ""), p.name)
 
     return sorted(dirs, key=key)
 

@@ -61,6 +61,8 @@ if TYPE_CHECKING:
     from perfkit.postgres import PostgresServer
 
 METHODS = ("fetchall", "fetchmany", "server_cursor", "stream")
+#: The largest batch: FETCH's count and libpq's chunked-rows size are 32-bit ints.
+MAX_BATCH_SIZE = 2**31 - 1
 DSN_ENV = "PERFKIT_STREAM_DSN"
 SQL = (
     "SELECT i AS id, md5(i::text) AS payload, (i * 0.5)::float8 AS x "
@@ -112,6 +114,11 @@ class StreamSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"StreamSettings.{name} must be an int >= 1, got {value!r}")
+        if self.batch_size > MAX_BATCH_SIZE:
+            raise ConfigError(
+                f"StreamSettings.batch_size must be <= {MAX_BATCH_SIZE} (FETCH and libpq "
+                f"take a 32-bit count), got {self.batch_size!r}"
+            )
         for name in ("sample_interval", "timeout"):
             value = getattr(self, name)
             if (

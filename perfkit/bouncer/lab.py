@@ -110,7 +110,9 @@ class Params(LabParams):
             "default_pool_size",
         ):
             validate.integer(f"parameter {name!r}", self.value(name), minimum=1)
-        validate.integer("parameter 'max_connections'", self.max_connections, minimum=10)
+        validate.integer(  # PostgreSQL's own limit (MAX_BACKENDS)
+            "parameter 'max_connections'", self.max_connections, minimum=10, maximum=262_143
+        )
         for name in ("duration_s", "storm_outage_s", "server_login_retry_s"):
             validate.number(f"parameter {name!r}", self.value(name), strict=True)
         for name in ("retry_delay_ms", "think_ms"):
