@@ -1,7 +1,9 @@
 """The ``perfkit`` command: run notebooks, build the report, compare runs, sweep grids.
 
 Exit codes: 0 success, 2 a perfkit error (bad parameter, failed notebook,
-unusable backend; the message goes to stderr), 130 interrupted.
+unusable backend; the message goes to stderr), 130 interrupted (SIGINT),
+143 terminated (SIGTERM), 129 hung up (SIGHUP). On each of the three signals
+every server is removed first, also those of a running notebook's kernel.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from perfkit.errors import ConfigError, PerfkitError
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+EXIT_HUNG_UP = 129  # 128 + SIGHUP
 
 
 def _load_yaml(path: str) -> Any:
@@ -246,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``perfkit`` console script; returns the exit code."""
+    from perfkit.postgres import cleanup
+
+    cleanup.install_signal_handlers()  # before anything starts: SIGTERM/SIGHUP unwind and clean up
     parser = build_parser()
     args, extra = parser.parse_known_args(list(argv) if argv is not None else None)
     if extra:
@@ -260,6 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("perfkit: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except cleanup.Terminated as exc:
+        print(f"perfkit: terminated by {exc.signal_name}", file=sys.stderr)
+        return int(exc.code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,19 +12,31 @@ cells), ``<stem>.html`` (code hidden unless asked) and ``<stem>.run.json``
 (parameters, status, wall time and the kernel/papermill overhead: wall time
 minus the time spent inside cells). After every execution, servers that a
 killed kernel could not stop are removed.
+
+SIGTERM and SIGHUP reach the runner, not the kernel: it runs in a session of
+its own, and one whose runner is gone exits without cleaning up. So in the
+runner they raise :class:`~perfkit.postgres.cleanup.Terminated`, and papermill
+shuts the kernel down as on Ctrl-C: it interrupts the running cell, whose
+servers are removed by the kernel itself, then asks the kernel to exit. A
+kernel papermill did not shut down (the signal came while it started) is
+stopped by :func:`stop_kernels`, connection file included, before the sweep.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,18 +333,69 @@ def export_html(executed: Path, html: Path, *, show_code: bool = False) -> Path:
     return html
 
 
+#: The kernel managers this process created, each with the thread that created it.
+_MANAGERS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+#: How long a kernel that papermill did not shut down gets to stop after SIGTERM.
+KERNEL_STOP_TIMEOUT_S = 10.0
+#: How long papermill's shutdown of an interrupted kernel waits before SIGTERM (half of
+#: it) and SIGKILL (all of it). jupyter_client's 5 s can cut a server's removal short
+#: on a busy machine, and SIGKILL can leave a half-removed data directory behind.
+KERNEL_SHUTDOWN_WAIT_S = 30.0
+
+
 @functools.cache
 def ipc_kernel_manager() -> type:
-    """A kernel manager using unix sockets, not unencrypted loopback TCP (and no warning)."""
+    """A kernel manager using unix sockets, not unencrypted loopback TCP (and no warning).
+
+    Its instances are remembered, so that :func:`stop_kernels` finds kernels papermill left.
+    """
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
     class IpcKernelManager(AsyncKernelManager):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            _MANAGERS[self] = threading.get_ident()
+
         @default("transport")
         def _transport_default(self) -> str:
             return "ipc"
 
+        @default("shutdown_wait_time")
+        def _shutdown_wait_time_default(self) -> float:
+            return KERNEL_SHUTDOWN_WAIT_S
+
     return IpcKernelManager
+
+
+def _kernel_process(manager: Any) -> Any:
+    """The running kernel process (a ``subprocess.Popen``) of a kernel manager, or None."""
+    process = getattr(getattr(manager, "provisioner", None), "process", None)
+    return process if process is not None and process.returncode is None else None
+
+
+def stop_kernels(*, thread: int | None = None) -> None:
+    """Stop the kernels papermill did not shut down and remove their connection files.
+
+    That happens when a signal arrives while a kernel starts. Each kernel gets
+    SIGTERM (to remove its servers) and :data:`KERNEL_STOP_TIMEOUT_S`, then
+    SIGKILL. ``thread``: only the kernels started by that thread.
+    """
+    for manager, owner in list(_MANAGERS.items()):
+        if thread is not None and owner != thread:
+            continue
+        process = _kernel_process(manager)
+        if process is not None:
+            with contextlib.suppress(OSError):
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(KERNEL_STOP_TIMEOUT_S)
+                except Exception:  # still alive (or the wait was cut short): no more chances
+                    process.kill()
+                    process.wait(KERNEL_STOP_TIMEOUT_S)
+        with contextlib.suppress(Exception):
+            manager.cleanup_connection_file()
+            manager.cleanup_ipc_files()
 
 
 def kernel_environment() -> dict[str, str]:
@@ -391,8 +454,11 @@ def execute(
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from perfkit.postgres import cleanup
+
     notebook = Path(notebook).resolve()
     values = validate_parameters(notebook, parameters or {})
+    cleanup.install_signal_handlers()  # SIGTERM/SIGHUP shut the kernel down, as Ctrl-C does
     run_id = run_id or new_run_id()
     out = Path(output_dir) / run_id
     out.mkdir(parents=True, exist_ok=True)
@@ -433,6 +499,7 @@ def execute(
     finally:
         if saved_env is not None:
             os.environ["MPLBACKEND"] = saved_env
+        stop_kernels(thread=threading.get_ident())  # those a signal caught starting
         sweep_after_kernel()
     wall = time.perf_counter() - t0
 

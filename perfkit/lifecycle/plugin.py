@@ -31,6 +31,12 @@ reuse, they share the reused one) and database names carry the worker id;
 the controller merges the workers' timing records. When tests ask for a
 database, the server, template and warm pool are prepared in the background
 from the end of collection on, while pytest gets ready to run the first test.
+
+Before it starts anything the plugin makes SIGTERM and SIGHUP end the session
+like Ctrl-C does (:class:`SessionTerminated`, raised in the main thread even
+while it waits for the background preparation): fixtures are torn down, every
+server, container and data directory is removed, and pytest exits with
+128 + the signal number (143 for SIGTERM, 129 for SIGHUP).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -83,6 +90,20 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+class SessionTerminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP during a session that uses perfkit.
+
+    A ``KeyboardInterrupt`` so that pytest stops the session (a ``SystemExit``
+    in a test would only fail that test), tears the fixtures down and calls
+    the session-finish hooks; the plugin then sets the exit code to
+    128 + ``signum``.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"{signal.Signals(signum).name} received: the session was stopped")
+        self.signum = signum
+
+
 class PluginState:
     """Per-process plugin state: settings, the lazily opened session, timing records."""
 
@@ -99,6 +120,9 @@ class PluginState:
         self._sweep: threading.Thread | None = None
         self.summary_payloads: list[dict[str, Any]] = []
         self._open_lock = threading.Lock()
+        #: The SIGTERM/SIGHUP that stopped the session, if one did.
+        self.signum: int | None = None
+        self._guarding = False
 
     @property
     def worker(self) -> str:
@@ -113,8 +137,33 @@ class PluginState:
             self._settings = settings_from_config(self.config)
         return self._settings
 
+    def _terminated(self, signum: int) -> SessionTerminated:
+        self.signum = signum
+        return SessionTerminated(signum)
+
+    def guard_signals(self) -> None:
+        """From the main thread, before any server starts: SIGTERM/SIGHUP stop the session.
+
+        (Servers start in the prewarm thread, where no signal handler can be
+        installed, and Python runs handlers in the main thread only.)
+        """
+        if self._guarding or threading.current_thread() is not threading.main_thread():
+            return
+        from perfkit.postgres import cleanup
+
+        self._guarding = cleanup.install_signal_handlers(self._terminated)
+
+    def unguard_signals(self) -> None:
+        """After the session: the signals raise perfkit's plain ``Terminated`` again."""
+        if self._guarding:
+            from perfkit.postgres import cleanup
+
+            cleanup.install_signal_handlers(cleanup.Terminated)
+            self._guarding = False
+
     def open(self, *, sweep: bool = True) -> IsolationSession:
         """The session (created on first call); ``sweep`` starts the sweep of dead runs."""
+        self.guard_signals()
         with self._open_lock:
             if self.session is None:
                 from perfkit.lifecycle.session import IsolationSession
@@ -385,6 +434,12 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"perfkit: {exc}") from None
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(_STATE, None)
+    if state is not None:
+        state.unguard_signals()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Reject unknown marker names before any test (or server) runs; then start preparing."""
     from perfkit.errors import ConfigError
@@ -503,8 +558,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state is None:
         return
     try:
-        state.close()  # normally done by the fixture finalizer already
+        # normally done by the fixture finalizer already; a signal that comes while
+        # close() waits for the prewarm does not stop it from removing everything
+        with contextlib.suppress(SessionTerminated):
+            state.close()
     finally:
+        if state.signum is not None:
+            exitstatus = session.exitstatus = 128 + state.signum
         payload = state.payload()
         if getattr(config, "workerinput", None) is not None:
             config.workeroutput[WORKER_OUTPUT_KEY] = json.dumps(payload)  # type: ignore[attr-defined]

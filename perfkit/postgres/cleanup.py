@@ -1,9 +1,15 @@
 """Make sure every server perfkit starts is removed: on exit, on SIGTERM and on SIGINT.
 
 Live servers register themselves here. ``atexit`` stops whatever is still
-registered, and SIGTERM/SIGHUP are turned into ``SystemExit`` so that
+registered, and SIGTERM/SIGHUP are turned into :class:`Terminated` (a
+``SystemExit`` with code 128 + the signal number) in the main thread, so that
 ``finally`` blocks and context managers run (SIGINT already raises
-``KeyboardInterrupt``). What a hard kill (SIGKILL) leaves behind is found by
+``KeyboardInterrupt``). Python runs signal handlers only in the main thread
+and only the main thread can install them: a program that starts servers in
+other threads calls :func:`install_signal_handlers` from the main thread
+first (the pytest plugin and the ``perfkit`` command do).
+
+What a hard kill (SIGKILL) leaves behind is found by
 :func:`perfkit.postgres.leaks.sweep`: containers carry labels naming the owning process, local data
 directories a marker file with the owner's PID.
 """
@@ -16,6 +22,7 @@ import os
 import signal
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Protocol
@@ -47,7 +54,25 @@ _live: dict[int, PostgresServer] = {}
 #: Components in front of servers; stopped before the servers on exit.
 _components: dict[int, Stoppable] = {}
 _lock = threading.Lock()
-_installed = False
+_atexit_registered = False
+#: The signals turned into an exception in the main thread (SIGINT raises KeyboardInterrupt).
+SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread on SIGTERM or SIGHUP; ``code`` is 128 + the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+#: What the handler raises (the pytest plugin's exception makes pytest end the session).
+_exception: Callable[[int], BaseException] = Terminated
 
 
 def register(server: PostgresServer) -> None:
@@ -92,21 +117,45 @@ def stop_all() -> None:
             log.exception("could not stop %r", server)
 
 
-def _raise_system_exit(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+def _handle_signal(signum: int, frame: FrameType | None) -> None:
+    raise _exception(signum)
+
+
+def install_signal_handlers(exception: Callable[[int], BaseException] | None = None) -> bool:
+    """Make SIGTERM and SIGHUP raise an exception in the main thread, so that everything is removed.
+
+    Call it from the main thread before anything that must be removed starts:
+    a signal then unwinds the main thread (``finally`` blocks, context
+    managers, ``atexit``) wherever it is, also while it waits for a thread
+    that starts a server. ``exception(signum)`` is what is raised (default
+    :class:`Terminated`; a later call without ``exception`` keeps the last
+    one given). Handlers that someone else installed are left alone. Off the
+    main thread no handler can be installed; only ``exception`` is recorded.
+    Returns whether perfkit's handler is in place for both signals.
+    """
+    global _exception
+    _register_atexit()
+    if exception is not None:
+        _exception = exception
+    if threading.current_thread() is not threading.main_thread():
+        return all(signal.getsignal(sig) is _handle_signal for sig in SIGNALS)
+    for sig in SIGNALS:
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, _handle_signal)
+    return all(signal.getsignal(sig) is _handle_signal for sig in SIGNALS)
+
+
+def _register_atexit() -> None:
+    global _atexit_registered
+    with _lock:
+        if not _atexit_registered:
+            _atexit_registered = True
+            atexit.register(stop_all)
 
 
 def _install_handlers() -> None:
-    global _installed
-    if _installed:
-        return
-    _installed = True
-    atexit.register(stop_all)
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) in (signal.SIG_DFL, None):
-            signal.signal(sig, _raise_system_exit)
+    """atexit, and the signal handlers when called in the main thread (see above)."""
+    install_signal_handlers()
 
 
 def ram_root() -> Path | None:
