@@ -360,6 +360,7 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     if not isinstance(frames, dict) or not all(
         isinstance(info, dict)
         and isinstance(info.get("file"), str)
+        and Path(info["file"]).name == info["file"] not in ("", ".", "..")  # no path
         and isinstance(info.get("dtypes") or {}, dict)
         and all(isinstance(d, str) for d in (info.get("dtypes") or {}).values())
         and isinstance(info.get("na_rep"), str | None)
@@ -367,6 +368,7 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     ):
         raise PerfkitError(
             f'{path}: "frames" must map each frame\'s name to {{"file": ..., "dtypes": {{...}}}}'
+            " (file: a name inside the run directory)"
         )
     return meta
 

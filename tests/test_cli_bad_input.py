@@ -7,6 +7,7 @@ or a server: every case is refused while the inputs are read and checked.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -273,3 +274,14 @@ def test_compare_with_csv_lacking_the_headline_columns_exits_2_naming_the_run(
     (run_copy / "headline.csv").write_text("garbage\nxx\n")
     line = _compare_refused(run_copy, capsys)
     assert f"{run_copy}: its frames do not hold the headlines of 'report'" in line
+
+
+def test_compare_refuses_a_frame_file_outside_the_run_directory(
+    run_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """metadata.json names each frame's CSV; a path such as ../x.csv would read elsewhere."""
+    meta = json.loads((run_copy / "metadata.json").read_text())
+    meta["frames"][next(iter(meta["frames"]))]["file"] = "../outside.csv"
+    (run_copy / "metadata.json").write_text(json.dumps(meta))
+    line = _compare_refused(run_copy, capsys)
+    assert "inside the run directory" in line

@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -175,6 +176,22 @@ def temp_roots() -> list[Path]:
 def owned_tempdirs() -> list[Path]:
     """perfkit's temporary data directories (``perfkit-pg-*``) in every root."""
     return [path for root in temp_roots() for path in root.glob(TEMPDIR_PREFIX + "*")]
+
+
+def remove_owned(tempdir: Path) -> None:
+    """Remove a perfkit temp directory, its owner file last.
+
+    An interrupted removal (a second signal, SIGKILL) then still leaves a
+    directory whose owner a later sweep can read, never an orphan without one.
+    """
+    for child in tempdir.iterdir() if tempdir.is_dir() else ():
+        if child.name == OWNER_FILE:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+    shutil.rmtree(tempdir, ignore_errors=True)
 
 
 def owner_of(tempdir: Path) -> int | None:

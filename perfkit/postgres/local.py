@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -243,7 +242,7 @@ class LocalServer(PostgresServer):
         finally:
             if self.workdir is not None:
                 kill_servers_using(self.datadir)
-                shutil.rmtree(self.workdir, ignore_errors=True)
+                cleanup.remove_owned(self.workdir)
                 self.workdir = None
 
     # -- measurements and outages ------------------------------------------------
@@ -355,6 +354,6 @@ def sweep_stale() -> list[str]:
         if owner is None or cleanup.pid_alive(owner):
             continue
         kill_servers_using(path / "data")
-        shutil.rmtree(path, ignore_errors=True)
+        cleanup.remove_owned(path)
         removed.append(f"local data directory {path}")
     return removed

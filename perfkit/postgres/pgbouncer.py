@@ -282,7 +282,7 @@ class PgBouncer:
             self._shutdown_process()
         finally:
             if self.workdir is not None:
-                shutil.rmtree(self.workdir, ignore_errors=True)
+                cleanup.remove_owned(self.workdir)
                 self.workdir = None
             cleanup.unregister_component(self)
 
@@ -501,6 +501,6 @@ def sweep_stale() -> list[str]:
             continue
         owner = cleanup.owner_of(path)
         if owner is not None and not cleanup.pid_alive(owner):
-            shutil.rmtree(path, ignore_errors=True)
+            cleanup.remove_owned(path)
             removed.append(f"pgbouncer directory {path}")
     return removed
