@@ -24,9 +24,9 @@ import psycopg
 from psycopg import sql
 
 from perfkit.dsn import mask
-from perfkit.errors import ConfigError
-from perfkit.lifecycle import migrations
-from perfkit.lifecycle.dbconnect import connect
+from perfkit.errors import ConfigError, ServerUnresponsive
+from perfkit.lifecycle import migrations, owners
+from perfkit.lifecycle.dbconnect import admin_connect, connect
 from perfkit.lifecycle.janitor import Janitor, drop_force
 from perfkit.lifecycle.names import FAILED_PREFIX, READY_PREFIX, TEMPLATE_PREFIX, Namer, worker_id
 from perfkit.lifecycle.registry import check_name, strategy_class
@@ -150,14 +150,59 @@ class IsolationSession:
         with self._lock:
             self._check_usable()
             if self._shared is None:
-                self._shared = self.start_server("shared")
+                server = self.start_server("shared")
+                if self.settings.reuse:
+                    self._register_owner(server)  # before any database of ours exists
+                self._shared = server
+                if self.settings.reuse:
+                    self._reclaim_orphans()
             return self._shared
+
+    def _register_owner(self, server: PostgresServer) -> None:
+        """Write this process as the owner of the session's databases on a reused server.
+
+        A later session drops them if this process dies without doing so (see
+        :mod:`perfkit.lifecycle.owners`). The connection becomes :meth:`admin`'s.
+        """
+        dbname = server.settings.dbname
+        on_socket = server.socket_dsn_for(dbname) if self.settings.unix_socket else None
+        self._admin = admin_connect(on_socket or server.dsn_for(dbname))
+        owners.register(self._admin, self.namer.token, owners.Owner.this_process())
+
+    def _reclaim_orphans(self) -> None:
+        """Drop what sessions that died (SIGKILL) left on the reused server; best effort.
+
+        The janitor drops them, off the way to the first test. Databases of live
+        concurrent sessions are left alone.
+        """
+        t0 = self.clock()
+        try:
+            admin = self.admin()
+            found = owners.orphans(admin)
+            for name, is_template in found.databases:
+                if is_template:
+                    admin.execute(
+                        sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(
+                            sql.Identifier(name)
+                        )
+                    )
+                self.discard(name)
+            owners.forget(admin, found.tokens)  # a failed drop is found again: no owner row
+        except Exception as exc:  # the next session tries again
+            log.warning("perfkit: could not reclaim dead sessions' databases: %s", mask(str(exc)))
+            return
+        self.record(
+            "orphans_reclaimed",
+            self.clock() - t0,
+            databases=[name for name, _ in found.databases],
+            owners=len(found.tokens),
+        )
 
     def admin(self) -> psycopg.Connection:
         """An autocommit connection to the shared server's default database."""
         with self._lock:
             if self._admin is None or self._admin.closed:
-                self._admin = connect(self.admin_dsn, autocommit=True)
+                self._admin = admin_connect(self.admin_dsn)
             return self._admin
 
     @property
@@ -401,7 +446,9 @@ class IsolationSession:
                     self.disown(name)
                     self.record("drop", seconds, dbname=name)
 
-                self._janitor = Janitor(lambda: connect(dsn, autocommit=True), on_dropped=dropped)
+                self._janitor = Janitor(
+                    lambda: admin_connect(dsn), on_dropped=dropped, on_hung=self.declare_dead
+                )
             return self._janitor
 
     def discard(self, name: str) -> None:
@@ -474,13 +521,31 @@ class IsolationSession:
             return self._strategies[name]
 
     def acquire(self, name: str, test_id: str = "") -> Lease:
-        """A clean database for one test under strategy ``name``."""
+        """A clean database for one test under strategy ``name``.
+
+        Once the server has stopped answering (see :meth:`declare_dead`) this
+        raises that failure at once, without touching the server.
+        """
+        self._check_usable()
         strategy = self.strategy(name)
         t0 = self.clock()
-        lease = strategy.acquire(test_id)
+        try:
+            lease = strategy.acquire(test_id)
+        except ServerUnresponsive as exc:
+            raise self.declare_dead(exc, test_id) from None
         lease.acquired_at = self.clock()
         lease.acquire_s = lease.acquired_at - t0
         return lease
+
+    def connection(self, lease: Lease) -> psycopg.Connection:
+        """The lease's psycopg connection, opened now if needed; a hung server ends the session."""
+        self._check_usable()
+        try:
+            conn = lease.connection
+        except ServerUnresponsive as exc:
+            raise self.declare_dead(exc, lease.test_id) from None
+        assert conn is not None
+        return conn
 
     def release(self, lease: Lease, *, failed: bool = False) -> None:
         """Give the database back; the strategy cleans it (record written either way).
@@ -491,11 +556,17 @@ class IsolationSession:
         t0 = self.clock()
         try:
             strategy = self._strategies[lease.strategy]
-            if failed and self.settings.keep_failed and strategy.keeps_databases:
+            if self.dead:  # no SQL to a server that stopped answering: let go client-side
+                with contextlib.suppress(Exception):
+                    if lease.opened is not None:
+                        lease.opened.close()
+            elif failed and self.settings.keep_failed and strategy.keeps_databases:
                 strategy.forget(lease)
                 self.keep(lease.dbname, lease.test_id)
             else:
                 strategy.release(lease)
+        except ServerUnresponsive as exc:
+            raise self.declare_dead(exc, lease.test_id) from None
         finally:
             lease.release_s = self.clock() - t0
             self.record(
@@ -510,6 +581,28 @@ class IsolationSession:
             )
 
     # -- teardown ---------------------------------------------------------------------
+
+    @property
+    def dead(self) -> bool:
+        """True once the server stopped answering: teardown then skips SQL work."""
+        return isinstance(self._failure, ServerUnresponsive)
+
+    def declare_dead(self, cause: BaseException, test_id: str = "") -> ServerUnresponsive:
+        """Record that the server stopped answering; every later acquire raises the result."""
+        if not self.dead:
+            server = self._shared
+            where = (
+                f"{server.backend} server {server.masked_dsn}" if server is not None else "server"
+            )
+            during = f" during {test_id}" if test_id else ""
+            self._failure = ServerUnresponsive(
+                f"perfkit: the PostgreSQL {where} stopped answering{during}: {cause} — "
+                "the session is ended and every remaining test fails at once (is the "
+                "container paused or the postmaster stopped?)"
+            )
+            log.error("%s", self._failure)
+        assert isinstance(self._failure, ServerUnresponsive)
+        return self._failure
 
     def _check_usable(self) -> None:
         if self._failure is not None:
@@ -527,15 +620,15 @@ class IsolationSession:
             errors: list[BaseException] = []
             for strategy in reversed(list(self._strategies.values())):
                 try:
-                    strategy.close()
+                    strategy.abandon() if self.dead else strategy.close()
                 except Exception as exc:
                     errors.append(exc)
             if self._janitor is not None:
                 try:
-                    self._janitor.close()
+                    self._janitor.close(abandon=self.dead)
                 except Exception as exc:
                     errors.append(exc)
-            if self._shared is not None and self.server_outlives_session:
+            if self._shared is not None and self.server_outlives_session and not self.dead:
                 # Drop every database of ours there.
                 try:
                     self._drop_leftovers()
@@ -558,7 +651,7 @@ class IsolationSession:
         conn = self._admin
         if conn is None or conn.closed:
             assert self._shared is not None
-            conn = self._admin = connect(self.admin_dsn, autocommit=True)
+            conn = self._admin = admin_connect(self.admin_dsn)
         names = set(self.databases_with_prefix(self.namer.prefix, conn=conn)) | self._created
         if self.settings.reuse:  # the hashed template stays for the next run
             names.discard(self._template or "")
@@ -568,6 +661,8 @@ class IsolationSession:
                     sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(sql.Identifier(name))
                 )
             self.drop_database(name, conn=conn)
+        if self.settings.reuse:
+            owners.forget(conn, [self.namer.token])
 
     def __enter__(self) -> Self:
         return self

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import os
 import queue
 import threading
 import warnings
@@ -27,9 +28,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import psycopg
 from psycopg import sql
 
-from perfkit.dsn import mask
+from perfkit.dsn import SecretDsn
 from perfkit.errors import ConfigError, IsolationBroken, IsolationWarning
-from perfkit.lifecycle.dbconnect import connect
+from perfkit.lifecycle.dbconnect import admin_connect, connect
 from perfkit.lifecycle.names import READY_PREFIX
 
 if TYPE_CHECKING:
@@ -82,15 +83,6 @@ class Lease:
         return self.conn
 
 
-class SecretDsn(str):
-    """A DSN string whose ``repr`` masks the password (pytest shows fixture values on failure)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return repr(mask(str(self)))
-
-
 class Strategy(abc.ABC):
     """One way to give tests clean databases, bound to an :class:`IsolationSession`."""
 
@@ -123,6 +115,13 @@ class Strategy(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Remove what :meth:`setup` made (the session stops servers afterwards)."""
+
+    def abandon(self) -> None:
+        """The server stopped answering: let go of connections and threads, send no SQL.
+
+        The default suits strategies whose :meth:`close` only closes connections.
+        """
+        self.close()
 
 
 def _close_quietly(conn: psycopg.Connection | None) -> None:
@@ -343,7 +342,7 @@ class Truncate(_SharedDatabase):
 
     def setup(self) -> None:
         super().setup()
-        self.cleaner = connect(self.dsn, autocommit=True)
+        self.cleaner = admin_connect(self.dsn)
         keep = sql.Literal(list(self.session.settings.keep_tables)).as_string(self.cleaner)
         self.statement = TRUNCATE_ALL.replace("%(keep)s", keep)
         self.cleaner.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'".encode())
@@ -400,7 +399,8 @@ class WarmPool(Strategy):
     used database goes to the session's janitor, which drops it off the
     test's path. With ``reuse`` the pool is refilled at close and its ready
     databases are parked on the server (``pk_ready_<migrations hash>_...``)
-    for the next run, which adopts them at setup.
+    for the next run, which adopts them at setup. At setup and after parking
+    the parked databases are trimmed to :meth:`park_limit`.
     """
 
     name = "warm-pool"
@@ -470,7 +470,7 @@ class WarmPool(Strategy):
 
     def _fill(self) -> None:
         try:
-            with connect(self.session.admin_dsn, autocommit=True) as admin:
+            with admin_connect(self.session.admin_dsn) as admin:
                 while not self.stopping.is_set():
                     if self._claim():
                         try:
@@ -537,6 +537,30 @@ class WarmPool(Strategy):
                 continue
             self.session.own(new)
             self.parked.put(new)  # the cloner threads connect to it (off the setup path)
+        self._trim_parked("start")
+
+    def park_limit(self) -> int:
+        """Most databases left parked on the server: the pool of each worker of this run.
+
+        (Concurrent runs each park a full pool; without a limit the parked
+        databases grew to ``pool_size`` times the peak concurrency.)
+        """
+        workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+        return self.size * (int(workers) if workers.isdigit() and int(workers) > 0 else 1)
+
+    def _trim_parked(self, when: str) -> None:
+        """Hand the parked databases beyond :meth:`park_limit` to the janitor.
+
+        A concurrent run that renames one of them first keeps it (the drop is
+        by name); one that comes second finds it gone and clones instead.
+        """
+        names = self.session.databases_with_prefix(self._park_prefix)
+        extra = names[self.park_limit() :]
+        for name in extra:
+            self.session.discard(name)
+        self.session.record(
+            "pool_trim", 0.0, strategy=self.name, when=when, parked=len(names), dropped=len(extra)
+        )
 
     def _park(self) -> None:
         """Refill to ``pool_size`` and rename the ready databases for the next run."""
@@ -561,6 +585,7 @@ class WarmPool(Strategy):
                 self.session.disown(item.dbname)
             except psycopg.Error:
                 self.session.discard(item.dbname)
+        self._trim_parked("end")
 
     # -- test side ---------------------------------------------------------------------
 
@@ -609,6 +634,14 @@ class WarmPool(Strategy):
     def release(self, lease: Lease) -> None:
         _close_quietly(lease.opened)  # client side only: the janitor terminates the rest
         self.session.discard(lease.dbname)
+
+    def abandon(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        for thread in self.threads:  # each is at most one admin deadline from noticing
+            thread.join(timeout=30)
+        while not self.ready.empty():
+            _close_quietly(self.ready.get().conn)
 
     def close(self) -> None:
         if self.session.settings.reuse and self.error is None:
