@@ -294,7 +294,7 @@ def settings_from_config(config: pytest.Config) -> IsolationSettings:
         sources[field_name] = found.source
         alone = {field_name: values[field_name]}
         if field_name == "backend" and values[field_name] == "external":
-            alone["dsn"] = "postgresql://checked-below"  # whether a DSN is given: below
+            alone["dsn"] = "postgresql://127.0.0.1/checked-below"  # whether a DSN is given: below
         if field_name in ("reuse", "dsn"):
             continue  # only meaningful together with the backend; checked below
         try:
@@ -499,10 +499,9 @@ def perfkit_lease(
 
 
 @pytest.fixture
-def perfkit_db(perfkit_lease: Lease) -> psycopg.Connection:
+def perfkit_db(perfkit_lease: Lease, perfkit_session: IsolationSession) -> psycopg.Connection:
     """A psycopg connection to a database no other test has changed."""
-    assert perfkit_lease.connection is not None
-    return perfkit_lease.connection
+    return perfkit_session.connection(perfkit_lease)
 
 
 @pytest.fixture
@@ -518,7 +517,7 @@ def perfkit_session_dsn(perfkit_session: IsolationSession) -> str:
     For suites that share a database per session and isolate tests themselves
     (transactions, temporary tables, their own cleanup).
     """
-    from perfkit.lifecycle.strategies import SecretDsn
+    from perfkit.dsn import SecretDsn
 
     return SecretDsn(perfkit_session.session_database())
 
