@@ -110,7 +110,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from perfkit import compare
 
-    table = compare.compare_paths(args.run_a, args.run_b, threshold=args.threshold)
+    if args.vs is None:
+        if len(args.runs) != 2:
+            raise ConfigError(
+                f"give two runs (A B), or A's runs then --vs and B's runs; got {len(args.runs)}"
+            )
+        side_a, side_b = args.runs[:1], args.runs[1:]
+    else:
+        side_a, side_b = args.runs, args.vs
+    table = compare.compare_paths(
+        side_a, side_b, threshold=args.threshold, allow_different=args.allow_different
+    )
     print(compare.format_table(table, threshold=args.threshold))
     if args.fail_on_change and bool(table["flag"].ne("").any()):
         return 1
@@ -210,9 +220,23 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--show-code", action="store_true", help="keep code cells in the HTML")
     rep.set_defaults(handler=cmd_report)
 
-    cmp_ = sub.add_parser("compare", help="ratios of key metrics between two result runs")
-    cmp_.add_argument("run_a", help="baseline: a results run directory (data/<exp>/<run_id>)")
-    cmp_.add_argument("run_b", help="candidate: a results run directory")
+    cmp_ = sub.add_parser(
+        "compare", help="key metrics of two sets of result runs, each run one replicate"
+    )
+    cmp_.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="A B (one run each), or with --vs: side A's runs (data/<exp>/<run_id>)",
+    )
+    cmp_.add_argument(
+        "--vs", nargs="+", metavar="RUN", default=None, help="side B's runs (candidate)"
+    )
+    cmp_.add_argument(
+        "--allow-different",
+        action="store_true",
+        help="compare runs made with different parameters (listed) instead of refusing",
+    )
     cmp_.add_argument("--threshold", type=float, default=0.1, help="flag |ratio-1| above this")
     cmp_.add_argument(
         "--fail-on-change", action="store_true", help="exit 1 when any metric is flagged"

@@ -1,20 +1,25 @@
-"""``perfkit compare``: ratios of key metrics between two result runs.
+"""``perfkit compare``: key metrics of two sets of result runs, the run as the unit.
 
 Key metrics of a run are its headline numbers, read through its lab's contract
 (``LAB.headlines``); a report's run (``data/report/<run_id>``, saved by the
 summary notebook) holds every lab's.
-A metric whose ratio B/A moves further than ``threshold`` from 1 is flagged
-(``+`` went up, ``-`` went down), as asv and pytest-benchmark do.
 
-Runs whose lab saved the raw samples behind its headlines (the ``samples`` frame
-of the lab contract: ``metric, variant, unit, value``, see :mod:`perfkit.lab`)
-are compared by samples instead (:func:`compare_samples`): B/A is the ratio of
-the medians with a seeded 95 % bootstrap interval (both runs resampled
-independently), and a metric is flagged only when that whole interval lies
-beyond the threshold (low > 1 + t or high < 1 - t), so run-to-run noise no
-longer reads as a change. A metric with fewer than two samples on a side falls
-back to the scalar rule on the key metrics and is marked ``scalar`` in the
-``basis`` column and in the printed table.
+Each run is one replicate: samples inside a run are not independent draws (a
+busy machine slows the whole run), so they never make an interval. For each
+metric, side A's runs and side B's runs give B/A as the Hodges–Lehmann shift
+of their logarithms with an exact distribution-free 95 % interval
+(:func:`perfkit.stats.shift_interval`). The verdict per metric:
+
+- ``changed``: the whole interval lies beyond ``threshold`` (``+`` up, ``-`` down);
+- ``unchanged``: the whole interval lies within ``1 ± threshold``;
+- ``cannot tell``: the interval straddles the threshold;
+- ``not enough runs``: too few runs for any interval at 95 % (fewer than
+  :func:`perfkit.stats.runs_needed` per side, 4): never flagged, and the table
+  says how many runs would be needed.
+
+Runs made with different parameters (quick vs full, other lab parameters)
+are refused unless ``allow_different``: a comparison of unlike runs measures
+the parameters, not the code.
 """
 
 from __future__ import annotations
@@ -30,11 +35,17 @@ import pandas as pd
 
 from perfkit import registry, results, summary
 from perfkit.errors import ConfigError, PerfkitError
-from perfkit.lab import SAMPLES_FRAME
-from perfkit.stats import ratio_interval
+from perfkit.stats import runs_needed, shift_interval
 
 IGNORED_PARAMS = {"since", "labs"}
-SAMPLE_TABLE_COLUMNS = [
+LEVEL = 0.95
+CHANGED, UNCHANGED, CANNOT_TELL, TOO_FEW = (
+    "changed",
+    "unchanged",
+    "cannot tell",
+    "not enough runs",
+)
+TABLE_COLUMNS = [
     "metric",
     "a",
     "b",
@@ -43,8 +54,7 @@ SAMPLE_TABLE_COLUMNS = [
     "ratio_high",
     "n_a",
     "n_b",
-    "changed",
-    "basis",
+    "verdict",
     "flag",
 ]
 
@@ -107,7 +117,19 @@ def _check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
-def _scalar_ratio(va: float, vb: float) -> float:
+def _ratio_interval(xa: np.ndarray, xb: np.ndarray) -> tuple[float, float, float] | None:
+    """B/A and its interval from the runs' values; None when the runs cannot support one."""
+    if (xa > 0).all() and (xb > 0).all():
+        est = shift_interval(np.log(xa), np.log(xb), level=LEVEL)
+        return None if est is None else (math.exp(est.value), math.exp(est.low), math.exp(est.high))
+    base = float(np.median(xa))
+    est = shift_interval(xa, xb, level=LEVEL)
+    if est is None or base == 0:  # a shift of values around 0 has no ratio
+        return None
+    return tuple(1.0 + x / abs(base) for x in (est.value, est.low, est.high))  # type: ignore[return-value]
+
+
+def _point_ratio(va: float, vb: float) -> float:
     if va == 0 and vb == 0:
         return 1.0
     if va == 0 or math.isnan(va) or math.isnan(vb):
@@ -115,64 +137,19 @@ def _scalar_ratio(va: float, vb: float) -> float:
     return vb / va
 
 
-def _flag(ratio: float, threshold: float) -> str:
-    if math.isnan(ratio):
-        return ""
-    if ratio > 1 + threshold:
-        return "+"
-    if ratio < 1 - threshold:
-        return "-"
-    return ""
-
-
-def compare_metrics(a: pd.Series, b: pd.Series, *, threshold: float = 0.1) -> pd.DataFrame:
-    """One row per metric present in both: a, b, ratio b/a and a flag beyond ``threshold``."""
-    _check_threshold(threshold)
-    common = [name for name in a.index if name in b.index]
-    rows = []
-    for name in common:
-        va, vb = float(a[name]), float(b[name])
-        ratio = _scalar_ratio(va, vb)
-        rows.append(
-            {"metric": name, "a": va, "b": vb, "ratio": ratio, "flag": _flag(ratio, threshold)}
-        )
-    return pd.DataFrame(rows, columns=["metric", "a", "b", "ratio", "flag"])
-
-
-def key_samples(run: results.Run) -> dict[str, np.ndarray]:
-    """The run's samples: key metric -> its measurements (none when the lab saved none)."""
-    _check_lab_run(run)
-    with _reading_frames(run, "samples"):
-        samples = summary.samples_of(run)
-        if samples.empty:
-            return {}
-        samples = samples.assign(name=_names(samples, run))
-        return {
-            str(name): group["value"].dropna().to_numpy(dtype=float)
-            for name, group in samples.groupby("name", sort=False)
-        }
-
-
-def _values(x: float | Sequence[float]) -> np.ndarray:
-    data = np.atleast_1d(np.asarray(x, dtype=float)).reshape(-1)
-    return data[~np.isnan(data)]
-
-
-def compare_samples(
+def compare_units(
     a: Mapping[str, Sequence[float] | float],
     b: Mapping[str, Sequence[float] | float],
     *,
     threshold: float = 0.1,
-    seed: int = 0,
 ) -> pd.DataFrame:
-    """Compare two runs' samples, metric by metric (see the module docstring).
+    """Compare two sides' per-run values, metric by metric (see the module docstring).
 
-    One row per metric with values on both sides, in ``a``'s order: the medians
-    ``a`` and ``b``, ``ratio`` b/a with its 95 % bootstrap interval
-    ``ratio_low``..``ratio_high``, the sample sizes, ``changed`` (the interval lies
-    wholly outside [1 - threshold, 1 + threshold]), ``basis`` (``samples``, or
-    ``scalar`` when a side has fewer than two values and the old rule on the
-    medians decides) and ``flag`` (``+``/``-`` for a change up or down).
+    ``a`` and ``b`` map each metric to its values, one per run. One row per
+    metric with values on both sides, in ``a``'s order: the medians ``a`` and
+    ``b``, ``ratio`` B/A (Hodges–Lehmann with enough runs, else the ratio of
+    the medians), its interval ``ratio_low``..``ratio_high`` (NaN without
+    enough runs), the run counts, ``verdict`` and ``flag``.
     """
     threshold = _check_threshold(threshold)
     rows = []
@@ -183,13 +160,18 @@ def compare_samples(
         if xa.size == 0 or xb.size == 0:
             continue
         va, vb = float(np.median(xa)), float(np.median(xb))
-        if xa.size >= 2 and xb.size >= 2:
-            est = ratio_interval(xa, xb, seed=seed)
-            ratio, low, high, basis = est.value, est.low, est.high, "samples"
-            changed = not math.isnan(ratio) and (low > 1 + threshold or high < 1 - threshold)
+        found = _ratio_interval(xa, xb)
+        if found is None:
+            ratio, low, high = _point_ratio(va, vb), math.nan, math.nan
+            verdict = TOO_FEW if min(xa.size, xb.size) < runs_needed(LEVEL) else CANNOT_TELL
         else:
-            ratio, low, high, basis = _scalar_ratio(va, vb), math.nan, math.nan, "scalar"
-            changed = _flag(ratio, threshold) != ""
+            ratio, low, high = found
+            if low > 1 + threshold or high < 1 - threshold:
+                verdict = CHANGED
+            elif low >= 1 - threshold and high <= 1 + threshold:
+                verdict = UNCHANGED
+            else:
+                verdict = CANNOT_TELL
         rows.append(
             {
                 "metric": str(name),
@@ -200,43 +182,80 @@ def compare_samples(
                 "ratio_high": high,
                 "n_a": int(xa.size),
                 "n_b": int(xb.size),
-                "changed": bool(changed),
-                "basis": basis,
-                "flag": ("+" if ratio > 1 else "-") if changed else "",
+                "verdict": verdict,
+                "flag": ("+" if ratio > 1 else "-") if verdict == CHANGED else "",
             }
         )
-    return pd.DataFrame(rows, columns=SAMPLE_TABLE_COLUMNS)
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def _samples_or_scalars(run: results.Run) -> dict[str, Sequence[float] | float]:
-    merged: dict[str, Sequence[float] | float] = dict(key_metrics(run).items())
-    merged.update(key_samples(run))
-    return merged
+def _values(x: float | Sequence[float]) -> np.ndarray:
+    data = np.atleast_1d(np.asarray(x, dtype=float)).reshape(-1)
+    return data[~np.isnan(data)]
+
+
+def run_values(runs: Sequence[results.Run]) -> dict[str, list[float]]:
+    """Each key metric's value in every run of one side (a metric missing in a run: skipped)."""
+    out: dict[str, list[float]] = {}
+    for run in runs:
+        for name, value in key_metrics(run).items():
+            out.setdefault(str(name), []).append(float(value))
+    return out
+
+
+PathOrPaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+
+def _paths(paths: PathOrPaths) -> list[str | os.PathLike[str]]:
+    if isinstance(paths, str | os.PathLike):
+        return [paths]
+    return list(paths)
 
 
 def compare_paths(
-    path_a: str | os.PathLike[str],
-    path_b: str | os.PathLike[str],
+    paths_a: PathOrPaths,
+    paths_b: PathOrPaths,
     *,
     threshold: float = 0.1,
-    seed: int = 0,
+    allow_different: bool = False,
 ) -> pd.DataFrame:
-    """Compare two runs' key metrics, by samples when either has them; raises if none shared."""
-    run_a, run_b = resolve_run(path_a), resolve_run(path_b)
-    if SAMPLES_FRAME in run_a.frames or SAMPLES_FRAME in run_b.frames:
-        table = compare_samples(
-            _samples_or_scalars(run_a), _samples_or_scalars(run_b), threshold=threshold, seed=seed
+    """Compare the runs of side A with those of side B; raises if they share no key metric.
+
+    Each side is a run directory, an experiment directory (its latest run) or
+    a list of those. Runs with different parameters are refused unless
+    ``allow_different`` (then the differences are listed in the table's attrs).
+    """
+    runs_a = [resolve_run(p) for p in _paths(paths_a)]
+    runs_b = [resolve_run(p) for p in _paths(paths_b)]
+    if not runs_a or not runs_b:
+        raise ConfigError("compare needs at least one run on each side")
+    diffs = like_with_like(runs_a, runs_b)
+    if diffs and not allow_different:
+        raise ConfigError(
+            "the runs were made with different parameters, so a comparison would measure "
+            "those, not the code: " + "; ".join(diffs) + " (run both sides alike, or pass "
+            "--allow-different to compare anyway)"
         )
-    else:
-        table = compare_metrics(key_metrics(run_a), key_metrics(run_b), threshold=threshold)
+    table = compare_units(run_values(runs_a), run_values(runs_b), threshold=threshold)
     if table.empty:
         raise PerfkitError(
-            f"runs {run_a.run_id} ({run_a.experiment}) and {run_b.run_id} ({run_b.experiment}) "
-            "have no key metric in common"
+            f"runs {', '.join(r.run_id for r in runs_a)} and "
+            f"{', '.join(r.run_id for r in runs_b)} have no key metric in common"
         )
-    table.attrs["a"], table.attrs["b"] = run_a.run_id, run_b.run_id
-    table.attrs["param_diff"] = param_differences(run_a, run_b)
+    table.attrs["a"] = [r.run_id for r in runs_a]
+    table.attrs["b"] = [r.run_id for r in runs_b]
+    table.attrs["param_diff"] = diffs
     return table
+
+
+def like_with_like(runs_a: Sequence[results.Run], runs_b: Sequence[results.Run]) -> list[str]:
+    """How the runs' experiments and parameters differ from side A's first run (empty: alike)."""
+    first, out = runs_a[0], []
+    for run in [*runs_a[1:], *runs_b]:
+        if run.experiment != first.experiment:
+            out.append(f"run {run.run_id} is of {run.experiment!r}, not {first.experiment!r}")
+        out.extend(f"run {run.run_id}: {d}" for d in param_differences(first, run))
+    return out
 
 
 def param_differences(run_a: results.Run, run_b: results.Run) -> list[str]:
@@ -252,34 +271,44 @@ def param_differences(run_a: results.Run, run_b: results.Run) -> list[str]:
 
 
 def format_table(table: pd.DataFrame, *, threshold: float) -> str:
-    """Plain-text table: metric, A, B, B/A and a marker on changes beyond the threshold.
-
-    A table from :func:`compare_samples` also shows each ratio's 95 % interval and
-    the sample sizes (``scalar`` where the scalar rule decided).
-    """
-    by_samples = "ratio_low" in table.columns
+    """Plain-text table: metric, A, B, B/A, its 95 % interval, runs per side and the verdict."""
     width = max([len("metric"), *(len(m) for m in table["metric"])])
-    head = f"A = {table.attrs.get('a', 'A')}   B = {table.attrs.get('b', 'B')}"
-    header = f"{'metric':<{width}}  {'A':>12}  {'B':>12}  {'B/A':>7}"
-    if by_samples:
-        header += f"  {'95% interval':>16}  {'n A/B':>9}"
-    lines = [head, header]
+
+    def side(ids: object) -> str:
+        ids = list(ids) if isinstance(ids, list | tuple) else [str(ids)]
+        return f"{', '.join(ids)} ({len(ids)} run{'s' if len(ids) != 1 else ''})"
+
+    lines = [
+        f"A = {side(table.attrs.get('a', ['A']))}",
+        f"B = {side(table.attrs.get('b', ['B']))}",
+        f"{'metric':<{width}}  {'A':>12}  {'B':>12}  {'B/A':>7}  {'95% interval':>16}"
+        f"  {'runs':>7}  verdict",
+    ]
+    needed = runs_needed(LEVEL)
     for row in table.itertuples(index=False):
         ratio = "n/a" if math.isnan(row.ratio) else f"{row.ratio:.3f}"
-        mark = {"+": "  (+) up", "-": "  (-) down"}.get(row.flag, "")
-        line = f"{row.metric:<{width}}  {row.a:>12.4g}  {row.b:>12.4g}  {ratio:>7}"
-        if by_samples:
-            if row.basis == "scalar":
-                interval, sizes = "(scalar)", f"{row.n_a}/{row.n_b}"
-            elif math.isnan(row.ratio_low):
-                interval, sizes = "n/a", f"{row.n_a}/{row.n_b}"
-            else:
-                interval = f"[{row.ratio_low:.3f}, {row.ratio_high:.3f}]"
-                sizes = f"{row.n_a}/{row.n_b}"
-            line += f"  {interval:>16}  {sizes:>9}"
-        lines.append(line + mark)
+        interval = (
+            "-" if math.isnan(row.ratio_low) else f"[{row.ratio_low:.3f}, {row.ratio_high:.3f}]"
+        )
+        verdict = {"+": "changed (+) up", "-": "changed (-) down"}.get(row.flag, row.verdict)
+        if row.verdict == TOO_FEW:
+            verdict += f" ({needed} per side needed)"
+        lines.append(
+            f"{row.metric:<{width}}  {row.a:>12.4g}  {row.b:>12.4g}  {ratio:>7}  {interval:>16}"
+            f"  {f'{row.n_a}/{row.n_b}':>7}  {verdict}"
+        )
     for diff in table.attrs.get("param_diff", []):
-        lines.append(f"note: parameters differ, {diff}")
+        lines.append(f"note: compared although different, {diff}")
+    counts = table["verdict"].value_counts()
     flagged = int((table["flag"] != "").sum())
-    lines.append(f"{flagged} of {len(table)} metrics changed by more than {threshold:.0%}")
+    summary_line = f"{flagged} of {len(table)} metrics changed by more than {threshold:.0%}"
+    rest = [f"{int(counts[v])} {v}" for v in (UNCHANGED, CANNOT_TELL, TOO_FEW) if v in counts]
+    if rest:
+        summary_line += "; " + ", ".join(rest)
+    if TOO_FEW in counts:
+        summary_line += (
+            f" (repeat: {needed} runs per side support a 95 % interval; "
+            "interleave A and B on a busy machine)"
+        )
+    lines.append(summary_line)
     return "\n".join(lines)

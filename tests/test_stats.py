@@ -120,3 +120,32 @@ def test_wilson_interval_of_3_in_10() -> None:
 def test_wilson_interval_rejects_more_successes_than_trials() -> None:
     with pytest.raises(ConfigError):
         stats.wilson_interval(4, 3)
+
+
+def test_shift_interval_is_none_when_no_95_percent_interval_exists() -> None:
+    assert stats.shift_interval([1.0, 2.0, 3.0], [5.0, 6.0, 7.0]) is None  # 3 and 3: P(U=0) = 1/20
+
+
+def test_shift_interval_uses_the_extreme_differences_at_four_per_side() -> None:
+    est = stats.shift_interval([1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0])
+    assert est is not None and (est.value, est.low, est.high, est.n) == (4.0, 1.0, 7.0, 8)
+
+
+def test_shift_interval_matches_the_published_critical_value_for_ten_and_ten() -> None:
+    """Mann–Whitney two-sided 5 % critical U for m = n = 10 is 23: k = 24."""
+    assert stats._moses_k(10, 10, 0.95) == 24
+
+
+def test_four_runs_per_side_are_the_fewest_that_support_a_95_percent_interval() -> None:
+    assert stats.runs_needed(0.95) == 4
+
+
+def test_shift_interval_covers_the_true_shift_at_least_95_percent_of_the_time() -> None:
+    rng = np.random.default_rng(0)
+    trials = 1000
+    covered = 0
+    for _ in range(trials):
+        est = stats.shift_interval(rng.normal(0, 1, 5), rng.normal(0.3, 1, 5))
+        assert est is not None
+        covered += est.low <= 0.3 <= est.high
+    assert covered / trials >= 0.95 - 3 * (0.05 * 0.95 / trials) ** 0.5
