@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from perfkit import registry, results, summary
+from perfkit import noise, registry, results, summary
 from perfkit.errors import ConfigError, PerfkitError
 from perfkit.stats import runs_needed, shift_interval
 
@@ -245,6 +245,9 @@ def compare_paths(
     table.attrs["a"] = [r.run_id for r in runs_a]
     table.attrs["b"] = [r.run_id for r in runs_b]
     table.attrs["param_diff"] = diffs
+    table.attrs["noise"] = noise.differences(
+        [noise.of_run(r.metadata) for r in runs_a], [noise.of_run(r.metadata) for r in runs_b]
+    )
     return table
 
 
@@ -299,6 +302,8 @@ def format_table(table: pd.DataFrame, *, threshold: float) -> str:
         )
     for diff in table.attrs.get("param_diff", []):
         lines.append(f"note: compared although different, {diff}")
+    for warning in table.attrs.get("noise", []):
+        lines.append(f"warning: {warning}")
     counts = table["verdict"].value_counts()
     flagged = int((table["flag"] != "").sum())
     summary_line = f"{flagged} of {len(table)} metrics changed by more than {threshold:.0%}"

@@ -2,7 +2,8 @@
 
 :func:`run_and_save` starts the server the lab asks for (or none), calls
 ``lab.run(params, server, progress)``, and saves the results under
-``<params.out_dir>/<lab.name>/<run_id>/``; the server is removed on success,
+``<params.out_dir>/<lab.name>/<run_id>/`` with how busy the machine was
+(:mod:`perfkit.noise`); the server is removed on success,
 failure and Ctrl-C (``create_server`` is a context manager).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from perfkit import results
+from perfkit import noise, results
 from perfkit.lab import Lab, LabParams, Progress, Results
 from perfkit.postgres import create_server
 
@@ -34,6 +35,7 @@ def run_and_save(
     out_dir: str | os.PathLike[str] | None = None,
 ) -> Results:
     """Run the lab and save its frames; returns the results with their ``run_id``."""
+    start = noise.snapshot()
     outcome = run(lab, params, progress=progress)
     saved = results.save(
         frames=dict(outcome.frames),
@@ -42,6 +44,7 @@ def run_and_save(
         server=outcome if outcome.server is not None else None,
         seed=params.seed,
         out_dir=out_dir if out_dir is not None else params.out_dir,
+        extra={"noise": noise.record(start)},
     )
     progress(f"saved {saved.path}")
     return dataclasses.replace(outcome, run_id=saved.run_id)
