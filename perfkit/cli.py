@@ -89,22 +89,35 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from perfkit import report
+    from perfkit import registry, report, results, summary
 
     _sweep_dead_owners()
-    outcome = report.build(
-        quick=args.quick,
-        backend=args.backend,
-        output_dir=args.output_dir,
-        data_dir=args.data_dir,
-        notebooks_dir=args.notebooks_dir,
-        labs=args.labs,
-        show_code=args.show_code,
-        log=lambda line: print(line, flush=True),
-    )
-    for line in outcome.summary_lines():
-        print(line)
-    return 0 if outcome.ok else EXIT_ERROR
+    names = args.labs or [lab.name for lab in registry.LABS]
+    orders = report.interleaved_orders(names, args.runs)
+    saved: list[str] = []
+    ok = True
+    for i, order in enumerate(orders, start=1):
+        if len(orders) > 1:
+            print(f"== report {i} of {len(orders)}: {' '.join(order)}", flush=True)
+        outcome = report.build(
+            quick=args.quick,
+            backend=args.backend,
+            output_dir=args.output_dir,
+            data_dir=args.data_dir,
+            notebooks_dir=args.notebooks_dir,
+            labs=order,
+            show_code=args.show_code,
+            log=lambda line: print(line, flush=True),
+        )
+        for line in outcome.summary_lines():
+            print(line)
+        ok = ok and outcome.ok
+        if len(orders) > 1 and results.run_dirs(summary.REPORT_EXPERIMENT, args.data_dir):
+            saved.append(str(results.latest(summary.REPORT_EXPERIMENT, args.data_dir).path))
+    if len(saved) > 1:
+        print(f"{len(saved)} report runs; compare them with another set of runs:")
+        print(f"  perfkit compare {' '.join(saved)} --vs <other runs>")
+    return 0 if ok else EXIT_ERROR
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -208,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="run every lab notebook and build the HTML report")
     rep.add_argument("--quick", action="store_true", help="small parameters (about a minute)")
+    rep.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        metavar="K",
+        help="repeat the report K times, the lab order rotated each time (compare needs 4+)",
+    )
     rep.add_argument("--backend", choices=["auto", "docker", "local"], default="auto")
     rep.add_argument("--output-dir", default="runs", help="where the run directory goes (runs/)")
     rep.add_argument("--data-dir", default="data", help="where lab results are saved (data/)")

@@ -82,6 +82,18 @@ def discover(
     return labs, summary
 
 
+def interleaved_orders(names: Sequence[str], runs: int) -> list[list[str]]:
+    """The lab order of each of ``runs`` repetitions: rotated by one each time.
+
+    Every lab then runs early and late, after each other lab, so machine load
+    that comes and goes falls on all of them alike.
+    """
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise ConfigError(f"runs must be a whole number >= 1, got {runs!r}")
+    names = list(names)
+    return [names[i % len(names) :] + names[: i % len(names)] for i in range(runs)] if names else []
+
+
 def lab_parameters(notebook: Path, *, backend: str, quick: bool, data_dir: Path) -> dict[str, Any]:
     """The report's settings for a lab (its ``Params.REPORT_PARAMETERS``)."""
     lab = registry.for_notebook(notebook)
