@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -104,6 +105,23 @@ class InnerPytest:
             )
         document = json.loads(timings.read_text()) if timings.exists() else {}
         return result, document
+
+
+def inner_pytest_command(ini: Path, rootdir: Path, *args: str) -> list[str]:
+    """The command line of an inner pytest run started by hand (to signal or kill it)."""
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-c",
+        str(ini),
+        "--rootdir",
+        str(rootdir),
+        *args,
+    ]
 
 
 def test_records(document: dict[str, Any]) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from pluginrun import SCHEMA, WRITE_THEN_LOOK, InnerPytest
+from pluginrun import SCHEMA, WRITE_THEN_LOOK, InnerPytest, inner_pytest_command
 
 from perfkit.dsn import make_socket_url
 from perfkit.lifecycle import owners
@@ -141,23 +141,15 @@ def start(
     log = open(inner.path / f"{name}.log", "w")  # noqa: SIM115 - the child keeps it
     with inner.environment(reused.env):
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "-c",
-                str(ini),
-                "--rootdir",
-                str(inner.path),
+            inner_pytest_command(
+                ini,
+                inner.path,
                 f"--perfkit-migrations={schema}",
                 f"--perfkit-timings={inner.path / (name + '.json')}",
                 "--perfkit-reuse",
                 *ARGS,
                 str(test_file),
-            ],
+            ),
             cwd=inner.path,
             stdout=log,
             stderr=subprocess.STDOUT,

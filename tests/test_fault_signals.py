@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 import pytest
-from pluginrun import SCHEMA, InnerPytest
+from pluginrun import SCHEMA, InnerPytest, inner_pytest_command
 
 from perfkit.errors import BackendUnavailable
 from perfkit.postgres import cleanup, leaks
@@ -236,21 +236,13 @@ def test_plugin_session_stops_cleanly(
     client = _docker() if backend == "docker" else None
     with inner_pytest.environment():
         proc = start(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "-c",
-                str(ini),
-                "--rootdir",
-                str(path),
+            inner_pytest_command(
+                ini,
+                path,
                 f"--perfkit-backend={backend}",
                 f"--perfkit-migrations={schema}",
                 str(test_file),
-            ],
+            ),
             running,
             cwd=path,
         )
