@@ -303,7 +303,7 @@ class IsolationSession:
         try:
             dsn = self.dsn_for(name)
             self.apply_migrations(dsn)
-            with connect(dsn, autocommit=True) as conn:
+            with admin_connect(dsn) as conn:
                 conn.execute("VACUUM (FREEZE)")  # smaller clones, no later anti-wraparound work
             with contextlib.suppress(psycopg.Error):  # needs superuser or pg_checkpoint
                 self.admin().execute("CHECKPOINT")
