@@ -227,7 +227,16 @@ class DockerServer(PostgresServer):
 
 
 def perfkit_containers(client: Any) -> list[Any]:
-    return list(client.containers.list(all=True, filters={"label": cleanup.OWNER_LABEL}))
+    """Every container perfkit started, on this daemon.
+
+    ``ignore_removed``: a container another run removes between the daemon's
+    list and docker-py's inspect of it is simply gone, not an error.
+    """
+    return list(
+        client.containers.list(
+            all=True, filters={"label": cleanup.OWNER_LABEL}, ignore_removed=True
+        )
+    )
 
 
 def sweep_stale(client: Any) -> list[str]:
