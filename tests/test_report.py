@@ -141,6 +141,7 @@ def test_failing_lab_is_reported_and_its_rows_say_not_measured(
 
 
 @pytest.mark.notebook
+@pytest.mark.e2e
 def test_report_quick_end_to_end_has_measured_table_and_plots(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
