@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from urllib.parse import quote
 
@@ -67,9 +66,12 @@ def with_dbname(dsn: str, dbname: str) -> str:
 
 
 def host_port(dsn: str) -> str:
-    """``host:port`` of a DSN as libpq reads it, ``PG*`` variables included (no secrets)."""
+    """``host:port`` written in a DSN, for messages (never includes secrets).
+
+    Where libpq would really connect, ``PG*`` variables and services included,
+    is :func:`perfkit.loopback.targets`.
+    """
     params = conninfo_to_dict(dsn)
-    host = params.get("host") or os.environ.get("PGHOST") or "localhost"
-    port = params.get("port") or os.environ.get("PGPORT") or "5432"
-    addr = params.get("hostaddr") or os.environ.get("PGHOSTADDR")
-    return f"{host}:{port}" + (f" via hostaddr {addr}" if addr else "")
+    host = params.get("host") or "localhost"
+    port = params.get("port") or "5432"
+    return f"{host}:{port}"

@@ -250,8 +250,6 @@ def test_pgport_is_part_of_where_libpq_connects() -> None:
 
 def test_messages_name_the_address_the_environment_chose(monkeypatch: pytest.MonkeyPatch) -> None:
     """Before, a DSN without host under PGHOST=... was reported as localhost:5432."""
-    from perfkit.dsn import host_port
-
     monkeypatch.setenv("PGHOST", "/tmp/perfkit-socket-dir")
     monkeypatch.setenv("PGPORT", "6543")
-    assert host_port("dbname=x") == "/tmp/perfkit-socket-dir:6543"
+    assert targets("dbname=x").describe() == "/tmp/perfkit-socket-dir:6543"

@@ -10,9 +10,9 @@ from __future__ import annotations
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from perfkit.dsn import host_port, mask
+from perfkit.dsn import mask
 from perfkit.errors import BackendUnavailable
-from perfkit.loopback import check_loopback
+from perfkit.loopback import check_loopback, targets
 from perfkit.postgres.base import PostgresServer
 from perfkit.postgres.settings import ServerSettings
 
@@ -48,7 +48,7 @@ class ExternalServer(PostgresServer):
                 conn.execute("SELECT 1")
         except psycopg.Error as exc:
             raise BackendUnavailable(
-                f"external PostgreSQL at {host_port(self.dsn)} does not answer: "
+                f"external PostgreSQL at {targets(self.dsn).describe()} does not answer: "
                 f"{mask(str(exc)).strip()}"
             ) from None
 
