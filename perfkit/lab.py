@@ -11,7 +11,9 @@ A lab is one module of the package plus one notebook. The module defines:
     (:meth:`LabParams.notebook_cell`, kept in step by a test), the way
     papermill's ``inspect_notebook`` reads name, type, default and help.
     A default of ``None`` may stand for a value that depends on ``quick``
-    (``param(None, ..., full=4, quick=1)``); :meth:`LabParams.value` resolves it.
+    (``param(None, ..., full=4, quick=1)``); it is resolved once, when the
+    Params are built, so a lab reads plain attributes (``params.duration_s``).
+    :meth:`LabParams.as_dict` keeps the values as they were given.
 ``LAB``
     An object following :class:`Lab`: ``run(params, server, progress)`` returns
     :class:`Results`; ``headlines``, ``figures`` and ``conclusions`` read only
@@ -143,12 +145,20 @@ class LabParams:
 
     #: Parameters the report sets on every lab (the rest keep their defaults).
     REPORT_PARAMETERS: ClassVar[tuple[str, ...]] = ("backend", "quick", "out_dir")
+    if TYPE_CHECKING:  # set in __post_init__, not a field (fields are the parameters)
+        _given: Mapping[str, Any]
 
     def __post_init__(self) -> None:
+        given: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, list):
-                object.__setattr__(self, f.name, tuple(value))
+                value = tuple(value)
+                object.__setattr__(self, f.name, value)
+            given[f.name] = value
+            if value is None:
+                value = self._resolved_default(f)
+                object.__setattr__(self, f.name, value)
             validate.int64(f"parameter {f.name!r}", value)  # every int, before any check uses it
             choices = f.metadata.get("choices")
             if choices and value not in choices:
@@ -156,7 +166,18 @@ class LabParams:
                     f"parameter {f.name!r} must be one of "
                     f"{', '.join(repr(c) for c in choices)}, got {value!r}"
                 )
+        object.__setattr__(self, "_given", types.MappingProxyType(given))
         self.check()
+
+    def _resolved_default(self, f: dataclasses.Field[Any]) -> Any:
+        """What ``None`` stands for in this run (full or quick), or ``None`` when nothing."""
+        full, quick = f.metadata.get("full", _UNSET), f.metadata.get("quick", _UNSET)
+        chosen = quick if self.quick and quick is not _UNSET else full
+        if chosen is _UNSET:
+            return None
+        if callable(chosen):
+            chosen = chosen()
+        return tuple(chosen) if isinstance(chosen, list) else chosen
 
     def check(self) -> None:
         """Check values (ranges, names); raise ConfigError naming the parameter."""
@@ -234,26 +255,21 @@ class LabParams:
         values = param_checks.validate_globals(cls.spec(), namespace, ignore=labs)
         return cls.from_mapping(values)
 
-    def value(self, name: str) -> Any:
-        """A parameter's value with ``None`` resolved to its full or quick default."""
-        current = getattr(self, name)
-        if current is not None:
-            return current
-        f = next(f for f in dataclasses.fields(self) if f.name == name)
-        full, quick = f.metadata.get("full", _UNSET), f.metadata.get("quick", _UNSET)
-        chosen = quick if self.quick and quick is not _UNSET else full
-        if chosen is _UNSET:
-            return None
-        if callable(chosen):
-            chosen = chosen()
-        return tuple(chosen) if isinstance(chosen, list) else chosen
+    def replace(self, **changes: Any) -> typing.Self:
+        """These parameters with some changed, ``None`` defaults resolved anew.
+
+        Use this, not :func:`dataclasses.replace`, which would carry values
+        resolved for full runs into a quick one.
+        """
+        return type(self)(**{**self._given, **changes})
 
     def as_dict(self) -> dict[str, Any]:
-        """Values as a notebook would pass them (lists, not tuples): for metadata."""
-        return {
-            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-            for f in dataclasses.fields(self)
-        }
+        """Values as they were given (``None`` unresolved; lists, not tuples): for metadata.
+
+        Runs are compared on these, so a run keeps saying "the quick default"
+        rather than the value that default had on the machine that made it.
+        """
+        return {name: list(v) if isinstance(v, tuple) else v for name, v in self._given.items()}
 
 
 @dataclass(frozen=True, kw_only=True)

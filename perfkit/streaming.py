@@ -438,12 +438,12 @@ class Params(LabParams):
 
     def check(self) -> None:
         self.settings()
-        check_methods(self.value("methods"))
+        check_methods(self.methods)
         if self.repeats < 1:
             raise ConfigError(f"parameter 'repeats' must be an int >= 1, got {self.repeats!r}")
 
     def settings(self) -> StreamSettings:
-        return StreamSettings(rows=self.value("rows"), batch_size=self.batch_size)
+        return StreamSettings(rows=self.rows, batch_size=self.batch_size)
 
 
 def conclusions(summary: pd.DataFrame, rows: int, baseline: str = "fetchall") -> dict[str, Any]:
@@ -562,7 +562,7 @@ class StreamingLab:
         import pandas as pd
 
         assert server is not None  # server_settings() asks for one
-        settings, methods = params.settings(), tuple(params.value("methods"))
+        settings, methods = params.settings(), tuple(params.methods)
         frames = run_streaming(
             server.dsn,
             settings,

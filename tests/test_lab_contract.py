@@ -95,10 +95,18 @@ def test_unknown_lab_name_lists_the_labs() -> None:
         registry.get("nosuch")
 
 
-def test_none_resolves_to_the_full_or_the_quick_default() -> None:
-    assert ToyParams().value("size") == 100
-    assert ToyParams(quick=True).value("size") == 5
-    assert ToyParams(size=7, quick=True).value("size") == 7
+def test_none_resolves_to_the_full_or_the_quick_default_at_construction() -> None:
+    assert ToyParams().size == 100
+    assert ToyParams(quick=True).size == 5
+    assert ToyParams(size=7, quick=True).size == 7
+
+
+def test_as_dict_keeps_the_values_as_given() -> None:
+    assert ToyParams(quick=True).as_dict()["size"] is None
+
+
+def test_replace_resolves_none_defaults_anew() -> None:
+    assert ToyParams().replace(quick=True).size == 5
 
 
 def test_help_line_says_what_none_means() -> None:

@@ -109,26 +109,26 @@ class Params(LabParams):
             "mode_clients",
             "default_pool_size",
         ):
-            validate.integer(f"parameter {name!r}", self.value(name), minimum=1)
+            validate.integer(f"parameter {name!r}", getattr(self, name), minimum=1)
         validate.integer(  # PostgreSQL's own limit (MAX_BACKENDS)
             "parameter 'max_connections'", self.max_connections, minimum=10, maximum=262_143
         )
         for name in ("duration_s", "storm_outage_s", "server_login_retry_s"):
-            validate.number(f"parameter {name!r}", self.value(name), strict=True)
+            validate.number(f"parameter {name!r}", getattr(self, name), strict=True)
         for name in ("retry_delay_ms", "think_ms"):
-            validate.number(f"parameter {name!r}", self.value(name))
-        workers = self.value("pool_workers")
+            validate.number(f"parameter {name!r}", getattr(self, name))
+        workers = self.pool_workers
         if not workers:
             raise ConfigError("parameter 'pool_workers' must not be empty")
         validate.numbers("parameter 'pool_workers'", workers, integers=True, minimum=1)
         for name, need in (
-            ("storm_clients", self.value("storm_clients") + self.default_pool_size + 10),
-            ("mode_clients", self.value("mode_clients") + 10),
+            ("storm_clients", self.storm_clients + self.default_pool_size + 10),
+            ("mode_clients", self.mode_clients + 10),
             ("request_threads", self.request_threads + self.default_pool_size + 10),
         ):
             if need > self.max_connections:
                 raise ConfigError(
-                    f"parameter {name!r} = {self.value(name)} needs max_connections >= {need} "
+                    f"parameter {name!r} = {getattr(self, name)} needs max_connections >= {need} "
                     f"(the server's spare connections for probes and PgBouncer), got "
                     f"{self.max_connections}; raise 'max_connections'"
                 )
@@ -137,7 +137,7 @@ class Params(LabParams):
     def bouncer_settings(self, mode: str, *, pool_size: int | None = None) -> PgBouncerSettings:
         """The PgBouncer in front of the server for parts 1-4 (5: ``pool_size`` per client)."""
         size = pool_size or self.default_pool_size
-        clients = max(self.value("storm_clients"), self.value("mode_clients"), size)
+        clients = max(self.storm_clients, self.mode_clients, size)
         return PgBouncerSettings(
             pool_mode=mode,
             default_pool_size=size,
@@ -153,13 +153,13 @@ class Params(LabParams):
 def run_lab(params: Params, server: PostgresServer, progress: Progress) -> dict[str, pd.DataFrame]:
     """Parts 1-5 against ``server`` (PgBouncers started and removed here); the frames."""
     frames: dict[str, pd.DataFrame] = {}
-    duration = float(params.value("duration_s"))
+    duration = float(params.duration_s)
     with (
         PgBouncer(server, params.bouncer_settings(TRANSACTION)) as tx,
         PgBouncer(server, params.bouncer_settings(SESSION)) as sx,
     ):
         targets = {DIRECT: server.dsn, TRANSACTION: tx.dsn, SESSION: sx.dsn}
-        n = int(params.value("connect_samples"))
+        n = int(params.connect_samples)
         progress(f"connect latency: {n} per variant")
         frames["connect"] = measure_connect(targets, n, seed=params.seed)
 
@@ -178,15 +178,15 @@ def run_lab(params: Params, server: PostgresServer, progress: Progress) -> dict[
             "attempts": [],
             "backends": [],
         }
-        for rep in range(int(params.value("storm_repetitions"))):
+        for rep in range(int(params.storm_repetitions)):
             for variant in (DIRECT, TRANSACTION):
-                progress(f"storm: {params.value('storm_clients')} clients, {variant}, rep {rep}")
+                progress(f"storm: {params.storm_clients} clients, {variant}, rep {rep}")
                 out = run_storm(
                     server,
                     targets[variant],
                     variant=variant,
-                    n_clients=int(params.value("storm_clients")),
-                    outage_s=float(params.value("storm_outage_s")),
+                    n_clients=int(params.storm_clients),
+                    outage_s=float(params.storm_outage_s),
                     retry_delay_s=params.retry_delay_ms / 1000,
                     rep=rep,
                 )
@@ -199,7 +199,7 @@ def run_lab(params: Params, server: PostgresServer, progress: Progress) -> dict[
             frames[f"storm_{key}"] = pd.concat(storms[key], ignore_index=True)
 
         runs, bins = [], []
-        for workers in params.value("pool_workers"):
+        for workers in params.pool_workers:
             for variant in (DIRECT, TRANSACTION):
                 progress(f"application pool: {workers} workers, {variant}")
                 load = pooled_requests(targets[variant], workers, params.pool_size, duration)
@@ -208,7 +208,7 @@ def run_lab(params: Params, server: PostgresServer, progress: Progress) -> dict[
                 bins += load.bins(**tags)
         frames["pool"], frames["pool_bins"] = pd.DataFrame(runs), pd.DataFrame(bins)
 
-    clients = int(params.value("mode_clients"))
+    clients = int(params.mode_clients)
     runs, servers = [], []
     for mode in (SESSION, TRANSACTION):
         progress(f"pool modes: {clients} clients, {mode}")

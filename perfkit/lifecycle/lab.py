@@ -134,11 +134,11 @@ class Params(LabParams):
     @property
     def worker_counts(self) -> tuple[int, ...]:
         """pytest-xdist worker counts to run the suite with (1 = serial)."""
-        return tuple(self.value("parallel"))
+        return tuple(self.parallel)
 
     @property
     def iterations(self) -> int:
-        return int(self.value("micro_iterations"))
+        return int(self.micro_iterations)
 
     def resolved_backend(self) -> str:
         """``auto`` resolved once, so every run of the matrix uses the same backend."""
@@ -207,7 +207,7 @@ def run(cfg: Params, *, progress: Callable[[str], None] | None = None) -> dict[s
 
     frames["runs"], frames["budget"], _ = budget.spend_budget(
         frames["runs"],
-        budget_s=float(cfg.value("time_budget_s")),
+        budget_s=float(cfg.time_budget_s),
         workers=serial,
         run_round=run_round,
     )

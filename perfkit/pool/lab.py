@@ -208,7 +208,7 @@ class LabConfig:
         Raises ConfigError naming the parameter; nothing has started yet.
         """
         pairs = []
-        for pair in p.value("churn_pairs_s"):
+        for pair in p.churn_pairs_s:
             if not isinstance(pair, list | tuple) or len(pair) != 2:
                 raise ConfigError(
                     f"parameter 'churn_pairs_s' needs [max_idle, max_lifetime] pairs, got {pair!r}"
@@ -218,30 +218,30 @@ class LabConfig:
         cfg = cls(
             quick=p.quick,
             seed=p.seed,
-            duration_s=float(p.value("duration_s")),
+            duration_s=float(p.duration_s),
             think_ms=float(p.think_ms),
-            worker_counts=_ints("worker_counts", p.value("worker_counts")),
-            size_repeats=int(p.value("size_repeats")),
-            pool_sizes=_ints("pool_sizes", p.value("pool_sizes")),
-            spike_min_sizes=_ints("spike_min_sizes", p.value("spike_min_sizes")),
-            spike_workers=int(p.value("spike_workers")),
-            timeouts_s=_floats("timeouts_s", p.value("timeouts_s")),
-            max_waitings=_ints("max_waitings", p.value("max_waitings")),
+            worker_counts=_ints("worker_counts", p.worker_counts),
+            size_repeats=int(p.size_repeats),
+            pool_sizes=_ints("pool_sizes", p.pool_sizes),
+            spike_min_sizes=_ints("spike_min_sizes", p.spike_min_sizes),
+            spike_workers=int(p.spike_workers),
+            timeouts_s=_floats("timeouts_s", p.timeouts_s),
+            max_waitings=_ints("max_waitings", p.max_waitings),
             churn_pairs_s=tuple(pairs),
-            checkout_n=int(p.value("checkout_n")),
-            preset_workers=int(p.value("preset_workers")),
+            checkout_n=int(p.checkout_n),
+            preset_workers=int(p.preset_workers),
             recovery=p.recovery,
             async_compare=p.async_compare,
             pgbench=p.pgbench,
             pgbench_bindir=p.pgbench_bindir,
-            process_counts=_ints("process_counts", p.value("process_counts")),
-            process_pool_size=int(p.value("process_pool_size")),
-            process_workers=int(p.value("process_workers")),
+            process_counts=_ints("process_counts", p.process_counts),
+            process_pool_size=int(p.process_pool_size),
+            process_workers=int(p.process_workers),
             long_outage=p.long_outage,
-            outages_s=_floats("outages_s", p.value("outages_s")),
-            reconnect_timeouts_s=_floats("reconnect_timeouts_s", p.value("reconnect_timeouts_s")),
-            outage_modes=tuple(p.value("outage_modes")),
-            outage_watch_s=float(p.value("outage_watch_s")),
+            outages_s=_floats("outages_s", p.outages_s),
+            reconnect_timeouts_s=_floats("reconnect_timeouts_s", p.reconnect_timeouts_s),
+            outage_modes=tuple(p.outage_modes),
+            outage_watch_s=float(p.outage_watch_s),
         )
         cfg.check()
         return cfg

@@ -170,30 +170,30 @@ class LabConfig:
 
     @classmethod
     def from_params(cls, p: Params) -> LabConfig:
-        budget = p.value("herd_budget_per_s")
+        budget = p.herd_budget_per_s
         if budget is not None and budget < 0:
             raise ConfigError(f"parameter 'herd_budget_per_s' must be >= 0 or None, got {budget}")
-        time_budget = p.value("time_budget_s")
+        time_budget = p.time_budget_s
         if time_budget is not None and time_budget < 0:
             raise ConfigError(f"parameter 'time_budget_s' must be >= 0 or None, got {time_budget}")
         return cls(
             backend=p.backend,
             quick=p.quick,
             seed=p.seed,
-            strategies=_names(p.value("strategies"), "strategies"),
-            repetitions=p.value("repetitions"),
+            strategies=_names(p.strategies, "strategies"),
+            repetitions=p.repetitions,
             time_budget_s=float(time_budget) if time_budget else None,
-            outage_s=tuple(float(x) for x in _numbers(p.value("outage_s"), "outage_s")),
-            client_counts=_numbers(p.value("client_counts"), "client_counts", integer=True),
-            herd_strategies=_names(p.value("herd_strategies"), "herd_strategies"),
-            herd_outage_s=float(p.value("herd_outage_s")),
-            hang_s=float(p.value("hang_s")),
+            outage_s=tuple(float(x) for x in _numbers(p.outage_s, "outage_s")),
+            client_counts=_numbers(p.client_counts, "client_counts", integer=True),
+            herd_strategies=_names(p.herd_strategies, "herd_strategies"),
+            herd_outage_s=float(p.herd_outage_s),
+            hang_s=float(p.hang_s),
             connect_timeout=float(p.connect_timeout),
             deadline=float(p.deadline),
-            ready_boots=p.value("ready_boots"),
+            ready_boots=p.ready_boots,
             attempt_weight_s=float(p.attempt_weight_s),
             sim_clients=p.sim_clients,
-            worst_case_samples=p.value("worst_case_samples"),
+            worst_case_samples=p.worst_case_samples,
             herd_budget_per_s=float(budget) if budget else None,
         )
 
