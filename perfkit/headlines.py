@@ -9,6 +9,7 @@ This module sits below the labs, so a lab never imports the report layer.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -17,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from perfkit.errors import ConfigError
-from perfkit.stats import quantile_interval
+from perfkit.stats import mean_interval, quantile_interval, quantile_of
 
 VARIANTS = ("naive", "improved")
 HEADLINE_COLUMNS = ("metric", "variant", "value", "unit", "label", "n", "ci_low", "ci_high")
@@ -88,38 +89,82 @@ def from_wide(frame: pd.DataFrame, keys: Mapping[str, str] | None = None) -> pd.
 MIN_INTERVAL_N = 3
 
 
-def of_samples(
-    *, metric: str, variant: str, values: Iterable[float], unit: str, label: str = "", seed: int = 0
+#: Optional columns of a ``samples`` frame that :func:`from_samples` reads.
+LABEL_COLUMN = "label"  # what was measured, for the report (first non-empty per group)
+RUN_COLUMN = "run"  # the run or repetition a sample came from (the unit of replication)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadlineSpec:
+    """How one metric's samples become its headline.
+
+    ``statistic`` is ``"median"``, ``"mean"`` or ``"pNN"`` (see
+    :func:`perfkit.stats.quantile_of`); ``label`` is used where the samples
+    carry none (it may name ``{variant}``).
+    """
+
+    statistic: str = "median"
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        quantile_of(self.statistic)  # ConfigError for an unknown statistic
+
+
+MEDIAN = HeadlineSpec()
+
+
+def _label(group: pd.DataFrame, spec: HeadlineSpec, variant: str) -> str:
+    if LABEL_COLUMN in group.columns:
+        labels = [str(x) for x in group[LABEL_COLUMN].dropna() if str(x)]
+        if labels:
+            return labels[0]
+    return spec.label.format(variant=variant)
+
+
+def _headline(
+    metric: str, variant: str, group: pd.DataFrame, spec: HeadlineSpec, seed: int
 ) -> Headline:
-    """The median of ``values`` as a headline with its n and a seeded 95 % bootstrap interval."""
-    data = [float(v) for v in values if math.isfinite(float(v))]
+    data = [float(v) for v in group["value"] if math.isfinite(float(v))]
     if not data:
         raise ConfigError(f"headline {metric}/{variant}: no finite sample")
-    estimate = quantile_interval(data, 0.5, seed=seed)
-    low, high = (estimate.low, estimate.high) if len(data) >= MIN_INTERVAL_N else (math.nan,) * 2
+    q = quantile_of(spec.statistic)
+    estimate = (
+        mean_interval(data, seed=seed) if q is None else quantile_interval(data, q, seed=seed)
+    )
+    enough = len(data) >= MIN_INTERVAL_N
     return Headline(
         metric=metric,
         variant=variant,
         value=estimate.value,
-        unit=unit,
-        label=label,
+        unit=str(group["unit"].iloc[0]),
+        label=_label(group, spec, variant),
         n=len(data),
-        ci_low=low,
-        ci_high=high,
+        ci_low=estimate.low if enough else math.nan,
+        ci_high=estimate.high if enough else math.nan,
     )
 
 
-def from_samples(samples: pd.DataFrame, labels: Mapping[tuple[str, str], str]) -> pd.DataFrame:
-    """Headlines of a ``samples`` frame (``metric, variant, unit, value``): one per
-    (metric, variant), its median with n and interval; ``labels`` says what was measured."""
-    items = [
-        of_samples(
-            metric=str(metric),
-            variant=str(variant),
-            values=group["value"],
-            unit=str(group["unit"].iloc[0]),
-            label=labels.get((str(metric), str(variant)), ""),
-        )
-        for (metric, variant), group in samples.groupby(["metric", "variant"], sort=False)
-    ]
+def from_samples(
+    samples: pd.DataFrame,
+    spec: Mapping[str, HeadlineSpec] | None = None,
+    *,
+    labels: Mapping[tuple[str, str], str] | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Every lab's route from its ``samples`` frame to its headlines.
+
+    One headline per (metric, variant), in the order the samples list them:
+    the statistic ``spec`` names for the metric (the median when it names
+    none), with n and a seeded 95 % interval (none below
+    :data:`MIN_INTERVAL_N` samples). The label comes from ``labels``, else
+    the samples' ``label`` column, else the spec.
+    """
+    spec = spec or {}
+    items = []
+    for (metric, variant), group in samples.groupby(["metric", "variant"], sort=False):
+        metric, variant = str(metric), str(variant)
+        item = _headline(metric, variant, group, spec.get(metric, MEDIAN), seed)
+        if labels and (metric, variant) in labels:
+            item = dataclasses.replace(item, label=labels[(metric, variant)])
+        items.append(item)
     return headline_frame(items)

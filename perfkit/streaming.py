@@ -586,7 +586,7 @@ class StreamingLab:
             (m, v): f"{g['method'].iloc[0]}: {what[m]} reading {rows:,} rows"
             for (m, v), g in samples.groupby(["metric", "variant"])
         }
-        return from_samples(samples, labels)
+        return from_samples(samples, labels=labels)
 
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
         yield "Memory over time", plot_memory(results["memory"])

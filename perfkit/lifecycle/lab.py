@@ -259,7 +259,7 @@ class LifecycleLab:
         labels = {
             (m, v): str(g["label"].iloc[0]) for (m, v), g in samples.groupby(["metric", "variant"])
         }
-        return headlines.from_samples(samples.dropna(subset=["value"]), labels)
+        return headlines.from_samples(samples.dropna(subset=["value"]), labels=labels)
 
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
         from perfkit.lifecycle import plots

@@ -1,0 +1,64 @@
+"""headlines.from_samples: the one route from a lab's samples to its headline numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from perfkit.errors import ConfigError
+from perfkit.headlines import HEADLINE_COLUMNS, HeadlineSpec, from_samples
+
+
+def _samples(values: list[float], metric: str = "wait", variant: str = "naive") -> pd.DataFrame:
+    return pd.DataFrame({"metric": metric, "variant": variant, "unit": "s", "value": values})
+
+
+def test_a_headline_is_the_median_of_its_samples_by_default() -> None:
+    frame = from_samples(_samples([1.0, 2.0, 3.0, 4.0, 100.0]))
+    assert list(frame.columns) == list(HEADLINE_COLUMNS)
+    assert frame["value"].iloc[0] == 3.0
+    assert frame["n"].iloc[0] == 5
+
+
+def test_the_spec_names_the_statistic_per_metric() -> None:
+    frame = from_samples(
+        _samples([1.0, 2.0, 3.0, 4.0, 100.0]), {"wait": HeadlineSpec(statistic="mean")}
+    )
+    assert frame["value"].iloc[0] == pytest.approx(22.0)
+
+
+def test_the_interval_contains_the_value() -> None:
+    row = from_samples(_samples([float(v) for v in range(1, 41)])).iloc[0]
+    assert row["ci_low"] <= row["value"] <= row["ci_high"]
+
+
+def test_too_few_samples_give_no_interval() -> None:
+    row = from_samples(_samples([1.0, 2.0])).iloc[0]
+    assert math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
+
+
+def test_the_label_column_wins_over_the_spec_label() -> None:
+    samples = _samples([1.0, 2.0, 3.0]).assign(label="pool of 5")
+    frame = from_samples(samples, {"wait": HeadlineSpec(label="{variant} pool")})
+    assert frame["label"].iloc[0] == "pool of 5"
+
+
+def test_the_spec_label_may_name_the_variant() -> None:
+    frame = from_samples(_samples([1.0, 2.0, 3.0]), {"wait": HeadlineSpec(label="{variant} pool")})
+    assert frame["label"].iloc[0] == "naive pool"
+
+
+def test_an_unknown_statistic_is_refused() -> None:
+    with pytest.raises(ConfigError, match="statistic"):
+        HeadlineSpec(statistic="mode")
+
+
+def test_one_headline_per_metric_and_variant_in_sample_order() -> None:
+    samples = pd.concat([_samples([1.0], "b", "improved"), _samples([2.0], "a", "naive")])
+    frame = from_samples(samples)
+    assert list(zip(frame["metric"], frame["variant"], strict=True)) == [
+        ("b", "improved"),
+        ("a", "naive"),
+    ]
