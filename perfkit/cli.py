@@ -66,14 +66,32 @@ def _sweep_dead_owners() -> None:
         print(f"removed {item} (left by a run that is gone)", flush=True)
 
 
+def _values(
+    notebook: str, files: list[str] | None, pairs: list[list[str]] | None
+) -> dict[str, Any]:
+    """Parameters from ``-f`` files then ``-p`` pairs (later ones win), typed by the notebook."""
+    from perfkit import notebooks
+
+    values: dict[str, Any] = {}
+    for path in files or []:
+        values.update(_load_params_file(path))
+    values.update(notebooks.parse_cli_parameters(notebook, pairs or []))
+    return values
+
+
+def _check_runs(runs: int, what: str = "runs") -> int:
+    if runs < 1:
+        raise ConfigError(f"--{what} must be at least 1, got {runs}")
+    return runs
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from perfkit import notebooks
 
     _sweep_dead_owners()
-    values: dict[str, Any] = {}
-    for path in args.file or []:
-        values.update(_load_params_file(path))
-    values.update(notebooks.parse_cli_parameters(args.notebook, args.parameter or []))
+    values = _values(args.notebook, args.file, args.parameter)
+    if _check_runs(args.runs) > 1:
+        return _run_repeated(args, values)
     run = notebooks.execute(
         args.notebook,
         values,
@@ -85,6 +103,81 @@ def cmd_run(args: argparse.Namespace) -> int:
     if run.html:
         print(f"html     {run.html}")
     print(f"time     {run.wall_s:.1f} s ({run.overhead_s:.1f} s kernel/papermill overhead)")
+    return 0
+
+
+def _run_repeated(args: argparse.Namespace, values: dict[str, Any]) -> int:
+    """``perfkit run --runs K``: K runs of a lab notebook, then how to compare or calibrate."""
+    from perfkit import abtest, notebooks
+
+    lab = abtest.lab_of(args.notebook)
+    notebooks.validate_parameters(args.notebook, values)  # before the first kernel
+    side = abtest.Side(name="run", parameters=values)
+    made = []
+    for i in range(1, args.runs + 1):
+        print(f"== run {i} of {args.runs}: {lab.name}", flush=True)
+        made.append(
+            abtest.run_once(args.notebook, side, data_dir=args.data_dir, output_dir=args.output_dir)
+        )
+    paths = " ".join(str(r.path) for r in made)
+    print(f"{len(made)} runs of {lab.name}:")
+    print(f"  perfkit compare {paths} --vs <other runs>")
+    print(f"  perfkit calibrate {paths}   # this machine's noise floor per metric")
+    return 0
+
+
+def cmd_ab(args: argparse.Namespace) -> int:
+    """``perfkit ab``: A and B alternately in one session, compared pair by pair."""
+    from perfkit import abtest, compare, notebooks
+
+    _sweep_dead_owners()
+    shared = _values(args.notebook, args.file, args.parameter)
+    sides = []
+    for name, pairs, files, python in (
+        ("A", args.a, args.a_file, args.a_python),
+        ("B", args.b, args.b_file, args.b_python),
+    ):
+        values = {**shared, **_values(args.notebook, files, pairs)}
+        notebooks.validate_parameters(args.notebook, values)  # before any kernel
+        exe = abtest.check_python(python) if python else sys.executable
+        sides.append(abtest.Side(name=name, parameters=values, python=exe))
+    if sides[0].parameters == sides[1].parameters and sides[0].python == sides[1].python:
+        raise ConfigError(
+            "A and B are the same; give B (or A) other parameters (--b NAME VALUE, --b-file) "
+            "or another checkout's Python (--b-python PATH)"
+        )
+    abtest.pair_orders(_check_runs(args.pairs, "pairs"))
+    runs_a, runs_b = abtest.run_pairs(
+        args.notebook,
+        (sides[0], sides[1]),
+        pairs=args.pairs,
+        data_dir=args.data_dir,
+        output_dir=args.output_dir,
+        log=lambda line: print(line, flush=True),
+    )
+    table = compare.compare_paths(
+        [r.path for r in runs_a],
+        [r.path for r in runs_b],
+        threshold=args.threshold,
+        paired=True,
+        allow_different=True,
+    )
+    print(compare.format_table(table, threshold=args.threshold))
+    print("compare these pairs again with:")
+    print(
+        f"  perfkit compare --paired {' '.join(str(r.path) for r in runs_a)} "
+        f"--vs {' '.join(str(r.path) for r in runs_b)}"
+    )
+    if args.fail_on_change and bool(table["flag"].ne("").any()):
+        return 1
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from perfkit import calibrate
+
+    run = calibrate.calibrate(args.runs, out_dir=args.data_dir)
+    print(calibrate.format_floors(run))
     return 0
 
 
@@ -117,11 +210,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     if len(saved) > 1:
         print(f"{len(saved)} report runs; compare them with another set of runs:")
         print(f"  perfkit compare {' '.join(saved)} --vs <other runs>")
+        print(f"  perfkit calibrate {' '.join(saved)}   # this machine's noise floor per metric")
     return 0 if ok else EXIT_ERROR
 
 
+def _calibration(args: argparse.Namespace, first_a: str) -> Any:
+    """The calibration compare applies: --calibration RUN, none, or the latest like side A."""
+    from perfkit import calibrate, compare, results
+
+    if args.calibration == "none":
+        return None
+    if args.calibration != "auto":
+        return results.load(args.calibration)
+    return calibrate.matching(compare.resolve_run(first_a), args.data_dir)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    from perfkit import compare
+    from perfkit import calibrate, compare
 
     if args.vs is None:
         if len(args.runs) != 2:
@@ -131,9 +236,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         side_a, side_b = args.runs[:1], args.runs[1:]
     else:
         side_a, side_b = args.runs, args.vs
+    calibration = _calibration(args, side_a[0])
     table = compare.compare_paths(
-        side_a, side_b, threshold=args.threshold, allow_different=args.allow_different
+        side_a,
+        side_b,
+        threshold=args.threshold,
+        allow_different=args.allow_different,
+        paired=args.paired,
+        floors=None if calibration is None else calibrate.floors_of(calibration),
     )
+    if calibration is not None:
+        table.attrs["calibration"] = calibration.run_id
     print(compare.format_table(table, threshold=args.threshold))
     if args.fail_on_change and bool(table["flag"].ne("").any()):
         return 1
@@ -217,7 +330,55 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", default="runs", help="where run directories go (runs/)")
     run.add_argument("--cwd", default=None, help="kernel working directory (notebook's folder)")
     run.add_argument("--show-code", action="store_true", help="keep code cells in the HTML")
+    run.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        metavar="K",
+        help="run a lab notebook K times (each run one replicate for compare / calibrate)",
+    )
+    run.add_argument(
+        "--data-dir", default="data", help="with --runs: where lab results are saved (data/)"
+    )
     run.set_defaults(handler=cmd_run)
+
+    ab = sub.add_parser(
+        "ab", help="run a lab as A and as B alternately, then compare them pair by pair"
+    )
+    ab.add_argument("notebook", help="a lab notebook (notebooks/NN_name.ipynb)")
+    ab.add_argument("--pairs", type=int, default=6, metavar="K", help="pairs to run (6+ for 95 %%)")
+    for flag, help_ in (
+        ("-p", "a parameter for both sides"),
+        ("--a", "a parameter for side A only"),
+        ("--b", "a parameter for side B only"),
+    ):
+        ab.add_argument(
+            flag,
+            nargs=2,
+            action="append",
+            metavar=("NAME", "VALUE"),
+            help=help_ + "; repeatable",
+            dest={"-p": "parameter", "--a": "a", "--b": "b"}[flag],
+        )
+    ab.add_argument("-f", "--file", action="append", metavar="YAML", help="parameters for both")
+    ab.add_argument("--a-file", action="append", metavar="YAML", help="parameters for A only")
+    ab.add_argument("--b-file", action="append", metavar="YAML", help="parameters for B only")
+    ab.add_argument("--a-python", default=None, help="Python of another checkout's venv for A")
+    ab.add_argument("--b-python", default=None, help="Python of another checkout's venv for B")
+    ab.add_argument("--data-dir", default="data", help="where lab results are saved (data/)")
+    ab.add_argument("--output-dir", default="runs", help="where executed notebooks go (runs/)")
+    ab.add_argument("--threshold", type=float, default=0.1, help="flag |ratio-1| above this")
+    ab.add_argument(
+        "--fail-on-change", action="store_true", help="exit 1 when any metric is flagged"
+    )
+    ab.set_defaults(handler=cmd_ab)
+
+    cal = sub.add_parser(
+        "calibrate", help="this machine's run-to-run spread per metric, from 3+ alike runs"
+    )
+    cal.add_argument("runs", nargs="+", metavar="RUN", help="runs of one code and parameters")
+    cal.add_argument("--data-dir", default="data", help="where the calibration is saved (data/)")
+    cal.set_defaults(handler=cmd_calibrate)
 
     rep = sub.add_parser("report", help="run every lab notebook and build the HTML report")
     rep.add_argument("--quick", action="store_true", help="small parameters (about a minute)")
@@ -257,6 +418,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compare runs made with different parameters (listed) instead of refusing",
     )
+    cmp_.add_argument(
+        "--paired",
+        action="store_true",
+        help="the i-th runs of A and B ran next to each other (perfkit ab): compare pairs",
+    )
+    cmp_.add_argument(
+        "--calibration",
+        default="auto",
+        metavar="RUN|auto|none",
+        help="noise floors: a perfkit calibrate run, none, or auto (the latest made from "
+        "runs like side A's, under --data-dir)",
+    )
+    cmp_.add_argument("--data-dir", default="data", help="where calibrations are found (data/)")
     cmp_.add_argument("--threshold", type=float, default=0.1, help="flag |ratio-1| above this")
     cmp_.add_argument(
         "--fail-on-change", action="store_true", help="exit 1 when any metric is flagged"

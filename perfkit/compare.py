@@ -20,6 +20,17 @@ of their logarithms with an exact distribution-free 95 % interval
 Runs made with different parameters (quick vs full, other lab parameters)
 are refused unless ``allow_different``: a comparison of unlike runs measures
 the parameters, not the code.
+
+Two refinements:
+
+- **Noise floors.** A metric whose runs of the same code spread by 20 % on
+  this machine cannot be judged against a 10 % threshold: with a calibration
+  (:mod:`perfkit.calibrate`) each metric's threshold is at least its floor.
+- **Pairs.** Runs made alternately, A then B then A... (``perfkit ab``), are
+  compared pair by pair (:func:`compare_pairs`): B/A is the one-sample
+  Hodges–Lehmann estimate of the pairs' log ratios with the exact signed-rank
+  interval (:func:`perfkit.stats.paired_shift_interval`, 6 pairs at least),
+  which cancels what a pair's two runs share, such as a busy minute.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ import pandas as pd
 
 from perfkit import noise, registry, results, summary
 from perfkit.errors import ConfigError, PerfkitError
-from perfkit.stats import runs_needed, shift_interval
+from perfkit.stats import paired_shift_interval, pairs_needed, runs_needed, shift_interval
 
 IGNORED_PARAMS = {"since", "labs"}
 LEVEL = 0.95
@@ -54,6 +65,7 @@ TABLE_COLUMNS = [
     "ratio_high",
     "n_a",
     "n_b",
+    "threshold",
     "verdict",
     "flag",
 ]
@@ -137,11 +149,56 @@ def _point_ratio(va: float, vb: float) -> float:
     return vb / va
 
 
+def _verdict(low: float, high: float, threshold: float) -> str:
+    if low > 1 + threshold or high < 1 - threshold:
+        return CHANGED
+    if low >= 1 - threshold and high <= 1 + threshold:
+        return UNCHANGED
+    return CANNOT_TELL
+
+
+def _row(
+    name: str,
+    xa: np.ndarray,
+    xb: np.ndarray,
+    found: tuple[float, float, float] | None,
+    *,
+    threshold: float,
+    enough: bool,
+) -> dict[str, object]:
+    va, vb = float(np.median(xa)), float(np.median(xb))
+    if found is None:
+        ratio, low, high = _point_ratio(va, vb), math.nan, math.nan
+        verdict = CANNOT_TELL if enough else TOO_FEW
+    else:
+        ratio, low, high = found
+        verdict = _verdict(low, high, threshold)
+    return {
+        "metric": str(name),
+        "a": va,
+        "b": vb,
+        "ratio": ratio,
+        "ratio_low": low,
+        "ratio_high": high,
+        "n_a": int(xa.size),
+        "n_b": int(xb.size),
+        "threshold": threshold,
+        "verdict": verdict,
+        "flag": ("+" if ratio > 1 else "-") if verdict == CHANGED else "",
+    }
+
+
+def _threshold_of(name: str, threshold: float, floors: Mapping[str, float] | None) -> float:
+    floor = (floors or {}).get(name, math.nan)
+    return max(threshold, floor) if math.isfinite(floor) else threshold
+
+
 def compare_units(
     a: Mapping[str, Sequence[float] | float],
     b: Mapping[str, Sequence[float] | float],
     *,
     threshold: float = 0.1,
+    floors: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Compare two sides' per-run values, metric by metric (see the module docstring).
 
@@ -149,7 +206,8 @@ def compare_units(
     metric with values on both sides, in ``a``'s order: the medians ``a`` and
     ``b``, ``ratio`` B/A (Hodges–Lehmann with enough runs, else the ratio of
     the medians), its interval ``ratio_low``..``ratio_high`` (NaN without
-    enough runs), the run counts, ``verdict`` and ``flag``.
+    enough runs), the run counts, the ``threshold`` applied (``threshold``, or
+    the metric's noise floor in ``floors`` when larger), ``verdict`` and ``flag``.
     """
     threshold = _check_threshold(threshold)
     rows = []
@@ -159,34 +217,57 @@ def compare_units(
         xa, xb = _values(a[name]), _values(b[name])
         if xa.size == 0 or xb.size == 0:
             continue
-        va, vb = float(np.median(xa)), float(np.median(xb))
+        enough = min(xa.size, xb.size) >= runs_needed(LEVEL)
         found = _ratio_interval(xa, xb)
-        if found is None:
-            ratio, low, high = _point_ratio(va, vb), math.nan, math.nan
-            verdict = TOO_FEW if min(xa.size, xb.size) < runs_needed(LEVEL) else CANNOT_TELL
-        else:
-            ratio, low, high = found
-            if low > 1 + threshold or high < 1 - threshold:
-                verdict = CHANGED
-            elif low >= 1 - threshold and high <= 1 + threshold:
-                verdict = UNCHANGED
-            else:
-                verdict = CANNOT_TELL
-        rows.append(
-            {
-                "metric": str(name),
-                "a": va,
-                "b": vb,
-                "ratio": ratio,
-                "ratio_low": low,
-                "ratio_high": high,
-                "n_a": int(xa.size),
-                "n_b": int(xb.size),
-                "verdict": verdict,
-                "flag": ("+" if ratio > 1 else "-") if verdict == CHANGED else "",
-            }
-        )
+        limit = _threshold_of(name, threshold, floors)
+        rows.append(_row(name, xa, xb, found, threshold=limit, enough=enough))
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def _paired_ratio(xa: np.ndarray, xb: np.ndarray) -> tuple[float, float, float] | None:
+    """B/A and its interval from pairs of runs; None when the pairs cannot support one."""
+    if (xa > 0).all() and (xb > 0).all():
+        est = paired_shift_interval(np.log(xa), np.log(xb), level=LEVEL)
+        return None if est is None else (math.exp(est.value), math.exp(est.low), math.exp(est.high))
+    base = float(np.median(xa))
+    est = paired_shift_interval(xa, xb, level=LEVEL)
+    if est is None or base == 0:
+        return None
+    return tuple(1.0 + x / abs(base) for x in (est.value, est.low, est.high))  # type: ignore[return-value]
+
+
+def compare_pairs(
+    a: Mapping[str, Sequence[float]],
+    b: Mapping[str, Sequence[float]],
+    *,
+    threshold: float = 0.1,
+    floors: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """Like :func:`compare_units`, but ``a[m][i]`` and ``b[m][i]`` are pair ``i``: run together.
+
+    A pair missing a value on either side is left out. Fewer than
+    :func:`perfkit.stats.pairs_needed` pairs (6 at 95 %) give no interval.
+    """
+    threshold = _check_threshold(threshold)
+    rows = []
+    for name in a:
+        if name not in b:
+            continue
+        xa = np.asarray(a[name], dtype=float)
+        xb = np.asarray(b[name], dtype=float)
+        if xa.shape != xb.shape:
+            raise ConfigError(f"{name}: {xa.size} values of A but {xb.size} of B; pairs must match")
+        both = ~(np.isnan(xa) | np.isnan(xb))
+        xa, xb = xa[both], xb[both]
+        if xa.size == 0:
+            continue
+        found = _paired_ratio(xa, xb)
+        limit = _threshold_of(name, threshold, floors)
+        enough = xa.size >= pairs_needed(LEVEL)
+        rows.append(_row(name, xa, xb, found, threshold=limit, enough=enough))
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    table.attrs["paired"] = True
+    return table
 
 
 def _values(x: float | Sequence[float]) -> np.ndarray:
@@ -212,31 +293,58 @@ def _paths(paths: PathOrPaths) -> list[str | os.PathLike[str]]:
     return list(paths)
 
 
+def _pair_values(
+    runs_a: Sequence[results.Run], runs_b: Sequence[results.Run]
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Each metric's value in every run, pair-aligned (NaN where a run lacks it)."""
+    if len(runs_a) != len(runs_b):
+        raise ConfigError(f"pairs need as many runs of A as of B, got {len(runs_a)}/{len(runs_b)}")
+    metrics_a = [key_metrics(r) for r in runs_a]
+    metrics_b = [key_metrics(r) for r in runs_b]
+    names = dict.fromkeys(str(n) for series in metrics_a for n in series.index)
+    a = {n: [float(s.get(n, math.nan)) for s in metrics_a] for n in names}
+    b = {n: [float(s.get(n, math.nan)) for s in metrics_b] for n in names}
+    return a, b
+
+
 def compare_paths(
     paths_a: PathOrPaths,
     paths_b: PathOrPaths,
     *,
     threshold: float = 0.1,
     allow_different: bool = False,
+    floors: Mapping[str, float] | None = None,
+    paired: bool = False,
 ) -> pd.DataFrame:
     """Compare the runs of side A with those of side B; raises if they share no key metric.
 
     Each side is a run directory, an experiment directory (its latest run) or
     a list of those. Runs with different parameters are refused unless
     ``allow_different`` (then the differences are listed in the table's attrs).
+    ``paired``: the i-th runs of A and B ran next to each other (``perfkit ab``);
+    each side's runs must then be alike, and A may differ from B (that is the
+    experiment: the differences are listed, not refused).
     """
     runs_a = [resolve_run(p) for p in _paths(paths_a)]
     runs_b = [resolve_run(p) for p in _paths(paths_b)]
     if not runs_a or not runs_b:
         raise ConfigError("compare needs at least one run on each side")
-    diffs = like_with_like(runs_a, runs_b)
+    if paired:
+        diffs = like_with_like(runs_a, runs_a[1:]) + like_with_like(runs_b, runs_b[1:])
+    else:
+        diffs = like_with_like(runs_a, runs_b)
     if diffs and not allow_different:
         raise ConfigError(
             "the runs were made with different parameters, so a comparison would measure "
             "those, not the code: " + "; ".join(diffs) + " (run both sides alike, or pass "
             "--allow-different to compare anyway)"
         )
-    table = compare_units(run_values(runs_a), run_values(runs_b), threshold=threshold)
+    if paired:
+        table = compare_pairs(*_pair_values(runs_a, runs_b), threshold=threshold, floors=floors)
+        diffs = diffs + [f"A -> B: {d}" for d in param_differences(runs_a[0], runs_b[0])]
+    else:
+        values_a, values_b = run_values(runs_a), run_values(runs_b)
+        table = compare_units(values_a, values_b, threshold=threshold, floors=floors)
     if table.empty:
         raise PerfkitError(
             f"runs {', '.join(r.run_id for r in runs_a)} and "
@@ -285,9 +393,10 @@ def format_table(table: pd.DataFrame, *, threshold: float) -> str:
         f"A = {side(table.attrs.get('a', ['A']))}",
         f"B = {side(table.attrs.get('b', ['B']))}",
         f"{'metric':<{width}}  {'A':>12}  {'B':>12}  {'B/A':>7}  {'95% interval':>16}"
-        f"  {'runs':>7}  verdict",
+        f"  {'runs':>7}  {'limit':>6}  verdict",
     ]
-    needed = runs_needed(LEVEL)
+    paired = bool(table.attrs.get("paired"))
+    needed = pairs_needed(LEVEL) if paired else runs_needed(LEVEL)
     for row in table.itertuples(index=False):
         ratio = "n/a" if math.isnan(row.ratio) else f"{row.ratio:.3f}"
         interval = (
@@ -295,25 +404,37 @@ def format_table(table: pd.DataFrame, *, threshold: float) -> str:
         )
         verdict = {"+": "changed (+) up", "-": "changed (-) down"}.get(row.flag, row.verdict)
         if row.verdict == TOO_FEW:
-            verdict += f" ({needed} per side needed)"
+            verdict += f" ({needed} {'pairs' if paired else 'per side'} needed)"
         lines.append(
             f"{row.metric:<{width}}  {row.a:>12.4g}  {row.b:>12.4g}  {ratio:>7}  {interval:>16}"
-            f"  {f'{row.n_a}/{row.n_b}':>7}  {verdict}"
+            f"  {f'{row.n_a}/{row.n_b}':>7}  {f'±{row.threshold:.0%}':>6}  {verdict}"
         )
     for diff in table.attrs.get("param_diff", []):
-        lines.append(f"note: compared although different, {diff}")
+        if diff.startswith("A -> B: "):
+            lines.append(f"note: A and B differ in {diff.removeprefix('A -> B: ')}")
+        else:
+            lines.append(f"note: compared although different, {diff}")
     for warning in table.attrs.get("noise", []):
         lines.append(f"warning: {warning}")
+    if table.attrs.get("calibration"):
+        raised = int((table["threshold"] > threshold).sum())
+        lines.append(
+            f"noise floors from calibration {table.attrs['calibration']}: "
+            f"{raised} metric(s) judged against their floor instead of ±{threshold:.0%}"
+        )
     counts = table["verdict"].value_counts()
     flagged = int((table["flag"] != "").sum())
-    summary_line = f"{flagged} of {len(table)} metrics changed by more than {threshold:.0%}"
+    limit = "its limit" if (table["threshold"] > threshold).any() else f"{threshold:.0%}"
+    summary_line = f"{flagged} of {len(table)} metrics changed by more than {limit}"
     rest = [f"{int(counts[v])} {v}" for v in (UNCHANGED, CANNOT_TELL, TOO_FEW) if v in counts]
     if rest:
         summary_line += "; " + ", ".join(rest)
     if TOO_FEW in counts:
         summary_line += (
-            f" (repeat: {needed} runs per side support a 95 % interval; "
-            "interleave A and B on a busy machine)"
+            f" (repeat: {needed} pairs support a 95 % interval)"
+            if paired
+            else f" (repeat: {needed} runs per side support a 95 % interval; "
+            "interleave A and B on a busy machine: perfkit ab)"
         )
     lines.append(summary_line)
     return "\n".join(lines)

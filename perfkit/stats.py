@@ -6,7 +6,8 @@ bootstrap), a Wilson interval for a proportion, the two rank tests perfkit
 uses to tell candidates apart (Mann–Whitney U, Wilcoxon signed-rank; exact
 with ties for small samples, normal approximation with tie and continuity
 corrections above that), Holm's step-down correction, and the Hodges–Lehmann
-shift with its exact distribution-free interval for comparing a handful of runs. numpy only: every
+shift with its exact distribution-free interval for comparing a handful of runs (and its
+paired form, for A/B runs made alternately). numpy only: every
 random draw comes from ``np.random.default_rng(seed)``, so a result is a
 function of its inputs.
 
@@ -455,5 +456,65 @@ def runs_needed(level: float = 0.95) -> int:
     """The fewest runs per side for which :func:`shift_interval` gives an interval."""
     n = 1
     while _moses_k(n, n, level) < 1:
+        n += 1
+    return n
+
+
+def _signed_rank_counts(n: int) -> np.ndarray:
+    """Number of sign assignments of ranks 1..n with each signed-rank sum T+ = 0..n(n+1)/2."""
+    counts = np.ones(1)
+    for rank in range(1, n + 1):
+        out = np.zeros(counts.size + rank)
+        out[: counts.size] += counts  # rank ``rank`` negative
+        out[rank:] += counts  # rank ``rank`` positive
+        counts = out
+    return counts
+
+
+def _walsh_k(n: int, level: float) -> int:
+    """The largest k with P(T+ <= k - 1) <= (1 - level) / 2 (0: no interval exists)."""
+    tail = (1.0 - level) / 2
+    if n <= EXACT_MAX_N:
+        cdf = np.cumsum(_signed_rank_counts(n))
+        cdf /= cdf[-1]
+        return int(np.searchsorted(cdf, tail, side="right"))
+    z = float(NormalDist().inv_cdf(1.0 - tail))
+    k = math.floor(n * (n + 1) / 4 - z * math.sqrt(n * (n + 1) * (2 * n + 1) / 24))
+    return max(k, 0)
+
+
+def paired_shift_interval(
+    a: Sequence[float], b: Sequence[float], *, level: float = 0.95
+) -> Estimate | None:
+    """The shift of ``b`` against ``a`` when they come in pairs (``a[i]`` ran next to ``b[i]``).
+
+    The estimate is the median of the Walsh averages of the differences
+    ``b[i] - a[i]`` (one-sample Hodges–Lehmann); the interval runs between
+    their k-th smallest and k-th largest, with k from the exact Wilcoxon
+    signed-rank distribution. Pairing removes what the two runs of a pair
+    share (the machine's load at that moment), so it needs no more than that
+    the differences are symmetric about the shift. None when there are too
+    few pairs for any interval at ``level`` (fewer than 6 at 95 %).
+    """
+    level = _check_level(level)
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if xa.shape != xb.shape:
+        raise ConfigError(f"paired samples must have the same length, got {xa.size} and {xb.size}")
+    d = xb - xa
+    n = int(d.size)
+    if n == 0:
+        return None
+    i, j = np.triu_indices(n)
+    walsh = np.sort((d[i] + d[j]) / 2)
+    k = _walsh_k(n, level)
+    if k < 1:
+        return None
+    return Estimate(float(np.median(walsh)), float(walsh[k - 1]), float(walsh[walsh.size - k]), n)
+
+
+def pairs_needed(level: float = 0.95) -> int:
+    """The fewest pairs for which :func:`paired_shift_interval` gives an interval."""
+    n = 1
+    while _walsh_k(n, level) < 1:
         n += 1
     return n

@@ -280,3 +280,61 @@ def test_the_interval_alone_has_the_size_it_claims() -> None:
     rate = float(table["flag"].ne("").mean())
     print(f"size {rate:.4f} over {trials} comparisons, 6 runs per side")
     assert rate <= 0.05 + 3 * (0.05 * 0.95 / trials) ** 0.5
+
+
+def test_a_noise_floor_above_the_threshold_becomes_the_metrics_limit() -> None:
+    a = {"m": [1.0, 1.01, 0.99, 1.0, 1.02]}
+    b = {"m": [1.15, 1.16, 1.14, 1.15, 1.17]}
+    plain = compare.compare_units(a, b, threshold=0.1)
+    floored = compare.compare_units(a, b, threshold=0.1, floors={"m": 0.3})
+    assert plain["verdict"][0] == "changed"
+    assert floored["threshold"][0] == 0.3 and floored["verdict"][0] == "unchanged"
+
+
+def test_a_floor_below_the_threshold_changes_nothing() -> None:
+    table = compare.compare_units({"m": [1.0] * 4}, {"m": [1.0] * 4}, floors={"m": 0.01})
+    assert table["threshold"][0] == 0.1
+
+
+def test_pairs_are_compared_through_their_ratios() -> None:
+    load = [1.0, 1.6, 0.8, 1.3, 1.1, 0.9, 1.5]  # the machine's load moved both runs of a pair
+    a = {"m": [x for x in load]}
+    b = {"m": [x * 1.3 for x in load]}
+    table = compare.compare_pairs(a, b, threshold=0.1)
+    assert table["verdict"][0] == "changed" and table["ratio"][0] == pytest.approx(1.3)
+    assert compare.compare_units(a, b, threshold=0.1)["verdict"][0] == "cannot tell"
+
+
+def test_fewer_than_six_pairs_are_not_enough() -> None:
+    table = compare.compare_pairs({"m": [1.0] * 5}, {"m": [2.0] * 5})
+    assert table["verdict"][0] == "not enough runs"
+
+
+def test_a_pair_missing_one_side_is_left_out() -> None:
+    table = compare.compare_pairs({"m": [1.0, math.nan, 1.0]}, {"m": [1.0, 1.0, math.nan]})
+    assert (table["n_a"][0], table["n_b"][0]) == (1, 1)
+
+
+def test_paired_compare_command_lists_how_a_and_b_differ(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def runs(side: str, value: float) -> list[str]:
+        frame = headline_frame(
+            [Headline(metric="connection_time", variant="naive", value=value, unit="s")]
+        )
+        return [
+            str(
+                results.save(
+                    frames={"headline": frame},
+                    experiment="retry",
+                    params={"seed": 1 if side == "a" else 2},
+                    out_dir=tmp_path / side,
+                ).path
+            )
+            for _ in range(6)
+        ]
+
+    assert main(["compare", "--paired", *runs("a", 1.0), "--vs", *runs("b", 2.0)]) == 0
+    out = capsys.readouterr().out
+    assert "note: A and B differ in seed: 1 -> 2" in out
+    assert "changed (+) up" in out

@@ -149,3 +149,42 @@ def test_shift_interval_covers_the_true_shift_at_least_95_percent_of_the_time() 
         assert est is not None
         covered += est.low <= 0.3 <= est.high
     assert covered / trials >= 0.95 - 3 * (0.05 * 0.95 / trials) ** 0.5
+
+
+def test_paired_shift_interval_needs_six_pairs_at_95_percent() -> None:
+    assert stats.pairs_needed(0.95) == 6
+    assert stats.paired_shift_interval([1.0] * 5, [2.0] * 5) is None
+
+
+def test_paired_shift_interval_spans_the_extreme_walsh_averages_at_six_pairs() -> None:
+    d = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    est = stats.paired_shift_interval([0.0] * 6, d)
+    assert est is not None and (est.low, est.high) == (1.0, 6.0) and est.value == 3.5
+
+
+def test_paired_shift_interval_refuses_unequal_lengths() -> None:
+    with pytest.raises(ConfigError, match="same length"):
+        stats.paired_shift_interval([1.0, 2.0], [1.0])
+
+
+def test_paired_shift_interval_covers_the_true_shift_at_least_95_percent_of_the_time() -> None:
+    rng = np.random.default_rng(11)
+    trials, misses = 1000, 0
+    for _ in range(trials):
+        a = rng.normal(0, 1, 10)
+        b = a + 1 + rng.standard_t(3, 10) * 0.3
+        est = stats.paired_shift_interval(a, b)
+        assert est is not None
+        misses += not est.low <= 1 <= est.high
+    assert misses / trials <= 0.05 + 3 * (0.05 * 0.95 / trials) ** 0.5
+
+
+def test_pairing_cancels_a_per_pair_load_shift_that_hides_the_change_unpaired() -> None:
+    rng = np.random.default_rng(12)
+    load = rng.normal(0, 0.5, 8)  # each pair ran at its own machine load
+    a = 10 + load + rng.normal(0, 0.02, 8)
+    b = 10.3 + load + rng.normal(0, 0.02, 8)
+    paired = stats.paired_shift_interval(a, b)
+    unpaired = stats.shift_interval(a, b)
+    assert paired is not None and unpaired is not None
+    assert paired.low > 0 and unpaired.low < 0
