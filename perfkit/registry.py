@@ -14,7 +14,7 @@ from perfkit.lab import Lab
 from perfkit.lifecycle.lab import LAB as LIFECYCLE
 from perfkit.pool.lab import LAB as POOL
 from perfkit.retry.lab import LAB as RETRY
-from perfkit.streaming import LAB as STREAMING
+from perfkit.streaming.lab import LAB as STREAMING
 
 #: Every lab, in report order.
 LABS: tuple[Lab, ...] = (RETRY, POOL, LIFECYCLE, STREAMING, PGBOUNCER)

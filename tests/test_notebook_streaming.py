@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from perfkit import notebooks, results
-from perfkit import streaming as st
 from perfkit.errors import ConfigError
+from perfkit.streaming.settings import METHODS
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "04_streaming.ipynb"
 
@@ -26,7 +26,7 @@ def test_quick_run_writes_streaming_results(tmp_path: Path) -> None:
     assert run.ok
     saved = results.latest("streaming", out_dir=out)
     runs = saved.frames["runs"]
-    assert set(runs["method"]) == set(st.METHODS)
+    assert set(runs["method"]) == set(METHODS)
     assert (runs["rows_read"] == 20_000).all()
     summary = saved.frames["summary"].set_index("method")
     assert summary.loc["stream", "py_peak_bytes"] < summary.loc["fetchall", "py_peak_bytes"]

@@ -124,7 +124,7 @@ def test_lifecycle_wide_headline_frame_is_read_through_its_lab(tmp_path: Path) -
 
 
 def test_streaming_lab_headlines_are_client_memory_of_fetchall_vs_best_stream() -> None:
-    from perfkit import streaming
+    from perfkit.streaming import analysis
 
     mib = 2**20
     runs = pd.DataFrame(
@@ -146,10 +146,10 @@ def test_streaming_lab_headlines_are_client_memory_of_fetchall_vs_best_stream() 
             for _ in range(3)
         ]
     )
-    table = streaming.compare(runs)
+    table = analysis.compare(runs)
     frames = {
         "summary": table,
-        "samples": streaming.headline_samples(runs, table),
+        "samples": analysis.samples_frame(runs, table),
         "conclusions": pd.DataFrame([{"rows": 50_000}]),
     }
     h = summary.normalise(registry.get("streaming").headlines(Results(frames=frames)))
