@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from perfkit.bouncer.lab import LAB as PGBOUNCER
 from perfkit.errors import ConfigError
 from perfkit.lab import Lab
 from perfkit.lifecycle.lab import LAB as LIFECYCLE
+from perfkit.pgbouncer.lab import LAB as PGBOUNCER
 from perfkit.pool.lab import LAB as POOL
 from perfkit.retry.lab import LAB as RETRY
 from perfkit.streaming.lab import LAB as STREAMING

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from perfkit import notebooks, results
-from perfkit.bouncer.lab import LAB, METRIC_LATENCY, METRIC_PEAK, METRIC_RPS
 from perfkit.errors import BackendUnavailable, ConfigError
 from perfkit.lab import SAMPLE_COLUMNS, Results
+from perfkit.pgbouncer.analysis import METRIC_LATENCY, METRIC_PEAK, METRIC_RPS
+from perfkit.pgbouncer.lab import LAB
 from perfkit.postgres import leaks
 from perfkit.postgres.pgbouncer import BINARY_ENV
 

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perfkit.bouncer import lab, measure
 from perfkit.errors import BackendUnavailable, ConfigError
 from perfkit.lab import SAMPLE_COLUMNS
+from perfkit.pgbouncer import analysis, conclusions, lab, measure
 from perfkit.postgres import PostgresServer
 from perfkit.postgres.pgbouncer import BINARY_ENV
 
@@ -71,7 +71,7 @@ def synthetic_frames(direct_ms: float = 20.0, bouncer_ms: float = 10.0) -> dict[
         "pool_bins": pd.DataFrame(),
         "modes": pd.DataFrame(),
     }
-    frames["samples"] = lab.samples_frame(frames)
+    frames["samples"] = analysis.samples_frame(frames)
     return frames
 
 
@@ -131,30 +131,30 @@ def test_samples_frame_has_the_contract_columns_and_headline_variants() -> None:
 
 
 def test_headlines_carry_n_and_an_interval_around_the_value() -> None:
-    items = lab.headline_items(synthetic_frames())
-    latency = next(h for h in items if h.metric == lab.METRIC_LATENCY and h.variant == "naive")
+    items = analysis.headlines(synthetic_frames()).itertuples()
+    latency = next(h for h in items if h.metric == analysis.METRIC_LATENCY and h.variant == "naive")
     assert latency.n == 30 and latency.ci_low <= latency.value <= latency.ci_high
 
 
 def test_conclusions_name_pgbouncer_when_the_data_separate_it() -> None:
-    text = lab.conclusion_text(synthetic_frames(direct_ms=20.0, bouncer_ms=10.0))
+    text = conclusions.conclusions(synthetic_frames(direct_ms=20.0, bouncer_ms=10.0))
     assert "transaction is fastest" in text
 
 
 def test_conclusions_say_indistinguishable_when_the_data_do_not_separate() -> None:
-    text = lab.conclusion_text(synthetic_frames(direct_ms=10.0, bouncer_ms=10.0))
+    text = conclusions.conclusions(synthetic_frames(direct_ms=10.0, bouncer_ms=10.0))
     assert "direct and transaction are indistinguishable" in text or (
         "transaction and direct are indistinguishable" in text
     )
 
 
 def test_conclusions_compare_with_the_published_numbers() -> None:
-    text = lab.conclusion_text(synthetic_frames())
+    text = conclusions.conclusions(synthetic_frames())
     assert "pgcat issue #459" in text and "Cybertec" in text
 
 
 def test_conclusions_say_whether_pgbouncer_absorbs_the_storm() -> None:
-    assert "PgBouncer absorbs the storm" in lab.conclusion_text(synthetic_frames())
+    assert "PgBouncer absorbs the storm" in conclusions.conclusions(synthetic_frames())
 
 
 def test_params_refuse_a_herd_larger_than_max_connections() -> None:
@@ -190,5 +190,7 @@ def test_measure_connect_keeps_one_row_per_connect(pg_server: PostgresServer) ->
 
 
 def test_a_comparison_with_one_measured_variant_says_so() -> None:
-    line = lab._verdict_line({"direct": np.array([1.0, 2.0]), "session": np.array([])}, "x", "ms")
+    line = conclusions.verdict_line(
+        {"direct": np.array([1.0, 2.0]), "session": np.array([])}, "x", "ms"
+    )
     assert "not enough variants measured" in line

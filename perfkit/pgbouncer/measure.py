@@ -1,6 +1,7 @@
 """The PgBouncer lab's measurements: connect latency, connect-per-request load, an
-application pool, a reconnect storm and session vs transaction mode, against a real
-server with PgBouncers in front (see :mod:`perfkit.bouncer.lab` for what each one is)."""
+application pool and session vs transaction mode, against a real server with PgBouncers
+in front (the reconnect storm: :mod:`perfkit.pgbouncer.storm`; what each one is:
+:mod:`perfkit.pgbouncer.lab`)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from perfkit.errors import PerfkitError
-from perfkit.postgres.pgbouncer import PgBouncer
+from perfkit.postgres.pgbouncer import PgBouncer, PgBouncerSettings
 
 if TYPE_CHECKING:
     from perfkit.postgres import PostgresServer
@@ -25,15 +25,9 @@ if TYPE_CHECKING:
 DIRECT, TRANSACTION, SESSION = "direct", "transaction", "session"
 VARIANTS = (DIRECT, TRANSACTION, SESSION)
 BIN_S = 0.1
-HEARTBEAT_S = 0.1
 SAMPLE_EVERY_S = 0.05
 CONNECT_TIMEOUT_S = 2
 QUERY_WAIT_TIMEOUT_S = 5.0
-STORM_DEADLINE_S = 30.0
-HOLD_MAX_S = 3.0
-#: Published references the conclusions compare with.
-PGCAT_459 = {"direct_ms": 27.9, "pgbouncer_ms": 9.95}
-CYBERTEC_TPS = {"connect_per_transaction": 67.5, "pooled": 15_423.0}
 
 # -- pure helpers -------------------------------------------------------------------------
 
@@ -92,7 +86,7 @@ def peak_after(samples: pd.DataFrame, t0: float) -> float:
 # -- measurements ---------------------------------------------------------------------------
 
 
-def _connect(dsn: str) -> psycopg.Connection[Any]:
+def connect(dsn: str) -> psycopg.Connection[Any]:
     # prepare_threshold=None: a transaction-mode PgBouncer does not keep prepared statements.
     return psycopg.connect(
         dsn, autocommit=True, prepare_threshold=None, connect_timeout=CONNECT_TIMEOUT_S
@@ -102,7 +96,7 @@ def _connect(dsn: str) -> psycopg.Connection[Any]:
 def connect_once(dsn: str) -> float:
     """Connect, ``SELECT 1``, close: the wall time in ms."""
     t0 = time.perf_counter()
-    with _connect(dsn) as conn:
+    with connect(dsn) as conn:
         conn.execute("SELECT 1")
     return (time.perf_counter() - t0) * 1000.0
 
@@ -120,7 +114,7 @@ def measure_connect(targets: Mapping[str, str], n: int, *, seed: int = 0) -> pd.
     return pd.DataFrame(rows, columns=["variant", "i", "ms"])
 
 
-def _run_threads(n: int, body: Callable[[int], None]) -> None:
+def run_threads(n: int, body: Callable[[int], None]) -> None:
     """Run ``body(i)`` in ``n`` threads; re-raise the first exception one of them raised."""
     errors: list[BaseException] = []
 
@@ -219,7 +213,7 @@ def connect_per_request(dsn: str, threads: int, duration_s: float) -> Load:
                 continue
             load.completed(time.monotonic() - start)
 
-    _run_threads(threads, client)
+    run_threads(threads, client)
     return load.trim()
 
 
@@ -252,236 +246,8 @@ def pooled_requests(dsn: str, workers: int, pool_size: int, duration_s: float) -
                 t2 = time.monotonic()
                 load.completed(t2 - start, acquire_ms=(t1 - t0) * 1000, request_ms=(t2 - t0) * 1000)
 
-        _run_threads(workers, worker)
+        run_threads(workers, worker)
     return load.trim()
-
-
-@dataclass
-class _StormClient:
-    """One storm client's record (monotonic times)."""
-
-    i: int
-    lost_at: float | None = None
-    recovered_at: float | None = None
-    attempts: list[tuple[float, float, str]] = field(default_factory=list)
-    conn: psycopg.Connection[Any] | None = None
-
-
-class _Storm:
-    """The shared state of one storm: clients, the outage's moments and the release signal."""
-
-    def __init__(self, dsn: str, n: int, retry_delay_s: float) -> None:
-        self.dsn = dsn
-        self.retry_delay_s = retry_delay_s
-        self.clients = [_StormClient(i) for i in range(n)]
-        self.connected = threading.Semaphore(0)
-        self.down = threading.Event()
-        self.down_at = math.inf
-        self.release = threading.Event()
-
-    def run_client(self, i: int) -> None:
-        c = self.clients[i]
-        try:
-            c.conn = _connect(self.dsn)
-        finally:
-            self.connected.release()  # connected or failed: the coordinator stops waiting
-        deadline = math.inf
-        try:
-            while not self.release.is_set():
-                if self.down.is_set() and deadline == math.inf:
-                    deadline = time.monotonic() + STORM_DEADLINE_S
-                if time.monotonic() > deadline:
-                    return  # gave up: recovered_at stays None
-                if c.conn is None:
-                    if self._reconnect(c):
-                        return
-                    time.sleep(self.retry_delay_s)
-                    continue
-                started = time.monotonic()
-                try:
-                    c.conn.execute("SELECT 1")
-                except psycopg.Error:
-                    c.lost_at = c.lost_at or time.monotonic()
-                    c.conn.close()
-                    c.conn = None
-                    continue
-                if started >= self.down_at:
-                    c.recovered_at = time.monotonic()
-                    return
-                self.release.wait(HEARTBEAT_S)
-        finally:
-            if c.recovered_at is None and c.conn is not None:
-                c.conn.close()
-                c.conn = None
-
-    def _reconnect(self, c: _StormClient) -> bool:
-        t0 = time.monotonic()
-        try:
-            conn = _connect(self.dsn)
-            try:
-                conn.execute("SELECT 1")
-            except psycopg.Error:
-                conn.close()
-                raise
-        except psycopg.Error as exc:
-            c.attempts.append((t0, time.monotonic(), type(exc).__name__))
-            return False
-        end = time.monotonic()
-        c.attempts.append((t0, end, "ok"))
-        c.conn = conn
-        if t0 >= self.down_at:
-            c.recovered_at = end
-            return True
-        return False
-
-    def close_all(self) -> None:
-        for c in self.clients:
-            if c.conn is not None:
-                c.conn.close()
-                c.conn = None
-
-
-def run_storm(
-    server: PostgresServer,
-    dsn: str,
-    *,
-    variant: str,
-    n_clients: int,
-    outage_s: float,
-    retry_delay_s: float,
-    rep: int = 0,
-) -> dict[str, Any]:
-    """One reconnect storm through ``dsn`` (the server's or a PgBouncer's); the server is
-    left running. Returns ``summary`` (a dict) and the frames ``clients``, ``attempts``,
-    ``backends`` (times ``t_event_s`` from the restart)."""
-    from perfkit.retry.probe import BackendSampler, ReadinessProbe, connection_log_times
-
-    if not server.is_ready():
-        server.bring_up(wait=True)
-    wall_to_mono = time.monotonic() - time.time()
-    storm = _Storm(dsn, n_clients, retry_delay_s)
-    sampler = BackendSampler(server.dsn, interval=SAMPLE_EVERY_S)
-    box: dict[str, BaseException] = {}
-
-    def clients() -> None:
-        try:
-            _run_threads(n_clients, storm.run_client)
-        except BaseException as exc:  # surfaced in the main thread
-            box["error"] = exc
-
-    worker = threading.Thread(target=clients, name="storm-clients", daemon=True)
-    worker.start()
-    for _ in range(n_clients):
-        storm.connected.acquire()
-    if any(c.conn is None for c in storm.clients):  # a client could not connect at all
-        storm.release.set()
-        worker.join()
-        storm.close_all()
-        raise box.get("error") or PerfkitError("a storm client could not connect")
-    sampler.start()
-    event_at = ready_at = math.nan
-    try:
-        time.sleep(3 * SAMPLE_EVERY_S)  # a few samples of the steady state
-        server.take_down()
-        storm.down_at = time.monotonic()
-        storm.down.set()
-        time.sleep(outage_s)
-        event_at = time.monotonic()
-        server.bring_up(wait=False)
-        probe = ReadinessProbe(server.dsn).start()
-        ready = probe.wait()
-        probe.stop()
-        ready_at = ready if ready is not None else math.nan
-        while worker.is_alive() and not _all_settled(storm):
-            time.sleep(0.02)
-        last = max((c.recovered_at or 0.0 for c in storm.clients), default=0.0)
-        until = time.monotonic() + HOLD_MAX_S
-        while not sampler.sampled_after(last) and time.monotonic() < until:
-            time.sleep(0.02)
-    finally:
-        storm.release.set()
-        worker.join()
-        sampler.stop()
-        storm.close_all()
-        if not server.is_ready():
-            server.bring_up(wait=True)
-    if "error" in box:
-        raise box["error"]
-    end_at = time.monotonic()
-    probe_ready_at = ready_at
-    ready_at = ready_after(probe_ready_at, [c.recovered_at for c in storm.clients])
-
-    tags = {"variant": variant, "rep": rep, "n_clients": n_clients}
-    client_rows, attempt_rows = [], []
-    for c in storm.clients:
-        client_rows.append(
-            {
-                **tags,
-                "client": c.i,
-                "lost": c.lost_at is not None,
-                "recovered": c.recovered_at is not None,
-                "attempts": len(c.attempts),
-                "recovered_after_ready_ms": (c.recovered_at - ready_at) * 1000
-                if c.recovered_at is not None
-                else math.nan,
-            }
-        )
-        for start, end, outcome in c.attempts:
-            attempt_rows.append(
-                {
-                    **tags,
-                    "client": c.i,
-                    "t_event_s": start - event_at,
-                    "duration_ms": (end - start) * 1000,
-                    "outcome": outcome,
-                }
-            )
-    client_frame = pd.DataFrame(client_rows)
-    attempts = pd.DataFrame(
-        attempt_rows, columns=[*tags, "client", "t_event_s", "duration_ms", "outcome"]
-    )
-    backends = pd.DataFrame(sampler.samples, columns=["at", "backends"])
-    backends["t_event_s"] = backends["at"] - event_at
-    backends = backends.drop(columns="at").assign(**tags)
-    log_times = connection_log_times(server, wall_to_mono=wall_to_mono)
-    server_rate = math.nan
-    server_attempts = math.nan
-    if log_times is not None:
-        window = [t - event_at for t in log_times if storm.down_at <= t <= end_at]
-        server_rate = peak_rate(window)
-        server_attempts = float(len(window))
-    recovered = client_frame["recovered_after_ready_ms"].dropna()
-    summary = {
-        **tags,
-        "outage_s": outage_s,
-        "retry_delay_ms": retry_delay_s * 1000,
-        "ready_after_event_s": ready_at - event_at,
-        "probe_ready_after_event_s": probe_ready_at - event_at,
-        "recovered": int(client_frame["recovered"].sum()),
-        "lost": int(client_frame["lost"].sum()),
-        "client_attempts": len(attempts),
-        "client_peak_attempts_per_s": peak_rate(attempts["t_event_s"].to_numpy()),
-        "server_connections_received": server_attempts,
-        "server_peak_attempts_per_s": server_rate,
-        "steady_backends": float(backends.loc[backends["t_event_s"] < -outage_s, "backends"].max()),
-        "peak_backends_after_restart": peak_after(backends, 0.0),
-        "median_recovered_after_ready_ms": float(recovered.median())
-        if len(recovered)
-        else math.nan,
-        "all_recovered_after_ready_ms": float(recovered.max())
-        if len(recovered) == n_clients
-        else math.nan,
-    }
-    return {
-        "summary": summary,
-        "clients": client_frame,
-        "attempts": attempts,
-        "backends": backends,
-    }
-
-
-def _all_settled(storm: _Storm) -> bool:
-    return all(c.recovered_at is not None for c in storm.clients)
 
 
 def mode_load(
@@ -492,7 +258,7 @@ def mode_load(
     from perfkit.retry.probe import BackendSampler
 
     load = Load(duration_s=duration_s)
-    conns = [_connect(bouncer.dsn) for _ in range(clients)]
+    conns = [connect(bouncer.dsn) for _ in range(clients)]
     database = str(psycopg.conninfo.conninfo_to_dict(bouncer.dsn).get("dbname"))
     rows: list[dict[str, Any]] = []
     try:
@@ -511,7 +277,7 @@ def mode_load(
                 if think_s:
                     time.sleep(think_s)
 
-        worker = threading.Thread(target=_run_threads, args=(clients, client), daemon=True)
+        worker = threading.Thread(target=run_threads, args=(clients, client), daemon=True)
         with BackendSampler(server.dsn, interval=SAMPLE_EVERY_S) as sampler:
             worker.start()
             while worker.is_alive():
@@ -542,5 +308,64 @@ def mode_load(
     )
 
 
-def values_of(frame: pd.DataFrame, column: str, variant: str) -> np.ndarray:
-    return frame.loc[frame["variant"] == variant, column].dropna().to_numpy(dtype=float)
+# -- the parts' frames ----------------------------------------------------------------------
+
+
+def connect_per_request_frames(
+    targets: Mapping[str, str], threads: int, duration_s: float, progress: Callable[[str], None]
+) -> dict[str, pd.DataFrame]:
+    """Part 2, every variant: ``throughput`` (one row each) and ``throughput_bins``."""
+    progress(f"connect per request: {threads} threads x {duration_s:g} s")
+    runs, bins = [], []
+    for variant, dsn in targets.items():
+        load = connect_per_request(dsn, threads, duration_s)
+        tags = {"variant": variant, "threads": threads}
+        runs.append(load.summary(**tags))
+        bins += load.bins(**tags)
+    return {"throughput": pd.DataFrame(runs), "throughput_bins": pd.DataFrame(bins)}
+
+
+def pool_frames(
+    targets: Mapping[str, str],
+    workers: Sequence[int],
+    pool_size: int,
+    duration_s: float,
+    progress: Callable[[str], None],
+) -> dict[str, pd.DataFrame]:
+    """Part 4, direct and through the transaction-mode PgBouncer at each worker count:
+    ``pool`` (one row per run) and ``pool_bins``."""
+    runs, bins = [], []
+    for n in workers:
+        for variant in (DIRECT, TRANSACTION):
+            progress(f"application pool: {n} workers, {variant}")
+            load = pooled_requests(targets[variant], n, pool_size, duration_s)
+            tags = {"variant": variant, "workers": n, "pool_size": pool_size}
+            runs.append(load.summary(**tags))
+            bins += load.bins(**tags)
+    return {"pool": pd.DataFrame(runs), "pool_bins": pd.DataFrame(bins)}
+
+
+def mode_frames(
+    server: PostgresServer,
+    bouncers: Mapping[str, PgBouncerSettings],
+    clients: int,
+    duration_s: float,
+    think_ms: float,
+    progress: Callable[[str], None],
+) -> dict[str, pd.DataFrame]:
+    """Part 5, a PgBouncer started per pool mode in ``bouncers``: ``modes`` (one row per
+    mode) and ``mode_servers`` (its server connections over time)."""
+    runs, servers = [], []
+    for mode, settings in bouncers.items():
+        progress(f"pool modes: {clients} clients, {mode}")
+        with PgBouncer(server, settings) as bouncer:
+            load, samples = mode_load(bouncer, server, clients, duration_s, think_ms / 1000)
+        row = load.summary(variant=mode, clients=clients, think_ms=think_ms)
+        row["server_connections_mean"] = float(samples["server_connections"].mean())
+        row["server_connections_peak"] = float(samples["server_connections"].max())
+        row["sv_active_mean"] = float(samples["sv_active"].mean())
+        row["cl_waiting_mean"] = float(samples["cl_waiting"].mean())
+        row["backends_peak"] = float(samples["backends"].max())
+        runs.append(row)
+        servers.append(samples.assign(variant=mode, clients=clients))
+    return {"modes": pd.DataFrame(runs), "mode_servers": pd.concat(servers, ignore_index=True)}

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from perfkit.bouncer.measure import BIN_S, VARIANTS, values_of
+from perfkit.pgbouncer.analysis import values_of
+from perfkit.pgbouncer.measure import BIN_S, VARIANTS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

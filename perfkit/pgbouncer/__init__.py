@@ -1,0 +1,3 @@
+"""The PgBouncer lab (notebooks/05_pgbouncer.ipynb): ``lab`` (parameters, run, the LAB),
+``measure`` and ``storm`` (the measurements against real servers), ``analysis`` (samples
+and headlines), ``conclusions`` (its closing Markdown), ``plots`` (its figures)."""
