@@ -13,19 +13,8 @@
 must not load pandas or matplotlib with it.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from perfkit.streaming.lab import LAB
+from perfkit._exports import lazy
 
 __all__ = ["LAB"]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "LAB":
-        from perfkit.streaming.lab import LAB
-
-        return LAB
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy(__name__, {"LAB": "perfkit.streaming.lab"}, globals())
