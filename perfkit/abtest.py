@@ -56,9 +56,14 @@ def lab_of(notebook: str | os.PathLike[str]) -> Lab:
 
 def check_python(python: str) -> str:
     """``python`` if it can import perfkit (another checkout's venv), else ConfigError."""
-    probe = subprocess.run(
-        [python, "-c", "import perfkit.cli"], capture_output=True, text=True, check=False
-    )
+    try:
+        probe = subprocess.run(
+            [python, "-c", "import perfkit.cli"], capture_output=True, text=True, check=False
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"{python} cannot run perfkit ({exc.strerror}); give a venv's bin/python"
+        ) from None
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["it did not start"])[-1]
         raise ConfigError(f"{python} cannot run perfkit ({last}); give a venv's bin/python")
