@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from perfkit.errors import ConfigError
-from perfkit.stats import mean_interval, quantile_interval, quantile_of
+from perfkit.stats import hierarchical_interval, mean_interval, quantile_interval, quantile_of
 
 VARIANTS = ("naive", "improved")
 HEADLINE_COLUMNS = ("metric", "variant", "value", "unit", "label", "n", "ci_low", "ci_high")
@@ -121,6 +121,14 @@ def _label(group: pd.DataFrame, spec: HeadlineSpec, variant: str) -> str:
     return spec.label.format(variant=variant)
 
 
+def _runs_of(group: pd.DataFrame) -> pd.Series | None:
+    """The samples' runs when they come from two or more (else None: one run, or not said)."""
+    if RUN_COLUMN not in group.columns:
+        return None
+    runs = group[RUN_COLUMN].astype(str)
+    return runs if runs.nunique() >= 2 else None
+
+
 def _headline(
     metric: str, variant: str, group: pd.DataFrame, spec: HeadlineSpec, seed: int
 ) -> Headline:
@@ -128,17 +136,21 @@ def _headline(
     if not data:
         raise ConfigError(f"headline {metric}/{variant}: no finite sample")
     q = quantile_of(spec.statistic)
-    estimate = (
-        mean_interval(data, seed=seed) if q is None else quantile_interval(data, q, seed=seed)
-    )
-    enough = len(data) >= MIN_INTERVAL_N
+    runs = _runs_of(group)
+    if runs is not None:  # the run is the unit: a two-stage bootstrap, n = runs
+        estimate = hierarchical_interval(group["value"], runs, spec.statistic, seed=seed)
+    elif q is None:
+        estimate = mean_interval(data, seed=seed)
+    else:
+        estimate = quantile_interval(data, q, seed=seed)
+    enough = estimate.n >= MIN_INTERVAL_N if runs is not None else len(data) >= MIN_INTERVAL_N
     return Headline(
         metric=metric,
         variant=variant,
         value=estimate.value,
         unit=str(group["unit"].iloc[0]),
         label=_label(group, spec, variant),
-        n=len(data),
+        n=estimate.n if runs is not None else len(data),
         ci_low=estimate.low if enough else math.nan,
         ci_high=estimate.high if enough else math.nan,
     )
@@ -156,8 +168,13 @@ def from_samples(
     One headline per (metric, variant), in the order the samples list them:
     the statistic ``spec`` names for the metric (the median when it names
     none), with n and a seeded 95 % interval (none below
-    :data:`MIN_INTERVAL_N` samples). The label comes from ``labels``, else
-    the samples' ``label`` column, else the spec.
+    :data:`MIN_INTERVAL_N` samples). When the samples say which run or
+    repetition they came from (a ``run`` column with two or more runs), the
+    run is the unit: the interval is a two-stage bootstrap (runs, then
+    samples within them; :func:`perfkit.stats.hierarchical_interval`), ``n``
+    counts runs, and fewer than :data:`MIN_INTERVAL_N` runs give no interval.
+    The label comes from ``labels``, else the samples' ``label`` column,
+    else the spec.
     """
     spec = spec or {}
     items = []

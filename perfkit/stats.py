@@ -518,3 +518,61 @@ def pairs_needed(level: float = 0.95) -> int:
     while _walsh_k(n, level) < 1:
         n += 1
     return n
+
+
+def hierarchical_interval(
+    values: Sequence[float],
+    groups: Sequence[object],
+    statistic: Statistic = "median",
+    *,
+    level: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Estimate:
+    """A statistic of samples that come in groups (runs), with a two-stage bootstrap interval.
+
+    Samples of one run are not independent draws (a busy machine slows the
+    whole run), so each bootstrap round resamples the runs first, with
+    replacement, then the samples within each chosen run, and computes
+    ``statistic`` over what it drew. The interval then reflects the spread
+    between runs; its ``n`` is the number of runs. Fewer than 3 runs give no
+    interval (NaN ends): two runs are one difference.
+    """
+    level = _check_level(level)
+    data = np.asarray(values, dtype=float)
+    labels = np.asarray(list(groups), dtype=object)
+    if data.shape != labels.shape:
+        raise ConfigError(f"values and groups differ in length: {data.size} and {labels.size}")
+    keep = ~np.isnan(data)
+    data, labels = data[keep], labels[keep]
+    runs = [data[labels == g] for g in dict.fromkeys(labels.tolist())]
+    if not runs:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    point = float(_reduce(data, statistic))
+    if len(runs) < 3:
+        return Estimate(point, math.nan, math.nan, len(runs))
+    rng = np.random.default_rng(seed)
+    stats = np.empty(resamples)
+    for r in range(resamples):
+        chosen = rng.integers(0, len(runs), size=len(runs))
+        drawn = [runs[i][rng.integers(0, runs[i].size, size=runs[i].size)] for i in chosen]
+        stats[r] = _reduce(np.concatenate(drawn), statistic)
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(stats, [tail, 1.0 - tail])
+    return Estimate(point, float(low), float(high), len(runs))
+
+
+def per_group(
+    values: Sequence[float], groups: Sequence[object], statistic: Statistic
+) -> np.ndarray:
+    """``statistic`` of each group's values, in the order groups first appear (NaN dropped)."""
+    data = np.asarray(values, dtype=float)
+    labels = np.asarray(list(groups), dtype=object)
+    if data.shape != labels.shape:
+        raise ConfigError(f"values and groups differ in length: {data.size} and {labels.size}")
+    out = []
+    for g in dict.fromkeys(labels.tolist()):
+        chunk = data[(labels == g) & ~np.isnan(data)]
+        if chunk.size:
+            out.append(float(_reduce(chunk, statistic)))
+    return np.asarray(out, dtype=float)

@@ -22,6 +22,12 @@ Holm step) and ``power = POWER``; the largest over the comparisons not yet
 separated, and never less than one more run than now. ``None`` when already
 separated, when the observed effect is nil, or when the verdict is insufficient.
 
+When samples come in runs (``groups``: each sample's run), the run is the
+unit: each run is first reduced to its ``statistic``, and the verdict, its
+intervals and its n are about those per-run values. Thousands of requests
+from one run are not thousands of independent draws; a busy minute slows
+them all.
+
 Everything is seeded (bootstrap draws come from ``seed``); numpy only.
 """
 
@@ -42,6 +48,7 @@ from perfkit.stats import (
     Statistic,
     holm,
     mann_whitney,
+    per_group,
     quantile_of,
     ratio_interval,
     signed_rank,
@@ -171,6 +178,18 @@ def _clean(samples: Mapping[str, Sequence[float]], paired: bool) -> dict[str, np
     return {name: a[~np.isnan(a)] for name, a in arrays.items()}
 
 
+def _per_run(
+    samples: Mapping[str, Sequence[float]],
+    groups: Mapping[str, Sequence[object]],
+    statistic: Statistic,
+) -> dict[str, np.ndarray]:
+    """Each candidate's samples reduced to one value per run."""
+    missing = [name for name in samples if name not in groups]
+    if missing:
+        raise ConfigError(f"groups has no runs for {', '.join(map(repr, missing))}")
+    return {name: per_group(values, groups[name], statistic) for name, values in samples.items()}
+
+
 def _insufficient(arrays: Mapping[str, np.ndarray], estimates: Mapping[str, Estimate]) -> str:
     short = [f"{name} has n={a.size}" for name, a in arrays.items() if a.size < MIN_RUNS]
     if short:
@@ -198,17 +217,23 @@ def decide(
     statistic: Statistic = "median",
     seed: int = 0,
     paired: bool = False,
+    groups: Mapping[str, Sequence[object]] | None = None,
 ) -> Verdict:
     """Which candidate is best, judged by ``statistic`` (see the module docstring).
 
     ``samples`` maps each candidate to its measurements (NaN are dropped; with
     ``paired``, the i-th values of every candidate come from the same repetition
-    and a NaN drops that repetition). ConfigError for fewer than two candidates,
-    ``alpha`` outside (0, 1), an unknown statistic or paired samples of unequal length.
+    and a NaN drops that repetition). ``groups`` maps each candidate to the run
+    of each of its samples: the verdict is then on one value per run (the
+    run's ``statistic``). ConfigError for fewer than two candidates, ``alpha``
+    outside (0, 1), an unknown statistic, paired samples of unequal length or
+    groups that do not match the samples.
     """
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
         raise ConfigError(f"alpha must be a number between 0 and 1, got {alpha!r}")
     quantile_of(statistic)  # validates
+    if groups is not None:
+        samples = _per_run(samples, groups, statistic)
     arrays = _clean(samples, paired)
     names = list(arrays)
     estimates = {

@@ -62,3 +62,17 @@ def test_one_headline_per_metric_and_variant_in_sample_order() -> None:
         ("b", "improved"),
         ("a", "naive"),
     ]
+
+
+def test_samples_from_several_runs_make_an_interval_over_runs() -> None:
+    runs = [f"r{i}" for i in range(4) for _ in range(50)]
+    values = [1.0 + 0.1 * i for i in range(4) for _ in range(50)]
+    row = from_samples(_samples(values).assign(run=runs)).iloc[0]
+    assert row["n"] == 4
+    assert row["ci_high"] - row["ci_low"] >= 0.1
+
+
+def test_samples_of_one_run_keep_their_per_sample_interval() -> None:
+    values = [float(v) for v in range(1, 41)]
+    row = from_samples(_samples(values).assign(run="only")).iloc[0]
+    assert row["n"] == 40 and row["ci_low"] < row["ci_high"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -188,3 +189,31 @@ def test_pairing_cancels_a_per_pair_load_shift_that_hides_the_change_unpaired() 
     unpaired = stats.shift_interval(a, b)
     assert paired is not None and unpaired is not None
     assert paired.low > 0 and unpaired.low < 0
+
+
+def test_hierarchical_interval_counts_runs_not_samples() -> None:
+    values = [1.0] * 100 + [2.0] * 100 + [3.0] * 100
+    groups = ["a"] * 100 + ["b"] * 100 + ["c"] * 100
+    est = stats.hierarchical_interval(values, groups, seed=1)
+    assert est.n == 3 and est.value == 2.0
+
+
+def test_hierarchical_interval_is_wide_when_runs_disagree_though_each_is_tight() -> None:
+    rng = np.random.default_rng(3)
+    shifts = [1.0, 1.3, 0.8, 1.1, 0.9]  # each run slowed as a whole by machine load
+    values = np.concatenate([s + rng.normal(0, 0.001, 500) for s in shifts])
+    groups = np.repeat(np.arange(5), 500)
+    runs = stats.hierarchical_interval(values, groups, seed=1)
+    pooled = stats.quantile_interval(values, 0.5, seed=1)
+    assert runs.high - runs.low > 10 * (pooled.high - pooled.low)
+    assert runs.low <= 0.9 and runs.high >= 1.1
+
+
+def test_hierarchical_interval_gives_none_below_three_runs() -> None:
+    est = stats.hierarchical_interval([1.0, 2.0, 3.0, 4.0], ["a", "a", "b", "b"])
+    assert est.n == 2 and math.isnan(est.low) and math.isnan(est.high)
+
+
+def test_per_group_reduces_each_run_to_its_statistic() -> None:
+    got = stats.per_group([1.0, 3.0, 10.0, 30.0, 50.0], ["x", "x", "y", "y", "y"], "median")
+    assert got.tolist() == [2.0, 30.0]

@@ -212,3 +212,21 @@ def test_mean_and_percentile_statistics_are_accepted() -> None:
 def test_bad_arguments_are_config_errors(samples: dict, kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         decide(samples, **kwargs)
+
+
+def test_grouped_samples_are_decided_on_one_value_per_run() -> None:
+    """500 requests from each of two runs per candidate: two runs, not 1,000 draws."""
+    rng = np.random.default_rng(5)
+    a = np.concatenate([rng.normal(m, 0.01, 500) for m in (1.0, 1.2)])
+    b = np.concatenate([rng.normal(m, 0.01, 500) for m in (1.05, 1.25)])
+    runs = np.repeat([0, 1], 500)
+    pooled = decide({"a": a, "b": b})
+    by_run = decide({"a": a, "b": b}, groups={"a": runs, "b": runs})
+    assert pooled.status == "separated"
+    assert by_run.status == "insufficient" or by_run.status == "indistinguishable"
+    assert by_run.estimates["a"].n == 2
+
+
+def test_groups_must_cover_every_candidate() -> None:
+    with pytest.raises(ConfigError, match="no runs for 'b'"):
+        decide({"a": [1.0, 2.0], "b": [1.0, 2.0]}, groups={"a": [0, 1]})
