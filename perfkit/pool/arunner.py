@@ -18,10 +18,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from perfkit.asyncrun import run_coroutine
 from perfkit.dsn import mask
-from perfkit.pool.backends import new_application_name, wait_for_no_backends
 from perfkit.pool.records import Request
 from perfkit.pool.result import Action, RunBook, WorkloadResult
 from perfkit.pool.runner import OPEN_TIMEOUT_S, Clock, connection_kwargs
+from perfkit.pool.server_processes import new_application_name, wait_for_no_server_processes
 from perfkit.pool.settings import PoolSettings, Workload
 from perfkit.pool.worker import adrive, worker_loop
 from perfkit.postgres.cpu import CpuMeter
@@ -145,7 +145,7 @@ async def run_workload_async(
         await asyncio.gather(*background, return_exceptions=True)
         if pool is not None:
             await pool.close()
-    leaked = await asyncio.to_thread(wait_for_no_backends, dsn, app, timeout=leak_timeout)
+    leaked = await asyncio.to_thread(wait_for_no_server_processes, dsn, app, timeout=leak_timeout)
     return book.result(
         settings=settings,
         workload=workload,

@@ -47,7 +47,11 @@ import psycopg
 from perfkit import validate
 from perfkit.dsn import mask
 from perfkit.errors import ConfigError, ConnectionBudgetWarning, PerfkitError
-from perfkit.pool.backends import ADMIN_APP, new_application_name, wait_for_no_backends
+from perfkit.pool.server_processes import (
+    ADMIN_APP,
+    new_application_name,
+    wait_for_no_server_processes,
+)
 from perfkit.pool.settings import PoolSettings, Workload
 from perfkit.pool.summary import throughput_bins
 from perfkit.postgres.cpu import CpuMeter
@@ -297,7 +301,8 @@ def run_processes(
                     if pipe is not None and not pipe.closed:
                         pipe.close()
     leaked = sum(
-        wait_for_no_backends(dsn, job.application_name, timeout=leak_timeout) for job in jobs
+        wait_for_no_server_processes(dsn, job.application_name, timeout=leak_timeout)
+        for job in jobs
     )
     results = [pickle.loads(out) for out in outputs]
     merged = _merge(results, settings, workload, limit, leaked, meter, bin_s)

@@ -4,7 +4,7 @@ W worker threads loop for ``duration`` seconds: acquire (timed here, since
 psycopg_pool reports no percentiles), run the query, release, think. A sampler
 thread records ``pool.get_stats()`` over time; an action thread injects
 faults (see :class:`perfkit.pool.result.Action`). After the pool is closed
-the server is asked which of the run's backends are still there
+the server is asked which of the run's server processes are still there
 (``leaked``, expected 0). A :class:`~perfkit.postgres.cpu.CpuMeter` given as
 ``cpu`` measures exactly the workers' window (not the pool's open and close).
 """
@@ -20,9 +20,9 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from perfkit.dsn import mask
-from perfkit.pool.backends import new_application_name, wait_for_no_backends
 from perfkit.pool.records import Request
 from perfkit.pool.result import Action, RunBook, WorkloadResult
+from perfkit.pool.server_processes import new_application_name, wait_for_no_server_processes
 from perfkit.pool.settings import PoolSettings, Workload
 from perfkit.pool.worker import drive, worker_loop
 from perfkit.postgres.cpu import CpuMeter
@@ -203,7 +203,7 @@ def run_workload(
             pool.close()
     if failures:
         raise failures[0]
-    leaked = wait_for_no_backends(dsn, app, timeout=leak_timeout)
+    leaked = wait_for_no_server_processes(dsn, app, timeout=leak_timeout)
     return book.result(
         settings=settings,
         workload=workload,
