@@ -216,12 +216,12 @@ def _interval_of(samples: pd.DataFrame, metric: str, variant: str) -> tuple[int,
 def headlines(c: Mapping[str, Any], samples: pd.DataFrame | None = None) -> pd.DataFrame:
     """Throughput and p99 wait: the review's pool preset vs the best size found.
 
-    The values are the presets' run figures in the findings ``c`` (successes per
-    second of the run; the run's p99 wait); ``n`` and the 95 % interval come from
-    ``samples`` (per-bin throughput, per-request waits). Not
-    :func:`perfkit.headlines.from_samples`, whose value would be the samples'
-    statistic: the mean over 0.1 s bins is not exactly the run's throughput (successes
-    over the elapsed time), and it shows no interval below three samples.
+    The values are the presets' run figures in the findings ``c``; ``n`` and the
+    95 % interval come from ``samples`` (per-bin throughput, per-request waits).
+    Not :func:`perfkit.headlines.from_samples`, though the values agree (the bins
+    split each run evenly, so their mean is its throughput): a run saved without
+    samples still has its headlines here, and from_samples shows no interval below
+    three samples where these do.
     """
     if samples is None:
         samples = pd.DataFrame(columns=list(SAMPLE_COLUMNS))
