@@ -1,4 +1,4 @@
-"""Lab plumbing without a server: parameters -> config, tags, tables, intervals, conclusion text."""
+"""Lab plumbing without a server: parameters, tags, tables, intervals, conclusion text."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from perfkit import headlines
 from perfkit.errors import BackendUnavailable, ConfigError
-from perfkit.pool import lab
+from perfkit.pool import analysis, conclusions, lab, measure
 from perfkit.pool.reference import ratio_estimate
 from perfkit.pool.summary import throughput_bins
-from perfkit.pool.sweeps import cores, rule_of_thumb
+from perfkit.pool.sweeps import cores, long_outage_frame, rule_of_thumb
 from perfkit.stats import Estimate
 
 
@@ -22,8 +21,8 @@ def _params(**overrides: object) -> lab.Params:
 
 
 def test_none_parameters_take_mode_defaults_and_quick_is_smaller() -> None:
-    full = lab.LabConfig.from_params(_params())
-    quick = lab.LabConfig.from_params(_params(quick=True))
+    full = _params()
+    quick = _params(quick=True)
     assert rule_of_thumb(cores()) in full.pool_sizes
     assert max(full.pool_sizes) == 4 * cores()
     assert quick.duration_s < full.duration_s
@@ -32,40 +31,40 @@ def test_none_parameters_take_mode_defaults_and_quick_is_smaller() -> None:
 
 
 def test_explicit_parameters_win_over_defaults() -> None:
-    cfg = lab.LabConfig.from_params(_params(quick=True, pool_sizes=[3, 6], duration_s=0.2))
+    cfg = _params(quick=True, pool_sizes=[3, 6], duration_s=0.2)
     assert cfg.pool_sizes == (3, 6) and cfg.duration_s == 0.2
 
 
 def test_zero_workers_fail_naming_the_field() -> None:
     with pytest.raises(ConfigError, match=r"Workload\.workers"):
-        lab.LabConfig.from_params(_params(worker_counts=[4, 0]))
+        _params(worker_counts=[4, 0])
 
 
 def test_negative_duration_fails() -> None:
     with pytest.raises(ConfigError, match="duration"):
-        lab.LabConfig.from_params(_params(duration_s=-1.0))
+        _params(duration_s=-1.0)
 
 
 def test_malformed_churn_pair_fails_naming_the_parameter() -> None:
     with pytest.raises(ConfigError, match="churn_pairs_s"):
-        lab.LabConfig.from_params(_params(churn_pairs_s=[[1.0]]))
+        _params(churn_pairs_s=[[1.0]])
     with pytest.raises(ConfigError, match="churn_pairs_s"):
-        lab.LabConfig.from_params(_params(churn_pairs_s=[[1.0, -2.0]]))
+        _params(churn_pairs_s=[[1.0, -2.0]])
 
 
 def test_spike_min_size_above_the_largest_pool_fails() -> None:
     with pytest.raises(ConfigError, match="spike_min_sizes"):
-        lab.LabConfig.from_params(_params(pool_sizes=[1, 2], spike_min_sizes=[4]))
+        _params(pool_sizes=[1, 2], spike_min_sizes=[4])
 
 
 def test_non_int_sizes_fail() -> None:
     with pytest.raises(ConfigError, match="pool_sizes"):
-        lab.LabConfig.from_params(_params(pool_sizes=[1.5]))
+        _params(pool_sizes=[1.5])
 
 
 def test_fill_tags_gives_every_row_a_value() -> None:
     df = pd.DataFrame({"rule": [True, None], "fault": [None, "restart"]})
-    out = lab.fill_tags(df)
+    out = analysis.fill_tags(df)
     assert out["rule"].tolist() == [True, False]
     assert out["fault"].tolist() == ["", "restart"]
 
@@ -78,7 +77,7 @@ def test_table_shows_async_rows_with_presets() -> None:
             "throughput_rps": [1.0, 2.0, 3.0],
         }
     )
-    t = lab.table(runs, "presets")
+    t = analysis.table(runs, "presets")
     assert t["pool"].tolist() == ["a", "b"]
     assert list(t.columns) == ["experiment", "pool", "throughput_rps"]
 
@@ -96,18 +95,18 @@ def test_conclusion_text_words_the_numbers() -> None:
         "requests_add_up": True,
         "leaked_total": 0,
     }
-    text = lab.conclusion_text(c)
+    text = conclusions.conclusions(c)
     assert "5,000 req/s with a pool of 8" in text
     assert "25x below the best pool" in text
     assert "connections left on the server after the runs: 0" in text
 
 
 def test_server_settings_keep_fast_defaults_and_allow_many_connections() -> None:
-    s = lab.server_settings("local")
+    s = measure.server_settings("local")
     assert s.server_settings["max_connections"] == "200"
     assert s.server_settings["fsync"] == "off"
     with pytest.raises(ConfigError, match="backend"):
-        lab.server_settings("cloud")
+        measure.server_settings("cloud")
 
 
 def test_missing_pgbench_is_refused_when_the_params_are_built(tmp_path: Path) -> None:
@@ -116,15 +115,13 @@ def test_missing_pgbench_is_refused_when_the_params_are_built(tmp_path: Path) ->
 
 
 def test_missing_pgbench_is_fine_when_pgbench_is_off(tmp_path: Path) -> None:
-    cfg = lab.LabConfig.from_params(
-        _params(quick=True, pgbench=False, pgbench_bindir=str(tmp_path))
-    )
+    cfg = _params(quick=True, pgbench=False, pgbench_bindir=str(tmp_path))
     assert cfg.pgbench is False
 
 
 def test_pgbench_runs_whole_seconds_at_least_as_long_as_the_pool_runs() -> None:
-    assert lab.LabConfig.from_params(_params(quick=True)).pgbench_duration_s == 1
-    assert lab.LabConfig.from_params(_params(duration_s=2.5)).pgbench_duration_s == 3
+    assert _params(quick=True).pgbench_duration_s == 1
+    assert _params(duration_s=2.5).pgbench_duration_s == 3
 
 
 def test_unknown_outage_mode_fails_naming_the_parameter() -> None:
@@ -133,10 +130,10 @@ def test_unknown_outage_mode_fails_naming_the_parameter() -> None:
 
 
 def test_quick_mode_runs_one_long_outage_case_and_two_process_counts() -> None:
-    cfg = lab.LabConfig.from_params(_params(quick=True))
+    cfg = _params(quick=True)
     assert len(cfg.outage_modes) * len(cfg.outages_s) * len(cfg.reconnect_timeouts_s) == 1
     assert cfg.process_counts == (1, 2)
-    assert lab.LabConfig.from_params(_params()).process_counts == (1, 2, 4)
+    assert _params().process_counts == (1, 2, 4)
 
 
 def test_throughput_bins_average_to_the_runs_throughput() -> None:
@@ -164,7 +161,7 @@ def test_long_outage_frame_calls_a_success_after_the_watch_window_not_recovered(
             "watch_s": [2.0, 2.0, math.nan],
         }
     )
-    assert lab.long_outage_frame(runs)["recovered"].tolist() == [True, False]
+    assert long_outage_frame(runs)["recovered"].tolist() == [True, False]
 
 
 def _samples(metric: str, variant: str, unit: str, values: list[float]) -> pd.DataFrame:
@@ -179,7 +176,7 @@ def test_headlines_take_n_and_interval_from_the_samples() -> None:
             _samples("pool_wait_p99", "naive", "ms", [float(x) for x in range(1, 201)]),
         ]
     )
-    frame = headlines.headline_frame(lab._headlines(c, samples)).set_index("metric")
+    frame = analysis.headlines(c, samples).set_index("metric")
     assert frame.loc["pool_throughput", "n"] == 4
     assert (
         frame.loc["pool_throughput", "ci_low"] <= 100.0 <= frame.loc["pool_throughput", "ci_high"]
@@ -205,7 +202,7 @@ def test_conclusion_text_states_client_cpu_at_the_knee_and_whether_it_was_bound(
         "requests_add_up": True,
         "leaked_total": 0,
     }
-    text = lab.conclusion_text(c)
+    text = conclusions.conclusions(c)
     assert "the client used 97 [95, 99] (n=2) % of one core" in text
     assert "client-bound: the Python client" in text
 
@@ -234,6 +231,6 @@ def test_conclusion_text_says_where_pool_and_pgbench_agree() -> None:
     )
     c = {"peak_throughput_rps": 1.0, "peak_pool_size": 1, "peak_workers": 1, "cores": 2}
     c |= {"rule_of_thumb_size": 5, "requests_total": 1, "requests_add_up": True}
-    text = lab.conclusion_text(c | {"leaked_total": 0}, {"pgbench_compare": compare})
+    text = conclusions.conclusions(c | {"leaked_total": 0}, {"pgbench_compare": compare})
     assert "ratio 0.95 [0.88, 1.03] (n=10): they agree within 5 %" in text
     assert "agree within 5 % at every count" in text

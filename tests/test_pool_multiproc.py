@@ -10,8 +10,8 @@ import pytest
 
 from perfkit.errors import ConnectionBudgetWarning
 from perfkit.pool import multiproc
-from perfkit.pool.backends import count_backends
 from perfkit.pool.multiproc import run_processes
+from perfkit.pool.server_processes import count_server_processes
 from perfkit.pool.settings import PoolSettings, Workload
 from perfkit.postgres import FAST_SERVER_SETTINGS, PostgresServer, ServerSettings, create_server
 
@@ -41,7 +41,10 @@ def test_no_connection_of_any_process_is_left_on_the_server(pg_server: PostgresS
     result = run_processes(pg_server.dsn, POOL, SHORT, processes=2)
     assert result.leaked == 0
     assert len(result.application_names) == 2
-    assert [count_backends(pg_server.dsn, app) for app in result.application_names] == [0, 0]
+    assert [count_server_processes(pg_server.dsn, app) for app in result.application_names] == [
+        0,
+        0,
+    ]
 
 
 def test_throughput_interval_comes_from_summed_bins(pg_server: PostgresServer) -> None:

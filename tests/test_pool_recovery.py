@@ -7,9 +7,9 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from perfkit.pool import Action, PoolSettings, Query, Workload, run_workload
-from perfkit.pool.backends import new_application_name, terminate_backends
 from perfkit.pool.checkout import measure_checkout, summarize_checkout
 from perfkit.pool.runner import make_pool
+from perfkit.pool.server_processes import new_application_name, terminate_server_processes
 from perfkit.pool.sweeps import restart_actions
 from perfkit.postgres import PostgresServer
 
@@ -20,7 +20,7 @@ CALM = Workload(
 
 
 def _kill_idle(dsn: str) -> Action:
-    return Action(at_s=0.3, name="terminate", fn=lambda app: terminate_backends(dsn, app))
+    return Action(at_s=0.3, name="terminate", fn=lambda app: terminate_server_processes(dsn, app))
 
 
 def _idle_pool(dsn: str, *, check: bool) -> ConnectionPool:
@@ -35,7 +35,7 @@ def test_check_replaces_a_killed_connection_before_handing_it_out(
 ) -> None:
     pool = _idle_pool(pg_server.dsn, check=True)
     try:
-        assert terminate_backends(pg_server.dsn, pool.name) == 2
+        assert terminate_server_processes(pg_server.dsn, pool.name) == 2
         with pool.connection() as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
         assert pool.get_stats()["connections_num"] > 2
@@ -48,7 +48,7 @@ def test_without_check_a_killed_connection_fails_the_next_query(
 ) -> None:
     pool = _idle_pool(pg_server.dsn, check=False)
     try:
-        assert terminate_backends(pg_server.dsn, pool.name) == 2
+        assert terminate_server_processes(pg_server.dsn, pool.name) == 2
         conn = pool.getconn()
         try:
             with pytest.raises(psycopg.OperationalError):

@@ -13,7 +13,7 @@ from perfkit.pool import (
     run_workload,
     run_workload_async_blocking,
 )
-from perfkit.pool.backends import count_backends, terminate_backends
+from perfkit.pool.server_processes import count_server_processes, terminate_server_processes
 from perfkit.postgres import PostgresServer
 
 QUICK = Workload(workers=4, duration=0.4, seed=1)
@@ -98,7 +98,9 @@ def test_runs_tag_their_connections_so_the_server_can_count_them(
 ) -> None:
     counts: list[int] = []
     action = Action(
-        at_s=0.1, name="count", fn=lambda app: counts.append(count_backends(pg_server.dsn, app))
+        at_s=0.1,
+        name="count",
+        fn=lambda app: counts.append(count_server_processes(pg_server.dsn, app)),
     )
     run_workload(pg_server.dsn, PoolSettings(min_size=3), QUICK, actions=[action])
     assert counts == [3]
@@ -107,7 +109,9 @@ def test_runs_tag_their_connections_so_the_server_can_count_them(
 def test_async_runner_injects_actions_and_records_when_they_returned(
     pg_server: PostgresServer,
 ) -> None:
-    action = Action(at_s=0.1, name="kill", fn=lambda app: terminate_backends(pg_server.dsn, app))
+    action = Action(
+        at_s=0.1, name="kill", fn=lambda app: terminate_server_processes(pg_server.dsn, app)
+    )
     settings = PoolSettings(min_size=2, max_size=2, check=True)
     wl = Workload(workers=1, duration=0.5, think_time=0.03)
     result = run_workload_async_blocking(pg_server.dsn, settings, wl, actions=[action])

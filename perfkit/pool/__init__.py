@@ -7,6 +7,9 @@
 - :mod:`perfkit.pool.sweeps` - sweeps (size, spike, timeout, churn, recovery, presets).
 - :mod:`perfkit.pool.checkout` - cost of the check-before-acquire.
 - :mod:`perfkit.pool.summary` - pure summaries (percentiles, churn, recovery time).
+- :mod:`perfkit.pool.server_processes` - the server processes behind a run's connections.
+- The lab: :mod:`perfkit.pool.lab` (Params, ``run``, ``LAB``), :mod:`perfkit.pool.measure`,
+  :mod:`perfkit.pool.analysis`, :mod:`perfkit.pool.conclusions`, :mod:`perfkit.pool.plots`.
 """
 
 from perfkit.pool.arunner import run_workload_async, run_workload_async_blocking

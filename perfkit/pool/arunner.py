@@ -18,10 +18,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from perfkit.asyncrun import run_coroutine
 from perfkit.dsn import mask
-from perfkit.pool.backends import new_application_name, wait_for_no_backends
 from perfkit.pool.records import Request
 from perfkit.pool.result import Action, RunBook, WorkloadResult
 from perfkit.pool.runner import OPEN_TIMEOUT_S, Clock, connection_kwargs
+from perfkit.pool.server_processes import new_application_name, wait_for_no_server_processes
 from perfkit.pool.settings import PoolSettings, Workload
 from perfkit.pool.worker import adrive, worker_loop
 from perfkit.postgres.cpu import CpuMeter
@@ -49,6 +49,100 @@ async def _worker(
     out.extend(await adrive(loop, acquire=acquire, release=release))
 
 
+AAcquire = Callable[[], Awaitable[AConn]]
+ARelease = Callable[[AConn], Awaitable[None]]
+
+
+def _connections(
+    dsn: str, settings: PoolSettings, app: str
+) -> tuple[AsyncConnectionPool | None, AAcquire, ARelease]:
+    """The (unopened) async pool, and how a task gets and gives back a connection.
+
+    Without a pool a task connects per request and closes afterwards.
+    """
+    kwargs = connection_kwargs(app, settings)
+    if settings.pooled:
+        pool = AsyncConnectionPool(
+            dsn,
+            open=False,
+            name=app,
+            kwargs=kwargs,
+            check=AsyncConnectionPool.check_connection if settings.check else None,
+            **settings.pool_kwargs(),
+        )
+        return pool, pool.getconn, pool.putconn
+
+    async def acquire() -> AConn:
+        return await psycopg.AsyncConnection.connect(dsn, **kwargs)
+
+    async def release(conn: AConn) -> None:
+        await conn.close()
+
+    return None, acquire, release
+
+
+async def _sampler(
+    pool: AsyncConnectionPool,
+    clock: Clock,
+    interval: float,
+    stop: asyncio.Event,
+    out: list[tuple[float, dict[str, int]]],
+) -> None:
+    while True:
+        out.append((clock(), pool.get_stats()))
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+            out.append((clock(), pool.get_stats()))
+            return
+        except TimeoutError:
+            pass
+
+
+async def _actor(
+    actions: Sequence[Action],
+    clock: Clock,
+    start_at: float,
+    app: str,
+    out: list[tuple[float, float, str, str]],
+) -> None:
+    for action in sorted(actions, key=lambda a: a.at_s):
+        await _sleep_until(clock, start_at + action.at_s)
+        t = clock()
+        try:
+            await asyncio.to_thread(action.fn, app)
+            error = ""
+        except Exception as exc:
+            error = mask(f"{type(exc).__name__}: {exc}")
+        out.append((t, clock(), action.name, error))
+
+
+async def _run_workers(
+    workload: Workload,
+    clock: Clock,
+    start_at: float,
+    acquire: AAcquire,
+    release: ARelease,
+    book: RunBook,
+    cpu: CpuMeter | None,
+) -> float:
+    """Run the worker tasks, measuring ``cpu`` over their window: the end time."""
+    deadline = start_at + workload.duration
+    workers = asyncio.gather(
+        *(
+            _worker(i, workload, clock, start_at, deadline, acquire, release, book.per_worker[i])
+            for i in range(workload.workers)
+        )
+    )
+    if cpu is not None:
+        await _sleep_until(clock, start_at)
+        cpu.start()
+    await workers
+    end = clock()
+    if cpu is not None:
+        cpu.stop()
+    return end
+
+
 async def run_workload_async(
     dsn: str,
     settings: PoolSettings,
@@ -65,78 +159,20 @@ async def run_workload_async(
     ``cpu`` and ``application_name`` as in :func:`perfkit.pool.runner.run_workload`.
     """
     app = application_name or new_application_name()
-    kwargs = connection_kwargs(app, settings)
     book = RunBook(workers=workload.workers)
-    pool: AsyncConnectionPool | None = None
-
-    if settings.pooled:
-        pool = AsyncConnectionPool(
-            dsn,
-            open=False,
-            name=app,
-            kwargs=kwargs,
-            check=AsyncConnectionPool.check_connection if settings.check else None,
-            **settings.pool_kwargs(),
-        )
-        acquire: Callable[[], Awaitable[AConn]] = pool.getconn
-        release: Callable[[AConn], Awaitable[None]] = pool.putconn
-    else:
-
-        async def acquire() -> AConn:
-            return await psycopg.AsyncConnection.connect(dsn, **kwargs)
-
-        async def release(conn: AConn) -> None:
-            await conn.close()
-
+    pool, acquire, release = _connections(dsn, settings, app)
     stop = asyncio.Event()
-
-    async def sampler() -> None:
-        assert pool is not None
-        while True:
-            book.samples.append((clock(), pool.get_stats()))
-            try:
-                await asyncio.wait_for(stop.wait(), workload.stats_interval)
-                book.samples.append((clock(), pool.get_stats()))
-                return
-            except TimeoutError:
-                pass
-
-    async def actor(start_at: float) -> None:
-        for action in sorted(actions, key=lambda a: a.at_s):
-            await _sleep_until(clock, start_at + action.at_s)
-            t = clock()
-            try:
-                await asyncio.to_thread(action.fn, app)
-                error = ""
-            except Exception as exc:
-                error = mask(f"{type(exc).__name__}: {exc}")
-            book.events.append((t, clock(), action.name, error))
-
     background: list[asyncio.Task[None]] = []
     try:
         if pool is not None:
             await pool.open(wait=True, timeout=OPEN_TIMEOUT_S)
-            background.append(asyncio.create_task(sampler()))
-        t0 = clock()
-        start_at = t0 + workload.start_delay
-        deadline = start_at + workload.duration
+            sampler = _sampler(pool, clock, workload.stats_interval, stop, book.samples)
+            background.append(asyncio.create_task(sampler))
+        start_at = clock() + workload.start_delay
         if actions:
-            background.append(asyncio.create_task(actor(start_at)))
-        workers = asyncio.gather(
-            *(
-                _worker(
-                    i, workload, clock, start_at, deadline, acquire, release, book.per_worker[i]
-                )
-                for i in range(workload.workers)
-            )
-        )
-        if cpu is not None:
-            await _sleep_until(clock, start_at)
-            cpu.start()
-        await workers
-        end = clock()
-        if cpu is not None:
-            cpu.stop()
+            actor = _actor(actions, clock, start_at, app, book.events)
+            background.append(asyncio.create_task(actor))
+        end = await _run_workers(workload, clock, start_at, acquire, release, book, cpu)
         if pool is not None:
             book.final_stats = pool.get_stats()
     finally:
@@ -145,7 +181,7 @@ async def run_workload_async(
         await asyncio.gather(*background, return_exceptions=True)
         if pool is not None:
             await pool.close()
-    leaked = await asyncio.to_thread(wait_for_no_backends, dsn, app, timeout=leak_timeout)
+    leaked = await asyncio.to_thread(wait_for_no_server_processes, dsn, app, timeout=leak_timeout)
     return book.result(
         settings=settings,
         workload=workload,

@@ -14,8 +14,8 @@ import pandas as pd
 from psycopg_pool import ConnectionPool
 
 from perfkit.errors import ConfigError
-from perfkit.pool.backends import new_application_name
 from perfkit.pool.runner import OPEN_TIMEOUT_S, make_pool
+from perfkit.pool.server_processes import new_application_name
 from perfkit.pool.settings import PoolSettings
 
 CHECKOUT_COLUMNS = ("check", "i", "checkout_ms", "checkin_ms")

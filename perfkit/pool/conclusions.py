@@ -1,101 +1,18 @@
-"""The pool lab's conclusions: headline figures from a run's frames and the closing text."""
+"""The pool lab's conclusions: the closing Markdown, worded from a run's findings and frames.
+
+The findings are built by :func:`perfkit.pool.analysis.findings`.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-from perfkit.pool.reference import knee_cpu, ratio_estimate
-from perfkit.pool.summary import time_to_size
-from perfkit.pool.sweeps import (
-    aggregate_size,
-    cores,
-    rule_of_thumb,
-)
+from perfkit.pool.reference import ratio_estimate
 from perfkit.stats import Estimate
-
-if TYPE_CHECKING:
-    from perfkit.pool.lab import LabConfig
-
-    pass
-
-
-def conclusions(frames: Mapping[str, pd.DataFrame], cfg: LabConfig) -> dict[str, Any]:
-    """Headline figures computed from the frames (one flat dict)."""
-    runs = frames["runs"]
-    out: dict[str, Any] = {"cores": cores(), "rule_of_thumb_size": rule_of_thumb(cores())}
-    agg = aggregate_size(runs)
-    size = agg[agg["pooled"]]
-    peak = size.loc[size["throughput_rps"].idxmax()]
-    out |= {
-        "peak_throughput_rps": float(peak["throughput_rps"]),
-        "peak_pool_size": int(peak["max_size"]),
-        "peak_workers": int(peak["workers"]),
-    }
-    rule = size[size["max_size"] == rule_of_thumb(cores())]
-    if not rule.empty:
-        at = rule[rule["workers"] == peak["workers"]]
-        if not at.empty:
-            out["rule_size_throughput_rps"] = float(at["throughput_rps"].iloc[0])
-    no_pool = agg[~agg["pooled"]]
-    if not no_pool.empty:
-        out["no_pool_throughput_rps"] = float(no_pool["throughput_rps"].max())
-    presets = runs[runs["experiment"] == "presets"].set_index("pool")
-    for name, key in (
-        ("review", "review"),
-        ("psycopg-defaults", "defaults"),
-        ("best-found", "best"),
-        ("no-pool", "no_pool_preset"),
-    ):
-        if name in presets.index:
-            out[f"{key}_throughput_rps"] = float(presets.loc[name, "throughput_rps"])
-            out[f"{key}_wait_p99_ms"] = float(presets.loc[name, "wait_p99_ms"])
-            out[f"{key}_max_size"] = int(presets.loc[name, "max_size"])
-    out["preset_workers"] = cfg.preset_workers
-    cs = frames.get("checkout_summary")
-    if cs is not None and not cs.empty:
-        by = cs.set_index("check")
-        for flag, key in ((False, "nocheck"), (True, "check")):
-            if flag in by.index:
-                out[f"checkout_{key}_p50_ms"] = float(by.loc[flag, "checkout_p50_ms"])
-                out[f"checkout_{key}_p99_ms"] = float(by.loc[flag, "checkout_p99_ms"])
-    stats = frames.get("stats")
-    for _, row in runs[runs["experiment"] == "spike"].iterrows():
-        key = f"spike_min{int(row['min_size'])}"
-        out[f"{key}_wait_max_ms"] = float(row["wait_max_ms"])
-        if stats is not None and not stats.empty:
-            s = stats[stats["case"] == row["case"]]
-            out[f"{key}_time_to_max_s"] = time_to_size(s, int(row["max_size"]))
-    rec = runs[runs["experiment"] == "recovery"]
-    for _, row in rec.iterrows():
-        tag = f"{row['fault']}_{'check' if row['check'] else 'nocheck'}"
-        out[f"recovery_{tag}_s"] = float(row["recovery_s"])
-        out[f"recovery_{tag}_gap_s"] = float(row["service_gap_s"])
-        out[f"recovery_{tag}_after_up_s"] = float(row["ok_after_faults_s"])
-        out[f"recovery_{tag}_query_errors"] = int(row["n_query_errors"])
-    out |= knee_cpu(runs, seed=cfg.seed)
-    compare = frames.get("pgbench_compare")
-    if compare is not None and not compare.empty:
-        out["pgbench_max_gap_pct"] = float(compare["gap_pct"].max())
-        out["pgbench_agree_all"] = bool(compare["agree"].all())
-    mp = frames.get("multiproc")
-    if mp is not None and not mp.empty:
-        for _, row in mp.iterrows():
-            out[f"multiproc_{int(row['processes'])}_rps"] = float(row["throughput_rps"])
-        out["multiproc_requests_add_up"] = bool(mp["requests_add_up"].all())
-        out["multiproc_leaked"] = int(mp["leaked"].sum())
-        out["multiproc_over_max_connections"] = bool(mp["over_max_connections"].any())
-    lo = frames.get("long_outage")
-    if lo is not None and not lo.empty:
-        out["long_outage_recovered"] = int(lo["recovered"].sum())
-        out["long_outage_cases"] = len(lo)
-    out["leaked_total"] = int(runs["leaked"].fillna(0).sum())
-    out["requests_total"] = int(runs["requests"].sum())
-    out["requests_add_up"] = bool((runs["requests"] == runs["successes"] + runs["errors"]).all())
-    return out
 
 
 def _num(x: float, digits: int = 0) -> str:
@@ -225,10 +142,8 @@ def _long_outage_text(lo: pd.DataFrame) -> str:
     )
 
 
-def conclusion_text(c: Mapping[str, Any], frames: Mapping[str, pd.DataFrame] | None = None) -> str:
-    """The closing paragraph, worded from :func:`conclusions`' numbers (and the frames:
-    pgbench comparison, processes sweep and long outages, when given)."""
-    frames = frames or {}
+def _size_lines(c: Mapping[str, Any]) -> list[str]:
+    """The peak, the rule of thumb and no pool."""
     lines = [
         f"Peak throughput: {c['peak_throughput_rps']:,.0f} req/s with a pool of "
         f"{c['peak_pool_size']} ({c['peak_workers']} workers, {c['cores']} cores). "
@@ -245,36 +160,49 @@ def conclusion_text(c: Mapping[str, Any], frames: Mapping[str, pd.DataFrame] | N
             f"No pool (connect per request): {c['no_pool_throughput_rps']:,.0f} req/s, "
             f"{ratio:,.0f}x below the best pool."
         )
-    if "review_throughput_rps" in c:
-        lines.append(
-            f"At {c['preset_workers']} workers - review preset (max 5, min 1, timeout 3 s, "
-            f"check): {c['review_throughput_rps']:,.0f} req/s, p99 acquire wait "
-            f"{c['review_wait_p99_ms']:.2f} ms; psycopg defaults (fixed 4): "
-            f"{c['defaults_throughput_rps']:,.0f} req/s, p99 {c['defaults_wait_p99_ms']:.2f} ms; "
-            f"best found (fixed {c['best_max_size']}): {c['best_throughput_rps']:,.0f} req/s, "
-            f"p99 {c['best_wait_p99_ms']:.2f} ms."
-        )
+    return lines
+
+
+def _presets_text(c: Mapping[str, Any]) -> str:
+    return (
+        f"At {c['preset_workers']} workers - review preset (max 5, min 1, timeout 3 s, "
+        f"check): {c['review_throughput_rps']:,.0f} req/s, p99 acquire wait "
+        f"{c['review_wait_p99_ms']:.2f} ms; psycopg defaults (fixed 4): "
+        f"{c['defaults_throughput_rps']:,.0f} req/s, p99 {c['defaults_wait_p99_ms']:.2f} ms; "
+        f"best found (fixed {c['best_max_size']}): {c['best_throughput_rps']:,.0f} req/s, "
+        f"p99 {c['best_wait_p99_ms']:.2f} ms."
+    )
+
+
+def _spike_text(c: Mapping[str, Any]) -> str | None:
     spikes = sorted(
         int(k.removeprefix("spike_min").removesuffix("_wait_max_ms"))
         for k in c
         if k.startswith("spike_min") and k.endswith("_wait_max_ms")
     )
-    if spikes:
-        parts = [
-            f"min_size={m}: full after {c.get(f'spike_min{m}_time_to_max_s', float('nan')):.2f} s, "
-            f"worst wait {c[f'spike_min{m}_wait_max_ms']:.0f} ms"
-            for m in spikes
-        ]
-        lines.append("Cold burst (spike test): " + "; ".join(parts) + ".")
-    if "checkout_check_p50_ms" in c:
-        us = {
-            k: c[f"checkout_{k}_ms"] * 1000
-            for k in ("check_p50", "nocheck_p50", "check_p99", "nocheck_p99")
-        }
-        lines.append(
-            f"check_connection makes a checkout cost p50 {us['check_p50']:.0f} µs instead of "
-            f"{us['nocheck_p50']:.1f} µs (p99 {us['check_p99']:.0f} vs {us['nocheck_p99']:.1f} µs)."
-        )
+    if not spikes:
+        return None
+    parts = [
+        f"min_size={m}: full after {c.get(f'spike_min{m}_time_to_max_s', float('nan')):.2f} s, "
+        f"worst wait {c[f'spike_min{m}_wait_max_ms']:.0f} ms"
+        for m in spikes
+    ]
+    return "Cold burst (spike test): " + "; ".join(parts) + "."
+
+
+def _checkout_text(c: Mapping[str, Any]) -> str:
+    us = {
+        k: c[f"checkout_{k}_ms"] * 1000
+        for k in ("check_p50", "nocheck_p50", "check_p99", "nocheck_p99")
+    }
+    return (
+        f"check_connection makes a checkout cost p50 {us['check_p50']:.0f} µs instead of "
+        f"{us['nocheck_p50']:.1f} µs (p99 {us['check_p99']:.0f} vs {us['nocheck_p99']:.1f} µs)."
+    )
+
+
+def _recovery_lines(c: Mapping[str, Any]) -> list[str]:
+    lines = []
     if "recovery_terminate_nocheck_query_errors" in c:
         lines.append(
             "After pg_terminate_backend: "
@@ -294,9 +222,12 @@ def conclusion_text(c: Mapping[str, Any], frames: Mapping[str, pd.DataFrame] | N
             f"{c['recovery_restart_nocheck_after_up_s']:.2f} s / "
             f"{c['recovery_restart_check_after_up_s']:.2f} s."
         )
-    knee = _knee_text(c)
-    if knee:
-        lines.insert(1, knee)
+    return lines
+
+
+def _reference_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
+    """pgbench, the processes sweep and the long outages, where the run has them."""
+    lines = []
     compare = frames.get("pgbench_compare")
     if compare is not None and not compare.empty:
         lines.append(_pgbench_text(compare))
@@ -306,6 +237,28 @@ def conclusion_text(c: Mapping[str, Any], frames: Mapping[str, pd.DataFrame] | N
     lo = frames.get("long_outage")
     if lo is not None and not lo.empty:
         lines.append(_long_outage_text(lo))
+    return lines
+
+
+def conclusions(
+    findings: Mapping[str, Any], frames: Mapping[str, pd.DataFrame] | None = None
+) -> str:
+    """The closing text (Markdown), worded from the run's findings (and the frames:
+    pgbench comparison, processes sweep and long outages, when given)."""
+    c, frames = findings, frames or {}
+    lines = _size_lines(c)
+    if "review_throughput_rps" in c:
+        lines.append(_presets_text(c))
+    spike = _spike_text(c)
+    if spike:
+        lines.append(spike)
+    if "checkout_check_p50_ms" in c:
+        lines.append(_checkout_text(c))
+    lines += _recovery_lines(c)
+    knee = _knee_text(c)
+    if knee:
+        lines.insert(1, knee)
+    lines += _reference_lines(frames)
     lines.append(
         f"Bookkeeping: {c['requests_total']:,} requests, each a success or an error: "
         f"{c['requests_add_up']}; connections left on the server after the runs: "

@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -47,7 +47,11 @@ import psycopg
 from perfkit import validate
 from perfkit.dsn import mask
 from perfkit.errors import ConfigError, ConnectionBudgetWarning, PerfkitError
-from perfkit.pool.backends import ADMIN_APP, new_application_name, wait_for_no_backends
+from perfkit.pool.server_processes import (
+    ADMIN_APP,
+    new_application_name,
+    wait_for_no_server_processes,
+)
 from perfkit.pool.settings import PoolSettings, Workload
 from perfkit.pool.summary import throughput_bins
 from perfkit.postgres.cpu import CpuMeter
@@ -216,6 +220,70 @@ def _collect(procs: list[subprocess.Popen[bytes]], outputs: list[bytes], timeout
             raise ProcessFailed(f"a worker process did not finish within {timeout:g} s") from None
 
 
+def _spawn(job: Job, env: Mapping[str, str], err: IO[bytes]) -> subprocess.Popen[bytes]:
+    """A worker process, handed its job (it answers ``ready`` once its pool is open)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perfkit.pool.multiproc"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=err,
+        env=env,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(pickle.dumps(job))
+    proc.stdin.flush()
+    return proc
+
+
+def _reap(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Kill what still runs and close every pipe."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
+
+
+def _run_jobs(jobs: Sequence[Job], meter: CpuMeter, *, timeout: float) -> list[bytes]:
+    """Start one process per job, let them all go at once, and read what each returns.
+
+    ``meter`` measures the server's and this machine's CPU from "go" to the last exit.
+    Raises ProcessFailed naming the process when one does not start or fails.
+    """
+    env = child_environment()
+    procs: list[subprocess.Popen[bytes]] = []
+    errs: list[IO[bytes]] = []
+    outputs: list[bytes] = [b""] * len(jobs)
+    with contextlib.ExitStack() as files:
+        try:
+            for job in jobs:
+                errs.append(files.enter_context(tempfile.TemporaryFile()))
+                procs.append(_spawn(job, env, errs[-1]))
+            for i, proc in enumerate(procs):
+                if _readline(proc, READY_TIMEOUT_S).strip() != b"ready":
+                    raise ProcessFailed(
+                        f"worker process {i} did not start: {_stderr_tail(errs[i]) or 'no output'}"
+                    )
+            meter.start()
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write(b"go\n")
+                proc.stdin.close()
+            _collect(procs, outputs, timeout)
+            meter.stop()
+            for i, proc in enumerate(procs):
+                if proc.returncode != 0 or not outputs[i]:
+                    raise ProcessFailed(
+                        f"worker process {i} exited with code {proc.returncode}: "
+                        f"{_stderr_tail(errs[i])}"
+                    )
+        finally:
+            _reap(procs)
+    return outputs
+
+
 def run_processes(
     dsn: str,
     settings: PoolSettings,
@@ -249,55 +317,11 @@ def run_processes(
         )
         for i in range(processes)
     ]
-    env = child_environment()
-    procs: list[subprocess.Popen[bytes]] = []
-    errs: list[IO[bytes]] = []
-    outputs: list[bytes] = [b""] * processes
     meter = CpuMeter(server)
-    with contextlib.ExitStack() as files:
-        try:
-            for job in jobs:
-                err = files.enter_context(tempfile.TemporaryFile())
-                errs.append(err)
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "perfkit.pool.multiproc"],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=err,
-                    env=env,
-                )
-                procs.append(proc)
-                assert proc.stdin is not None
-                proc.stdin.write(pickle.dumps(job))
-                proc.stdin.flush()
-            for i, proc in enumerate(procs):
-                if _readline(proc, READY_TIMEOUT_S).strip() != b"ready":
-                    raise ProcessFailed(
-                        f"worker process {i} did not start: {_stderr_tail(errs[i]) or 'no output'}"
-                    )
-            meter.start()
-            for proc in procs:
-                assert proc.stdin is not None
-                proc.stdin.write(b"go\n")
-                proc.stdin.close()
-            _collect(procs, outputs, workload.start_delay + workload.duration + 120.0)
-            meter.stop()
-            for i, proc in enumerate(procs):
-                if proc.returncode != 0 or not outputs[i]:
-                    raise ProcessFailed(
-                        f"worker process {i} exited with code {proc.returncode}: "
-                        f"{_stderr_tail(errs[i])}"
-                    )
-        finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-                for pipe in (proc.stdin, proc.stdout):
-                    if pipe is not None and not pipe.closed:
-                        pipe.close()
+    outputs = _run_jobs(jobs, meter, timeout=workload.start_delay + workload.duration + 120.0)
     leaked = sum(
-        wait_for_no_backends(dsn, job.application_name, timeout=leak_timeout) for job in jobs
+        wait_for_no_server_processes(dsn, job.application_name, timeout=leak_timeout)
+        for job in jobs
     )
     results = [pickle.loads(out) for out in outputs]
     merged = _merge(results, settings, workload, limit, leaked, meter, bin_s)

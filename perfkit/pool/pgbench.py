@@ -397,6 +397,53 @@ def pgbench_tables(
         drop_tables(server, bindir=bindir)
 
 
+def _checked_threads(clients: int, threads: int | None) -> int:
+    """pgbench's ``--jobs``: ``threads``, or ``min(clients, cores)``; checked against clients."""
+    _check_int("clients", clients, 1)
+    threads = min(clients, os.cpu_count() or 1) if threads is None else threads
+    _check_int("threads", threads, 1)
+    if threads > clients:
+        raise ConfigError(f"pgbench threads ({threads}) must not exceed clients ({clients})")
+    return threads
+
+
+def _base_args(
+    pgbench: Path, clients: int, threads: int, duration_s: int, seed: int, log_prefix: Path
+) -> list[str]:
+    """pgbench's command line but the script: clients, time, progress and transaction log."""
+    return [
+        str(pgbench),
+        "--no-vacuum",
+        "--client",
+        str(clients),
+        "--jobs",
+        str(threads),
+        "--time",
+        str(duration_s),
+        "--progress",
+        "1",  # makes pgbench report the latency stddev
+        "--log",
+        "--log-prefix",
+        str(log_prefix),
+        "--random-seed",
+        str(seed),
+    ]
+
+
+def _script_args(
+    mix: Sequence[Query], builtin: str | None, workdir: Path
+) -> tuple[list[str], list[str], list[int]]:
+    """The script arguments (a builtin, or one weighted file per query of ``mix``, written
+    to ``workdir``), with the scripts' names and weights."""
+    if builtin is not None:
+        return ["--builtin", builtin], [builtin], [1]
+    files = script_files(mix, workdir)
+    args = []
+    for path, weight in files:
+        args += ["--file", f"{path}@{weight}"]
+    return args, [q.name for q in mix], [w for _, w in files]
+
+
 def run_pgbench(
     server: PostgresServer | str,
     *,
@@ -421,11 +468,7 @@ def run_pgbench(
     ``min(clients, cores)``. Checks every argument and finds pgbench before
     anything starts (ConfigError, BackendUnavailable).
     """
-    _check_int("clients", clients, 1)
-    threads = min(clients, os.cpu_count() or 1) if threads is None else threads
-    _check_int("threads", threads, 1)
-    if threads > clients:
-        raise ConfigError(f"pgbench threads ({threads}) must not exceed clients ({clients})")
+    threads = _checked_threads(clients, threads)
     _check_int("duration_s", duration_s, 1)
     validate.number("pgbench bin_s", bin_s, strict=True)
     _check_script(mix, builtin)
@@ -447,33 +490,11 @@ def run_pgbench(
             )
     workdir = Path(tempfile.mkdtemp(prefix=TEMPDIR_PREFIX))  # 0700: private
     try:
-        args = [
-            str(pgbench),
-            "--no-vacuum",
-            "--client",
-            str(clients),
-            "--jobs",
-            str(threads),
-            "--time",
-            str(duration_s),
-            "--progress",
-            "1",  # makes pgbench report the latency stddev
-            "--log",
-            "--log-prefix",
-            str(workdir / "tx"),
-            "--random-seed",
-            str(seed),
-        ]
+        args = _base_args(pgbench, clients, threads, duration_s, seed, workdir / "tx")
         if connect:
             args.append("--connect")
-        if builtin is not None:
-            args += ["--builtin", builtin]
-            names, weights = [builtin], [1]
-        else:
-            files = script_files(mix, workdir)
-            for path, weight in files:
-                args += ["--file", f"{path}@{weight}"]
-            names, weights = [q.name for q in mix], [w for _, w in files]
+        script, names, weights = _script_args(mix, builtin, workdir)
+        args += script
         with measure_cpu(None if isinstance(server, str) else server) as cpu:
             out = _run(args, env, duration_s + 120.0, "pgbench")
         log = read_transaction_logs(sorted(workdir.glob("tx.*")))

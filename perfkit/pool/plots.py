@@ -1,11 +1,15 @@
-"""Matplotlib figures of the pool lab's frames (each function returns a Figure)."""
+"""Matplotlib figures of the pool lab's frames (each function returns a Figure);
+:func:`figures` is the report's sequence of them."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
 
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from perfkit.pool.analysis import FINDINGS_FRAME
 from perfkit.pool.sweeps import aggregate_size, rule_of_thumb
 from perfkit.postgres.cpu import CLIENT_BOUND_PCT
 
@@ -304,3 +308,24 @@ def long_outage(frame: pd.DataFrame) -> Figure:
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig
+
+
+def figures(frames: Mapping[str, pd.DataFrame]) -> Iterator[tuple[str, Figure]]:
+    """(caption, figure) for the report, from a run's frames alone."""
+    runs, n = frames["runs"], int(frames[FINDINGS_FRAME]["cores"].iloc[0])
+    yield "Throughput vs pool size (x: client-bound runs)", throughput_vs_size(runs, n)
+    pgbench = frames.get("pgbench")
+    if pgbench is not None and not pgbench.empty:
+        yield (
+            "Throughput vs connections: the pool next to pgbench",
+            throughput_vs_connections(runs, pgbench),
+        )
+    yield "p99 wait for a connection vs pool size", wait_vs_size(runs, n)
+    yield "Cold burst (spike)", spike(frames["stats"])
+    yield "Checkout cost with and without check", checkout_cost(frames["checkout"])
+    mp = frames.get("multiproc")
+    if mp is not None and not mp.empty:
+        yield "Throughput vs worker processes", multiproc(mp, pgbench)
+    lo = frames.get("long_outage")
+    if lo is not None and not lo.empty:
+        yield "Long outages: time to the first success", long_outage(lo)

@@ -17,7 +17,7 @@ A run yields three frames:
     ``usage_ms``, ``returns_bad``, ``connections_num``, ``connections_ms``,
     ``connections_errors``, ``connections_lost``) and ``in_use``
     (``pool_size - pool_available``).
-``events`` (actions injected during the run, e.g. killing backends):
+``events`` (actions injected during the run, e.g. killing server processes):
     ``t_s`` (action started), ``end_s`` (action returned), ``action``, ``ok``, ``error``.
 """
 

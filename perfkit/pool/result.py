@@ -15,7 +15,7 @@ from perfkit.pool.summary import churn, summarize
 
 @dataclass(frozen=True, kw_only=True)
 class Action:
-    """Something done ``at_s`` seconds after the workers start (e.g. kill the run's backends).
+    """Something done ``at_s`` seconds after the workers start (e.g. kill its server processes).
 
     ``fn`` receives the run's ``application_name`` so it can target the run's
     own connections.

@@ -4,7 +4,7 @@ W worker threads loop for ``duration`` seconds: acquire (timed here, since
 psycopg_pool reports no percentiles), run the query, release, think. A sampler
 thread records ``pool.get_stats()`` over time; an action thread injects
 faults (see :class:`perfkit.pool.result.Action`). After the pool is closed
-the server is asked which of the run's backends are still there
+the server is asked which of the run's server processes are still there
 (``leaked``, expected 0). A :class:`~perfkit.postgres.cpu.CpuMeter` given as
 ``cpu`` measures exactly the workers' window (not the pool's open and close).
 """
@@ -20,9 +20,9 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from perfkit.dsn import mask
-from perfkit.pool.backends import new_application_name, wait_for_no_backends
 from perfkit.pool.records import Request
 from perfkit.pool.result import Action, RunBook, WorkloadResult
+from perfkit.pool.server_processes import new_application_name, wait_for_no_server_processes
 from perfkit.pool.settings import PoolSettings, Workload
 from perfkit.pool.worker import drive, worker_loop
 from perfkit.postgres.cpu import CpuMeter
@@ -111,6 +111,92 @@ def _actor(
         out.append((t, watch.clock(), action.name, error))
 
 
+Acquire = Callable[[], psycopg.Connection[Any]]
+Release = Callable[[psycopg.Connection[Any]], None]
+
+
+def _connections(
+    dsn: str, settings: PoolSettings, app: str
+) -> tuple[ConnectionPool | None, Acquire, Release]:
+    """The (unopened) pool, and how a worker gets and gives back a connection.
+
+    Without a pool a worker connects per request and closes afterwards.
+    """
+    if settings.pooled:
+        pool = make_pool(dsn, settings, app)
+        return pool, pool.getconn, pool.putconn
+    kwargs = connection_kwargs(app, settings)
+
+    def acquire() -> psycopg.Connection[Any]:
+        return psycopg.connect(dsn, **kwargs)
+
+    def release(conn: psycopg.Connection[Any]) -> None:
+        conn.close()
+
+    return None, acquire, release
+
+
+def _background(
+    pool: ConnectionPool | None,
+    actions: Sequence[Action],
+    watch: _Stopwatch,
+    workload: Workload,
+    app: str,
+    book: RunBook,
+) -> list[threading.Thread]:
+    """The stats sampler (with a pool) and the action thread (with actions), not started."""
+    threads = []
+    if pool is not None:
+        args = (pool, watch, workload.stats_interval, book.samples)
+        threads.append(
+            threading.Thread(target=_sampler, args=args, name=f"{app}-stats", daemon=True)
+        )
+    if actions:
+        args = (actions, watch, app, book.events)
+        threads.append(threading.Thread(target=_actor, args=args, name=f"{app}-act", daemon=True))
+    return threads
+
+
+def _run_workers(
+    workload: Workload,
+    watch: _Stopwatch,
+    acquire: Acquire,
+    release: Release,
+    book: RunBook,
+    app: str,
+    cpu: CpuMeter | None,
+) -> float:
+    """Start the worker threads, measure ``cpu`` over their window, join them: the end time.
+
+    Raises the first exception a worker raised.
+    """
+    failures: list[BaseException] = []
+
+    def guarded(i: int) -> None:
+        try:
+            _worker(i, workload, watch, acquire, release, book.per_worker[i])
+        except BaseException as exc:
+            failures.append(exc)
+
+    workers = [
+        threading.Thread(target=guarded, args=(i,), name=f"{app}-w{i}", daemon=True)
+        for i in range(workload.workers)
+    ]
+    for w in workers:
+        w.start()
+    if cpu is not None:
+        watch.sleep_until(watch.start_at)
+        cpu.start()
+    for w in workers:
+        w.join()
+    end = watch.clock()
+    if cpu is not None:
+        cpu.stop()
+    if failures:
+        raise failures[0]
+    return end
+
+
 def run_workload(
     dsn: str,
     settings: PoolSettings,
@@ -129,69 +215,17 @@ def run_workload(
     connections.
     """
     app = application_name or new_application_name()
-    pool: ConnectionPool | None = None
     book = RunBook(workers=workload.workers)
-    failures: list[BaseException] = []
-
-    if settings.pooled:
-        pool = make_pool(dsn, settings, app)
-        acquire: Callable[[], psycopg.Connection[Any]] = pool.getconn
-        release: Callable[[psycopg.Connection[Any]], None] = pool.putconn
-    else:
-        kwargs = connection_kwargs(app, settings)
-
-        def acquire() -> psycopg.Connection[Any]:
-            return psycopg.connect(dsn, **kwargs)
-
-        def release(conn: psycopg.Connection[Any]) -> None:
-            conn.close()
-
+    pool, acquire, release = _connections(dsn, settings, app)
     threads: list[threading.Thread] = []
     try:
         if pool is not None:
             pool.open(wait=True, timeout=OPEN_TIMEOUT_S)
         watch = _Stopwatch(clock, workload)
-        if pool is not None:
-            threads.append(
-                threading.Thread(
-                    target=_sampler,
-                    args=(pool, watch, workload.stats_interval, book.samples),
-                    name=f"{app}-stats",
-                    daemon=True,
-                )
-            )
-        if actions:
-            threads.append(
-                threading.Thread(
-                    target=_actor,
-                    args=(actions, watch, app, book.events),
-                    name=f"{app}-act",
-                    daemon=True,
-                )
-            )
+        threads = _background(pool, actions, watch, workload, app, book)
         for t in threads:
             t.start()
-
-        def guarded(i: int) -> None:
-            try:
-                _worker(i, workload, watch, acquire, release, book.per_worker[i])
-            except BaseException as exc:
-                failures.append(exc)
-
-        workers = [
-            threading.Thread(target=guarded, args=(i,), name=f"{app}-w{i}", daemon=True)
-            for i in range(workload.workers)
-        ]
-        for w in workers:
-            w.start()
-        if cpu is not None:
-            watch.sleep_until(watch.start_at)
-            cpu.start()
-        for w in workers:
-            w.join()
-        end = clock()
-        if cpu is not None:
-            cpu.stop()
+        end = _run_workers(workload, watch, acquire, release, book, app, cpu)
         if pool is not None:
             book.final_stats = pool.get_stats()
     finally:
@@ -201,9 +235,7 @@ def run_workload(
                 t.join()
         if pool is not None:
             pool.close()
-    if failures:
-        raise failures[0]
-    leaked = wait_for_no_backends(dsn, app, timeout=leak_timeout)
+    leaked = wait_for_no_server_processes(dsn, app, timeout=leak_timeout)
     return book.result(
         settings=settings,
         workload=workload,

@@ -20,9 +20,9 @@ from typing import Any
 import pandas as pd
 
 from perfkit.errors import ConfigError
-from perfkit.pool.backends import terminate_backends
 from perfkit.pool.result import Action, WorkloadResult
 from perfkit.pool.runner import run_workload
+from perfkit.pool.server_processes import terminate_server_processes
 from perfkit.pool.settings import NO_POOL, PoolSettings, Query, Workload
 from perfkit.pool.summary import first_ok_after, first_ok_end_after, recovery_time, service_gap
 from perfkit.postgres.cpu import CLIENT_BOUND_PCT, CpuMeter
@@ -283,9 +283,9 @@ def churn_cases(
     ]
 
 
-def kill_backends_action(dsn: str, at_s: float) -> Action:
+def kill_server_processes_action(dsn: str, at_s: float) -> Action:
     """An action that ``pg_terminate_backend``s all of the run's connections at ``at_s``."""
-    return Action(at_s=at_s, name="terminate", fn=lambda app: terminate_backends(dsn, app))
+    return Action(at_s=at_s, name="terminate", fn=lambda app: terminate_server_processes(dsn, app))
 
 
 def restart_actions(server: Any, at_s: float, down_s: float) -> tuple[Action, Action]:
@@ -306,11 +306,11 @@ def recovery_cases(
     down_s: float = 0.5,
     faults: Sequence[str] = ("terminate", "restart"),
 ) -> list[Case]:
-    """With and without check: kill the pool's backends, and (given ``server``) restart it."""
+    """With and without check: kill the pool's server processes; (given ``server``) restart it."""
     cases = []
     for fault in faults:
         if fault == "terminate":
-            actions: tuple[Action, ...] = (kill_backends_action(dsn, fault_at),)
+            actions: tuple[Action, ...] = (kill_server_processes_action(dsn, fault_at),)
         elif fault == "restart":
             if server is None:
                 continue

@@ -1,9 +1,11 @@
-"""Server-side views of a run's connections: count them, kill them, wait for them to go.
+"""The PostgreSQL server processes behind a run's connections: count, kill, wait for them.
 
-Every run tags its connections with a unique ``application_name`` so that
-``pg_stat_activity`` tells exactly which backends belong to it (other tests may
-share the server). Used for the "no connection leaked" guarantee and to
-simulate a DBA killing backends (``pg_terminate_backend``).
+Each client connection is served by one server process (PostgreSQL calls it a
+"backend"; here that word means docker/local, so this module says "server
+process"). Every run tags its connections with a unique ``application_name`` so
+that ``pg_stat_activity`` tells exactly which server processes belong to it
+(other tests may share the server). Used for the "no connection leaked" guarantee and to
+simulate a DBA killing them (``pg_terminate_backend``).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ def new_application_name(prefix: str = "perfkit-pool") -> str:
     return f"{prefix}-{secrets.token_hex(5)}"
 
 
-def count_backends(dsn: str, application_name: str) -> int:
-    """Backends connected right now with this ``application_name``."""
+def count_server_processes(dsn: str, application_name: str) -> int:
+    """Server processes serving this ``application_name``'s connections right now."""
     with psycopg.connect(
         dsn, autocommit=True, connect_timeout=5, application_name=ADMIN_APP
     ) as conn:
@@ -35,8 +37,8 @@ def count_backends(dsn: str, application_name: str) -> int:
     return int(row[0])
 
 
-def terminate_backends(dsn: str, application_name: str) -> int:
-    """``pg_terminate_backend`` every backend with this ``application_name``; return how many."""
+def terminate_server_processes(dsn: str, application_name: str) -> int:
+    """``pg_terminate_backend`` every server process of this ``application_name``; how many."""
     with psycopg.connect(
         dsn, autocommit=True, connect_timeout=5, application_name=ADMIN_APP
     ) as conn:
@@ -48,7 +50,7 @@ def terminate_backends(dsn: str, application_name: str) -> int:
     return sum(1 for (ok,) in rows if ok)
 
 
-def wait_for_no_backends(
+def wait_for_no_server_processes(
     dsn: str,
     application_name: str,
     *,
@@ -56,13 +58,13 @@ def wait_for_no_backends(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Poll until no backend has this name (backends exit a moment after the client closes).
+    """Poll until no server process has this name (they exit a moment after the client closes).
 
     Returns the count left at the end: 0 means nothing leaked.
     """
     deadline = clock() + timeout
     while True:
-        left = count_backends(dsn, application_name)
+        left = count_server_processes(dsn, application_name)
         if left == 0 or clock() >= deadline:
             return left
         sleep(0.02)

@@ -1,0 +1,210 @@
+"""The pool lab's measurements: every experiment against one server, in a fixed order.
+
+:func:`run_lab` runs the size sweep, pgbench at the same worker counts, the
+spike, timeout, churn and recovery experiments, the presets (and the async
+twin), the processes sweep, the checkout cost and, last because they restart
+the server, the long outages; then derives the frames computed from those
+(:mod:`perfkit.pool.analysis`). The frames are listed in :mod:`perfkit.pool.lab`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from perfkit.lab import SAMPLES_FRAME, Progress
+from perfkit.pool import analysis
+from perfkit.pool.arunner import run_workload_async_blocking
+from perfkit.pool.checkout import measure_checkout, summarize_checkout
+from perfkit.pool.multiproc import run_processes
+from perfkit.pool.pgbench import pgbench_sweep
+from perfkit.pool.reference import compare_with_pgbench
+from perfkit.pool.runner import run_workload
+from perfkit.pool.settings import NO_POOL, PSYCOPG_DEFAULTS, REVIEW, PoolSettings
+from perfkit.pool.sweeps import (
+    Case,
+    SweepResult,
+    best_size,
+    churn_cases,
+    long_outage_cases,
+    long_outage_frame,
+    preset_cases,
+    recovery_cases,
+    run_cases,
+    size_cases,
+    spike_cases,
+    timeout_cases,
+)
+from perfkit.postgres.settings import FAST_SERVER_SETTINGS, ServerSettings
+
+if TYPE_CHECKING:
+    from perfkit.pool.lab import Params
+
+
+def server_settings(backend: str) -> ServerSettings:
+    """The lab's server: the fast throwaway defaults plus room for many connections."""
+    return ServerSettings(
+        backend=backend, server_settings={**FAST_SERVER_SETTINGS, "max_connections": 200}
+    )
+
+
+def best_preset(size: int) -> PoolSettings:
+    """The best size found, as a fixed pool with the review's acquire timeout."""
+    return PSYCOPG_DEFAULTS.replace(name="best-found", min_size=size, max_size=size, timeout=3.0)
+
+
+def _cases_progress(progress: Progress | None, label: str) -> Callable[[int, Case], None] | None:
+    if progress is None:
+        return None
+    return lambda i, c: progress(f"{label} #{i}: {c.settings.name}, {c.workload.workers} workers")
+
+
+@dataclass
+class Sweeps:
+    """Runs lists of cases on one server and keeps every result, in order."""
+
+    server: Any
+    progress: Progress | None = None
+    parts: list[SweepResult] = field(default_factory=list)
+
+    def run(self, label: str, cases: list[Case], **kw: Any) -> SweepResult:
+        result = run_cases(
+            self.server.dsn,
+            cases,
+            progress=_cases_progress(self.progress, label),
+            server=self.server,
+            **kw,
+        )
+        self.parts.append(result)
+        return result
+
+    def say(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(message)
+
+
+def run_lab(
+    server: Any, params: Params, *, progress: Progress | None = None
+) -> dict[str, pd.DataFrame]:
+    """Run every experiment of the lab on ``server`` and return its frames."""
+    sweeps = Sweeps(server, progress)
+    wl = params.base_workload
+    cases = size_cases(params.pool_sizes, params.worker_counts, wl, repeats=params.size_repeats)
+    size = sweeps.run("size", cases)
+    pgbench = run_pgbench(server, params, progress=progress)
+    run_load_experiments(sweeps, params)
+    run_presets(sweeps, params, size.runs)
+    multiproc = run_multiproc(server, params, progress=progress)
+    sweeps.say("checkout cost")
+    checkout = measure_checkout(server.dsn, n=params.checkout_n)
+    if params.long_outage:  # last: it restarts the server
+        run_long_outages(sweeps, params)
+    frames = {
+        name: analysis.fill_tags(df)
+        for name, df in SweepResult.concat(sweeps.parts).frames().items()
+    }
+    frames |= {"checkout": checkout, "checkout_summary": summarize_checkout(checkout)}
+    frames["pgbench"] = pgbench
+    if not pgbench.empty:
+        frames["pgbench_compare"] = compare_with_pgbench(
+            frames["runs"], frames["requests"], pgbench, seed=params.seed
+        )
+    frames["multiproc"] = multiproc
+    return derive_frames(frames, params)
+
+
+def run_pgbench(server: Any, params: Params, *, progress: Progress | None = None) -> pd.DataFrame:
+    """pgbench at the size sweep's worker counts (empty when ``params.pgbench`` is off)."""
+    if not params.pgbench:
+        return pd.DataFrame()
+    return pgbench_sweep(
+        server,
+        params.worker_counts,
+        params.base_workload.mix,
+        params.pgbench_duration_s,
+        seed=params.seed,
+        bindir=params.pgbench_bindir,
+        progress=progress,
+    )
+
+
+def run_load_experiments(sweeps: Sweeps, params: Params) -> None:
+    """Spike, timeout and churn runs, and recovery (when asked for)."""
+    wl = params.base_workload
+    top = max(params.pool_sizes)
+    spike_wl = wl.replace(workers=params.spike_workers)
+    sweeps.run("spike", spike_cases(params.spike_min_sizes, top, spike_wl))
+    timeout_wl = wl.replace(workers=max(params.worker_counts))
+    sweeps.run("timeout", timeout_cases(params.timeouts_s, params.max_waitings, timeout_wl))
+    churn_wl = wl.replace(workers=4, duration=max(params.duration_s * 2, 1.0), think_time=0.005)
+    sweeps.run("churn", churn_cases(params.churn_pairs_s, churn_wl))
+    if params.recovery:
+        # Long enough for psycopg_pool's reconnect backoff (1 s, 2 s, 4 s...) after a restart.
+        rec_s = max(params.duration_s * 3, 2.5 if params.quick else 8.0)
+        rec_wl = wl.replace(workers=4, duration=rec_s, think_time=0.002)
+        cases = recovery_cases(
+            sweeps.server.dsn,
+            rec_wl,
+            server=sweeps.server,
+            base=REVIEW,
+            fault_at=0.3,
+            down_s=0.5,
+        )
+        sweeps.run("recovery", cases)
+
+
+def run_presets(sweeps: Sweeps, params: Params, size_runs: pd.DataFrame) -> None:
+    """The review, psycopg defaults, the best size found and no pool; the review async too."""
+    preset_wl = params.base_workload.replace(workers=params.preset_workers)
+    at = params.preset_workers if params.preset_workers in params.worker_counts else None
+    best_n, _ = best_size(size_runs, workers=at)
+    presets = [REVIEW, PSYCOPG_DEFAULTS, best_preset(best_n), NO_POOL]
+    sweeps.run("presets", preset_cases(presets, preset_wl))
+    if params.async_compare:
+        async_cases = [Case(experiment="async", settings=REVIEW, workload=preset_wl)]
+        sweeps.run("async", async_cases, runner=run_workload_async_blocking)
+
+
+def run_long_outages(sweeps: Sweeps, params: Params) -> None:
+    """The server down for seconds under each reconnect_timeout, per pool mode."""
+    # The workers mostly think, so the requests frame stays small over long runs.
+    out_wl = params.base_workload.replace(workers=4, think_time=0.01)
+    for mode in params.outage_modes:
+        cases = long_outage_cases(
+            sweeps.server,
+            out_wl,
+            base=REVIEW,
+            reconnect_timeouts=params.reconnect_timeouts_s,
+            outages=params.outages_s,
+            fault_at=0.3,
+            watch_s=params.outage_watch_s,
+            mode=mode,
+        )
+        runner = run_workload if mode == "sync" else run_workload_async_blocking
+        sweeps.run("long outage", cases, runner=runner)
+
+
+def run_multiproc(server: Any, params: Params, *, progress: Progress | None = None) -> pd.DataFrame:
+    """The processes sweep: P processes x (pool of S, W threads), one row per P."""
+    size = params.process_pool_size
+    settings = PoolSettings(name="per-process", min_size=size, max_size=size, timeout=30.0)
+    wl = params.base_workload.replace(workers=params.process_workers)
+    rows = []
+    for n in params.process_counts:
+        if progress is not None:
+            progress(f"multiproc: {n} processes x (pool {size}, {params.process_workers} threads)")
+        result = run_processes(server.dsn, settings, wl, processes=n, server=server)
+        rows.append(result.summary())
+    return pd.DataFrame(rows)
+
+
+def derive_frames(frames: dict[str, pd.DataFrame], params: Params) -> dict[str, pd.DataFrame]:
+    """The measured frames plus those computed from them: outages, samples, findings."""
+    frames["long_outage"] = long_outage_frame(frames["runs"])
+    frames[SAMPLES_FRAME] = analysis.samples_frame(frames["runs"], frames["requests"])
+    found = analysis.findings(frames, preset_workers=params.preset_workers, seed=params.seed)
+    frames[analysis.FINDINGS_FRAME] = pd.DataFrame([found])
+    return frames
