@@ -12,6 +12,7 @@
   :mod:`perfkit.pool.analysis`, :mod:`perfkit.pool.conclusions`, :mod:`perfkit.pool.plots`.
 """
 
+from perfkit._exports import lazy
 from perfkit.pool.arunner import run_workload_async, run_workload_async_blocking
 from perfkit.pool.result import Action, WorkloadResult
 from perfkit.pool.runner import run_workload
@@ -26,7 +27,14 @@ from perfkit.pool.settings import (
     Workload,
 )
 
+_HOMES = {  # loaded on first use
+    "run_pgbench": "perfkit.pool.pgbench",
+    "pgbench_sweep": "perfkit.pool.pgbench",
+    "run_processes": "perfkit.pool.multiproc",
+}
+
 __all__ = [
+    *_HOMES,
     "DEFAULT_MIX",
     "NO_POOL",
     "PRESETS",
@@ -41,3 +49,5 @@ __all__ = [
     "run_workload_async",
     "run_workload_async_blocking",
 ]
+
+__getattr__, __dir__ = lazy(__name__, _HOMES, globals())
