@@ -126,8 +126,15 @@ def test_ready_after_is_the_first_client_back_when_the_probe_was_late() -> None:
 
 def test_samples_frame_has_the_contract_columns_and_headline_variants() -> None:
     samples = synthetic_frames()["samples"]
-    assert list(samples.columns) == list(SAMPLE_COLUMNS)
+    assert list(samples.columns) == [*SAMPLE_COLUMNS, "run"]
     assert set(samples["variant"]) == {"naive", "improved"}
+
+
+def test_storm_samples_say_which_repetition_they_came_from() -> None:
+    samples = synthetic_frames()["samples"]
+    peaks = samples[samples["metric"] == analysis.METRIC_PEAK]
+    storm = synthetic_frames()["storm"]
+    assert sorted(set(peaks["run"])) == sorted(set(storm["rep"]))
 
 
 def test_headlines_carry_n_and_an_interval_around_the_value() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from perfkit.headlines import HeadlineSpec, from_samples
+from perfkit.headlines import RUN_COLUMN, HeadlineSpec, from_samples
 from perfkit.lab import SAMPLE_COLUMNS, SAMPLES_FRAME
 from perfkit.pgbouncer.measure import DIRECT, TRANSACTION
 
@@ -53,16 +53,26 @@ def values_of(frame: pd.DataFrame, column: str, variant: str) -> np.ndarray:
 
 
 def samples_frame(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """The raw samples behind the headlines (naive = direct, improved = transaction mode)."""
+    """The raw samples behind the headlines (naive = direct, improved = transaction mode),
+    each with the repetition (``run``) it came from."""
     parts = []
     for variant, source in HEADLINE_VARIANTS.items():
         for metric, (unit, name, column) in SAMPLE_SOURCES.items():
             frame = frames[name]
-            values = frame.loc[frame["variant"] == source, column].dropna().astype(float)
+            rows = frame[(frame["variant"] == source) & frame[column].notna()]
             parts.append(
-                pd.DataFrame({"metric": metric, "variant": variant, "unit": unit, "value": values})
+                pd.DataFrame(
+                    {
+                        "metric": metric,
+                        "variant": variant,
+                        "unit": unit,
+                        "value": rows[column].astype(float),
+                        # the repetition a sample came from (one connect/throughput run: 0)
+                        RUN_COLUMN: rows["rep"] if "rep" in rows.columns else 0,
+                    }
+                )
             )
-    return pd.concat(parts, ignore_index=True)[list(SAMPLE_COLUMNS)]
+    return pd.concat(parts, ignore_index=True)[[*SAMPLE_COLUMNS, RUN_COLUMN]]
 
 
 def headlines(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:

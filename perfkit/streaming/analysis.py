@@ -13,7 +13,7 @@ import pandas as pd
 
 from perfkit.streaming.settings import METHODS
 
-SAMPLES_COLUMNS = ["metric", "variant", "unit", "value", "method"]
+SAMPLES_COLUMNS = ["metric", "variant", "unit", "value", "method", "run"]
 #: Headline metric -> what it measures (for the headline labels).
 HEADLINE_METRICS = {"streaming_rss_growth": "RSS growth", "streaming_python_peak": "Python peak"}
 
@@ -47,7 +47,8 @@ def compare(runs: pd.DataFrame, baseline: str = "fetchall") -> pd.DataFrame:
 
 def samples_frame(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """The measurements behind the headlines: fetchall (naive) vs the streaming method with
-    the lowest median (improved), for RSS growth (untimed runs) and Python peak (traced)."""
+    the lowest median (improved), for RSS growth (untimed runs) and Python peak (traced);
+    ``run`` is the repeat each measurement came from."""
     by = summary.set_index("method")
     streaming = [m for m in ("stream", "server_cursor") if m in by.index]
     if "fetchall" not in by.index or not streaming:
@@ -60,10 +61,12 @@ def samples_frame(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     ):
         best = min(streaming, key=lambda m: float(by.loc[m, column]))
         for variant, method in (("naive", "fetchall"), ("improved", best)):
-            for value in source.loc[source["method"] == method, column]:
+            chosen = source[source["method"] == method]
+            repeats = chosen["repeat"] if "repeat" in chosen.columns else [0] * len(chosen)
+            for value, repeat in zip(chosen[column], repeats, strict=True):
                 rows.append(
                     {"metric": metric, "variant": variant, "unit": "B", "value": float(value)}
-                    | {"method": method}
+                    | {"method": method, "run": int(repeat)}
                 )
     return pd.DataFrame(rows, columns=SAMPLES_COLUMNS)
 
