@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 
 from perfkit import headlines as headline_schema
+from perfkit.headlines import RUN_COLUMN
 from perfkit.lab import SAMPLE_COLUMNS
 from perfkit.pool.reference import case_bins, knee_cpu
 from perfkit.pool.summary import time_to_size
 from perfkit.pool.sweeps import aggregate_size, cores, rule_of_thumb
-from perfkit.stats import mean_interval, quantile_interval
+from perfkit.stats import hierarchical_interval, mean_interval, quantile_interval
 
 #: The saved frame holding :func:`findings` (one row). Its name predates "findings";
 #: saved runs, the report and the tests read it under this name.
@@ -176,40 +177,44 @@ def samples_frame(runs: pd.DataFrame, requests: pd.DataFrame) -> pd.DataFrame:
         cases = presets.loc[presets["pool"] == name, "case"]
         if cases.empty:
             continue
-        bins = case_bins(requests, runs, cases)
-        waits = requests.loc[requests["case"].isin(cases), "wait_ms"].dropna().to_numpy()
-        for metric, unit, values in (
-            ("pool_throughput", "rps", bins),
-            ("pool_wait_p99", "ms", waits),
-        ):
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "metric": metric,
-                        "variant": variant,
-                        "unit": unit,
-                        "value": np.asarray(values, dtype=float),
-                    }
+        for case in cases:  # each case is one workload run: the unit of replication
+            bins = case_bins(requests, runs, [case])
+            waits = requests.loc[requests["case"] == case, "wait_ms"].dropna().to_numpy()
+            for metric, unit, values in (
+                ("pool_throughput", "rps", bins),
+                ("pool_wait_p99", "ms", waits),
+            ):
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "metric": metric,
+                            "variant": variant,
+                            "unit": unit,
+                            "value": np.asarray(values, dtype=float),
+                            RUN_COLUMN: int(case),
+                        }
+                    )
                 )
-            )
     if not parts:
-        return pd.DataFrame(columns=list(SAMPLE_COLUMNS))
-    return pd.concat(parts, ignore_index=True)[list(SAMPLE_COLUMNS)]
+        return pd.DataFrame(columns=[*SAMPLE_COLUMNS, RUN_COLUMN])
+    return pd.concat(parts, ignore_index=True)[[*SAMPLE_COLUMNS, RUN_COLUMN]]
 
 
 def _interval_of(samples: pd.DataFrame, metric: str, variant: str) -> tuple[int, float, float]:
     """(n, ci_low, ci_high) of a headline from its samples: the mean over throughput bins,
-    the p99 of per-request waits (seeded bootstrap); (0, NaN, NaN) without samples."""
-    values = samples.loc[
-        (samples["metric"] == metric) & (samples["variant"] == variant), "value"
-    ].to_numpy(dtype=float)
+    the p99 of per-request waits (seeded bootstrap); (0, NaN, NaN) without samples.
+    Samples from two or more runs (``run``) make a two-stage interval over the runs."""
+    chosen = samples[(samples["metric"] == metric) & (samples["variant"] == variant)]
+    values = chosen["value"].to_numpy(dtype=float)
     if values.size == 0:
         return 0, math.nan, math.nan
-    est = (
-        mean_interval(values, seed=1)
-        if metric == "pool_throughput"
-        else quantile_interval(values, 0.99, seed=1)
-    )
+    statistic = "mean" if metric == "pool_throughput" else "p99"
+    if RUN_COLUMN in chosen.columns and chosen[RUN_COLUMN].nunique() >= 2:
+        est = hierarchical_interval(values, chosen[RUN_COLUMN].astype(str), statistic, seed=1)
+    elif statistic == "mean":
+        est = mean_interval(values, seed=1)
+    else:
+        est = quantile_interval(values, 0.99, seed=1)
     return est.n, est.low, est.high
 
 
