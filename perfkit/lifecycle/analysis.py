@@ -40,6 +40,12 @@ VERSUS_NATIVE_COLUMNS = (
     "paired",
     "met",
 )
+#: :func:`headline`'s metric titles -> the report's metric keys (runs saved without samples).
+HEADLINE_KEYS = {
+    "Test Suite Runtime": "suite_runtime",
+    "Container Startup": "container_startup",
+    "Memory Usage": "memory",
+}
 #: How each metric of :func:`samples_frame` becomes a headline (labels come from the samples).
 SPEC = {
     metric: HeadlineSpec(statistic="median")

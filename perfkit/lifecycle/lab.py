@@ -2,8 +2,9 @@
 
 :class:`Params` holds the notebook's parameters and checks their values (before
 any server starts); :func:`run` measures the leak check, the micro-benchmarks
-and the suite matrix and returns tidy frames; :data:`LAB` exposes it through the
-lab contract (:mod:`perfkit.lab`).
+and the suite matrix (:mod:`~perfkit.lifecycle.measure`) and returns tidy frames
+(numbers from :mod:`~perfkit.lifecycle.analysis`); :data:`LAB` exposes it through
+the lab contract (:mod:`perfkit.lab`), its text from :mod:`~perfkit.lifecycle.conclusions`.
 ``suite`` picks what the matrix runs: the review-shaped ``lab`` suite, the
 ``short`` suite (about 250 short tests on two drivers, which also runs
 ``native``: on one shared database, isolated by itself) or the path of the
@@ -31,12 +32,6 @@ if TYPE_CHECKING:
 #: Strategies measured when the notebook's ``strategies`` is None, by suite.
 LAB_STRATEGIES = ("per-test-server", "rollback", "truncate", "template", "warm-pool")
 SHORT_STRATEGIES = ("native", "template", "warm-pool")
-#: The wide headline frame's titles -> the report's metric keys.
-HEADLINE_KEYS = {
-    "Test Suite Runtime": "suite_runtime",
-    "Container Startup": "container_startup",
-    "Memory Usage": "memory",
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -239,7 +234,7 @@ class LifecycleLab:
     def headlines(self, results: Results) -> pd.DataFrame:
         samples = results.samples
         if samples.empty:  # saved before the lab kept its samples
-            return headlines.from_wide(results["headline"], HEADLINE_KEYS)
+            return headlines.from_wide(results["headline"], analysis.HEADLINE_KEYS)
         return headlines.from_samples(samples.dropna(subset=["value"]), analysis.SPEC)
 
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
