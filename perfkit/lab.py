@@ -13,6 +13,7 @@ A lab is one module of the package plus one notebook. The module defines:
     A default of ``None`` may stand for a value that depends on ``quick``
     (``param(None, ..., full=4, quick=1)``); it is resolved once, when the
     Params are built, so a lab reads plain attributes (``params.duration_s``).
+    Values that depend on other parameters come from ``derived()``, set next.
     :meth:`LabParams.as_dict` keeps the values as they were given.
 ``LAB``
     An object following :class:`Lab`: ``run(params, server, progress)`` returns
@@ -167,7 +168,16 @@ class LabParams:
                     f"{', '.join(repr(c) for c in choices)}, got {value!r}"
                 )
         object.__setattr__(self, "_given", types.MappingProxyType(given))
+        self._apply_derived()
         self.check()
+
+    def _apply_derived(self) -> None:
+        """Set the values :meth:`derived` gives (once, after ``None`` is resolved)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        for name, value in self.derived().items():
+            if name not in names:
+                raise TypeError(f"{type(self).__name__}.derived() names {name!r}: not a parameter")
+            object.__setattr__(self, name, tuple(value) if isinstance(value, list) else value)
 
     def _resolved_default(self, f: dataclasses.Field[Any]) -> Any:
         """What ``None`` stands for in this run (full or quick), or ``None`` when nothing."""
@@ -179,8 +189,20 @@ class LabParams:
             chosen = chosen()
         return tuple(chosen) if isinstance(chosen, list) else chosen
 
+    def derived(self) -> Mapping[str, Any]:
+        """Values set from other parameters: name -> value (default: none).
+
+        The only place a lab sets a default that depends on other parameters
+        (a name resolved to a path, a list chosen by another parameter). It is
+        applied once, when the Params are built: after ``None`` is resolved to
+        its full/quick default and before :meth:`check`, which only checks.
+        :meth:`as_dict` still gives the values as they were given.
+        """
+        return {}
+
     def check(self) -> None:
-        """Check values (ranges, names); raise ConfigError naming the parameter."""
+        """Check values (ranges, names); raise ConfigError naming the parameter. No changes:
+        derived values come from :meth:`derived`."""
 
     # -- the schema ---------------------------------------------------------------
 

@@ -105,6 +105,39 @@ def test_as_dict_keeps_the_values_as_given() -> None:
     assert ToyParams(quick=True).as_dict()["size"] is None
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DerivedParams(ToyParams):
+    label: str | None = param(None, "what to call it (None: from size)")
+
+    def derived(self) -> dict[str, object]:
+        return {"label": self.label if self.label is not None else f"size {self.size}"}
+
+    def check(self) -> None:
+        super().check()
+        if self.label is None:
+            raise ConfigError("check() ran before derived()")
+
+
+def test_derived_values_are_set_after_none_is_resolved_and_before_check() -> None:
+    assert DerivedParams(quick=True).label == "size 5"  # sees the resolved quick default
+    assert DerivedParams(label="mine").label == "mine"
+    assert DerivedParams().replace(quick=True).label == "size 5"  # derived anew
+
+
+def test_as_dict_gives_derived_values_as_given() -> None:
+    assert DerivedParams().as_dict()["label"] is None
+
+
+def test_derived_may_only_name_parameters() -> None:
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Bad(ToyParams):
+        def derived(self) -> dict[str, object]:
+            return {"nosuch": 1}
+
+    with pytest.raises(TypeError, match="'nosuch': not a parameter"):
+        Bad()
+
+
 def test_replace_resolves_none_defaults_anew() -> None:
     assert ToyParams().replace(quick=True).size == 5
 

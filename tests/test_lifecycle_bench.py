@@ -168,7 +168,7 @@ def test_lab_headlines_come_from_per_run_samples_with_their_n() -> None:
 
     runs = pd.concat([runs_frame()] * 3, ignore_index=True)  # three repetitions
     events = pd.DataFrame([{"run_id": "rollback-1", "event": "server_start", "seconds": 1.45}])
-    samples = analysis.headline_samples(runs, events)
+    samples = analysis.samples_frame(runs, events)
     heads = LAB.headlines(Results(frames={"samples": samples})).set_index(["metric", "variant"])
     assert heads.loc[("suite_runtime", "naive"), "value"] == 30.0
     assert heads.loc[("suite_runtime", "improved"), "n"] == 3
@@ -189,7 +189,7 @@ def test_micro_summary_compares_each_case_with_its_raw_baseline() -> None:
         + [{"case": "template_cycle", "i": i, "seconds": 0.075} for i in range(3)]
         + [{"case": "pool_handout", "i": i, "seconds": 0.001} for i in range(3)]
     )
-    summary = micro.summarise(frame).set_index("case")
+    summary = micro.summarize(frame).set_index("case")
     assert summary.loc["template_cycle", "ratio"] == pytest.approx(2.5)
     assert not summary.loc["template_cycle", "met"]
     assert summary.loc["pool_handout", "met"]
@@ -223,7 +223,7 @@ def test_suite_runs_serial_and_with_two_workers_unless_quick(
 @pytest.mark.bench
 def test_bench_micro_goals(capsys: pytest.CaptureFixture[str]) -> None:
     settings = IsolationSettings(backend="local", migrations=(bench.SUITE_DIR / "migrations.sql",))
-    summary = micro.summarise(micro.run_all(settings, 60, think_s=0.1))
+    summary = micro.summarize(micro.run_all(settings, 60, think_s=0.1))
     with capsys.disabled():
         print("\n" + summary.to_string())
     goals = summary.dropna(subset=["goal"])

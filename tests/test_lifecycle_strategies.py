@@ -223,3 +223,27 @@ def test_every_test_gets_an_acquire_and_release_record(pg_server: PostgresServer
     ]
     assert all(r["acquire_s"] >= 0 and r["release_s"] >= 0 for r in tests)
     assert {r["event"] for r in session.records} >= {"template_build", "session_setup"}
+
+
+def test_strategies_use_only_what_strategy_host_lists_and_the_session_has_it() -> None:
+    import ast
+    import inspect
+
+    from perfkit.lifecycle import strategies
+    from perfkit.lifecycle.host import StrategyHost
+
+    listed = {
+        name for name in vars(StrategyHost) if not name.startswith("_") and name not in vars(object)
+    } | set(StrategyHost.__annotations__)
+    used = {
+        node.attr
+        for node in ast.walk(ast.parse(inspect.getsource(strategies)))
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "session"
+    }
+    assert used <= listed, f"strategies use {sorted(used - listed)} outside StrategyHost"
+    session_class = vars(IsolationSession)
+    instance_attributes = {"settings", "namer", "clock"}  # set in IsolationSession.__init__
+    assert all(n in session_class or n in instance_attributes for n in listed)
+    assert not [n for n in used if n.startswith("_")]

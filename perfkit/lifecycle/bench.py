@@ -456,7 +456,7 @@ def _kind(test_id: str) -> str:
     return KINDS.get(test_id.split("::", 1)[0].rsplit("/", 1)[-1], "other")
 
 
-def _summarise(
+def _summarize(
     document: dict[str, Any], baseline: str | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Per-test rows (isolation cost + pytest phases) and other events from a timings file.
@@ -670,7 +670,7 @@ def run_suite(settings: SuiteSettings, *, workdir: Path | None = None) -> SuiteR
         output = mask(out.decode(errors="replace"))
         document = json.loads(timings.read_text()) if timings.exists() else {}
         counts = junit_counts(junit)
-    tests, events = _summarise(document, settings.strategy if settings.native else None)
+    tests, events = _summarize(document, settings.strategy if settings.native else None)
     workers = document.get("workers", [])
     samples = sampler.samples
     peak = max(samples, key=lambda s: s["total_bytes"]) if samples else {}

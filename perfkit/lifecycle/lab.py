@@ -2,8 +2,9 @@
 
 :class:`Params` holds the notebook's parameters and checks their values (before
 any server starts); :func:`run` measures the leak check, the micro-benchmarks
-and the suite matrix and returns tidy frames; :data:`LAB` exposes it through the
-lab contract (:mod:`perfkit.lab`).
+and the suite matrix (:mod:`~perfkit.lifecycle.measure`) and returns tidy frames
+(numbers from :mod:`~perfkit.lifecycle.analysis`); :data:`LAB` exposes it through
+the lab contract (:mod:`perfkit.lab`), its text from :mod:`~perfkit.lifecycle.conclusions`.
 ``suite`` picks what the matrix runs: the review-shaped ``lab`` suite, the
 ``short`` suite (about 250 short tests on two drivers, which also runs
 ``native``: on one shared database, isolated by itself) or the path of the
@@ -20,11 +21,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from perfkit import headlines
-from perfkit.errors import ConfigError, SuiteFailed
+from perfkit.errors import ConfigError
 from perfkit.lab import LabParams, Progress, Results, param
-from perfkit.lifecycle import analysis, bench, budget, leakcheck, micro
-from perfkit.lifecycle.registry import NAMES
-from perfkit.lifecycle.session import IsolationSession
+from perfkit.lifecycle import analysis, bench, budget, conclusions, measure, micro
 from perfkit.lifecycle.settings import AUTO, TEMPLATE_STRATEGIES, IsolationSettings
 
 if TYPE_CHECKING:
@@ -33,12 +32,6 @@ if TYPE_CHECKING:
 #: Strategies measured when the notebook's ``strategies`` is None, by suite.
 LAB_STRATEGIES = ("per-test-server", "rollback", "truncate", "template", "warm-pool")
 SHORT_STRATEGIES = ("native", "template", "warm-pool")
-#: The wide headline frame's titles -> the report's metric keys.
-HEADLINE_KEYS = {
-    "Test Suite Runtime": "suite_runtime",
-    "Container Startup": "container_startup",
-    "Memory Usage": "memory",
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,10 +68,16 @@ class Params(LabParams):
         (), 'extra arguments for every suite run: ["-k", "not slow"]'
     )
 
+    def derived(self) -> dict[str, Any]:
+        """``suite`` resolved (a user suite's absolute path), ``strategies`` chosen by suite."""
+        suite = str(bench.resolve_suite(self.suite))
+        strategies = self.strategies
+        return {
+            "suite": suite,
+            "strategies": self.default_strategies(suite) if strategies is None else strategies,
+        }
+
     def check(self) -> None:
-        object.__setattr__(self, "suite", str(bench.resolve_suite(self.suite)))
-        if self.strategies is None:
-            object.__setattr__(self, "strategies", self.default_strategies())
         if not self.strategies:
             raise ConfigError("strategies must name at least one strategy")
         for name in self.strategies:
@@ -104,10 +103,11 @@ class Params(LabParams):
                 f"{', '.join((*TEMPLATE_STRATEGIES, AUTO))} or None (the server's default)"
             )
 
-    def default_strategies(self) -> tuple[str, ...]:
-        if self.suite == "lab":
+    def default_strategies(self, suite: str) -> tuple[str, ...]:
+        """The strategies ``strategies=None`` stands for with ``suite`` (resolved)."""
+        if suite == "lab":
             return LAB_STRATEGIES
-        if self.suite == "short":
+        if suite == "short":
             return SHORT_STRATEGIES
         return (*(("native",) if self.dsn_env else ()), "template", "warm-pool")
 
@@ -164,27 +164,13 @@ def run(cfg: Params, *, progress: Callable[[str], None] | None = None) -> dict[s
     settings = cfg.isolation_settings(backend)
 
     say("leak check of every strategy")
-    with IsolationSession(settings, extra_sql=leakcheck.PROBE_SQL) as session:
-        leaks = pd.DataFrame([r.as_row() for r in leakcheck.check_all(session, NAMES)])
+    leaks = measure.leak_check(settings)
 
     say(f"micro-benchmarks ({cfg.iterations} iterations)")
-    micro_frame = micro.run_all(settings, cfg.iterations, think_s=cfg.pool_think_ms / 1000)
+    micro_frame = measure.micro_benchmarks(settings, cfg)
 
-    def on_run(s: bench.SuiteSettings, r: bench.SuiteResult) -> None:
-        say(
-            f"suite {s.strategy:<16} workers={s.workers} {r.run['wall_s']:7.2f} s "
-            f"exit={r.run['exit_code']} tests={r.run['tests']} servers={r.run['servers_started']}"
-        )
-
-    matrix = bench.run_matrix(
-        cfg.strategies,
-        cfg.worker_counts,
-        repetitions=cfg.repetitions,
-        backend=backend,
-        seed=cfg.seed,
-        progress=on_run,
-        **cfg.suite_kwargs(),
-    )
+    on_run = measure.suite_progress(say)
+    matrix = measure.suite_matrix(cfg, backend, on_run)
     frames = dict(matrix.frames)
     outputs = dict(matrix.outputs)
     serial = min(cfg.worker_counts)
@@ -213,25 +199,18 @@ def run(cfg: Params, *, progress: Callable[[str], None] | None = None) -> dict[s
     )
     for name in ("tests", "events", "memory"):
         frames[name] = pd.concat([frames[name], *(f[name] for f in extra)], ignore_index=True)
-    micro_summary = micro.summarise(micro_frame)
+    micro_summary = micro.summarize(micro_frame)
+    workers = min(cfg.worker_counts)
     frames.update(
         leaks=leaks,
         micro=micro_frame,
         micro_summary=micro_summary,
-        headline=analysis.headline(
-            frames["runs"], frames["events"], workers=min(cfg.worker_counts)
-        ),
-        samples=analysis.headline_samples(
-            frames["runs"], frames["events"], workers=min(cfg.worker_counts)
-        ),
+        headline=analysis.headline(frames["runs"], frames["events"], workers=workers),
+        samples=analysis.samples_frame(frames["runs"], frames["events"], workers=workers),
         goals=analysis.goals(frames["runs"], micro_summary),
         versus_native=analysis.versus_native(frames["runs"], seed=cfg.seed),
     )
-    failed = frames["runs"][frames["runs"]["exit_code"] != 0]
-    if not failed.empty:
-        first = failed.iloc[0]
-        tail = outputs[first["run_id"]][-3000:]
-        raise SuiteFailed(f"suite run failed under {first['strategy']}:\n{tail}")
+    measure.raise_on_failure(frames["runs"], outputs)
     return frames
 
 
@@ -255,11 +234,8 @@ class LifecycleLab:
     def headlines(self, results: Results) -> pd.DataFrame:
         samples = results.samples
         if samples.empty:  # saved before the lab kept its samples
-            return headlines.from_wide(results["headline"], HEADLINE_KEYS)
-        labels = {
-            (m, v): str(g["label"].iloc[0]) for (m, v), g in samples.groupby(["metric", "variant"])
-        }
-        return headlines.from_samples(samples.dropna(subset=["value"]), labels=labels)
+            return headlines.from_wide(results["headline"], analysis.HEADLINE_KEYS)
+        return headlines.from_samples(samples.dropna(subset=["value"]), analysis.SPEC)
 
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
         from perfkit.lifecycle import plots
@@ -276,7 +252,7 @@ class LifecycleLab:
             )
 
     def conclusions(self, results: Results) -> str:
-        return analysis.conclusions(results.frames)
+        return conclusions.conclusions(results.frames)
 
 
 LAB = LifecycleLab()

@@ -130,7 +130,7 @@ def run_all(settings: IsolationSettings, iterations: int, *, think_s: float = 0.
     return frame
 
 
-def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     """Median/p90 per case, ratio to its raw baseline, and whether the goal was met."""
     stats = frame.groupby("case")["seconds"].agg(
         median_s="median", p90_s=lambda s: s.quantile(0.9), n="count"

@@ -315,6 +315,14 @@ def settings_from_config(config: pytest.Config) -> IsolationSettings:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("perfkit", "perfkit PostgreSQL test isolation")
+    _add_isolation_options(group)
+    _add_pool_options(group)
+    _add_run_options(group)
+    _add_ini_options(parser)
+
+
+def _add_isolation_options(group: pytest.OptionGroup) -> None:
+    """Which strategy, where servers come from, what the template holds."""
     group.addoption(
         "--perfkit-isolation",
         dest="perfkit_isolation",
@@ -348,6 +356,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="CREATE DATABASE ... STRATEGY for clones (PostgreSQL 15+; default auto: "
         "both are timed on the template and the faster is kept)",
     )
+
+
+def _add_pool_options(group: pytest.OptionGroup) -> None:
+    """The warm pool's size and cloners."""
     group.addoption(
         "--perfkit-pool-size",
         dest="perfkit_pool_size",
@@ -360,6 +372,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
         help="warm-pool: databases cloned concurrently (default 2)",
     )
+
+
+def _add_run_options(group: pytest.OptionGroup) -> None:
+    """Server placement, reuse, failed tests, the rollback guard, sockets, timing records."""
     group.addoption(
         "--perfkit-ram",
         dest="perfkit_ram",
@@ -400,6 +416,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="write per-test setup/teardown timing records to this JSON file",
     )
+
+
+def _add_ini_options(parser: pytest.Parser) -> None:
+    """Every option's ini key (the ``perfkit_*`` names the command-line options also use)."""
     parser.addini("perfkit_isolation", "perfkit isolation strategy", default=None)
     parser.addini("perfkit_backend", "perfkit server backend", default=None)
     parser.addini("perfkit_dsn", "perfkit DSN for backend external", default=None)

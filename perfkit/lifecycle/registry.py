@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from perfkit.errors import ConfigError
 
 if TYPE_CHECKING:
-    from perfkit.lifecycle.strategies import Strategy
+    from perfkit.lifecycle.strategies import IsolationStrategy
 
 #: Every strategy name, cheapest-to-import list (no psycopg needed to validate a name).
 NAMES: tuple[str, ...] = (
@@ -29,7 +29,7 @@ def check_name(name: object) -> str:
     return name
 
 
-def strategy_class(name: str) -> type[Strategy]:
+def strategy_class(name: str) -> type[IsolationStrategy]:
     """The class implementing strategy ``name``."""
     from perfkit.lifecycle import strategies
 

@@ -13,10 +13,9 @@ import functools
 import hashlib
 import logging
 import re
-import statistics
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -25,23 +24,21 @@ from psycopg import sql
 
 from perfkit.dsn import mask
 from perfkit.errors import ConfigError, ServerUnresponsive
-from perfkit.lifecycle import migrations, owners
+from perfkit.lifecycle import clonechoice, migrations, owners
 from perfkit.lifecycle.dbconnect import admin_connect, connect
+from perfkit.lifecycle.guard import SessionGuard
 from perfkit.lifecycle.janitor import Janitor, drop_force
 from perfkit.lifecycle.names import FAILED_PREFIX, READY_PREFIX, TEMPLATE_PREFIX, Namer, worker_id
 from perfkit.lifecycle.registry import check_name, strategy_class
-from perfkit.lifecycle.settings import AUTO, TEMPLATE_STRATEGIES, IsolationSettings
+from perfkit.lifecycle.settings import AUTO, IsolationSettings
 
 if TYPE_CHECKING:
-    from perfkit.lifecycle.strategies import Lease, Strategy
+    from perfkit.lifecycle.strategies import IsolationStrategy, Lease
     from perfkit.postgres import PostgresServer
 
 log = logging.getLogger(__name__)
 ServerFactory = Callable[..., "PostgresServer"]
 HASH_CHARS = 12
-CLONE_STRATEGY_COMMENT = "perfkit clone strategy: "
-#: Clones timed per strategy when ``template_strategy="auto"``.
-STRATEGY_PROBES = 2
 _SLUG = re.compile(r"[^a-z0-9]+")
 
 
@@ -81,8 +78,8 @@ class IsolationSession:
         self._admin: psycopg.Connection | None = None
         self._template: str | None = None
         self._created: set[str] = set()
-        self._strategies: dict[str, Strategy] = {}
-        self._failure: BaseException | None = None
+        self._strategies: dict[str, IsolationStrategy] = {}
+        self._guard = SessionGuard()  # the failure that ended the session; closing, closed
         self._janitor: Janitor | None = None
         self._session_db: str | None = None
         #: CREATE DATABASE strategy clones use (resolved from ``auto`` with the template).
@@ -93,8 +90,6 @@ class IsolationSession:
         self.kept: list[dict[str, str]] = []
         self._lock = threading.RLock()  # lazy creation of server, template, strategies
         self._books = threading.Lock()  # records and counters (also used by pool threads)
-        self.closed = False
-        self._closing = False
 
     # -- bookkeeping ------------------------------------------------------------
 
@@ -148,7 +143,7 @@ class IsolationSession:
     def shared_server(self) -> PostgresServer:
         """The one server shared by every shared strategy (started on first use)."""
         with self._lock:
-            self._check_usable()
+            self._guard.check_usable()
             if self._shared is None:
                 server = self.start_server("shared")
                 if self.settings.reuse:
@@ -205,6 +200,13 @@ class IsolationSession:
                 self._admin = admin_connect(self.admin_dsn)
             return self._admin
 
+    @contextlib.contextmanager
+    def admin_locked(self) -> Iterator[psycopg.Connection]:
+        """:meth:`admin`, held for the caller alone while several statements run."""
+        admin = self.admin()
+        with self._lock:
+            yield admin
+
     @property
     def admin_dsn(self) -> str:
         """DSN of the shared server's default database (unix socket when offered)."""
@@ -247,12 +249,12 @@ class IsolationSession:
         if self._template is not None:
             return self._template
         with self._lock:
-            self._check_usable()
+            self._guard.check_usable()
             if self._template is None:
                 try:
                     self._template = self._build_template()
                 except BaseException as exc:
-                    self._failure = exc
+                    self._guard.failure = exc
                     self.close()
                     raise
             return self._template
@@ -353,7 +355,7 @@ class IsolationSession:
         """Resolve ``template_strategy="auto"``: time both strategies on ``template``.
 
         The choice is kept as the template's comment, so a reused template is
-        not timed again.
+        not timed again (see :mod:`perfkit.lifecycle.clonechoice`).
         """
         if self.settings.template_strategy != AUTO:
             return
@@ -361,32 +363,15 @@ class IsolationSession:
             self.clone_strategy = None
             return
         admin = self.admin()
-        row = admin.execute(
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-            [template],
-        ).fetchone()
-        remembered = (row[0] or "").removeprefix(CLONE_STRATEGY_COMMENT) if row else ""
-        if remembered in TEMPLATE_STRATEGIES:
-            self.clone_strategy = remembered
+        kept = clonechoice.remembered(admin, template)
+        if kept is not None:
+            self.clone_strategy = kept
             return
-        timings: dict[str, list[float]] = {s: [] for s in TEMPLATE_STRATEGIES}
-        for _ in range(STRATEGY_PROBES):
-            for strategy in TEMPLATE_STRATEGIES:
-                name = self.namer.name("probe")
-                query = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY {}").format(
-                    sql.Identifier(name), sql.Identifier(template), sql.SQL(strategy.upper())
-                )
-                t0 = self.clock()
-                admin.execute(query)
-                timings[strategy].append(self.clock() - t0)
-                drop_force(admin, name)
-        medians = {s: statistics.median(v) for s, v in timings.items()}
-        self.clone_strategy = min(medians, key=lambda s: medians[s])
-        admin.execute(
-            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                sql.Identifier(template), sql.Literal(CLONE_STRATEGY_COMMENT + self.clone_strategy)
-            )
+        medians = clonechoice.time_strategies(
+            admin, template, probe_name=lambda: self.namer.name("probe"), clock=self.clock
         )
+        self.clone_strategy = min(medians, key=lambda s: medians[s])
+        clonechoice.remember(admin, template, self.clone_strategy)
         self.record(
             "clone_strategy",
             0.0,
@@ -497,11 +482,11 @@ class IsolationSession:
 
     # -- strategies and leases ------------------------------------------------------
 
-    def strategy(self, name: str) -> Strategy:
+    def strategy(self, name: str) -> IsolationStrategy:
         """The (set-up) strategy called ``name``; session-level setup is recorded once."""
         check_name(name)
         with self._lock:
-            self._check_usable()
+            self._guard.check_usable()
             if name not in self._strategies:
                 t0 = self.clock()
                 strategy = strategy_class(name)(self)
@@ -509,7 +494,7 @@ class IsolationSession:
                 try:
                     strategy.setup()
                 except BaseException as exc:
-                    self._failure = exc
+                    self._guard.failure = exc
                     self.close()
                     raise
                 self.record(
@@ -526,7 +511,7 @@ class IsolationSession:
         Once the server has stopped answering (see :meth:`declare_dead`) this
         raises that failure at once, without touching the server.
         """
-        self._check_usable()
+        self._guard.check_usable()
         strategy = self.strategy(name)
         t0 = self.clock()
         try:
@@ -539,7 +524,7 @@ class IsolationSession:
 
     def connection(self, lease: Lease) -> psycopg.Connection:
         """The lease's psycopg connection, opened now if needed; a hung server ends the session."""
-        self._check_usable()
+        self._guard.check_usable()
         try:
             conn = lease.connection
         except ServerUnresponsive as exc:
@@ -585,37 +570,23 @@ class IsolationSession:
     @property
     def dead(self) -> bool:
         """True once the server stopped answering: teardown then skips SQL work."""
-        return isinstance(self._failure, ServerUnresponsive)
+        return self._guard.dead
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has removed everything."""
+        return self._guard.closed
 
     def declare_dead(self, cause: BaseException, test_id: str = "") -> ServerUnresponsive:
         """Record that the server stopped answering; every later acquire raises the result."""
-        if not self.dead:
-            server = self._shared
-            where = (
-                f"{server.backend} server {server.masked_dsn}" if server is not None else "server"
-            )
-            during = f" during {test_id}" if test_id else ""
-            self._failure = ServerUnresponsive(
-                f"perfkit: the PostgreSQL {where} stopped answering{during}: {cause} — "
-                "the session is ended and every remaining test fails at once (is the "
-                "container paused or the postmaster stopped?)"
-            )
-            log.error("%s", self._failure)
-        assert isinstance(self._failure, ServerUnresponsive)
-        return self._failure
-
-    def _check_usable(self) -> None:
-        if self._failure is not None:
-            raise self._failure
-        if self.closed or self._closing:
-            raise ConfigError("this isolation session is closed")
+        return self._guard.declare_dead(cause, self._shared, test_id)
 
     def close(self) -> None:
         """Remove everything the session created. Safe to call twice and after failures."""
         with self._lock:
-            if self.closed or self._closing:
+            if self._guard.closed or self._guard.closing:
                 return
-            self._closing = True
+            self._guard.closing = True
             t0 = self.clock()
             errors: list[BaseException] = []
             for strategy in reversed(list(self._strategies.values())):
@@ -642,9 +613,9 @@ class IsolationSession:
                     self.stop_server(server)
                 except Exception as exc:
                     errors.append(exc)
-            self.closed = True
+            self._guard.closed = True
             self.record("session_close", self.clock() - t0)
-        if errors and self._failure is None:
+        if errors and self._guard.failure is None:
             raise errors[0]
 
     def _drop_leftovers(self) -> None:

@@ -34,7 +34,7 @@ from perfkit.lifecycle.dbconnect import admin_connect, connect
 from perfkit.lifecycle.names import READY_PREFIX
 
 if TYPE_CHECKING:
-    from perfkit.lifecycle.session import IsolationSession
+    from perfkit.lifecycle.host import StrategyHost
     from perfkit.postgres import PostgresServer
 
 FACETS = ("rows", "sequences", "schema")
@@ -83,15 +83,19 @@ class Lease:
         return self.conn
 
 
-class Strategy(abc.ABC):
-    """One way to give tests clean databases, bound to an :class:`IsolationSession`."""
+class IsolationStrategy(abc.ABC):
+    """One way to give tests clean databases, bound to its session.
+
+    A strategy uses only what :class:`~perfkit.lifecycle.host.StrategyHost` lists
+    (implemented by :class:`~perfkit.lifecycle.session.IsolationSession`).
+    """
 
     name: ClassVar[str]
     guarantees: ClassVar[frozenset[str]]
     #: True where each test gets a database of its own that can be kept after a failure.
     keeps_databases: ClassVar[bool] = False
 
-    def __init__(self, session: IsolationSession) -> None:
+    def __init__(self, session: StrategyHost) -> None:
         self.session = session
 
     def expect(self, tests: int, *, connections: bool = True) -> None:  # noqa: B027
@@ -130,7 +134,7 @@ def _close_quietly(conn: psycopg.Connection | None) -> None:
             conn.close()
 
 
-class PerTestServer(Strategy):
+class PerTestServer(IsolationStrategy):
     """A new server per test with the migrations applied to it; stopped after the test."""
 
     name = "per-test-server"
@@ -165,7 +169,7 @@ class PerTestServer(Strategy):
         self.session.stop_server(lease.server)
 
 
-class _SharedDatabase(Strategy):
+class _SharedDatabase(IsolationStrategy):
     """Base for strategies that use one clone of the template for the whole session."""
 
     purpose: ClassVar[str]
@@ -257,8 +261,7 @@ class Rollback(_SharedDatabase):
 
     def _commits(self) -> int:
         """Transactions committed in the test database so far (all sessions)."""
-        admin = self.session.admin()
-        with self.session._lock:
+        with self.session.admin_locked() as admin:
             admin.execute("SELECT pg_stat_clear_snapshot()")
             row = admin.execute(
                 "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", [self.dbname]
@@ -266,8 +269,7 @@ class Rollback(_SharedDatabase):
         return int(row[0]) if row and row[0] is not None else 0
 
     def _others(self, own_pid: int) -> int:
-        admin = self.session.admin()
-        with self.session._lock:
+        with self.session.admin_locked() as admin:
             row = admin.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> %s",
                 [self.dbname, own_pid],
@@ -355,7 +357,7 @@ class Truncate(_SharedDatabase):
         _close_quietly(getattr(self, "cleaner", None))
 
 
-class Template(Strategy):
+class Template(IsolationStrategy):
     """A fresh clone of the migrated template per test, dropped after it off the test's path."""
 
     name = "template"
@@ -389,7 +391,7 @@ class _Ready:
     conn: psycopg.Connection | None
 
 
-class WarmPool(Strategy):
+class WarmPool(IsolationStrategy):
     """Pre-cloned databases (with open connections) kept ready by background cloners.
 
     Handing one out is a queue get. ``clone_workers`` threads clone
@@ -659,6 +661,6 @@ class WarmPool(Strategy):
             self.session.discard(self.parked.get())
 
 
-BY_NAME: dict[str, type[Strategy]] = {
+BY_NAME: dict[str, type[IsolationStrategy]] = {
     cls.name: cls for cls in (PerTestServer, Rollback, Truncate, Template, WarmPool, NoIsolation)
 }

@@ -1,0 +1,72 @@
+"""The lifecycle lab's closing text (Markdown), from a run's frames alone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+from perfkit.lifecycle.analysis import NATIVE_GOAL, best_shared, parallel_gain, speedup
+from perfkit.lifecycle.registry import SHARED
+from perfkit.verdicts import decide
+
+
+def conclusions(frames: Mapping[str, pd.DataFrame]) -> str:
+    """The closing text (Markdown) from a lifecycle run's frames alone."""
+    runs, tests = frames["runs"], frames["tests"]
+    ok = runs[runs["exit_code"] == 0]
+    if ok.empty:
+        return "No suite run passed; see the runs table."
+    serial = int(ok["workers"].min())
+    best = best_shared(ok, serial)
+    lines = [
+        f"Suite of {int(ok['tests'].median())} tests, backend {ok['backend'].iloc[0]}, "
+        f"workers={serial}:"
+    ]
+    versus = frames.get("versus_native")
+    if versus is not None and not versus.empty:
+        for row in versus[versus["strategy"] != "native"].itertuples():
+            lines.append(
+                f"- {row.strategy} / native (one shared database), workers={row.workers}: "
+                f"{row.ratio:.2f}x, 95% interval {row.ratio_low:.2f}-{row.ratio_high:.2f} "
+                f"(n={row.n}; goal <= {NATIVE_GOAL:g}x: {'met' if row.met else 'not met'})"
+            )
+    for value, label in (("wall_s", "process wall time"), ("session_s", "pytest session time")):
+        for improved in dict.fromkeys(["rollback", best]):
+            ratio = (
+                speedup(ok, improved=improved, workers=serial, value=value) if improved else None
+            )
+            if ratio:
+                lines.append(f"- {label}: per-test server / shared+{improved} = {ratio:.1f}x")
+    isolating = [name for name in SHARED if name != "none"]
+    shared = ok[(ok["workers"] == serial) & ok["strategy"].isin(isolating)]
+    walls = {name: list(g["wall_s"]) for name, g in shared.groupby("strategy")}
+    if len(walls) >= 2:
+        verdict = decide(walls, lower_is_better=True)
+        lines.append(f"- fastest shared strategy (suite wall time): {verdict.text(unit='s')}")
+    spent = frames.get("budget")
+    if spent is not None and not spent.empty:
+        extra = spent[spent["round"] > 0]
+        lines.append(
+            f"- time budget {float(spent['budget_s'].iloc[0]):g} s: {len(extra)} extra round(s) "
+            f"in {float(extra['seconds'].sum()) if len(extra) else 0.0:.0f} s; "
+            f"stopped: {spent['stop_reason'].iloc[0]}"
+        )
+    top = int(ok["workers"].max())
+    if top > 1:
+        for strategy in ok["strategy"].unique():
+            gain = parallel_gain(ok, strategy, top)
+            if gain is not None:
+                lines.append(f"- {strategy}: serial / -n {top}: x{gain:.2f}")
+    micro = frames.get("micro_summary")
+    if micro is not None and "pool_handout" in set(micro["case"]):
+        m = micro.set_index("case")["median_s"]
+        lines.append(
+            f"- warm pool: hand-out median {m['pool_handout'] * 1e3:.3f} ms while each clone "
+            f"takes {m.get('pool_clone', float('nan')) * 1e3:.0f} ms in the background"
+        )
+    if not tests.empty and "acquire_s" in tests.columns:
+        waits = tests.groupby("isolation")["acquire_s"].median().mul(1e3)
+        parts = [f"{name} {ms:.2f} ms" for name, ms in waits.items()]
+        lines.append("- median wait for a clean database per test: " + ", ".join(parts))
+    return "\n".join(lines)
