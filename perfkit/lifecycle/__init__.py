@@ -1,7 +1,8 @@
 """Container lifecycle and test isolation: strategies, a pytest plugin and the suite benchmark.
 
-Import what you need from the submodules (this package imports nothing heavy,
-so the pytest plugin in :mod:`perfkit.lifecycle.plugin` loads cheaply):
+The names in ``__all__`` are loaded on first use (this package imports
+nothing heavy, so the pytest plugin in :mod:`perfkit.lifecycle.plugin` loads
+cheaply); the modules behind them:
 
 * :mod:`~perfkit.lifecycle.settings` - :class:`IsolationSettings`
 * :mod:`~perfkit.lifecycle.registry` - strategy names, ``check_name``
@@ -10,4 +11,23 @@ so the pytest plugin in :mod:`perfkit.lifecycle.plugin` loads cheaply):
 * :mod:`~perfkit.lifecycle.migrations` - SQL splitting, :class:`MigrationError`
 * :mod:`~perfkit.lifecycle.leakcheck` - does a strategy really isolate tests?
 * :mod:`~perfkit.lifecycle.bench` / :mod:`~perfkit.lifecycle.micro` - measurements
+* :mod:`~perfkit.lifecycle.pytest_postgresql` - pytest-postgresql's fixture shapes
 """
+
+from perfkit._exports import lazy
+
+_HOMES = {
+    "IsolationSettings": "perfkit.lifecycle.settings",
+    "IsolationSession": "perfkit.lifecycle.session",
+    "open_session": "perfkit.lifecycle.session",
+    "IsolationStrategy": "perfkit.lifecycle.strategies",
+    "Lease": "perfkit.lifecycle.strategies",
+    "check_name": "perfkit.lifecycle.registry",
+    "MigrationError": "perfkit.errors",
+    "postgresql": "perfkit.lifecycle.pytest_postgresql",
+    "postgresql_proc": "perfkit.lifecycle.pytest_postgresql",
+}
+
+__all__ = list(_HOMES)
+
+__getattr__, __dir__ = lazy(__name__, _HOMES, globals())
