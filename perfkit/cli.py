@@ -307,13 +307,7 @@ def cmd_image(args: argparse.Namespace) -> int:
 # -- parser -------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="perfkit",
-        description="Measure PostgreSQL connection retry, pooling and test-container lifecycles.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_run(sub: Any) -> None:
     run = sub.add_parser("run", help="execute one notebook with papermill")
     run.add_argument("notebook", help="path to the .ipynb file")
     run.add_argument(
@@ -342,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=cmd_run)
 
+
+def _add_ab(sub: Any) -> None:
     ab = sub.add_parser(
         "ab", help="run a lab as A and as B alternately, then compare them pair by pair"
     )
@@ -373,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ab.set_defaults(handler=cmd_ab)
 
+
+def _add_calibrate(sub: Any) -> None:
     cal = sub.add_parser(
         "calibrate", help="this machine's run-to-run spread per metric, from 3+ alike runs"
     )
@@ -380,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--data-dir", default="data", help="where the calibration is saved (data/)")
     cal.set_defaults(handler=cmd_calibrate)
 
+
+def _add_report(sub: Any) -> None:
     rep = sub.add_parser("report", help="run every lab notebook and build the HTML report")
     rep.add_argument("--quick", action="store_true", help="small parameters (about a minute)")
     rep.add_argument(
@@ -401,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--show-code", action="store_true", help="keep code cells in the HTML")
     rep.set_defaults(handler=cmd_report)
 
+
+def _add_compare(sub: Any) -> None:
     cmp_ = sub.add_parser(
         "compare", help="key metrics of two sets of result runs, each run one replicate"
     )
@@ -437,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp_.set_defaults(handler=cmd_compare)
 
+
+def _add_sweep(sub: Any) -> None:
     swp = sub.add_parser("sweep", help="run a notebook once per point of a parameter grid")
     swp.add_argument("notebook")
     swp.add_argument("--grid", required=True, help="YAML: parameter -> list of values")
@@ -445,6 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--output-dir", default="runs", help="where the sweep directory goes (runs/)")
     swp.set_defaults(handler=cmd_sweep)
 
+
+def _add_servers(sub: Any) -> None:
     srv = sub.add_parser(
         "servers", help="list (or --stop) the servers the pytest plugin keeps with --perfkit-reuse"
     )
@@ -452,10 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("keys", nargs="*", metavar="KEY", help="only these reuse keys")
     srv.set_defaults(handler=cmd_servers)
 
+
+def _add_doctor(sub: Any) -> None:
     doc = sub.add_parser("doctor", help="which PostgreSQL backends work here", add_help=False)
     doc.add_argument("rest", nargs=argparse.REMAINDER)
     doc.set_defaults(handler=cmd_doctor)
 
+
+def _add_image(sub: Any) -> None:
     img = sub.add_parser("image", help="container image tools")
     img_sub = img.add_subparsers(dest="image_command", required=True, metavar="ACTION")
     build = img_sub.add_parser(
@@ -463,6 +473,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("rest", nargs=argparse.REMAINDER)
     build.set_defaults(handler=cmd_image)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="perfkit",
+        description="Measure PostgreSQL connection retry, pooling and test-container lifecycles.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        _add_run,
+        _add_report,
+        _add_compare,
+        _add_ab,
+        _add_calibrate,
+        _add_sweep,
+        _add_servers,
+        _add_doctor,
+        _add_image,
+    ):
+        add(sub)
     return parser
 
 

@@ -209,6 +209,93 @@ def _needed_n(effect: float, alpha: float, paired: bool) -> float:
     return z * z / ((3 if paired else 6) * (effect - 0.5) ** 2)
 
 
+@dataclass(frozen=True)
+class _Question:
+    """What :func:`decide` was asked: how to judge, and each candidate's values and estimate."""
+
+    arrays: Mapping[str, np.ndarray]
+    estimates: Mapping[str, Estimate]
+    lower_is_better: bool
+    alpha: float
+    statistic: Statistic
+    seed: int
+    paired: bool
+
+    def verdict(
+        self,
+        status: Status,
+        best: str | None = None,
+        comparisons: Sequence[Comparison] = (),
+        n_to_separate: int | None = None,
+        reason: str = "",
+    ) -> Verdict:
+        return Verdict(
+            status=status,
+            winner=best if status == "separated" else None,
+            best=best,
+            runner_up=comparisons[0].other if comparisons else None,
+            estimates=self.estimates,
+            comparisons=tuple(comparisons),
+            test="Wilcoxon signed-rank" if self.paired else "Mann–Whitney",
+            n_to_separate=n_to_separate,
+            alpha=float(self.alpha),
+            statistic=self.statistic,
+            lower_is_better=self.lower_is_better,
+            paired=self.paired,
+            reason=reason,
+        )
+
+    def compare(self, best: str, others: Sequence[str]) -> list[Comparison]:
+        """The best against each other candidate: rank test (Holm), intervals, ratio."""
+        arrays, estimates = self.arrays, self.estimates
+        tests: list[RankTest] = [
+            signed_rank(arrays[best], arrays[o])
+            if self.paired
+            else mann_whitney(arrays[best], arrays[o])
+            for o in others
+        ]
+        adjusted = holm([t.p_value for t in tests])
+        comparisons = []
+        for i, (other, test, p_adj) in enumerate(zip(others, tests, adjusted, strict=True)):
+            # test.effect is P(best < other); flip it when higher is better
+            effect = test.effect if self.lower_is_better else 1.0 - test.effect
+            b_est, o_est = estimates[best], estimates[other]
+            enough = min(b_est.n, o_est.n) >= MIN_RUNS_FOR_INTERVALS
+            apart = b_est.high < o_est.low if self.lower_is_better else b_est.low > o_est.high
+            ratio = ratio_interval(
+                arrays[best],
+                arrays[other],
+                statistic=self.statistic,
+                paired=self.paired,
+                level=LEVEL,
+                seed=self.seed + 1 + i,
+            )
+            comparisons.append(
+                Comparison(
+                    other=other,
+                    p_value=test.p_value,
+                    p_adjusted=p_adj,
+                    effect=effect,
+                    ratio=ratio,
+                    intervals_separate=enough and apart,
+                    separated=(enough and apart) or (p_adj < self.alpha and effect > 0.5),
+                )
+            )
+        return comparisons
+
+    def runs_to_separate(self, best: str, comparisons: Sequence[Comparison]) -> int | None:
+        """Noether's planning estimate over the comparisons not yet separated (None: nil effect)."""
+        planning_alpha = self.alpha / len(comparisons)
+        needed = max(
+            _needed_n(c.effect, planning_alpha, self.paired) for c in comparisons if not c.separated
+        )
+        if not math.isfinite(needed):
+            return None
+        arrays = self.arrays
+        current = max(arrays[best].size, *(arrays[c.other].size for c in comparisons))
+        return max(math.ceil(needed), current + 1)
+
+
 def decide(
     samples: Mapping[str, Sequence[float]],
     *,
@@ -235,84 +322,19 @@ def decide(
     if groups is not None:
         samples = _per_run(samples, groups, statistic)
     arrays = _clean(samples, paired)
-    names = list(arrays)
     estimates = {
         name: statistic_interval(a, statistic, level=LEVEL, seed=seed) for name, a in arrays.items()
     }
-
-    def verdict(
-        status: Status,
-        best: str | None = None,
-        comparisons: Sequence[Comparison] = (),
-        n_to_separate: int | None = None,
-        reason: str = "",
-    ) -> Verdict:
-        separated = status == "separated"
-        return Verdict(
-            status=status,
-            winner=best if separated else None,
-            best=best,
-            runner_up=comparisons[0].other if comparisons else None,
-            estimates=estimates,
-            comparisons=tuple(comparisons),
-            test="Wilcoxon signed-rank" if paired else "Mann–Whitney",
-            n_to_separate=n_to_separate,
-            alpha=float(alpha),
-            statistic=statistic,
-            lower_is_better=lower_is_better,
-            paired=paired,
-            reason=reason,
-        )
-
+    question = _Question(arrays, estimates, lower_is_better, float(alpha), statistic, seed, paired)
     reason = _insufficient(arrays, estimates)
     if reason:
-        return verdict("insufficient", reason=reason)
-
+        return question.verdict("insufficient", reason=reason)
     sign = 1.0 if lower_is_better else -1.0
     # sorted is stable: candidates with equal statistics keep the order they were given in
-    order = sorted(names, key=lambda name: sign * estimates[name].value)
-    best, others = order[0], order[1:]
-    tests: list[RankTest] = [
-        signed_rank(arrays[best], arrays[o]) if paired else mann_whitney(arrays[best], arrays[o])
-        for o in others
-    ]
-    adjusted = holm([t.p_value for t in tests])
-    comparisons = []
-    for i, (other, test, p_adj) in enumerate(zip(others, tests, adjusted, strict=True)):
-        # test.effect is P(best < other); flip it when higher is better
-        effect = test.effect if lower_is_better else 1.0 - test.effect
-        b_est, o_est = estimates[best], estimates[other]
-        enough = min(b_est.n, o_est.n) >= MIN_RUNS_FOR_INTERVALS
-        apart = b_est.high < o_est.low if lower_is_better else b_est.low > o_est.high
-        intervals_separate = enough and apart
-        ratio = ratio_interval(
-            arrays[best],
-            arrays[other],
-            statistic=statistic,
-            paired=paired,
-            level=LEVEL,
-            seed=seed + 1 + i,
-        )
-        comparisons.append(
-            Comparison(
-                other=other,
-                p_value=test.p_value,
-                p_adjusted=p_adj,
-                effect=effect,
-                ratio=ratio,
-                intervals_separate=intervals_separate,
-                separated=intervals_separate or (p_adj < alpha and effect > 0.5),
-            )
-        )
-    separated = all(c.separated for c in comparisons)
-    n_to_separate: int | None = None
-    if not separated:
-        planning_alpha = alpha / len(comparisons)
-        needed = max(
-            _needed_n(c.effect, planning_alpha, paired) for c in comparisons if not c.separated
-        )
-        if math.isfinite(needed):
-            current = max(arrays[best].size, *(arrays[c.other].size for c in comparisons))
-            n_to_separate = max(math.ceil(needed), current + 1)
-    status: Status = "separated" if separated else "indistinguishable"
-    return verdict(status, best, comparisons, n_to_separate)
+    order = sorted(arrays, key=lambda name: sign * estimates[name].value)
+    best = order[0]
+    comparisons = question.compare(best, order[1:])
+    if all(c.separated for c in comparisons):
+        return question.verdict("separated", best, comparisons)
+    needed = question.runs_to_separate(best, comparisons)
+    return question.verdict("indistinguishable", best, comparisons, needed)
