@@ -432,6 +432,77 @@ def sweep_after_kernel() -> list[str]:
     return removed
 
 
+def _papermill(
+    notebook: Path,
+    executed: Path,
+    values: Mapping[str, Any],
+    *,
+    cwd: Path,
+    progress_bar: bool,
+    start_timeout: float,
+) -> NotebookFailed | None:
+    """Run papermill; a failing cell comes back as NotebookFailed naming it (masked)."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    saved_env = os.environ.pop("MPLBACKEND", None)  # the kernel's inline backend keeps figures
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(executed),
+            parameters=dict(values),
+            kernel_name=KERNEL_NAME,
+            progress_bar=progress_bar,
+            cwd=str(cwd),
+            start_timeout=int(start_timeout),
+            kernel_manager_class=ipc_kernel_manager(),
+        )
+    except PapermillExecutionError as exc:
+        index = _source_index(notebook, exc.source, exc.cell_index)
+        return NotebookFailed(
+            mask(
+                f"{notebook.name}: cell {index} (In [{exc.exec_count}], "
+                f"starting `{_first_line(exc.source)}`) raised {exc.ename}: {exc.evalue}; "
+                f"executed notebook saved to {executed}"
+            ),
+            notebook=executed,
+            cell_index=index,
+            ename=exc.ename,
+            evalue=mask(str(exc.evalue)),
+        )
+    finally:
+        if saved_env is not None:
+            os.environ["MPLBACKEND"] = saved_env
+        stop_kernels(thread=threading.get_ident())  # those a signal caught starting
+        sweep_after_kernel()
+    return None
+
+
+def _record(
+    run_id: str,
+    notebook: Path,
+    values: Mapping[str, Any],
+    started: dt.datetime,
+    error: NotebookFailed | None,
+    wall: float,
+    cells: float,
+) -> dict[str, Any]:
+    """What ``<name>.run.json`` says of a run (every string masked)."""
+    return mask_values(
+        {
+            "run_id": run_id,
+            "notebook": str(notebook),
+            "parameters": dict(values),
+            "started_at": started.isoformat(),
+            "ok": error is None,
+            "error": str(error) if error else None,
+            "wall_s": wall,
+            "cells_s": cells,
+            "overhead_s": wall - cells,
+        }
+    )
+
+
 def execute(
     notebook: str | os.PathLike[str],
     parameters: Mapping[str, Any] | None = None,
@@ -451,9 +522,6 @@ def execute(
     ill-typed; raises NotebookFailed (after saving the executed notebook and
     its HTML) when a cell fails, naming the cell and the exception.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     from perfkit.postgres import cleanup
 
     notebook = Path(notebook).resolve()
@@ -464,45 +532,17 @@ def execute(
     out.mkdir(parents=True, exist_ok=True)
     executed = out / f"{notebook.stem}.ipynb"
     html_path = out / f"{notebook.stem}.html" if html else None
-    if progress_bar is None:
-        progress_bar = sys.stdout.isatty()
-    cwd = Path(cwd) if cwd is not None else notebook.parent
-
-    error: NotebookFailed | None = None
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
-    saved_env = os.environ.pop("MPLBACKEND", None)
-    try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(executed),
-            parameters=values,
-            kernel_name=KERNEL_NAME,
-            progress_bar=progress_bar,
-            cwd=str(cwd),
-            start_timeout=int(start_timeout),
-            kernel_manager_class=ipc_kernel_manager(),
-        )
-    except PapermillExecutionError as exc:
-        index = _source_index(notebook, exc.source, exc.cell_index)
-        error = NotebookFailed(
-            mask(
-                f"{notebook.name}: cell {index} (In [{exc.exec_count}], "
-                f"starting `{_first_line(exc.source)}`) raised {exc.ename}: {exc.evalue}; "
-                f"executed notebook saved to {executed}"
-            ),
-            notebook=executed,
-            cell_index=index,
-            ename=exc.ename,
-            evalue=mask(str(exc.evalue)),
-        )
-    finally:
-        if saved_env is not None:
-            os.environ["MPLBACKEND"] = saved_env
-        stop_kernels(thread=threading.get_ident())  # those a signal caught starting
-        sweep_after_kernel()
+    error = _papermill(
+        notebook,
+        executed,
+        values,
+        cwd=Path(cwd) if cwd is not None else notebook.parent,
+        progress_bar=sys.stdout.isatty() if progress_bar is None else progress_bar,
+        start_timeout=start_timeout,
+    )
     wall = time.perf_counter() - t0
-
     cells = 0.0
     if executed.is_file():
         cells = _cells_seconds(nbformat.read(executed, as_version=4))
@@ -510,24 +550,13 @@ def execute(
             export_html(executed, html_path, show_code=show_code)
     elif error is None:  # pragma: no cover - papermill always writes the output
         raise PerfkitError(f"papermill wrote no executed notebook for {notebook}")
-
-    record = mask_values(
-        {
-            "run_id": run_id,
-            "notebook": str(notebook),
-            "parameters": values,
-            "started_at": started.isoformat(),
-            "ok": error is None,
-            "error": str(error) if error else None,
-            "wall_s": wall,
-            "cells_s": cells,
-            "overhead_s": wall - cells,
-        }
-    )
+    record = _record(run_id, notebook, values, started, error, wall, cells)
     (out / f"{notebook.stem}{RUN_FILE_SUFFIX}").write_text(
         json.dumps(record, indent=2, default=str) + "\n"
     )
-    result = NotebookRun(
+    if error is not None and raise_on_error:
+        raise error
+    return NotebookRun(
         run_id=run_id,
         notebook=notebook,
         output_dir=out,
@@ -540,9 +569,6 @@ def execute(
         error=str(error) if error else None,
         record=record,
     )
-    if error is not None and raise_on_error:
-        raise error
-    return result
 
 
 # -- keeping lab notebooks in step with their Params ----------------------------

@@ -13,6 +13,7 @@ notebook's wall time and kernel overhead.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import shutil
@@ -103,6 +104,35 @@ def lab_parameters(notebook: Path, *, backend: str, quick: bool, data_dir: Path)
     return {name: offered[name] for name in lab.Params.REPORT_PARAMETERS}
 
 
+def _summary_parameters(
+    lab_runs: Sequence[notebooks.NotebookRun],
+    *,
+    data: Path,
+    out: Path,
+    started: dt.datetime,
+    quick: bool,
+    backend: str,
+) -> dict[str, Any]:
+    """What the summary notebook is told: where the labs' results are and how each run went."""
+    return {
+        "data_dir": str(data),
+        "since": started.isoformat(),
+        "runs_dir": str(out),
+        "labs": [
+            {
+                "notebook": str(r.executed),
+                "ok": r.ok,
+                "wall_s": round(r.wall_s, 3),
+                "overhead_s": round(r.overhead_s, 3),
+                "error": r.error or "",
+            }
+            for r in lab_runs
+        ],
+        "quick": quick,
+        "backend": backend,
+    }
+
+
 def build(
     *,
     quick: bool = False,
@@ -138,48 +168,25 @@ def build(
     out = Path(output_dir).resolve() / run_id
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
-    lab_runs: list[notebooks.NotebookRun] = []
-    for i, (lab, values) in enumerate(planned, start=1):
-        say(f"[{i}/{len(planned) + 1}] {lab.name} {values}")
-        lab_run = notebooks.execute(
-            lab,
-            values,
-            output_dir=out.parent,
-            run_id=run_id,
-            progress_bar=progress_bar,
-            show_code=show_code,
-            raise_on_error=False,
-        )
-        say(f"      {'ok' if lab_run.ok else 'FAILED'} in {lab_run.wall_s:.1f} s")
-        lab_runs.append(lab_run)
-    summary_params: dict[str, Any] = {
-        "data_dir": str(data),
-        "since": started.isoformat(),
-        "runs_dir": str(out),
-        "labs": [
-            {
-                "notebook": str(r.executed),
-                "ok": r.ok,
-                "wall_s": round(r.wall_s, 3),
-                "overhead_s": round(r.overhead_s, 3),
-                "error": r.error or "",
-            }
-            for r in lab_runs
-        ],
-        "quick": quick,
-        "backend": backend,
-    }
-    declared = notebooks.notebook_parameters(summary_nb)
-    say(f"[{len(planned) + 1}/{len(planned) + 1}] {summary_nb.name}")
-    summary_run = notebooks.execute(
-        summary_nb,
-        {k: v for k, v in summary_params.items() if k in declared},
+    run = functools.partial(
+        notebooks.execute,
         output_dir=out.parent,
         run_id=run_id,
         progress_bar=progress_bar,
         show_code=show_code,
         raise_on_error=False,
     )
+    lab_runs: list[notebooks.NotebookRun] = []
+    for i, (lab, values) in enumerate(planned, start=1):
+        say(f"[{i}/{len(planned) + 1}] {lab.name} {values}")
+        lab_runs.append(run(lab, values))
+        say(f"      {'ok' if lab_runs[-1].ok else 'FAILED'} in {lab_runs[-1].wall_s:.1f} s")
+    summary_params = _summary_parameters(
+        lab_runs, data=data, out=out, started=started, quick=quick, backend=backend
+    )
+    declared = notebooks.notebook_parameters(summary_nb)
+    say(f"[{len(planned) + 1}/{len(planned) + 1}] {summary_nb.name}")
+    summary_run = run(summary_nb, {k: v for k, v in summary_params.items() if k in declared})
     html = None
     if summary_run.html is not None and summary_run.html.is_file():
         html = out / REPORT_FILE
