@@ -11,6 +11,10 @@ form is easy (no deadline: per-delay bounds sum exactly, Polly V2's sum
 telescopes) and the min/median/max of a seeded sample of complete runs of the
 real :class:`~perfkit.retry.planner.RetryPlanner` on a fake clock (so the
 deadline, gRPC's deadline scheduling and its own timeouts are honoured).
+
+The lab's frames computed from its runs, pure functions of frames: connect
+times, headlines, herd runs vs the simulation, and the model's predictions vs
+the measured medians (``model_vs_real``, ``fitted``).
 """
 
 from __future__ import annotations

@@ -210,7 +210,7 @@ def _verdict(frames: Mapping[str, pd.DataFrame]) -> str:
         budgeted = top[top["label"] != top["strategy"]]
         for r in budgeted.itertuples():
             parts.append(
-                f"a shared retry budget caps it harder ({r.label}: "
+                f"a shared retry token bucket caps it harder ({r.label}: "
                 f"{int(r.peak_rate_after_restart_per_100ms)} per 100 ms, all connected "
                 f"{r.all_connected_after_ready_s:.2f} s after ready)"
             )

@@ -37,11 +37,11 @@ import psycopg
 from perfkit.asyncrun import run_coroutine
 from perfkit.errors import ConfigError, RetryError
 from perfkit.postgres import PostgresServer
-from perfkit.retry.budget import RetryBudget
 from perfkit.retry.connect import async_connect_with_retry, connect_with_retry
 from perfkit.retry.experiments import client_rng
 from perfkit.retry.probe import BackendSampler, ReadinessProbe, connection_log_times
 from perfkit.retry.strategies import get_strategy
+from perfkit.retry.token_bucket import RetryTokenBucket
 from perfkit.retry.trace import Trace
 
 Mode = Literal["async", "threads"]
@@ -68,15 +68,16 @@ class HerdSettings:
     connect_timeout: float | None = 2.0
     deadline: float | None = 60.0
     mode: Mode = "async"
-    #: A retry budget shared by all clients (token bucket, waiting when empty): retries
-    #: per second and burst size. None: no budget.
+    #: A retry token bucket shared by all clients (waiting when empty): retries per
+    #: second and burst size. None: no token bucket. (``budget_per_s`` is also the
+    #: ``herd`` frame's column and the notebook's ``herd_budget_per_s``.)
     budget_per_s: float | None = None
     budget_burst: float = 10.0
 
     def __post_init__(self) -> None:
         get_strategy(self.strategy)
         if self.budget_per_s is not None:
-            RetryBudget(capacity=self.budget_burst, refill_per_s=self.budget_per_s)
+            RetryTokenBucket(capacity=self.budget_burst, refill_per_s=self.budget_per_s)
         if isinstance(self.n_clients, bool) or not isinstance(self.n_clients, int):
             raise ConfigError(f"HerdSettings.n_clients must be an int, got {self.n_clients!r}")
         if self.n_clients < 1:
@@ -88,16 +89,16 @@ class HerdSettings:
 
     @property
     def label(self) -> str:
-        """The strategy name, with the budget if there is one (e.g. ``naive+budget100/s``)."""
+        """The strategy name, with the token bucket's rate if any (e.g. ``naive+budget100/s``)."""
         if self.budget_per_s is None:
             return self.strategy
         return f"{self.strategy}+budget{self.budget_per_s:g}/s"
 
-    def make_budget(self) -> RetryBudget | None:
-        """A fresh shared budget for one run (None without one)."""
+    def make_token_bucket(self) -> RetryTokenBucket | None:
+        """A fresh shared token bucket for one run (None without one)."""
         if self.budget_per_s is None:
             return None
-        return RetryBudget(
+        return RetryTokenBucket(
             capacity=self.budget_burst, refill_per_s=self.budget_per_s, on_empty="wait"
         )
 
@@ -117,7 +118,7 @@ async def _async_clients(
     dsn: str, hs: HerdSettings, seed: int, tag: Sequence[object]
 ) -> tuple[list[Trace], list[Any]]:
     strategy = get_strategy(hs.strategy)
-    budget = hs.make_budget()
+    bucket = hs.make_token_bucket()
 
     async def one(i: int) -> tuple[Trace, Any]:
         try:
@@ -126,7 +127,7 @@ async def _async_clients(
                 strategy,
                 connect_timeout=hs.connect_timeout,
                 deadline=hs.deadline,
-                budget=budget,
+                token_bucket=bucket,
                 rng=client_rng(seed, *tag, i),
                 autocommit=True,
             )
@@ -169,7 +170,7 @@ def _run_threads(
     dsn: str, hs: HerdSettings, seed: int, tag: Sequence[object], may_release: Hold
 ) -> list[Trace]:
     strategy = get_strategy(hs.strategy)
-    budget = hs.make_budget()
+    bucket = hs.make_token_bucket()
     traces: list[Trace | None] = [None] * hs.n_clients
     conns: list[Any] = []
     lock = threading.Lock()
@@ -181,7 +182,7 @@ def _run_threads(
                 strategy,
                 connect_timeout=hs.connect_timeout,
                 deadline=hs.deadline,
-                budget=budget,
+                token_bucket=bucket,
                 rng=client_rng(seed, *tag, i),
                 autocommit=True,
             )
@@ -351,11 +352,12 @@ def herd_sweep(
     mode: Mode = "async",
     reps: int = 1,
     seed: int = 0,
-    budget_runs: Sequence[tuple[str, int, float]] = (),
+    token_bucket_runs: Sequence[tuple[str, int, float]] = (),
 ) -> dict[str, pd.DataFrame]:
     """:func:`run_herd` for every strategy x client count; frames concatenated.
 
-    ``budget_runs`` adds runs with a shared retry budget: (strategy, clients, retries/s).
+    ``token_bucket_runs`` adds runs with a shared retry token bucket:
+    (strategy, clients, retries/s).
 
     Returns ``herd`` (summaries), ``herd_attempts``, ``herd_backends`` and
     ``herd_server_attempts``.
@@ -382,7 +384,7 @@ def herd_sweep(
             mode=mode,
             budget_per_s=rate,
         )
-        for s, n, rate in budget_runs
+        for s, n, rate in token_bucket_runs
     ]
     summaries, attempts, backends, server_attempts = [], [], [], []
     for hs in settings:

@@ -74,7 +74,7 @@ class Params(LabParams):
         None, "jitter samples per strategy", full=2000, quick=300
     )
     herd_budget_per_s: float | None = param(
-        None, "naive + shared retry budget, retries/s (0: off)", full=50.0, quick=0.0
+        None, "naive + shared token bucket, retries/s (0: off)", full=50.0, quick=0.0
     )
 
     def check(self) -> None:

@@ -229,7 +229,7 @@ def hang_and_herds(rounds: Rounds, limit: int) -> tuple[dict[str, float], dict[s
         connect_timeout=p.connect_timeout,
         deadline=p.deadline,
         seed=p.seed,
-        budget_runs=[("naive", max(p.client_counts), rate)]
+        token_bucket_runs=[("naive", max(p.client_counts), rate)]
         if rate is not None and "naive" in p.herd_strategies
         else [],
     )
