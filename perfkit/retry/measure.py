@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -153,9 +153,7 @@ def analytic_frames(params: Params) -> Frames:
     }
 
 
-def first_round(
-    rounds: Rounds, boot_ready: np.ndarray, keep: Any
-) -> tuple[model.Fit, list[experiments.ClientSpec]]:
+def first_round(rounds: Rounds, boot_ready: np.ndarray, keep: Callable[[Any], None]) -> model.Fit:
     """Outages of every length, a schedule fitted to the boots, then the cold start with it."""
     p, say = rounds.params, rounds.say
     named = experiments.specs_for(
@@ -190,7 +188,7 @@ def first_round(
     )
     rounds.record_first(("cold_start", None), cold, t)
     rounds.specs = {s.label: s for s in cold_specs}
-    return fitted, cold_specs
+    return fitted
 
 
 def extra_rounds(rounds: Rounds) -> pd.DataFrame:
@@ -277,7 +275,7 @@ def run_lab(params: Params, *, progress: Progress = print) -> tuple[Frames, dict
     )
     with create_server(lab_settings) as server:
         rounds = Rounds(params=p, server=server, say=say)
-        fitted, _ = first_round(rounds, boot_ready, keep)
+        fitted = first_round(rounds, boot_ready, keep)
         frames["budget"] = extra_rounds(rounds)
         calibration, herd_frames = hang_and_herds(rounds, limit)
     runs = pd.concat(rounds.runs, ignore_index=True)
