@@ -11,7 +11,7 @@ import pytest
 
 from perfkit.errors import ConfigError
 from perfkit.lab import SAMPLE_COLUMNS
-from perfkit.retry import adaptive, evidence, lab
+from perfkit.retry import adaptive, analysis, evidence
 from perfkit.retry.experiments import ClientSpec, specs_for, summarize
 from perfkit.retry.strategies import DelayedExponential, FixedDelay
 from perfkit.stats import Estimate
@@ -319,12 +319,12 @@ def attempts_frame(durations: Sequence[float], outcome: str = "ok") -> pd.DataFr
 
 def test_an_attempt_that_beat_the_probe_is_not_a_proxy_hang() -> None:
     runs = runs_frame({"a": [0.0]}).assign(ready_after_event_s=0.05)
-    assert not lab.proxy_hangs(attempts_frame([0.003]), runs)
+    assert not analysis.proxy_hangs(attempts_frame([0.003]), runs)
 
 
 def test_a_long_attempt_before_ready_is_a_proxy_hang() -> None:
     runs = runs_frame({"a": [0.0]}).assign(ready_after_event_s=1.5)
-    assert lab.proxy_hangs(attempts_frame([1.2]), runs)
+    assert analysis.proxy_hangs(attempts_frame([1.2]), runs)
 
 
 def test_agreement_allows_one_probe_poll_of_resolution() -> None:
@@ -343,5 +343,5 @@ def test_agreement_allows_one_probe_poll_of_resolution() -> None:
             }
         ]
     )
-    rows = lab.agreement_rows(predicted, runs, scenario="cold_start", param_s=None)
+    rows = analysis.agreement_rows(predicted, runs, scenario="cold_start", param_s=None)
     assert [r["agreement"] for r in rows] == [True, True]

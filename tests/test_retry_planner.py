@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perfkit.errors import ConfigError
-from perfkit.retry import STRATEGIES, GiveUp, RetryBudget, RetryPlanner, get_strategy
+from perfkit.retry import STRATEGIES, GiveUp, RetryPlanner, RetryTokenBucket, get_strategy
 from perfkit.retry.planner import AttemptPlan, Sleep
 
 
@@ -123,34 +123,35 @@ def test_grpc_retries_at_once_when_the_attempt_outlasted_its_backoff() -> None:
     assert isinstance(decision, Sleep) and decision.seconds == 0.0
 
 
-def test_budget_refusal_makes_the_planner_give_up() -> None:
+def test_token_bucket_refusal_makes_the_planner_give_up() -> None:
     clock = FakeClock()
-    budget = RetryBudget(capacity=2, refill_per_s=0.001, clock=clock)
+    bucket = RetryTokenBucket(capacity=2, refill_per_s=0.001, clock=clock)
     events = run(
-        RetryPlanner(get_strategy("naive"), rng=random.Random(0), start=0.0, budget=budget), clock
+        RetryPlanner(get_strategy("naive"), rng=random.Random(0), start=0.0, token_bucket=bucket),
+        clock,
     )
-    assert events[-1] == GiveUp(reason="budget")
-    assert sum(isinstance(e, AttemptPlan) for e in events) == 3  # first try + 2 budgeted retries
+    assert events[-1] == GiveUp(reason="token_bucket")
+    assert sum(isinstance(e, AttemptPlan) for e in events) == 3  # first try + 2 retries with tokens
 
 
-def test_waiting_budget_stretches_sleeps_to_the_refill_rate() -> None:
+def test_waiting_token_bucket_stretches_sleeps_to_the_refill_rate() -> None:
     clock = FakeClock()
-    budget = RetryBudget(capacity=1, refill_per_s=1.0, on_empty="wait", clock=clock, initial=0)
+    bucket = RetryTokenBucket(capacity=1, refill_per_s=1.0, on_empty="wait", clock=clock, initial=0)
     planner = RetryPlanner(
-        get_strategy("naive", max_attempts=4), rng=random.Random(0), start=0.0, budget=budget
+        get_strategy("naive", max_attempts=4), rng=random.Random(0), start=0.0, token_bucket=bucket
     )
     events = run(planner, clock)
     sleeps = [e.seconds for e in events if isinstance(e, Sleep)]
     assert sleeps == pytest.approx([1.0, 1.0, 1.0])  # 0.5 s planned, 1 token/s allowed
 
 
-def test_one_budget_is_shared_by_many_planners() -> None:
+def test_one_token_bucket_is_shared_by_many_planners() -> None:
     clock = FakeClock()
-    budget = RetryBudget(capacity=3, refill_per_s=0.001, clock=clock)
+    bucket = RetryTokenBucket(capacity=3, refill_per_s=0.001, clock=clock)
     outcomes = []
     for seed in range(5):
         planner = RetryPlanner(
-            get_strategy("naive"), rng=random.Random(seed), start=0.0, budget=budget
+            get_strategy("naive"), rng=random.Random(seed), start=0.0, token_bucket=bucket
         )
         planner.begin(0.0)
         outcomes.append(planner.after_failure(0.0))

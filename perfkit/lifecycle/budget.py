@@ -1,14 +1,14 @@
 """Adaptive repetitions for the lifecycle lab: spend a time budget where the verdict is open.
 
-The question the budget serves: which isolating shared strategy runs the suite
-fastest (serial wall time)? After the first round of the matrix,
-:func:`spend_budget` repeats rounds. Each round runs the suite once more under
-the contenders, that is the leader and every strategy that the rank test has
-not yet separated from it (:func:`perfkit.verdicts.decide`). It stops with
-``separated`` once the leader is separated from every other, or with ``budget
-spent`` when the next round's expected cost would overrun the budget. That
-cost is the contenders' median wall times plus the measured per-run overhead.
-It also stops after ``max_rounds``. Every round and the reason for stopping
+The question the budget serves: which isolating shared strategy runs the suite fastest
+(serial wall time)? After the first round of the matrix, :func:`spend_budget` repeats
+rounds (the engine: :func:`perfkit.timebudget.spend`). Each round runs the suite once
+more under the contenders, that is the leader and every strategy that the rank test has
+not yet separated from it (:func:`perfkit.verdicts.decide`). It stops with ``separated``
+once the leader is separated from every other, or with ``budget spent`` when the next
+round's expected cost would overrun the budget. That cost is the contenders' median wall
+times plus the measured per-run overhead. It also stops after ``max_rounds``
+(``separated`` if that last round separated it). Every round and the reason for stopping
 are recorded in the ``budget`` frame.
 """
 
@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from perfkit import timebudget
 from perfkit.lifecycle.registry import SHARED
 from perfkit.verdicts import Verdict, decide
 
@@ -28,11 +29,12 @@ RunRound = Callable[[Sequence[str], int], pd.DataFrame]
 
 ISOLATING = tuple(name for name in SHARED if name != "none")
 BUDGET_COLUMNS = ("round", "strategies", "seconds", "spent_s", "budget_s", "stop_reason")
-SEPARATED = "separated"
-BUDGET_SPENT = "budget spent"
-MAX_ROUNDS = "max rounds"
-NO_BUDGET = "no time budget: fixed repetitions"
-NOTHING_TO_COMPARE = "fewer than two isolating strategies ran"
+# The stop reasons, one set for every lab (:mod:`perfkit.timebudget`).
+SEPARATED = timebudget.SEPARATED
+BUDGET_SPENT = timebudget.BUDGET_SPENT
+MAX_ROUNDS = timebudget.MAX_ROUNDS
+NO_BUDGET = timebudget.NO_BUDGET
+NOTHING_TO_COMPARE = timebudget.NOTHING_TO_COMPARE
 
 
 def suite_times(runs: pd.DataFrame, workers: int) -> dict[str, list[float]]:
@@ -67,40 +69,36 @@ def spend_budget(
     Returns all runs (the first round's and the new ones), the ``budget`` frame
     and the last verdict (None when fewer than two strategies ran).
     """
-    started = clock()
-    rows: list[dict[str, Any]] = []
-    verdict: Verdict | None = None
-    reason = NO_BUDGET if budget_s <= 0 else MAX_ROUNDS
-    for number in range(1, max_rounds + 1):
-        times = suite_times(runs, workers)
+    state: dict[str, Any] = {"runs": runs, "verdict": None}
+
+    def plan() -> list[timebudget.Step[tuple[str, ...]]] | None:
+        times = suite_times(state["runs"], workers)
         if len(times) < 2:
-            reason, verdict = NOTHING_TO_COMPARE, None
-            break
-        verdict = decide(times, lower_is_better=True)
+            state["verdict"] = None
+            return None
+        verdict = state["verdict"] = decide(times, lower_is_better=True)
         if verdict.status == "separated":
-            reason = SEPARATED
-            break
-        if budget_s <= 0:
-            break
+            return []
         names = contenders(verdict, times)
         cost = sum(float(pd.Series(times[n]).median()) + overhead_s for n in names)
-        if clock() - started + cost > budget_s:
-            reason = BUDGET_SPENT
-            break
-        t = clock()
-        runs = pd.concat([runs, run_round(names, number)], ignore_index=True)
-        rows.append(
-            {
-                "round": number,
-                "strategies": ", ".join(names),
-                "seconds": clock() - t,
-                "spent_s": clock() - started,
-                "budget_s": budget_s,
-            }
-        )
-    else:
-        times = suite_times(runs, workers)
-        verdict = decide(times, lower_is_better=True) if len(times) >= 2 else None
+        return [timebudget.Step(tuple(names), cost)]
+
+    def run(step: timebudget.Step[tuple[str, ...]], number: int) -> None:
+        state["runs"] = pd.concat([state["runs"], run_round(step.key, number)], ignore_index=True)
+
+    spent, reason = timebudget.spend(
+        plan, run, budget_s=budget_s, max_rounds=max_rounds, clock=clock
+    )
+    rows = [
+        {
+            "round": s.round,
+            "strategies": ", ".join(s.step.key),
+            "seconds": s.seconds,
+            "spent_s": s.spent_s,
+            "budget_s": budget_s,
+        }
+        for s in spent
+    ]
     budget = pd.DataFrame(rows, columns=list(BUDGET_COLUMNS))
     if budget.empty:
         budget = pd.DataFrame(
@@ -108,4 +106,4 @@ def spend_budget(
             columns=list(BUDGET_COLUMNS),
         )
     budget["stop_reason"] = reason
-    return runs, budget, verdict
+    return state["runs"], budget, state["verdict"]

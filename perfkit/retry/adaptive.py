@@ -1,17 +1,18 @@
 """Adaptive repetitions: spend a time budget on the comparisons the runs cannot decide yet.
 
-After a first round of fixed repetitions, :func:`spend_budget` repeats
-rounds: each comparison (:class:`~perfkit.retry.evidence.Comparison`) whose
-leader is not yet separated from every other names its contenders
-(:func:`~perfkit.retry.evidence.contenders`: the leader and the candidates
-whose intervals overlap its interval most); each scenario then runs once more
-with just those labels, when the time left covers what such a run is expected
-to cost, the scenarios whose verdicts need the fewest runs to separate first
-(a comparison that would need far more runs than the time left affords, or
-whose candidates showed no difference at all, is not pursued). It stops when
-every comparison is separated (``"separated"``), when no undecided scenario
-fits in the time left (``"budget spent"``), when the undecided ones are out of
-reach, or after ``max_rounds``. The ``budget`` frame records every round.
+After a first round of fixed repetitions, :func:`spend_budget` repeats rounds (the
+engine: :func:`perfkit.timebudget.spend`): each comparison
+(:class:`~perfkit.retry.evidence.Comparison`) whose leader is not yet separated from
+every other names its contenders (:func:`~perfkit.retry.evidence.contenders`: the leader
+and the candidates whose intervals overlap its interval most); each scenario then runs
+once more with just those labels, when the time left covers what such a run is expected
+to cost, the scenarios whose verdicts need the fewest runs to separate first (a
+comparison that would need far more runs than the time left affords, or whose candidates
+showed no difference at all, is not pursued). It stops when every comparison is
+separated (``"separated"``), when no undecided scenario fits in the time left (``"budget
+spent"``), when the undecided ones are out of reach, or after ``max_rounds``; with no
+budget it runs none (``"no time budget"``, or ``"separated"`` when nothing is
+undecided). The ``budget`` frame records every round.
 
 The expected cost of a run is the slowest contender's median time to connect
 in that scenario (an outage's length included) plus the scenario's overhead
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perfkit import timebudget
 from perfkit.retry.evidence import (
     Comparison,
     contenders_of,
@@ -53,11 +55,12 @@ BUDGET_COLUMNS = (
     "budget_s",
     "stop_reason",
 )
-SEPARATED = "separated"
-BUDGET_SPENT = "budget spent"
-OUT_OF_REACH = "the undecided verdicts need more runs than the budget allows"
-MAX_ROUNDS = "max rounds"
-NO_BUDGET = "no time budget: fixed repetitions"
+# The stop reasons, one set for every lab (:mod:`perfkit.timebudget`).
+SEPARATED = timebudget.SEPARATED
+BUDGET_SPENT = timebudget.BUDGET_SPENT
+OUT_OF_REACH = timebudget.OUT_OF_REACH
+MAX_ROUNDS = timebudget.MAX_ROUNDS
+NO_BUDGET = timebudget.NO_BUDGET
 #: A comparison is tried while its estimated runs to separate are at most this many
 #: times the runs the time left affords (the estimate is rough at small n).
 REACH = 2.0
@@ -143,39 +146,45 @@ def spend_budget(
     """Extra rounds until the comparisons separate or ``budget_s`` (from 0, ``spent_s`` used) ends.
 
     Returns the runs with the new rows, one :func:`budget_row` per run made
-    (rounds numbered from 1) and the stop reason. ``overheads`` (per scenario,
-    seconds beyond the slowest client of earlier rounds) seed the cost estimates.
+    (rounds numbered from 1) and the stop reason (:mod:`perfkit.timebudget`).
+    ``overheads`` (per scenario, seconds beyond the slowest client of earlier
+    rounds) seed the cost estimates.
     """
-    if budget_s is None:
-        return runs, [], NO_BUDGET
     overheads = {k: list(v) for k, v in (overheads or {}).items()}
-    started = clock() - spent_s
-    rows: list[dict[str, Any]] = []
-    for rnd in range(1, max_rounds + 1):
-        wanted = plan_round(runs, comparisons, seed=seed)
-        if not wanted:
-            return runs, rows, SEPARATED
-        costs = {
-            key: expected_cost(runs, key, labels, overheads.get(key, []))
-            for key, (labels, _) in wanted.items()
-        }
-        ran, out_of_reach = False, False
+    state = {"runs": runs}
+
+    def plan() -> list[timebudget.Step[tuple[Key, tuple[str, ...]]]]:
+        now = state["runs"]
+        wanted = plan_round(now, comparisons, seed=seed)
+        steps = [
+            timebudget.Step(
+                (key, tuple(labels)),
+                expected_cost(now, key, labels, overheads.get(key, [])),
+                need,
+            )
+            for key, (labels, need) in wanted.items()
+        ]
         # the most promising first: fewest runs to separate, then the cheapest
-        for key in sorted(wanted, key=lambda k: (wanted[k][1], costs[k])):
-            labels, need = wanted[key]
-            left = budget_s - (clock() - started)
-            if costs[key] > left:
-                continue
-            if need > REACH * left / max(costs[key], 1e-9):
-                out_of_reach = True
-                continue
-            t = clock()
-            new = run_round(key, labels, rnd)
-            seconds = clock() - t
-            overheads.setdefault(key, []).append(max(0.0, seconds - _slowest(new)))
-            runs = pd.concat([runs, new], ignore_index=True)
-            rows.append(budget_row(rnd, key, labels, seconds, clock() - started, budget_s))
-            ran = True
-        if not ran:
-            return runs, rows, OUT_OF_REACH if out_of_reach else BUDGET_SPENT
-    return runs, rows, SEPARATED if not plan_round(runs, comparisons, seed=seed) else MAX_ROUNDS
+        return sorted(steps, key=lambda s: (s.need, s.cost_s))
+
+    def run(step: timebudget.Step[tuple[Key, tuple[str, ...]]], rnd: int) -> None:
+        key, labels = step.key
+        t = clock()
+        new = run_round(key, labels, rnd)
+        overheads.setdefault(key, []).append(max(0.0, clock() - t - _slowest(new)))
+        state["runs"] = pd.concat([state["runs"], new], ignore_index=True)
+
+    spent, stop = timebudget.spend(
+        plan,
+        run,
+        budget_s=budget_s,
+        max_rounds=max_rounds,
+        spent_s=spent_s,
+        reach=REACH,
+        clock=clock,
+    )
+    rows = [
+        budget_row(s.round, s.step.key[0], s.step.key[1], s.seconds, s.spent_s, budget_s)
+        for s in spent
+    ]
+    return state["runs"], rows, stop

@@ -11,10 +11,15 @@ form is easy (no deadline: per-delay bounds sum exactly, Polly V2's sum
 telescopes) and the min/median/max of a seeded sample of complete runs of the
 real :class:`~perfkit.retry.planner.RetryPlanner` on a fake clock (so the
 deadline, gRPC's deadline scheduling and its own timeouts are honoured).
+
+The lab's frames computed from its runs, pure functions of frames: connect
+times, headlines, herd runs vs the simulation, and the model's predictions vs
+the measured medians (``model_vs_real``, ``fitted``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -23,14 +28,39 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from perfkit import headlines
 from perfkit.errors import ConfigError
+from perfkit.retry import herd, model
+from perfkit.retry.conclusions import FITTED
+from perfkit.retry.evidence import scenario_runs
 from perfkit.retry.planner import AttemptPlan, GiveUp, RetryPlanner
+from perfkit.retry.probe import PROBE_INTERVAL_S
+from perfkit.retry.simulate import SimSettings, simulate
 from perfkit.retry.strategies import Strategy, get_strategy
+from perfkit.stats import Estimate, quantile_interval
 
 Scenario = Literal["refused", "hang"]
 
 #: The review's claim for its two loops: "15 s -> 500 ms worst case".
 REVIEW_CLAIM_S = {"naive": 15.0, "review": 0.5}
+#: Headline variant -> the cold-start label behind it.
+HEADLINE_LABELS = {"naive": "naive", "improved": "review"}
+#: The analytic headlines' descriptions of the review's two loops.
+ANALYTIC_LABELS = {
+    "naive": "fixed 500 ms x 30 retries",
+    "review": "review backoff (100 ms x2, cap 5 s, 10 tries, +25% jitter)",
+}
+#: Measured headline metric -> what its median is.
+MEASURED_HEADLINES = {
+    "cold_start_time_to_connect": "median time to connect",
+    "cold_start_overshoot": "median connected minus server ready",
+}
+#: gRPC's MIN_CONNECT_TIMEOUT: the large simulation's second connect timeout.
+SIM_LONG_TIMEOUT_S = 20.0
+#: Simulated clients per model prediction.
+MODEL_CLIENTS = 10_000
+#: An attempt before ready that neither failed nor ended sooner than this hung (a port proxy).
+HANG_MIN_S = 0.1
 
 
 def run_all_failing(
@@ -251,3 +281,354 @@ def sampled_delays(strategy: Strategy | str, *, n: int, k: int, seed: int = 0) -
     """``(n, k)`` sampled delays (numpy, vectorised) for histograms."""
     strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
     return strat.sample(np.random.default_rng(seed), n, k)
+
+
+# -- the lab's frames: connect times, headlines, herd vs simulation, the model --------
+
+
+def connect_time_table(runs: pd.DataFrame, worst: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy: cold-start medians plus the analytic give-up totals (for the report)."""
+    cold = runs[runs["scenario"] == "cold_start"]
+    table = (
+        cold.groupby("label")
+        .agg(
+            runs=("connected", "size"),
+            connected=("connected", "sum"),
+            time_to_connect_median_s=("time_to_connect_s", "median"),
+            time_to_connect_max_s=("time_to_connect_s", "max"),
+            overshoot_median_s=("overshoot_s", "median"),
+            attempts_median=("attempts", "median"),
+        )
+        .reset_index()
+        .rename(columns={"label": "strategy"})
+    )
+    pivot = worst.pivot_table(index="strategy", columns="scenario", values="total_max")
+    median = worst.pivot_table(index="strategy", columns="scenario", values="total_median")
+    for scenario in ("refused", "hang"):
+        if scenario in pivot.columns:
+            table[f"worst_case_{scenario}_max_s"] = table["strategy"].map(pivot[scenario])
+            table[f"worst_case_{scenario}_median_s"] = table["strategy"].map(median[scenario])
+    return table
+
+
+def headline_frame(claim: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """Analytic worst cases (exact: n=0, labelled analytic), then the measured cold-start
+    medians of ``samples`` with their n and 95 % intervals.
+
+    Not :func:`perfkit.headlines.from_samples`: the worst cases are the review's
+    configuration computed (no samples), and the medians keep an interval at every
+    n (a quick run has n=2, where ``from_samples`` gives none); the values match.
+    """
+    items: list[headlines.Headline] = []
+    refused = claim[claim["scenario"] == "refused"].set_index("strategy")
+    for variant, name in HEADLINE_LABELS.items():
+        if name in refused.index:
+            items.append(
+                headlines.Headline(
+                    metric="connection_time",
+                    variant=variant,
+                    value=float(refused.loc[name, "sleep_max_exact_s"]),
+                    unit="s",
+                    label=f"{ANALYTIC_LABELS[name]}: worst case before giving up "
+                    "(server down, analytic)",
+                )
+            )
+    for variant, name in HEADLINE_LABELS.items():
+        for metric, text in MEASURED_HEADLINES.items():
+            values = samples[(samples["metric"] == metric) & (samples["variant"] == variant)]
+            est = measured_median(values["value"], 0) if len(values) else None
+            if est is None or math.isnan(est.value):
+                continue
+            items.append(
+                headlines.Headline(
+                    metric=metric,
+                    variant=variant,
+                    value=est.value,
+                    unit="s",
+                    label=f"{name}: {text} during a cold start (measured)",
+                    n=est.n,
+                    ci_low=est.low,
+                    ci_high=est.high,
+                )
+            )
+    return headlines.headline_frame(items)
+
+
+def _herd_sim_settings(
+    r: pd.Series, attempts: pd.DataFrame, calibration: Mapping[str, float], *, deadline: float
+) -> SimSettings:
+    """Simulation settings for one real herd run, calibrated from its own attempts."""
+    first = attempts[
+        (attempts["label"] == r["label"])
+        & (attempts["n_clients"] == r["n_clients"])
+        & (attempts["attempt"] == 1)
+    ]
+    spread = float(first["start"].max() - first["start"].min()) if len(first) else 0.0
+    # Failed attempts before the server was ready: instant refusals on the local
+    # backend, slower through Docker's port proxy; the model uses their median.
+    run_attempts = attempts[
+        (attempts["label"] == r["label"]) & (attempts["n_clients"] == r["n_clients"])
+    ]
+    ready_after = float(r["ready_after_event_s"] or 0.0)
+    before_ready = run_attempts[run_attempts["t_event_s"] < ready_after]
+    early = before_ready[before_ready["outcome"] == "error"]
+    refused = float(early["duration_s"].median()) if len(early) else calibration["refused_s"]
+    # Through Docker's port proxy, attempts made while PostgreSQL boots are not refused:
+    # they wait for it. The window starts at the earliest such attempt after the restart.
+    waited = before_ready[(before_ready["outcome"] != "error") & (before_ready["t_event_s"] >= 0)]
+    hang = ready_after - float(waited["t_event_s"].min()) if len(waited) else 0.0
+    return SimSettings.calibrated(
+        {**calibration, "refused_s": refused},
+        n_clients=int(r["n_clients"]),
+        outage_s=float(r["outage_s"]),
+        boot_s=ready_after or 0.05,
+        hang_s=hang,
+        max_connections=int(r["max_connections"]) - 1,  # the sampler holds one
+        backlog=min(4096, 2 * int(r["max_connections"])),  # PostgreSQL's listen() backlog
+        connect_timeout=r["connect_timeout_s"],
+        deadline=deadline,
+        start_spread_s=spread,
+    )
+
+
+def sim_compare(
+    herd_frames: Mapping[str, pd.DataFrame],
+    calibration: Mapping[str, float],
+    *,
+    deadline: float,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Simulate every real herd run with calibrated settings; summaries and rates side by side."""
+    real = herd_frames["herd"]
+    real_labels: list[str] = []
+    attempts = herd_frames["herd_attempts"]
+    rows, rates = [], []
+    for _, r in real.iterrows():
+        if r.get("budget_per_s") is not None and not pd.isna(r.get("budget_per_s")):
+            continue  # the model has no token bucket
+        settings = _herd_sim_settings(r, attempts, calibration, deadline=deadline)
+        sim = simulate(r["strategy"], settings, seed=seed)
+        real_labels.append(str(r["label"]))
+        s = sim.summary()
+        for key in herd.SIM_METRICS:
+            rows.append(
+                {
+                    "label": r["label"],
+                    "strategy": r["strategy"],
+                    "n_clients": int(r["n_clients"]),
+                    "metric": key,
+                    "real": float(r[key]),
+                    "sim": float(s[key]),
+                }
+            )
+        starts, counts = sim.rate()
+        rates.append(
+            pd.DataFrame(
+                {
+                    "label": r["label"],
+                    "n_clients": int(r["n_clients"]),
+                    "source": "sim",
+                    "t_bin_s": starts,
+                    "attempts": counts,
+                }
+            )
+        )
+    real_rates = herd.rate_frame(attempts[attempts["label"].isin(set(real_labels))])
+    real_rates["source"] = "real"
+    return pd.DataFrame(rows), pd.concat([real_rates, *rates], ignore_index=True)
+
+
+def simulation_frame(
+    calibration: Mapping[str, float],
+    strategies: Sequence[str],
+    *,
+    n_clients: int,
+    outage_s: float,
+    connect_timeout: float,
+    deadline: float,
+    seed: int,
+) -> pd.DataFrame:
+    """The large simulation: every strategy with the lab's connect timeout and gRPC's 20 s."""
+    sim_rows = []
+    # The lab's connect timeout, and gRPC's MIN_CONNECT_TIMEOUT for every strategy.
+    for timeout in dict.fromkeys([connect_timeout, SIM_LONG_TIMEOUT_S]):
+        for name in strategies:
+            settings = SimSettings.calibrated(
+                dict(calibration),
+                n_clients=n_clients,
+                outage_s=outage_s,
+                connect_timeout=timeout,
+                deadline=deadline,
+                start_spread_s=0.1,
+            )
+            sim_rows.append(simulate(name, settings, seed=seed).summary())
+    return pd.DataFrame(sim_rows)
+
+
+def proxy_hangs(attempts: pd.DataFrame, runs: pd.DataFrame) -> bool:
+    """Whether attempts made before the server was ready hung instead of failing at once.
+
+    Docker's port proxy accepts the connection and holds it while PostgreSQL
+    boots; on the local backend an attempt is refused at once, and an attempt
+    that merely beat the readiness probe (by up to one poll) connects quickly.
+    So: some attempt started after the event and before ready, did not fail,
+    and took at least :data:`HANG_MIN_S`.
+    """
+    needed = {"t_event_s", "duration_s", "outcome"}
+    if attempts.empty or not needed <= set(attempts.columns):
+        return False
+    keys = [c for c in ("scenario", "rep", "label", "param_s") if c in attempts and c in runs]
+    ready = runs[[*keys, "ready_after_event_s"]].drop_duplicates(keys)
+    df = attempts.merge(ready, on=keys, how="inner")
+    hung = df[
+        (df["t_event_s"] >= 0)
+        & (df["t_event_s"] < df["ready_after_event_s"])
+        & (df["outcome"] != "error")
+        & (df["duration_s"] >= HANG_MIN_S)
+    ]
+    return not hung.empty
+
+
+def measured_costs(attempts: pd.DataFrame, runs: pd.DataFrame, *, cold: bool) -> model.AttemptCosts:
+    """Per-attempt costs for the model from a scenario's attempts.
+
+    Without hung attempts (:func:`proxy_hangs`) there is no hang window. With
+    them, a cold start is Docker-style (every attempt during the boot hangs:
+    the proxy is up from the launch), an outage keeps the measured window.
+    """
+    costs = model.estimate_costs(attempts, runs)
+    if not proxy_hangs(attempts, runs):
+        return dataclasses.replace(costs, hang_window_s=0.0)
+    if cold:
+        return model.AttemptCosts.docker(refused_s=costs.refused_s, success_s=costs.success_s)
+    return costs
+
+
+def measured_median(values: pd.Series, seed: int) -> Estimate:
+    return quantile_interval(values.dropna().to_numpy(dtype=float), 0.5, seed=seed)
+
+
+def agreement_rows(
+    predicted: pd.DataFrame,
+    runs: pd.DataFrame,
+    *,
+    scenario: str,
+    param_s: float | None,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Predicted vs measured medians (overshoot, attempts) per label, with intervals.
+
+    ``agreement``: the predicted median lies within the measured median's 95 %
+    interval, widened by the measurement's resolution (the probe polls every
+    10 ms, so overshoot by one poll; attempts exactly). ``ratio`` is measured
+    over predicted, its interval the measured interval over the prediction.
+    """
+    sel = scenario_runs(runs, scenario, param_s)
+    rows = []
+    for p in predicted.itertuples():
+        mine = sel[sel["label"] == p.strategy]
+        for metric, column, tolerance in (
+            ("overshoot_median_s", "overshoot_s", PROBE_INTERVAL_S),
+            ("attempts_median", "attempts", 0.0),
+        ):
+            key = "median_overshoot" if column == "overshoot_s" else "median_attempts"
+            value = float(getattr(p, key))
+            est = (
+                measured_median(mine[column], seed)
+                if len(mine)
+                else Estimate(math.nan, math.nan, math.nan, 0)
+            )
+            inside = est.low - tolerance <= value <= est.high + tolerance
+            scale = value if value else math.nan
+            rows.append(
+                {
+                    "scenario": scenario,
+                    "param_s": param_s if param_s is not None else math.nan,
+                    "label": p.strategy,
+                    "metric": metric,
+                    "predicted": value,
+                    "predicted_low": float(getattr(p, f"{key}_low")),
+                    "predicted_high": float(getattr(p, f"{key}_high")),
+                    "predicted_success_rate": float(p.success_rate),
+                    "measured": est.value,
+                    "measured_low": est.low,
+                    "measured_high": est.high,
+                    "n": est.n,
+                    "ratio": est.value / scale,
+                    "ratio_low": est.low / scale,
+                    "ratio_high": est.high / scale,
+                    "agreement": bool(est.n > 0 and inside),
+                }
+            )
+    return rows
+
+
+def model_frames(
+    runs: pd.DataFrame,
+    attempts: pd.DataFrame,
+    boot_ready: np.ndarray,
+    fitted: model.Fit,
+    *,
+    strategies: Sequence[str],
+    connect_timeout: float,
+    deadline: float,
+    seed: int,
+) -> dict[str, pd.DataFrame]:
+    """``ready_times``, ``model`` (predictions), ``model_vs_real`` and ``fitted``."""
+    cold_ready = model.ready_times_from_runs(runs, "cold_start")
+    outage_runs = runs[runs["scenario"] == "outage"]
+    restart_ready = model.ready_times_from_runs(runs, "outage")
+    ready_frame = pd.concat(
+        [
+            pd.DataFrame({"source": "boot", "ready_s": boot_ready}),
+            pd.DataFrame({"source": "cold_start", "ready_s": cold_ready}),
+            pd.DataFrame({"source": "outage_restart", "ready_s": restart_ready}),
+        ],
+        ignore_index=True,
+    )
+    common = {"connect_timeout": connect_timeout, "deadline": deadline, "n": MODEL_CLIENTS}
+    schedules: dict[str, Any] = {name: get_strategy(name) for name in strategies}
+    schedules[FITTED] = fitted.strategy
+    cold_attempts = attempts[attempts["scenario"] == "cold_start"]
+    costs = measured_costs(cold_attempts, runs, cold=True)
+    ready = np.concatenate([boot_ready, cold_ready])
+    predicted = [
+        model.predict_many(schedules, ready, costs, seed=seed, **common).assign(
+            scenario="cold_start", param_s=math.nan
+        )
+    ]
+    rows = agreement_rows(predicted[0], runs, scenario="cold_start", param_s=None, seed=seed)
+    outage_costs = measured_costs(attempts[attempts["scenario"] == "outage"], runs, cold=False)
+    named = {name: schedules[name] for name in strategies}
+
+    for length in sorted(set(outage_runs["param_s"].dropna())):
+        # ready, counted from the client's first attempt: the outage, then a restart
+        pred = model.predict_many(
+            named, length + restart_ready, outage_costs, seed=seed, **common
+        ).assign(scenario="outage", param_s=float(length))
+        predicted.append(pred)
+        rows += agreement_rows(pred, runs, scenario="outage", param_s=float(length), seed=seed)
+    cold = runs[(runs["scenario"] == "cold_start") & (runs["label"] == FITTED)]
+    o, a = measured_median(cold["overshoot_s"], seed), measured_median(cold["attempts"], seed)
+    fit_row = {
+        **fitted.summary(),
+        "weight_attempts": fitted.weight_attempts,
+        "evaluated": fitted.evaluated,
+        "fit_ready_n": len(boot_ready),
+        "refused_s": costs.refused_s,
+        "success_s": costs.success_s,
+        "hang_window_s": costs.hang_window_s,
+        "measured_overshoot_median_s": o.value,
+        "measured_overshoot_ci_low_s": o.low,
+        "measured_overshoot_ci_high_s": o.high,
+        "measured_attempts_median": a.value,
+        "measured_attempts_ci_low": a.low,
+        "measured_attempts_ci_high": a.high,
+        "measured_n": o.n,
+    }
+    return {
+        "ready_times": ready_frame,
+        "model": pd.concat(predicted, ignore_index=True),
+        "model_vs_real": pd.DataFrame(rows),
+        "fitted": pd.DataFrame([fit_row]),
+    }

@@ -268,36 +268,10 @@ def _peak_after_restart(t_event_s: np.ndarray) -> int:
     return int(counts.max()) if len(counts) else 0
 
 
-def run_big_herd(server: PostgresServer, bs: BigHerdSettings, *, seed: int = 0) -> dict[str, Any]:
-    """One run on a running ``server`` (left running): summary plus frames.
-
-    Returns ``summary`` (a dict), ``attempts``, ``clients`` and ``backends`` (frames).
-    """
-    if not server.is_ready():
-        server.bring_up(wait=True)
-    limit = herd.max_connections(server)
-    if limit < bs.n_clients + 2:
-        raise ConfigError(
-            f"max_connections is {limit}: {bs.n_clients} clients plus the sampler and the "
-            f"readiness probe need {bs.n_clients + 2} (give max_connections="
-            f"{bs.n_clients + MAX_CONNECTIONS_MARGIN} in the server settings)"
-        )
-    ensure_fd_limit(bs.n_clients)
-    started = time.monotonic()
-    sampler = BackendSampler(server.dsn).start()
-    try:
-        raw = run_coroutine(lambda: _scenario(server, bs, sampler, seed), fresh_thread=True)
-    finally:
-        sampler.stop()
-        if not server.is_ready():
-            server.bring_up(wait=True)
-    left_after = drain(server.dsn)  # the sampler is gone: every client backend should be
-    wall_s = time.monotonic() - started
+def _clients_frame(raw: _Raw) -> tuple[pd.DataFrame, float]:
+    """Per client: when it noticed the loss, reconnected, and how many attempts it took;
+    and when the server was ready (NaN if never seen)."""
     traces, event_at = raw.traces, raw.event_at
-
-    frames = [t.to_frame(client=i) for i, t in enumerate(traces)]
-    attempts = pd.concat(frames, ignore_index=True)
-    attempts["t_event_s"] = attempts["start"] - event_at
     connected_at = np.array(
         [math.nan if t.connected_at is None else t.connected_at for t in traces]
     )
@@ -317,17 +291,29 @@ def run_big_herd(server: PostgresServer, bs: BigHerdSettings, *, seed: int = 0) 
             "gave_up": [t.gave_up for t in traces],
         }
     )
-    backends = pd.DataFrame(sampler.samples, columns=["at", "backends"])
-    backends["t_event_s"] = backends["at"] - event_at
+    return clients, ready_at
 
+
+def _big_summary(
+    bs: BigHerdSettings,
+    raw: _Raw,
+    attempts: pd.DataFrame,
+    clients: pd.DataFrame,
+    ready_at: float,
+    *,
+    limit: int,
+) -> dict[str, Any]:
+    """The run's one-row summary (without the sampler's and the drain's numbers)."""
+    event_at = raw.event_at
+    noticed = np.array([t.t0 for t in raw.traces])
     start = attempts["start"].to_numpy(dtype=float)
     ok_after = clients["connected_after_ready_s"].dropna().to_numpy()
     before_ready = attempts[attempts["start"] < ready_at]
     failed_early = before_ready[before_ready["outcome"] == "error"]
     # Attempts made during the boot that waited for the server instead of failing fast.
     waited = before_ready[(before_ready["outcome"] != "error") & (before_ready["t_event_s"] >= 0)]
-    n_ok = int(np.isfinite(connected_at).sum())
-    summary: dict[str, Any] = {
+    n_ok = sum(t.connected_at is not None for t in raw.traces)
+    return {
         "strategy": bs.strategy,
         "n_clients": bs.n_clients,
         "outage_s": bs.outage_s,
@@ -357,10 +343,43 @@ def run_big_herd(server: PostgresServer, bs: BigHerdSettings, *, seed: int = 0) 
         "all_connected_after_ready_s": float(ok_after.max()) if n_ok == bs.n_clients else math.nan,
         "median_connected_after_ready_s": float(np.median(ok_after)) if n_ok else math.nan,
         "p95_connected_after_ready_s": float(np.quantile(ok_after, 0.95)) if n_ok else math.nan,
-        "peak_backends": sampler.peak(),
-        "left_after": left_after,
-        "wall_s": wall_s,
     }
+
+
+def run_big_herd(server: PostgresServer, bs: BigHerdSettings, *, seed: int = 0) -> dict[str, Any]:
+    """One run on a running ``server`` (left running): summary plus frames.
+
+    Returns ``summary`` (a dict), ``attempts``, ``clients`` and ``backends`` (frames).
+    """
+    if not server.is_ready():
+        server.bring_up(wait=True)
+    limit = herd.max_connections(server)
+    if limit < bs.n_clients + 2:
+        raise ConfigError(
+            f"max_connections is {limit}: {bs.n_clients} clients plus the sampler and the "
+            f"readiness probe need {bs.n_clients + 2} (give max_connections="
+            f"{bs.n_clients + MAX_CONNECTIONS_MARGIN} in the server settings)"
+        )
+    ensure_fd_limit(bs.n_clients)
+    started = time.monotonic()
+    sampler = BackendSampler(server.dsn).start()
+    try:
+        raw = run_coroutine(lambda: _scenario(server, bs, sampler, seed), fresh_thread=True)
+    finally:
+        sampler.stop()
+        if not server.is_ready():
+            server.bring_up(wait=True)
+    left_after = drain(server.dsn)  # the sampler is gone: every client backend should be
+    wall_s = time.monotonic() - started
+    attempts = pd.concat(
+        [t.to_frame(client=i) for i, t in enumerate(raw.traces)], ignore_index=True
+    )
+    attempts["t_event_s"] = attempts["start"] - raw.event_at
+    clients, ready_at = _clients_frame(raw)
+    backends = pd.DataFrame(sampler.samples, columns=["at", "backends"])
+    backends["t_event_s"] = backends["at"] - raw.event_at
+    summary = _big_summary(bs, raw, attempts, clients, ready_at, limit=limit)
+    summary.update(peak_backends=sampler.peak(), left_after=left_after, wall_s=wall_s)
     for frame in (attempts, clients, backends):
         frame["strategy"] = bs.strategy
         frame["n_clients"] = bs.n_clients

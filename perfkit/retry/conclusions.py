@@ -34,6 +34,19 @@ def _best(table: pd.DataFrame, column: str, *, label: str = "label") -> tuple[st
 
 def conclusions(frames: Mapping[str, pd.DataFrame]) -> str:
     """Markdown conclusions computed from this run's frames."""
+    lines = _claim_lines(frames) + _model_lines(frames)
+    lines += _cold_start_lines(frames) + _fitted_lines(frames) + _outage_lines(frames)
+    lines += _budget_lines(frames) + _hang_lines(frames) + _herd_lines(frames)
+    lines += _simulation_lines(frames)
+    verdict = _verdict(frames)
+    if verdict:
+        lines.append("")
+        lines.append("**Which strategy wins where (this run):** " + verdict)
+    return "\n".join(lines)
+
+
+def _claim_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
+    """The review's claim against the analytic worst cases of its two loops."""
     lines: list[str] = []
     claim = frames["review_claim"].set_index(["strategy", "scenario"])
     if ("review", "refused") in claim.index:
@@ -55,20 +68,27 @@ def conclusions(frames: Mapping[str, pd.DataFrame]) -> str:
             f"({n['attempts']} attempts) when refused, {nh['total_max_exact_s']:.1f} s when "
             "every attempt hangs until its timeout."
         )
+    return lines
+
+
+def _cold_start_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
     summary = frames["summary"]
-    verdicts = frames.get("verdicts")
-    lines += _model_lines(frames)
     cold = summary[summary["scenario"] == "cold_start"]
-    if not cold.empty:
-        named = cold[cold["label"] != FITTED]
-        lines.append(
-            "- **Cold start** (measured; median overshoot = connected minus actually ready, "
-            "[95 % interval], median attempts, n runs): "
-            + _per_label(named)
-            + " "
-            + _verdict_texts(verdicts, "cold_start", None, evidence.ALL)
-        )
-    lines += _fitted_lines(frames)
+    if cold.empty:
+        return []
+    named = cold[cold["label"] != FITTED]
+    return [
+        "- **Cold start** (measured; median overshoot = connected minus actually ready, "
+        "[95 % interval], median attempts, n runs): "
+        + _per_label(named)
+        + " "
+        + _verdict_texts(frames.get("verdicts"), "cold_start", None, evidence.ALL)
+    ]
+
+
+def _outage_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
+    summary = frames["summary"]
+    lines = []
     outage = summary[summary["scenario"] == "outage"]
     for length, group in outage.groupby("param_s"):
         failed = group[group["success_rate"] < 1]
@@ -77,54 +97,62 @@ def conclusions(frames: Mapping[str, pd.DataFrame]) -> str:
             f"- **Outage {length:g} s**: "
             + _per_label(group)
             + " "
-            + _verdict_texts(verdicts, "outage", float(length), evidence.ALL)
+            + _verdict_texts(frames.get("verdicts"), "outage", float(length), evidence.ALL)
             + gave
         )
-    lines += _budget_lines(frames)
+    return lines
+
+
+def _hang_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
+    summary = frames["summary"]
     hang = summary[summary["scenario"] == "hang"]
-    if not hang.empty:
-        parts = [
-            f"{r.label}: {r.attempts_median:g} attempts, overshoot "
-            f"{r.overshoot_median_s * 1000:.0f} ms"
-            for r in hang.itertuples()
-        ]
-        lines.append(
-            "- **Hang** (server frozen, then resumed): " + "; ".join(parts) + ". A frozen "
-            "local server still completes the TCP handshake, so an attempt without a timeout "
-            "simply finishes after the resume; its cost shows when the server never comes "
-            "back: one attempt then blocks for psycopg's default 130 s instead of the "
-            "configured timeout."
-        )
+    if hang.empty:
+        return []
+    parts = [
+        f"{r.label}: {r.attempts_median:g} attempts, overshoot {r.overshoot_median_s * 1000:.0f} ms"
+        for r in hang.itertuples()
+    ]
+    return [
+        "- **Hang** (server frozen, then resumed): " + "; ".join(parts) + ". A frozen "
+        "local server still completes the TCP handshake, so an attempt without a timeout "
+        "simply finishes after the resume; its cost shows when the server never comes "
+        "back: one attempt then blocks for psycopg's default 130 s instead of the "
+        "configured timeout."
+    ]
+
+
+def _herd_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
     herd_table = frames["herd"]
-    if not herd_table.empty:
-        top = herd_table[herd_table["n_clients"] == herd_table["n_clients"].max()]
-        calm, rate = _best(top, "peak_rate_after_restart_per_100ms", label="label")
-        worst = top.loc[top["peak_rate_after_restart_per_100ms"].idxmax()]
-        fast, fast_s = _best(top, "all_connected_after_ready_s", label="label")
-        lines.append(
-            f"- **Herd of {int(top['n_clients'].iloc[0])}**: peak attempts per 100 ms after "
-            f"the restart: {worst['label']} {int(worst['peak_rate_after_restart_per_100ms'])}, "
-            f"{calm} {rate:.0f} (lowest); all connected soonest with {fast} "
-            f"({fast_s:.2f} s after ready); peak backends "
-            f"{int(top['peak_backends'].max())} of max_connections "
-            f"{int(top['max_connections'].iloc[0])}; 'too many clients' errors: "
-            f"{int(top['too_many_clients'].sum())}."
-        )
+    if herd_table.empty:
+        return []
+    top = herd_table[herd_table["n_clients"] == herd_table["n_clients"].max()]
+    calm, rate = _best(top, "peak_rate_after_restart_per_100ms", label="label")
+    worst = top.loc[top["peak_rate_after_restart_per_100ms"].idxmax()]
+    fast, fast_s = _best(top, "all_connected_after_ready_s", label="label")
+    return [
+        f"- **Herd of {int(top['n_clients'].iloc[0])}**: peak attempts per 100 ms after "
+        f"the restart: {worst['label']} {int(worst['peak_rate_after_restart_per_100ms'])}, "
+        f"{calm} {rate:.0f} (lowest); all connected soonest with {fast} "
+        f"({fast_s:.2f} s after ready); peak backends "
+        f"{int(top['peak_backends'].max())} of max_connections "
+        f"{int(top['max_connections'].iloc[0])}; 'too many clients' errors: "
+        f"{int(top['too_many_clients'].sum())}."
+    ]
+
+
+def _simulation_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
     sim = frames["simulation"]
-    if not sim.empty:
-        lines.append(
-            f"- **Simulation of {int(sim['n_clients'].iloc[0]):,} clients** (one server, "
-            f"calibrated accept capacity, unlimited max_connections, backlog 4096) took "
-            f"{sim['sim_elapsed_s'].sum():.2f} s for {len(sim)} runs "
-            f"(max {sim['sim_elapsed_s'].max():.2f} s each)."
-        )
-        for timeout, group in sim.groupby("connect_timeout_s"):
-            lines.append(f"  - connect timeout {timeout:g} s: " + _sim_text(group))
-    verdict = _verdict(frames)
-    if verdict:
-        lines.append("")
-        lines.append("**Which strategy wins where (this run):** " + verdict)
-    return "\n".join(lines)
+    if sim.empty:
+        return []
+    lines = [
+        f"- **Simulation of {int(sim['n_clients'].iloc[0]):,} clients** (one server, "
+        f"calibrated accept capacity, unlimited max_connections, backlog 4096) took "
+        f"{sim['sim_elapsed_s'].sum():.2f} s for {len(sim)} runs "
+        f"(max {sim['sim_elapsed_s'].max():.2f} s each)."
+    ]
+    for timeout, group in sim.groupby("connect_timeout_s"):
+        lines.append(f"  - connect timeout {timeout:g} s: " + _sim_text(group))
+    return lines
 
 
 def _verdict_rows(
@@ -210,7 +238,7 @@ def _verdict(frames: Mapping[str, pd.DataFrame]) -> str:
         budgeted = top[top["label"] != top["strategy"]]
         for r in budgeted.itertuples():
             parts.append(
-                f"a shared retry budget caps it harder ({r.label}: "
+                f"a shared retry token bucket caps it harder ({r.label}: "
                 f"{int(r.peak_rate_after_restart_per_100ms)} per 100 ms, all connected "
                 f"{r.all_connected_after_ready_s:.2f} s after ready)"
             )

@@ -30,9 +30,9 @@ import psycopg
 
 from perfkit.dsn import mask
 from perfkit.errors import RetryError
-from perfkit.retry.budget import RetryBudget
 from perfkit.retry.planner import GiveUp, RetryPlanner
 from perfkit.retry.strategies import Strategy, get_strategy, strategy_name
+from perfkit.retry.token_bucket import RetryTokenBucket
 from perfkit.retry.trace import Attempt, Trace, error_kind, short_message, sqlstate_of
 
 NOT_RETRYABLE_SQLSTATES = frozenset({"28P01", "28000", "3D000"})
@@ -132,7 +132,7 @@ class _Attempts:
         rng: random.Random | None,
         connect_timeout: float | None,
         deadline: float | None,
-        budget: RetryBudget | None,
+        token_bucket: RetryTokenBucket | None,
         retryable: Callable[[BaseException], bool],
     ) -> None:
         strat = _resolve(strategy)
@@ -144,7 +144,7 @@ class _Attempts:
             start=t0,
             connect_timeout=connect_timeout,
             deadline=deadline,
-            budget=budget,
+            token_bucket=token_bucket,
         )
         self.trace = Trace(strategy=strategy_name(strat), t0=t0)
         self.last: BaseException | None = None
@@ -216,7 +216,7 @@ def connect_with_retry(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
-    budget: RetryBudget | None = None,
+    token_bucket: RetryTokenBucket | None = None,
     retryable: Callable[[BaseException], bool] = is_retryable,
     **connect_kwargs: Any,
 ) -> tuple[psycopg.Connection[Any], Trace]:
@@ -225,7 +225,7 @@ def connect_with_retry(
     ``deadline`` is the most seconds the whole call may take (see
     :mod:`perfkit.retry.planner`); ``connect_kwargs`` go to ``psycopg.connect``.
     """
-    tries = _Attempts(dsn, strategy, clock, rng, connect_timeout, deadline, budget, retryable)
+    tries = _Attempts(dsn, strategy, clock, rng, connect_timeout, deadline, token_bucket, retryable)
     while True:
         plan = tries.next()
         effective = libpq_timeout(plan.timeout)
@@ -249,7 +249,7 @@ async def async_connect_with_retry(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None,
-    budget: RetryBudget | None = None,
+    token_bucket: RetryTokenBucket | None = None,
     retryable: Callable[[BaseException], bool] = is_retryable,
     **connect_kwargs: Any,
 ) -> tuple[psycopg.AsyncConnection[Any], Trace]:
@@ -257,7 +257,7 @@ async def async_connect_with_retry(
 
     Per-attempt timeouts are exact (``asyncio.timeout``), not rounded up.
     """
-    tries = _Attempts(dsn, strategy, clock, rng, connect_timeout, deadline, budget, retryable)
+    tries = _Attempts(dsn, strategy, clock, rng, connect_timeout, deadline, token_bucket, retryable)
     while True:
         plan = tries.next()
         start = clock()

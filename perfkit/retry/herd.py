@@ -37,11 +37,11 @@ import psycopg
 from perfkit.asyncrun import run_coroutine
 from perfkit.errors import ConfigError, RetryError
 from perfkit.postgres import PostgresServer
-from perfkit.retry.budget import RetryBudget
 from perfkit.retry.connect import async_connect_with_retry, connect_with_retry
 from perfkit.retry.experiments import client_rng
 from perfkit.retry.probe import BackendSampler, ReadinessProbe, connection_log_times
 from perfkit.retry.strategies import get_strategy
+from perfkit.retry.token_bucket import RetryTokenBucket
 from perfkit.retry.trace import Trace
 
 Mode = Literal["async", "threads"]
@@ -68,15 +68,16 @@ class HerdSettings:
     connect_timeout: float | None = 2.0
     deadline: float | None = 60.0
     mode: Mode = "async"
-    #: A retry budget shared by all clients (token bucket, waiting when empty): retries
-    #: per second and burst size. None: no budget.
+    #: A retry token bucket shared by all clients (waiting when empty): retries per
+    #: second and burst size. None: no token bucket. (``budget_per_s`` is also the
+    #: ``herd`` frame's column and the notebook's ``herd_budget_per_s``.)
     budget_per_s: float | None = None
     budget_burst: float = 10.0
 
     def __post_init__(self) -> None:
         get_strategy(self.strategy)
         if self.budget_per_s is not None:
-            RetryBudget(capacity=self.budget_burst, refill_per_s=self.budget_per_s)
+            RetryTokenBucket(capacity=self.budget_burst, refill_per_s=self.budget_per_s)
         if isinstance(self.n_clients, bool) or not isinstance(self.n_clients, int):
             raise ConfigError(f"HerdSettings.n_clients must be an int, got {self.n_clients!r}")
         if self.n_clients < 1:
@@ -88,16 +89,16 @@ class HerdSettings:
 
     @property
     def label(self) -> str:
-        """The strategy name, with the budget if there is one (e.g. ``naive+budget100/s``)."""
+        """The strategy name, with the token bucket's rate if any (e.g. ``naive+budget100/s``)."""
         if self.budget_per_s is None:
             return self.strategy
         return f"{self.strategy}+budget{self.budget_per_s:g}/s"
 
-    def make_budget(self) -> RetryBudget | None:
-        """A fresh shared budget for one run (None without one)."""
+    def make_token_bucket(self) -> RetryTokenBucket | None:
+        """A fresh shared token bucket for one run (None without one)."""
         if self.budget_per_s is None:
             return None
-        return RetryBudget(
+        return RetryTokenBucket(
             capacity=self.budget_burst, refill_per_s=self.budget_per_s, on_empty="wait"
         )
 
@@ -117,7 +118,7 @@ async def _async_clients(
     dsn: str, hs: HerdSettings, seed: int, tag: Sequence[object]
 ) -> tuple[list[Trace], list[Any]]:
     strategy = get_strategy(hs.strategy)
-    budget = hs.make_budget()
+    bucket = hs.make_token_bucket()
 
     async def one(i: int) -> tuple[Trace, Any]:
         try:
@@ -126,7 +127,7 @@ async def _async_clients(
                 strategy,
                 connect_timeout=hs.connect_timeout,
                 deadline=hs.deadline,
-                budget=budget,
+                token_bucket=bucket,
                 rng=client_rng(seed, *tag, i),
                 autocommit=True,
             )
@@ -169,7 +170,7 @@ def _run_threads(
     dsn: str, hs: HerdSettings, seed: int, tag: Sequence[object], may_release: Hold
 ) -> list[Trace]:
     strategy = get_strategy(hs.strategy)
-    budget = hs.make_budget()
+    bucket = hs.make_token_bucket()
     traces: list[Trace | None] = [None] * hs.n_clients
     conns: list[Any] = []
     lock = threading.Lock()
@@ -181,7 +182,7 @@ def _run_threads(
                 strategy,
                 connect_timeout=hs.connect_timeout,
                 deadline=hs.deadline,
-                budget=budget,
+                token_bucket=bucket,
                 rng=client_rng(seed, *tag, i),
                 autocommit=True,
             )
@@ -223,18 +224,24 @@ def rate_per_bin(times: np.ndarray, *, bin_s: float = BIN_S) -> tuple[np.ndarray
     return edges[:-1], counts
 
 
-def run_herd(
-    server: PostgresServer, hs: HerdSettings, *, seed: int = 0, rep: int = 0
-) -> HerdResult:
-    """One herd run on a running ``server`` (left running afterwards)."""
-    if not server.is_ready():
-        server.bring_up(wait=True)
-    limit = max_connections(server)
-    wall_to_mono = time.monotonic() - time.time()
+@dataclass(frozen=True)
+class _Outage:
+    """What one herd run saw: the clients' traces and the monotonic times around them."""
+
+    traces: list[Trace]
+    down_at: float  # the server was taken down
+    event_at: float  # its restart began
+    ready_at: float | None  # the probe's first successful query (None: never)
+    end_at: float  # every client had finished
+
+
+def _outage(
+    server: PostgresServer, hs: HerdSettings, sampler: BackendSampler, *, seed: int, rep: int
+) -> _Outage:
+    """Take the server down, start the herd, restart the server after ``hs.outage_s``."""
     tag = ("herd", hs.label, hs.n_clients, hs.outage_s, rep)
     runner = _run_async if hs.mode == "async" else _run_threads
     box: dict[str, Any] = {}
-    sampler = BackendSampler(server.dsn)
 
     def may_release(traces: list[Trace]) -> bool:
         connected = [t.connected_at for t in traces if t.connected_at is not None]
@@ -266,32 +273,45 @@ def run_herd(
             server.bring_up(wait=True)
     if "error" in box:
         raise box["error"]
-    traces: list[Trace] = box["traces"]
-    end_at = time.monotonic()
+    return _Outage(box["traces"], down_at, event_at, ready_at, time.monotonic())
 
-    frames = [t.to_frame(client=i, n_clients=hs.n_clients, rep=rep) for i, t in enumerate(traces)]
-    attempts = pd.concat(frames, ignore_index=True)
-    attempts["t_event_s"] = attempts["start"] - event_at
-    backends = pd.DataFrame(sampler.samples, columns=["at", "backends"])
-    backends["t_event_s"] = backends["at"] - event_at
+
+def _server_attempts(
+    server: PostgresServer, run: _Outage, wall_to_mono: float
+) -> pd.DataFrame | None:
+    """Connection attempts the server logged during the run (None without a log)."""
     log_times = connection_log_times(server, wall_to_mono=wall_to_mono)
-    if log_times is not None:
-        in_window = [t for t in log_times if down_at <= t <= end_at]
-        server_attempts = pd.DataFrame({"at": in_window})
-        server_attempts["t_event_s"] = server_attempts["at"] - event_at
-    else:
-        server_attempts = pd.DataFrame(columns=["at", "t_event_s"])
+    if log_times is None:
+        return None
+    in_window = [t for t in log_times if run.down_at <= t <= run.end_at]
+    frame = pd.DataFrame({"at": in_window})
+    frame["t_event_s"] = frame["at"] - run.event_at
+    return frame
 
+
+def _herd_summary(
+    hs: HerdSettings,
+    run: _Outage,
+    attempts: pd.DataFrame,
+    server_attempts: pd.DataFrame | None,
+    *,
+    rep: int,
+    limit: int,
+    peak_backends: Any,
+) -> dict[str, Any]:
+    """The one-row summary of a herd run (the ``herd`` frame's row)."""
+    ready_at, traces = run.ready_at, run.traces
     after_ready = attempts
     if ready_at is not None:
         after_ready = attempts[attempts["start"] >= ready_at]
     # Attempts from the restart on reach a starting or running server (before it, refused).
-    after_restart = attempts[attempts["start"] >= event_at]
+    after_restart = attempts[attempts["start"] >= run.event_at]
     _, client_counts = rate_per_bin(after_restart["start"].to_numpy())
     _, all_counts = rate_per_bin(attempts["start"].to_numpy())
-    _, server_counts = rate_per_bin(server_attempts["at"].to_numpy(dtype=float))
+    logged = server_attempts if server_attempts is not None else pd.DataFrame({"at": []})
+    _, server_counts = rate_per_bin(logged["at"].to_numpy(dtype=float))
     connected = [t.connected_at for t in traces if t.connected_at is not None]
-    summary = {
+    return {
         "strategy": hs.strategy,
         "label": hs.label,
         "budget_per_s": hs.budget_per_s,
@@ -301,7 +321,7 @@ def run_herd(
         "rep": rep,
         "connect_timeout_s": hs.connect_timeout,
         "max_connections": limit,
-        "ready_after_event_s": None if ready_at is None else ready_at - event_at,
+        "ready_after_event_s": None if ready_at is None else ready_at - run.event_at,
         "connected": len(connected),
         "gave_up": sum(t.connected_at is None for t in traces),
         "attempts": len(attempts),
@@ -312,8 +332,8 @@ def run_herd(
         "attempts_after_restart": len(after_restart),
         "peak_rate_after_restart_per_100ms": int(client_counts.max()) if len(client_counts) else 0,
         "server_peak_rate_per_100ms": int(server_counts.max()) if len(server_counts) else None,
-        "server_attempts": len(server_attempts) if log_times is not None else None,
-        "peak_backends": sampler.peak(),
+        "server_attempts": len(server_attempts) if server_attempts is not None else None,
+        "peak_backends": peak_backends,
         "all_connected_after_ready_s": (max(connected) - ready_at)
         if connected and ready_at is not None and len(connected) == hs.n_clients
         else math.nan,
@@ -321,22 +341,42 @@ def run_herd(
         if connected and ready_at is not None
         else math.nan,
     }
-    for name, frame in (("attempts", attempts), ("backends", backends)):
+
+
+def run_herd(
+    server: PostgresServer, hs: HerdSettings, *, seed: int = 0, rep: int = 0
+) -> HerdResult:
+    """One herd run on a running ``server`` (left running afterwards)."""
+    if not server.is_ready():
+        server.bring_up(wait=True)
+    limit = max_connections(server)
+    wall_to_mono = time.monotonic() - time.time()
+    sampler = BackendSampler(server.dsn)
+    run = _outage(server, hs, sampler, seed=seed, rep=rep)
+    frames = [
+        t.to_frame(client=i, n_clients=hs.n_clients, rep=rep) for i, t in enumerate(run.traces)
+    ]
+    attempts = pd.concat(frames, ignore_index=True)
+    attempts["t_event_s"] = attempts["start"] - run.event_at
+    backends = pd.DataFrame(sampler.samples, columns=["at", "backends"])
+    backends["t_event_s"] = backends["at"] - run.event_at
+    logged = _server_attempts(server, run, wall_to_mono)
+    summary = _herd_summary(
+        hs, run, attempts, logged, rep=rep, limit=limit, peak_backends=sampler.peak()
+    )
+    server_attempts = logged if logged is not None else pd.DataFrame(columns=["at", "t_event_s"])
+    for frame in (attempts, backends, server_attempts):
         frame["strategy"] = hs.strategy
         frame["label"] = hs.label
-        if name == "backends":
-            frame["n_clients"] = hs.n_clients
-            frame["rep"] = rep
-    server_attempts["strategy"] = hs.strategy
-    server_attempts["label"] = hs.label
-    server_attempts["n_clients"] = hs.n_clients
-    server_attempts["rep"] = rep
+    for frame in (backends, server_attempts):
+        frame["n_clients"] = hs.n_clients
+        frame["rep"] = rep
     return HerdResult(
         summary=summary,
         attempts=attempts,
         backends=backends,
         server_attempts=server_attempts,
-        traces=traces,
+        traces=run.traces,
     )
 
 
@@ -351,11 +391,12 @@ def herd_sweep(
     mode: Mode = "async",
     reps: int = 1,
     seed: int = 0,
-    budget_runs: Sequence[tuple[str, int, float]] = (),
+    token_bucket_runs: Sequence[tuple[str, int, float]] = (),
 ) -> dict[str, pd.DataFrame]:
     """:func:`run_herd` for every strategy x client count; frames concatenated.
 
-    ``budget_runs`` adds runs with a shared retry budget: (strategy, clients, retries/s).
+    ``token_bucket_runs`` adds runs with a shared retry token bucket:
+    (strategy, clients, retries/s).
 
     Returns ``herd`` (summaries), ``herd_attempts``, ``herd_backends`` and
     ``herd_server_attempts``.
@@ -382,7 +423,7 @@ def herd_sweep(
             mode=mode,
             budget_per_s=rate,
         )
-        for s, n, rate in budget_runs
+        for s, n, rate in token_bucket_runs
     ]
     summaries, attempts, backends, server_attempts = [], [], [], []
     for hs in settings:

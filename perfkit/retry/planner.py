@@ -13,7 +13,7 @@ Stop conditions:
   at or after it; an attempt's connect timeout is cut to the time left; a
   sleep that would end at or after it is truncated to end exactly there, and
   then the planner gives up;
-- a :class:`~perfkit.retry.budget.RetryBudget` (optional) that may refuse a retry.
+- a :class:`~perfkit.retry.token_bucket.RetryTokenBucket` (optional) that may refuse a retry.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from perfkit.errors import ConfigError
-from perfkit.retry.budget import RetryBudget
 from perfkit.retry.strategies import Strategy
+from perfkit.retry.token_bucket import RetryTokenBucket
 
-GiveUpReason = Literal["max_attempts", "deadline", "budget", "not_retryable"]
+GiveUpReason = Literal["max_attempts", "deadline", "token_bucket", "not_retryable"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,14 +76,14 @@ class RetryPlanner:
         start: float,
         connect_timeout: float | None = None,
         deadline: float | None = None,
-        budget: RetryBudget | None = None,
+        token_bucket: RetryTokenBucket | None = None,
     ) -> None:
         check_stop_settings(connect_timeout, deadline)
         self.strategy = strategy
         self.start = start
         self.deadline_at = None if deadline is None else start + deadline
         self.connect_timeout = connect_timeout
-        self.budget = budget
+        self.token_bucket = token_bucket
         self.attempts = 0
         self._delays = strategy.delays(rng)
         self._backoff = 0.0
@@ -116,12 +116,12 @@ class RetryPlanner:
         if self.deadline_at is not None and wake >= self.deadline_at:
             self._expired = True
             return Sleep(seconds=max(0.0, self.deadline_at - now), planned=planned, truncated=True)
-        if self.budget is not None:
-            if self.budget.on_empty == "give_up":
-                if not self.budget.try_acquire():
-                    return GiveUp(reason="budget")
+        if self.token_bucket is not None:
+            if self.token_bucket.on_empty == "give_up":
+                if not self.token_bucket.try_acquire():
+                    return GiveUp(reason="token_bucket")
             else:
-                wake += self.budget.reserve(at=wake)
+                wake += self.token_bucket.reserve(at=wake)
                 if self.deadline_at is not None and wake >= self.deadline_at:
                     self._expired = True
                     return Sleep(

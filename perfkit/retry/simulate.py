@@ -37,7 +37,7 @@ import heapq
 import math
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -217,6 +217,166 @@ def _n_delays(strategy: Strategy, settings: SimSettings) -> int:
     return k
 
 
+def _attempt_timeouts(strat: Strategy, s: SimSettings, delays: np.ndarray, k: int) -> np.ndarray:
+    """Attempt timeouts, (n, k + 1): the connect timeout, or gRPC's from its backoff."""
+    if strat.anchor != "attempt_start":
+        default_timeout = math.inf if s.connect_timeout is None else float(s.connect_timeout)
+        return np.full_like(delays, default_timeout)
+    timeouts = np.empty_like(delays)
+    for j in range(k + 1):
+        timeouts[:, j] = np.maximum(
+            delays[:, j], strat.attempt_timeout(j + 1, 0.0, s.connect_timeout) or 0.0
+        )
+    return timeouts
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """Phase one: attempt start times if every attempt is refused, and the refused ones."""
+
+    starts: np.ndarray  # (n, k + 1)
+    first_live: np.ndarray  # per client: the first attempt not refused (k + 1 if none)
+    clients: np.ndarray
+    times: np.ndarray
+
+
+def _refused_phase(
+    strat: Strategy,
+    s: SimSettings,
+    delays: np.ndarray,
+    t0: np.ndarray,
+    deadline_at: np.ndarray,
+    k: int,
+) -> _Refused:
+    """Phase one (vectorised): every attempt before the server takes connections is refused."""
+    steps = delays[:, :k]
+    if strat.anchor == "attempt_start":
+        steps = np.maximum(steps, s.refused_s)
+    else:
+        steps = steps + s.refused_s
+    starts = np.concatenate([t0[:, None], t0[:, None] + np.cumsum(steps, axis=1)], axis=1)
+    valid = starts < deadline_at[:, None]
+    before = valid & (starts < s.hang_from_s)
+    live = valid & (starts >= s.hang_from_s)
+    first_live = np.where(live.any(axis=1), live.argmax(axis=1), k + 1)
+    pre_clients, pre_idx = np.nonzero(before)
+    return _Refused(starts, first_live, pre_clients, starts[pre_clients, pre_idx])
+
+
+@dataclass
+class _Server:
+    """Phase two's live server: one FIFO worker behind a bounded accept queue."""
+
+    free_at: float
+    service: float
+    reject: float
+    latency_extra: float
+    limit: float
+    backlog: int
+    queued: deque[float] = field(default_factory=deque)  # service starts not yet reached
+    established: int = 0
+
+    @classmethod
+    def of(cls, s: SimSettings) -> _Server:
+        return cls(
+            free_at=s.ready_s,
+            service=s.service_s,
+            reject=s.reject_cost_s,
+            latency_extra=max(0.0, s.latency_s - s.service_s),
+            limit=s.max_connections if s.max_connections is not None else math.inf,
+            backlog=s.backlog,
+        )
+
+    def full(self, t: float) -> bool:
+        """Whether the accept queue is full at ``t`` (a SYN arriving now is dropped)."""
+        queued = self.queued
+        while queued and queued[0] <= t:
+            queued.popleft()
+        return len(queued) >= self.backlog
+
+    def answer(self, t: float, give_up_at: float) -> tuple[int, float]:
+        """An attempt accepted at ``t``: its outcome, and when it connected or failed."""
+        begin = max(t, self.free_at)
+        if begin > t:
+            self.queued.append(begin)
+        if begin >= give_up_at:  # still queued when the client gave up: a cheap fork
+            self.free_at = begin + self.reject
+            return TIMEOUT, give_up_at
+        if self.established >= self.limit:
+            self.free_at = begin + self.reject
+            if self.free_at > give_up_at:
+                return TIMEOUT, give_up_at
+            return TOO_MANY, self.free_at
+        self.free_at = begin + self.service
+        done = self.free_at + self.latency_extra
+        if done > give_up_at:
+            return TIMEOUT, give_up_at
+        self.established += 1
+        return OK, done
+
+
+def _live_phase(
+    strat: Strategy,
+    s: SimSettings,
+    refused: _Refused,
+    delays: np.ndarray,
+    timeouts: np.ndarray,
+    deadline_at: np.ndarray,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Phase two (events): attempts that reach the server from ``ready_s`` on.
+
+    Returns the attempts' clients, start times and outcomes, and each client's
+    connect time (NaN if it never connected).
+    """
+    # Heap entries: (arrival, client, attempt index, attempt start, SYN retransmissions).
+    heap: list[tuple[float, int, int, float, int]] = []
+    for c in np.nonzero(refused.first_live <= k)[0]:
+        t = float(refused.starts[c, refused.first_live[c]])  # waits for the server if earlier
+        heap.append((max(t, s.ready_s), int(c), int(refused.first_live[c]), t, 0))
+    heapq.heapify(heap)
+    connected_at = np.full(s.n_clients, np.nan)
+    server = _Server.of(s)
+    anchor_start = strat.anchor == "attempt_start"
+    ev_client: list[int] = []
+    ev_time: list[float] = []
+    ev_outcome: list[int] = []
+    # Plain Python lists: per-element numpy indexing would dominate the event loop.
+    delay_rows: list[list[float]] = delays.tolist()
+    timeout_rows: list[list[float]] = timeouts.tolist()
+    deadlines: list[float] = deadline_at.tolist()
+    heappop, heappush = heapq.heappop, heapq.heappush
+    while heap:
+        t, c, j, t_start, retx = heappop(heap)
+        give_up_at = t_start + min(timeout_rows[c][j], deadlines[c] - t_start)
+        if t >= give_up_at:  # timed out waiting for the server to come up: no work for it
+            outcome, end = TIMEOUT, give_up_at
+        elif server.full(t):
+            # Accept queue full: the SYN is dropped and the kernel retransmits it.
+            if retx < len(SYN_RETRANSMIT_S) and t_start + SYN_RETRANSMIT_S[retx] < give_up_at:
+                heappush(heap, (t_start + SYN_RETRANSMIT_S[retx], c, j, t_start, retx + 1))
+                continue
+            outcome, end = TIMEOUT, give_up_at
+        else:
+            outcome, end = server.answer(t, give_up_at)
+        ev_client.append(c)
+        ev_time.append(t_start)
+        ev_outcome.append(outcome)
+        if outcome == OK:
+            connected_at[c] = end
+        elif j < k:  # not the last attempt: the next one after the strategy's delay
+            d = delay_rows[c][j]
+            nxt = max(end, t_start + d) if anchor_start else end + d
+            if nxt < deadlines[c]:
+                heappush(heap, (nxt, c, j + 1, nxt, 0))
+    return (
+        np.asarray(ev_client, dtype=np.int64),
+        np.asarray(ev_time, dtype=float),
+        np.asarray(ev_outcome, dtype=np.int8),
+        connected_at,
+    )
+
+
 def simulate(
     strategy: Strategy | str, settings: SimSettings, *, seed: int = 0, name: str | None = None
 ) -> SimResult:
@@ -231,120 +391,19 @@ def simulate(
     delays = strat.sample(rng, n, k + 1)  # delay j follows attempt j; the last feeds timeouts
     t0 = rng.random(n) * s.start_spread_s if s.start_spread_s > 0 else np.zeros(n)
     deadline_at = t0 + (s.deadline if s.deadline is not None else np.inf)
-
-    # Attempt timeouts, (n, k + 1): gRPC derives them from its backoff.
-    default_timeout = math.inf if s.connect_timeout is None else float(s.connect_timeout)
-    if strat.anchor == "attempt_start":
-        timeouts = np.empty_like(delays)
-        for j in range(k + 1):
-            timeouts[:, j] = np.maximum(
-                delays[:, j], strat.attempt_timeout(j + 1, 0.0, s.connect_timeout) or 0.0
-            )
-    else:
-        timeouts = np.full_like(delays, default_timeout)
-
-    # Phase 1 (vectorised): start times if every attempt is refused.
-    steps = delays[:, :k]
-    if strat.anchor == "attempt_start":
-        steps = np.maximum(steps, s.refused_s)
-    else:
-        steps = steps + s.refused_s
-    starts = np.concatenate([t0[:, None], t0[:, None] + np.cumsum(steps, axis=1)], axis=1)
-    valid = starts < deadline_at[:, None]
-    before = valid & (starts < s.hang_from_s)
-    # The first attempt that is not refused, per client (k + 1 if none).
-    live = valid & (starts >= s.hang_from_s)
-    first_live = np.where(live.any(axis=1), live.argmax(axis=1), k + 1)
-
-    pre_clients, pre_idx = np.nonzero(before)
-    clients: list[np.ndarray] = [pre_clients]
-    times: list[np.ndarray] = [starts[pre_clients, pre_idx]]
-    outcomes: list[np.ndarray] = [np.full(len(pre_clients), REFUSED, dtype=np.int8)]
-
-    # Phase 2 (events): FIFO server from ready_s on, behind a bounded accept queue.
-    # Heap entries: (arrival, client, attempt index, attempt start, SYN retransmissions).
-    heap: list[tuple[float, int, int, float, int]] = []
-    for c in np.nonzero(first_live <= k)[0]:
-        t = float(starts[c, first_live[c]])  # waits for the server when it started earlier
-        heap.append((max(t, s.ready_s), int(c), int(first_live[c]), t, 0))
-    heapq.heapify(heap)
-    connected_at = np.full(n, np.nan)
-    free_at = s.ready_s
-    queued: deque[float] = deque()  # service start times of accepted, not yet served attempts
-    established = 0
-    limit = s.max_connections if s.max_connections is not None else math.inf
-    service, reject = s.service_s, s.reject_cost_s
-    latency_extra = max(0.0, s.latency_s - s.service_s)
-    anchor_start = strat.anchor == "attempt_start"
-    ev_client: list[int] = []
-    ev_time: list[float] = []
-    ev_outcome: list[int] = []
-    # Plain Python lists: per-element numpy indexing would dominate the event loop.
-    delay_rows: list[list[float]] = delays.tolist()
-    timeout_rows: list[list[float]] = timeouts.tolist()
-    deadlines: list[float] = deadline_at.tolist()
-    heappop, heappush = heapq.heappop, heapq.heappush
-    syn_retries = len(SYN_RETRANSMIT_S)
-    backlog = s.backlog
-    while heap:
-        t, c, j, t_start, retx = heappop(heap)
-        tmo = min(timeout_rows[c][j], deadlines[c] - t_start)
-        give_up_at = t_start + tmo
-        while queued and queued[0] <= t:
-            queued.popleft()
-        if t >= give_up_at:  # timed out waiting for the server to come up: no work for it
-            outcome, fail_at = TIMEOUT, give_up_at
-        elif len(queued) >= backlog:
-            # Accept queue full: the SYN is dropped and the kernel retransmits it.
-            if retx < syn_retries:
-                again = t_start + SYN_RETRANSMIT_S[retx]
-                if again < give_up_at:
-                    heappush(heap, (again, c, j, t_start, retx + 1))
-                    continue
-            outcome, fail_at = TIMEOUT, give_up_at
-        else:
-            begin = max(t, free_at)
-            if begin > t:
-                queued.append(begin)
-            if begin >= give_up_at:  # still queued when the client gave up: a cheap fork
-                free_at = begin + reject
-                outcome, fail_at = TIMEOUT, give_up_at
-            elif established >= limit:
-                free_at = begin + reject
-                outcome, fail_at = TOO_MANY, free_at
-                if fail_at > give_up_at:
-                    outcome, fail_at = TIMEOUT, give_up_at
-            else:
-                free_at = begin + service
-                done = free_at + latency_extra
-                if done > give_up_at:
-                    outcome, fail_at = TIMEOUT, give_up_at
-                else:
-                    established += 1
-                    connected_at[c] = done
-                    ev_client.append(c)
-                    ev_time.append(t_start)
-                    ev_outcome.append(OK)
-                    continue
-        ev_client.append(c)
-        ev_time.append(t_start)
-        ev_outcome.append(outcome)
-        if j >= k:
-            continue  # that was the last attempt
-        d = delay_rows[c][j]
-        nxt = max(fail_at, t_start + d) if anchor_start else fail_at + d
-        if nxt < deadlines[c]:
-            heappush(heap, (nxt, c, j + 1, nxt, 0))
-
-    clients.append(np.asarray(ev_client, dtype=np.int64))
-    times.append(np.asarray(ev_time, dtype=float))
-    outcomes.append(np.asarray(ev_outcome, dtype=np.int8))
+    timeouts = _attempt_timeouts(strat, s, delays, k)
+    refused = _refused_phase(strat, s, delays, t0, deadline_at, k)
+    clients, times, outcomes, connected_at = _live_phase(
+        strat, s, refused, delays, timeouts, deadline_at, k
+    )
     return SimResult(
         settings=s,
         strategy=label,
-        attempt_client=np.concatenate(clients),
-        attempt_time=np.concatenate(times),
-        attempt_outcome=np.concatenate(outcomes),
+        attempt_client=np.concatenate([refused.clients, clients]),
+        attempt_time=np.concatenate([refused.times, times]),
+        attempt_outcome=np.concatenate(
+            [np.full(len(refused.clients), REFUSED, dtype=np.int8), outcomes]
+        ),
         connected_at=connected_at,
         elapsed_s=time.perf_counter() - started,
     )

@@ -1,9 +1,9 @@
-"""A retry budget: a thread-safe token bucket that many clients share.
+"""A retry token bucket: thread-safe, shared by many clients (a limit on retries, not time).
 
 Every *retry* (not the first attempt) costs one token; tokens refill at
 ``refill_per_s`` up to ``capacity``. When the bucket is empty a client either
 gives up (``on_empty="give_up"``, Finagle/Envoy style: retries may not grow the
-load past the budget) or waits for its token (``on_empty="wait"``: the bucket
+load past the bucket) or waits for its token (``on_empty="wait"``: the bucket
 becomes a rate limiter; a client reserves its token for the moment it means to
 retry, and is told how much later it may). It is kept in GCRA form (one
 theoretical arrival time instead of a token count), which makes "at most
@@ -23,7 +23,7 @@ from perfkit.errors import ConfigError
 OnEmpty = Literal["give_up", "wait"]
 
 
-class RetryBudget:
+class RetryTokenBucket:
     """Token bucket: ``capacity`` tokens, ``refill_per_s`` tokens per second."""
 
     def __init__(
@@ -37,12 +37,14 @@ class RetryBudget:
     ) -> None:
         for name, value in (("capacity", capacity), ("refill_per_s", refill_per_s)):
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(f"RetryBudget.{name} must be a number > 0, got {value!r}")
+                raise ConfigError(f"RetryTokenBucket.{name} must be a number > 0, got {value!r}")
         if on_empty not in ("give_up", "wait"):
-            raise ConfigError(f"RetryBudget.on_empty must be 'give_up' or 'wait', got {on_empty!r}")
+            raise ConfigError(
+                f"RetryTokenBucket.on_empty must be 'give_up' or 'wait', got {on_empty!r}"
+            )
         start = capacity if initial is None else initial
         if not 0 <= start <= capacity:
-            raise ConfigError(f"RetryBudget.initial must be in [0, capacity], got {initial!r}")
+            raise ConfigError(f"RetryTokenBucket.initial must be in [0, capacity], got {initial!r}")
         self.capacity = float(capacity)
         self.refill_per_s = float(refill_per_s)
         self.on_empty: OnEmpty = on_empty
@@ -89,6 +91,6 @@ class RetryBudget:
 
     def __repr__(self) -> str:
         return (
-            f"RetryBudget(capacity={self.capacity:g}, refill_per_s={self.refill_per_s:g}, "
+            f"RetryTokenBucket(capacity={self.capacity:g}, refill_per_s={self.refill_per_s:g}, "
             f"on_empty={self.on_empty!r}, granted={self.granted}, denied={self.denied})"
         )

@@ -1,4 +1,4 @@
-"""Specs of the shared retry budget (token bucket) on an injected clock."""
+"""Specs of the shared retry token bucket on an injected clock."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from perfkit.errors import ConfigError
-from perfkit.retry import RetryBudget
+from perfkit.retry import RetryTokenBucket
 
 
 class FakeClock:
@@ -19,33 +19,33 @@ class FakeClock:
 
 
 def test_a_full_bucket_grants_capacity_tokens_then_refuses() -> None:
-    budget = RetryBudget(capacity=3, refill_per_s=1, clock=FakeClock())
-    assert [budget.try_acquire() for _ in range(4)] == [True, True, True, False]
-    assert (budget.granted, budget.denied) == (3, 1)
+    bucket = RetryTokenBucket(capacity=3, refill_per_s=1, clock=FakeClock())
+    assert [bucket.try_acquire() for _ in range(4)] == [True, True, True, False]
+    assert (bucket.granted, bucket.denied) == (3, 1)
 
 
 def test_tokens_refill_with_time_up_to_capacity() -> None:
     clock = FakeClock()
-    budget = RetryBudget(capacity=2, refill_per_s=4, clock=clock, initial=0)
+    bucket = RetryTokenBucket(capacity=2, refill_per_s=4, clock=clock, initial=0)
     clock.now += 0.25
-    assert budget.tokens() == pytest.approx(1.0)
+    assert bucket.tokens() == pytest.approx(1.0)
     clock.now += 10
-    assert budget.tokens() == pytest.approx(2.0)
+    assert bucket.tokens() == pytest.approx(2.0)
 
 
 def test_reserve_on_credit_queues_waiters_at_the_refill_rate() -> None:
-    budget = RetryBudget(capacity=1, refill_per_s=2, clock=FakeClock(), initial=1)
-    assert [budget.reserve() for _ in range(3)] == pytest.approx([0.0, 0.5, 1.0])
+    bucket = RetryTokenBucket(capacity=1, refill_per_s=2, clock=FakeClock(), initial=1)
+    assert [bucket.reserve() for _ in range(3)] == pytest.approx([0.0, 0.5, 1.0])
 
 
 def test_concurrent_clients_never_get_more_tokens_than_there_are() -> None:
-    budget = RetryBudget(capacity=500, refill_per_s=1e-9, clock=FakeClock())
+    bucket = RetryTokenBucket(capacity=500, refill_per_s=1e-9, clock=FakeClock())
     granted: list[bool] = []
     lock = threading.Lock()
 
     def client() -> None:
         for _ in range(100):
-            ok = budget.try_acquire()
+            ok = bucket.try_acquire()
             with lock:
                 granted.append(ok)
 
@@ -66,14 +66,14 @@ def test_concurrent_clients_never_get_more_tokens_than_there_are() -> None:
         ({"capacity": 1, "refill_per_s": 1, "initial": 5}, "initial"),
     ],
 )
-def test_bad_budget_settings_are_config_errors(kwargs: dict, field: str) -> None:
+def test_bad_token_bucket_settings_are_config_errors(kwargs: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
-        RetryBudget(**kwargs)
+        RetryTokenBucket(**kwargs)
 
 
 def test_a_reservation_counts_when_the_token_is_used_not_when_asked() -> None:
     clock = FakeClock()
-    budget = RetryBudget(capacity=1, refill_per_s=1, clock=clock)
-    assert budget.reserve(at=clock.now + 5.0) == 0.0  # planned in 5 s: free then
-    assert budget.reserve(at=clock.now + 5.0) == pytest.approx(1.0)  # one per second after
-    assert budget.reserve(at=clock.now + 1.0) == pytest.approx(6.0)  # queued behind them
+    bucket = RetryTokenBucket(capacity=1, refill_per_s=1, clock=clock)
+    assert bucket.reserve(at=clock.now + 5.0) == 0.0  # planned in 5 s: free then
+    assert bucket.reserve(at=clock.now + 5.0) == pytest.approx(1.0)  # one per second after
+    assert bucket.reserve(at=clock.now + 1.0) == pytest.approx(6.0)  # queued behind them
