@@ -307,6 +307,14 @@ def cmd_image(args: argparse.Namespace) -> int:
 # -- parser -------------------------------------------------------------------
 
 
+def _add_verdict_options(parser: argparse.ArgumentParser) -> None:
+    """What compare and ab share: the threshold and --fail-on-change."""
+    parser.add_argument("--threshold", type=float, default=0.1, help="flag |ratio-1| above this")
+    parser.add_argument(
+        "--fail-on-change", action="store_true", help="exit 1 when any metric is flagged"
+    )
+
+
 def _add_run(sub: Any) -> None:
     run = sub.add_parser("run", help="execute one notebook with papermill")
     run.add_argument("notebook", help="path to the .ipynb file")
@@ -363,10 +371,7 @@ def _add_ab(sub: Any) -> None:
     ab.add_argument("--b-python", default=None, help="Python of another checkout's venv for B")
     ab.add_argument("--data-dir", default="data", help="where lab results are saved (data/)")
     ab.add_argument("--output-dir", default="runs", help="where executed notebooks go (runs/)")
-    ab.add_argument("--threshold", type=float, default=0.1, help="flag |ratio-1| above this")
-    ab.add_argument(
-        "--fail-on-change", action="store_true", help="exit 1 when any metric is flagged"
-    )
+    _add_verdict_options(ab)
     ab.set_defaults(handler=cmd_ab)
 
 
@@ -433,10 +438,7 @@ def _add_compare(sub: Any) -> None:
         "runs like side A's, under --data-dir)",
     )
     cmp_.add_argument("--data-dir", default="data", help="where calibrations are found (data/)")
-    cmp_.add_argument("--threshold", type=float, default=0.1, help="flag |ratio-1| above this")
-    cmp_.add_argument(
-        "--fail-on-change", action="store_true", help="exit 1 when any metric is flagged"
-    )
+    _add_verdict_options(cmp_)
     cmp_.set_defaults(handler=cmd_compare)
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,7 @@ import pandas as pd
 
 from perfkit import noise, registry, results, summary
 from perfkit.errors import ConfigError, PerfkitError
-from perfkit.stats import paired_shift_interval, pairs_needed, runs_needed, shift_interval
+from perfkit.stats import Estimate, paired_shift_interval, pairs_needed, runs_needed, shift_interval
 
 IGNORED_PARAMS = {"since", "labs"}
 LEVEL = 0.95
@@ -129,13 +129,19 @@ def _check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
-def _ratio_interval(xa: np.ndarray, xb: np.ndarray) -> tuple[float, float, float] | None:
-    """B/A and its interval from the runs' values; None when the runs cannot support one."""
+Interval = Callable[..., Estimate | None]
+
+
+def _ratio_interval(
+    xa: np.ndarray, xb: np.ndarray, interval: Interval = shift_interval
+) -> tuple[float, float, float] | None:
+    """B/A and its interval from the runs' values (``interval``: unpaired or paired shift);
+    None when the runs cannot support one."""
     if (xa > 0).all() and (xb > 0).all():
-        est = shift_interval(np.log(xa), np.log(xb), level=LEVEL)
+        est = interval(np.log(xa), np.log(xb), level=LEVEL)
         return None if est is None else (math.exp(est.value), math.exp(est.low), math.exp(est.high))
     base = float(np.median(xa))
-    est = shift_interval(xa, xb, level=LEVEL)
+    est = interval(xa, xb, level=LEVEL)
     if est is None or base == 0:  # a shift of values around 0 has no ratio
         return None
     return tuple(1.0 + x / abs(base) for x in (est.value, est.low, est.high))  # type: ignore[return-value]
@@ -224,18 +230,6 @@ def compare_units(
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def _paired_ratio(xa: np.ndarray, xb: np.ndarray) -> tuple[float, float, float] | None:
-    """B/A and its interval from pairs of runs; None when the pairs cannot support one."""
-    if (xa > 0).all() and (xb > 0).all():
-        est = paired_shift_interval(np.log(xa), np.log(xb), level=LEVEL)
-        return None if est is None else (math.exp(est.value), math.exp(est.low), math.exp(est.high))
-    base = float(np.median(xa))
-    est = paired_shift_interval(xa, xb, level=LEVEL)
-    if est is None or base == 0:
-        return None
-    return tuple(1.0 + x / abs(base) for x in (est.value, est.low, est.high))  # type: ignore[return-value]
-
-
 def compare_pairs(
     a: Mapping[str, Sequence[float]],
     b: Mapping[str, Sequence[float]],
@@ -261,7 +255,7 @@ def compare_pairs(
         xa, xb = xa[both], xb[both]
         if xa.size == 0:
             continue
-        found = _paired_ratio(xa, xb)
+        found = _ratio_interval(xa, xb, paired_shift_interval)
         limit = _threshold_of(name, threshold, floors)
         enough = xa.size >= pairs_needed(LEVEL)
         rows.append(_row(name, xa, xb, found, threshold=limit, enough=enough))
