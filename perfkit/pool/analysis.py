@@ -21,7 +21,6 @@ from perfkit.lab import SAMPLE_COLUMNS
 from perfkit.pool.reference import case_bins, knee_cpu
 from perfkit.pool.summary import time_to_size
 from perfkit.pool.sweeps import aggregate_size, cores, rule_of_thumb
-from perfkit.stats import hierarchical_interval, mean_interval, quantile_interval
 
 #: The saved frame holding :func:`findings` (one row). Its name predates "findings";
 #: saved runs, the report and the tests read it under this name.
@@ -200,59 +199,49 @@ def samples_frame(runs: pd.DataFrame, requests: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)[[*SAMPLE_COLUMNS, RUN_COLUMN]]
 
 
-def _interval_of(samples: pd.DataFrame, metric: str, variant: str) -> tuple[int, float, float]:
-    """(n, ci_low, ci_high) of a headline from its samples: the mean over throughput bins,
-    the p99 of per-request waits (seeded bootstrap); (0, NaN, NaN) without samples.
-    Samples from two or more runs (``run``) make a two-stage interval over the runs."""
-    chosen = samples[(samples["metric"] == metric) & (samples["variant"] == variant)]
-    values = chosen["value"].to_numpy(dtype=float)
-    if values.size == 0:
-        return 0, math.nan, math.nan
-    statistic = "mean" if metric == "pool_throughput" else "p99"
-    if RUN_COLUMN in chosen.columns and chosen[RUN_COLUMN].nunique() >= 2:
-        est = hierarchical_interval(values, chosen[RUN_COLUMN].astype(str), statistic, seed=1)
-    elif statistic == "mean":
-        est = mean_interval(values, seed=1)
-    else:
-        est = quantile_interval(values, 0.99, seed=1)
-    return est.n, est.low, est.high
+#: The headline metrics: statistic of their samples (per-bin throughput, per-request wait).
+SPEC = {
+    "pool_throughput": headline_schema.HeadlineSpec(statistic="mean"),
+    "pool_wait_p99": headline_schema.HeadlineSpec(statistic="p99"),
+}
+_HEADLINES = (  # metric, findings key, unit, what
+    ("pool_throughput", "throughput_rps", "rps", "throughput"),
+    ("pool_wait_p99", "wait_p99_ms", "ms", "p99 wait for a connection"),
+)
+_VARIANTS = (("naive", "review", "review preset"), ("improved", "best", "best-found"))
+
+
+def _labels(c: Mapping[str, Any]) -> dict[tuple[str, str], str]:
+    return {
+        (metric, variant): f"{name} (max_size={c.get(f'{preset}_max_size')}, "
+        f"{c.get('preset_workers')} workers): {what}"
+        for metric, _, _, what in _HEADLINES
+        for variant, preset, name in _VARIANTS
+    }
 
 
 def headlines(c: Mapping[str, Any], samples: pd.DataFrame | None = None) -> pd.DataFrame:
     """Throughput and p99 wait: the review's pool preset vs the best size found.
 
-    The values are the presets' run figures in the findings ``c``; ``n`` and the
-    95 % interval come from ``samples`` (per-bin throughput, per-request waits).
-    Not :func:`perfkit.headlines.from_samples`, though the values agree (the bins
-    split each run evenly, so their mean is its throughput): a run saved without
-    samples still has its headlines here, and from_samples shows no interval below
-    three samples where these do.
+    From the samples (:data:`SPEC`: the mean of per-bin throughput, the p99 of
+    per-request waits; the bins split each run evenly, so their mean is its
+    throughput) through :func:`perfkit.headlines.from_samples`, like every
+    lab. A run saved before the lab kept samples gets its values from the
+    findings ``c``, without n or interval.
     """
-    if samples is None:
-        samples = pd.DataFrame(columns=list(SAMPLE_COLUMNS))
+    labels = _labels(c)
+    if samples is not None and not samples.empty:
+        ordered = pd.concat([samples[samples["metric"] == metric] for metric in SPEC])
+        return headline_schema.from_samples(ordered, SPEC, labels=labels, seed=1)
     out: list[headline_schema.Headline] = []
-    for metric, key, unit, what in (
-        ("pool_throughput", "throughput_rps", "rps", "throughput"),
-        ("pool_wait_p99", "wait_p99_ms", "ms", "p99 wait for a connection"),
-    ):
-        for variant, preset, name in (
-            ("naive", "review", "review preset"),
-            ("improved", "best", "best-found"),
-        ):
+    for metric, key, unit, _ in _HEADLINES:
+        for variant, preset, _ in _VARIANTS:
             value = c.get(f"{preset}_{key}")
             if isinstance(value, int | float) and math.isfinite(value):
-                n, low, high = _interval_of(samples, metric, variant)
+                label = labels[(metric, variant)]
                 out.append(
                     headline_schema.Headline(
-                        metric=metric,
-                        variant=variant,
-                        value=float(value),
-                        unit=unit,
-                        label=f"{name} (max_size={c.get(f'{preset}_max_size')}, "
-                        f"{c.get('preset_workers')} workers): {what}",
-                        n=n,
-                        ci_low=low,
-                        ci_high=high,
+                        metric=metric, variant=variant, value=float(value), unit=unit, label=label
                     )
                 )
     return headline_schema.headline_frame(out)
