@@ -21,7 +21,7 @@ import pandas as pd
 from perfkit import registry
 from perfkit.errors import PerfkitError
 from perfkit.headlines import HEADLINE_COLUMNS, UNIT_SCALE, VARIANTS, headline_frame
-from perfkit.lab import SAMPLE_COLUMNS, SAMPLES_FRAME, Results
+from perfkit.lab import RUN_COLUMN, SAMPLE_COLUMNS, SAMPLES_FRAME, Results
 from perfkit.results import Run, run_dirs
 from perfkit.results import load as load_run
 
@@ -128,11 +128,11 @@ def headlines_of(run: Run) -> pd.DataFrame:
 
 
 def samples_of(run: Run) -> pd.DataFrame:
-    """The raw samples behind a run's headlines (``metric, variant, unit, value``, plus
+    """The raw samples behind a run's headlines (``metric, variant, unit, value, run``, plus
     ``experiment``), in the report's units; empty when the lab saved none."""
     frame = run.frames.get(SAMPLES_FRAME)
     if frame is None or frame.empty:
-        return pd.DataFrame(columns=[*SAMPLE_COLUMNS, "experiment"])
+        return pd.DataFrame(columns=[*SAMPLE_COLUMNS, RUN_COLUMN, "experiment"])
     missing = [c for c in SAMPLE_COLUMNS if c not in frame.columns]
     if missing:
         raise PerfkitError(
@@ -142,7 +142,9 @@ def samples_of(run: Run) -> pd.DataFrame:
     out = frame.copy()
     if "experiment" not in out.columns:
         out["experiment"] = run.experiment
-    return normalise(out)[[*SAMPLE_COLUMNS, "experiment"]]
+    if RUN_COLUMN not in out.columns:  # saved by older code: the run as a whole
+        out[RUN_COLUMN] = run.run_id
+    return normalise(out)[[*SAMPLE_COLUMNS, RUN_COLUMN, "experiment"]]
 
 
 # -- collecting runs ------------------------------------------------------------
@@ -208,7 +210,7 @@ def collect_samples(runs: Mapping[str, Run]) -> pd.DataFrame:
     frames = [samples_of(run) for run in runs.values()]
     frames = [f for f in frames if not f.empty]
     if not frames:
-        return pd.DataFrame(columns=[*SAMPLE_COLUMNS, "experiment"])
+        return pd.DataFrame(columns=[*SAMPLE_COLUMNS, RUN_COLUMN, "experiment"])
     return pd.concat(frames, ignore_index=True)
 
 

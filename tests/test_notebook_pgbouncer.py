@@ -50,7 +50,7 @@ def test_quick_run_writes_pgbouncer_results_and_leaves_nothing(tmp_path: Path) -
     assert {METRIC_LATENCY, METRIC_RPS, METRIC_PEAK} <= set(headline["metric"])
     assert all(math.isfinite(v) for v in headline["value"])
     samples = saved.frames["samples"]
-    assert list(samples.columns) == list(SAMPLE_COLUMNS)
+    assert list(samples.columns) == [*SAMPLE_COLUMNS, "run"]
     assert set(samples["variant"]) == {"naive", "improved"}
     assert "PgBouncer in front of one server" in run.executed.read_text()
     assert set(leaks.find_leftovers()) <= before

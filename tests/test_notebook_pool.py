@@ -94,7 +94,7 @@ def test_quick_run_headlines_carry_n_and_intervals_from_the_samples(
     quick_run: QuickRun,
 ) -> None:
     samples = quick_run.saved.frames["samples"]
-    assert list(samples.columns) == ["metric", "variant", "unit", "value"]
+    assert list(samples.columns) == ["metric", "variant", "unit", "value", "run"]
     assert set(samples["metric"]) == {"pool_throughput", "pool_wait_p99"}
     heads = LAB.headlines(Results.of_run(quick_run.saved))
     assert (heads["n"] > 0).all()

@@ -142,7 +142,7 @@ def test_contenders_are_at_most_the_limit() -> None:
 def test_samples_frame_has_the_lab_contract_columns_and_one_row_per_run() -> None:
     runs = runs_frame({"naive": SLOW, "review": FAST})
     frame = evidence.samples_frame(runs, {"naive": "naive", "improved": "review"})
-    assert tuple(frame.columns) == SAMPLE_COLUMNS
+    assert tuple(frame.columns) == (*SAMPLE_COLUMNS, "run")
     overshoot = frame[frame["metric"] == "cold_start_overshoot"]
     assert overshoot.groupby("variant").size().to_dict() == {"improved": 8, "naive": 8}
 

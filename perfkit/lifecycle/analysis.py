@@ -302,7 +302,8 @@ def native_goals(runs: pd.DataFrame, goal: float = NATIVE_GOAL) -> list[dict[str
 
 
 def samples_frame(runs: pd.DataFrame, events: pd.DataFrame, workers: int = 1) -> pd.DataFrame:
-    """One row per suite run behind each headline (``metric, variant, unit, value, label``):
+    """One row per suite run behind each headline (``metric, variant, unit, value, label,
+    run``: the suite run's id):
     per-test server (naive) vs the best shared strategy (improved), at ``workers``."""
     improved = best_shared(runs, workers)
     ok = runs[(runs["exit_code"] == 0) & (runs["workers"] == workers)]
@@ -326,6 +327,6 @@ def samples_frame(runs: pd.DataFrame, events: pd.DataFrame, workers: int = 1) ->
             ):
                 rows.append(
                     {"metric": metric, "variant": variant, "unit": unit, "value": value}
-                    | {"label": label}
+                    | {"label": label, "run": str(run.run_id)}
                 )
-    return pd.DataFrame(rows, columns=["metric", "variant", "unit", "value", "label"])
+    return pd.DataFrame(rows, columns=["metric", "variant", "unit", "value", "label", "run"])

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfkit.lab import SAMPLE_COLUMNS
+from perfkit.lab import RUN_COLUMN, SAMPLE_COLUMNS
 from perfkit.stats import Estimate, quantile_interval
 from perfkit.verdicts import Verdict, decide
 
@@ -234,7 +234,8 @@ def interval(values: Sequence[float], *, seed: int = 0) -> Estimate:
 
 
 def samples_frame(runs: pd.DataFrame, variants: Mapping[str, str]) -> pd.DataFrame:
-    """Per-run cold-start values behind the measured headlines (``SAMPLE_COLUMNS``).
+    """Per-run cold-start values behind the measured headlines (``SAMPLE_COLUMNS`` and
+    ``run``: the repetition).
 
     ``variants`` maps a headline variant (``naive``/``improved``) to a label.
     Metrics: ``cold_start_time_to_connect`` and ``cold_start_overshoot``, in s.
@@ -247,10 +248,18 @@ def samples_frame(runs: pd.DataFrame, variants: Mapping[str, str]) -> pd.DataFra
             ("cold_start_time_to_connect", "time_to_connect_s"),
             ("cold_start_overshoot", "overshoot_s"),
         ):
-            values = sel[column].dropna().to_numpy(dtype=float)
+            chosen = sel[sel[column].notna()]
             parts.append(
-                pd.DataFrame({"metric": metric, "variant": variant, "unit": "s", "value": values})
+                pd.DataFrame(
+                    {
+                        "metric": metric,
+                        "variant": variant,
+                        "unit": "s",
+                        "value": chosen[column].to_numpy(dtype=float),
+                        RUN_COLUMN: chosen["rep"].to_numpy() if "rep" in chosen else 0,
+                    }
+                )
             )
     if not parts:
-        return pd.DataFrame(columns=list(SAMPLE_COLUMNS))
-    return pd.concat(parts, ignore_index=True)[list(SAMPLE_COLUMNS)]
+        return pd.DataFrame(columns=[*SAMPLE_COLUMNS, RUN_COLUMN])
+    return pd.concat(parts, ignore_index=True)[[*SAMPLE_COLUMNS, RUN_COLUMN]]
