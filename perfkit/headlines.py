@@ -9,16 +9,22 @@ This module sits below the labs, so a lab never imports the report layer.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
 
 from perfkit.errors import ConfigError
-from perfkit.stats import hierarchical_interval, mean_interval, quantile_interval, quantile_of
+from perfkit.stats import (
+    exact_median_interval,
+    hierarchical_interval,
+    mean_interval,
+    per_group,
+    quantile_interval,
+    quantile_of,
+)
 
 VARIANTS = ("naive", "improved")
 HEADLINE_COLUMNS = ("metric", "variant", "value", "unit", "label", "n", "ci_low", "ci_high")
@@ -85,8 +91,11 @@ def from_wide(frame: pd.DataFrame, keys: Mapping[str, str] | None = None) -> pd.
     return headline_frame(items)
 
 
-#: Fewer samples than this give no interval (a bootstrap of 2-4 values is just their range).
+#: Fewer samples (or runs) than this give no interval: two values are one difference.
 MIN_INTERVAL_N = 3
+#: Below this many samples (or runs) a bootstrap interval is not trustworthy: the median
+#: gets its exact order-statistic interval, anything else the range, and the label says so.
+SMALL_N = 20
 
 
 #: Optional columns of a ``samples`` frame that :func:`from_samples` reads.
@@ -129,8 +138,28 @@ def _runs_of(group: pd.DataFrame) -> pd.Series | None:
     return runs if runs.nunique() >= 2 else None
 
 
+def _few(units: Sequence[float], statistic: str) -> tuple[float, float, str] | None:
+    """An interval for a few values (runs or samples) that a bootstrap would overstate.
+
+    The median gets its exact order-statistic interval; where none exists at
+    95 % (fewer than 6 values), or for another statistic, the interval is the
+    values' range, and the label says so. None from :data:`SMALL_N` values on.
+    """
+    if len(units) >= SMALL_N:
+        return None
+    exact = exact_median_interval(units) if statistic == "median" else None
+    if exact is not None:
+        return exact.low, exact.high, ""
+    return min(units), max(units), f"interval: the range of {len(units)}"
+
+
 def _headline(
-    metric: str, variant: str, group: pd.DataFrame, spec: HeadlineSpec, seed: int
+    metric: str,
+    variant: str,
+    group: pd.DataFrame,
+    spec: HeadlineSpec,
+    seed: int,
+    label: str | None = None,
 ) -> Headline:
     data = [float(v) for v in group["value"] if math.isfinite(float(v))]
     if not data:
@@ -139,20 +168,28 @@ def _headline(
     runs = _runs_of(group)
     if runs is not None:  # the run is the unit: a two-stage bootstrap, n = runs
         estimate = hierarchical_interval(group["value"], runs, spec.statistic, seed=seed)
+        units = list(per_group(group["value"], runs, spec.statistic))
     elif q is None:
-        estimate = mean_interval(data, seed=seed)
+        estimate, units = mean_interval(data, seed=seed), data
     else:
-        estimate = quantile_interval(data, q, seed=seed)
-    enough = estimate.n >= MIN_INTERVAL_N if runs is not None else len(data) >= MIN_INTERVAL_N
+        estimate, units = quantile_interval(data, q, seed=seed), data
+    low, high = estimate.low, estimate.high
+    label = _label(group, spec, variant) if label is None else label
+    few = _few(units, spec.statistic) if len(units) >= MIN_INTERVAL_N else None
+    if few is not None:
+        low, high, note = few
+        label = f"{label} ({note})" if note and label else note or label
+    elif len(units) < MIN_INTERVAL_N:
+        low = high = math.nan
     return Headline(
         metric=metric,
         variant=variant,
         value=estimate.value,
         unit=str(group["unit"].iloc[0]),
-        label=_label(group, spec, variant),
-        n=estimate.n if runs is not None else len(data),
-        ci_low=estimate.low if enough else math.nan,
-        ci_high=estimate.high if enough else math.nan,
+        label=label,
+        n=len(units),
+        ci_low=low,
+        ci_high=high,
     )
 
 
@@ -167,12 +204,16 @@ def from_samples(
 
     One headline per (metric, variant), in the order the samples list them:
     the statistic ``spec`` names for the metric (the median when it names
-    none), with n and a seeded 95 % interval (none below
-    :data:`MIN_INTERVAL_N` samples). When the samples say which run or
-    repetition they came from (a ``run`` column with two or more runs), the
-    run is the unit: the interval is a two-stage bootstrap (runs, then
-    samples within them; :func:`perfkit.stats.hierarchical_interval`), ``n``
-    counts runs, and fewer than :data:`MIN_INTERVAL_N` runs give no interval.
+    none), with n and a 95 % interval:
+
+    - the unit is the run when the samples say which run or repetition they
+      came from (a ``run`` column with two or more runs): a two-stage
+      bootstrap (runs, then samples within them), and ``n`` counts runs;
+    - fewer than :data:`MIN_INTERVAL_N` units give no interval;
+    - below :data:`SMALL_N` units a bootstrap claims more than it covers: the
+      median gets its exact order-statistic interval, anything else (or a
+      median of fewer than 6) the range, and the label says so.
+
     The label comes from ``labels``, else the samples' ``label`` column,
     else the spec.
     """
@@ -180,8 +221,6 @@ def from_samples(
     items = []
     for (metric, variant), group in samples.groupby(["metric", "variant"], sort=False):
         metric, variant = str(metric), str(variant)
-        item = _headline(metric, variant, group, spec.get(metric, MEDIAN), seed)
-        if labels and (metric, variant) in labels:
-            item = dataclasses.replace(item, label=labels[(metric, variant)])
-        items.append(item)
+        label = (labels or {}).get((metric, variant))
+        items.append(_headline(metric, variant, group, spec.get(metric, MEDIAN), seed, label))
     return headline_frame(items)

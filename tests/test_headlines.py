@@ -40,13 +40,14 @@ def test_too_few_samples_give_no_interval() -> None:
 
 
 def test_the_label_column_wins_over_the_spec_label() -> None:
-    samples = _samples([1.0, 2.0, 3.0]).assign(label="pool of 5")
+    samples = _samples([float(v) for v in range(30)]).assign(label="pool of 5")
     frame = from_samples(samples, {"wait": HeadlineSpec(label="{variant} pool")})
     assert frame["label"].iloc[0] == "pool of 5"
 
 
 def test_the_spec_label_may_name_the_variant() -> None:
-    frame = from_samples(_samples([1.0, 2.0, 3.0]), {"wait": HeadlineSpec(label="{variant} pool")})
+    samples = _samples([float(v) for v in range(30)])
+    frame = from_samples(samples, {"wait": HeadlineSpec(label="{variant} pool")})
     assert frame["label"].iloc[0] == "naive pool"
 
 
@@ -76,3 +77,22 @@ def test_samples_of_one_run_keep_their_per_sample_interval() -> None:
     values = [float(v) for v in range(1, 41)]
     row = from_samples(_samples(values).assign(run="only")).iloc[0]
     assert row["n"] == 40 and row["ci_low"] < row["ci_high"]
+
+
+def test_a_median_of_a_few_samples_gets_its_exact_order_statistic_interval() -> None:
+    row = from_samples(_samples([5.0, 1.0, 4.0, 2.0, 3.0, 6.0, 7.0])).iloc[0]
+    assert (row["ci_low"], row["ci_high"]) == (1.0, 7.0)
+    assert "range" not in row["label"]
+
+
+def test_fewer_than_six_samples_show_their_range_and_say_so() -> None:
+    row = from_samples(_samples([1.0, 2.0, 4.0]).assign(label="what")).iloc[0]
+    assert (row["ci_low"], row["ci_high"]) == (1.0, 4.0)
+    assert row["label"] == "what (interval: the range of 3)"
+
+
+def test_a_few_runs_of_many_samples_show_the_range_of_the_runs() -> None:
+    runs = [f"r{i}" for i in range(4) for _ in range(50)]
+    values = [1.0 + 0.1 * i for i in range(4) for _ in range(50)]
+    row = from_samples(_samples(values).assign(run=runs)).iloc[0]
+    assert row["n"] == 4 and (row["ci_low"], row["ci_high"]) == pytest.approx((1.0, 1.3))

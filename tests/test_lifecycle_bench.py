@@ -173,7 +173,9 @@ def test_lab_headlines_come_from_per_run_samples_with_their_n() -> None:
     assert heads.loc[("suite_runtime", "naive"), "value"] == 30.0
     assert heads.loc[("suite_runtime", "improved"), "n"] == 3
     assert heads.loc[("container_startup", "improved"), "value"] == pytest.approx(0.05)
-    assert heads.loc[("suite_runtime", "improved"), "label"] == "rollback (workers=1)"
+    assert heads.loc[("suite_runtime", "improved"), "label"] == (
+        "rollback (workers=1) (interval: the range of 3)"
+    )
 
 
 def test_goals_report_the_suite_ratio_against_twenty() -> None:

@@ -217,3 +217,19 @@ def test_hierarchical_interval_gives_none_below_three_runs() -> None:
 def test_per_group_reduces_each_run_to_its_statistic() -> None:
     got = stats.per_group([1.0, 3.0, 10.0, 30.0, 50.0], ["x", "x", "y", "y", "y"], "median")
     assert got.tolist() == [2.0, 30.0]
+
+
+def test_exact_median_interval_needs_six_values_at_95_percent() -> None:
+    assert stats.exact_median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None
+    est = stats.exact_median_interval([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    assert est is not None and (est.low, est.high) == (1.0, 6.0)
+
+
+def test_exact_median_interval_covers_the_median_at_least_95_percent_of_the_time() -> None:
+    rng = np.random.default_rng(13)
+    trials, misses = 2000, 0
+    for _ in range(trials):
+        est = stats.exact_median_interval(rng.exponential(1.0, 9))
+        assert est is not None
+        misses += not est.low <= math.log(2) <= est.high
+    assert misses / trials <= 0.05 + 3 * (0.05 * 0.95 / trials) ** 0.5

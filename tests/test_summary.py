@@ -155,7 +155,9 @@ def test_streaming_lab_headlines_are_client_memory_of_fetchall_vs_best_stream() 
     h = summary.normalise(registry.get("streaming").headlines(Results(frames=frames)))
     rss = h[h["metric"] == "streaming_rss_growth"].set_index("variant")
     assert rss.loc["naive", "value"] == 300.0 and rss.loc["improved", "value"] == 2.0
-    assert rss.loc["improved", "label"] == "stream: RSS growth reading 50,000 rows"
+    assert rss.loc["improved", "label"] == (
+        "stream: RSS growth reading 50,000 rows (interval: the range of 3)"
+    )
     assert rss.loc["naive", "n"] == 3
 
 
