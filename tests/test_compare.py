@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perfkit import compare, results, summary
+from perfkit import compare, registry, results, summary
 from perfkit.cli import main
 from perfkit.errors import ConfigError, PerfkitError
 from perfkit.headlines import Headline, headline_frame
@@ -180,12 +180,33 @@ def test_runs_of_different_labs_are_refused(tmp_path: Path) -> None:
         compare.compare_paths(a.path, b.path)
 
 
+REFERENCE = Path(__file__).resolve().parent.parent / "data" / "reference" / "report"
+
+
 def test_committed_reference_run_holds_every_labs_headlines() -> None:
-    reference = Path(__file__).resolve().parent.parent / "data" / "reference" / "report"
-    table = compare.compare_paths(reference, reference, threshold=0.1)
+    table = compare.compare_paths(REFERENCE, REFERENCE, threshold=0.1)
     labs = {metric.split(":")[0] for metric in table["metric"]}
-    assert labs == {"retry", "pool", "lifecycle", "streaming"}
+    assert labs == {lab.name for lab in registry.LABS}
     assert (table["ratio"] == 1.0).all()
+
+
+def test_committed_reference_run_is_a_full_report_with_samples_by_run() -> None:
+    run = compare.resolve_run(REFERENCE)
+    assert run.metadata["params"]["quick"] is False
+    samples = summary.samples_of(run)
+    assert {"run", "experiment"} <= set(samples.columns)
+    assert set(samples["experiment"]) == {lab.name for lab in registry.LABS}
+
+
+def test_a_quick_report_is_refused_against_the_full_reference(tmp_path: Path) -> None:
+    quick = results.save(
+        frames={"headline": results.load(compare.resolve_run(REFERENCE).path).frames["headline"]},
+        experiment=summary.REPORT_EXPERIMENT,
+        params={**compare.resolve_run(REFERENCE).metadata["params"], "quick": True},
+        out_dir=tmp_path,
+    )
+    with pytest.raises(ConfigError, match="quick: False -> True"):
+        compare.compare_paths(REFERENCE, quick.path)
 
 
 # The rules, on per-run values with known distributions.
