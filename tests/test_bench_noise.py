@@ -37,6 +37,7 @@ def _hog() -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", loop])
 
 
+@pytest.mark.timeout(5400)  # eight quick reports: about 20 minutes on 2 cores
 def test_bench_a_cpu_hog_beside_one_side_flags_at_most_one_metric(tmp_path: Path) -> None:
     started = time.monotonic()
     side_a = _reports(tmp_path, "a")

@@ -5,7 +5,7 @@ only there: ConfigError naming the parameter, before any server starts),
 :func:`perfkit.retry.measure.run_lab` runs every scenario and :data:`LAB`
 exposes it all through the lab contract (:mod:`perfkit.lab`).
 
-Frames (saved as ``experiment="retry"``; columns in ``/work/notes/retry.md``):
+Frames (saved as ``experiment="retry"``):
 ``worst_case``, ``review_claim``, ``runs``, ``attempts``, ``summary``,
 ``connect_time``, ``herd``, ``herd_rates``, ``herd_backends``, ``calibration``,
 ``sim_vs_real``, ``sim_rates``, ``simulation``, ``headline``; and ``verdicts``
