@@ -399,3 +399,28 @@ def lab_status_table(labs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(
         rows, columns=["Notebook", "Status", "Wall time", "Kernel/papermill overhead", "Error"]
     )
+
+
+def machine_load_table(runs: Mapping[str, Run]) -> pd.DataFrame:
+    """How busy the machine was during each lab's run (:mod:`perfkit.noise`); loaded runs marked."""
+    from perfkit import noise
+
+    rows = []
+    for experiment, run in runs.items():
+        record = noise.of_run(run.metadata)
+        if record is None:
+            rows.append({"Lab": experiment, "Run": run.run_id, "Loaded": "not recorded"})
+            continue
+        share = record.get("other_cpu_share")
+        rows.append(
+            {
+                "Lab": experiment,
+                "Run": run.run_id,
+                "Other processes' CPU": "" if share is None else f"{float(share):.0%}",
+                "Load before (1 min)": f"{float(record.get('load_1m_before') or 0.0):.2f}",
+                "Cores": int(record.get("cores") or 0),
+                "Loaded": "LOADED" if noise.is_loaded(record) else "no",
+            }
+        )
+    columns = ["Lab", "Run", "Other processes' CPU", "Load before (1 min)", "Cores", "Loaded"]
+    return pd.DataFrame(rows, columns=columns).fillna("")

@@ -254,3 +254,17 @@ def test_plot_draws_an_interval_on_a_measured_bar_that_has_one() -> None:
     (bar,) = [c for c in suite_panel.containers if type(c).__name__ == "ErrorbarContainer"]
     (segment,) = bar.lines[2][0].get_segments()
     assert [y for _, y in segment] == [28.0, 33.0]
+
+
+def test_machine_load_table_marks_loaded_runs(tmp_path: Path) -> None:
+    quiet = {"cores": 2, "load_1m_before": 1.9, "other_cpu_share": 0.02}
+    busy = {"cores": 2, "load_1m_before": 0.1, "other_cpu_share": 0.5}
+    runs = {
+        name: results.load(
+            results.save(frames={}, experiment=name, out_dir=tmp_path, extra={"noise": record}).path
+        )
+        for name, record in (("pool", quiet), ("retry", busy))
+    }
+    table = summary.machine_load_table(runs).set_index("Lab")
+    assert table.loc["pool", "Loaded"] == "no" and table.loc["retry", "Loaded"] == "LOADED"
+    assert table.loc["retry", "Other processes' CPU"] == "50%"
