@@ -38,7 +38,6 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from perfkit import headlines as headline_schema
 from perfkit import params as param_checks
 from perfkit import validate
 from perfkit.errors import ConfigError
@@ -53,9 +52,9 @@ Progress = Callable[[str], None]
 BACKENDS = ("auto", "docker", "local")
 SAMPLES_FRAME = "samples"
 SAMPLE_COLUMNS = ("metric", "variant", "unit", "value")
-#: Every lab's samples also say which run or repetition each came from (the unit of
-#: replication, see :func:`perfkit.headlines.from_samples`); runs saved by older code may not.
-RUN_COLUMN = headline_schema.RUN_COLUMN
+# Every lab's samples also say which run or repetition each came from, in the column
+# perfkit.headlines.RUN_COLUMN (the unit of replication); runs saved by older code may not.
+# Not imported here: this module stays light (no pandas) for the processes that load it.
 _UNSET: Any = object()
 
 

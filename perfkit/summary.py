@@ -20,8 +20,14 @@ import pandas as pd
 
 from perfkit import registry
 from perfkit.errors import PerfkitError
-from perfkit.headlines import HEADLINE_COLUMNS, UNIT_SCALE, VARIANTS, headline_frame
-from perfkit.lab import RUN_COLUMN, SAMPLE_COLUMNS, SAMPLES_FRAME, Results
+from perfkit.headlines import (
+    HEADLINE_COLUMNS,
+    RUN_COLUMN,
+    UNIT_SCALE,
+    VARIANTS,
+    headline_frame,
+)
+from perfkit.lab import SAMPLE_COLUMNS, SAMPLES_FRAME, Results
 from perfkit.results import Run, run_dirs
 from perfkit.results import load as load_run
 

@@ -221,3 +221,12 @@ def test_plain_papermill_run_with_a_bad_value_fails_in_the_validation_cell(
 def test_generated_parameters_cell_fits_the_line_length(lab: Lab) -> None:
     long = [line for line in lab.Params.notebook_cell().splitlines() if len(line) > 100]
     assert not long, "shorten these parameters' help (ruff's line length is 100)"
+
+
+def test_importing_the_lab_contract_loads_no_pandas_or_numpy() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, perfkit.lab; print(sorted({'pandas', 'numpy'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

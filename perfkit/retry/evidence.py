@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perfkit.lab import RUN_COLUMN, SAMPLE_COLUMNS
+from perfkit.headlines import RUN_COLUMN
+from perfkit.lab import SAMPLE_COLUMNS
 from perfkit.stats import Estimate, quantile_interval
 from perfkit.verdicts import Verdict, decide
 
