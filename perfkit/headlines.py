@@ -18,12 +18,14 @@ import pandas as pd
 
 from perfkit.errors import ConfigError
 from perfkit.stats import (
+    Estimate,
     exact_median_interval,
     hierarchical_interval,
     mean_interval,
     per_group,
     quantile_interval,
     quantile_of,
+    statistic_of,
 )
 
 VARIANTS = ("naive", "improved")
@@ -138,15 +140,23 @@ def _runs_of(group: pd.DataFrame) -> pd.Series | None:
     return runs if runs.nunique() >= 2 else None
 
 
-def _few(units: Sequence[float], statistic: str) -> tuple[float, float, str] | None:
+def _bootstrap(
+    group: pd.DataFrame, runs: pd.Series | None, data: list[float], statistic: str, seed: int
+) -> Estimate:
+    """The seeded bootstrap interval: over runs then samples when there are runs."""
+    if runs is not None:  # the run is the unit: a two-stage bootstrap
+        return hierarchical_interval(group["value"], runs, statistic, seed=seed)
+    q = quantile_of(statistic)
+    return mean_interval(data, seed=seed) if q is None else quantile_interval(data, q, seed=seed)
+
+
+def _few(units: Sequence[float], statistic: str) -> tuple[float, float, str]:
     """An interval for a few values (runs or samples) that a bootstrap would overstate.
 
     The median gets its exact order-statistic interval; where none exists at
     95 % (fewer than 6 values), or for another statistic, the interval is the
-    values' range, and the label says so. None from :data:`SMALL_N` values on.
+    values' range, and the label says so.
     """
-    if len(units) >= SMALL_N:
-        return None
     exact = exact_median_interval(units) if statistic == "median" else None
     if exact is not None:
         return exact.low, exact.high, ""
@@ -164,27 +174,21 @@ def _headline(
     data = [float(v) for v in group["value"] if math.isfinite(float(v))]
     if not data:
         raise ConfigError(f"headline {metric}/{variant}: no finite sample")
-    q = quantile_of(spec.statistic)
     runs = _runs_of(group)
-    if runs is not None:  # the run is the unit: a two-stage bootstrap, n = runs
-        estimate = hierarchical_interval(group["value"], runs, spec.statistic, seed=seed)
-        units = list(per_group(group["value"], runs, spec.statistic))
-    elif q is None:
-        estimate, units = mean_interval(data, seed=seed), data
-    else:
-        estimate, units = quantile_interval(data, q, seed=seed), data
-    low, high = estimate.low, estimate.high
+    values = group["value"].dropna() if runs is not None else data
+    units = list(per_group(group["value"], runs, spec.statistic)) if runs is not None else data
     label = _label(group, spec, variant) if label is None else label
-    few = _few(units, spec.statistic) if len(units) >= MIN_INTERVAL_N else None
-    if few is not None:
-        low, high, note = few
+    low = high = math.nan
+    if len(units) >= SMALL_N:  # enough for a bootstrap (two-stage when the samples have runs)
+        estimate = _bootstrap(group, runs, data, spec.statistic, seed)
+        low, high = estimate.low, estimate.high
+    elif len(units) >= MIN_INTERVAL_N:
+        low, high, note = _few(units, spec.statistic)
         label = f"{label} ({note})" if note and label else note or label
-    elif len(units) < MIN_INTERVAL_N:
-        low = high = math.nan
     return Headline(
         metric=metric,
         variant=variant,
-        value=estimate.value,
+        value=statistic_of(values, spec.statistic),
         unit=str(group["unit"].iloc[0]),
         label=label,
         n=len(units),

@@ -88,6 +88,11 @@ def quantile_of(statistic: Statistic) -> float | None:
     )
 
 
+def statistic_of(values: Sequence[float], statistic: Statistic = "median") -> float:
+    """``statistic`` of ``values`` (no interval: the point every interval here is around)."""
+    return float(_reduce(np.asarray(values, dtype=float), statistic))
+
+
 def _row_quantiles(rows: np.ndarray, qs: Sequence[float]) -> np.ndarray:
     """``np.quantile(rows, qs, axis=1)`` (linear method) from one sort: (len(qs), len(rows))."""
     ordered = np.sort(rows, axis=1)
@@ -574,7 +579,7 @@ def per_group(
     for g in dict.fromkeys(labels.tolist()):
         chunk = data[(labels == g) & ~np.isnan(data)]
         if chunk.size:
-            out.append(float(_reduce(chunk, statistic)))
+            out.append(statistic_of(chunk, statistic))
     return np.asarray(out, dtype=float)
 
 
