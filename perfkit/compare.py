@@ -324,7 +324,7 @@ def compare_paths(
     if not runs_a or not runs_b:
         raise ConfigError("compare needs at least one run on each side")
     if paired:
-        diffs = like_with_like(runs_a, runs_a[1:]) + like_with_like(runs_b, runs_b[1:])
+        diffs = like_with_like(runs_a[:1], runs_a[1:]) + like_with_like(runs_b[:1], runs_b[1:])
     else:
         diffs = like_with_like(runs_a, runs_b)
     if diffs and not allow_different:

@@ -359,3 +359,24 @@ def test_paired_compare_command_lists_how_a_and_b_differ(
     out = capsys.readouterr().out
     assert "note: A and B differ in seed: 1 -> 2" in out
     assert "changed (+) up" in out
+
+
+def test_paired_compare_names_each_unlike_run_of_a_side_once(tmp_path: Path) -> None:
+    frame = headline_frame(
+        [Headline(metric="connection_time", variant="naive", value=1.0, unit="s")]
+    )
+
+    def run(side: str, seed: int) -> str:
+        saved = results.save(
+            frames={"headline": frame},
+            experiment="retry",
+            params={"seed": seed},
+            out_dir=tmp_path / side,
+        )
+        return str(saved.path)
+
+    side_a = [run("a", 1), run("a", 1), run("a", 2)]
+    side_b = [run("b", 3), run("b", 3), run("b", 3)]
+    with pytest.raises(ConfigError) as refused:
+        compare.compare_paths(side_a, side_b, paired=True)
+    assert str(refused.value).count("seed: 1 -> 2") == 1
