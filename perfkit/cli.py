@@ -130,6 +130,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
     """``perfkit ab``: A and B alternately in one session, compared pair by pair."""
     from perfkit import abtest, compare, notebooks
 
+    _check_runs(args.pairs, "pairs")
     _sweep_dead_owners()
     shared = _values(args.notebook, args.file, args.parameter)
     sides = []
@@ -146,7 +147,6 @@ def cmd_ab(args: argparse.Namespace) -> int:
             "A and B are the same; give B (or A) other parameters (--b NAME VALUE, --b-file) "
             "or another checkout's Python (--b-python PATH)"
         )
-    abtest.pair_orders(_check_runs(args.pairs, "pairs"))
     runs_a, runs_b = abtest.run_pairs(
         args.notebook,
         (sides[0], sides[1]),
@@ -162,15 +162,13 @@ def cmd_ab(args: argparse.Namespace) -> int:
         paired=True,
         allow_different=True,
     )
-    print(compare.format_table(table, threshold=args.threshold))
+    code = _print_verdicts(table, args)
     print("compare these pairs again with:")
     print(
         f"  perfkit compare --paired {' '.join(str(r.path) for r in runs_a)} "
         f"--vs {' '.join(str(r.path) for r in runs_b)}"
     )
-    if args.fail_on_change and bool(table["flag"].ne("").any()):
-        return 1
-    return 0
+    return code
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -214,6 +212,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0 if ok else EXIT_ERROR
 
 
+def _print_verdicts(table: Any, args: argparse.Namespace) -> int:
+    """Print compare's table; the exit code (1: a metric changed, with --fail-on-change)."""
+    from perfkit import compare
+
+    print(compare.format_table(table, threshold=args.threshold))
+    return 1 if args.fail_on_change and bool(table["flag"].ne("").any()) else 0
+
+
 def _calibration(args: argparse.Namespace, first_a: str) -> Any:
     """The calibration compare applies: --calibration RUN, none, or the latest like side A."""
     from perfkit import calibrate, compare, results
@@ -247,10 +253,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     if calibration is not None:
         table.attrs["calibration"] = calibration.run_id
-    print(compare.format_table(table, threshold=args.threshold))
-    if args.fail_on_change and bool(table["flag"].ne("").any()):
-        return 1
-    return 0
+    return _print_verdicts(table, args)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
