@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from perfkit import registry
+from perfkit import noise, registry
 from perfkit.errors import PerfkitError
 from perfkit.headlines import (
     HEADLINE_COLUMNS,
@@ -409,8 +409,6 @@ def lab_status_table(labs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 def machine_load_table(runs: Mapping[str, Run]) -> pd.DataFrame:
     """How busy the machine was during each lab's run (:mod:`perfkit.noise`); loaded runs marked."""
-    from perfkit import noise
-
     rows = []
     for experiment, run in runs.items():
         record = noise.of_run(run.metadata)
