@@ -67,7 +67,7 @@ def _sweep_dead_owners() -> None:
 
 
 def _values(
-    notebook: str, files: list[str] | None, pairs: list[list[str]] | None
+    notebook: str | Path, files: list[str] | None, pairs: list[list[str]] | None
 ) -> dict[str, Any]:
     """Parameters from ``-f`` files then ``-p`` pairs (later ones win), typed by the notebook."""
     from perfkit import notebooks
@@ -79,6 +79,27 @@ def _values(
     return values
 
 
+def resolve_notebook(value: str) -> Path:
+    """The notebook ``perfkit run`` / ``ab`` / ``sweep`` execute: a lab's name or a path.
+
+    A lab's name (``retry``, ``pool``, ... the names ``report --labs`` takes)
+    means the notebook shipped with perfkit; anything else is a notebook
+    file. ConfigError names the labs when it is neither.
+    """
+    from perfkit import registry, report
+
+    lab = registry.find(value)
+    if lab is not None:
+        return report.default_notebooks_dir() / lab.notebook
+    path = Path(value)
+    if path.is_file():
+        return path
+    labs = ", ".join(lab.name for lab in registry.LABS)
+    if path.suffix == ".ipynb" or len(path.parts) > 1:
+        raise ConfigError(f"notebook {value} not found; give a notebook file or a lab: {labs}")
+    raise ConfigError(f"unknown lab {value!r}; the labs are: {labs} (or give a notebook file)")
+
+
 def _check_runs(runs: int, what: str = "runs") -> int:
     if runs < 1:
         raise ConfigError(f"--{what} must be at least 1, got {runs}")
@@ -86,10 +107,14 @@ def _check_runs(runs: int, what: str = "runs") -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from perfkit import notebooks
+    from perfkit import notebooks, registry
 
+    by_name = registry.find(args.notebook) is not None
+    args.notebook = resolve_notebook(args.notebook)
     _sweep_dead_owners()
     values = _values(args.notebook, args.file, args.parameter)
+    if by_name:  # results go to ./data as with `report`, never into the installed package
+        values.setdefault("out_dir", str(Path(args.data_dir).resolve()))
     if _check_runs(args.runs) > 1:
         return _run_repeated(args, values)
     run = notebooks.execute(
@@ -131,6 +156,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
     from perfkit import abtest, compare, notebooks
 
     _check_runs(args.pairs, "pairs")
+    args.notebook = resolve_notebook(args.notebook)
     _sweep_dead_owners()
     shared = _values(args.notebook, args.file, args.parameter)
     sides = []
@@ -259,9 +285,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from perfkit import sweep
 
+    notebook = resolve_notebook(args.notebook)
     grid = sweep.load_grid(args.grid)
     outcome = sweep.run_sweep(
-        args.notebook,
+        notebook,
         grid,
         output_dir=args.output_dir,
         scheduler=args.scheduler,
@@ -309,6 +336,34 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 # -- parser -------------------------------------------------------------------
 
+NOTEBOOK_HELP = (
+    "a lab's name (retry, pool, lifecycle, streaming, pgbouncer: its shipped notebook) "
+    "or the path of a .ipynb file"
+)
+
+
+def version() -> str:
+    """perfkit's installed version (the package's own ``__version__`` when not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("perfkit")
+    except metadata.PackageNotFoundError:
+        import perfkit
+
+        return perfkit.__version__
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: looks the version up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print perfkit's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"perfkit {version()}")
+        parser.exit()
+
 
 def _add_verdict_options(parser: argparse.ArgumentParser) -> None:
     """What compare and ab share: the threshold and --fail-on-change."""
@@ -319,8 +374,8 @@ def _add_verdict_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_run(sub: Any) -> None:
-    run = sub.add_parser("run", help="execute one notebook with papermill")
-    run.add_argument("notebook", help="path to the .ipynb file")
+    run = sub.add_parser("run", help="execute one lab (or any notebook) with papermill")
+    run.add_argument("notebook", metavar="LAB|NOTEBOOK", help=NOTEBOOK_HELP)
     run.add_argument(
         "-p",
         "--parameter",
@@ -343,7 +398,9 @@ def _add_run(sub: Any) -> None:
         help="run a lab notebook K times (each run one replicate for compare / calibrate)",
     )
     run.add_argument(
-        "--data-dir", default="data", help="with --runs: where lab results are saved (data/)"
+        "--data-dir",
+        default="data",
+        help="where a lab named by LAB or run with --runs saves its results (data/)",
     )
     run.set_defaults(handler=cmd_run)
 
@@ -352,7 +409,7 @@ def _add_ab(sub: Any) -> None:
     ab = sub.add_parser(
         "ab", help="run a lab as A and as B alternately, then compare them pair by pair"
     )
-    ab.add_argument("notebook", help="a lab notebook (notebooks/NN_name.ipynb)")
+    ab.add_argument("notebook", metavar="LAB|NOTEBOOK", help="a lab: its name or notebook file")
     ab.add_argument("--pairs", type=int, default=6, metavar="K", help="pairs to run (6+ for 95 %%)")
     for flag, help_ in (
         ("-p", "a parameter for both sides"),
@@ -447,7 +504,7 @@ def _add_compare(sub: Any) -> None:
 
 def _add_sweep(sub: Any) -> None:
     swp = sub.add_parser("sweep", help="run a notebook once per point of a parameter grid")
-    swp.add_argument("notebook")
+    swp.add_argument("notebook", metavar="LAB|NOTEBOOK", help=NOTEBOOK_HELP)
     swp.add_argument("--grid", required=True, help="YAML: parameter -> list of values")
     swp.add_argument("-f", "--file", default=None, help="YAML of fixed parameters for every point")
     swp.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
@@ -485,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="perfkit",
         description="Measure PostgreSQL connection retry, pooling and test-container lifecycles.",
     )
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         _add_run,
