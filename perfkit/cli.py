@@ -565,11 +565,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cleanup.install_signal_handlers()  # before anything starts: SIGTERM/SIGHUP unwind and clean up
     parser = build_parser()
-    args, extra = parser.parse_known_args(list(argv) if argv is not None else None)
-    if extra:
-        if args.handler not in (cmd_doctor, cmd_image):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.rest = [*args.rest, *extra]  # passed through to doctor / image build
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    args, extra = parser.parse_known_args(argv)
+    if args.handler in (cmd_doctor, cmd_image):  # the rest goes, in order, to their own parsers
+        args.rest = argv[argv.index(args.command) + (2 if args.command == "image" else 1) :]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.handler(args))
     except PerfkitError as exc:
