@@ -141,7 +141,9 @@ def _help(command: list[str], tmp_path: Path) -> str:
         timeout=120,
         cwd=tmp_path,
     )
-    assert result.returncode == 0, f"`{' '.join(command)}` names no perfkit command: {result.stderr}"
+    assert result.returncode == 0, (
+        f"`{' '.join(command)}` names no perfkit command: {result.stderr}"
+    )
     return result.stdout
 
 
