@@ -1,7 +1,9 @@
-"""The ``perfkit`` command: run notebooks, build the report, compare runs, sweep grids.
+"""The ``perfkit`` command: run labs, build the report, compare runs, sweep grids.
 
-Exit codes: 0 success, 2 a perfkit error (bad parameter, failed notebook,
-unusable backend; the message goes to stderr), 130 interrupted (SIGINT),
+Exit codes: 0 success, 1 a metric changed (``compare``/``ab`` with
+``--fail-on-change``) or no usable backend (``doctor``), 2 a perfkit error
+(bad parameter, unknown lab, failed notebook, unusable backend; the message
+goes to stderr), 130 interrupted (SIGINT),
 143 terminated (SIGTERM), 129 hung up (SIGHUP). On each of the three signals
 every server is removed first, also those of a running notebook's kernel.
 """
@@ -367,7 +369,12 @@ class _VersionAction(argparse.Action):
 
 def _add_verdict_options(parser: argparse.ArgumentParser) -> None:
     """What compare and ab share: the threshold and --fail-on-change."""
-    parser.add_argument("--threshold", type=float, default=0.1, help="flag |ratio-1| above this")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.1,
+        help="flag a metric when B/A's whole 95 %% interval lies beyond 1 ± this (0.1)",
+    )
     parser.add_argument(
         "--fail-on-change", action="store_true", help="exit 1 when any metric is flagged"
     )
@@ -452,16 +459,26 @@ def _add_report(sub: Any) -> None:
         type=int,
         default=1,
         metavar="K",
-        help="repeat the report K times, the lab order rotated each time (compare needs 4+)",
+        help="repeat the report K times, the lab order rotated each time "
+        "(compare needs 4+ runs per side)",
     )
-    rep.add_argument("--backend", choices=["auto", "docker", "local"], default="auto")
+    rep.add_argument(
+        "--backend",
+        choices=["auto", "docker", "local"],
+        default="auto",
+        help="where the labs' servers come from (auto: docker when a daemon answers and an "
+        "image is present, else local binaries)",
+    )
     rep.add_argument("--output-dir", default="runs", help="where the run directory goes (runs/)")
     rep.add_argument("--data-dir", default="data", help="where lab results are saved (data/)")
     rep.add_argument(
         "--notebooks-dir", default=None, help="folder of the lab notebooks (default: shipped)"
     )
     rep.add_argument(
-        "--labs", nargs="+", metavar="NAME", help="run only these labs (retry pool lifecycle ...)"
+        "--labs",
+        nargs="+",
+        metavar="NAME",
+        help="run only these labs (retry pool lifecycle streaming pgbouncer)",
     )
     rep.add_argument("--show-code", action="store_true", help="keep code cells in the HTML")
     rep.set_defaults(handler=cmd_report)
@@ -475,7 +492,8 @@ def _add_compare(sub: Any) -> None:
         "runs",
         nargs="+",
         metavar="RUN",
-        help="A B (one run each), or with --vs: side A's runs (data/<exp>/<run_id>)",
+        help="A B (one run each), or with --vs: side A's runs (data/<exp>/<run_id>, or "
+        "data/<exp> for its latest run)",
     )
     cmp_.add_argument(
         "--vs", nargs="+", metavar="RUN", default=None, help="side B's runs (candidate)"
@@ -540,7 +558,8 @@ def _add_image(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="perfkit",
-        description="Measure PostgreSQL connection retry, pooling and test-container lifecycles.",
+        description="Measure PostgreSQL connection retry, pooling, PgBouncer, streaming reads "
+        "and test-database lifecycles on real servers.",
     )
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
