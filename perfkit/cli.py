@@ -375,7 +375,8 @@ def _add_verdict_options(parser: argparse.ArgumentParser) -> None:
         "--threshold",
         type=float,
         default=0.1,
-        help="flag a metric when B/A's whole 95 %% interval lies beyond 1 ± this (0.1)",
+        help="flag a metric when B/A's whole 95 %% interval lies beyond 1 ± this (or beyond "
+        "its calibrated noise floor when larger)",
     )
     parser.add_argument(
         "--fail-on-change", action="store_true", help="exit 1 when any metric is flagged"
