@@ -1,7 +1,9 @@
-"""The ``perfkit`` command: run notebooks, build the report, compare runs, sweep grids.
+"""The ``perfkit`` command: run labs, build the report, compare runs, sweep grids.
 
-Exit codes: 0 success, 2 a perfkit error (bad parameter, failed notebook,
-unusable backend; the message goes to stderr), 130 interrupted (SIGINT),
+Exit codes: 0 success, 1 a metric changed (``compare``/``ab`` with
+``--fail-on-change``) or no usable backend (``doctor``), 2 a perfkit error
+(bad parameter, unknown lab, failed notebook, unusable backend; the message
+goes to stderr), 130 interrupted (SIGINT),
 143 terminated (SIGTERM), 129 hung up (SIGHUP). On each of the three signals
 every server is removed first, also those of a running notebook's kernel.
 """
@@ -67,7 +69,7 @@ def _sweep_dead_owners() -> None:
 
 
 def _values(
-    notebook: str, files: list[str] | None, pairs: list[list[str]] | None
+    notebook: str | Path, files: list[str] | None, pairs: list[list[str]] | None
 ) -> dict[str, Any]:
     """Parameters from ``-f`` files then ``-p`` pairs (later ones win), typed by the notebook."""
     from perfkit import notebooks
@@ -79,6 +81,27 @@ def _values(
     return values
 
 
+def resolve_notebook(value: str) -> Path:
+    """The notebook ``perfkit run`` / ``ab`` / ``sweep`` execute: a lab's name or a path.
+
+    A lab's name (``retry``, ``pool``, ... the names ``report --labs`` takes)
+    means the notebook shipped with perfkit; anything else is a notebook
+    file. ConfigError names the labs when it is neither.
+    """
+    from perfkit import registry, report
+
+    lab = registry.find(value)
+    if lab is not None:
+        return report.default_notebooks_dir() / lab.notebook
+    path = Path(value)
+    if path.is_file():
+        return path
+    labs = ", ".join(lab.name for lab in registry.LABS)
+    if path.suffix == ".ipynb" or len(path.parts) > 1:
+        raise ConfigError(f"notebook {value} not found; give a notebook file or a lab: {labs}")
+    raise ConfigError(f"unknown lab {value!r}; the labs are: {labs} (or give a notebook file)")
+
+
 def _check_runs(runs: int, what: str = "runs") -> int:
     if runs < 1:
         raise ConfigError(f"--{what} must be at least 1, got {runs}")
@@ -86,10 +109,14 @@ def _check_runs(runs: int, what: str = "runs") -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from perfkit import notebooks
+    from perfkit import notebooks, registry
 
+    by_name = registry.find(args.notebook) is not None
+    args.notebook = resolve_notebook(args.notebook)
     _sweep_dead_owners()
     values = _values(args.notebook, args.file, args.parameter)
+    if by_name:  # results go to ./data as with `report`, never into the installed package
+        values.setdefault("out_dir", str(Path(args.data_dir).resolve()))
     if _check_runs(args.runs) > 1:
         return _run_repeated(args, values)
     run = notebooks.execute(
@@ -131,6 +158,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
     from perfkit import abtest, compare, notebooks
 
     _check_runs(args.pairs, "pairs")
+    args.notebook = resolve_notebook(args.notebook)
     _sweep_dead_owners()
     shared = _values(args.notebook, args.file, args.parameter)
     sides = []
@@ -259,9 +287,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from perfkit import sweep
 
+    notebook = resolve_notebook(args.notebook)
     grid = sweep.load_grid(args.grid)
     outcome = sweep.run_sweep(
-        args.notebook,
+        notebook,
         grid,
         output_dir=args.output_dir,
         scheduler=args.scheduler,
@@ -309,18 +338,54 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 # -- parser -------------------------------------------------------------------
 
+#: The registered labs' names, for help texts (kept equal to perfkit.registry.LABS by a test;
+#: importing the registry here would import every lab on each ``perfkit`` start).
+LAB_NAMES = ("retry", "pool", "lifecycle", "streaming", "pgbouncer")
+NOTEBOOK_HELP = (
+    f"a lab's name ({', '.join(LAB_NAMES)}: its shipped notebook) or the path of a .ipynb file"
+)
+
+
+def version() -> str:
+    """perfkit's installed version (the package's own ``__version__`` when not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("perfkit")
+    except metadata.PackageNotFoundError:
+        import perfkit
+
+        return perfkit.__version__
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: looks the version up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print perfkit's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"perfkit {version()}")
+        parser.exit()
+
 
 def _add_verdict_options(parser: argparse.ArgumentParser) -> None:
     """What compare and ab share: the threshold and --fail-on-change."""
-    parser.add_argument("--threshold", type=float, default=0.1, help="flag |ratio-1| above this")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.1,
+        help="flag a metric when B/A's whole 95 %% interval lies beyond 1 ± this (or beyond "
+        "its calibrated noise floor when larger)",
+    )
     parser.add_argument(
         "--fail-on-change", action="store_true", help="exit 1 when any metric is flagged"
     )
 
 
 def _add_run(sub: Any) -> None:
-    run = sub.add_parser("run", help="execute one notebook with papermill")
-    run.add_argument("notebook", help="path to the .ipynb file")
+    run = sub.add_parser("run", help="execute one lab (or any notebook) with papermill")
+    run.add_argument("notebook", metavar="LAB|NOTEBOOK", help=NOTEBOOK_HELP)
     run.add_argument(
         "-p",
         "--parameter",
@@ -343,7 +408,9 @@ def _add_run(sub: Any) -> None:
         help="run a lab notebook K times (each run one replicate for compare / calibrate)",
     )
     run.add_argument(
-        "--data-dir", default="data", help="with --runs: where lab results are saved (data/)"
+        "--data-dir",
+        default="data",
+        help="where a lab named by LAB or run with --runs saves its results (data/)",
     )
     run.set_defaults(handler=cmd_run)
 
@@ -352,7 +419,7 @@ def _add_ab(sub: Any) -> None:
     ab = sub.add_parser(
         "ab", help="run a lab as A and as B alternately, then compare them pair by pair"
     )
-    ab.add_argument("notebook", help="a lab notebook (notebooks/NN_name.ipynb)")
+    ab.add_argument("notebook", metavar="LAB|NOTEBOOK", help="a lab: its name or notebook file")
     ab.add_argument("--pairs", type=int, default=6, metavar="K", help="pairs to run (6+ for 95 %%)")
     for flag, help_ in (
         ("-p", "a parameter for both sides"),
@@ -389,22 +456,36 @@ def _add_calibrate(sub: Any) -> None:
 
 def _add_report(sub: Any) -> None:
     rep = sub.add_parser("report", help="run every lab notebook and build the HTML report")
-    rep.add_argument("--quick", action="store_true", help="small parameters (about a minute)")
+    rep.add_argument(
+        "--quick",
+        action="store_true",
+        help="small parameters (about 3 minutes on a 2-core machine, the full report about 10)",
+    )
     rep.add_argument(
         "--runs",
         type=int,
         default=1,
         metavar="K",
-        help="repeat the report K times, the lab order rotated each time (compare needs 4+)",
+        help="repeat the report K times, the lab order rotated each time "
+        "(compare needs 4+ runs per side)",
     )
-    rep.add_argument("--backend", choices=["auto", "docker", "local"], default="auto")
+    rep.add_argument(
+        "--backend",
+        choices=["auto", "docker", "local"],
+        default="auto",
+        help="where the labs' servers come from (auto: docker when a daemon answers and an "
+        "image is present, else local binaries)",
+    )
     rep.add_argument("--output-dir", default="runs", help="where the run directory goes (runs/)")
     rep.add_argument("--data-dir", default="data", help="where lab results are saved (data/)")
     rep.add_argument(
         "--notebooks-dir", default=None, help="folder of the lab notebooks (default: shipped)"
     )
     rep.add_argument(
-        "--labs", nargs="+", metavar="NAME", help="run only these labs (retry pool lifecycle ...)"
+        "--labs",
+        nargs="+",
+        metavar="NAME",
+        help=f"run only these labs ({' '.join(LAB_NAMES)})",
     )
     rep.add_argument("--show-code", action="store_true", help="keep code cells in the HTML")
     rep.set_defaults(handler=cmd_report)
@@ -418,7 +499,8 @@ def _add_compare(sub: Any) -> None:
         "runs",
         nargs="+",
         metavar="RUN",
-        help="A B (one run each), or with --vs: side A's runs (data/<exp>/<run_id>)",
+        help="A B (one run each), or with --vs: side A's runs (data/<exp>/<run_id>, or "
+        "data/<exp> for its latest run)",
     )
     cmp_.add_argument(
         "--vs", nargs="+", metavar="RUN", default=None, help="side B's runs (candidate)"
@@ -447,7 +529,7 @@ def _add_compare(sub: Any) -> None:
 
 def _add_sweep(sub: Any) -> None:
     swp = sub.add_parser("sweep", help="run a notebook once per point of a parameter grid")
-    swp.add_argument("notebook")
+    swp.add_argument("notebook", metavar="LAB|NOTEBOOK", help=NOTEBOOK_HELP)
     swp.add_argument("--grid", required=True, help="YAML: parameter -> list of values")
     swp.add_argument("-f", "--file", default=None, help="YAML of fixed parameters for every point")
     swp.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
@@ -483,8 +565,10 @@ def _add_image(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="perfkit",
-        description="Measure PostgreSQL connection retry, pooling and test-container lifecycles.",
+        description="Measure PostgreSQL connection retry, pooling, PgBouncer, streaming reads "
+        "and test-database lifecycles on real servers.",
     )
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         _add_run,
@@ -507,11 +591,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cleanup.install_signal_handlers()  # before anything starts: SIGTERM/SIGHUP unwind and clean up
     parser = build_parser()
-    args, extra = parser.parse_known_args(list(argv) if argv is not None else None)
-    if extra:
-        if args.handler not in (cmd_doctor, cmd_image):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.rest = [*args.rest, *extra]  # passed through to doctor / image build
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    args, extra = parser.parse_known_args(argv)
+    if args.handler in (cmd_doctor, cmd_image):  # the rest goes, in order, to their own parsers
+        args.rest = argv[argv.index(args.command) + (2 if args.command == "image" else 1) :]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.handler(args))
     except PerfkitError as exc:

@@ -19,7 +19,9 @@ of their logarithms with an exact distribution-free 95 % interval
 
 Runs made with different parameters (quick vs full, other lab parameters)
 are refused unless ``allow_different``: a comparison of unlike runs measures
-the parameters, not the code.
+the parameters, not the code. The printed table (:func:`format_table`) lists
+such differences first, and after the table the metrics only one side has
+(``only in A`` / ``only in B``), which cannot be compared.
 
 Two refinements:
 
@@ -214,6 +216,8 @@ def compare_units(
     the medians), its interval ``ratio_low``..``ratio_high`` (NaN without
     enough runs), the run counts, the ``threshold`` applied (``threshold``, or
     the metric's noise floor in ``floors`` when larger), ``verdict`` and ``flag``.
+    Metrics with values on one side only are not compared; ``attrs["only_a"]``
+    and ``attrs["only_b"]`` map them to that side's median (:func:`one_sided`).
     """
     threshold = _check_threshold(threshold)
     rows = []
@@ -227,7 +231,35 @@ def compare_units(
         found = _ratio_interval(xa, xb)
         limit = _threshold_of(name, threshold, floors)
         rows.append(_row(name, xa, xb, found, threshold=limit, enough=enough))
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    return _with_one_sided(pd.DataFrame(rows, columns=TABLE_COLUMNS), a, b)
+
+
+def one_sided(
+    a: Mapping[str, Sequence[float] | float], b: Mapping[str, Sequence[float] | float]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The metrics with values on one side only: ``({name: A's median}, {name: B's median})``."""
+
+    def only(
+        this: Mapping[str, Sequence[float] | float], other: Mapping[str, Sequence[float] | float]
+    ) -> dict[str, float]:
+        out = {}
+        for name, raw in this.items():
+            values = _values(raw)
+            if values.size and not _values(other.get(name, ())).size:
+                out[str(name)] = float(np.median(values))
+        return out
+
+    return only(a, b), only(b, a)
+
+
+def _with_one_sided(
+    table: pd.DataFrame,
+    a: Mapping[str, Sequence[float] | float],
+    b: Mapping[str, Sequence[float] | float],
+) -> pd.DataFrame:
+    """``table`` with ``attrs["only_a"]`` / ``attrs["only_b"]``: what could not be compared."""
+    table.attrs["only_a"], table.attrs["only_b"] = one_sided(a, b)
+    return table
 
 
 def compare_pairs(
@@ -259,7 +291,7 @@ def compare_pairs(
         limit = _threshold_of(name, threshold, floors)
         enough = xa.size >= pairs_needed(LEVEL)
         rows.append(_row(name, xa, xb, found, threshold=limit, enough=enough))
-    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    table = _with_one_sided(pd.DataFrame(rows, columns=TABLE_COLUMNS), a, b)
     table.attrs["paired"] = True
     return table
 
@@ -295,7 +327,7 @@ def _pair_values(
         raise ConfigError(f"pairs need as many runs of A as of B, got {len(runs_a)}/{len(runs_b)}")
     metrics_a = [key_metrics(r) for r in runs_a]
     metrics_b = [key_metrics(r) for r in runs_b]
-    names = dict.fromkeys(str(n) for series in metrics_a for n in series.index)
+    names = dict.fromkeys(str(n) for series in [*metrics_a, *metrics_b] for n in series.index)
     a = {n: [float(s.get(n, math.nan)) for s in metrics_a] for n in names}
     b = {n: [float(s.get(n, math.nan)) for s in metrics_b] for n in names}
     return a, b
@@ -375,6 +407,31 @@ def param_differences(run_a: results.Run, run_b: results.Run) -> list[str]:
     return out
 
 
+def _param_lines(diffs: Sequence[str]) -> list[str]:
+    """How the runs' parameters differ: printed first, since they change what the table means."""
+    lines = []
+    for diff in diffs:
+        if diff.startswith("A -> B: "):
+            lines.append(f"note: A and B differ in {diff.removeprefix('A -> B: ')}")
+        else:
+            lines.append(f"note: compared although different, {diff}")
+    return lines
+
+
+def _one_sided_lines(table: pd.DataFrame) -> list[str]:
+    """The metrics only one side has (not compared), each with that side's median."""
+    lines = []
+    for key, other in (("only_a", "B"), ("only_b", "A")):
+        only = table.attrs.get(key) or {}
+        if not only:
+            continue
+        side = key[-1].upper()
+        lines.append(f"only in {side} ({len(only)}, not compared: no value in {other}'s runs):")
+        width = max(len(name) for name in only)
+        lines.extend(f"  {name:<{width}}  {side} = {value:.4g}" for name, value in only.items())
+    return lines
+
+
 def format_table(table: pd.DataFrame, *, threshold: float) -> str:
     """Plain-text table: metric, A, B, B/A, its 95 % interval, runs per side and the verdict."""
     width = max([len("metric"), *(len(m) for m in table["metric"])])
@@ -386,6 +443,7 @@ def format_table(table: pd.DataFrame, *, threshold: float) -> str:
     lines = [
         f"A = {side(table.attrs.get('a', ['A']))}",
         f"B = {side(table.attrs.get('b', ['B']))}",
+        *_param_lines(table.attrs.get("param_diff", [])),
         f"{'metric':<{width}}  {'A':>12}  {'B':>12}  {'B/A':>7}  {'95% interval':>16}"
         f"  {'runs':>7}  {'limit':>6}  verdict",
     ]
@@ -403,11 +461,7 @@ def format_table(table: pd.DataFrame, *, threshold: float) -> str:
             f"{row.metric:<{width}}  {row.a:>12.4g}  {row.b:>12.4g}  {ratio:>7}  {interval:>16}"
             f"  {f'{row.n_a}/{row.n_b}':>7}  {f'±{row.threshold:.0%}':>6}  {verdict}"
         )
-    for diff in table.attrs.get("param_diff", []):
-        if diff.startswith("A -> B: "):
-            lines.append(f"note: A and B differ in {diff.removeprefix('A -> B: ')}")
-        else:
-            lines.append(f"note: compared although different, {diff}")
+    lines.extend(_one_sided_lines(table))
     for warning in table.attrs.get("noise", []):
         lines.append(f"warning: {warning}")
     if table.attrs.get("calibration"):
@@ -421,6 +475,9 @@ def format_table(table: pd.DataFrame, *, threshold: float) -> str:
     limit = "its limit" if (table["threshold"] > threshold).any() else f"{threshold:.0%}"
     summary_line = f"{flagged} of {len(table)} metrics changed by more than {limit}"
     rest = [f"{int(counts[v])} {v}" for v in (UNCHANGED, CANNOT_TELL, TOO_FEW) if v in counts]
+    for key in ("only_a", "only_b"):
+        if table.attrs.get(key):
+            rest.append(f"{len(table.attrs[key])} only in {key[-1].upper()} (not compared)")
     if rest:
         summary_line += "; " + ", ".join(rest)
     if TOO_FEW in counts:

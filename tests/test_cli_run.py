@@ -16,9 +16,10 @@ import psutil
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
-from perfkit import notebooks, results
-from perfkit.cli import main
+from perfkit import notebooks, registry, report, results
+from perfkit.cli import LAB_NAMES, main, resolve_notebook
 from perfkit.errors import ConfigError
+from perfkit.lab import Lab
 from perfkit.postgres import leaks
 
 TINY = Path(__file__).parent / "notebooks" / "tiny.ipynb"
@@ -258,3 +259,59 @@ def test_servers_of_a_killed_kernel_are_removed_after_the_run(
             html=False,
         )
     assert set(leaks.find_leftovers()) - before == set()
+
+
+# A lab by its name: `perfkit run retry`, as `report --labs retry` takes it.
+
+
+@pytest.mark.parametrize("lab", registry.LABS, ids=lambda lab: lab.name)
+def test_a_lab_name_means_the_labs_shipped_notebook(lab: Lab) -> None:
+    notebook = resolve_notebook(lab.name)
+    assert notebook == report.default_notebooks_dir() / lab.notebook
+    assert notebook.is_file()
+
+
+def test_run_by_lab_name_checks_that_labs_parameters_before_a_kernel_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", "retry", "-p", "stratgies", "[]", "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "unknown parameter stratgies" in err and "strategies" in err  # the retry lab's
+    assert _run_dirs(tmp_path) == []
+
+
+def test_unknown_lab_name_exits_2_listing_the_labs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", "retyr", "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "unknown lab 'retyr'" in err
+    assert all(lab.name in err for lab in registry.LABS)
+    assert _run_dirs(tmp_path) == []
+
+
+def test_a_notebook_path_that_does_not_exist_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.ipynb"
+    assert main(["run", str(missing), "--output-dir", str(tmp_path)]) == 2
+    assert f"notebook {missing} not found" in capsys.readouterr().err
+
+
+def test_the_lab_names_in_help_texts_are_the_registered_labs() -> None:
+    assert list(LAB_NAMES) == [lab.name for lab in registry.LABS]
+
+
+@pytest.mark.notebook
+def test_a_lab_run_by_name_saves_its_results_under_data_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    args = ["run", "streaming", "-p", "quick", "True", "-p", "backend", "local"]
+    code = main([*args, "--data-dir", str(data), "--output-dir", str(runs)])
+    assert code == 0, capsys.readouterr().err
+    (run_dir,) = _run_dirs(runs)
+    assert (run_dir / "04_streaming.html").is_file()
+    assert results.latest("streaming", data).metadata["params"]["quick"] is True

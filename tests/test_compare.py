@@ -380,3 +380,55 @@ def test_paired_compare_names_each_unlike_run_of_a_side_once(tmp_path: Path) -> 
     with pytest.raises(ConfigError) as refused:
         compare.compare_paths(side_a, side_b, paired=True)
     assert str(refused.value).count("seed: 1 -> 2") == 1
+
+
+# What cannot be compared is listed, and what makes the runs unlike comes first.
+
+
+def _metric_run(tmp_path: Path, values: dict[str, float], **params: object) -> str:
+    frame = headline_frame(
+        [Headline(metric=m, variant="naive", value=v, unit="s") for m, v in values.items()]
+    )
+    run = results.save(
+        frames={"headline": frame}, experiment="retry", params=params or None, out_dir=tmp_path
+    )
+    return str(run.path)
+
+
+def test_metrics_only_one_side_has_are_listed_under_only_in_a_and_only_in_b(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = _metric_run(tmp_path, {"shared": 1.0, "dropped": 2.5})
+    b = _metric_run(tmp_path, {"shared": 1.0, "added": 0.75})
+    assert main(["compare", a, b]) == 0
+    out = capsys.readouterr().out
+    only_a = out.split("only in A (1, not compared: no value in B's runs):\n")[1].splitlines()[0]
+    only_b = out.split("only in B (1, not compared: no value in A's runs):\n")[1].splitlines()[0]
+    assert only_a.split() == ["dropped/naive", "[s]", "A", "=", "2.5"]
+    assert only_b.split() == ["added/naive", "[s]", "B", "=", "0.75"]
+    assert "1 only in A (not compared), 1 only in B (not compared)" in out
+
+
+def test_compare_units_keeps_one_sided_metrics_with_their_median() -> None:
+    table = compare.compare_units({"a": [1.0, 3.0], "b": [2.0]}, {"b": [2.0], "c": [math.nan]})
+    assert table.attrs["only_a"] == {"a": 2.0}
+    assert table.attrs["only_b"] == {}  # c has no value in B either
+
+
+def test_paired_compare_lists_a_metric_only_b_has(tmp_path: Path) -> None:
+    a = [_metric_run(tmp_path / "a", {"m": 1.0}) for _ in range(6)]
+    b = [_metric_run(tmp_path / "b", {"m": 1.0, "n": 2.0}) for _ in range(6)]
+    table = compare.compare_paths(a, b, paired=True)
+    assert table.attrs["only_b"] == {"n/naive [s]": 2.0}
+
+
+def test_parameter_differences_are_printed_before_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = _metric_run(tmp_path, {"m": 1.0}, quick=True)
+    b = _metric_run(tmp_path, {"m": 1.0}, quick=False)
+    assert main(["compare", a, b, "--allow-different"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    note = next(i for i, line in enumerate(lines) if "quick: True -> False" in line)
+    header = next(i for i, line in enumerate(lines) if line.startswith("metric "))
+    assert lines[note].startswith("note: compared although different") and note < header
