@@ -440,6 +440,7 @@ def plot_baseline(headlines: pd.DataFrame, missing: Mapping[str, str] | None = N
             if i == 3 and record["change"]:  # say which way the improved value went
                 text = f"{text}\n{record['change']}"
             ax.annotate(text, (i, heights[i]), ha="center", va="bottom", fontsize=7)
+        ax.margins(y=0.2)  # room for the labels above the bars
         ax.set_title(claim.title, fontsize=9)
         ax.set_ylabel(claim.unit)
         ax.tick_params(axis="x", labelsize=7)
