@@ -323,11 +323,13 @@ def direction(naive: float, improved: float, better: str) -> str:
 
 
 def change_text(naive: float, improved: float, better: str) -> str:
-    """``-91% better``, ``+78% worse``: improved against naive and what that means."""
+    """``-91% ▼ better``, ``+78% ▲ worse``: improved against naive (the arrow: which way the
+    value went) and what that means in the metric's better direction."""
     if not (math.isfinite(naive) and math.isfinite(improved)) or naive <= 0:
         return ""
     word = direction(naive, improved, better)
-    text = f"{(improved - naive) / naive:+.0%}"
+    arrow = "▲" if improved > naive else "▼" if improved < naive else "="
+    text = f"{(improved - naive) / naive:+.0%} {arrow}"
     return f"{text} {word}" if word else text
 
 

@@ -58,7 +58,7 @@ def test_measured_values_are_formatted_with_units_and_change() -> None:
     table = summary.baseline_table(headlines)
     conn, mem = _row(table, "Database Connection Time"), _row(table, "Memory Usage")
     assert (conn["Measured naive"], conn["Measured improved"]) == ("15.2 s", "450 ms")
-    assert conn["Change"] == "-97% better"
+    assert conn["Change"] == "-97% ▼ better"
     assert conn["What was measured"] == "naive: fixed; improved: backoff"
     assert (mem["Measured naive"], mem["Measured improved"]) == ("300 MiB", "60.0 MiB")
 
@@ -282,13 +282,13 @@ def _connection(naive_s: float, improved_s: float, better: str = "lower") -> pd.
 
 def test_a_measured_improved_value_worse_than_naive_says_worse() -> None:
     row = _row(summary.baseline_table(_connection(15.0, 26.6)), "Database Connection Time")
-    assert row["Change"] == "+77% worse"
+    assert row["Change"] == "+77% ▲ worse"
     assert row["Better"] == "lower is better"
 
 
 def test_a_higher_value_is_better_when_the_metric_says_higher_is_better() -> None:
     row = _row(summary.baseline_table(_connection(1.0, 2.0, "higher")), "Database Connection Time")
-    assert row["Change"] == "+100% better"
+    assert row["Change"] == "+100% ▲ better"
 
 
 def _improved_cell_style(html: str) -> str:
@@ -321,7 +321,7 @@ def test_the_plot_draws_a_worse_improved_bar_red_not_green() -> None:
     panel = fig.axes[[c.metric for c in summary.BASELINE].index("connection_time")]
     improved_bar = panel.patches[3]
     assert to_hex(improved_bar.get_facecolor()) == summary.DIRECTION_COLOUR["worse"]
-    assert "+77% worse" in [t.get_text().split("\n")[-1] for t in panel.texts]
+    assert "+77% ▲ worse" in [t.get_text().split("\n")[-1] for t in panel.texts]
 
 
 def test_headlines_saved_without_a_direction_get_their_labs_declared_one(tmp_path: Path) -> None:
