@@ -48,6 +48,7 @@ import pandas as pd
 
 from perfkit import noise, registry, results, summary
 from perfkit.errors import ConfigError, PerfkitError
+from perfkit.headlines import candidate_of
 from perfkit.stats import Estimate, paired_shift_interval, pairs_needed, runs_needed, shift_interval
 
 IGNORED_PARAMS = {"since", "labs"}
@@ -93,14 +94,23 @@ def _check_lab_run(run: results.Run) -> None:
 
 
 def _names(frame: pd.DataFrame, run: results.Run) -> list[str]:
-    """``metric/variant [unit]``, prefixed by the lab in a report's run (every lab's)."""
+    """``metric/variant (candidate) [unit]``, prefixed by the lab in a report's run (every
+    lab's). The candidate (:func:`perfkit.headlines.candidate_of` its label) keeps a variant
+    measured with another strategy (``improved`` by rollback, then by template) apart."""
     several = run.experiment == summary.REPORT_EXPERIMENT
-    return [
-        (f"{e}: " if several else "") + f"{m}/{v} [{u}]"
-        for e, m, v, u in zip(
-            frame["experiment"], frame["metric"], frame["variant"], frame["unit"], strict=True
-        )
-    ]
+    names = []
+    for e, m, v, u, label in zip(
+        frame["experiment"],
+        frame["metric"],
+        frame["variant"],
+        frame["unit"],
+        frame["label"],
+        strict=True,
+    ):
+        candidate = candidate_of(str(label))
+        variant = f"{v} ({candidate})" if candidate else str(v)
+        names.append((f"{e}: " if several else "") + f"{m}/{variant} [{u}]")
+    return names
 
 
 @contextlib.contextmanager
@@ -116,13 +126,26 @@ def _reading_frames(run: results.Run, what: str) -> Iterator[None]:
 
 
 def key_metrics(run: results.Run) -> pd.Series:
-    """The run's key metrics: its lab's headlines (a report's run: every lab's), by name."""
+    """The run's key metrics: its lab's headlines (a report's run: every lab's), by name;
+    ``attrs["better"]`` maps each name to its better direction ("" when not known)."""
     _check_lab_run(run)
     with _reading_frames(run, "headlines"):
         headlines = summary.headlines_of(run)
         values = headlines["value"].to_numpy(dtype=float)
         names = _names(headlines, run)
-    return pd.Series(values, index=names, dtype=float)
+    series = pd.Series(values, index=names, dtype=float)
+    series.attrs["better"] = dict(zip(names, headlines["better"].astype(str), strict=True))
+    return series
+
+
+def judged(flag: str, better: str) -> str:
+    """A changed metric's verdict in words: ``changed (+) up: worse`` when its better
+    direction is known, ``changed (+) up`` when not (runs saved before headlines said it)."""
+    moved = {"+": "changed (+) up", "-": "changed (-) down"}[flag]
+    if better not in ("lower", "higher"):
+        return moved
+    good = (flag == "-") == (better == "lower")
+    return f"{moved}: {'better' if good else 'worse'}"
 
 
 def _check_threshold(threshold: float) -> float:
@@ -301,11 +324,17 @@ def _values(x: float | Sequence[float]) -> np.ndarray:
     return data[~np.isnan(data)]
 
 
-def run_values(runs: Sequence[results.Run]) -> dict[str, list[float]]:
-    """Each key metric's value in every run of one side (a metric missing in a run: skipped)."""
+def run_values(
+    runs: Sequence[results.Run], better: dict[str, str] | None = None
+) -> dict[str, list[float]]:
+    """Each key metric's value in every run of one side (a metric missing in a run: skipped);
+    ``better``, when given, receives each metric's better direction."""
     out: dict[str, list[float]] = {}
     for run in runs:
-        for name, value in key_metrics(run).items():
+        metrics = key_metrics(run)
+        if better is not None:
+            better.update({k: v for k, v in metrics.attrs["better"].items() if v})
+        for name, value in metrics.items():
             out.setdefault(str(name), []).append(float(value))
     return out
 
@@ -320,13 +349,16 @@ def _paths(paths: PathOrPaths) -> list[str | os.PathLike[str]]:
 
 
 def _pair_values(
-    runs_a: Sequence[results.Run], runs_b: Sequence[results.Run]
+    runs_a: Sequence[results.Run], runs_b: Sequence[results.Run], better: dict[str, str]
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Each metric's value in every run, pair-aligned (NaN where a run lacks it)."""
+    """Each metric's value in every run, pair-aligned (NaN where a run lacks it); ``better``
+    receives each metric's better direction."""
     if len(runs_a) != len(runs_b):
         raise ConfigError(f"pairs need as many runs of A as of B, got {len(runs_a)}/{len(runs_b)}")
     metrics_a = [key_metrics(r) for r in runs_a]
     metrics_b = [key_metrics(r) for r in runs_b]
+    for metrics in [*metrics_a, *metrics_b]:
+        better.update({k: v for k, v in metrics.attrs["better"].items() if v})
     names = dict.fromkeys(str(n) for series in [*metrics_a, *metrics_b] for n in series.index)
     a = {n: [float(s.get(n, math.nan)) for s in metrics_a] for n in names}
     b = {n: [float(s.get(n, math.nan)) for s in metrics_b] for n in names}
@@ -365,11 +397,13 @@ def compare_paths(
             "those, not the code: " + "; ".join(diffs) + " (run both sides alike, or pass "
             "--allow-different to compare anyway)"
         )
+    better: dict[str, str] = {}
     if paired:
-        table = compare_pairs(*_pair_values(runs_a, runs_b), threshold=threshold, floors=floors)
+        pairs = _pair_values(runs_a, runs_b, better)
+        table = compare_pairs(*pairs, threshold=threshold, floors=floors)
         diffs = diffs + [f"A -> B: {d}" for d in param_differences(runs_a[0], runs_b[0])]
     else:
-        values_a, values_b = run_values(runs_a), run_values(runs_b)
+        values_a, values_b = run_values(runs_a, better), run_values(runs_b, better)
         table = compare_units(values_a, values_b, threshold=threshold, floors=floors)
     if table.empty:
         raise PerfkitError(
@@ -379,6 +413,7 @@ def compare_paths(
     table.attrs["a"] = [r.run_id for r in runs_a]
     table.attrs["b"] = [r.run_id for r in runs_b]
     table.attrs["param_diff"] = diffs
+    table.attrs["better"] = better
     table.attrs["noise"] = noise.differences(
         [noise.of_run(r.metadata) for r in runs_a], [noise.of_run(r.metadata) for r in runs_b]
     )
@@ -454,7 +489,8 @@ def format_table(table: pd.DataFrame, *, threshold: float) -> str:
         interval = (
             "-" if math.isnan(row.ratio_low) else f"[{row.ratio_low:.3f}, {row.ratio_high:.3f}]"
         )
-        verdict = {"+": "changed (+) up", "-": "changed (-) down"}.get(row.flag, row.verdict)
+        better = table.attrs.get("better", {}).get(row.metric, "")
+        verdict = judged(row.flag, better) if row.flag else row.verdict
         if row.verdict == TOO_FEW:
             verdict += f" ({needed} {'pairs' if paired else 'per side'} needed)"
         lines.append(

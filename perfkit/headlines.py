@@ -10,6 +10,7 @@ This module sits below the labs, so a lab never imports the report layer.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -29,7 +30,19 @@ from perfkit.stats import (
 )
 
 VARIANTS = ("naive", "improved")
-HEADLINE_COLUMNS = ("metric", "variant", "value", "unit", "label", "n", "ci_low", "ci_high")
+#: Which way a metric improves: a lower value (times, memory) or a higher one (throughput).
+BETTER = ("lower", "higher")
+HEADLINE_COLUMNS = (
+    "metric",
+    "variant",
+    "value",
+    "unit",
+    "label",
+    "n",
+    "ci_low",
+    "ci_high",
+    "better",
+)
 #: unit -> (the unit the report shows, factor to it)
 UNIT_SCALE = {"s": ("s", 1.0), "ms": ("s", 1e-3), "MiB": ("MiB", 1.0), "MB": ("MiB", 1e6 / 2**20)}
 UNIT_SCALE["B"] = ("MiB", 1 / 2**20)
@@ -37,6 +50,11 @@ UNIT_SCALE["bytes"] = UNIT_SCALE["B"]
 UNIT_SCALE["GiB"] = ("MiB", 1024.0)
 UNIT_SCALE["count"] = ("count", 1.0)
 UNIT_SCALE["rps"] = ("rps", 1.0)
+
+
+def _check_better(better: object, what: str) -> None:
+    if better not in BETTER:
+        raise ConfigError(f"{what}: better must be 'lower' or 'higher', got {better!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,8 +69,10 @@ class Headline:
     n: int = 0  # samples behind the value (0: not known)
     ci_low: float = math.nan  # 95 % interval of the value, in the same unit
     ci_high: float = math.nan
+    better: str = "lower"  # which way the metric improves (from its HeadlineSpec)
 
     def __post_init__(self) -> None:
+        _check_better(self.better, f"Headline {self.metric!r}")
         if not self.metric:
             raise ConfigError("Headline.metric must not be empty")
         if self.variant not in VARIANTS:
@@ -71,10 +91,35 @@ def headline_frame(items: Iterable[Headline]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(HEADLINE_COLUMNS))
 
 
-def from_wide(frame: pd.DataFrame, keys: Mapping[str, str] | None = None) -> pd.DataFrame:
+#: A label's closing note on how its interval was made, e.g. " (interval: the range of 4)".
+_INTERVAL_NOTE = re.compile(r"\s*\(interval:[^()]*\)\s*$")
+
+
+def candidate_of(label: str) -> str:
+    """What a headline's variant was, from its label: the part before ``": "`` (labels read
+    ``"<candidate>: <what>"`` or just ``"<candidate>"``), without the interval note, and
+    with its parentheses as commas: ``"rollback (workers=1) (interval: the range of 4)"``
+    -> ``"rollback, workers=1"``. Empty for an empty label.
+
+    ``naive``/``improved`` say which side of the review a value is on; the candidate says
+    which strategy it was (the best shared strategy may be ``rollback`` in one run and
+    ``template`` in the next), so the report and ``compare`` name it.
+    """
+    text = _INTERVAL_NOTE.sub("", str(label or "")).strip()
+    text = text.split(": ", 1)[0].strip()
+    return text.replace(" (", ", ").replace("(", "").replace(")", "").strip()
+
+
+def from_wide(
+    frame: pd.DataFrame,
+    keys: Mapping[str, str] | None = None,
+    specs: Mapping[str, HeadlineSpec] | None = None,
+) -> pd.DataFrame:
     """A wide frame (``metric, unit, naive, improved[, naive_label, improved_label, workers]``)
-    in the long form; ``keys`` renames display titles to metric keys (others: snake_case)."""
+    in the long form; ``keys`` renames display titles to metric keys (others: snake_case);
+    ``specs`` gives each metric's better direction (default lower)."""
     keys = {k.lower(): v for k, v in (keys or {}).items()}
+    specs = specs or {}
     items: list[Headline] = []
     for record in frame.to_dict("records"):
         title = str(record["metric"]).strip()
@@ -87,8 +132,16 @@ def from_wide(frame: pd.DataFrame, keys: Mapping[str, str] | None = None) -> pd.
             label = str(record.get(f"{variant}_label") or "")
             if record.get("workers") is not None and label:
                 label = f"{label} (workers={record['workers']})"
+            better = specs[metric].better if metric in specs else "lower"
             items.append(
-                Headline(metric=metric, variant=variant, value=float(value), unit=unit, label=label)
+                Headline(
+                    metric=metric,
+                    variant=variant,
+                    value=float(value),
+                    unit=unit,
+                    label=label,
+                    better=better,
+                )
             )
     return headline_frame(items)
 
@@ -111,14 +164,20 @@ class HeadlineSpec:
 
     ``statistic`` is ``"median"``, ``"mean"`` or ``"pNN"`` (see
     :func:`perfkit.stats.quantile_of`); ``label`` is used where the samples
-    carry none (it may name ``{variant}``).
+    carry none (it may name ``{variant}``). ``better`` says which way the
+    metric improves, ``"lower"`` (times, memory: the default) or ``"higher"``
+    (throughput): the one place a metric's direction is declared; it goes
+    into the headlines' ``better`` column, the report's colours and words,
+    ``compare``'s better/worse and the findings.
     """
 
     statistic: str = "median"
     label: str = ""
+    better: str = "lower"
 
     def __post_init__(self) -> None:
         quantile_of(self.statistic)  # ConfigError for an unknown statistic
+        _check_better(self.better, "HeadlineSpec")
 
 
 MEDIAN = HeadlineSpec()
@@ -194,6 +253,7 @@ def _headline(
         n=len(units),
         ci_low=low,
         ci_high=high,
+        better=spec.better,
     )
 
 
@@ -228,3 +288,14 @@ def from_samples(
         label = (labels or {}).get((metric, variant))
         items.append(_headline(metric, variant, group, spec.get(metric, MEDIAN), seed, label))
     return headline_frame(items)
+
+
+def with_better(frame: pd.DataFrame, specs: Mapping[str, HeadlineSpec]) -> pd.DataFrame:
+    """``frame`` with a ``better`` column: where a row has none (frames saved before headlines
+    carried it), its metric's direction in ``specs``, else ``""`` (not known)."""
+    out = frame.copy()
+    given = out["better"] if "better" in out.columns else pd.Series("", index=out.index)
+    given = given.where(given.isin(BETTER), "")
+    declared = out["metric"].map(lambda m: specs[m].better if m in specs else "")
+    out["better"] = given.where(given != "", declared).astype(str)
+    return out

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
+    from perfkit.headlines import HeadlineSpec
     from perfkit.postgres import PostgresServer, ServerSettings
 
 Progress = Callable[[str], None]
@@ -348,6 +349,11 @@ class Lab(Protocol):
 
     def headlines(self, results: Results) -> pd.DataFrame:
         """Headline numbers in the long schema (:func:`perfkit.headlines.headline_frame`)."""
+        ...
+
+    def headline_specs(self) -> Mapping[str, HeadlineSpec]:
+        """Each headline metric's :class:`perfkit.headlines.HeadlineSpec` (statistic, better
+        direction): how the report reads runs saved before their headlines said it."""
         ...
 
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from perfkit.errors import ConfigError
 from perfkit.lab import Lab
@@ -15,6 +16,9 @@ from perfkit.pgbouncer.lab import LAB as PGBOUNCER
 from perfkit.pool.lab import LAB as POOL
 from perfkit.retry.lab import LAB as RETRY
 from perfkit.streaming.lab import LAB as STREAMING
+
+if TYPE_CHECKING:
+    from perfkit.headlines import HeadlineSpec
 
 #: Every lab, in report order.
 LABS: tuple[Lab, ...] = (RETRY, POOL, LIFECYCLE, STREAMING, PGBOUNCER)
@@ -38,3 +42,12 @@ def for_notebook(path: str | os.PathLike[str]) -> Lab | None:
     """The lab a notebook file belongs to (by its file name), or None."""
     name = Path(path).name
     return next((lab for lab in LABS if lab.notebook == name), None)
+
+
+def headline_specs() -> dict[str, HeadlineSpec]:
+    """Every lab's headline metrics and their :class:`~perfkit.headlines.HeadlineSpec`
+    (statistic, better direction), by metric."""
+    out: dict[str, HeadlineSpec] = {}
+    for lab in LABS:
+        out.update(lab.headline_specs())
+    return out

@@ -25,7 +25,9 @@ from perfkit.headlines import (
     RUN_COLUMN,
     UNIT_SCALE,
     VARIANTS,
+    candidate_of,
     headline_frame,
+    with_better,
 )
 from perfkit.lab import SAMPLE_COLUMNS, SAMPLES_FRAME, Results
 from perfkit.results import Run, run_dirs
@@ -103,7 +105,7 @@ def normalise(headlines: pd.DataFrame) -> pd.DataFrame:
     for col in ("experiment", "run_id", "label"):
         if col not in out.columns:
             out[col] = ""
-    for col, missing in (("n", 0), ("ci_low", math.nan), ("ci_high", math.nan)):
+    for col, missing in (("n", 0), ("ci_low", math.nan), ("ci_high", math.nan), ("better", "")):
         if col not in out.columns:  # saved before headlines carried intervals
             out[col] = missing
     scales, units = [], []
@@ -126,7 +128,7 @@ def headlines_of(run: Run) -> pd.DataFrame:
     else:
         lab = registry.find(run.experiment)
         frame = lab.headlines(Results.of_run(run)) if lab is not None else headline_frame([])
-    frame = frame.copy()
+    frame = with_better(frame, registry.headline_specs())  # saved before headlines said it
     for column, value in (("experiment", run.experiment), ("run_id", run.run_id)):
         if column not in frame.columns:  # a report's headline frame keeps each lab's
             frame[column] = value
@@ -289,13 +291,46 @@ def baseline_rows(
                 record[f"{variant}_text"] = format_estimate(row)
                 record[f"{variant}_label"] = str(row["label"])
                 record[f"{variant}_source"] = f"{row['experiment']} {row['run_id']}".strip()
-        naive, improved = record["naive_value"], record["improved_value"]
-        if math.isfinite(naive) and math.isfinite(improved) and naive > 0:
-            record["change"] = f"{(improved - naive) / naive:+.0%}"
-        else:
-            record["change"] = ""
+        record["better"] = _better_of(headlines, claim)
+        record["direction"] = direction(
+            record["naive_value"], record["improved_value"], record["better"]
+        )
+        record["change"] = change_text(
+            record["naive_value"], record["improved_value"], record["better"]
+        )
         records.append(record)
     return records
+
+
+def _better_of(headlines: pd.DataFrame, claim: Claim) -> str:
+    """The claim's metric's better direction, as its headlines declare it ("" if unknown)."""
+    if "better" not in headlines.columns:
+        return ""
+    declared = headlines.loc[headlines["metric"] == claim.metric, "better"]
+    declared = [str(b) for b in declared if str(b) in ("lower", "higher")]
+    return declared[0] if declared else ""
+
+
+def direction(naive: float, improved: float, better: str) -> str:
+    """``"better"`` or ``"worse"``: improved against naive, in the metric's better direction
+    (``"same"`` when equal, ``""`` when either value or the direction is missing)."""
+    if not (math.isfinite(naive) and math.isfinite(improved)) or better not in ("lower", "higher"):
+        return ""
+    if improved == naive:
+        return "same"
+    lower = improved < naive
+    return "better" if lower == (better == "lower") else "worse"
+
+
+def change_text(naive: float, improved: float, better: str) -> str:
+    """``-91% ▼ better``, ``+78% ▲ worse``: improved against naive (the arrow: which way the
+    value went) and what that means in the metric's better direction."""
+    if not (math.isfinite(naive) and math.isfinite(improved)) or naive <= 0:
+        return ""
+    word = direction(naive, improved, better)
+    arrow = "▲" if improved > naive else "▼" if improved < naive else "="
+    text = f"{(improved - naive) / naive:+.0%} {arrow}"
+    return f"{text} {word}" if word else text
 
 
 def baseline_table(
@@ -311,11 +346,46 @@ def baseline_table(
             "Measured naive": [r["naive_text"] for r in records],
             "Measured improved": [r["improved_text"] for r in records],
             "Change": [r["change"] for r in records],
-            "What was measured": [
-                "; ".join(x for x in (r["naive_label"], r["improved_label"]) if x) for r in records
-            ],
+            "Better": [f"{r['better']} is better" if r["better"] else "" for r in records],
+            "What was measured": [_measured(r) for r in records],
         }
     )
+
+
+def _measured(record: Mapping[str, Any]) -> str:
+    """Which candidate each measured column is: ``naive: <label>; improved: <label>``."""
+    parts = [f"{v}: {record[f'{v}_label']}" for v in VARIANTS if record[f"{v}_label"]]
+    return "; ".join(parts)
+
+
+#: Cell styles of a measured value against the other variant, in its better direction.
+DIRECTION_STYLE = {
+    "better": "color: #1a7f37; font-weight: bold",
+    "worse": "color: #c62828; font-weight: bold",
+}
+#: Bar colours of the measured improved value in :func:`plot_baseline`.
+DIRECTION_COLOUR = {"better": "#2ca02c", "worse": "#d62728", "same": "#999999", "": "#999999"}
+
+
+def baseline_html(
+    headlines: pd.DataFrame, missing: Mapping[str, str] | None = None, *, table_id: str = "baseline"
+) -> str:
+    """The baseline table as HTML (escaped), the measured improved value and its change
+    coloured by the metric's better direction: green when better than naive, red when worse."""
+    records = baseline_rows(headlines, missing)
+    table = baseline_table(headlines, missing)
+    styles = [DIRECTION_STYLE.get(r["direction"], "") for r in records]
+
+    def colour(frame: pd.DataFrame) -> pd.DataFrame:
+        css = pd.DataFrame("", index=frame.index, columns=frame.columns)
+        for column in ("Measured improved", "Change"):
+            css[column] = styles
+        return css
+
+    styler = table.style.hide(axis="index").format(escape="html").apply(colour, axis=None)
+    styler = styler.set_uuid(table_id).set_table_attributes('border="0"')
+    # the cells keep Styler's ids (its CSS selects them); the table gets the id readers use
+    return styler.to_html().replace(f'<table id="T_{table_id}"', f'<table id="{table_id}"', 1)
 
 
 def other_headlines(headlines: pd.DataFrame) -> pd.DataFrame:
@@ -326,8 +396,12 @@ def other_headlines(headlines: pd.DataFrame) -> pd.DataFrame:
         {
             "Lab": rest["experiment"],
             "Metric": rest["metric"],
-            "Variant": rest["variant"],
+            "Variant": [
+                f"{v} ({candidate_of(label)})" if candidate_of(label) else str(v)
+                for v, label in zip(rest["variant"], rest["label"], strict=True)
+            ],
             "Value": [format_estimate(row) for _, row in rest.iterrows()],
+            "Better": [f"{b} is better" if b else "" for b in rest["better"]],
             "What was measured": rest["label"],
         }
     ).reset_index(drop=True)
@@ -356,7 +430,7 @@ def plot_baseline(headlines: pd.DataFrame, missing: Mapping[str, str] | None = N
             record["improved_value"],
         ]
         heights = [v if v is not None and math.isfinite(v) else 0.0 for v in values]
-        colors = ["#bbbbbb", "#dddddd", "#d62728", "#2ca02c"]
+        colors = ["#bbbbbb", "#dddddd", "#1f77b4", DIRECTION_COLOUR[record["direction"]]]
         ax.bar(labels, heights, color=colors)
         for i, variant in ((2, "naive"), (3, "improved")):  # measured: 95 % interval bars
             low, high = record[f"{variant}_low"], record[f"{variant}_high"]
@@ -365,7 +439,10 @@ def plot_baseline(headlines: pd.DataFrame, missing: Mapping[str, str] | None = N
                 ax.errorbar([i], [heights[i]], yerr=err, color="black", capsize=3, lw=1)
         for i, v in enumerate(values):
             text = "n/a" if v is None or not math.isfinite(v) else format_value(v, claim.unit)
+            if i == 3 and record["change"]:  # say which way the improved value went
+                text = f"{text}\n{record['change']}"
             ax.annotate(text, (i, heights[i]), ha="center", va="bottom", fontsize=7)
+        ax.margins(y=0.2)  # room for the labels above the bars
         ax.set_title(claim.title, fontsize=9)
         ax.set_ylabel(claim.unit)
         ax.tick_params(axis="x", labelsize=7)

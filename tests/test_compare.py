@@ -432,3 +432,69 @@ def test_parameter_differences_are_printed_before_the_table(
     note = next(i for i, line in enumerate(lines) if "quick: True -> False" in line)
     header = next(i for i, line in enumerate(lines) if line.startswith("metric "))
     assert lines[note].startswith("note: compared although different") and note < header
+
+
+def _direction_side(
+    tmp_path: Path, value: float, *, better: str | None, seed: int, metric: str = "throughput"
+) -> list[str]:
+    """4 runs of one pgbouncer headline (2 % scatter); ``better=None``: saved without it."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for _ in range(4):
+        item = Headline(
+            metric=metric,
+            variant="improved",
+            value=value * rng.lognormal(0, 0.02),
+            unit="rps",
+            better=better or "lower",
+        )
+        frame = headline_frame([item])
+        if better is None:
+            frame = frame.drop(columns="better")
+        run = results.save(frames={"headline": frame}, experiment="report", out_dir=tmp_path)
+        paths.append(str(run.path))
+    return paths
+
+
+def test_compare_calls_a_higher_throughput_better_when_higher_is_better(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = _direction_side(tmp_path / "a", 100.0, better="higher", seed=1)
+    b = _direction_side(tmp_path / "b", 150.0, better="higher", seed=2)
+    assert main(["compare", *a, "--vs", *b]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "throughput" in x)
+    assert line.endswith("changed (+) up: better")
+
+
+def test_compare_calls_a_higher_time_worse_when_lower_is_better(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = _direction_side(tmp_path / "a", 100.0, better="lower", seed=1)
+    b = _direction_side(tmp_path / "b", 150.0, better="lower", seed=2)
+    assert main(["compare", *a, "--vs", *b]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "throughput" in x)
+    assert line.endswith("changed (+) up: worse")
+
+
+def test_compare_says_only_up_or_down_for_runs_saved_without_a_better_direction(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = _direction_side(tmp_path / "a", 100.0, better=None, seed=1)
+    b = _direction_side(tmp_path / "b", 50.0, better=None, seed=2)
+    assert main(["compare", *a, "--vs", *b]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "throughput" in x)
+    assert line.endswith("changed (-) down")
+
+
+def test_a_variant_measured_with_another_candidate_is_another_metric(tmp_path: Path) -> None:
+    def run(label: str) -> results.Run:
+        item = Headline(
+            metric="suite_runtime", variant="improved", value=3.0, unit="s", label=label
+        )
+        frame = headline_frame([item])
+        return results.save(frames={"headline": frame}, experiment="report", out_dir=tmp_path)
+
+    rollback = compare.key_metrics(run("rollback (workers=1) (interval: the range of 4)"))
+    template = compare.key_metrics(run("template (workers=1)"))
+    assert list(rollback.index) == ["report: suite_runtime/improved (rollback, workers=1) [s]"]
+    assert list(template.index) == ["report: suite_runtime/improved (template, workers=1) [s]"]

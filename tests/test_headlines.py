@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from perfkit.errors import ConfigError
-from perfkit.headlines import HEADLINE_COLUMNS, HeadlineSpec, from_samples
+from perfkit.headlines import HEADLINE_COLUMNS, HeadlineSpec, candidate_of, from_samples
 
 
 def _samples(values: list[float], metric: str = "wait", variant: str = "naive") -> pd.DataFrame:
@@ -96,3 +96,33 @@ def test_a_few_runs_of_many_samples_show_the_range_of_the_runs() -> None:
     values = [1.0 + 0.1 * i for i in range(4) for _ in range(50)]
     row = from_samples(_samples(values).assign(run=runs)).iloc[0]
     assert row["n"] == 4 and (row["ci_low"], row["ci_high"]) == pytest.approx((1.0, 1.3))
+
+
+def test_the_better_direction_of_a_spec_goes_into_its_headlines() -> None:
+    frame = from_samples(_samples([1.0, 2.0, 3.0]), {"wait": HeadlineSpec(better="higher")})
+    assert frame["better"].tolist() == ["higher"]
+
+
+def test_a_metric_without_a_spec_is_lower_is_better() -> None:
+    assert from_samples(_samples([1.0, 2.0, 3.0]))["better"].tolist() == ["lower"]
+
+
+def test_a_better_direction_other_than_lower_or_higher_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="better"):
+        HeadlineSpec(better="up")
+
+
+def test_every_labs_headline_metric_declares_its_better_direction() -> None:
+    from perfkit import registry
+
+    specs = registry.headline_specs()
+    assert specs["pool_throughput"].better == "higher"
+    assert specs["pgbouncer_connect_per_request_throughput"].better == "higher"
+    assert specs["suite_runtime"].better == "lower"
+    assert {s.better for s in specs.values()} <= {"lower", "higher"}
+
+
+def test_the_candidate_of_a_label_is_what_was_measured_without_notes() -> None:
+    assert candidate_of("rollback (workers=1) (interval: the range of 4)") == "rollback, workers=1"
+    assert candidate_of("transaction: median connect + SELECT 1 + close") == "transaction"
+    assert candidate_of("") == ""

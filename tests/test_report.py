@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from bs4 import BeautifulSoup
 
-from perfkit import registry, report, results, summary
+from perfkit import findings, registry, report, results, summary
 from perfkit.cli import main
 from perfkit.errors import ConfigError
 
@@ -127,6 +127,12 @@ def test_failing_lab_is_reported_and_its_rows_say_not_measured(
     assert baseline["Test Suite Runtime"]["Measured naive"].startswith(
         "not measured (no results of the lifecycle lab"
     )
+    soup = BeautifulSoup(html, "html.parser")
+    headings = [h.get_text(strip=True).rstrip("¶") for h in soup.find_all("h2")]
+    assert headings[0] == "Findings"  # the answers come first
+    answers = soup.find("div", id="findings").find_all("div", class_="finding")
+    assert [a["data-experiment"] for a in answers] == [q.experiment for q in findings.QUESTIONS]
+    assert {a["data-status"] for a in answers} == {"not measured"}
     assert (
         html_path.parent / "01_connection_retry.ipynb"
     ).is_file()  # executed lab kept for debugging

@@ -58,8 +58,8 @@ def test_measured_values_are_formatted_with_units_and_change() -> None:
     table = summary.baseline_table(headlines)
     conn, mem = _row(table, "Database Connection Time"), _row(table, "Memory Usage")
     assert (conn["Measured naive"], conn["Measured improved"]) == ("15.2 s", "450 ms")
-    assert conn["Change"] == "-97%"
-    assert conn["What was measured"] == "fixed; backoff"
+    assert conn["Change"] == "-97% ▼ better"
+    assert conn["What was measured"] == "naive: fixed; improved: backoff"
     assert (mem["Measured naive"], mem["Measured improved"]) == ("300 MiB", "60.0 MiB")
 
 
@@ -268,3 +268,66 @@ def test_machine_load_table_marks_loaded_runs(tmp_path: Path) -> None:
     table = summary.machine_load_table(runs).set_index("Lab")
     assert table.loc["pool", "Loaded"] == "no" and table.loc["retry", "Loaded"] == "LOADED"
     assert table.loc["retry", "Other processes' CPU"] == "50%"
+
+
+def _connection(naive_s: float, improved_s: float, better: str = "lower") -> pd.DataFrame:
+    return _headlines(
+        *(
+            Headline(metric="connection_time", variant=v, value=x, unit="s", better=better)
+            for v, x in (("naive", naive_s), ("improved", improved_s))
+        ),
+        experiment="retry",
+    )
+
+
+def test_a_measured_improved_value_worse_than_naive_says_worse() -> None:
+    row = _row(summary.baseline_table(_connection(15.0, 26.6)), "Database Connection Time")
+    assert row["Change"] == "+77% ▲ worse"
+    assert row["Better"] == "lower is better"
+
+
+def test_a_higher_value_is_better_when_the_metric_says_higher_is_better() -> None:
+    row = _row(summary.baseline_table(_connection(1.0, 2.0, "higher")), "Database Connection Time")
+    assert row["Change"] == "+100% ▲ better"
+
+
+def _improved_cell_style(html: str) -> str:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    table = soup.find("table", id="baseline")
+    head = [th.get_text(strip=True) for th in table.find("thead").find_all("th")]
+    first = table.find("tbody").find("tr").find_all("td")
+    cell_id = first[head.index("Measured improved")]["id"]
+    css = soup.find("style").get_text()
+    return " ".join(block for block in css.split("}") if f"#{cell_id}," in block + ",")
+
+
+def test_a_worse_than_naive_improved_value_is_coloured_red_not_green() -> None:
+    style = _improved_cell_style(summary.baseline_html(_connection(15.0, 26.6)))
+    assert summary.DIRECTION_STYLE["worse"].split(";")[0] in style
+    assert summary.DIRECTION_STYLE["better"].split(";")[0] not in style
+
+
+def test_a_better_than_naive_improved_value_is_coloured_green() -> None:
+    style = _improved_cell_style(summary.baseline_html(_connection(15.0, 0.5)))
+    assert summary.DIRECTION_STYLE["better"].split(";")[0] in style
+
+
+def test_the_plot_draws_a_worse_improved_bar_red_not_green() -> None:
+    from matplotlib.colors import to_hex
+
+    fig = summary.plot_baseline(_connection(15.0, 26.6))
+    panel = fig.axes[[c.metric for c in summary.BASELINE].index("connection_time")]
+    improved_bar = panel.patches[3]
+    assert to_hex(improved_bar.get_facecolor()) == summary.DIRECTION_COLOUR["worse"]
+    assert "+77% ▲ worse" in [t.get_text().split("\n")[-1] for t in panel.texts]
+
+
+def test_headlines_saved_without_a_direction_get_their_labs_declared_one(tmp_path: Path) -> None:
+    frame = summary.headline_frame(
+        [Headline(metric="pool_throughput", variant="naive", value=1.0, unit="rps")]
+    ).drop(columns="better")
+    run = results.save(frames={"headline": frame}, experiment="report", out_dir=tmp_path)
+    headlines = summary.headlines_of(results.load(run.path))
+    assert headlines["better"].tolist() == ["higher"]

@@ -46,9 +46,10 @@ HEADLINE_KEYS = {
     "Container Startup": "container_startup",
     "Memory Usage": "memory",
 }
-#: How each metric of :func:`samples_frame` becomes a headline (labels come from the samples).
+#: How each metric of :func:`samples_frame` becomes a headline (labels come from the samples):
+#: every one is a cost, so lower is better.
 SPEC = {
-    metric: HeadlineSpec(statistic="median")
+    metric: HeadlineSpec(statistic="median", better="lower")
     for metric in ("suite_runtime", "container_startup", "memory", "servers_started")
 }
 

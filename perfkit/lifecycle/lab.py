@@ -13,7 +13,7 @@ user's own pytest suite.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -234,8 +234,11 @@ class LifecycleLab:
     def headlines(self, results: Results) -> pd.DataFrame:
         samples = results.samples
         if samples.empty:  # saved before the lab kept its samples
-            return headlines.from_wide(results["headline"], analysis.HEADLINE_KEYS)
+            return headlines.from_wide(results["headline"], analysis.HEADLINE_KEYS, analysis.SPEC)
         return headlines.from_samples(samples.dropna(subset=["value"]), analysis.SPEC)
+
+    def headline_specs(self) -> Mapping[str, headlines.HeadlineSpec]:
+        return analysis.SPEC
 
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
         from perfkit.lifecycle import plots

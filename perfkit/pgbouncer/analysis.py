@@ -32,17 +32,25 @@ SAMPLE_SOURCES = {
     METRIC_RECONNECT: ("ms", "storm_clients", "recovered_after_ready_ms"),
 }
 
-#: metric -> its statistic and label (the label is prefixed with the lab's variant)
+#: metric -> its statistic, label (prefixed with the lab's variant) and better direction
 SPEC = {
-    METRIC_LATENCY: HeadlineSpec(statistic="median", label="median connect + SELECT 1 + close"),
+    METRIC_LATENCY: HeadlineSpec(
+        statistic="median", label="median connect + SELECT 1 + close", better="lower"
+    ),
     METRIC_RPS: HeadlineSpec(
-        statistic="mean", label="requests/s connecting per request (mean over 0.1 s bins)"
+        statistic="mean",
+        label="requests/s connecting per request (mean over 0.1 s bins)",
+        better="higher",
     ),
     METRIC_PEAK: HeadlineSpec(
-        statistic="median", label="peak server backends after a restart (median over storms)"
+        statistic="median",
+        label="peak server backends after a restart (median over storms)",
+        better="lower",
     ),
     METRIC_RECONNECT: HeadlineSpec(
-        statistic="median", label="client reconnected after the server was ready (median)"
+        statistic="median",
+        label="client reconnected after the server was ready (median)",
+        better="lower",
     ),
 }
 

@@ -31,7 +31,7 @@ improved = through the transaction-mode PgBouncer).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -57,6 +57,7 @@ from perfkit.postgres.pgbouncer import PgBouncer, PgBouncerSettings, find_pgboun
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from perfkit.headlines import HeadlineSpec
     from perfkit.postgres import PostgresServer, ServerSettings
 
 
@@ -204,6 +205,11 @@ class PgBouncerLab:
         from perfkit.pgbouncer.analysis import headlines
 
         return headlines(results.frames)
+
+    def headline_specs(self) -> Mapping[str, HeadlineSpec]:
+        from perfkit.pgbouncer.analysis import SPEC
+
+        return SPEC
 
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
         from perfkit.pgbouncer.plots import plot_latency, plot_modes, plot_storm, plot_throughput

@@ -201,8 +201,8 @@ def samples_frame(runs: pd.DataFrame, requests: pd.DataFrame) -> pd.DataFrame:
 
 #: The headline metrics: statistic of their samples (per-bin throughput, per-request wait).
 SPEC = {
-    "pool_throughput": headline_schema.HeadlineSpec(statistic="mean"),
-    "pool_wait_p99": headline_schema.HeadlineSpec(statistic="p99"),
+    "pool_throughput": headline_schema.HeadlineSpec(statistic="mean", better="higher"),
+    "pool_wait_p99": headline_schema.HeadlineSpec(statistic="p99", better="lower"),
 }
 _HEADLINES = (  # metric, findings key, unit, what
     ("pool_throughput", "throughput_rps", "rps", "throughput"),
@@ -241,7 +241,12 @@ def headlines(c: Mapping[str, Any], samples: pd.DataFrame | None = None) -> pd.D
                 label = labels[(metric, variant)]
                 out.append(
                     headline_schema.Headline(
-                        metric=metric, variant=variant, value=float(value), unit=unit, label=label
+                        metric=metric,
+                        variant=variant,
+                        value=float(value),
+                        unit=unit,
+                        label=label,
+                        better=SPEC[metric].better,
                     )
                 )
     return headline_schema.headline_frame(out)

@@ -34,7 +34,7 @@ Every run's CPU is measured: ``runs`` has ``client_cpu_pct``, ``server_cpu_pct``
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,8 @@ from perfkit.postgres.settings import ServerSettings
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from perfkit.headlines import HeadlineSpec
 
 
 def _full_sizes() -> tuple[int, ...]:
@@ -253,6 +255,9 @@ class PoolLab:
 
     def headlines(self, results: Results) -> pd.DataFrame:
         return analysis.headlines(analysis.saved_findings(results.frames), results.samples)
+
+    def headline_specs(self) -> Mapping[str, HeadlineSpec]:
+        return analysis.SPEC
 
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
         from perfkit.pool import plots  # lazily: matplotlib only where figures are drawn

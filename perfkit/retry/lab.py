@@ -16,7 +16,7 @@ schedule) and ``samples`` (per-run values behind the measured headlines).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,8 @@ from perfkit.retry.strategies import STRATEGIES, get_strategy
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from perfkit.headlines import HeadlineSpec
 
 ALL_STRATEGIES = tuple(STRATEGIES)
 QUICK_STRATEGIES = ("naive", "exponential", "full_jitter", "review")
@@ -132,7 +134,15 @@ class RetryLab:
         return Results(frames=frames, server=described)
 
     def headlines(self, results: Results) -> pd.DataFrame:
-        return results["headline"]
+        from perfkit.headlines import with_better
+        from perfkit.retry.analysis import SPEC
+
+        return with_better(results["headline"], SPEC)  # runs saved before it had ``better``
+
+    def headline_specs(self) -> Mapping[str, HeadlineSpec]:
+        from perfkit.retry.analysis import SPEC
+
+        return SPEC
 
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
         from perfkit.retry import plots

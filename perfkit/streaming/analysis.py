@@ -11,11 +11,14 @@ from typing import Any
 
 import pandas as pd
 
+from perfkit.headlines import HeadlineSpec
 from perfkit.streaming.settings import METHODS
 
 SAMPLES_COLUMNS = ["metric", "variant", "unit", "value", "method", "run"]
 #: Headline metric -> what it measures (for the headline labels).
 HEADLINE_METRICS = {"streaming_rss_growth": "RSS growth", "streaming_python_peak": "Python peak"}
+#: How each headline metric's samples become its headline: the median; less memory is better.
+SPEC = {metric: HeadlineSpec(statistic="median", better="lower") for metric in HEADLINE_METRICS}
 
 
 def _traced_and_timed(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -9,16 +9,16 @@ runs saved before still read).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from perfkit.errors import ConfigError
-from perfkit.headlines import from_samples
+from perfkit.headlines import HeadlineSpec, from_samples
 from perfkit.lab import LabParams, Results, param
-from perfkit.streaming.analysis import compare, findings, headline_labels, samples_frame
+from perfkit.streaming.analysis import SPEC, compare, findings, headline_labels, samples_frame
 from perfkit.streaming.conclusions import conclusions
 from perfkit.streaming.measure import run_streaming
 from perfkit.streaming.settings import (
@@ -92,7 +92,10 @@ class StreamingLab:
 
     def headlines(self, results: Results) -> pd.DataFrame:
         samples, rows = results.samples, int(results[FINDINGS_FRAME]["rows"].iloc[0])
-        return from_samples(samples, labels=headline_labels(samples, rows))
+        return from_samples(samples, SPEC, labels=headline_labels(samples, rows))
+
+    def headline_specs(self) -> Mapping[str, HeadlineSpec]:
+        return SPEC
 
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
         from perfkit.streaming import plots
