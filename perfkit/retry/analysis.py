@@ -622,7 +622,7 @@ def model_frames(
     cold = runs[(runs["scenario"] == "cold_start") & (runs["label"] == FITTED)]
     o, a = measured_median(cold["overshoot_s"], seed), measured_median(cold["attempts"], seed)
     fit_row = {
-        **fitted.summary(),
+        **fitted.to_dict(),
         "weight_attempts": fitted.weight_attempts,
         "evaluated": fitted.evaluated,
         "fit_ready_n": len(boot_ready),
