@@ -342,6 +342,13 @@ class Results:
         """Whether ``stage`` was measured in this run (cells and conclusions skip it if not)."""
         return self.stages is None or stage in self.stages
 
+    def show_stage(self, stage: str) -> bool:
+        """:meth:`ran`, for a notebook cell: prints "not measured in this run" when not."""
+        if self.ran(stage):
+            return True
+        print(f"{stage}: not measured in this run (stages={list(self.stages or ())})")
+        return False
+
     def __getitem__(self, name: str) -> pd.DataFrame:
         return self.frames[name]
 
