@@ -41,7 +41,7 @@ def test_an_empty_list_of_stages_is_refused(tmp_path: Path) -> None:
 
 
 def test_budget_without_the_runs_it_spends_on_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="'budget'.*add 'cold_start' or 'outages'"):
+    with pytest.raises(ConfigError, match=r"'budget'.*add 'cold_start' or 'outages'"):
         quick(tmp_path, stages=["budget", "hang"])
 
 

@@ -58,9 +58,7 @@ def test_a_run_of_every_stage_answers_for_one_of_them(tmp_path: Path) -> None:
     run, diff = labrun.find_saved(LAB, params(tmp_path), tmp_path / "data")
     assert run is None and diff == []  # nothing saved yet
     assert labrun.differences(params(tmp_path), saved.as_dict()) == []
-    assert labrun.differences(saved, params(tmp_path).as_dict()) == [
-        "stages: ['analytic'] -> None"
-    ]
+    assert labrun.differences(saved, params(tmp_path).as_dict()) == ["stages: ['analytic'] -> None"]
 
 
 def test_out_dir_and_reuse_saved_do_not_make_a_run_differ(tmp_path: Path) -> None:

@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 
 from perfkit.errors import ConfigError
-from perfkit.retry import AttemptCosts, DelayedExponential, FixedDelay, predict
-from perfkit.retry import whatif
+from perfkit.retry import AttemptCosts, DelayedExponential, FixedDelay, predict, whatif
 
 BOOTS = np.random.default_rng(3).uniform(0.8, 1.2, 12)
 COSTS = {"refused_s": 0.0004, "success_s": 0.004, "hang_window_s": 0.0}
@@ -42,7 +41,7 @@ def test_a_cap_below_the_base_is_raised_to_it() -> None:
 
 @pytest.mark.parametrize(("family", "knobs"), [("linear", {}), ("fixed", {"base": 0.1})])
 def test_unknown_family_or_knob_is_a_config_error(family: str, knobs: dict[str, float]) -> None:
-    with pytest.raises(ConfigError, match="known|knobs"):
+    with pytest.raises(ConfigError, match=r"known|knobs"):
         whatif.make(family, **knobs)
 
 
