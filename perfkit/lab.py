@@ -257,8 +257,9 @@ class LabParams:
     @classmethod
     def _help_line(cls, f: dataclasses.Field[Any]) -> str:
         text = str(f.metadata.get("help", ""))
-        if f.name == "stages" and cls.STAGES:
-            text = f"None: all; or some of {', '.join(cls.STAGES)}"
+        if f.name == "stages":
+            stages = ", ".join(cls.STAGES)
+            text = f"None: all; or some of {stages}" if stages else "None (one piece)"
         full, quick = f.metadata.get("full", _UNSET), f.metadata.get("quick", _UNSET)
         if full is _UNSET and quick is _UNSET:
             return text
