@@ -180,12 +180,17 @@ def static_candidates(frames: Mapping[str, pd.DataFrame]) -> dict[str, Strategy 
     return out
 
 
-def figure(whatif: WhatIf, predictions: Mapping[str, Prediction]) -> Figure:
-    """Measured ready times against each schedule's predicted connect times (ECDFs), and each
-    schedule's median overshoot against its median attempts."""
+def figure(
+    whatif: WhatIf, predictions: Mapping[str, Prediction], *, scatter: bool = True
+) -> Figure:
+    """Measured ready times against each schedule's predicted connect times (ECDFs), and (with
+    ``scatter``) each schedule's median overshoot against its median attempts."""
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    if scatter:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    else:  # the sliders' figure: one panel, redrawn on every change
+        fig, left = plt.subplots(figsize=(7, 3.4))
     ready = np.sort(whatif.ready_s)
     left.step(ready, np.arange(1, ready.size + 1) / ready.size, where="post", color="k",
               lw=2, label=f"server ready (measured, n={ready.size})")  # fmt: skip
@@ -193,6 +198,8 @@ def figure(whatif: WhatIf, predictions: Mapping[str, Prediction]) -> Figure:
         done = np.sort((p.ready_s + p.overshoot_s)[p.connected])
         if done.size:
             left.step(done, np.arange(1, done.size + 1) / p.n, where="post", label=label)
+        if not scatter:
+            continue
         over, att = p.median_overshoot, p.median_attempts
         right.errorbar(
             att.value,
@@ -206,6 +213,8 @@ def figure(whatif: WhatIf, predictions: Mapping[str, Prediction]) -> Figure:
     left.set_ylabel("fraction of clients / boots")
     left.set_title("connected (predicted) vs ready (measured)")
     left.legend(fontsize=7, loc="lower right")
+    if not scatter:
+        return fig
     right.set_xlabel("median attempts (predicted)")
     right.set_ylabel("median overshoot, ms (95 % interval)")
     right.set_title(f"predicted for {whatif.n:,} clients each")
@@ -219,12 +228,17 @@ def static(whatif: WhatIf, candidates: Mapping[str, Strategy | str]) -> tuple[pd
     return whatif.table(candidates), figure(whatif, predictions)
 
 
-def widget(whatif: WhatIf) -> Any:
-    """Sliders for a family's knobs; each change re-predicts and redraws (ipywidgets)."""
+def widget(whatif: WhatIf, reference: Mapping[str, Strategy | str] | None = None) -> Any:
+    """Sliders for a family's knobs; each change re-predicts and redraws (ipywidgets).
+
+    ``reference`` schedules (e.g. the run's fitted one) are predicted once and drawn
+    next to the one the sliders set.
+    """
     import ipywidgets as w
     import matplotlib.pyplot as plt
     from IPython.display import display
 
+    fixed = {label: whatif.predict(s) for label, s in (reference or {}).items()}
     family = w.Dropdown(options=list(KNOBS), value="delayed", description="family")
     knobs = w.VBox()
     out = w.Output()
@@ -249,7 +263,7 @@ def widget(whatif: WhatIf) -> Any:
             p = whatif.predict(strategy)
             print(f"{family.value}: {schedule_text(strategy)}")
             print("\n".join(p.summary().splitlines()[1:]))
-            fig = figure(whatif, {family.value: p})
+            fig = figure(whatif, {**fixed, family.value: p}, scatter=False)
             display(fig)
             plt.close(fig)
 
@@ -281,13 +295,15 @@ def show(
     except ConfigError as exc:
         print(f"what-if: not available ({exc})")
         return
+    candidates = static_candidates(frames)
     if interactive:
         try:
-            display(widget(whatif))
+            fitted = {"fitted": candidates["fitted"]} if "fitted" in candidates else None
+            display(widget(whatif, fitted))
             return
         except ImportError:
             print("what-if: ipywidgets is not installed (pip install 'ipywidgets>=8'); static")
-    table, fig = static(whatif, static_candidates(frames))
+    table, fig = static(whatif, candidates)
     display(table)
     display(fig)
     plt.close(fig)
