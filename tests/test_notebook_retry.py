@@ -88,6 +88,19 @@ def test_quick_run_writes_retry_results_figures_and_conclusions(tmp_path: Path) 
     assert "overshoot median (ms)" in executed and "delayed (defaults)" in executed
     assert "application/vnd.jupyter.widget-view+json" not in executed
     assert "not measured in this run" not in executed  # every stage ran
+    # Opened again to explore: the saved run is loaded (nothing measured) and, asked for, the
+    # what-if section is sliders (a widget view for the frontend) instead of the static table.
+    again = notebooks.execute(
+        NOTEBOOK,
+        {**run.parameters, "reuse_saved": True, "interactive": True},
+        output_dir=tmp_path / "runs",
+        html=False,
+    )
+    reopened = again.executed.read_text()
+    assert again.ok and "nothing measured" in reopened
+    assert "application/vnd.jupyter.widget-view+json" in reopened
+    assert "overshoot median (ms)" not in reopened
+    assert len(results.run_dirs("retry", out)) == 1
 
 
 def test_bad_strategy_name_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:
