@@ -247,7 +247,7 @@ class LifecycleLab:
 
     def headlines(self, results: Results) -> pd.DataFrame:
         samples = results.samples
-        if "runs" not in results.frames:  # the suites stage did not run
+        if "headline" not in results.frames:  # the suites stage did not run
             return headlines.headline_frame([])
         if samples.empty:  # saved before the lab kept its samples
             return headlines.from_wide(results["headline"], analysis.HEADLINE_KEYS)
