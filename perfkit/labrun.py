@@ -13,6 +13,7 @@ the same parameters instead of measuring, and measures when there is none.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,15 +106,16 @@ def find_saved(
     folder = Path(data_dir if data_dir is not None else params.out_dir)
     newest: list[str] | None = None
     for path in reversed(results.run_dirs(lab.name, folder)):
-        try:
-            run = results.load(path)
-        except PerfkitError:
+        try:  # the parameters first: loading a run's frames can take a while
+            meta = json.loads((path / results.METADATA_FILE).read_text(encoding="utf-8"))
+            diff = differences(params, meta.get("params") or {})
+            run = results.load(path) if not diff else None
+        except (OSError, ValueError, AttributeError, PerfkitError):
             continue  # a corrupt run is never the answer; an older one may be
-        diff = differences(params, run.metadata.get("params") or {})
-        if not diff:
+        if run is not None:
             return run, []
         if newest is None:
-            newest = [f"{run.run_id}: {d}" for d in diff]
+            newest = [f"{path.name}: {d}" for d in diff]
     return None, newest or []
 
 

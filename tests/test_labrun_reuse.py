@@ -3,6 +3,7 @@ measuring, and measures (saying why) when there is none."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from perfkit import labrun, latest_or_run, results
@@ -65,3 +66,13 @@ def test_out_dir_and_reuse_saved_do_not_make_a_run_differ(tmp_path: Path) -> Non
     mine = params(tmp_path, reuse_saved=True)
     theirs = params(tmp_path / "elsewhere").as_dict()
     assert labrun.differences(mine, theirs) == []
+
+
+def test_a_corrupt_newer_run_is_skipped_for_an_older_matching_one(tmp_path: Path) -> None:
+    good = labrun.run_and_save(LAB, params(tmp_path), progress=lambda m: None)
+    bad = labrun.run_and_save(LAB, params(tmp_path), progress=lambda m: None)
+    meta_path = tmp_path / "data" / "retry" / bad.run_id / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "frames": "lost"}))  # still the newest run
+    assert results.run_dirs("retry", tmp_path / "data")[-1].name == bad.run_id
+    assert latest_or_run(LAB, params(tmp_path), progress=lambda m: None).run_id == good.run_id
