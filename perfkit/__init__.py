@@ -29,6 +29,7 @@ _HOMES = {
     "NotebookFailed": "perfkit.errors",
     "SuiteFailed": "perfkit.errors",
     "IsolationBroken": "perfkit.errors",
+    "latest_or_run": "perfkit.labrun",
 }
 
 __all__ = ["__version__", "results", *_HOMES]  # results: a submodule

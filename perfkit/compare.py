@@ -51,7 +51,7 @@ from perfkit.errors import ConfigError, PerfkitError
 from perfkit.headlines import candidate_of
 from perfkit.stats import Estimate, paired_shift_interval, pairs_needed, runs_needed, shift_interval
 
-IGNORED_PARAMS = {"since", "labs"}
+IGNORED_PARAMS = {"since", "labs", "reuse_saved", "interactive"}
 LEVEL = 0.95
 CHANGED, UNCHANGED, CANNOT_TELL, TOO_FEW = (
     "changed",

@@ -147,9 +147,18 @@ class LabParams:
     quick: bool = param(False, "small sweeps (CI): the whole notebook in well under a minute")
     out_dir: str = param("../data", "results go to <out_dir>/<experiment>/<run_id>/")
     seed: int = param(1, "random seed (jitter, data, run order)")
+    stages: tuple[str, ...] | None = param(None, "run only these stages (None: all)")
+    reuse_saved: bool = param(
+        False, "load the newest saved run with these parameters instead of measuring"
+    )
 
     #: Parameters the report sets on every lab (the rest keep their defaults).
     REPORT_PARAMETERS: ClassVar[tuple[str, ...]] = ("backend", "quick", "out_dir")
+    #: The lab's stages, in the order it runs them: ``stages`` picks some of them.
+    STAGES: ClassVar[tuple[str, ...]] = ()
+    #: Parameters that change how a run is shown or where it goes, not what it measures
+    #: (a saved run with other values still answers: :func:`perfkit.labrun.latest_or_run`).
+    OUTPUT_PARAMETERS: ClassVar[tuple[str, ...]] = ("out_dir", "reuse_saved")
     if TYPE_CHECKING:  # set in __post_init__, not a field (fields are the parameters)
         _given: Mapping[str, Any]
 
@@ -172,8 +181,28 @@ class LabParams:
                     f"{', '.join(repr(c) for c in choices)}, got {value!r}"
                 )
         object.__setattr__(self, "_given", types.MappingProxyType(given))
+        self._check_stages()
         self._apply_derived()
         self.check()
+
+    def _check_stages(self) -> None:
+        """ConfigError listing the lab's stages when ``stages`` names another (or none)."""
+        if self.stages is None:
+            return
+        valid = ", ".join(repr(s) for s in self.STAGES) or "none: it runs as one piece"
+        if not self.stages:
+            raise ConfigError(f"parameter 'stages' must name at least one stage ({valid})")
+        for name in self.stages:
+            if not isinstance(name, str) or name not in self.STAGES:
+                raise ConfigError(
+                    f"parameter 'stages': unknown stage {name!r}; this lab's stages: {valid}"
+                )
+
+    def ran(self, stage: str) -> bool:
+        """Whether this run includes ``stage`` (every stage when ``stages`` is None)."""
+        if stage not in self.STAGES:
+            raise ConfigError(f"unknown stage {stage!r}; this lab's stages: {self.STAGES}")
+        return self.stages is None or stage in self.stages
 
     def _apply_derived(self) -> None:
         """Set the values :meth:`derived` gives (once, after ``None`` is resolved)."""
@@ -229,6 +258,9 @@ class LabParams:
     @classmethod
     def _help_line(cls, f: dataclasses.Field[Any]) -> str:
         text = str(f.metadata.get("help", ""))
+        if f.name == "stages":
+            stages = ", ".join(cls.STAGES)
+            text = f"None: all; or some of {stages}" if stages else "None (one piece)"
         full, quick = f.metadata.get("full", _UNSET), f.metadata.get("quick", _UNSET)
         if full is _UNSET and quick is _UNSET:
             return text
@@ -305,6 +337,19 @@ class Results:
     frames: Mapping[str, pd.DataFrame]
     server: Mapping[str, Any] | None = None
     run_id: str = ""
+    #: The stages this run measured; None: all of them (or a run saved before stages).
+    stages: tuple[str, ...] | None = None
+
+    def ran(self, stage: str) -> bool:
+        """Whether ``stage`` was measured in this run (cells and conclusions skip it if not)."""
+        return self.stages is None or stage in self.stages
+
+    def show_stage(self, stage: str) -> bool:
+        """:meth:`ran`, for a notebook cell: prints "not measured in this run" when not."""
+        if self.ran(stage):
+            return True
+        print(f"{stage}: not measured in this run (stages={list(self.stages or ())})")
+        return False
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         return self.frames[name]
@@ -327,7 +372,13 @@ class Results:
     @classmethod
     def of_run(cls, run: Any) -> Results:
         """Results from a run loaded with :func:`perfkit.results.load`."""
-        return cls(frames=dict(run.frames), server=run.metadata.get("server"), run_id=run.run_id)
+        stages = (run.metadata.get("params") or {}).get("stages")
+        return cls(
+            frames=dict(run.frames),
+            server=run.metadata.get("server"),
+            run_id=run.run_id,
+            stages=tuple(stages) if stages is not None else None,
+        )
 
 
 @runtime_checkable

@@ -121,3 +121,9 @@ def test_the_notebooks_kernel_starts_in_the_lab_and_is_removed_with_its_session(
     finally:
         lab.call("DELETE", f"/api/sessions/{session['id']}")
     assert kernel_id not in {k["id"] for k in lab.call("GET", "/api/kernels")}
+
+
+def test_the_lab_has_the_widget_manager_the_what_if_sliders_need(lab: Lab) -> None:
+    page = lab.call("GET", f"/lab/tree/{NOTEBOOK}").decode()
+    # JupyterLab lists its prebuilt (federated) extensions in the page's config
+    assert "@jupyter-widgets/jupyterlab-manager" in page

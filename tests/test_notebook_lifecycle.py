@@ -110,3 +110,19 @@ def test_native_for_the_lab_suite_is_refused_before_a_kernel_starts(tmp_path: Pa
 def test_unknown_parameter_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="strategys"):
         notebooks.execute(NOTEBOOK, {"strategys": ["rollback"]}, output_dir=tmp_path, html=False)
+
+
+def test_the_micro_stage_alone_measures_no_suite_and_every_cell_copes(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    run = notebooks.execute(
+        NOTEBOOK,
+        {**QUICK, "out_dir": str(out), "stages": ["micro"]},
+        output_dir=tmp_path / "runs",
+        html=False,
+    )
+    assert run.ok
+    saved = results.latest("lifecycle", out_dir=out)
+    assert set(saved.frames) == {"micro", "micro_summary"}
+    text = run.executed.read_text()
+    assert "suites: not measured in this run" in text and "leaks: not measured" in text
+    assert "Not measured in this run: leaks, suites." in text

@@ -79,3 +79,21 @@ def test_missing_pgbouncer_is_refused_before_a_kernel_starts(
     with pytest.raises(BackendUnavailable, match="pgbouncer"):
         notebooks.execute(NOTEBOOK, {"quick": True}, output_dir=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+def test_one_stage_measures_only_its_part_and_the_other_cells_say_so(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    run = notebooks.execute(
+        NOTEBOOK,
+        {"quick": True, "backend": "local", "out_dir": str(out), "stages": ["connect"]},
+        output_dir=tmp_path / "runs",
+        html=False,
+    )
+    assert run.ok
+    saved = results.latest("pgbouncer", out_dir=out)
+    assert set(saved.frames) == {"connect", "samples"}
+    headline = LAB.headlines(Results.of_run(saved))
+    assert set(headline["metric"]) == {METRIC_LATENCY}
+    text = run.executed.read_text()
+    assert "storm: not measured in this run" in text and "modes: not measured" in text
+    assert "Not measured in this run: requests, storm, pool, modes." in text

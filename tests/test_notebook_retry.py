@@ -83,6 +83,24 @@ def test_quick_run_writes_retry_results_figures_and_conclusions(tmp_path: Path) 
     measured = headline[headline["metric"] == "cold_start_overshoot"]
     assert (measured["n"] >= 2).all() and (measured["ci_low"] <= measured["ci_high"]).all()
     assert "Fitted schedule" in executed and "The model ranks the cold start" in executed
+    # the what-if section without a widget frontend (papermill keeps interactive = False):
+    # a static table and figure, no widget
+    assert "overshoot median (ms)" in executed and "delayed (defaults)" in executed
+    assert "application/vnd.jupyter.widget-view+json" not in executed
+    assert "not measured in this run" not in executed  # every stage ran
+    # Opened again to explore: the saved run is loaded (nothing measured) and, asked for, the
+    # what-if section is sliders (a widget view for the frontend) instead of the static table.
+    again = notebooks.execute(
+        NOTEBOOK,
+        {**run.parameters, "reuse_saved": True, "interactive": True},
+        output_dir=tmp_path / "runs",
+        html=False,
+    )
+    reopened = again.executed.read_text()
+    assert again.ok and "nothing measured" in reopened
+    assert "application/vnd.jupyter.widget-view+json" in reopened
+    assert "overshoot median (ms)" not in reopened
+    assert len(results.run_dirs("retry", out)) == 1
 
 
 def test_bad_strategy_name_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:
@@ -102,3 +120,25 @@ def test_bad_strategy_name_is_refused_before_a_kernel_starts(tmp_path: Path) -> 
 def test_unknown_parameter_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="outage_seconds"):
         notebooks.execute(NOTEBOOK, {"outage_seconds": [5.0]}, output_dir=tmp_path, html=False)
+
+
+def test_unknown_stage_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown stage 'warmup'.*'analytic', 'cold_start'"):
+        notebooks.execute(NOTEBOOK, {"stages": ["warmup"]}, output_dir=tmp_path, html=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_one_stage_runs_every_cell_and_a_second_run_can_reuse_it(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    given = {"quick": True, "out_dir": str(out), "stages": ["analytic"]}
+    first = notebooks.execute(NOTEBOOK, given, output_dir=tmp_path / "runs", html=False)
+    assert first.ok
+    text = first.executed.read_text()
+    assert "cold_start: not measured in this run" in text and "herd: not measured" in text
+    assert "Not measured in this run: cold_start, outages" in text  # the conclusions say so
+    assert "what-if: not available" in text
+    again = notebooks.execute(
+        NOTEBOOK, {**given, "reuse_saved": True}, output_dir=tmp_path / "runs", html=False
+    )
+    assert again.ok and "nothing measured" in again.executed.read_text()
+    assert len(results.run_dirs("retry", out)) == 1

@@ -131,11 +131,54 @@ def test_the_same_seed_gives_the_same_prediction() -> None:
     assert np.array_equal(a.attempts, b.attempts)
 
 
-def test_summary_has_medians_with_intervals_and_means() -> None:
-    s = predict("naive", UNIFORM_BOOTS, rng=0, n=2000).summary()
+def test_to_dict_has_medians_with_intervals_and_means() -> None:
+    s = predict("naive", UNIFORM_BOOTS, rng=0, n=2000).to_dict()
     assert s["median_overshoot_low"] <= s["median_overshoot"] <= s["median_overshoot_high"]
     assert s["p90_attempts"] >= s["median_attempts"]
     assert 0 < s["mean_overshoot"] < 0.5 and s["success_rate"] == 1.0
+
+
+def test_prediction_summary_is_a_few_lines_in_ms_with_intervals() -> None:
+    p = predict("naive", UNIFORM_BOOTS, rng=0, n=2000)
+    text = p.summary()
+    lines = text.splitlines()
+    assert len(lines) <= 5 and lines[0].startswith("naive: 2,000 simulated clients")
+    o = p.median_overshoot
+    whole_ms = f"median {o.value * 1000:.0f} ms [{o.low * 1000:.0f}, {o.high * 1000:.0f}]"
+    assert whole_ms in text  # rounded to whole ms, with its interval
+    assert f"attempts: median {p.median_attempts.value:g}" in text
+    assert "connected: 100.0%" in text
+    overshoot_line = text.split("overshoot after ready:")[1].splitlines()[0]
+    assert "0." not in overshoot_line  # no raw seconds
+
+
+def test_fit_summary_names_the_schedule_the_cap_and_the_prediction() -> None:
+    result = fit(UNIFORM_BOOTS, rng=0, search_n=500, n=1000)
+    text = result.summary()
+    assert text.startswith(f"fitted schedule ({result.family}): ")
+    assert f"at most {result.strategy.max_attempts:,} attempts" in text
+    assert "fit in the 60 s deadline" in text and "overshoot after ready: median" in text
+    row = result.to_dict()
+    assert row["max_attempts"] == result.strategy.max_attempts
+    assert row["median_overshoot"] == result.prediction.median_overshoot.value
+    assert row["cap_reason"] in text
+
+
+def test_fit_caps_max_attempts_asked_for_at_what_fits_in_the_deadline() -> None:
+    allowed = fit(UNIFORM_BOOTS, rng=0, search_n=500, n=1000, deadline=10.0)
+    capped = fit(UNIFORM_BOOTS, rng=0, search_n=500, n=1000, deadline=10.0, max_attempts=4080)
+    assert allowed.strategy.max_attempts is not None
+    if capped.strategy == allowed.strategy.with_(max_attempts=capped.strategy.max_attempts):
+        assert capped.strategy.max_attempts == allowed.strategy.max_attempts < 4080
+    assert capped.strategy.max_attempts is not None and capped.strategy.max_attempts < 4080
+    assert "the 4,080 asked for would not fit" in capped.cap_reason
+    assert "10 s deadline" in capped.cap_reason
+
+
+def test_fit_keeps_a_max_attempts_that_fits_and_says_so() -> None:
+    result = fit(UNIFORM_BOOTS, rng=0, search_n=500, n=1000, max_attempts=6)
+    assert result.strategy.max_attempts == 6
+    assert result.cap_reason.startswith("max_attempts=6 as asked (the 60 s deadline would allow")
 
 
 # -- the model against the real retry loop (fake clock, fake server) -----------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -11,8 +11,29 @@ from perfkit.lifecycle.registry import SHARED
 from perfkit.verdicts import decide
 
 
-def conclusions(frames: Mapping[str, pd.DataFrame]) -> str:
-    """The closing text (Markdown) from a lifecycle run's frames alone."""
+def conclusions(frames: Mapping[str, pd.DataFrame], not_measured: Sequence[str] = ()) -> str:
+    """The closing text (Markdown) from a lifecycle run's frames alone; ``not_measured``
+    names the stages the run skipped."""
+    skipped = [f"- Not measured in this run: {', '.join(not_measured)}."] if not_measured else []
+    if "runs" not in frames:  # the suites stage did not run
+        return "\n".join(_micro_lines(frames) + skipped)
+    return "\n".join([_suite_text(frames), *skipped])
+
+
+def _micro_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
+    """The warm pool's hand-out against its clones (micro-benchmarks)."""
+    micro = frames.get("micro_summary")
+    if micro is None or "pool_handout" not in set(micro["case"]):
+        return []
+    m = micro.set_index("case")["median_s"]
+    return [
+        f"- warm pool: hand-out median {m['pool_handout'] * 1e3:.3f} ms while each clone "
+        f"takes {m.get('pool_clone', float('nan')) * 1e3:.0f} ms in the background"
+    ]
+
+
+def _suite_text(frames: Mapping[str, pd.DataFrame]) -> str:
+    """The suites' findings (and the micro-benchmarks' when they ran)."""
     runs, tests = frames["runs"], frames["tests"]
     ok = runs[runs["exit_code"] == 0]
     if ok.empty:
@@ -58,13 +79,7 @@ def conclusions(frames: Mapping[str, pd.DataFrame]) -> str:
             gain = parallel_gain(ok, strategy, top)
             if gain is not None:
                 lines.append(f"- {strategy}: serial / -n {top}: x{gain:.2f}")
-    micro = frames.get("micro_summary")
-    if micro is not None and "pool_handout" in set(micro["case"]):
-        m = micro.set_index("case")["median_s"]
-        lines.append(
-            f"- warm pool: hand-out median {m['pool_handout'] * 1e3:.3f} ms while each clone "
-            f"takes {m.get('pool_clone', float('nan')) * 1e3:.0f} ms in the background"
-        )
+    lines += _micro_lines(frames)
     if not tests.empty and "acquire_s" in tests.columns:
         waits = tests.groupby("isolation")["acquire_s"].median().mul(1e3)
         parts = [f"{name} {ms:.2f} ms" for name, ms in waits.items()]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
@@ -34,6 +34,12 @@ LAB_STRATEGIES = ("per-test-server", "rollback", "truncate", "template", "warm-p
 SHORT_STRATEGIES = ("native", "template", "warm-pool")
 
 
+#: The lab's stages (``stages`` picks some): the leak check of every strategy, the
+#: micro-benchmarks against the raw SQL underneath, and the suite under each strategy (with
+#: the time budget's extra runs).
+STAGES = ("leaks", "micro", "suites")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Params(LabParams):
     """The lifecycle notebook's parameters: the only place their defaults and help live.
@@ -42,6 +48,8 @@ class Params(LabParams):
     native, template and warm-pool for the short suite; template and
     warm-pool (plus native when ``dsn_env`` is given) for a user suite.
     """
+
+    STAGES: ClassVar[tuple[str, ...]] = STAGES
 
     quick: bool = param(False, "lab: the 6 `quick` tests instead of 29; short: 24 tests (CI)")
     seed: int = param(0, "test data and run order")
@@ -157,18 +165,29 @@ class Params(LabParams):
 
 
 def run(cfg: Params, *, progress: Callable[[str], None] | None = None) -> dict[str, pd.DataFrame]:
-    """Leak check, micro-benchmarks and the suite matrix; returns the frames to save."""
+    """The selected stages (all by default): leak check, micro-benchmarks and the suite
+    matrix; returns the frames to save (none of the stages not run)."""
     say = progress or (lambda _msg: None)
     backend = cfg.resolved_backend()
     say(f"backend: {backend}")
     settings = cfg.isolation_settings(backend)
+    frames: dict[str, pd.DataFrame] = {}
+    if cfg.ran("leaks"):
+        say("leak check of every strategy")
+        frames["leaks"] = measure.leak_check(settings)
+    if cfg.ran("micro"):
+        say(f"micro-benchmarks ({cfg.iterations} iterations)")
+        frames["micro"] = measure.micro_benchmarks(settings, cfg)
+        frames["micro_summary"] = micro.summarize(frames["micro"])
+    if cfg.ran("suites"):
+        frames |= suite_frames(cfg, backend, say)
+        frames["goals"] = analysis.goals(frames["runs"], frames.get("micro_summary"))
+    return frames
 
-    say("leak check of every strategy")
-    leaks = measure.leak_check(settings)
 
-    say(f"micro-benchmarks ({cfg.iterations} iterations)")
-    micro_frame = measure.micro_benchmarks(settings, cfg)
-
+def suite_frames(cfg: Params, backend: str, say: Callable[[str], None]) -> dict[str, pd.DataFrame]:
+    """The suite under each strategy, extra runs within the time budget, and the frames
+    computed from them (headline, samples, versus_native)."""
     on_run = measure.suite_progress(say)
     matrix = measure.suite_matrix(cfg, backend, on_run)
     frames = dict(matrix.frames)
@@ -199,15 +218,10 @@ def run(cfg: Params, *, progress: Callable[[str], None] | None = None) -> dict[s
     )
     for name in ("tests", "events", "memory"):
         frames[name] = pd.concat([frames[name], *(f[name] for f in extra)], ignore_index=True)
-    micro_summary = micro.summarize(micro_frame)
     workers = min(cfg.worker_counts)
     frames.update(
-        leaks=leaks,
-        micro=micro_frame,
-        micro_summary=micro_summary,
         headline=analysis.headline(frames["runs"], frames["events"], workers=workers),
         samples=analysis.samples_frame(frames["runs"], frames["events"], workers=workers),
-        goals=analysis.goals(frames["runs"], micro_summary),
         versus_native=analysis.versus_native(frames["runs"], seed=cfg.seed),
     )
     measure.raise_on_failure(frames["runs"], outputs)
@@ -233,6 +247,8 @@ class LifecycleLab:
 
     def headlines(self, results: Results) -> pd.DataFrame:
         samples = results.samples
+        if "headline" not in results.frames:  # the suites stage did not run
+            return headlines.headline_frame([])
         if samples.empty:  # saved before the lab kept its samples
             return headlines.from_wide(results["headline"], analysis.HEADLINE_KEYS, analysis.SPEC)
         return headlines.from_samples(samples.dropna(subset=["value"]), analysis.SPEC)
@@ -243,7 +259,9 @@ class LifecycleLab:
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
         from perfkit.lifecycle import plots
 
-        runs = results["runs"]
+        runs = results.get("runs")
+        if runs is None:  # the suites stage did not run
+            return
         yield "Suite wall time by strategy", plots.suite_time(runs)
         yield "Isolation cost per test", plots.isolation_cost(results["tests"])
         yield "Peak memory", plots.peak_memory(runs)
@@ -255,7 +273,8 @@ class LifecycleLab:
             )
 
     def conclusions(self, results: Results) -> str:
-        return conclusions.conclusions(results.frames)
+        skipped = [stage for stage in STAGES if not results.ran(stage)]
+        return conclusions.conclusions(results.frames, not_measured=skipped)
 
 
 LAB = LifecycleLab()

@@ -66,6 +66,8 @@ def samples_frame(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     parts = []
     for variant, source in HEADLINE_VARIANTS.items():
         for metric, (unit, name, column) in SAMPLE_SOURCES.items():
+            if name not in frames:  # its stage did not run
+                continue
             frame = frames[name]
             rows = frame[(frame["variant"] == source) & frame[column].notna()]
             parts.append(
@@ -80,6 +82,8 @@ def samples_frame(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
                     }
                 )
             )
+    if not parts:  # none of the stages behind the headlines ran
+        return pd.DataFrame(columns=[*SAMPLE_COLUMNS, RUN_COLUMN])
     return pd.concat(parts, ignore_index=True)[[*SAMPLE_COLUMNS, RUN_COLUMN]]
 
 

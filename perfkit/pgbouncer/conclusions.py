@@ -4,7 +4,7 @@ numbers they compare with (one part per section of the notebook)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,8 @@ def latency_part(frames: Mapping[str, pd.DataFrame]) -> list[str]:
     """Connect + SELECT 1 + close: direct vs PgBouncer, all three, and pgcat #459's numbers."""
     from perfkit.stats import quantile_interval
 
+    if "connect" not in frames:
+        return []
     latency = {v: values_of(frames["connect"], "ms", v) for v in VARIANTS}
     what = "Connect + SELECT 1 + close, direct vs PgBouncer"
     lines = [
@@ -60,6 +62,8 @@ def latency_part(frames: Mapping[str, pd.DataFrame]) -> list[str]:
 
 def throughput_part(frames: Mapping[str, pd.DataFrame]) -> list[str]:
     """Connecting per request: the verdicts, Cybertec's numbers and the best direct pool."""
+    if "throughput" not in frames:
+        return []
     rates = {v: values_of(frames["throughput_bins"], "rps", v) for v in VARIANTS}
     threads = int(frames["throughput"]["threads"].iloc[0])
     what = f"Connecting per request ({threads} threads, requests/s per 0.1 s bin)"
@@ -82,7 +86,7 @@ def throughput_part(frames: Mapping[str, pd.DataFrame]) -> list[str]:
         "a client connection (to PgBouncer), so the gain is what PgBouncer saves on the "
         "server side only."
     )
-    pool = frames["pool"]
+    pool = frames.get("pool", pd.DataFrame())
     pooled = pool[pool["variant"] == DIRECT] if not pool.empty else pool
     if not pooled.empty:
         best = pooled.loc[pooled["rps"].idxmax()]
@@ -97,7 +101,7 @@ def throughput_part(frames: Mapping[str, pd.DataFrame]) -> list[str]:
 
 def storm_part(frames: Mapping[str, pd.DataFrame]) -> list[str]:
     """The reconnect storm: peaks per variant, whether PgBouncer absorbs it, recovery, errors."""
-    storm = frames["storm"]
+    storm = frames.get("storm", pd.DataFrame())
     if storm.empty:
         return []
     by = storm.groupby("variant")
@@ -146,7 +150,7 @@ def storm_part(frames: Mapping[str, pd.DataFrame]) -> list[str]:
 
 def pool_part(frames: Mapping[str, pd.DataFrame]) -> list[str]:
     """The application pool, direct vs in front of PgBouncer, per worker count."""
-    pool = frames["pool"]
+    pool = frames.get("pool", pd.DataFrame())
     if pool.empty:
         return []
     pool_bins = frames["pool_bins"]
@@ -177,7 +181,7 @@ def pool_part(frames: Mapping[str, pd.DataFrame]) -> list[str]:
 
 def modes_part(frames: Mapping[str, pd.DataFrame]) -> list[str]:
     """Session vs transaction mode: server connections busy and open for the same clients."""
-    modes = frames["modes"]
+    modes = frames.get("modes", pd.DataFrame())
     if modes.empty:
         return []
     m = modes.set_index("variant")
@@ -196,9 +200,14 @@ def modes_part(frames: Mapping[str, pd.DataFrame]) -> list[str]:
     ]
 
 
-def conclusions(frames: Mapping[str, pd.DataFrame]) -> str:
-    """The closing Markdown: verdicts with n and intervals, and the published numbers."""
+def conclusions(frames: Mapping[str, pd.DataFrame], not_measured: Sequence[str] = ()) -> str:
+    """The closing Markdown: verdicts with n and intervals, and the published numbers.
+
+    ``not_measured``: the stages the run skipped, listed as not measured in this run.
+    """
     lines = ["### PgBouncer in front of one server", ""]
     for part in (latency_part, throughput_part, storm_part, pool_part, modes_part):
         lines += part(frames)
+    if not_measured:
+        lines.append(f"- Not measured in this run: {', '.join(not_measured)}.")
     return "\n".join(lines)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import pandas as pd
 
@@ -59,6 +59,13 @@ if TYPE_CHECKING:
 
     from perfkit.headlines import HeadlineSpec
     from perfkit.postgres import PostgresServer, ServerSettings
+
+
+#: Parts 1-5 (``stages`` picks some): connect latency, connecting per request, the reconnect
+#: storm, the application pool in front, session vs transaction mode.
+STAGES = ("connect", "requests", "storm", "pool", "modes")
+#: Stages that go through the PgBouncers of parts 1-4 (modes starts its own).
+_BOUNCED = ("connect", "requests", "storm", "pool")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +95,8 @@ class Params(LabParams):
         0.5, "PgBouncer's pause after a failed server login, s (its default: 15)"
     )
     max_connections: int = param(200, "the server's max_connections")
+
+    STAGES: ClassVar[tuple[str, ...]] = STAGES
 
     def check(self) -> None:
         for name in (
@@ -141,17 +150,41 @@ class Params(LabParams):
 
 
 def run(params: Params, server: PostgresServer, progress: Progress) -> dict[str, pd.DataFrame]:
-    """Parts 1-5 against ``server`` (PgBouncers started and removed here); the frames."""
+    """The selected parts (all by default) against ``server`` (PgBouncers started and removed
+    here); the frames of the parts that ran."""
+    frames: dict[str, pd.DataFrame] = {}
+    if any(params.ran(stage) for stage in _BOUNCED):
+        with (
+            PgBouncer(server, params.bouncer_settings(TRANSACTION)) as tx,
+            PgBouncer(server, params.bouncer_settings(SESSION)) as sx,
+        ):
+            targets = {DIRECT: server.dsn, TRANSACTION: tx.dsn, SESSION: sx.dsn}
+            frames |= bounced_frames(params, server, targets, progress)
+    if params.ran("modes"):
+        clients = int(params.mode_clients)
+        bouncers = {
+            m: params.bouncer_settings(m, pool_size=clients) for m in (SESSION, TRANSACTION)
+        }
+        frames |= mode_frames(
+            server, bouncers, clients, float(params.duration_s), params.think_ms, progress
+        )
+    frames[SAMPLES_FRAME] = samples_frame(frames)
+    return frames
+
+
+def bounced_frames(
+    params: Params, server: PostgresServer, targets: dict[str, str], progress: Progress
+) -> dict[str, pd.DataFrame]:
+    """Parts 1-4 (those selected) through the PgBouncers at ``targets`` and directly."""
     duration = float(params.duration_s)
-    with (
-        PgBouncer(server, params.bouncer_settings(TRANSACTION)) as tx,
-        PgBouncer(server, params.bouncer_settings(SESSION)) as sx,
-    ):
-        targets = {DIRECT: server.dsn, TRANSACTION: tx.dsn, SESSION: sx.dsn}
+    frames: dict[str, pd.DataFrame] = {}
+    if params.ran("connect"):
         n = int(params.connect_samples)
         progress(f"connect latency: {n} per variant")
-        frames = {"connect": measure_connect(targets, n, seed=params.seed)}
+        frames["connect"] = measure_connect(targets, n, seed=params.seed)
+    if params.ran("requests"):
         frames |= connect_per_request_frames(targets, params.request_threads, duration, progress)
+    if params.ran("storm"):
         storm = StormSettings(
             n_clients=int(params.storm_clients),
             outage_s=float(params.storm_outage_s),
@@ -165,11 +198,8 @@ def run(params: Params, server: PostgresServer, progress: Progress) -> dict[str,
             server_login_retry_s=params.server_login_retry_s,
             progress=progress,
         )
+    if params.ran("pool"):
         frames |= pool_frames(targets, params.pool_workers, params.pool_size, duration, progress)
-    clients = int(params.mode_clients)
-    bouncers = {m: params.bouncer_settings(m, pool_size=clients) for m in (SESSION, TRANSACTION)}
-    frames |= mode_frames(server, bouncers, clients, duration, params.think_ms, progress)
-    frames[SAMPLES_FRAME] = samples_frame(frames)
     return frames
 
 
@@ -214,24 +244,35 @@ class PgBouncerLab:
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
         from perfkit.pgbouncer.plots import plot_latency, plot_modes, plot_storm, plot_throughput
 
-        yield (
-            "Connect latency (ECDF, medians with 95 % intervals)",
-            plot_latency(results["connect"]),
-        )
-        yield (
-            "Throughput with 95 % intervals",
-            plot_throughput(results["throughput"], results["pool"]),
-        )
-        yield (
-            "Reconnect storm: server backends and attempts",
-            plot_storm(results["storm_backends"], results["storm_attempts"]),
-        )
-        yield "Session vs transaction mode: server connections", plot_modes(results["mode_servers"])
+        if "connect" in results.frames:
+            yield (
+                "Connect latency (ECDF, medians with 95 % intervals)",
+                plot_latency(results["connect"]),
+            )
+        if "throughput" in results.frames:
+            pool = results.get("pool")
+            yield (
+                "Throughput with 95 % intervals",
+                plot_throughput(
+                    results["throughput"], pool if pool is not None else pd.DataFrame()
+                ),
+            )
+        if "storm_backends" in results.frames:
+            yield (
+                "Reconnect storm: server backends and attempts",
+                plot_storm(results["storm_backends"], results["storm_attempts"]),
+            )
+        if "mode_servers" in results.frames:
+            yield (
+                "Session vs transaction mode: server connections",
+                plot_modes(results["mode_servers"]),
+            )
 
     def conclusions(self, results: Results) -> str:
         from perfkit.pgbouncer.conclusions import conclusions
 
-        return conclusions(results.frames)
+        skipped = [stage for stage in STAGES if not results.ran(stage)]
+        return conclusions(results.frames, not_measured=skipped)
 
 
 LAB = PgBouncerLab()

@@ -13,6 +13,8 @@
 - :mod:`perfkit.retry.experiments`: cold start, outage and hang on a real server;
 - :mod:`perfkit.retry.model`: cold-start overshoot predicted from measured ready times
   (``predict``) and a schedule fitted to them (``fit_schedule``);
+- :mod:`perfkit.retry.whatif`: any schedule predicted from a saved run's ready times (the
+  notebook's what-if section: sliders, or a static table and figure);
 - :mod:`perfkit.retry.readiness`: ``ready_time_samples``, boots without retrying clients;
 - :mod:`perfkit.retry.herd`: N clients reconnecting at once, and the simulation's calibration;
 - :mod:`perfkit.retry.bigherd`: 1,000 connected clients losing the server, vs the simulation;

@@ -30,6 +30,8 @@ import pandas as pd
 
 from perfkit import headlines
 from perfkit.errors import ConfigError
+from perfkit.headlines import RUN_COLUMN
+from perfkit.lab import SAMPLE_COLUMNS
 from perfkit.retry import herd, model
 from perfkit.retry.conclusions import FITTED
 from perfkit.retry.evidence import scenario_runs
@@ -292,7 +294,7 @@ def sampled_delays(strategy: Strategy | str, *, n: int, k: int, seed: int = 0) -
 # -- the lab's frames: connect times, headlines, herd vs simulation, the model --------
 
 
-def connect_time_table(runs: pd.DataFrame, worst: pd.DataFrame) -> pd.DataFrame:
+def connect_time_table(runs: pd.DataFrame, worst: pd.DataFrame | None) -> pd.DataFrame:
     """Per strategy: cold-start medians plus the analytic give-up totals (for the report)."""
     cold = runs[runs["scenario"] == "cold_start"]
     table = (
@@ -308,6 +310,8 @@ def connect_time_table(runs: pd.DataFrame, worst: pd.DataFrame) -> pd.DataFrame:
         .reset_index()
         .rename(columns={"label": "strategy"})
     )
+    if worst is None or worst.empty:  # the analytic stage did not run
+        return table
     pivot = worst.pivot_table(index="strategy", columns="scenario", values="total_max")
     median = worst.pivot_table(index="strategy", columns="scenario", values="total_median")
     for scenario in ("refused", "hang"):
@@ -317,7 +321,12 @@ def connect_time_table(runs: pd.DataFrame, worst: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def headline_frame(claim: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+def empty_samples() -> pd.DataFrame:
+    """The ``samples`` frame of a run that measured no cold start (no rows)."""
+    return pd.DataFrame(columns=[*SAMPLE_COLUMNS, RUN_COLUMN])
+
+
+def headline_frame(claim: pd.DataFrame | None, samples: pd.DataFrame) -> pd.DataFrame:
     """Analytic worst cases (exact: n=0, labelled analytic), then the measured cold-start
     medians of ``samples`` with their n and 95 % intervals.
 
@@ -326,6 +335,8 @@ def headline_frame(claim: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
     n (a quick run has n=2, where ``from_samples`` gives none); the values match.
     """
     items: list[headlines.Headline] = []
+    if claim is None or claim.empty:  # the analytic stage did not run
+        claim = pd.DataFrame(columns=["strategy", "scenario", "sleep_max_exact_s"])
     refused = claim[claim["scenario"] == "refused"].set_index("strategy")
     for variant, name in HEADLINE_LABELS.items():
         if name in refused.index:
@@ -619,7 +630,7 @@ def model_frames(
     cold = runs[(runs["scenario"] == "cold_start") & (runs["label"] == FITTED)]
     o, a = measured_median(cold["overshoot_s"], seed), measured_median(cold["attempts"], seed)
     fit_row = {
-        **fitted.summary(),
+        **fitted.to_dict(),
         "weight_attempts": fitted.weight_attempts,
         "evaluated": fitted.evaluated,
         "fit_ready_n": len(boot_ready),

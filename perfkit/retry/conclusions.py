@@ -32,12 +32,21 @@ def _best(table: pd.DataFrame, column: str, *, label: str = "label") -> tuple[st
     return str(row[label]), float(row[column])
 
 
-def conclusions(frames: Mapping[str, pd.DataFrame]) -> str:
-    """Markdown conclusions computed from this run's frames."""
+def conclusions(frames: Mapping[str, pd.DataFrame], not_measured: Sequence[str] = ()) -> str:
+    """Markdown conclusions computed from this run's frames.
+
+    ``not_measured`` names the stages the run skipped (``stages``): they are listed as
+    not measured in this run, and every line reads only the frames that are there.
+    """
     lines = _claim_lines(frames) + _model_lines(frames)
     lines += _cold_start_lines(frames) + _fitted_lines(frames) + _outage_lines(frames)
     lines += _budget_lines(frames) + _hang_lines(frames) + _herd_lines(frames)
     lines += _simulation_lines(frames)
+    if not_measured:
+        lines.append(
+            f"- Not measured in this run: {', '.join(not_measured)} (it ran only some stages; "
+            "run them, or every stage, for their findings)."
+        )
     verdict = _verdict(frames)
     if verdict:
         lines.append("")
@@ -45,9 +54,25 @@ def conclusions(frames: Mapping[str, pd.DataFrame]) -> str:
     return "\n".join(lines)
 
 
+def _scenario(frames: Mapping[str, pd.DataFrame], scenario: str) -> pd.DataFrame:
+    """The ``summary`` rows of ``scenario`` (none when the run did not measure it)."""
+    summary = frames.get("summary")
+    if summary is None or summary.empty:
+        return pd.DataFrame(columns=["scenario", "param_s", "label"])
+    return summary[summary["scenario"] == scenario]
+
+
+def _table(frames: Mapping[str, pd.DataFrame], name: str) -> pd.DataFrame:
+    """Frame ``name``, empty when its stage did not run."""
+    frame = frames.get(name)
+    return frame if frame is not None else pd.DataFrame()
+
+
 def _claim_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
     """The review's claim against the analytic worst cases of its two loops."""
     lines: list[str] = []
+    if _table(frames, "review_claim").empty:
+        return lines
     claim = frames["review_claim"].set_index(["strategy", "scenario"])
     if ("review", "refused") in claim.index:
         r = claim.loc[("review", "refused")]
@@ -72,8 +97,7 @@ def _claim_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
 
 
 def _cold_start_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
-    summary = frames["summary"]
-    cold = summary[summary["scenario"] == "cold_start"]
+    cold = _scenario(frames, "cold_start")
     if cold.empty:
         return []
     named = cold[cold["label"] != FITTED]
@@ -87,9 +111,8 @@ def _cold_start_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
 
 
 def _outage_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
-    summary = frames["summary"]
     lines = []
-    outage = summary[summary["scenario"] == "outage"]
+    outage = _scenario(frames, "outage")
     for length, group in outage.groupby("param_s"):
         failed = group[group["success_rate"] < 1]
         gave = f" Gave up in some runs: {', '.join(failed['label'])}." if not failed.empty else ""
@@ -104,8 +127,7 @@ def _outage_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
 
 
 def _hang_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
-    summary = frames["summary"]
-    hang = summary[summary["scenario"] == "hang"]
+    hang = _scenario(frames, "hang")
     if hang.empty:
         return []
     parts = [
@@ -122,7 +144,7 @@ def _hang_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
 
 
 def _herd_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
-    herd_table = frames["herd"]
+    herd_table = _table(frames, "herd")
     if herd_table.empty:
         return []
     top = herd_table[herd_table["n_clients"] == herd_table["n_clients"].max()]
@@ -141,7 +163,7 @@ def _herd_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
 
 
 def _simulation_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
-    sim = frames["simulation"]
+    sim = _table(frames, "simulation")
     if sim.empty:
         return []
     lines = [
@@ -199,8 +221,7 @@ def short_verdict(row: Any) -> str:
 
 def _verdict(frames: Mapping[str, pd.DataFrame]) -> str:
     """One paragraph: verdicts per scenario (a winner only if separated), herd, reliability."""
-    summary = frames["summary"]
-    single = summary[summary["scenario"].isin(["cold_start", "outage"])]
+    single = pd.concat([_scenario(frames, "cold_start"), _scenario(frames, "outage")])
     if single.empty:
         return ""
     verdicts = frames.get("verdicts")
@@ -222,7 +243,7 @@ def _verdict(frames: Mapping[str, pd.DataFrame]) -> str:
     fit_over = fit_rows[fit_rows["metric"] == "overshoot_s"]
     if not fit_over.empty:
         parts.append(f"fitted schedule vs naive and review: {short_verdict(fit_over.iloc[0])}")
-    herd_table = frames["herd"]
+    herd_table = _table(frames, "herd")
     if not herd_table.empty:
         top = herd_table[herd_table["n_clients"] == herd_table["n_clients"].max()]
         plain = top[top["label"] == top["strategy"]]
@@ -361,8 +382,7 @@ def _fitted_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
     if fitted is None or fitted.empty:
         return []
     f = fitted.iloc[0]
-    summary = frames["summary"]
-    cold = summary[summary["scenario"] == "cold_start"].set_index("label")
+    cold = _scenario(frames, "cold_start").set_index("label")
     others = []
     for name in ("naive", "review"):
         if name in cold.index:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 ALL_STRATEGIES = tuple(STRATEGIES)
 QUICK_STRATEGIES = ("naive", "exponential", "full_jitter", "review")
 HERD_STRATEGIES = ("naive", "exponential", "full_jitter", "decorrelated_jitter", "review", "grpc")
+#: The lab's stages in the order it runs them (``stages`` picks some): the analytic worst
+#: case (no server); fresh boots, a schedule fitted to them and the cold start; outages;
+#: extra runs for undecided comparisons within ``time_budget_s``; the hang; the herd
+#: (with the calibration and the simulation checked against it); the large simulation.
+STAGES = ("analytic", "cold_start", "outages", "budget", "hang", "herd", "simulation")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,8 +83,19 @@ class Params(LabParams):
     herd_budget_per_s: float | None = param(
         None, "naive + shared token bucket, retries/s (0: off)", full=50.0, quick=0.0
     )
+    interactive: bool = param(
+        False, "what-if section: sliders (set True in JupyterLab); else a static figure"
+    )
+
+    STAGES: ClassVar[tuple[str, ...]] = STAGES
+    OUTPUT_PARAMETERS: ClassVar[tuple[str, ...]] = (*LabParams.OUTPUT_PARAMETERS, "interactive")
 
     def check(self) -> None:
+        if self.ran("budget") and not (self.ran("cold_start") or self.ran("outages")):
+            raise ConfigError(
+                "parameter 'stages': 'budget' spends extra runs on the cold start and outage "
+                "comparisons; add 'cold_start' or 'outages'"
+            )
         _names(self.strategies, "strategies")
         _names(self.herd_strategies, "herd_strategies")
         validate.numbers("parameter 'outage_s'", self.outage_s)
@@ -147,11 +163,15 @@ class RetryLab:
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
         from perfkit.retry import plots
 
+        if results.get("worst_case") is not None:
+            yield (
+                "Worst case before giving up",
+                plots.worst_case_bars(results["worst_case"], results["review_claim"]),
+            )
+        if results.get("runs") is None:  # no cold start, outage or hang in this run
+            yield from self._herd_figures(results)
+            return
         runs, summary = results["runs"], results["summary"]
-        yield (
-            "Worst case before giving up",
-            plots.worst_case_bars(results["worst_case"], results["review_claim"]),
-        )
         if (runs["scenario"] == "cold_start").any():
             yield "Cold start: overshoot ECDF", plots.overshoot_ecdf(runs, scenario="cold_start")
             yield (
@@ -166,8 +186,13 @@ class RetryLab:
             )
         if (summary["scenario"] == "outage").any():
             yield "Outages: overshoot by length", plots.outage_sweep(summary)
-        herd_table = results["herd"]
-        if not herd_table.empty:
+        yield from self._herd_figures(results)
+
+    def _herd_figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
+        from perfkit.retry import plots
+
+        herd_table = results.get("herd")
+        if herd_table is not None and not herd_table.empty:
             top = int(herd_table["n_clients"].max())
             yield (
                 f"Herd of {top}: attempts per 100 ms",
@@ -175,7 +200,8 @@ class RetryLab:
             )
 
     def conclusions(self, results: Results) -> str:
-        return conclusions(results.frames)
+        skipped = [stage for stage in STAGES if not results.ran(stage)]
+        return conclusions(results.frames, not_measured=skipped)
 
 
 LAB = RetryLab()

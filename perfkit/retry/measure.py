@@ -9,6 +9,7 @@ calibration and the herds; the frames are computed from what it measured
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -89,7 +90,7 @@ class Rounds:
     """The cold starts and outages of one run: a first round, then the budget's extra rounds."""
 
     params: Params
-    server: PostgresServer
+    server: PostgresServer | None  # None when no selected stage needs the lab's server
     say: Progress
     started: float = field(default_factory=time.monotonic)
     runs: list[pd.DataFrame] = field(default_factory=list)
@@ -128,7 +129,7 @@ class Rounds:
                 server_settings(p), specs, reps=1, seed=p.seed, first_rep=first
             )
         else:
-            assert length is not None
+            assert length is not None and self.server is not None
             result = experiments.outage(
                 self.server, specs, outage_s=[length], reps=1, seed=p.seed, first_rep=first
             )
@@ -153,12 +154,13 @@ def analytic_frames(params: Params) -> Frames:
     }
 
 
-def first_round(rounds: Rounds, boot_ready: np.ndarray, keep: Callable[[Any], None]) -> model.Fit:
-    """Outages of every length, a schedule fitted to the boots, then the cold start with it."""
+def outage_round(rounds: Rounds) -> model.AttemptCosts:
+    """Outages of every length (first round); the attempt costs they show for the fit."""
     p, say = rounds.params, rounds.say
     named = experiments.specs_for(
         p.strategies, connect_timeout=p.connect_timeout, deadline=p.deadline
     )
+    assert rounds.server is not None
     for length in p.outage_s:
         say(f"outage {length:g} s x {p.repetitions} ...")
         t = time.monotonic()
@@ -171,9 +173,16 @@ def first_round(rounds: Rounds, boot_ready: np.ndarray, keep: Callable[[Any], No
     # An attempt during a boot fails at once on both backends (local: refused; docker:
     # the proxy closes it while the new container's port is shut), unlike an attempt
     # during a restart of a running container, which the proxy may hold.
-    costs = dataclasses.replace(
+    return dataclasses.replace(
         model.estimate_costs(outage_attempts, outage_runs), hang_window_s=0.0
     )
+
+
+def cold_start_round(
+    rounds: Rounds, boot_ready: np.ndarray, costs: model.AttemptCosts, keep: Callable[[Any], None]
+) -> model.Fit:
+    """A schedule fitted to the boots, then the cold start with it next to the named ones."""
+    p, say = rounds.params, rounds.say
     say(f"fitting a schedule to {len(boot_ready)} boots ...")
     fitted = fit_schedule(p, boot_ready, costs)
     cold_specs = experiments.specs_for(
@@ -189,6 +198,20 @@ def first_round(rounds: Rounds, boot_ready: np.ndarray, keep: Callable[[Any], No
     rounds.record_first(("cold_start", None), cold, t)
     rounds.specs = {s.label: s for s in cold_specs}
     return fitted
+
+
+def first_round(
+    rounds: Rounds, boot_ready: np.ndarray | None, keep: Callable[[Any], None]
+) -> model.Fit | None:
+    """The selected outages, then (with boots) the cold start with a fitted schedule.
+
+    Without outages the fit assumes :class:`~perfkit.retry.model.AttemptCosts`' defaults.
+    """
+    p = rounds.params
+    costs = outage_round(rounds) if p.ran("outages") else model.AttemptCosts()
+    if boot_ready is None:
+        return None
+    return cold_start_round(rounds, boot_ready, costs, keep)
 
 
 def extra_rounds(rounds: Rounds) -> pd.DataFrame:
@@ -208,15 +231,24 @@ def extra_rounds(rounds: Rounds) -> pd.DataFrame:
     return adaptive.budget_frame([*rounds.budget_rows, *extra], stop)
 
 
-def hang_and_herds(rounds: Rounds, limit: int) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
-    """The hang scenario, the calibration and the herd sweep on the lab's server."""
-    p, say, server = rounds.params, rounds.say, rounds.server
-    say(f"hang {p.hang_s} s ...")
-    hung = experiments.hang(server, hang_specs(p), hang_s=p.hang_s, seed=p.seed)
+def hang_round(rounds: Rounds) -> None:
+    """The hang scenario on the lab's server (its runs join the others)."""
+    p = rounds.params
+    rounds.say(f"hang {p.hang_s} s ...")
+    assert rounds.server is not None
+    hung = experiments.hang(rounds.server, hang_specs(p), hang_s=p.hang_s, seed=p.seed)
     rounds.runs.append(hung.runs)
     rounds.attempts.append(hung.attempts)
+
+
+def herds(rounds: Rounds, limit: int) -> tuple[dict[str, float], dict[str, pd.DataFrame] | None]:
+    """The calibration (for the herd and the simulation), then the herd sweep if selected."""
+    p, say, server = rounds.params, rounds.say, rounds.server
+    assert server is not None
     say("calibration ...")
     calibration = herd.calibrate(server, burst=min(100, limit - 10), seed=p.seed)
+    if not p.ran("herd"):
+        return calibration, None
     say(f"herd {p.herd_strategies} x {p.client_counts} clients ...")
     rate = p.herd_token_rate
     herd_frames = herd.herd_sweep(
@@ -250,8 +282,13 @@ def herd_result_frames(
     }
 
 
+#: Stages that need the lab's own long-lived server (the cold start boots its own).
+SERVER_STAGES = ("outages", "budget", "hang", "herd", "simulation")
+
+
 def run_lab(params: Params, *, progress: Progress = print) -> tuple[Frames, dict[str, Any]]:
-    """Run every scenario; return (frames, server description for the metadata)."""
+    """Run the selected stages (``params.stages``; all by default); return (frames, server
+    description for the metadata). Frames of stages not run are absent."""
     p = params
     described: dict[str, Any] = {}
     t_lab = time.perf_counter()
@@ -263,63 +300,100 @@ def run_lab(params: Params, *, progress: Progress = print) -> tuple[Frames, dict
         if not described:
             described.update(server.describe())
 
-    say("analytic worst case ...")
-    frames = analytic_frames(p)
+    frames: Frames = {}
+    if p.ran("analytic"):
+        say("analytic worst case ...")
+        frames.update(analytic_frames(p))
+    boot_ready = None
+    if p.ran("cold_start"):
+        # Fresh boots set up and timed exactly as the cold start's (a new container on docker:
+        # restarting one is several times faster than booting a new one, 0.2 s vs 1.2 s here).
+        say(f"ready times: {p.ready_boots} fresh boots ...")
+        boot_ready = readiness.ready_time_samples(
+            p.ready_boots, settings=server_settings(p), fresh=True
+        )
     limit = max(p.client_counts) + 20
     lab_settings = server_settings(p, max_connections=limit, **LOG_CONNECTION_SETTINGS)
-    # Fresh boots set up and timed exactly as the cold start's (a new container on docker:
-    # restarting one is several times faster than booting a new one, 0.2 s vs 1.2 s here).
-    say(f"ready times: {p.ready_boots} fresh boots ...")
-    boot_ready = readiness.ready_time_samples(
-        p.ready_boots, settings=server_settings(p), fresh=True
-    )
-    with create_server(lab_settings) as server:
+    needs_server = any(p.ran(stage) for stage in SERVER_STAGES)
+    server_or_none = create_server(lab_settings) if needs_server else contextlib.nullcontext()
+    with server_or_none as server:
         rounds = Rounds(params=p, server=server, say=say)
+        if server is not None and not p.ran("cold_start"):
+            keep(server)
         fitted = first_round(rounds, boot_ready, keep)
-        frames["budget"] = extra_rounds(rounds)
-        calibration, herd_frames = hang_and_herds(rounds, limit)
-    runs = pd.concat(rounds.runs, ignore_index=True)
-    attempts = pd.concat(rounds.attempts, ignore_index=True)
-    frames.update(measured_frames(p, runs, attempts, boot_ready, fitted, frames["worst_case"], say))
-    frames.update(herd_result_frames(herd_frames, calibration))
-    say("simulation vs real herd ...")
-    frames["sim_vs_real"], frames["sim_rates"] = analysis.sim_compare(
-        herd_frames, calibration, deadline=p.deadline, seed=p.seed
+        if p.ran("budget"):
+            frames["budget"] = extra_rounds(rounds)
+        if p.ran("hang"):
+            hang_round(rounds)
+        needs_calibration = p.ran("herd") or p.ran("simulation")
+        calibration, herd_frames = herds(rounds, limit) if needs_calibration else ({}, None)
+    if rounds.runs:
+        runs = pd.concat(rounds.runs, ignore_index=True)
+        attempts = pd.concat(rounds.attempts, ignore_index=True)
+        frames.update(
+            measured_frames(p, runs, attempts, boot_ready, fitted, frames.get("worst_case"), say)
+        )
+    frames.update(simulated_frames(p, calibration, herd_frames, say))
+    samples = (
+        evidence.samples_frame(frames["runs"], analysis.HEADLINE_LABELS)
+        if "runs" in frames
+        else analysis.empty_samples()
     )
-    say(f"simulation of {p.sim_clients} clients ...")
-    frames["simulation"] = analysis.simulation_frame(
-        calibration,
-        p.strategies,
-        n_clients=p.sim_clients,
-        outage_s=p.herd_outage_s,
-        connect_timeout=p.connect_timeout,
-        deadline=p.deadline,
-        seed=p.seed,
-    )
-    samples = evidence.samples_frame(runs, analysis.HEADLINE_LABELS)
-    frames["headline"] = analysis.headline_frame(frames["review_claim"], samples)
+    frames["headline"] = analysis.headline_frame(frames.get("review_claim"), samples)
     frames["samples"] = samples
     say("lab done")
     return frames, described
+
+
+def simulated_frames(
+    p: Params,
+    calibration: dict[str, float],
+    herd_frames: dict[str, pd.DataFrame] | None,
+    say: Progress,
+) -> Frames:
+    """The herd's frames and the simulation checked against it; the large simulation."""
+    frames: Frames = {}
+    if calibration:
+        frames["calibration"] = pd.DataFrame([calibration])
+    if herd_frames is not None:
+        frames.update(herd_result_frames(herd_frames, calibration))
+        say("simulation vs real herd ...")
+        frames["sim_vs_real"], frames["sim_rates"] = analysis.sim_compare(
+            herd_frames, calibration, deadline=p.deadline, seed=p.seed
+        )
+    if p.ran("simulation"):
+        say(f"simulation of {p.sim_clients} clients ...")
+        frames["simulation"] = analysis.simulation_frame(
+            calibration,
+            p.strategies,
+            n_clients=p.sim_clients,
+            outage_s=p.herd_outage_s,
+            connect_timeout=p.connect_timeout,
+            deadline=p.deadline,
+            seed=p.seed,
+        )
+    return frames
 
 
 def measured_frames(
     p: Params,
     runs: pd.DataFrame,
     attempts: pd.DataFrame,
-    boot_ready: np.ndarray,
-    fitted: model.Fit,
-    worst_case: pd.DataFrame,
+    boot_ready: np.ndarray | None,
+    fitted: model.Fit | None,
+    worst_case: pd.DataFrame | None,
     say: Progress,
 ) -> Frames:
-    """``runs``, ``attempts``, ``summary``, ``connect_time``, ``verdicts`` and the model's
-    frames, from the cold starts, outages and hangs."""
+    """``runs``, ``attempts``, ``summary``, ``connect_time``, ``verdicts`` and (after a cold
+    start) the model's frames, from the cold starts, outages and hangs."""
     frames: Frames = {"runs": runs, "attempts": attempts}
     frames["summary"] = experiments.summarize(
         runs, by=("scenario", "param_s", "label"), seed=p.seed
     )
     frames["connect_time"] = analysis.connect_time_table(runs, worst_case)
     frames["verdicts"] = evidence.verdict_frame(runs, fitted=FITTED, seed=p.seed)
+    if boot_ready is None or fitted is None:
+        return frames
     say("model: predicted vs measured ...")
     frames.update(
         analysis.model_frames(

@@ -244,7 +244,22 @@ class Prediction:
         cost = np.where(self.connected, self.overshoot_s, self.give_up_penalty_s)
         return float(cost.mean() + weight_attempts * self.attempts.mean())
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> str:
+        """A few lines for people: overshoot in ms and attempts, medians [95 % intervals]."""
+        gave_up = int(self.n - self.connected.sum())
+        return "\n".join(
+            [
+                f"{self.strategy}: {self.n:,} simulated clients against the measured ready times",
+                f"  overshoot after ready: median {_ms(self.median_overshoot)}, "
+                f"p90 {_ms(self.p90_overshoot)}",
+                f"  attempts: median {_count(self.median_attempts)}, "
+                f"p90 {_count(self.p90_attempts)}",
+                f"  connected: {self.success_rate:.1%}"
+                + (f" ({gave_up:,} gave up before the deadline)" if gave_up else ""),
+            ]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
         """Flat numbers (seconds, attempts) for a table row."""
         out: dict[str, Any] = {"strategy": self.strategy, "n": self.n}
         for name in ("median_overshoot", "p90_overshoot", "median_attempts", "p90_attempts"):
@@ -256,6 +271,23 @@ class Prediction:
         out["mean_attempts"] = self.mean_attempts
         out["success_rate"] = self.success_rate
         return out
+
+
+def _ms(est: Estimate) -> str:
+    """``62 ms [58, 66]`` (whole ms from 10 ms, one decimal below) or ``2.11 s [1.97, 2.2]``."""
+    if math.isnan(est.value):
+        return "n/a (no client connected)"
+    if abs(est.value) >= 1.0:
+        v, lo, hi = (f"{x:.3g}" for x in (est.value, est.low, est.high))
+        return f"{v} s [{lo}, {hi}]"
+    digits = 0 if abs(est.value) >= 0.010 else 1
+    v, lo, hi = (f"{x * 1000:.{digits}f}" for x in (est.value, est.low, est.high))
+    return f"{v} ms [{lo}, {hi}]"
+
+
+def _count(est: Estimate) -> str:
+    """``5 [5, 6]``: attempts (a median of counts may be a half)."""
+    return f"{est.value:g} [{est.low:g}, {est.high:g}]"
 
 
 def _sample_ready(
@@ -426,7 +458,7 @@ def predict_many(
     rows = []
     for name, strat in named.items():
         p = predict(strat, ready_times, costs, rng=seed, **kwargs)
-        rows.append({**p.summary(), "strategy": name})
+        rows.append({**p.to_dict(), "strategy": name})
     return pd.DataFrame(rows)
 
 
@@ -445,15 +477,92 @@ class Fit:
     label: str = "fitted"
     evaluated: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
+    #: Why the schedule stops after ``strategy.max_attempts`` (see :func:`attempts_cap`).
+    cap_reason: str = ""
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> str:
+        """A few lines for people: the schedule, why its attempts stop where they do, the
+        objective and the predicted overshoot and attempts."""
+        head = f"{self.label} schedule ({self.family}): {schedule_text(self.strategy)}"
+        lines = [head]
+        if self.cap_reason:
+            lines.append(f"  {self.cap_reason}")
+        lines.append(
+            f"  objective E[overshoot] + {self.weight_attempts:g} s x E[attempts] = "
+            f"{self.objective * 1000:.1f} ms ({self.evaluated:,} schedules tried)"
+        )
+        predicted = self.prediction.summary().splitlines()[1:]
+        return "\n".join([*lines, "  predicted:", *(f"  {line}" for line in predicted)])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat numbers (seconds, attempts) and settings for a table row."""
         return {
             "label": self.label,
             "family": self.family,
             "objective": self.objective,
             **self.strategy.describe(),
-            **{k: v for k, v in self.prediction.summary().items() if k != "strategy"},
+            **{k: v for k, v in self.prediction.to_dict().items() if k != "strategy"},
+            "cap_reason": self.cap_reason,
         }
+
+
+def schedule_text(strategy: Strategy) -> str:
+    """A schedule's delays in words, rounded (ms below 1 s): ``first retry after 1.2 s, then
+    every 90 ms, at most 668 attempts``."""
+    s = strategy.describe()
+    parts = []
+    if "first_delay" in s:
+        parts.append(f"first retry after {_seconds(s['first_delay'])}")
+    if "delay" in s:
+        parts.append(f"every {_seconds(s['delay'])}")
+    elif "base" in s:
+        step = _seconds(s["base"])
+        if s.get("multiplier", 1.0) == 1.0:
+            parts.append(f"{'then ' if parts else ''}every {step}")
+        else:
+            parts.append(
+                f"{'then ' if parts else ''}{step} x{s['multiplier']:g} up to {_seconds(s['cap'])}"
+            )
+    attempts = s.get("max_attempts")
+    parts.append("no limit on attempts" if attempts is None else f"at most {attempts:,} attempts")
+    return ", ".join(parts)
+
+
+def _seconds(value: float) -> str:
+    """``90 ms``, ``4.5 ms`` or ``1.2 s``."""
+    if value >= 1.0:
+        return f"{value:.3g} s"
+    return f"{value * 1000:.3g} ms"
+
+
+def attempts_cap(
+    strategy: Strategy, deadline: float | None, costs: AttemptCosts, asked: int | None
+) -> tuple[int, str]:
+    """``max_attempts`` for a fitted schedule: what fits in the deadline, and why.
+
+    A client whose every attempt is refused at once (``costs.refused_s``) walks
+    its delays fastest; the attempts it can start before ``deadline`` bound any
+    client's. ``asked`` (the caller's ``max_attempts``) is kept when it is lower.
+    """
+    if deadline is None:
+        assert asked is not None
+        return asked, f"max_attempts={asked:,} as asked (no deadline)"
+    fits = _n_columns(strategy.with_(max_attempts=None), float(deadline), costs)
+    if asked is not None and asked <= fits:
+        return asked, (
+            f"max_attempts={asked:,} as asked (the {deadline:g} s deadline would allow {fits:,})"
+        )
+    step = float(deadline) / max(fits - 1, 1)
+    why = (
+        f"max_attempts={fits:,}: as many attempts as fit in the {deadline:g} s deadline when "
+        f"each is refused at once ({costs.refused_s * 1000:.1f} ms) and followed by its delay "
+        f"(about {_seconds(step)} per attempt); the deadline, not the count, ends retrying"
+    )
+    if fits >= MAX_ATTEMPTS:
+        why += f" (capped at perfkit's limit of {MAX_ATTEMPTS:,} simulated attempts)"
+    if asked is not None:
+        why += f"; the {asked:,} asked for would not fit"
+    return fits, why
 
 
 def _geom(lo: float, hi: float, num: int) -> list[float]:
@@ -587,9 +696,8 @@ def fit(
     _, family, params = best
     strat = _make(family, _tidy(family, params), budget)
     assert strat is not None
-    if max_attempts is None:
-        assert deadline is not None
-        strat = strat.with_(max_attempts=_n_columns(strat, float(deadline), costs))
+    cap, cap_reason = attempts_cap(strat, deadline, costs, max_attempts)
+    strat = strat.with_(max_attempts=cap)
     prediction = predict(
         strat, ready_times, costs, n=n, rng=seed, bandwidth=bandwidth, **_stop(common)
     )
@@ -602,6 +710,7 @@ def fit(
         label=label,
         evaluated=len(cache),
         settings={"seed": seed, "search_n": search_n, "n": n, "families": tuple(families)},
+        cap_reason=cap_reason,
     )
 
 
@@ -628,5 +737,9 @@ def _pattern_search(
 
 
 def fit_schedule(ready_times: Sequence[float], **kwargs: Any) -> Strategy:
-    """The fitted :class:`Strategy` of :func:`fit` (same arguments), for ``connect_with_retry``."""
+    """The fitted :class:`Strategy` of :func:`fit` (same arguments), for ``connect_with_retry``.
+
+    Its ``max_attempts`` is what fits in the deadline (or the ``max_attempts`` asked for,
+    when fewer fit); ``fit(...).summary()`` says which and why.
+    """
     return fit(ready_times, **kwargs).strategy
