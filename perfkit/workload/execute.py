@@ -73,7 +73,9 @@ def _params(script: Script, cmd: SqlCommand, state: ClientState) -> tuple[Any, .
     try:
         return tuple(state.variables[name] for name in cmd.params)
     except KeyError as exc:
-        raise WorkloadError(f"{script.where}:{cmd.line}: undefined variable :{exc.args[0]}") from None
+        raise WorkloadError(
+            f"{script.where}:{cmd.line}: undefined variable :{exc.args[0]}"
+        ) from None
 
 
 def run_script(
@@ -82,7 +84,8 @@ def run_script(
     """Run every command of ``script`` on ``conn`` (a psycopg connection)."""
     for cmd in script.commands:
         if isinstance(cmd, SqlCommand):
-            cur = conn.execute(cmd.query, _params(script, cmd, state))
+            params = _params(script, cmd, state)
+            cur = conn.execute(cmd.query) if params is None else conn.execute(cmd.query, params)
             if cur.description is not None:
                 cur.fetchall()
         elif isinstance(cmd, SetCommand):
@@ -95,7 +98,10 @@ async def arun_script(conn: Any, script: Script, state: ClientState) -> None:
     """:func:`run_script` on an async connection."""
     for cmd in script.commands:
         if isinstance(cmd, SqlCommand):
-            cur = await conn.execute(cmd.query, _params(script, cmd, state))
+            params = _params(script, cmd, state)
+            cur = await (
+                conn.execute(cmd.query) if params is None else conn.execute(cmd.query, params)
+            )
             if cur.description is not None:
                 await cur.fetchall()
         elif isinstance(cmd, SetCommand):

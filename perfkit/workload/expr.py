@@ -108,7 +108,7 @@ class _Parser:
         return tok
 
     def expect(self, op: str) -> None:
-        kind, text, col = self.take()
+        _, text, col = self.take()
         if text != op:
             raise ExprSyntaxError(f"expected {op!r} at column {col}, got {text!r}")
 
