@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from distcheck import chisquare_pvalue, truncated_normal_sd
 
+from perfkit.errors import ConfigError
+from perfkit.pool import Workload
 from perfkit.workload import (
     ClientState,
     ScriptError,
@@ -344,3 +346,9 @@ def test_running_a_script_sets_variables_sleeps_and_binds_them(tmp_path: Path) -
     run_script(conn, w.script, ClientState(seed=0, client_id=3), slept.append)
     assert conn.sent == [("SELECT %s, %s", (42, 42))]
     assert slept == [pytest.approx(0.021)]
+
+
+def test_a_workload_s_outside_variables_are_name_number_pairs() -> None:
+    assert Workload(variables=(("scale", 3),)).variables == (("scale", 3),)
+    with pytest.raises(ConfigError, match="variables"):
+        Workload(variables=(("scale", "3"),))

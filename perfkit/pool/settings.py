@@ -206,6 +206,10 @@ class Workload:
         names = [q.name for q in self.mix]
         if len(set(names)) != len(names):
             raise ConfigError(f"{owner}.mix has duplicate query names: {names}")
+        for item in self.variables:
+            ok = isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+            if not ok or isinstance(item[1], bool) or not isinstance(item[1], int | float):
+                raise ConfigError(f"{owner}.variables holds (name, number) pairs, got {item!r}")
 
     def replace(self, **changes: Any) -> Self:
         """A copy with some fields changed (validated again)."""
