@@ -10,11 +10,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import psycopg
 import pytest
 
 from perfkit import labrun
 from perfkit.errors import BackendUnavailable, ConfigError
+from perfkit.notebooks import mask_file
 from perfkit.pool.lab import LAB
 from perfkit.postgres import PostgresServer, ServerSettings, create_server
 from perfkit.workload import SchemaError, ScriptError, leftover_schemas
@@ -186,3 +188,13 @@ def test_ctrl_c_during_the_load_drops_the_run_s_schema(external: PostgresServer)
     with pytest.raises(KeyboardInterrupt):
         _run(params, progress=interrupt)
     assert leftover_schemas(external.dsn) == []
+
+
+def test_an_executed_notebook_keeps_no_dsn_password(tmp_path: Path) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_code_cell('dsn = "postgresql://me:s3cret-pw@127.0.0.1/db"'))
+    path = tmp_path / "run.ipynb"
+    nbformat.write(nb, path)
+    mask_file(path)
+    assert "s3cret-pw" not in path.read_text()
+    assert nbformat.read(path, as_version=4).cells[0].source.startswith('dsn = "postgresql://me:')
