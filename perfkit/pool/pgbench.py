@@ -3,8 +3,9 @@
 PostgreSQL's own load generator is written in C and runs outside this Python
 process, so its throughput at N connections is a ceiling the pool lab's
 Python workers can be compared with. :func:`run_pgbench` runs it once against
-a perfkit server (or a DSN): the pool lab's query mix as a weighted custom
-script (one ``-f file@weight`` per :class:`~perfkit.pool.settings.Query`), or
+a perfkit server (or a DSN): the pool lab's query mix as weighted custom
+scripts (one ``-f file@weight`` per :class:`~perfkit.pool.settings.Query`: the
+very script file a query came from, :mod:`perfkit.workload`), or
 a builtin script such as ``select-only`` on ``pgbench -i`` tables; with
 ``connect=True`` every transaction opens its own connection (``-C``, like the
 lab's no-pool baseline). :func:`pgbench_sweep` repeats it over connection
