@@ -252,6 +252,11 @@ def test_variables_in_sql_become_bound_parameters_not_text() -> None:
     assert cmd.params == ("delta", "id")
 
 
+def test_escaped_quotes_in_e_strings_do_not_end_the_string() -> None:
+    commands = parsed("SELECT E'it\\'s; \\\\ :x';\nSELECT 2;")
+    assert [c.text for c in commands] == ["SELECT E'it\\'s; \\\\ :x'", "SELECT 2"]
+
+
 def test_colons_inside_quotes_are_not_variables() -> None:
     (cmd,) = parsed("SELECT '12:30:00'::time")
     assert isinstance(cmd, SqlCommand)
@@ -283,6 +288,7 @@ def test_weights_follow_the_at_sign() -> None:
         ("\\sleep 1 hours\n", 1, "unknown time unit"),
         ("\\sleep soon\n", 1, "neither an integer"),
         ("SELECT 1\n\\set x 1\n", 2, "inside a SQL command"),
+        ("SELECT 1 AS a \\gset\n", 1, "meta-command \\\\gset inside a SQL command"),
         ("-- only a comment\n", 1, "no command"),
         ("SELECT :nothere;\n", 1, "never set"),
     ],

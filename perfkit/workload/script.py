@@ -119,8 +119,12 @@ def _skip_quoted(text: str, i: int) -> int:
     """From an opening quote/comment at ``i``: the index just after it ends (or len)."""
     c = text[i]
     if c in "'\"":
+        escapes = c == "'" and i > 0 and text[i - 1] in "eE"  # E'...' takes backslash escapes
         j = i + 1
         while j < len(text):
+            if escapes and text[j] == "\\":
+                j += 2
+                continue
             if text[j] == c:
                 if j + 1 < len(text) and text[j + 1] == c:
                     j += 2
@@ -213,10 +217,12 @@ def _sql_end(text: str, i: int, where: str) -> int:
             continue
         if c == ";":
             return i
-        if c == "\\" and text[:i].rstrip(" \t").endswith("\n"):
+        if c == "\\":
+            word = re.match(r"\\\w*", text[i:])
             raise ScriptError(
-                f"{where}:{_line_of(text, i)}: meta-command inside a SQL command "
-                "(end the SQL command with ';' first)"
+                f"{where}:{_line_of(text, i)}: meta-command {word.group(0) if word else c} "
+                "inside a SQL command (end the SQL command with ';' first; perfkit runs "
+                "\\set and \\sleep on lines of their own)"
             )
         i += 1
     return len(text)
