@@ -48,7 +48,7 @@ from perfkit.pool import analysis, conclusions, measure
 from perfkit.pool.pgbench import find_pgbench
 from perfkit.pool.settings import PSYCOPG_DEFAULTS, Query, Workload
 from perfkit.pool.sweeps import cores, default_sizes, rule_of_thumb
-from perfkit.pool.workload_setup import WorkloadPlan
+from perfkit.pool.workload_setup import WorkloadPlan, check_answers
 from perfkit.postgres.settings import ServerSettings
 from perfkit.workload import BUILTIN_SCRIPTS
 
@@ -224,6 +224,7 @@ class Params(LabParams):
                 "backend 'external' needs parameter 'dsn' (e.g. postgresql://user@127.0.0.1/db)"
             )
         check_loopback(self.dsn)
+        check_answers(self.dsn)  # BackendUnavailable before any kernel or run starts
         writes = self.workload_plan.writes()
         if writes and not self.allow_writes:
             raise ConfigError(

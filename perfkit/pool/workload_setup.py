@@ -16,6 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+
+from perfkit.dsn import mask
+from perfkit.errors import BackendUnavailable
+from perfkit.loopback import targets
 from perfkit.pool.pgbench import init_tables
 from perfkit.pool.settings import DEFAULT_WORKLOAD, Query, script_mix
 from perfkit.workload import BUILTIN_SCRIPTS, WeightedScript, load_workload, run_schema
@@ -77,6 +82,18 @@ class WorkloadPlan:
             if w.script.writes:
                 out.append(f"writes from script {w.script.where}")
         return out
+
+
+def check_answers(dsn: str, timeout_s: int = 5) -> None:
+    """BackendUnavailable (password masked) unless the server at ``dsn`` answers ``SELECT 1``."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=timeout_s) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        raise BackendUnavailable(
+            f"external PostgreSQL at {targets(dsn).describe()} does not answer: "
+            f"{mask(str(exc)).strip()}"
+        ) from None
 
 
 class ServerView:
