@@ -90,8 +90,13 @@ def test_a_bad_script_fails_the_parameters_naming_file_and_line(tmp_path: Path) 
         LAB.Params(quick=True, pgbench=False, workload=[str(bad)])
 
 
-def test_a_custom_workload_runs_through_the_pool_lab_in_its_own_schema() -> None:
-    params = LAB.Params(backend="local", **SMALL | TASKS | {"pgbench": True})
+@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.docker)])
+def test_a_custom_workload_runs_through_the_pool_lab_in_its_own_schema(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "docker":
+        request.getfixturevalue("docker_or_skip")
+    params = LAB.Params(backend=backend, **SMALL | TASKS | {"pgbench": True})
     results = _run(params)
     requests = results["requests"]
     size = requests[requests["experiment"] == "size"]
@@ -99,6 +104,9 @@ def test_a_custom_workload_runs_through_the_pool_lab_in_its_own_schema() -> None
     assert (size["error"] == "").all()
     assert set(results["pgbench"]["failed"]) == {0}
     assert results["pgbench"]["transactions"].min() > 0
+    text = LAB.conclusions(results)
+    assert "`insert_task` (3), `lookup_due` (5), `get_task` (2)" in text
+    assert "perfkit:scheduled_tasks/seed.sql" in text
 
 
 def test_an_external_server_refuses_a_writing_workload_and_names_what_it_would_create(

@@ -26,6 +26,8 @@ Frames (names and columns are documented in ``notes/pool.md`` too):
               once the server is back (``runs`` holds these runs too).
 ``samples``   the per-bin / per-request samples behind the headlines (lab contract).
 ``conclusions`` one row of findings (:func:`perfkit.pool.analysis.findings`).
+``workload``  one row per script run (``script``, ``weight``, ``file``, ``writes``,
+              ``schema``: the schema/seed files or builtin the run's schema was made from).
 
 Every run's CPU is measured: ``runs`` has ``client_cpu_pct``, ``server_cpu_pct``
 (% of one core over the workers' window), ``cores`` and ``client_bound``.

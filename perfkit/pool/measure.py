@@ -99,7 +99,29 @@ def run_lab(
     and dropped at the end, whatever happens.
     """
     with prepared(server, params.workload_plan, bindir=params.pgbench_bindir) as ready:
-        return _run_lab(ready, params, progress=progress)
+        frames = _run_lab(ready, params, progress=progress)
+    frames["workload"] = workload_frame(params)
+    return frames
+
+
+def workload_frame(params: Params) -> pd.DataFrame:
+    """One row per script: name, weight, file, whether it writes; schema/seed files, builtin."""
+    plan = params.workload_plan
+    made = ", ".join(
+        [*plan.schema, *plan.seed_data] + ([f"pgbench -i {plan.builtin}"] if plan.builtin else [])
+    )
+    return pd.DataFrame(
+        [
+            {
+                "script": q.name,
+                "weight": q.weight,
+                "file": q.script.where if q.script is not None else "",
+                "writes": bool(q.script is not None and q.script.writes),
+                "schema": made,
+            }
+            for q in params.mix
+        ]
+    )
 
 
 def _run_lab(
