@@ -321,6 +321,13 @@ def _cells_seconds(nb: nbformat.NotebookNode) -> float:
     return total
 
 
+def mask_file(path: Path) -> None:
+    """Rewrite ``path`` with every DSN password in it masked (:func:`perfkit.dsn.mask`)."""
+    text = path.read_text(encoding="utf-8")
+    if (masked := mask(text)) != text:
+        path.write_text(masked, encoding="utf-8")
+
+
 def export_html(executed: Path, html: Path, *, show_code: bool = False) -> Path:
     """Export an executed notebook to HTML (code hidden unless ``show_code``)."""
     from nbconvert import HTMLExporter
@@ -545,6 +552,7 @@ def execute(
     wall = time.perf_counter() - t0
     cells = 0.0
     if executed.is_file():
+        mask_file(executed)  # papermill stored the parameters as given (a lab's dsn)
         cells = _cells_seconds(nbformat.read(executed, as_version=4))
         if html_path is not None:
             export_html(executed, html_path, show_code=show_code)

@@ -32,6 +32,8 @@ class FakeClock:
 
 
 class FakeConnection:
+    description = ()  # a cursor's: the statement returned rows (none here)
+
     def __init__(self, fail: bool) -> None:
         self.fail = fail
 

@@ -19,8 +19,9 @@ transaction and session mode) in front of it. Variants are ``direct``,
    timed (``storm``: one row per run; ``storm_clients``, ``storm_attempts``,
    ``storm_backends``).
 4. **Application pool** (psycopg_pool, ``pool_size`` connections) direct vs in
-   front of the transaction-mode PgBouncer, at ``pool_workers`` threads
-   (``pool``: one row per run; ``pool_bins``).
+   front of the transaction-mode PgBouncer, at ``pool_workers`` threads, each
+   request one of the ``workload`` scripts (default ``SELECT 1``; pgbench format,
+   :mod:`perfkit.workload`) (``pool``: one row per run; ``pool_bins``).
 5. **Session vs transaction mode**: ``mode_clients`` clients each holding a
    connection, querying with ``think_ms`` pauses; server connections from
    ``SHOW POOLS`` and ``pg_stat_activity`` over time (``modes``, ``mode_servers``).
@@ -53,6 +54,7 @@ from perfkit.pgbouncer.measure import (
 )
 from perfkit.pgbouncer.storm import StormSettings, storm_frames
 from perfkit.postgres.pgbouncer import PgBouncer, PgBouncerSettings, find_pgbouncer
+from perfkit.workload import WeightedScript, load_workload
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -86,6 +88,10 @@ class Params(LabParams):
         None, "threads in front of the application pool", full=(4, 16, 32), quick=(4, 16)
     )
     pool_size: int = param(10, "connections in the psycopg_pool (its min_size and max_size)")
+    workload: tuple[str, ...] = param(
+        ("perfkit:default/select1.sql",),
+        "pgbench scripts the app pool runs, file.sql@weight",
+    )
     mode_clients: int | None = param(
         None, "concurrent clients, session vs transaction mode", full=50, quick=20
     )
@@ -131,7 +137,17 @@ class Params(LabParams):
                     f"(the server's spare connections for probes and PgBouncer), got "
                     f"{self.max_connections}; raise 'max_connections'"
                 )
+        for ref in self.workload:
+            if not isinstance(ref, str) or not ref:
+                raise ConfigError(f"parameter 'workload' holds file paths, got {ref!r}")
+        object.__setattr__(self, "_scripts", load_workload(self.workload))  # file:line errors
         find_pgbouncer()  # BackendUnavailable before any server starts
+
+    @property
+    def scripts(self) -> tuple[WeightedScript, ...]:
+        """The workload's scripts, parsed once by :meth:`check`."""
+        scripts: tuple[WeightedScript, ...] = self.__dict__["_scripts"]
+        return scripts
 
     def bouncer_settings(self, mode: str, *, pool_size: int | None = None) -> PgBouncerSettings:
         """The PgBouncer in front of the server for parts 1-4 (5: ``pool_size`` per client)."""
@@ -199,7 +215,15 @@ def bounced_frames(
             progress=progress,
         )
     if params.ran("pool"):
-        frames |= pool_frames(targets, params.pool_workers, params.pool_size, duration, progress)
+        frames |= pool_frames(
+            targets,
+            params.pool_workers,
+            params.pool_size,
+            duration,
+            progress,
+            params.scripts,
+            seed=params.seed,
+        )
     return frames
 
 

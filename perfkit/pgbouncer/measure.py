@@ -18,6 +18,7 @@ import pandas as pd
 import psycopg
 
 from perfkit.postgres.pgbouncer import PgBouncer, PgBouncerSettings
+from perfkit.workload import ClientState, Script, WeightedScript, run_script
 
 if TYPE_CHECKING:
     from perfkit.postgres import PostgresServer
@@ -217,8 +218,30 @@ def connect_per_request(dsn: str, threads: int, duration_s: float) -> Load:
     return load.trim()
 
 
-def pooled_requests(dsn: str, workers: int, pool_size: int, duration_s: float) -> Load:
-    """``workers`` threads sharing a psycopg_pool of ``pool_size``: acquire, ``SELECT 1``."""
+def _script_picker(
+    scripts: Sequence[WeightedScript], seed: int, worker: int
+) -> tuple[Callable[[], Script], ClientState]:
+    """Worker ``worker``'s seeded choice of script (by weight) and its script state."""
+    rng = random.Random(f"perfkit-bouncer:{seed}:{worker}")
+    chosen = [w.script for w in scripts]
+    weights = [w.weight for w in scripts]
+    return (lambda: rng.choices(chosen, weights=weights)[0]), ClientState(seed, worker)
+
+
+def pooled_requests(
+    dsn: str,
+    workers: int,
+    pool_size: int,
+    duration_s: float,
+    scripts: Sequence[WeightedScript] = (),
+    *,
+    seed: int = 0,
+) -> Load:
+    """``workers`` threads sharing a psycopg_pool of ``pool_size``: acquire, run a script.
+
+    Each request runs one of ``scripts`` (chosen by weight, variables bound as
+    parameters: :mod:`perfkit.workload`); no scripts: ``SELECT 1``.
+    """
     from psycopg_pool import ConnectionPool
 
     load = Load(duration_s=duration_s)
@@ -234,12 +257,16 @@ def pooled_requests(dsn: str, workers: int, pool_size: int, duration_s: float) -
         start = time.monotonic()
         end = start + duration_s
 
-        def worker(_i: int) -> None:
+        def worker(i: int) -> None:
+            pick, state = _script_picker(scripts, seed, i) if scripts else (None, None)
             while (t0 := time.monotonic()) < end:
                 try:
                     with pool.connection(timeout=10) as conn:
                         t1 = time.monotonic()
-                        conn.execute("SELECT 1")
+                        if pick is None or state is None:
+                            conn.execute("SELECT 1")
+                        else:
+                            run_script(conn, pick(), state)
                 except psycopg.Error:
                     load.failed()
                     continue
@@ -331,6 +358,8 @@ def pool_frames(
     pool_size: int,
     duration_s: float,
     progress: Callable[[str], None],
+    scripts: Sequence[WeightedScript] = (),
+    seed: int = 0,
 ) -> dict[str, pd.DataFrame]:
     """Part 4, direct and through the transaction-mode PgBouncer at each worker count:
     ``pool`` (one row per run) and ``pool_bins``."""
@@ -338,7 +367,7 @@ def pool_frames(
     for n in workers:
         for variant in (DIRECT, TRANSACTION):
             progress(f"application pool: {n} workers, {variant}")
-            load = pooled_requests(targets[variant], n, pool_size, duration_s)
+            load = pooled_requests(targets[variant], n, pool_size, duration_s, scripts, seed=seed)
             tags = {"variant": variant, "workers": n, "pool_size": pool_size}
             runs.append(load.summary(**tags))
             bins += load.bins(**tags)

@@ -1,7 +1,10 @@
 """Pool-settings lab: run workloads through psycopg_pool pools and measure what settings do.
 
 - :mod:`perfkit.pool.settings` - :class:`PoolSettings`, :class:`Workload`, presets
-  (:data:`REVIEW`, :data:`PSYCOPG_DEFAULTS`, :data:`NO_POOL`).
+  (:data:`REVIEW`, :data:`PSYCOPG_DEFAULTS`, :data:`NO_POOL`), :func:`script_mix`
+  (pgbench script files as a mix, :mod:`perfkit.workload`).
+- :mod:`perfkit.pool.workload_setup` - the lab's workload on its server: the run's
+  schema, pgbench's tables, what an external server would be written.
 - :mod:`perfkit.pool.runner` / :mod:`perfkit.pool.arunner` - run a workload with
   threads over ``ConnectionPool`` or tasks over ``AsyncConnectionPool``.
 - :mod:`perfkit.pool.sweeps` - sweeps (size, spike, timeout, churn, recovery, presets).
@@ -18,6 +21,7 @@ from perfkit.pool.result import Action, WorkloadResult
 from perfkit.pool.runner import run_workload
 from perfkit.pool.settings import (
     DEFAULT_MIX,
+    DEFAULT_WORKLOAD,
     NO_POOL,
     PRESETS,
     PSYCOPG_DEFAULTS,
@@ -25,6 +29,7 @@ from perfkit.pool.settings import (
     PoolSettings,
     Query,
     Workload,
+    script_mix,
 )
 
 _HOMES = {  # loaded on first use
@@ -36,6 +41,7 @@ _HOMES = {  # loaded on first use
 __all__ = [
     *_HOMES,
     "DEFAULT_MIX",
+    "DEFAULT_WORKLOAD",
     "NO_POOL",
     "PRESETS",
     "PSYCOPG_DEFAULTS",
@@ -48,6 +54,7 @@ __all__ = [
     "run_workload",
     "run_workload_async",
     "run_workload_async_blocking",
+    "script_mix",
 ]
 
 __getattr__, __dir__ = lazy(__name__, _HOMES, globals())

@@ -240,6 +240,14 @@ def _reference_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
     return lines
 
 
+def _workload_text(workload: pd.DataFrame) -> str:
+    """What the runs ran: the scripts with their weights, and where the load went."""
+    scripts = ", ".join(f"`{r.script}` ({int(r.weight)})" for r in workload.itertuples())
+    where = workload["schema"].iloc[0] if "schema" in workload else ""
+    place = f", in the run's own schema (dropped afterwards): {where}" if where else ""
+    return f"- **Workload** (closed loop): the scripts {scripts} by weight{place}."
+
+
 def conclusions(
     findings: Mapping[str, Any], frames: Mapping[str, pd.DataFrame] | None = None
 ) -> str:
@@ -259,6 +267,8 @@ def conclusions(
     if knee:
         lines.insert(1, knee)
     lines += _reference_lines(frames)
+    if (workload := frames.get("workload")) is not None and not workload.empty:
+        lines.insert(0, _workload_text(workload))
     lines.append(
         f"Bookkeeping: {c['requests_total']:,} requests, each a success or an error: "
         f"{c['requests_add_up']}; connections left on the server after the runs: "

@@ -26,6 +26,8 @@ Frames (names and columns are documented in ``notes/pool.md`` too):
               once the server is back (``runs`` holds these runs too).
 ``samples``   the per-bin / per-request samples behind the headlines (lab contract).
 ``conclusions`` one row of findings (:func:`perfkit.pool.analysis.findings`).
+``workload``  one row per script run (``script``, ``weight``, ``file``, ``writes``,
+              ``schema``: the schema/seed files or builtin the run's schema was made from).
 
 Every run's CPU is measured: ``runs`` has ``client_cpu_pct``, ``server_cpu_pct``
 (% of one core over the workers' window), ``cores`` and ``client_bound``.
@@ -43,11 +45,14 @@ import pandas as pd
 from perfkit import validate
 from perfkit.errors import ConfigError
 from perfkit.lab import LabParams, Progress, Results, param
+from perfkit.loopback import check_loopback
 from perfkit.pool import analysis, conclusions, measure
 from perfkit.pool.pgbench import find_pgbench
-from perfkit.pool.settings import PSYCOPG_DEFAULTS, Workload
+from perfkit.pool.settings import PSYCOPG_DEFAULTS, Query, Workload
 from perfkit.pool.sweeps import cores, default_sizes, rule_of_thumb
+from perfkit.pool.workload_setup import WorkloadPlan, check_answers
 from perfkit.postgres.settings import ServerSettings
+from perfkit.workload import BUILTIN_SCRIPTS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -73,6 +78,7 @@ def _rule_size() -> int:
 
 FULL_CHURN = ((600.0, 3600.0), (10.0, 60.0), (1.0, 2.0), (0.2, 0.5))
 OUTAGE_MODES = ("sync", "async")
+BACKENDS = ("auto", "docker", "local", "external")
 QUICK_CHURN = (FULL_CHURN[0], FULL_CHURN[-1])
 
 
@@ -80,6 +86,20 @@ QUICK_CHURN = (FULL_CHURN[0], FULL_CHURN[-1])
 class Params(LabParams):
     """The pool notebook's parameters: the only place their defaults and help live."""
 
+    backend: str = param(
+        "auto", '"auto" | "docker" | "local" | "external" (your server: dsn)', choices=BACKENDS
+    )
+    dsn: str | None = param(None, "backend external: your server (loopback or unix socket only)")
+    allow_writes: bool = param(False, "external: let the run create its schema and write")
+    workload: tuple[str, ...] = param(
+        (), "pgbench scripts, file.sql@weight (perfkit:... shipped); []: the default mix"
+    )
+    schema: tuple[str, ...] = param((), "SQL files run in the run's own schema first")
+    seed_data: tuple[str, ...] = param((), "SQL files run after schema (fill the tables)")
+    builtin: str | None = param(
+        None, "pgbench builtin on pgbench -i tables", choices=(None, *BUILTIN_SCRIPTS)
+    )
+    scale: int = param(1, "pgbench -i scale (builtin) and :scale in scripts")
     duration_s: float | None = param(None, "seconds per run", full=1.0, quick=0.4)
     think_ms: float = param(0.0, "mean think time between a worker's requests")
     worker_counts: tuple[int, ...] | None = param(None, "", full=(4, 16, 32), quick=(4, 16))
@@ -130,6 +150,23 @@ class Params(LabParams):
         return max(1, math.ceil(self.duration_s))
 
     @property
+    def workload_plan(self) -> WorkloadPlan:
+        """What the load runs: scripts, schema and seed files, builtin, scale."""
+        return WorkloadPlan(
+            workload=self.workload,
+            schema=self.schema,
+            seed_data=self.seed_data,
+            builtin=self.builtin,
+            scale=self.scale,
+        )
+
+    @property
+    def mix(self) -> tuple[Query, ...]:
+        """The scripts as a query mix (parsed once, by :meth:`check`)."""
+        mix: tuple[Query, ...] = self.__dict__["_mix"]
+        return mix
+
+    @property
     def base_workload(self) -> Workload:
         """The lab's base workload (duration, think time, seed); experiments ``replace`` it."""
         return Workload(
@@ -138,7 +175,15 @@ class Params(LabParams):
             think_time=self.think_ms / 1000.0,
             seed=self.seed,
             stats_interval=0.02 if self.quick else 0.05,
+            mix=self.mix,
+            variables=self.workload_plan.variables,
         )
+
+    def derived(self) -> dict[str, Any]:
+        """An external server is not restarted: no recovery or long-outage runs on it."""
+        if self.backend == "external":
+            return {"recovery": False, "long_outage": False}
+        return {}
 
     def check(self) -> None:
         """Every value and cross-field rule: ConfigError naming the parameter (nothing started).
@@ -148,6 +193,8 @@ class Params(LabParams):
         """
         for name in INT_LISTS:
             validate.numbers(f"parameter {name!r}", getattr(self, name), integers=True)
+        self._check_workload_files()
+        self._check_server()
         floats = {name: _floats(name, getattr(self, name)) for name in FLOAT_LISTS}
         floats["churn_pairs_s"] = _churn_pairs(self.churn_pairs_s)
         self._check_sizes()
@@ -160,6 +207,34 @@ class Params(LabParams):
             floats[name] = float(getattr(self, name))
         for name, value in floats.items():
             object.__setattr__(self, name, value)
+
+    def _check_workload_files(self) -> None:
+        """Parse every script (ScriptError naming file:line) and keep the mix."""
+        for name in ("workload", "schema", "seed_data"):
+            for value in getattr(self, name):
+                if not isinstance(value, str) or not value:
+                    raise ConfigError(f"parameter {name!r} holds file paths, got {value!r}")
+        validate.integer("parameter 'scale'", self.scale, minimum=1)
+        object.__setattr__(self, "_mix", self.workload_plan.mix())
+
+    def _check_server(self) -> None:
+        """``dsn`` only with the external backend (loopback only); writes need allow_writes."""
+        if self.backend != "external":
+            if self.dsn is not None:
+                raise ConfigError("parameter 'dsn' is used only with backend = \"external\"")
+            return
+        if not isinstance(self.dsn, str) or not self.dsn:
+            raise ConfigError(
+                "backend 'external' needs parameter 'dsn' (e.g. postgresql://user@127.0.0.1/db)"
+            )
+        check_loopback(self.dsn)
+        check_answers(self.dsn)  # BackendUnavailable before any kernel or run starts
+        writes = self.workload_plan.writes()
+        if writes and not self.allow_writes:
+            raise ConfigError(
+                "this run would write to the external server; set allow_writes = True to let it "
+                "create and write: " + "; ".join(writes)
+            )
 
     def _check_sizes(self) -> None:
         if min(self.pool_sizes) < 1:
@@ -248,7 +323,7 @@ class PoolLab:
     Params = Params
 
     def server_settings(self, params: Params) -> ServerSettings:
-        return measure.server_settings(params.backend)
+        return measure.server_settings(params.backend, params.dsn)
 
     def run(self, params: Params, server: Any, progress: Progress) -> Results:
         return run(params, server, progress)

@@ -38,14 +38,18 @@ from perfkit.pool.sweeps import (
     spike_cases,
     timeout_cases,
 )
+from perfkit.pool.workload_setup import prepared
 from perfkit.postgres.settings import FAST_SERVER_SETTINGS, ServerSettings
 
 if TYPE_CHECKING:
     from perfkit.pool.lab import Params
 
 
-def server_settings(backend: str) -> ServerSettings:
-    """The lab's server: the fast throwaway defaults plus room for many connections."""
+def server_settings(backend: str, dsn: str | None = None) -> ServerSettings:
+    """The lab's server: the fast throwaway defaults plus room for many connections
+    (an external server, at ``dsn``, keeps its own settings)."""
+    if backend == "external":
+        return ServerSettings(backend=backend, dsn=dsn)
     return ServerSettings(
         backend=backend, server_settings={**FAST_SERVER_SETTINGS, "max_connections": 200}
     )
@@ -89,7 +93,40 @@ class Sweeps:
 def run_lab(
     server: Any, params: Params, *, progress: Progress | None = None
 ) -> dict[str, pd.DataFrame]:
-    """Run every experiment of the lab on ``server`` and return its frames."""
+    """Run every experiment of the lab on ``server`` and return its frames.
+
+    The workload's schema (schema/seed files, pgbench's tables) is made first
+    and dropped at the end, whatever happens.
+    """
+    with prepared(server, params.workload_plan, bindir=params.pgbench_bindir) as ready:
+        frames = _run_lab(ready, params, progress=progress)
+    frames["workload"] = workload_frame(params)
+    return frames
+
+
+def workload_frame(params: Params) -> pd.DataFrame:
+    """One row per script: name, weight, file, whether it writes; schema/seed files, builtin."""
+    plan = params.workload_plan
+    made = ", ".join(
+        [*plan.schema, *plan.seed_data] + ([f"pgbench -i {plan.builtin}"] if plan.builtin else [])
+    )
+    return pd.DataFrame(
+        [
+            {
+                "script": q.name,
+                "weight": q.weight,
+                "file": q.script.where if q.script is not None else "",
+                "writes": bool(q.script is not None and q.script.writes),
+                "schema": made,
+            }
+            for q in params.mix
+        ]
+    )
+
+
+def _run_lab(
+    server: Any, params: Params, *, progress: Progress | None = None
+) -> dict[str, pd.DataFrame]:
     sweeps = Sweeps(server, progress)
     wl = params.base_workload
     cases = size_cases(params.pool_sizes, params.worker_counts, wl, repeats=params.size_repeats)
@@ -128,6 +165,7 @@ def run_pgbench(server: Any, params: Params, *, progress: Progress | None = None
         seed=params.seed,
         bindir=params.pgbench_bindir,
         progress=progress,
+        variables=params.base_workload.variables,
     )
 
 

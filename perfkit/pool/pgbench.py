@@ -3,8 +3,9 @@
 PostgreSQL's own load generator is written in C and runs outside this Python
 process, so its throughput at N connections is a ceiling the pool lab's
 Python workers can be compared with. :func:`run_pgbench` runs it once against
-a perfkit server (or a DSN): the pool lab's query mix as a weighted custom
-script (one ``-f file@weight`` per :class:`~perfkit.pool.settings.Query`), or
+a perfkit server (or a DSN): the pool lab's query mix as weighted custom
+scripts (one ``-f file@weight`` per :class:`~perfkit.pool.settings.Query`: the
+very script file a query came from, :mod:`perfkit.workload`), or
 a builtin script such as ``select-only`` on ``pgbench -i`` tables; with
 ``connect=True`` every transaction opens its own connection (``-C``, like the
 lab's no-pool baseline). :func:`pgbench_sweep` repeats it over connection
@@ -111,11 +112,18 @@ def integer_weights(weights: Sequence[float]) -> list[int]:
 
 
 def script_files(mix: Sequence[Query], directory: Path) -> list[tuple[Path, int]]:
-    """One pgbench script per query of ``mix`` in ``directory``, with its integer weight."""
+    """One pgbench script per query of ``mix``, with its integer weight.
+
+    A query that came from a script file (:mod:`perfkit.workload`) is that very
+    file; the others are written to ``directory``.
+    """
     out = []
     for i, (query, weight) in enumerate(
         zip(mix, integer_weights([q.weight for q in mix]), strict=True)
     ):
+        if query.script is not None and query.script.path is not None:
+            out.append((Path(query.script.path), weight))
+            continue
         slug = re.sub(r"[^A-Za-z0-9_.-]", "_", query.name)
         path = directory / f"{i + 1:02d}-{slug}.sql"
         sql = query.sql.strip()
@@ -430,15 +438,26 @@ def _base_args(
     ]
 
 
+def define_args(variables: Sequence[tuple[str, int | float]]) -> list[str]:
+    """``--define name=value`` for each variable the scripts get from outside (``scale``...)."""
+    args = []
+    for name, value in variables:
+        args += ["--define", f"{name}={value!r}"]
+    return args
+
+
 def _script_args(
-    mix: Sequence[Query], builtin: str | None, workdir: Path
+    mix: Sequence[Query],
+    builtin: str | None,
+    workdir: Path,
+    variables: Sequence[tuple[str, int | float]] = (),
 ) -> tuple[list[str], list[str], list[int]]:
     """The script arguments (a builtin, or one weighted file per query of ``mix``, written
     to ``workdir``), with the scripts' names and weights."""
     if builtin is not None:
         return ["--builtin", builtin], [builtin], [1]
     files = script_files(mix, workdir)
-    args = []
+    args = define_args(variables)
     for path, weight in files:
         args += ["--file", f"{path}@{weight}"]
     return args, [q.name for q in mix], [w for _, w in files]
@@ -458,6 +477,7 @@ def run_pgbench(
     bin_s: float = 0.2,
     seed: int = 0,
     bindir: str | None = None,
+    variables: Sequence[tuple[str, int | float]] = (),
 ) -> PgbenchResult:
     """Run pgbench once for ``duration_s`` seconds with ``clients`` connections.
 
@@ -465,7 +485,8 @@ def run_pgbench(
     ``builtin`` names one of :data:`BUILTINS`; a builtin needs pgbench's tables,
     made (and dropped afterwards) here when ``init`` is true. ``connect`` opens
     a connection per transaction (``-C``). ``threads`` defaults to
-    ``min(clients, cores)``. Checks every argument and finds pgbench before
+    ``min(clients, cores)``. ``variables`` reach the scripts as ``--define``.
+    Checks every argument and finds pgbench before
     anything starts (ConfigError, BackendUnavailable).
     """
     threads = _checked_threads(clients, threads)
@@ -493,7 +514,7 @@ def run_pgbench(
         args = _base_args(pgbench, clients, threads, duration_s, seed, workdir / "tx")
         if connect:
             args.append("--connect")
-        script, names, weights = _script_args(mix, builtin, workdir)
+        script, names, weights = _script_args(mix, builtin, workdir, variables)
         args += script
         with measure_cpu(None if isinstance(server, str) else server) as cpu:
             out = _run(args, env, duration_s + 120.0, "pgbench")
@@ -603,6 +624,7 @@ def pgbench_sweep(
     seed: int = 0,
     bindir: str | None = None,
     progress: Callable[[str], None] | None = None,
+    variables: Sequence[tuple[str, int | float]] = (),
 ) -> pd.DataFrame:
     """pgbench at each connection count (``repeats`` times over the whole list).
 
@@ -636,6 +658,7 @@ def pgbench_sweep(
                     bin_s=bin_s,
                     seed=seed + r,
                     bindir=bindir,
+                    variables=variables,
                 )
                 rows.append(result.row() | {"repeat": r})
         return pd.DataFrame(rows)

@@ -2,7 +2,9 @@
 
 Kept apart from the runners so it can be tested without a server or sleeping:
 one :class:`WorkerPlan` per worker, seeded from the workload seed and the
-worker index, yields ``(query, think_seconds)`` pairs.
+worker index, yields ``(query, think_seconds)`` pairs. Its ``client`` is the
+worker's script state (:class:`perfkit.workload.ClientState`: the variables'
+own generator, so script draws do not change which queries are picked).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import random
 from dataclasses import dataclass, field
 
 from perfkit.pool.settings import Query, Workload
+from perfkit.workload import ClientState
 
 
 @dataclass
@@ -20,9 +23,13 @@ class WorkerPlan:
     workload: Workload
     worker: int
     rng: random.Random = field(init=False)
+    client: ClientState = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"perfkit-pool:{self.workload.seed}:{self.worker}")
+        self.client = ClientState(
+            seed=self.workload.seed, client_id=self.worker, defined=dict(self.workload.variables)
+        )
 
     def next(self) -> tuple[Query, float]:
         """The next query to run and how long to think after it (seconds)."""

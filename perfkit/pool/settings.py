@@ -8,7 +8,9 @@ pool's ``check`` callback, i.e. "test before acquire") and ``pooled`` (``False``
 means no pool at all: one new connection per request, the baseline).
 
 :class:`Workload` says what W workers do for how long: a weighted query mix,
-exponential think time between requests, a seed.
+exponential think time between requests, a seed. A :class:`Query` may carry a
+pgbench-format script (:mod:`perfkit.workload`): the worker then runs the
+script, variables and all; :func:`script_mix` turns script files into a mix.
 
 Named presets: :data:`REVIEW` (the performance review's sqlx settings),
 :data:`PSYCOPG_DEFAULTS` and :data:`NO_POOL`.
@@ -17,12 +19,13 @@ Named presets: :data:`REVIEW` (the performance review's sqlx settings),
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 from perfkit import validate
 from perfkit.errors import ConfigError
+from perfkit.workload import Script, WeightedScript, load_workload
 
 
 def _positive_number(owner: str, name: str, value: object, *, allow_zero: bool = False) -> None:
@@ -128,11 +131,16 @@ PRESETS: Mapping[str, PoolSettings] = {p.name: p for p in (REVIEW, PSYCOPG_DEFAU
 
 @dataclass(frozen=True, kw_only=True)
 class Query:
-    """One kind of request in a workload's mix, chosen with probability ~ ``weight``."""
+    """One kind of request in a workload's mix, chosen with probability ~ ``weight``.
+
+    With a ``script`` the request runs the script (``sql`` is then its text, for
+    display); without, it runs ``sql``.
+    """
 
     name: str
     sql: str
     weight: float = 1.0
+    script: Script | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -142,13 +150,23 @@ class Query:
         _positive_number(f"Query[{self.name}]", "weight", self.weight)
 
 
-#: The default mix: mostly trivial statements, some that wait (like I/O) and a
-#: few that burn server CPU.
-DEFAULT_MIX: tuple[Query, ...] = (
-    Query(name="select1", sql="SELECT 1", weight=0.6),
-    Query(name="sleep2ms", sql="SELECT pg_sleep(0.002)", weight=0.3),
-    Query(name="scan20k", sql="SELECT count(*) FROM generate_series(1, 20000)", weight=0.1),
+def script_mix(scripts: Sequence[WeightedScript]) -> tuple[Query, ...]:
+    """A mix of one :class:`Query` per script (named after its file, weight kept)."""
+    return tuple(
+        Query(name=w.script.name, sql=w.script.source.strip(), weight=w.weight, script=w.script)
+        for w in scripts
+    )
+
+
+#: The default workload's shipped scripts (``perfkit/workload/scripts/default``): mostly
+#: trivial statements, some that wait (like I/O) and a few that burn server CPU.
+DEFAULT_WORKLOAD: tuple[str, ...] = (
+    "perfkit:default/select1.sql@6",
+    "perfkit:default/sleep2ms.sql@3",
+    "perfkit:default/scan20k.sql@1",
 )
+#: The default mix: ``SELECT 1`` (6), ``pg_sleep(0.002)`` (3), a 20k-row ``generate_series`` (1).
+DEFAULT_MIX: tuple[Query, ...] = script_mix(load_workload(DEFAULT_WORKLOAD))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,6 +187,8 @@ class Workload:
     start_delay: float = 0.0
     stats_interval: float = 0.05
     seed: int = 0
+    #: Variables every script sees besides their own ``\\set`` ones (``scale``, like ``-D``).
+    variables: tuple[tuple[str, int | float], ...] = ()
 
     def __post_init__(self) -> None:
         owner = "Workload"
@@ -186,6 +206,10 @@ class Workload:
         names = [q.name for q in self.mix]
         if len(set(names)) != len(names):
             raise ConfigError(f"{owner}.mix has duplicate query names: {names}")
+        for item in self.variables:
+            ok = isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+            if not ok or isinstance(item[1], bool) or not isinstance(item[1], int | float):
+                raise ConfigError(f"{owner}.variables holds (name, number) pairs, got {item!r}")
 
     def replace(self, **changes: Any) -> Self:
         """A copy with some fields changed (validated again)."""
@@ -195,4 +219,5 @@ class Workload:
         """Plain dict for result metadata."""
         d = dataclasses.asdict(self)
         d["mix"] = [{"name": q.name, "sql": q.sql, "weight": q.weight} for q in self.mix]
+        d["variables"] = dict(self.variables)
         return d

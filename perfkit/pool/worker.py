@@ -21,6 +21,7 @@ import psycopg
 from perfkit.pool.records import Request
 from perfkit.pool.schedule import WorkerPlan
 from perfkit.pool.settings import Workload
+from perfkit.workload import ClientState, Script, arun_script, run_script
 
 #: Pause after a failed request so a worker does not spin on a dead server.
 ERROR_PAUSE_S = 0.01
@@ -33,10 +34,13 @@ class Acquire:
 
 @dataclass(frozen=True)
 class Execute:
-    """Run ``sql`` on ``conn`` and fetch every row."""
+    """Run ``sql`` on ``conn`` and fetch every row; or, with a ``script``, run the script
+    with the worker's ``client`` state (:mod:`perfkit.workload`)."""
 
     conn: Any
     sql: str
+    script: Script | None = None
+    client: ClientState | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,7 @@ def worker_loop(
         sql_s: float | None = None
         error = ""
         try:
-            yield Execute(conn, query.sql)
+            yield Execute(conn, query.sql, query.script, plan.client)
             sql_s = clock() - t_got
         except psycopg.Error as exc:
             error = type(exc).__name__
@@ -145,7 +149,10 @@ def drive(
             if isinstance(step, Acquire):
                 result = acquire()
             elif isinstance(step, Execute):
-                step.conn.execute(step.sql).fetchall()
+                if step.script is not None and step.client is not None:
+                    run_script(step.conn, step.script, step.client, sleep)
+                else:
+                    step.conn.execute(step.sql).fetchall()
             elif isinstance(step, Release):
                 release(step.conn)
             elif step.seconds > 0:
@@ -170,8 +177,11 @@ async def adrive(
             if isinstance(step, Acquire):
                 result = await acquire()
             elif isinstance(step, Execute):
-                cursor = await step.conn.execute(step.sql)
-                await cursor.fetchall()
+                if step.script is not None and step.client is not None:
+                    await arun_script(step.conn, step.script, step.client)
+                else:
+                    cursor = await step.conn.execute(step.sql)
+                    await cursor.fetchall()
             elif isinstance(step, Release):
                 await release(step.conn)
             else:

@@ -1,0 +1,2 @@
+-- 30 %: a statement that waits (like I/O) for 2 ms
+SELECT pg_sleep(0.002);
