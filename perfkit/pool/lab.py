@@ -44,6 +44,8 @@ from perfkit import validate
 from perfkit.errors import ConfigError
 from perfkit.lab import LabParams, Progress, Results, param
 from perfkit.pool import analysis, conclusions, measure
+from perfkit.pool.arrivals import ARRIVALS
+from perfkit.pool.openloop_sweep import OpenStage
 from perfkit.pool.pgbench import find_pgbench
 from perfkit.pool.settings import PSYCOPG_DEFAULTS, Workload
 from perfkit.pool.sweeps import cores, default_sizes, rule_of_thumb
@@ -67,6 +69,16 @@ def _quick_sizes() -> tuple[int, ...]:
 def _rule_size() -> int:
     """(cores*2)+1"""
     return rule_of_thumb(cores())
+
+
+def _rule() -> tuple[int, ...]:
+    """((cores*2)+1,)"""
+    return (rule_of_thumb(cores()),)
+
+
+def _open_sizes() -> tuple[int, ...]:
+    """2 and (cores*2)+1"""
+    return tuple(sorted({2, rule_of_thumb(cores())}))
 
 
 FULL_CHURN = ((600.0, 3600.0), (10.0, 60.0), (1.0, 2.0), (0.2, 0.5))
@@ -121,6 +133,23 @@ class Params(LabParams):
     outage_watch_s: float | None = param(
         None, "run on after the server is back (s)", full=4.0, quick=2.0
     )
+    open_loop: bool = param(True, "open loop: requests arrive at offered rates, not waiting")
+    open_pool_sizes: tuple[int, ...] | None = param(
+        None, "pool sizes (= pgbench connections) of the open loop", full=_open_sizes, quick=_rule
+    )
+    offered_rates: tuple[float, ...] | None = param(
+        None, "requests/s offered; None: open_fractions of the closed-loop throughput"
+    )
+    open_fractions: tuple[float, ...] | None = param(
+        None,
+        "offered rates as fractions of the closed-loop throughput at that size",
+        full=(0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.2),
+        quick=(0.3, 0.7, 1.1),
+    )
+    arrivals: str = param("poisson", '"poisson" or "fixed" (interval) arrivals, seeded')
+    latency_limit_ms: float = param(50.0, "slower than this from intended start: late")
+    open_duration_s: int | None = param(None, "seconds per open-loop run", full=3, quick=1)
+    open_threads: int = param(32, "client threads carrying open-loop requests (max in flight)")
 
     @property
     def pgbench_duration_s(self) -> int:
@@ -152,6 +181,7 @@ class Params(LabParams):
         self._check_workloads()
         self._check_processes()
         self._check_outages(floats["reconnect_timeouts_s"])
+        self._check_open_loop()
         if self.pgbench:
             find_pgbench(self.pgbench_bindir)  # BackendUnavailable before any server starts
         for name in SECONDS:
@@ -195,6 +225,35 @@ class Params(LabParams):
                 f"parameter 'process_workers' must be >= 1, got {self.process_workers}"
             )
 
+    def _check_open_loop(self) -> None:
+        if self.open_pool_sizes and min(self.open_pool_sizes) < 1:
+            raise ConfigError(
+                f"parameter 'open_pool_sizes' must be >= 1, got {self.open_pool_sizes!r}"
+            )
+        if self.offered_rates is not None:
+            _floats("offered_rates", self.offered_rates)
+        _floats("open_fractions", self.open_fractions)
+        if self.arrivals not in ARRIVALS:
+            raise ConfigError(f"parameter 'arrivals' takes {ARRIVALS}, got {self.arrivals!r}")
+        validate.number("parameter 'latency_limit_ms'", self.latency_limit_ms, strict=True)
+        validate.integer("parameter 'open_duration_s'", self.open_duration_s, minimum=1)
+        validate.integer("parameter 'open_threads'", self.open_threads, minimum=1)
+
+    @property
+    def open_stage(self) -> OpenStage:
+        """The open-loop stage's shape (the mix is the closed-loop runs' mix)."""
+        return OpenStage(
+            sizes=tuple(self.open_pool_sizes),
+            duration_s=self.open_duration_s,
+            arrivals=self.arrivals,
+            latency_limit_ms=float(self.latency_limit_ms),
+            threads=self.open_threads,
+            mix=self.base_workload.mix,
+            pgbench=self.pgbench,
+            bindir=self.pgbench_bindir,
+            seed=self.seed,
+        )
+
     def _check_outages(self, reconnect_timeouts_s: Sequence[float]) -> None:
         for mode in self.outage_modes:
             if mode not in OUTAGE_MODES:
@@ -206,7 +265,14 @@ class Params(LabParams):
 
 
 #: Parameters holding lists of ints, of seconds (> 0), and single seconds.
-INT_LISTS = ("worker_counts", "pool_sizes", "spike_min_sizes", "max_waitings", "process_counts")
+INT_LISTS = (
+    "worker_counts",
+    "pool_sizes",
+    "spike_min_sizes",
+    "max_waitings",
+    "process_counts",
+    "open_pool_sizes",
+)
 FLOAT_LISTS = ("timeouts_s", "outages_s", "reconnect_timeouts_s")
 SECONDS = ("duration_s", "think_ms", "outage_watch_s")
 

@@ -100,7 +100,9 @@ def choose_queries(mix: tuple[Query, ...], seed: int) -> Callable[[], Query]:
 Item = tuple[float, Query] | None
 
 
-def _serve(pool: Any, jobs: queue.SimpleQueue[Item], limit_s: float, clock: Clock, t: Tally) -> None:
+def _serve(
+    pool: Any, jobs: queue.SimpleQueue[Item], limit_s: float, clock: Clock, t: Tally
+) -> None:
     """A client thread: take requests in order until the sentinel, and count each."""
     while (item := jobs.get()) is not None:
         intended, query = item
