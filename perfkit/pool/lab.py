@@ -72,12 +72,12 @@ def _rule_size() -> int:
 
 
 def _rule() -> tuple[int, ...]:
-    """((cores*2)+1,)"""
+    """[(cores*2)+1]"""
     return (rule_of_thumb(cores()),)
 
 
 def _open_sizes() -> tuple[int, ...]:
-    """2 and (cores*2)+1"""
+    """[2, (cores*2)+1]"""
     return tuple(sorted({2, rule_of_thumb(cores())}))
 
 
@@ -135,14 +135,14 @@ class Params(LabParams):
     )
     open_loop: bool = param(True, "open loop: requests arrive at offered rates, not waiting")
     open_pool_sizes: tuple[int, ...] | None = param(
-        None, "pool sizes (= pgbench connections) of the open loop", full=_open_sizes, quick=_rule
+        None, "open-loop pool sizes", full=_open_sizes, quick=_rule
     )
     offered_rates: tuple[float, ...] | None = param(
-        None, "requests/s offered; None: open_fractions of the closed-loop throughput"
+        None, "requests/s offered (None: open_fractions)"
     )
     open_fractions: tuple[float, ...] | None = param(
         None,
-        "offered rates as fractions of the closed-loop throughput at that size",
+        "x closed-loop throughput",
         full=(0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.2),
         quick=(0.3, 0.7, 1.1),
     )
