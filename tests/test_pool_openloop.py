@@ -201,27 +201,31 @@ def test_pgbench_rate_log_counts_skipped_late_and_on_time(tmp_path: Path) -> Non
 
 
 def _row(client: str, conns: int, rate: float, p99: float, completed: int = 100) -> dict:
-    return {
-        "loop": "open",
-        "client": client,
-        "connections": conns,
-        "offered_rps": rate,
-        "repeat": 0,
-        "arrivals": "poisson",
-        "latency_limit_ms": 50.0,
-        "scheduled": 100,
-        "completed": completed,
-        "on_time": completed,
-        "late": 0,
-        "skipped": 100 - completed,
-        "failed": 0,
-        "achieved_rps": rate * completed / 100,
-        "goodput_rps": rate * completed / 100,
-    } | {
-        f"latency_{k}_ms{s}": p99 * f * m
-        for k, f in (("p50", 0.2), ("p99", 1.0), ("p999", 1.5))
-        for s, m in (("", 1.0), ("_low", 0.9), ("_high", 1.1))
-    } | {f"latency_{k}_ms_n": 100 for k in ("p50", "p99", "p999")}
+    return (
+        {
+            "loop": "open",
+            "client": client,
+            "connections": conns,
+            "offered_rps": rate,
+            "repeat": 0,
+            "arrivals": "poisson",
+            "latency_limit_ms": 50.0,
+            "scheduled": 100,
+            "completed": completed,
+            "on_time": completed,
+            "late": 0,
+            "skipped": 100 - completed,
+            "failed": 0,
+            "achieved_rps": rate * completed / 100,
+            "goodput_rps": rate * completed / 100,
+        }
+        | {
+            f"latency_{k}_ms{s}": p99 * f * m
+            for k, f in (("p50", 0.2), ("p99", 1.0), ("p999", 1.5))
+            for s, m in (("", 1.0), ("_low", 0.9), ("_high", 1.1))
+        }
+        | {f"latency_{k}_ms_n": 100 for k in ("p50", "p99", "p999")}
+    )
 
 
 def _frame() -> pd.DataFrame:
