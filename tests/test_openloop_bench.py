@@ -10,8 +10,9 @@ intervals), never asserted. On one local server, with C connections:
 2. at 50 % and 80 % of that knee, RUNS runs each, interleaved: the pool's open-loop
    p99, pgbench ``--rate`` p99 (same script, rate, connections), and closed-loop p99
    (C workers on a pool of C, think time set so they offer about the same rate);
-3. a planted stall (1 % of requests ``pg_sleep(0.05)``, 99 % ``SELECT 1``) at 50 % of
-   the knee: open-loop p99 vs closed-loop p50.
+3. a planted stall (1 % of requests ``pg_sleep(0.05)``, 99 % ``SELECT 1``) at 50 % and
+   80 % of the knee on C connections, and at 50 % on one connection: open-loop p99 and
+   p99.9 vs closed-loop p50 and p99 (closed loop: think time C / rate).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.bench
 C = 4
 DURATION_S = 3
 RUNS = 6  # the fewest runs an exact 95 % interval of the median comes from
+KNEE_REPEATS = 3
 LIMIT_MS = 50.0
 THREADS = 32
 FRACTIONS = (0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)
@@ -44,7 +46,7 @@ STALL_MIX = (
 )
 
 
-def _open(dsn: str, rate: float, mix: tuple[Query, ...], seed: int) -> dict:
+def _open(dsn: str, rate: float, mix: tuple[Query, ...], seed: int, conns: int = C) -> dict:
     load = OpenLoad(
         rate=rate,
         duration=float(DURATION_S),
@@ -54,12 +56,14 @@ def _open(dsn: str, rate: float, mix: tuple[Query, ...], seed: int) -> dict:
         mix=mix,
         seed=seed,
     )
-    return run_open_loop(dsn, open_pool(C), load).row()
+    return run_open_loop(dsn, open_pool(conns), load).row()
 
 
-def _closed(dsn: str, mix: tuple[Query, ...], think_s: float, seed: int) -> pd.DataFrame:
-    wl = Workload(workers=C, duration=float(DURATION_S), mix=mix, think_time=think_s, seed=seed)
-    result = run_workload(dsn, open_pool(C), wl)
+def _closed(
+    dsn: str, mix: tuple[Query, ...], think_s: float, seed: int, conns: int = C
+) -> pd.DataFrame:
+    wl = Workload(workers=conns, duration=float(DURATION_S), mix=mix, think_time=think_s, seed=seed)
+    result = run_workload(dsn, open_pool(conns), wl)
     return result.requests[result.requests["ok"]]
 
 
@@ -71,12 +75,18 @@ def _fmt(values: list[float]) -> str:
 
 
 def _knee(dsn: str, capacity: float) -> float:
-    rows = [_open(dsn, round(f * capacity), DEFAULT_MIX, seed=0) for f in FRACTIONS]
-    frame = pd.DataFrame(rows).assign(repeat=0)
-    for r in rows:
+    """The knee from KNEE_REPEATS sweeps over FRACTIONS x capacity (medians per rate)."""
+    rows = [
+        _open(dsn, round(f * capacity), DEFAULT_MIX, seed=r) | {"repeat": r}
+        for r in range(KNEE_REPEATS)
+        for f in FRACTIONS
+    ]
+    frame = pd.DataFrame(rows)
+    for rate, g in frame.groupby("offered_rps"):
         print(
-            f"  knee sweep: {r['offered_rps']:.0f} offered -> p99 {r['latency_p99_ms']:.1f} ms, "
-            f"completed {r['completed']}/{r['scheduled']}, goodput {r['goodput_rps']:.0f}/s"
+            f"  knee sweep: {rate:.0f} offered -> p99 per repeat "
+            f"{[round(v, 1) for v in g['latency_p99_ms']]} ms, completed/scheduled "
+            f"{[f'{c}/{s}' for c, s in zip(g['completed'], g['scheduled'], strict=True)]}"
         )
     return float(find_knee(frame)["knee_rps"].iloc[0])
 
@@ -119,21 +129,23 @@ def _compare_at(server: object, share: float, knee: float, capacity: float) -> N
     print(f"  achieved req/s, pool: {_fmt([r['achieved_rps'] for r in pool])}".replace(" ms", ""))
 
 
-def _stall(dsn: str, knee: float, capacity: float) -> None:
-    """The planted stall at half the knee: open-loop p99 vs closed-loop p50 (and p99)."""
-    rate = round(0.5 * knee)
-    think = max(C / rate - C / capacity, 0.0)
-    p99_open, p50_closed, p99_closed = [], [], []
+def _stall(dsn: str, rate: int, conns: int) -> None:
+    """The planted stall at ``rate`` on ``conns`` connections: open-loop p99 / p99.9 vs
+    closed-loop p50 / p99 (closed loop: think time set so it offers about ``rate``)."""
+    p99_open, p999_open, p50_closed, p99_closed = [], [], [], []
     for i in range(RUNS):
-        p99_open.append(_open(dsn, rate, STALL_MIX, seed=i)["latency_p99_ms"])
-        closed = _closed(dsn, STALL_MIX, think, seed=i)["total_ms"]
+        row = _open(dsn, rate, STALL_MIX, seed=i, conns=conns)
+        p99_open.append(row["latency_p99_ms"])
+        p999_open.append(row["latency_p999_ms"])
+        closed = _closed(dsn, STALL_MIX, conns / rate, seed=i, conns=conns)["total_ms"]
         p50_closed.append(float(closed.quantile(0.5)))
         p99_closed.append(float(closed.quantile(0.99)))
     shown = sum(v >= 50 for v in p99_open)
-    print(f"planted stall (1 % pg_sleep(0.05)), {rate} req/s, {C} connections:")
-    print(f"  open loop p99   {_fmt(p99_open)} (>= 50 ms in {shown}/{RUNS} runs)")
-    print(f"  closed loop p50 {_fmt(p50_closed)}")
-    print(f"  closed loop p99 {_fmt(p99_closed)}")
+    print(f"planted stall (1 % pg_sleep(0.05)), {rate} req/s offered, {conns} connection(s):")
+    print(f"  open loop p99    {_fmt(p99_open)} (>= 50 ms in {shown}/{RUNS} runs)")
+    print(f"  open loop p99.9  {_fmt(p999_open)}")
+    print(f"  closed loop p50  {_fmt(p50_closed)}")
+    print(f"  closed loop p99  {_fmt(p99_closed)}")
 
 
 def test_bench_open_loop_p99_vs_pgbench_rate_and_a_planted_stall() -> None:
@@ -146,4 +158,6 @@ def test_bench_open_loop_p99_vs_pgbench_rate_and_a_planted_stall() -> None:
         assert not math.isnan(knee), "no rate tried was sustained"
         for share in (0.5, 0.8):
             _compare_at(server, share, knee, capacity)
-        _stall(server.dsn, knee, capacity)
+        for share in (0.5, 0.8):
+            _stall(server.dsn, round(share * knee), C)
+        _stall(server.dsn, round(0.5 * knee), 1)
