@@ -24,9 +24,17 @@ Frames (names and columns are documented in ``notes/pool.md`` too):
               connections vs max_connections, bookkeeping, throughput, CPU.
 ``long_outage`` per (mode, reconnect_timeout, outage): time to the first success
               once the server is back (``runs`` holds these runs too).
+``open_loop`` one row per open-loop run (:mod:`perfkit.pool.openloop_sweep`):
+              ``client`` (pool / pgbench --rate), ``connections``, ``offered_rps``,
+              ``achieved_rps``, ``goodput_rps``, on_time/late/skipped/failed counts,
+              ``latency_{p50,p90,p99,p999}_ms`` with ``_low``/``_high``/``_n`` (from
+              intended start; HDR histogram, resolution in ``resolution``).
+``open_knee`` per client and pool size: the knee (``KNEE_RULE``) and its p99.
 ``samples``   the per-bin / per-request samples behind the headlines (lab contract).
 ``conclusions`` one row of findings (:func:`perfkit.pool.analysis.findings`).
 
+Every frame has ``loop``: ``"closed"`` (each worker waits for its previous response;
+every experiment but one) or ``"open"`` (``open_loop``, ``open_knee``).
 Every run's CPU is measured: ``runs`` has ``client_cpu_pct``, ``server_cpu_pct``
 (% of one core over the workers' window), ``cores`` and ``client_bound``.
 """
