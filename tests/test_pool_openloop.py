@@ -233,8 +233,9 @@ def _frame() -> pd.DataFrame:
         [
             _row("pool", 4, 100.0, 5.0),
             _row("pool", 4, 200.0, 20.0),
-            _row("pool", 4, 300.0, 30.0, completed=90),  # not sustained
-            _row("pool", 4, 400.0, 40.0),  # fine again, but beyond the first failure
+            _row("pool", 4, 300.0, 30.0, completed=90),  # not sustained (noise, say)
+            _row("pool", 4, 400.0, 40.0),
+            _row("pool", 4, 500.0, 60.0),  # p99 over the limit
             _row("pgbench", 4, 100.0, 4.5),
             _row("pgbench", 4, 200.0, 80.0),
             _row("pgbench", 4, 300.0, 90.0),
@@ -243,10 +244,12 @@ def _frame() -> pd.DataFrame:
     )
 
 
-def test_knee_is_the_highest_rate_before_the_first_one_not_sustained() -> None:
+def test_knee_is_the_highest_sustained_rate_and_counts_the_misses_below_it() -> None:
     knee = find_knee(_frame()).set_index("client")
-    assert knee.loc["pool", "knee_rps"] == 200.0
+    assert knee.loc["pool", "knee_rps"] == 400.0
+    assert knee.loc["pool", "failed_below"] == 1
     assert knee.loc["pgbench", "knee_rps"] == 100.0
+    assert knee.loc["pgbench", "failed_below"] == 0
     assert (knee["loop"] == "open").all()
 
 
@@ -260,7 +263,7 @@ def test_conclusions_label_closed_and_open_loop_and_state_the_knee() -> None:
     frame = _frame()
     lines = open_loop_lines({"open_loop": frame, "open_knee": find_knee(frame)})
     assert lines[0].startswith("**Open loop**") and RESOLUTION in lines[0]
-    assert "knee of psycopg_pool 200 req/s" in lines[1]
+    assert "knee of psycopg_pool 400 req/s" in lines[1]
     assert "vs pgbench 4.5" in lines[1] and "(agree)" in lines[1] and "(differ)" in lines[1]
     assert CLOSED_HEADING.startswith("**Closed loop**")
 

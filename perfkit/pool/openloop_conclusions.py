@@ -53,7 +53,9 @@ def _knee(knee: pd.DataFrame, client: str, size: int) -> str:
     rate = k["knee_rps"].iloc[0]
     if pd.isna(rate):
         return "below the lowest rate tried"
-    return f"{rate:,.0f} req/s (p99 {k['knee_p99_ms'].iloc[0]:.1f} ms)"
+    missed = int(k["failed_below"].iloc[0])
+    note = f"; {missed} lower rate(s) missed" if missed else ""
+    return f"{rate:,.0f} req/s (p99 {k['knee_p99_ms'].iloc[0]:.1f} ms{note})"
 
 
 def _size_line(frame: pd.DataFrame, knee: pd.DataFrame, size: int) -> str:
