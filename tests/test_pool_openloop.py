@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 import tracemalloc
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from perfkit.pool.latency import RESOLUTION, LatencyHistogram
 from perfkit.pool.openloop import OpenLoad, run_open_loop
 from perfkit.pool.openloop_conclusions import CLOSED_HEADING, open_loop_lines
 from perfkit.pool.openloop_plots import open_loop_latency
-from perfkit.pool.openloop_sweep import find_knee, label_closed, open_pool
+from perfkit.pool.openloop_sweep import find_knee, knee_of, label_closed, open_pool
 from perfkit.pool.pgbench_rate import tally_logs
 from perfkit.pool.settings import Query
 from perfkit.postgres import PostgresServer
@@ -236,12 +237,22 @@ def _frame() -> pd.DataFrame:
             _row("pool", 4, 300.0, 30.0, completed=90),  # not sustained (noise, say)
             _row("pool", 4, 400.0, 40.0),
             _row("pool", 4, 500.0, 60.0),  # p99 over the limit
+            _row("pool", 4, 600.0, 70.0),  # and again: the knee lies below
+            _row("pool", 4, 700.0, 20.0),  # a lucky run beyond it
             _row("pgbench", 4, 100.0, 4.5),
             _row("pgbench", 4, 200.0, 80.0),
             _row("pgbench", 4, 300.0, 90.0),
             _row("pgbench", 4, 400.0, 99.0),
         ]
     )
+
+
+def test_knee_of_stops_at_two_consecutive_misses_and_forgives_one() -> None:
+    rates = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert knee_of(rates, [True, False, True, False, False, True]) == (3.0, 1)
+    assert knee_of(rates, [True, True, True, True, True, False]) == (5.0, 0)
+    assert math.isnan(knee_of(rates, [False, False, True, True, True, True])[0])
+    assert math.isnan(knee_of(rates, [False] * 6)[0])
 
 
 def test_knee_is_the_highest_sustained_rate_and_counts_the_misses_below_it() -> None:

@@ -148,6 +148,14 @@ def _dispatch(
     return n
 
 
+def _drop_queued(jobs: queue.SimpleQueue[Item]) -> None:
+    while True:
+        try:
+            jobs.get_nowait()
+        except queue.Empty:
+            return
+
+
 @dataclass(frozen=True, kw_only=True)
 class OpenLoopResult:
     """One open-loop run: counts, the merged latency histogram, the dispatcher's lag."""
@@ -248,6 +256,9 @@ def run_open_loop(
         start = clock()
         try:
             scheduled = _dispatch(load, jobs, start, clock, lag)
+        except BaseException:  # e.g. Ctrl-C: drop what is queued, let the threads finish
+            _drop_queued(jobs)
+            raise
         finally:
             for _ in threads:
                 jobs.put(None)

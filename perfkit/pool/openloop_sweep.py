@@ -32,10 +32,11 @@ from perfkit.postgres.cpu import CpuMeter
 #: Completions must reach this share of the requests scheduled for a rate to be sustained.
 SUSTAINED_SHARE = 0.95
 KNEE_RULE = (
-    "the knee is the highest offered rate tried at which the p99 latency (from intended "
-    "start) stayed within the latency limit and at least "
-    f"{SUSTAINED_SHARE:.0%} of the scheduled requests completed (medians over repeats; "
-    "lower rates that missed, e.g. in a burst of machine noise, are counted in failed_below)"
+    "a rate is sustained when the p99 latency (from intended start) stayed within the "
+    f"latency limit and at least {SUSTAINED_SHARE:.0%} of the scheduled requests completed "
+    "(medians over repeats); the knee is the highest sustained rate below the first two "
+    "consecutive rates that were not (a single miss between sustained rates is taken for "
+    "noise and counted in failed_below)"
 )
 #: Closed-loop frames: each worker sends its next request when the previous one is back.
 CLOSED_FRAMES = ("runs", "requests", "stats", "events", "pgbench", "pgbench_compare", "multiproc")
@@ -133,6 +134,19 @@ def _pgbench_run(server: Any, stage: OpenStage, size: int, rate: float, seed: in
     )
 
 
+def knee_of(rates: Sequence[float], sustained: Sequence[bool]) -> tuple[float, int]:
+    """The knee by :data:`KNEE_RULE` over increasing ``rates`` and the misses below it."""
+    knee, misses, misses_below, run = math.nan, 0, 0, 0
+    for rate, ok in zip(rates, sustained, strict=True):
+        if ok:
+            knee, misses_below, run = float(rate), misses, 0
+            continue
+        misses, run = misses + 1, run + 1
+        if run == 2:
+            break
+    return knee, misses_below
+
+
 def find_knee(frame: pd.DataFrame) -> pd.DataFrame:
     """Per (client, connections): the knee by :data:`KNEE_RULE` (NaN when no rate tried
     was sustained), its p99, how many rates were tried and how many below it missed."""
@@ -144,11 +158,8 @@ def find_knee(frame: pd.DataFrame) -> pd.DataFrame:
         per_rate = g.groupby("offered_rps")[["latency_p99_ms", "share"]].median().sort_index()
         limit = float(g["latency_limit_ms"].iloc[0])
         ok = (per_rate["latency_p99_ms"] <= limit) & (per_rate["share"] >= SUSTAINED_SHARE)
-        knee, p99, failed_below = math.nan, math.nan, 0
-        if ok.any():
-            knee = float(per_rate.index[ok][-1])
-            p99 = float(per_rate.loc[knee, "latency_p99_ms"])
-            failed_below = int((~ok[per_rate.index < knee]).sum())
+        knee, failed_below = knee_of(list(per_rate.index), list(ok))
+        p99 = float(per_rate.loc[knee, "latency_p99_ms"]) if not math.isnan(knee) else math.nan
         rows.append(
             {
                 "loop": "open",
