@@ -95,7 +95,8 @@ def open_loop_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
         "start, queueing in the pool included; late: over "
         f"{first['latency_limit_ms']:g} ms; skipped: already that late when a thread took it, "
         "as pgbench does; failed: no connection within the pool timeout. Latencies: "
-        f"{RESOLUTION}; p99 intervals are order-statistic 95 % intervals, n = requests). "
+        f"{RESOLUTION}; p99 intervals are order-statistic 95 % intervals, n = requests; "
+        f"pool and pgbench agree when within {AGREE_GAP:.0%} or their intervals overlap). "
         f"Here {KNEE_RULE}."
     ]
     lines += [_size_line(frame, knee, int(s)) for s in sorted(frame["connections"].unique())]
