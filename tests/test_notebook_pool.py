@@ -90,6 +90,28 @@ def test_quick_run_has_one_long_outage_case(quick_run: QuickRun) -> None:
     assert set(outage.columns) >= {"mode", "reconnect_timeout_s", "outage_s", "recovered"}
 
 
+def test_quick_run_has_an_open_loop_stage_beside_pgbench_rate(quick_run: QuickRun) -> None:
+    frames = quick_run.saved.frames
+    ol = frames["open_loop"]
+    assert set(ol["client"]) == {"pool", "pgbench"}
+    assert len(set(ol["offered_rps"])) == 3  # quick: three fractions of the closed-loop rate
+    assert (ol["completed"] > 0).all()
+    assert (ol["latency_p99_ms_low"] <= ol["latency_p99_ms_high"]).all()
+    assert set(frames["open_knee"]["client"]) == {"pool", "pgbench"}
+
+
+def test_quick_run_labels_every_frame_closed_or_open_loop(quick_run: QuickRun) -> None:
+    frames = quick_run.saved.frames
+    for name in ("runs", "requests", "pgbench", "multiproc"):
+        assert set(frames[name]["loop"]) == {"closed"}, name
+    for name in ("open_loop", "open_knee"):
+        assert set(frames[name]["loop"]) == {"open"}, name
+    text = LAB.conclusions(Results.of_run(quick_run.saved))
+    assert "**Closed loop**" in text and "**Open loop**" in text
+    captions = [caption for caption, _ in LAB.figures(Results.of_run(quick_run.saved))]
+    assert any(c.startswith("Open loop") for c in captions)
+
+
 def test_quick_run_headlines_carry_n_and_intervals_from_the_samples(
     quick_run: QuickRun,
 ) -> None:

@@ -8,6 +8,10 @@
 - :mod:`perfkit.pool.runner` / :mod:`perfkit.pool.arunner` - run a workload with
   threads over ``ConnectionPool`` or tasks over ``AsyncConnectionPool``.
 - :mod:`perfkit.pool.sweeps` - sweeps (size, spike, timeout, churn, recovery, presets).
+- :mod:`perfkit.pool.openloop` - open loop: requests at an offered rate (seeded Poisson or
+  fixed arrivals, :mod:`perfkit.pool.arrivals`), latency from intended start in an HDR
+  histogram (:mod:`perfkit.pool.latency`); :mod:`perfkit.pool.pgbench_rate` runs
+  pgbench ``--rate`` beside it and :mod:`perfkit.pool.openloop_sweep` sweeps rates.
 - :mod:`perfkit.pool.checkout` - cost of the check-before-acquire.
 - :mod:`perfkit.pool.summary` - pure summaries (percentiles, churn, recovery time).
 - :mod:`perfkit.pool.server_processes` - the server processes behind a run's connections.
@@ -36,6 +40,11 @@ _HOMES = {  # loaded on first use
     "run_pgbench": "perfkit.pool.pgbench",
     "pgbench_sweep": "perfkit.pool.pgbench",
     "run_processes": "perfkit.pool.multiproc",
+    "OpenLoad": "perfkit.pool.openloop",
+    "run_open_loop": "perfkit.pool.openloop",
+    "run_pgbench_rate": "perfkit.pool.pgbench_rate",
+    "LatencyHistogram": "perfkit.pool.latency",
+    "arrivals": "perfkit.pool.arrivals",
 }
 
 __all__ = [

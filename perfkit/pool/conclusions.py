@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from perfkit.pool.openloop_conclusions import CLOSED_HEADING, open_loop_lines
 from perfkit.pool.reference import ratio_estimate
 from perfkit.stats import Estimate
 
@@ -254,7 +255,7 @@ def conclusions(
     """The closing text (Markdown), worded from the run's findings (and the frames:
     pgbench comparison, processes sweep and long outages, when given)."""
     c, frames = findings, frames or {}
-    lines = _size_lines(c)
+    lines = [CLOSED_HEADING, *_size_lines(c)]
     if "review_throughput_rps" in c:
         lines.append(_presets_text(c))
     spike = _spike_text(c)
@@ -265,7 +266,7 @@ def conclusions(
     lines += _recovery_lines(c)
     knee = _knee_text(c)
     if knee:
-        lines.insert(1, knee)
+        lines.insert(2, knee)
     lines += _reference_lines(frames)
     if (workload := frames.get("workload")) is not None and not workload.empty:
         lines.insert(0, _workload_text(workload))
@@ -274,4 +275,5 @@ def conclusions(
         f"{c['requests_add_up']}; connections left on the server after the runs: "
         f"{c['leaked_total']}."
     )
+    lines += open_loop_lines(frames)
     return "\n".join(lines)

@@ -24,11 +24,19 @@ Frames (names and columns are documented in ``notes/pool.md`` too):
               connections vs max_connections, bookkeeping, throughput, CPU.
 ``long_outage`` per (mode, reconnect_timeout, outage): time to the first success
               once the server is back (``runs`` holds these runs too).
+``open_loop`` one row per open-loop run (:mod:`perfkit.pool.openloop_sweep`):
+              ``client`` (pool / pgbench --rate), ``connections``, ``offered_rps``,
+              ``achieved_rps``, ``goodput_rps``, on_time/late/skipped/failed counts,
+              ``latency_{p50,p90,p99,p999}_ms`` with ``_low``/``_high``/``_n`` (from
+              intended start; HDR histogram, resolution in ``resolution``).
+``open_knee`` per client and pool size: the knee (``KNEE_RULE``) and its p99.
 ``samples``   the per-bin / per-request samples behind the headlines (lab contract).
 ``conclusions`` one row of findings (:func:`perfkit.pool.analysis.findings`).
 ``workload``  one row per script run (``script``, ``weight``, ``file``, ``writes``,
               ``schema``: the schema/seed files or builtin the run's schema was made from).
 
+Every frame has ``loop``: ``"closed"`` (each worker waits for its previous response;
+every experiment but one) or ``"open"`` (``open_loop``, ``open_knee``).
 Every run's CPU is measured: ``runs`` has ``client_cpu_pct``, ``server_cpu_pct``
 (% of one core over the workers' window), ``cores`` and ``client_bound``.
 """
@@ -47,6 +55,8 @@ from perfkit.errors import ConfigError
 from perfkit.lab import LabParams, Progress, Results, param
 from perfkit.loopback import check_loopback
 from perfkit.pool import analysis, conclusions, measure
+from perfkit.pool.arrivals import ARRIVALS
+from perfkit.pool.openloop_sweep import OpenStage
 from perfkit.pool.pgbench import find_pgbench
 from perfkit.pool.settings import PSYCOPG_DEFAULTS, Query, Workload
 from perfkit.pool.sweeps import cores, default_sizes, rule_of_thumb
@@ -74,6 +84,16 @@ def _quick_sizes() -> tuple[int, ...]:
 def _rule_size() -> int:
     """(cores*2)+1"""
     return rule_of_thumb(cores())
+
+
+def _rule() -> tuple[int, ...]:
+    """[(cores*2)+1]"""
+    return (rule_of_thumb(cores()),)
+
+
+def _open_sizes() -> tuple[int, ...]:
+    """[2, (cores*2)+1]"""
+    return tuple(sorted({2, rule_of_thumb(cores())}))
 
 
 FULL_CHURN = ((600.0, 3600.0), (10.0, 60.0), (1.0, 2.0), (0.2, 0.5))
@@ -143,6 +163,23 @@ class Params(LabParams):
     outage_watch_s: float | None = param(
         None, "run on after the server is back (s)", full=4.0, quick=2.0
     )
+    open_loop: bool = param(True, "open loop: requests arrive at offered rates, not waiting")
+    open_pool_sizes: tuple[int, ...] | None = param(
+        None, "open-loop pool sizes", full=_open_sizes, quick=_rule
+    )
+    offered_rates: tuple[float, ...] | None = param(
+        None, "requests/s offered (None: open_fractions)"
+    )
+    open_fractions: tuple[float, ...] | None = param(
+        None,
+        "x closed-loop throughput",
+        full=(0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.2),
+        quick=(0.3, 0.7, 1.1),
+    )
+    arrivals: str = param("poisson", '"poisson" or "fixed" (interval) arrivals, seeded')
+    latency_limit_ms: float = param(50.0, "slower than this from intended start: late")
+    open_duration_s: int | None = param(None, "seconds per open-loop run", full=3, quick=1)
+    open_threads: int = param(32, "client threads carrying open-loop requests (max in flight)")
 
     @property
     def pgbench_duration_s(self) -> int:
@@ -201,6 +238,7 @@ class Params(LabParams):
         self._check_workloads()
         self._check_processes()
         self._check_outages(floats["reconnect_timeouts_s"])
+        self._check_open_loop()
         if self.pgbench:
             find_pgbench(self.pgbench_bindir)  # BackendUnavailable before any server starts
         for name in SECONDS:
@@ -272,6 +310,35 @@ class Params(LabParams):
                 f"parameter 'process_workers' must be >= 1, got {self.process_workers}"
             )
 
+    def _check_open_loop(self) -> None:
+        if self.open_pool_sizes and min(self.open_pool_sizes) < 1:
+            raise ConfigError(
+                f"parameter 'open_pool_sizes' must be >= 1, got {self.open_pool_sizes!r}"
+            )
+        if self.offered_rates is not None:
+            _floats("offered_rates", self.offered_rates)
+        _floats("open_fractions", self.open_fractions)
+        if self.arrivals not in ARRIVALS:
+            raise ConfigError(f"parameter 'arrivals' takes {ARRIVALS}, got {self.arrivals!r}")
+        validate.number("parameter 'latency_limit_ms'", self.latency_limit_ms, strict=True)
+        validate.integer("parameter 'open_duration_s'", self.open_duration_s, minimum=1)
+        validate.integer("parameter 'open_threads'", self.open_threads, minimum=1)
+
+    @property
+    def open_stage(self) -> OpenStage:
+        """The open-loop stage's shape (the mix is the closed-loop runs' mix)."""
+        return OpenStage(
+            sizes=tuple(self.open_pool_sizes),
+            duration_s=self.open_duration_s,
+            arrivals=self.arrivals,
+            latency_limit_ms=float(self.latency_limit_ms),
+            threads=self.open_threads,
+            mix=self.base_workload.mix,
+            pgbench=self.pgbench,
+            bindir=self.pgbench_bindir,
+            seed=self.seed,
+        )
+
     def _check_outages(self, reconnect_timeouts_s: Sequence[float]) -> None:
         for mode in self.outage_modes:
             if mode not in OUTAGE_MODES:
@@ -283,7 +350,14 @@ class Params(LabParams):
 
 
 #: Parameters holding lists of ints, of seconds (> 0), and single seconds.
-INT_LISTS = ("worker_counts", "pool_sizes", "spike_min_sizes", "max_waitings", "process_counts")
+INT_LISTS = (
+    "worker_counts",
+    "pool_sizes",
+    "spike_min_sizes",
+    "max_waitings",
+    "process_counts",
+    "open_pool_sizes",
+)
 FLOAT_LISTS = ("timeouts_s", "outages_s", "reconnect_timeouts_s")
 SECONDS = ("duration_s", "think_ms", "outage_watch_s")
 

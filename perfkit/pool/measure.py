@@ -3,8 +3,10 @@
 :func:`run_lab` runs the size sweep, pgbench at the same worker counts, the
 spike, timeout, churn and recovery experiments, the presets (and the async
 twin), the processes sweep, the checkout cost and, last because they restart
-the server, the long outages; then derives the frames computed from those
-(:mod:`perfkit.pool.analysis`). The frames are listed in :mod:`perfkit.pool.lab`.
+the server, the long outages: all closed loop (frames marked ``loop="closed"``).
+Then the open-loop stage (:mod:`perfkit.pool.openloop_sweep`, frames
+``open_loop`` and ``open_knee``, ``loop="open"``) and the frames computed from
+the others (:mod:`perfkit.pool.analysis`). The frames are listed in :mod:`perfkit.pool.lab`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from perfkit.pool import analysis
 from perfkit.pool.arunner import run_workload_async_blocking
 from perfkit.pool.checkout import measure_checkout, summarize_checkout
 from perfkit.pool.multiproc import run_processes
+from perfkit.pool.openloop_sweep import default_rates, find_knee, label_closed, open_loop_sweep
 from perfkit.pool.pgbench import pgbench_sweep
 from perfkit.pool.reference import compare_with_pgbench
 from perfkit.pool.runner import run_workload
@@ -137,6 +140,9 @@ def _run_lab(
     multiproc = run_multiproc(server, params, progress=progress)
     sweeps.say("checkout cost")
     checkout = measure_checkout(server.dsn, n=params.checkout_n)
+    open_frames = {}
+    if params.open_loop:
+        open_frames = run_open_loop_stage(server, params, size.runs, progress=progress)
     if params.long_outage:  # last: it restarts the server
         run_long_outages(sweeps, params)
     frames = {
@@ -150,7 +156,23 @@ def _run_lab(
             frames["runs"], frames["requests"], pgbench, seed=params.seed
         )
     frames["multiproc"] = multiproc
-    return derive_frames(frames, params)
+    frames |= open_frames
+    return derive_frames(label_closed(frames), params)
+
+
+def run_open_loop_stage(
+    server: Any, params: Params, runs: pd.DataFrame, *, progress: Progress | None = None
+) -> dict[str, pd.DataFrame]:
+    """Offered rates per pool size, pgbench --rate beside them: ``open_loop`` and ``open_knee``."""
+    fixed = params.offered_rates
+
+    def rates(size: int) -> list[float]:
+        if fixed is not None:
+            return sorted(float(r) for r in fixed)
+        return default_rates(runs, size, params.open_fractions)
+
+    frame = open_loop_sweep(server, params.open_stage, rates, progress=progress)
+    return {"open_loop": frame, "open_knee": find_knee(frame)}
 
 
 def run_pgbench(server: Any, params: Params, *, progress: Progress | None = None) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from perfkit.pool.analysis import FINDINGS_FRAME
+from perfkit.pool.openloop_plots import open_loop_latency
 from perfkit.pool.sweeps import aggregate_size, rule_of_thumb
 from perfkit.postgres.cpu import CLIENT_BOUND_PCT
 
@@ -313,19 +314,25 @@ def long_outage(frame: pd.DataFrame) -> Figure:
 def figures(frames: Mapping[str, pd.DataFrame]) -> Iterator[tuple[str, Figure]]:
     """(caption, figure) for the report, from a run's frames alone."""
     runs, n = frames["runs"], int(frames[FINDINGS_FRAME]["cores"].iloc[0])
-    yield "Throughput vs pool size (x: client-bound runs)", throughput_vs_size(runs, n)
+    yield "Closed loop: throughput vs pool size (x: client-bound runs)", throughput_vs_size(runs, n)
     pgbench = frames.get("pgbench")
     if pgbench is not None and not pgbench.empty:
         yield (
-            "Throughput vs connections: the pool next to pgbench",
+            "Closed loop: throughput vs connections, the pool next to pgbench",
             throughput_vs_connections(runs, pgbench),
         )
-    yield "p99 wait for a connection vs pool size", wait_vs_size(runs, n)
-    yield "Cold burst (spike)", spike(frames["stats"])
+    yield "Closed loop: p99 wait for a connection vs pool size", wait_vs_size(runs, n)
+    yield "Closed loop: cold burst (spike)", spike(frames["stats"])
     yield "Checkout cost with and without check", checkout_cost(frames["checkout"])
     mp = frames.get("multiproc")
     if mp is not None and not mp.empty:
-        yield "Throughput vs worker processes", multiproc(mp, pgbench)
+        yield "Closed loop: throughput vs worker processes", multiproc(mp, pgbench)
     lo = frames.get("long_outage")
     if lo is not None and not lo.empty:
-        yield "Long outages: time to the first success", long_outage(lo)
+        yield "Closed loop: long outages, time to the first success", long_outage(lo)
+    ol = frames.get("open_loop")
+    if ol is not None and not ol.empty:
+        yield (
+            "Open loop: latency from intended start vs offered load, pgbench --rate beside",
+            open_loop_latency(ol, frames["open_knee"]),
+        )
