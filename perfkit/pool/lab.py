@@ -24,6 +24,9 @@ Frames (names and columns are documented in ``notes/pool.md`` too):
               connections vs max_connections, bookkeeping, throughput, CPU.
 ``long_outage`` per (mode, reconnect_timeout, outage): time to the first success
               once the server is back (``runs`` holds these runs too).
+``wait_profile``, ``top_statements``, ``server_counters``: where the server's time went in
+              each size-sweep run (variant: max_size; :mod:`perfkit.serverprofile.profiler`).
+``sampler_overhead`` throughput with and without the wait sampler, interleaved pairs.
 ``samples``   the per-bin / per-request samples behind the headlines (lab contract).
 ``conclusions`` one row of findings (:func:`perfkit.pool.analysis.findings`).
 
@@ -121,6 +124,9 @@ class Params(LabParams):
     outage_watch_s: float | None = param(
         None, "run on after the server is back (s)", full=4.0, quick=2.0
     )
+    sampler_pairs: int | None = param(
+        None, "runs with/without the wait sampler (pairs; 0: skip)", full=8, quick=6
+    )
 
     @property
     def pgbench_duration_s(self) -> int:
@@ -171,6 +177,8 @@ class Params(LabParams):
             )
         if self.size_repeats < 1:
             raise ConfigError(f"parameter 'size_repeats' must be >= 1, got {self.size_repeats}")
+        if self.sampler_pairs < 0:
+            raise ConfigError(f"parameter 'sampler_pairs' must be >= 0, got {self.sampler_pairs}")
         if self.checkout_n < 1:
             raise ConfigError(f"parameter 'checkout_n' must be >= 1, got {self.checkout_n}")
 

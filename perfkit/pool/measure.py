@@ -39,6 +39,9 @@ from perfkit.pool.sweeps import (
     timeout_cases,
 )
 from perfkit.postgres.settings import FAST_SERVER_SETTINGS, ServerSettings
+from perfkit.serverprofile import overhead
+from perfkit.serverprofile.profiler import Profiler
+from perfkit.serverprofile.sampler import WaitSampler
 
 if TYPE_CHECKING:
     from perfkit.pool.lab import Params
@@ -93,7 +96,8 @@ def run_lab(
     sweeps = Sweeps(server, progress)
     wl = params.base_workload
     cases = size_cases(params.pool_sizes, params.worker_counts, wl, repeats=params.size_repeats)
-    size = sweeps.run("size", cases)
+    profiler = Profiler(server.dsn)
+    size = sweeps.run("size", cases, runner=profiled(profiler))
     pgbench = run_pgbench(server, params, progress=progress)
     run_load_experiments(sweeps, params)
     run_presets(sweeps, params, size.runs)
@@ -113,7 +117,48 @@ def run_lab(
             frames["runs"], frames["requests"], pgbench, seed=params.seed
         )
     frames["multiproc"] = multiproc
+    frames |= profiler.frames()
+    frames["sampler_overhead"] = run_sampler_overhead(server, params, progress=progress)
     return derive_frames(frames, params)
+
+
+def size_variant(settings: PoolSettings) -> str:
+    """The size sweep's variant in the profile frames: ``max_size`` or ``no pool``."""
+    return str(settings.effective_max_size) if settings.pooled else "no pool"
+
+
+def profiled(profiler: Profiler, runner: Callable[..., Any] = run_workload) -> Callable[..., Any]:
+    """``runner`` with the server profiled per run (variant: max_size); the pool's final
+    ``get_stats()`` is kept with the server counters (source ``pool``)."""
+
+    def run(dsn: str, settings: PoolSettings, workload: Any, **kw: Any) -> Any:
+        variant = size_variant(settings)
+        with profiler.measure(variant, workers=workload.workers, pool=settings.name) as rec:
+            result = runner(dsn, settings, workload, **kw)
+            rec.add("pool", result.final_stats)
+        return result
+
+    return run
+
+
+def run_sampler_overhead(
+    server: Any, params: Params, *, progress: Progress | None = None
+) -> pd.DataFrame:
+    """Throughput with and without the wait sampler, ``params.sampler_pairs`` interleaved pairs
+    of short fixed-pool runs (empty when 0)."""
+    if not params.sampler_pairs:
+        return pd.DataFrame(columns=overhead.OVERHEAD_COLUMNS)
+    size = max(params.pool_sizes)
+    settings = PoolSettings(name="overhead", min_size=size, max_size=size, timeout=30.0)
+    wl = params.base_workload.replace(workers=max(params.worker_counts))
+
+    def once(sampler_on: bool) -> float:
+        if not sampler_on:
+            return float(run_workload(server.dsn, settings, wl).summary()["throughput_rps"])
+        with WaitSampler(server.dsn):
+            return float(run_workload(server.dsn, settings, wl).summary()["throughput_rps"])
+
+    return overhead.interleaved(once, params.sampler_pairs, progress=progress)
 
 
 def run_pgbench(server: Any, params: Params, *, progress: Progress | None = None) -> pd.DataFrame:
