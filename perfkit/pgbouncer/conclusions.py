@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from perfkit.pgbouncer import timeprofile
 from perfkit.pgbouncer.analysis import values_of
 from perfkit.pgbouncer.measure import DIRECT, TRANSACTION, VARIANTS
 
@@ -201,4 +202,7 @@ def conclusions(frames: Mapping[str, pd.DataFrame]) -> str:
     lines = ["### PgBouncer in front of one server", ""]
     for part in (latency_part, throughput_part, storm_part, pool_part, modes_part):
         lines += part(frames)
+    where = timeprofile.sentence(frames)
+    if where:
+        lines += ["", where]
     return "\n".join(lines)

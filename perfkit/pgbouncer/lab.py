@@ -25,6 +25,9 @@ transaction and session mode) in front of it. Variants are ``direct``,
    connection, querying with ``think_ms`` pauses; server connections from
    ``SHOW POOLS`` and ``pg_stat_activity`` over time (``modes``, ``mode_servers``).
 
+Parts 4 and 5 are profiled on the server (``wait_profile``, ``top_statements``,
+``server_counters``; :mod:`perfkit.pgbouncer.timeprofile`).
+
 ``samples`` holds the raw samples behind the headlines (naive = direct,
 improved = through the transaction-mode PgBouncer).
 """
@@ -53,6 +56,7 @@ from perfkit.pgbouncer.measure import (
 )
 from perfkit.pgbouncer.storm import StormSettings, storm_frames
 from perfkit.postgres.pgbouncer import PgBouncer, PgBouncerSettings, find_pgbouncer
+from perfkit.serverprofile.profiler import Profiler
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -142,6 +146,7 @@ class Params(LabParams):
 def run(params: Params, server: PostgresServer, progress: Progress) -> dict[str, pd.DataFrame]:
     """Parts 1-5 against ``server`` (PgBouncers started and removed here); the frames."""
     duration = float(params.duration_s)
+    profiler = Profiler(server.dsn)
     with (
         PgBouncer(server, params.bouncer_settings(TRANSACTION)) as tx,
         PgBouncer(server, params.bouncer_settings(SESSION)) as sx,
@@ -164,10 +169,21 @@ def run(params: Params, server: PostgresServer, progress: Progress) -> dict[str,
             server_login_retry_s=params.server_login_retry_s,
             progress=progress,
         )
-        frames |= pool_frames(targets, params.pool_workers, params.pool_size, duration, progress)
+        frames |= pool_frames(
+            targets,
+            params.pool_workers,
+            params.pool_size,
+            duration,
+            progress,
+            profiler=profiler,
+            bouncers={TRANSACTION: tx},
+        )
     clients = int(params.mode_clients)
     bouncers = {m: params.bouncer_settings(m, pool_size=clients) for m in (SESSION, TRANSACTION)}
-    frames |= mode_frames(server, bouncers, clients, duration, params.think_ms, progress)
+    frames |= mode_frames(
+        server, bouncers, clients, duration, params.think_ms, progress, profiler=profiler
+    )
+    frames |= profiler.frames()
     frames[SAMPLES_FRAME] = samples_frame(frames)
     return frames
 
@@ -206,7 +222,13 @@ class PgBouncerLab:
         return headlines(results.frames)
 
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
-        from perfkit.pgbouncer.plots import plot_latency, plot_modes, plot_storm, plot_throughput
+        from perfkit.pgbouncer.plots import (
+            plot_latency,
+            plot_modes,
+            plot_storm,
+            plot_throughput,
+            plot_where,
+        )
 
         yield (
             "Connect latency (ECDF, medians with 95 % intervals)",
@@ -221,6 +243,9 @@ class PgBouncerLab:
             plot_storm(results["storm_backends"], results["storm_attempts"]),
         )
         yield "Session vs transaction mode: server connections", plot_modes(results["mode_servers"])
+        where = plot_where(results.frames)
+        if where is not None:
+            yield "Where the time went: server wait events, direct vs PgBouncer", where
 
     def conclusions(self, results: Results) -> str:
         from perfkit.pgbouncer.conclusions import conclusions

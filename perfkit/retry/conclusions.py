@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from perfkit.retry import evidence
+from perfkit.retry import evidence, timeprofile
 from perfkit.retry.probe import PROBE_INTERVAL_S
 
 if TYPE_CHECKING:
@@ -38,6 +38,9 @@ def conclusions(frames: Mapping[str, pd.DataFrame]) -> str:
     lines += _cold_start_lines(frames) + _fitted_lines(frames) + _outage_lines(frames)
     lines += _budget_lines(frames) + _hang_lines(frames) + _herd_lines(frames)
     lines += _simulation_lines(frames)
+    where = timeprofile.sentence(frames)
+    if where:
+        lines.append(where)
     verdict = _verdict(frames)
     if verdict:
         lines.append("")
