@@ -12,6 +12,9 @@ import pandas as pd
 
 from perfkit.serverprofile import analysis
 
+#: Every state counts in the herd: its clients connect and then hold idle connections.
+STATES = None
+
 
 def at_largest_herd(frames: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[str], int]:
     """(wait_profile rows of the largest herd, strategy labels in run order, its size)."""
@@ -28,11 +31,13 @@ def sentence(frames: Mapping[str, pd.DataFrame]) -> str | None:
     wp, order, top = at_largest_herd(frames)
     if wp.empty:
         return None
-    shares = analysis.time_shares(wp)
-    if shares.empty:
+    if analysis.time_shares(wp, STATES).empty:
         return None
-    parts = [analysis.profile_sentence(wp, what="strategy", order=[v]) for v in order]
+    parts = [
+        analysis.profile_sentence(wp, what="strategy", order=[v], states=STATES) for v in order
+    ]
     return (
         f"- **Where the server's time went in the herd of {top}** (`pg_stat_activity` every "
-        f"10 ms, active client backends): " + " ".join(parts)
+        "10 ms, client backends in every state: a herd's clients mostly hold idle "
+        "connections once they are in): " + " ".join(parts)
     )

@@ -21,33 +21,43 @@ from perfkit.stats import Estimate, paired_shift_interval, wilson_interval
 
 CPU = "CPU"
 CLIENT_BACKEND = "client backend"
+ACTIVE = ("active",)
 SHARE_COLUMNS = ["variant", "event", "count", "samples", "share", "share_low", "share_high"]
 
 
-def event_label(wait_event_type: str, wait_event: str) -> str:
-    """``Type:Event``, or :data:`CPU` for an active backend with no wait event."""
-    if not wait_event_type:
-        return CPU
-    return f"{wait_event_type}:{wait_event}"
+def event_label(wait_event_type: str, wait_event: str, state: str = "active") -> str:
+    """``Type:Event``, or :data:`CPU` for an active backend with no wait event; a backend
+    in another state is labelled by it (``idle``, ``idle in transaction``, ``starting``:
+    no state yet, e.g. authenticating), with its wait event when it is not the client's."""
+    if state == "active":
+        return CPU if not wait_event_type else f"{wait_event_type}:{wait_event}"
+    label = state or "starting"
+    if wait_event_type and wait_event_type != "Client":
+        label += f" ({wait_event_type}:{wait_event})"
+    return label
 
 
-def time_shares(wait_profile: pd.DataFrame) -> pd.DataFrame:
-    """Per variant and event: active client backend samples, their share and its interval.
+def time_shares(wait_profile: pd.DataFrame, states: Sequence[str] | None = ACTIVE) -> pd.DataFrame:
+    """Per variant and event: client backend samples, their share and its interval.
 
+    Only backends in ``states`` count (default: active ones; None: every state,
+    each non-active state an event of its own: :func:`event_label`).
     ``samples`` is the number of sampling ticks of the variant (summed over its
-    runs), ``count`` the active backends seen on the event over them.
+    runs), ``count`` the backends seen on the event over them.
     """
     if wait_profile is None or wait_profile.empty:
         return pd.DataFrame(columns=SHARE_COLUMNS)
-    df = wait_profile[
-        (wait_profile["backend_type"] == CLIENT_BACKEND) & (wait_profile["state"] == "active")
-    ]
+    df = wait_profile[wait_profile["backend_type"] == CLIENT_BACKEND]
+    if states is not None:
+        df = df[df["state"].isin(list(states))]
     ticks = _ticks(wait_profile)
     rows = []
     for variant, group in df.groupby("variant", sort=False):
         labels = [
-            event_label(t, e)
-            for t, e in zip(group["wait_event_type"], group["wait_event"], strict=True)
+            event_label(t, e, st)
+            for t, e, st in zip(
+                group["wait_event_type"], group["wait_event"], group["state"], strict=True
+            )
         ]
         counts = group.assign(event=labels).groupby("event")["count"].sum()
         total = float(counts.sum())
@@ -119,20 +129,22 @@ def profile_sentence(
     what: str = "variant",
     order: Sequence[Any] | None = None,
     throughput: Mapping[Any, float] | None = None,
+    states: Sequence[str] | None = ACTIVE,
 ) -> str:
     """One Markdown paragraph: where the server's active time went, smallest to largest variant.
 
     ``throughput`` (per variant) lets it say whether the variants that wait
     more also do more; without it, only the shares are stated.
     """
-    shares = time_shares(wait_profile)
-    if shares.empty:
-        return "No server wait profile was recorded."
+    shares = time_shares(wait_profile, states)
     variants = [v for v in (order or shares["variant"].unique()) if v in set(shares["variant"])]
+    if not variants:
+        return "The server's sessions were never seen busy in the samples."
     first, last = variants[0], variants[-1]
-    parts = [_variant_phrase(shares, first, what)]
+    who = "active sessions" if states == ACTIVE else "client backends"
+    parts = [_variant_phrase(shares, first, what, who)]
     if last != first:
-        parts.append(_variant_phrase(shares, last, what))
+        parts.append(_variant_phrase(shares, last, what, who))
     text = "; ".join(parts) + "."
     if throughput and last != first and first in throughput and last in throughput:
         wait0, wait1 = 1 - cpu_share(shares, first), 1 - cpu_share(shares, last)
@@ -152,18 +164,18 @@ def profile_sentence(
     return text
 
 
-def _variant_phrase(shares: pd.DataFrame, variant: Any, what: str) -> str:
+def _variant_phrase(shares: pd.DataFrame, variant: Any, what: str, who: str) -> str:
     top = dominant(shares, variant)
     cpu = cpu_share(shares, variant)
     n = int(shares.loc[shares["variant"] == variant, "samples"].iloc[0])
     seen = int(shares.loc[shares["variant"] == variant, "count"].sum())
-    head = f"at {what} {variant} the server's active sessions spent {_pct(cpu)} on CPU"
+    head = f"at {what} {variant} the server's {who} spent {_pct(cpu)} of sampled time on CPU"
     if top is not None:
         head += (
             f" and {_pct(top['share'])} [{_pct(top['share_low'])}, {_pct(top['share_high'])}] "
-            f"waiting on `{top['event']}`"
+            f"in `{top['event']}`"
         )
-    return f"{head} (n = {n} samples, {seen} active backends seen)"
+    return f"{head} (n = {n} samples, {seen} {who} seen)"
 
 
 def overhead(pairs: pd.DataFrame) -> Estimate | None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from perfkit.serverprofile.analysis import CPU, time_shares
+from perfkit.serverprofile.analysis import ACTIVE, CPU, time_shares
 
 #: Events beyond this many (by total share) are drawn as one "other" band.
 MAX_EVENTS = 7
@@ -19,11 +19,13 @@ def plot_where_time_went(
     order: Sequence[Any] | None = None,
     xlabel: str = "variant",
     title: str = "Where the server's time went",
+    states: Sequence[str] | None = ACTIVE,
 ) -> Any:
-    """One bar per variant, stacked by event (CPU = active with no wait event); the Figure."""
+    """One bar per variant, stacked by event (CPU = active with no wait event; ``states``:
+    which client backends count, :func:`~perfkit.serverprofile.analysis.time_shares`)."""
     import matplotlib.pyplot as plt
 
-    shares = time_shares(wait_profile)
+    shares = time_shares(wait_profile, states)
     fig, ax = plt.subplots(figsize=(7, 3.6))
     if shares.empty:
         ax.text(0.5, 0.5, "no wait profile recorded", ha="center", va="center")
@@ -49,7 +51,7 @@ def plot_where_time_went(
         color = "#4c72b0" if event == CPU else colors[(i + 1) % len(colors)]
         ax.bar(labels, values, bottom=bottom, label=event, color=color)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.set_ylabel("% of sampled active time")
+    ax.set_ylabel("% of sampled active time" if states == ACTIVE else "% of sampled backends")
     ax.set_xlabel(f"{xlabel} (n = samples)")
     ax.set_ylim(0, 100)
     ax.set_title(title)
