@@ -95,3 +95,13 @@ def test_figure_has_one_bar_per_variant_in_the_given_order() -> None:
     fig = plot_where_time_went(_frame(), order=["2", "16"])
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels == ["2\nn=100", "16\nn=100"]
+
+
+def test_report_collects_each_labs_where_the_time_went_figure() -> None:
+    from perfkit import summary
+
+    sections = [
+        ("Pool", "text", [("Throughput", "f1"), ("Where the time went: by size", "f2")]),
+        ("Streaming", "text", [("Memory", "f3")]),
+    ]
+    assert summary.where_time_went(sections) == [("Pool", "Where the time went: by size", "f2")]

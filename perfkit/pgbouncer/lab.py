@@ -229,6 +229,7 @@ class PgBouncerLab:
             plot_throughput,
             plot_where,
         )
+        from perfkit.serverprofile.plots import CAPTION as WHERE_CAPTION
 
         yield (
             "Connect latency (ECDF, medians with 95 % intervals)",
@@ -245,7 +246,7 @@ class PgBouncerLab:
         yield "Session vs transaction mode: server connections", plot_modes(results["mode_servers"])
         where = plot_where(results.frames)
         if where is not None:
-            yield "Where the time went: server wait events, direct vs PgBouncer", where
+            yield f"{WHERE_CAPTION}: server wait events, direct vs PgBouncer", where
 
     def conclusions(self, results: Results) -> str:
         from perfkit.pgbouncer.conclusions import conclusions

@@ -13,7 +13,7 @@ from perfkit.pool import timeprofile
 from perfkit.pool.analysis import FINDINGS_FRAME
 from perfkit.pool.sweeps import aggregate_size, rule_of_thumb
 from perfkit.postgres.cpu import CLIENT_BOUND_PCT
-from perfkit.serverprofile.plots import plot_where_time_went
+from perfkit.serverprofile.plots import CAPTION, plot_where_time_went
 
 
 def throughput_vs_size(runs: pd.DataFrame, n_cores: int) -> Figure:
@@ -334,6 +334,6 @@ def figures(frames: Mapping[str, pd.DataFrame]) -> Iterator[tuple[str, Figure]]:
     wp, order, top = timeprofile.at_top_workers(frames)
     if not wp.empty:
         yield (
-            f"Where the time went: server wait events by pool size ({top} workers)",
+            f"{CAPTION}: server wait events by pool size ({top} workers)",
             plot_where_time_went(wp, order=order, xlabel="max_size"),
         )

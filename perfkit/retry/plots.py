@@ -286,10 +286,10 @@ def worst_case_bars(worst: pd.DataFrame, claim: pd.DataFrame) -> Figure:
 def where_time_went(frames: Mapping[str, pd.DataFrame]) -> tuple[str, Figure] | None:
     """(caption, figure): server wait events per strategy in the largest herd (None: none)."""
     from perfkit.retry.timeprofile import STATES, at_largest_herd
-    from perfkit.serverprofile.plots import plot_where_time_went
+    from perfkit.serverprofile.plots import CAPTION, plot_where_time_went
 
     wp, order, top = at_largest_herd(frames)
     if wp.empty:
         return None
-    caption = f"Where the time went: server wait events in the herd of {top}"
+    caption = f"{CAPTION}: server wait events in the herd of {top}"
     return caption, plot_where_time_went(wp, order=order, xlabel="strategy", states=STATES)

@@ -9,6 +9,8 @@ import pandas as pd
 
 from perfkit.serverprofile.analysis import ACTIVE, CPU, time_shares
 
+#: Every lab's caption of this figure starts with it (the report collects them by it).
+CAPTION = "Where the time went"
 #: Events beyond this many (by total share) are drawn as one "other" band.
 MAX_EVENTS = 7
 
