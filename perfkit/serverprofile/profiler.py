@@ -173,6 +173,7 @@ def sampler_rows(profile: Profile) -> list[dict[str, Any]]:
         "missed": profile.missed,
         "elapsed_s": profile.elapsed_s,
         "query_ms": profile.query_s * 1000,
+        "thread_cpu_ms": profile.thread_cpu_s * 1000,
     }
     return [{"source": "sampler", "counter": k, "value": float(v)} for k, v in values.items()]
 
