@@ -103,15 +103,41 @@ def test_sampler_memory_does_not_grow_with_duration(pg_server: PostgresServer) -
     assert len(long.counts) <= len(short.counts) + 2  # keys, not samples, are stored
 
 
-def test_statement_deltas_count_a_planted_statement(pg_server: PostgresServer) -> None:
-    profiler = Profiler(pg_server.dsn)
-    with profiler.measure("planted"), psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+def _planted_statement_calls(server: PostgresServer) -> list[int]:
+    profiler = Profiler.for_server(server)
+    with profiler.measure("planted"), psycopg.connect(server.dsn, autocommit=True) as conn:
         for i in range(37):
             conn.execute("SELECT %s::int + 41 AS planted_statement", (i,))
     top = profiler.frames()["top_statements"]
-    planted = top[top["query"].str.contains("planted_statement")]
-    assert planted["calls"].tolist() == [37]
     assert not top["query"].str.contains("perfkit-serverprofile").any()
+    return top[top["query"].str.contains("planted_statement")]["calls"].tolist()
+
+
+def test_statement_deltas_count_a_planted_statement(pg_server: PostgresServer) -> None:
+    assert _planted_statement_calls(pg_server) == [37]
+
+
+@pytest.mark.docker
+def test_statement_deltas_count_a_planted_statement_on_docker(
+    docker_pg_server: PostgresServer,
+) -> None:
+    assert _planted_statement_calls(docker_pg_server) == [37]
+
+
+def test_profiler_creates_no_extension_when_told_not_to(pg_server: PostgresServer) -> None:
+    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS not_ours")
+        conn.execute("CREATE DATABASE not_ours")
+    dsn = pg_server.dsn_for("not_ours")
+    profiler = Profiler(dsn, create_extension=False)
+    with profiler.measure("v"):
+        pass
+    with psycopg.connect(dsn) as conn:
+        created = conn.execute(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'"
+        )
+        assert created.fetchone() == (0,)
+    assert any("not installed in this database" in note for note in profiler.notes)
 
 
 def test_profiler_frames_hold_counters_and_backend_states(pg_server: PostgresServer) -> None:

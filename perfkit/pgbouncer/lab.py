@@ -146,7 +146,7 @@ class Params(LabParams):
 def run(params: Params, server: PostgresServer, progress: Progress) -> dict[str, pd.DataFrame]:
     """Parts 1-5 against ``server`` (PgBouncers started and removed here); the frames."""
     duration = float(params.duration_s)
-    profiler = Profiler(server.dsn)
+    profiler = Profiler.for_server(server)
     with (
         PgBouncer(server, params.bouncer_settings(TRANSACTION)) as tx,
         PgBouncer(server, params.bouncer_settings(SESSION)) as sx,

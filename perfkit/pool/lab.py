@@ -26,7 +26,8 @@ Frames (names and columns are documented in ``notes/pool.md`` too):
               once the server is back (``runs`` holds these runs too).
 ``wait_profile``, ``top_statements``, ``server_counters``: where the server's time went in
               each size-sweep run (variant: max_size; :mod:`perfkit.serverprofile.profiler`).
-``sampler_overhead`` throughput with and without the wait sampler, interleaved pairs.
+``sampler_overhead`` throughput with and without the wait sampler: interleaved pairs of
+              0.25 s windows in one run (:func:`perfkit.pool.measure.sampler_overhead`).
 ``samples``   the per-bin / per-request samples behind the headlines (lab contract).
 ``conclusions`` one row of findings (:func:`perfkit.pool.analysis.findings`).
 
@@ -125,7 +126,7 @@ class Params(LabParams):
         None, "run on after the server is back (s)", full=4.0, quick=2.0
     )
     sampler_pairs: int | None = param(
-        None, "runs with/without the wait sampler (pairs; 0: skip)", full=8, quick=6
+        None, "sampler on/off windows (pairs; 0: skip)", full=40, quick=12
     )
 
     @property

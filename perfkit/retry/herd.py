@@ -430,7 +430,7 @@ def herd_sweep(
         for s, n, rate in token_bucket_runs
     ]
     summaries, attempts, backends, server_attempts = [], [], [], []
-    profiler = Profiler(server.dsn)
+    profiler = Profiler.for_server(server)
     for hs in settings:
         for rep in range(reps):
             with profiler.measure(hs.label, n_clients=hs.n_clients, rep=rep):

@@ -207,7 +207,7 @@ def overhead_sentence(pairs: pd.DataFrame, *, goal: float = 0.03) -> str:
         return "The sampler's overhead was not measured (fewer than 6 interleaved pairs)."
     text = (
         f"Sampling `pg_stat_activity` cost {est.format(100, ' %')} of throughput "
-        "(interleaved runs with and without the sampler; paired Hodges–Lehmann, exact 95 % "
+        "(interleaved pairs with and without the sampler; paired Hodges–Lehmann, exact 95 % "
         "interval)"
     )
     if est.high <= goal:

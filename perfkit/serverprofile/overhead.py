@@ -1,15 +1,21 @@
-"""The sampler's overhead: the same short run with and without it, interleaved.
+"""The sampler's overhead: throughput with and without it, interleaved.
 
-:func:`interleaved` runs ``pairs`` pairs, alternating which half of a pair
-goes first (AB, BA, AB, ...), so a slow drift of a shared machine falls on
-both arms alike; :func:`perfkit.serverprofile.analysis.overhead` turns the
-rows into the ratio with its interval.
+Two designs, the same rows (``pair``, ``sampler``, ``position``, ``throughput_rps``)
+for :func:`perfkit.serverprofile.analysis.overhead`:
+
+- :func:`interleaved`: whole runs, alternating which half of a pair goes first
+  (AB, BA, AB, ...), so a slow drift of a shared machine falls on both arms alike;
+- :func:`schedule` + :func:`window_throughput`: one long run whose sampler is
+  paused and resumed in short windows in the same AB/BA order. Adjacent windows
+  share the machine's load of that moment, which whole runs seconds apart do not,
+  so the interval is several times narrower on a busy machine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 OVERHEAD_COLUMNS = ["pair", "sampler", "position", "throughput_rps"]
@@ -38,4 +44,32 @@ def interleaved(
         rows.append(
             {"pair": pair, "sampler": on, "position": position, "throughput_rps": run_once(on)}
         )
+    return pd.DataFrame(rows, columns=OVERHEAD_COLUMNS)
+
+
+def schedule(pairs: int, window_s: float, *, lead_s: float = 0.2) -> list[tuple[float, bool]]:
+    """(at_s, sampler on?) for each window of :func:`order`, the first at ``lead_s``."""
+    return [(lead_s + i * window_s, on) for i, (_pair, on) in enumerate(order(pairs))]
+
+
+def window_throughput(
+    ends_s: Sequence[float], starts: Sequence[float], end_s: float, pairs: int
+) -> pd.DataFrame:
+    """Completions per second in each window (pure).
+
+    ``ends_s``: when each successful request finished; ``starts``: when each window
+    of :func:`order` began (as measured); the last window ends at ``end_s``.
+    """
+    edges = np.append(np.asarray(starts, dtype=float), end_s)
+    counts, _ = np.histogram(np.asarray(ends_s, dtype=float), bins=edges)
+    widths = np.diff(edges)
+    rows = [
+        {
+            "pair": pair,
+            "sampler": on,
+            "position": i,
+            "throughput_rps": counts[i] / widths[i] if widths[i] > 0 else np.nan,
+        }
+        for i, (pair, on) in enumerate(order(pairs))
+    ]
     return pd.DataFrame(rows, columns=OVERHEAD_COLUMNS)

@@ -61,20 +61,32 @@ class Profiler:
     """Wait events, statements and counters per variant of a lab, against one server."""
 
     def __init__(
-        self, dsn: str, *, interval_s: float = DEFAULT_INTERVAL_S, top_n: int = TOP_N
+        self,
+        dsn: str,
+        *,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        top_n: int = TOP_N,
+        create_extension: bool = True,
     ) -> None:
         self._dsn = dsn
+        self._create = create_extension
         self.interval_s = interval_s
         self.top_n = top_n
         self.notes: list[str] = []
         self._statements: bool | None = None  # None: not checked yet
         self._rows: dict[str, list[dict[str, Any]]] = {name: [] for name in FRAME_NAMES}
 
+    @classmethod
+    def for_server(cls, server: Any, **kw: Any) -> Profiler:
+        """A profiler of a perfkit server; on an external one it creates no extension."""
+        external = getattr(server, "backend", None) == "external"
+        return cls(server.dsn, create_extension=not external, **kw)
+
     @property
     def statements(self) -> bool:
         """Whether pg_stat_statements can be read (checked once, on first use)."""
         if self._statements is None:
-            why = statements.enable(self._dsn)
+            why = statements.enable(self._dsn, create=self._create)
             self._statements = why is None
             if why is not None:
                 self.notes.append(why)

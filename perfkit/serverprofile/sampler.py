@@ -83,6 +83,7 @@ class WaitSampler:
         self._stopped: float | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._paused = threading.Event()
         self._thread = threading.Thread(target=self._run, name="perfkit-wait-sampler", daemon=True)
         self.error: str | None = None  # the last connection error, if any
 
@@ -111,6 +112,10 @@ class WaitSampler:
         next_at = time.monotonic()
         try:
             while not self._stop.is_set():
+                if self._paused.is_set():  # connection kept, no query: costs nothing
+                    self._stop.wait(self.interval_s)
+                    next_at = time.monotonic()
+                    continue
                 try:
                     if conn is None or conn.closed or cur is None:
                         conn = self._connect()
@@ -151,6 +156,13 @@ class WaitSampler:
         if self._stopped is None:
             self._stopped = time.monotonic()
         return self.profile()
+
+    def pause(self) -> None:
+        """Stop sampling but keep the connection (for the overhead's interleaved windows)."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
 
     @property
     def alive(self) -> bool:

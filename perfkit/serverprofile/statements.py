@@ -31,11 +31,24 @@ def connect(dsn: str) -> psycopg.Connection[Any]:
     )
 
 
-def enable(dsn: str) -> str | None:
-    """Make ``pg_stat_statements`` readable in ``dsn``'s database; None, or why it is not."""
+def enable(dsn: str, *, create: bool = True) -> str | None:
+    """Make ``pg_stat_statements`` readable in ``dsn``'s database; None, or why it is not.
+
+    ``create=False`` (someone else's server) only uses the extension if it is
+    there: nothing is created.
+    """
     try:
         with connect(dsn) as conn:
-            conn.execute(f"{MARKER} CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            if create:
+                conn.execute(f"{MARKER} CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            elif not conn.execute(
+                f"{MARKER} SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
+            ).fetchone():
+                return (
+                    "pg_stat_statements is not installed in this database; statement "
+                    "statistics are left out (perfkit creates no extension on an external "
+                    "server: CREATE EXTENSION pg_stat_statements there to get them)"
+                )
             conn.execute(f"{MARKER} SELECT 1 FROM pg_stat_statements LIMIT 1")
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
