@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from collections.abc import Iterator
 
 import pandas as pd
+import psutil
 import psycopg
 import pytest
 
 from perfkit.postgres import PostgresServer, ServerSettings, create_server
 from perfkit.postgres.settings import FAST_SERVER_SETTINGS
 from perfkit.serverprofile import Profiler, WaitSampler, analysis, overhead
-from perfkit.serverprofile.sampler import APPLICATION_NAME
+from perfkit.serverprofile.sampler import APPLICATION_NAME, PROCESS_NAME
 
 
 def _planted_lock_wait(dsn: str, hold_s: float) -> Iterator[None]:
@@ -81,16 +83,24 @@ def test_sampler_leaves_its_own_backend_out(pg_server: PostgresServer) -> None:
     assert running_own_query == []
 
 
-def test_sampler_stops_without_leaving_a_thread_or_connection(pg_server: PostgresServer) -> None:
+def test_sampler_stops_without_leaving_a_process_or_connection(pg_server: PostgresServer) -> None:
     sampler = WaitSampler(pg_server.dsn, interval_s=0.01).start()
+    child = psutil.Process(sampler._proc.pid)
     time.sleep(0.1)
     sampler.stop()
     assert not sampler.alive
-    assert not [t for t in threading.enumerate() if t.name == "perfkit-wait-sampler"]
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    assert not [c for c in multiprocessing.active_children() if c.name == PROCESS_NAME]
     deadline = time.monotonic() + 5
     while _sampler_backends(pg_server.dsn) and time.monotonic() < deadline:
         time.sleep(0.05)  # the backend exits just after the client closes
     assert _sampler_backends(pg_server.dsn) == 0
+
+
+def test_profiler_close_stops_its_sampler(pg_server: PostgresServer) -> None:
+    with Profiler(pg_server.dsn) as profiler, profiler.measure("v"):
+        assert _sampler_backends(pg_server.dsn) == 1
+    assert not [c for c in multiprocessing.active_children() if c.name == PROCESS_NAME]
 
 
 def test_sampler_memory_does_not_grow_with_duration(pg_server: PostgresServer) -> None:

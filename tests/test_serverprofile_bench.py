@@ -62,7 +62,7 @@ def test_bench_sampler_overhead_in_interleaved_runs(pg_server: PostgresServer, m
             tput = float(run_workload(pg_server.dsn, SETTINGS, wl).summary()["throughput_rps"])
         p = sampler.profile()
         rates.append(p.samples / p.elapsed_s)
-        cpu.append(p.thread_cpu_s / p.elapsed_s)
+        cpu.append(p.cpu_s / p.elapsed_s)
         return tput
 
     pairs = overhead.interleaved(once, RUN_PAIRS)
@@ -71,6 +71,6 @@ def test_bench_sampler_overhead_in_interleaved_runs(pg_server: PostgresServer, m
     print(
         f"\n{mix}, {RUN_PAIRS} pairs of {RUN_S:g} s runs, 16 workers, pool 8: "
         f"{analysis.overhead_sentence(pairs)} Samples per second: "
-        f"{min(rates):.0f}-{max(rates):.0f} (goal 100); the sampler thread's CPU: "
+        f"{min(rates):.0f}-{max(rates):.0f} (goal 100); the sampler process's CPU: "
         f"{1000 * min(cpu):.0f}-{1000 * max(cpu):.0f} ms per second."
     )

@@ -97,8 +97,8 @@ def run_lab(
     sweeps = Sweeps(server, progress)
     wl = params.base_workload
     cases = size_cases(params.pool_sizes, params.worker_counts, wl, repeats=params.size_repeats)
-    profiler = Profiler.for_server(server)
-    size = sweeps.run("size", cases, runner=profiled(profiler))
+    with Profiler.for_server(server) as profiler:
+        size = sweeps.run("size", cases, runner=profiled(profiler))
     pgbench = run_pgbench(server, params, progress=progress)
     run_load_experiments(sweeps, params)
     run_presets(sweeps, params, size.runs)

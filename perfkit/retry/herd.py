@@ -430,15 +430,15 @@ def herd_sweep(
         for s, n, rate in token_bucket_runs
     ]
     summaries, attempts, backends, server_attempts = [], [], [], []
-    profiler = Profiler.for_server(server)
-    for hs in settings:
-        for rep in range(reps):
-            with profiler.measure(hs.label, n_clients=hs.n_clients, rep=rep):
-                result = run_herd(server, hs, seed=seed, rep=rep)
-            summaries.append(result.summary)
-            attempts.append(result.attempts)
-            backends.append(result.backends)
-            server_attempts.append(result.server_attempts)
+    with Profiler.for_server(server) as profiler:
+        for hs in settings:
+            for rep in range(reps):
+                with profiler.measure(hs.label, n_clients=hs.n_clients, rep=rep):
+                    result = run_herd(server, hs, seed=seed, rep=rep)
+                summaries.append(result.summary)
+                attempts.append(result.attempts)
+                backends.append(result.backends)
+                server_attempts.append(result.server_attempts)
     return {
         "herd": pd.DataFrame(summaries),
         "herd_attempts": pd.concat(attempts, ignore_index=True),

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import pandas as pd
 import psycopg
@@ -75,6 +75,7 @@ class Profiler:
         self.notes: list[str] = []
         self._statements: bool | None = None  # None: not checked yet
         self._rows: dict[str, list[dict[str, Any]]] = {name: [] for name in FRAME_NAMES}
+        self._wait_sampler: WaitSampler | None = None
 
     @classmethod
     def for_server(cls, server: Any, **kw: Any) -> Profiler:
@@ -101,6 +102,24 @@ class Profiler:
                 self.notes.append(note)
             return None
 
+    def _sampler(self) -> WaitSampler:
+        """The one sampler process, started on first use and paused between blocks."""
+        if self._wait_sampler is None:
+            self._wait_sampler = WaitSampler(self._dsn, interval_s=self.interval_s).start()
+        return self._wait_sampler
+
+    def close(self) -> None:
+        """Stop the sampler process (its connection closed). Idempotent."""
+        if self._wait_sampler is not None:
+            self._wait_sampler.stop()
+            self._wait_sampler = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _statements_now(self) -> pd.DataFrame:
         return statements.snapshot(self._dsn)
 
@@ -115,11 +134,13 @@ class Profiler:
         before = self._try("counters", lambda: counters.snapshot(self._dsn))
         extra0 = {name: self._try(name, fn) for name, fn in sources.items()}
         stmts0 = self._try("statements", self._statements_now) if use_statements else None
-        sampler = WaitSampler(self._dsn, interval_s=self.interval_s).start()
+        sampler = self._sampler()
+        sampler.reset()
         try:
             yield run
         finally:
-            profile = sampler.stop()
+            sampler.pause()
+            profile = sampler.profile()
             stmts1 = self._try("statements", self._statements_now) if use_statements else None
             after = self._try("counters", lambda: counters.snapshot(self._dsn))
             extra1 = {name: self._try(name, fn) for name, fn in sources.items()}
@@ -185,7 +206,7 @@ def sampler_rows(profile: Profile) -> list[dict[str, Any]]:
         "missed": profile.missed,
         "elapsed_s": profile.elapsed_s,
         "query_ms": profile.query_s * 1000,
-        "thread_cpu_ms": profile.thread_cpu_s * 1000,
+        "cpu_ms": profile.cpu_s * 1000,
     }
     return [{"source": "sampler", "counter": k, "value": float(v)} for k, v in values.items()]
 
