@@ -13,24 +13,25 @@ Why a process and not a thread: a thread waking 100 times a second in the
 measuring process competes for the GIL with the lab's Python clients; on
 ``SELECT 1`` through a pool of 16 threads that cost 9-21 % of throughput here,
 the same sampler in a process of its own 0.4-0.9 % (``tests/test_serverprofile_bench.py``).
-The child is spawned (not forked: the parent runs threads holding connections),
-is driven over a pipe and exits when the pipe closes, so it cannot outlive its
-parent.
+The child is a fresh interpreter (:mod:`perfkit.serverprofile._child`, started by
+``subprocess``: no fork of a parent running threads that hold connections, and no
+re-import of the parent's ``__main__`` as multiprocessing's spawn would do), driven
+over its stdin and exiting when that closes, so it cannot outlive its parent.
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
+import json
+import os
+import select
+import subprocess
+import sys
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
-from multiprocessing.connection import Connection as Pipe
 from types import TracebackType
 from typing import Any, Self
-
-import psycopg
 
 #: The sampler's (and the profiler's snapshots') application_name: left out of every sample.
 APPLICATION_NAME = "perfkit-serverprofile"
@@ -38,7 +39,8 @@ APPLICATION_NAME = "perfkit-serverprofile"
 MARKER = "/* perfkit-serverprofile */"
 #: The wait event profile's key: (wait_event_type, wait_event, state, backend_type).
 KEY_COLUMNS = ("wait_event_type", "wait_event", "state", "backend_type")
-PROCESS_NAME = "perfkit-wait-sampler"
+#: The child's module (``python -m``): how a test finds the sampler's processes.
+CHILD_MODULE = "perfkit.serverprofile._child"
 READY_TIMEOUT_S = 30.0
 
 QUERY = (
@@ -81,107 +83,6 @@ class Profile:
         ]
 
 
-class _Loop:
-    """The child's sampling loop: a fixed grid of ticks, commands read between them."""
-
-    def __init__(self, dsn: str, interval_s: float, reconnect_s: float, pipe: Pipe) -> None:
-        self.dsn, self.interval_s, self.reconnect_s, self.pipe = dsn, interval_s, reconnect_s, pipe
-        self.counts: Counter[Key] = Counter()
-        self.samples = self.missed = 0
-        self.query_s = 0.0
-        self.error: str | None = None
-        self.paused = False
-        self.conn: psycopg.Connection[Any] | None = None
-        self.cur: psycopg.Cursor[Any] | None = None
-
-        self.cpu0 = 0.0
-
-    def snapshot(self) -> tuple[Any, ...]:
-        cpu = time.process_time() - self.cpu0
-        return (dict(self.counts), self.samples, self.missed, self.query_s, cpu, self.error)
-
-    def reset(self) -> None:
-        self.counts.clear()
-        self.samples = self.missed = 0
-        self.query_s = 0.0
-        self.cpu0 = time.process_time()
-
-    def sample(self) -> None:
-        try:
-            if self.conn is None or self.cur is None:
-                self.conn = psycopg.connect(
-                    self.dsn, autocommit=True, connect_timeout=2, application_name=APPLICATION_NAME
-                )
-                self.cur = self.conn.cursor()
-            t0 = time.perf_counter()
-            self.cur.execute(QUERY, prepare=True)  # one prepared statement, one cursor
-            rows = self.cur.fetchall()
-            self.query_s += time.perf_counter() - t0
-        except psycopg.Error as exc:
-            self.error = f"{type(exc).__name__}: {exc}".strip()
-            self.close()
-            self.missed += 1
-            raise
-        for wtype, event, state, btype, n in rows:
-            self.counts[(wtype, event, state, btype)] += int(n)
-        self.samples += 1
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-        self.conn, self.cur = None, None
-
-    def command(self, cmd: str) -> bool:
-        """Handle one command; False to stop."""
-        if cmd == "pause":
-            self.paused = True
-        elif cmd == "resume":
-            self.paused = False
-        elif cmd == "reset":
-            self.reset()
-            self.paused = False
-        elif cmd == "profile":
-            self.pipe.send(self.snapshot())
-        elif cmd == "stop":
-            self.close()
-            self.pipe.send(self.snapshot())
-            return False
-        return True
-
-    def run(self) -> None:
-        next_at = time.monotonic()
-        while True:
-            delay = max(0.0, next_at - time.monotonic())
-            if self.pipe.poll(delay):
-                if not self.command(self.pipe.recv()):  # EOFError: the parent is gone
-                    return
-                continue
-            if self.paused:  # connection kept, no query: costs nothing
-                next_at = time.monotonic() + self.interval_s
-                continue
-            try:
-                self.sample()
-            except psycopg.Error:
-                next_at = time.monotonic() + self.reconnect_s
-                continue
-            next_at += self.interval_s  # a fixed grid: the rate stays 1 / interval
-            behind = time.monotonic() - next_at
-            if behind > 0:  # fell behind: skip the missed ticks
-                self.missed += int(behind // self.interval_s)
-                next_at = time.monotonic()
-
-
-def _child(dsn: str, interval_s: float, reconnect_s: float, pipe: Pipe) -> None:
-    loop = _Loop(dsn, interval_s, reconnect_s, pipe)
-    with contextlib.suppress(EOFError, OSError, KeyboardInterrupt, BrokenPipeError):
-        with contextlib.suppress(psycopg.Error):
-            loop.sample()  # connected (or not) before the parent goes on
-        loop.reset()
-        pipe.send("ready")
-        loop.run()
-    loop.close()
-
-
 class WaitSampler:
     """Sample ``pg_stat_activity`` every ``interval_s`` over one connection, in a child process."""
 
@@ -190,47 +91,56 @@ class WaitSampler:
         self.interval_s = interval_s
         self.reconnect_s = reconnect_s
         self._lock = threading.Lock()
-        self._pipe: Pipe | None = None
-        self._proc: Any = None
+        self._proc: subprocess.Popen[str] | None = None
         self._started = 0.0
         self._stopped: float | None = None
         self._final: Profile | None = None
 
     def start(self) -> Self:
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        self._proc = ctx.Process(
-            target=_child,
-            args=(self._dsn, self.interval_s, self.reconnect_s, child),
-            name=PROCESS_NAME,
-            daemon=True,
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", CHILD_MODULE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+            bufsize=1,
         )
-        self._proc.start()
-        child.close()
-        self._pipe = parent
-        # Sampling starts when start() returns: spawning the child takes a few 100 ms.
-        if parent.poll(READY_TIMEOUT_S):
-            with contextlib.suppress(EOFError, OSError):
-                parent.recv()
+        settings = {
+            "dsn": self._dsn,
+            "interval_s": self.interval_s,
+            "reconnect_s": self.reconnect_s,
+        }
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps(settings) + "\n")  # on a pipe: never in argv or logs
+        self._proc.stdin.flush()
+        self._readline(READY_TIMEOUT_S)  # sampling starts when start() returns
         self._started = time.monotonic()
         return self
+
+    def _readline(self, timeout: float) -> str | None:
+        out = self._proc.stdout if self._proc is not None else None
+        if out is None:
+            return None
+        ready, _, _ = select.select([out], [], [], timeout)
+        return out.readline() if ready else None
 
     def reset(self) -> None:
         """Start counting afresh (and sampling, if paused): one process for many blocks."""
         self._send("reset")
         self._started = time.monotonic()
 
-    def _send(self, cmd: str, *, reply: bool = False) -> tuple[Any, ...] | None:
+    def _send(self, cmd: str, *, reply: bool = False) -> dict[str, Any] | None:
         with self._lock:
-            if self._pipe is None:
+            if self._proc is None or self._proc.stdin is None or self._proc.poll() is not None:
                 return None
             try:
-                self._pipe.send(cmd)
-                if reply and self._pipe.poll(10):
-                    return self._pipe.recv()
-            except (EOFError, OSError):
+                self._proc.stdin.write(cmd + "\n")
+                self._proc.stdin.flush()
+                line = self._readline(10.0) if reply else None
+            except (OSError, ValueError):
                 return None
-        return None
+        return json.loads(line) if line else None
 
     def pause(self) -> None:
         """Stop sampling but keep the connection (for the overhead's interleaved windows)."""
@@ -246,19 +156,25 @@ class WaitSampler:
         state = self._send("stop", reply=True)
         self._stopped = time.monotonic()
         if self._proc is not None:
-            self._proc.join(5)
-            if self._proc.is_alive():
-                self._proc.terminate()
-                self._proc.join(5)
-        if self._pipe is not None:
-            self._pipe.close()
-            self._pipe = None
+            for stream in (self._proc.stdin, self._proc.stdout):
+                with contextlib.suppress(OSError):
+                    if stream is not None:
+                        stream.close()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
         self._final = self._profile(state)
         return self._final
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.is_alive()
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     def profile(self) -> Profile:
         """The counts so far (the sampler may still be running)."""
@@ -266,13 +182,21 @@ class WaitSampler:
             return self._final
         return self._profile(self._send("profile", reply=True))
 
-    def _profile(self, state: tuple[Any, ...] | None) -> Profile:
+    def _profile(self, state: dict[str, Any] | None) -> Profile:
         end = self._stopped if self._stopped is not None else time.monotonic()
         elapsed = end - self._started if self._started else 0.0
         if state is None:
             return Profile({}, 0, 0, elapsed, 0.0, error="the sampler process did not answer")
-        counts, samples, missed, query_s, cpu_s, error = state
-        return Profile(counts, samples, missed, elapsed, query_s, cpu_s, error)
+        counts = {tuple(row[:4]): int(row[4]) for row in state["counts"]}
+        return Profile(
+            counts,  # type: ignore[arg-type]
+            int(state["samples"]),
+            int(state["missed"]),
+            elapsed,
+            float(state["query_s"]),
+            float(state["cpu_s"]),
+            state["error"],
+        )
 
     def __enter__(self) -> Self:
         return self.start()
