@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -201,3 +204,22 @@ def test_overhead_is_the_paired_throughput_loss() -> None:
     est = analysis.overhead(pd.DataFrame(rows))
     assert est is not None and est.n == 8
     assert est.value == pytest.approx(0.1)
+
+
+def test_sampler_process_exits_when_its_parent_is_killed(pg_server: PostgresServer) -> None:
+    script = (
+        "import os, sys\n"
+        "from perfkit.serverprofile import WaitSampler\n"
+        "s = WaitSampler(os.environ['SAMPLER_DSN']).start()\n"
+        "print(s.pid, flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    env = {**os.environ, "SAMPLER_DSN": str(pg_server.dsn)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    child = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not psutil.pid_exists(child)
