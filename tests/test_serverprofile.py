@@ -223,3 +223,12 @@ def test_sampler_process_exits_when_its_parent_is_killed(pg_server: PostgresServ
     while psutil.pid_exists(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not psutil.pid_exists(child)
+
+
+def test_a_profiler_dropped_without_close_stops_its_sampler(pg_server: PostgresServer) -> None:
+    profiler = Profiler(pg_server.dsn)
+    with profiler.measure("v"):
+        pass
+    assert _sampler_processes() != []
+    del profiler
+    assert _sampler_processes() == []

@@ -146,48 +146,45 @@ class Params(LabParams):
 def run(params: Params, server: PostgresServer, progress: Progress) -> dict[str, pd.DataFrame]:
     """Parts 1-5 against ``server`` (PgBouncers started and removed here); the frames."""
     duration = float(params.duration_s)
-    with Profiler.for_server(server) as profiler:
-        with (
-            PgBouncer(server, params.bouncer_settings(TRANSACTION)) as tx,
-            PgBouncer(server, params.bouncer_settings(SESSION)) as sx,
-        ):
-            targets = {DIRECT: server.dsn, TRANSACTION: tx.dsn, SESSION: sx.dsn}
-            n = int(params.connect_samples)
-            progress(f"connect latency: {n} per variant")
-            frames = {"connect": measure_connect(targets, n, seed=params.seed)}
-            frames |= connect_per_request_frames(
-                targets, params.request_threads, duration, progress
-            )
-            storm = StormSettings(
-                n_clients=int(params.storm_clients),
-                outage_s=float(params.storm_outage_s),
-                retry_delay_s=params.retry_delay_ms / 1000,
-            )
-            frames |= storm_frames(
-                server,
-                targets,
-                storm,
-                repetitions=int(params.storm_repetitions),
-                server_login_retry_s=params.server_login_retry_s,
-                progress=progress,
-            )
-            frames |= pool_frames(
-                targets,
-                params.pool_workers,
-                params.pool_size,
-                duration,
-                progress,
-                profiler=profiler,
-                bouncers={TRANSACTION: tx},
-            )
-        clients = int(params.mode_clients)
-        bouncers = {
-            m: params.bouncer_settings(m, pool_size=clients) for m in (SESSION, TRANSACTION)
-        }
-        frames |= mode_frames(
-            server, bouncers, clients, duration, params.think_ms, progress, profiler=profiler
+    profiler = Profiler.for_server(server)  # closed below, or when collected if a part raises
+    with (
+        PgBouncer(server, params.bouncer_settings(TRANSACTION)) as tx,
+        PgBouncer(server, params.bouncer_settings(SESSION)) as sx,
+    ):
+        targets = {DIRECT: server.dsn, TRANSACTION: tx.dsn, SESSION: sx.dsn}
+        n = int(params.connect_samples)
+        progress(f"connect latency: {n} per variant")
+        frames = {"connect": measure_connect(targets, n, seed=params.seed)}
+        frames |= connect_per_request_frames(targets, params.request_threads, duration, progress)
+        storm = StormSettings(
+            n_clients=int(params.storm_clients),
+            outage_s=float(params.storm_outage_s),
+            retry_delay_s=params.retry_delay_ms / 1000,
         )
-        frames |= profiler.frames()
+        frames |= storm_frames(
+            server,
+            targets,
+            storm,
+            repetitions=int(params.storm_repetitions),
+            server_login_retry_s=params.server_login_retry_s,
+            progress=progress,
+        )
+        frames |= pool_frames(
+            targets,
+            params.pool_workers,
+            params.pool_size,
+            duration,
+            progress,
+            profiler=profiler,
+            bouncers={TRANSACTION: tx},
+        )
+    clients = int(params.mode_clients)
+    bouncers = {m: params.bouncer_settings(m, pool_size=clients) for m in (SESSION, TRANSACTION)}
+    frames |= mode_frames(
+        server, bouncers, clients, duration, params.think_ms, progress, profiler=profiler
+    )
+    profiler.close()
+    frames |= profiler.frames()
     frames[SAMPLES_FRAME] = samples_frame(frames)
     return frames
 

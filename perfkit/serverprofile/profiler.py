@@ -25,6 +25,7 @@ and skipped; the run goes on. Nothing here raises into the lab's measurement.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -76,6 +77,7 @@ class Profiler:
         self._statements: bool | None = None  # None: not checked yet
         self._rows: dict[str, list[dict[str, Any]]] = {name: [] for name in FRAME_NAMES}
         self._wait_sampler: WaitSampler | None = None
+        self._finalizer: weakref.finalize | None = None
 
     @classmethod
     def for_server(cls, server: Any, **kw: Any) -> Profiler:
@@ -105,14 +107,17 @@ class Profiler:
     def _sampler(self) -> WaitSampler:
         """The one sampler process, started on first use and paused between blocks."""
         if self._wait_sampler is None:
-            self._wait_sampler = WaitSampler(self._dsn, interval_s=self.interval_s).start()
+            sampler = WaitSampler(self._dsn, interval_s=self.interval_s).start()
+            # Stopped by close(), or when the profiler is collected (a lab that raised).
+            self._finalizer = weakref.finalize(self, sampler.stop)
+            self._wait_sampler = sampler
         return self._wait_sampler
 
     def close(self) -> None:
         """Stop the sampler process (its connection closed). Idempotent."""
-        if self._wait_sampler is not None:
-            self._wait_sampler.stop()
-            self._wait_sampler = None
+        if self._finalizer is not None:
+            self._finalizer()
+        self._wait_sampler = None
 
     def __enter__(self) -> Self:
         return self
