@@ -69,4 +69,5 @@ def sentence(frames: Mapping[str, pd.DataFrame]) -> str | None:
     for group in (pool, modes):
         if group:
             parts.append(analysis.profile_sentence(rows, what="variant", order=group))
-    return "Where the server's time went (`pg_stat_activity` every 10 ms): " + " ".join(parts)
+    text = " ".join(p[0].upper() + p[1:] for p in parts)
+    return f"Where the server's time went (`pg_stat_activity` every 10 ms). {text}"

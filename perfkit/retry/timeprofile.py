@@ -39,5 +39,5 @@ def sentence(frames: Mapping[str, pd.DataFrame]) -> str | None:
     return (
         f"- **Where the server's time went in the herd of {top}** (`pg_stat_activity` every "
         "10 ms, client backends in every state: a herd's clients mostly hold idle "
-        "connections once they are in): " + " ".join(parts)
+        "connections once they are in): " + " ".join(p[0].upper() + p[1:] for p in parts)
     )
