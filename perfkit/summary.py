@@ -465,6 +465,21 @@ def lab_sections(runs: Mapping[str, Run]) -> list[tuple[str, str, list[tuple[str
     return sections
 
 
+def where_time_went(
+    sections: Sequence[tuple[str, str, list[tuple[str, Any]]]],
+) -> list[tuple[str, str, Any]]:
+    """(lab title, caption, figure): each lab's "where the time went" figure, from
+    :func:`lab_sections` (the same Figure objects; no figure is drawn twice)."""
+    from perfkit.serverprofile.plots import CAPTION
+
+    return [
+        (title, caption, figure)
+        for title, _text, figures in sections
+        for caption, figure in figures
+        if caption.startswith(CAPTION)
+    ]
+
+
 def lab_status_table(labs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """The lab runs of a report: notebook, status, wall time and kernel overhead."""
     rows = []

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from perfkit.pgbouncer import timeprofile
 from perfkit.pgbouncer.analysis import values_of
 from perfkit.pgbouncer.measure import DIRECT, TRANSACTION, VARIANTS
 
@@ -210,4 +211,7 @@ def conclusions(frames: Mapping[str, pd.DataFrame], not_measured: Sequence[str] 
         lines += part(frames)
     if not_measured:
         lines.append(f"- Not measured in this run: {', '.join(not_measured)}.")
+    where = timeprofile.sentence(frames)
+    if where:
+        lines += ["", where]
     return "\n".join(lines)

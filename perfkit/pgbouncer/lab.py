@@ -26,6 +26,9 @@ transaction and session mode) in front of it. Variants are ``direct``,
    connection, querying with ``think_ms`` pauses; server connections from
    ``SHOW POOLS`` and ``pg_stat_activity`` over time (``modes``, ``mode_servers``).
 
+Parts 4 and 5 are profiled on the server (``wait_profile``, ``top_statements``,
+``server_counters``; :mod:`perfkit.pgbouncer.timeprofile`).
+
 ``samples`` holds the raw samples behind the headlines (naive = direct,
 improved = through the transaction-mode PgBouncer).
 """
@@ -54,6 +57,7 @@ from perfkit.pgbouncer.measure import (
 )
 from perfkit.pgbouncer.storm import StormSettings, storm_frames
 from perfkit.postgres.pgbouncer import PgBouncer, PgBouncerSettings, find_pgbouncer
+from perfkit.serverprofile.profiler import Profiler
 from perfkit.workload import WeightedScript, load_workload
 
 if TYPE_CHECKING:
@@ -167,29 +171,43 @@ class Params(LabParams):
 
 def run(params: Params, server: PostgresServer, progress: Progress) -> dict[str, pd.DataFrame]:
     """The selected parts (all by default) against ``server`` (PgBouncers started and removed
-    here); the frames of the parts that ran."""
+    here); the frames of the parts that ran, with where the server's time went."""
     frames: dict[str, pd.DataFrame] = {}
+    profiler = Profiler.for_server(server)  # closed below, or when collected if a part raises
     if any(params.ran(stage) for stage in _BOUNCED):
         with (
             PgBouncer(server, params.bouncer_settings(TRANSACTION)) as tx,
             PgBouncer(server, params.bouncer_settings(SESSION)) as sx,
         ):
             targets = {DIRECT: server.dsn, TRANSACTION: tx.dsn, SESSION: sx.dsn}
-            frames |= bounced_frames(params, server, targets, progress)
+            frames |= bounced_frames(params, server, targets, progress, profiler, tx)
     if params.ran("modes"):
         clients = int(params.mode_clients)
         bouncers = {
             m: params.bouncer_settings(m, pool_size=clients) for m in (SESSION, TRANSACTION)
         }
         frames |= mode_frames(
-            server, bouncers, clients, float(params.duration_s), params.think_ms, progress
+            server,
+            bouncers,
+            clients,
+            float(params.duration_s),
+            params.think_ms,
+            progress,
+            profiler=profiler,
         )
+    profiler.close()
+    frames |= profiler.frames()
     frames[SAMPLES_FRAME] = samples_frame(frames)
     return frames
 
 
 def bounced_frames(
-    params: Params, server: PostgresServer, targets: dict[str, str], progress: Progress
+    params: Params,
+    server: PostgresServer,
+    targets: dict[str, str],
+    progress: Progress,
+    profiler: Profiler,
+    transaction_bouncer: PgBouncer,
 ) -> dict[str, pd.DataFrame]:
     """Parts 1-4 (those selected) through the PgBouncers at ``targets`` and directly."""
     duration = float(params.duration_s)
@@ -223,6 +241,8 @@ def bounced_frames(
             progress,
             params.scripts,
             seed=params.seed,
+            profiler=profiler,
+            bouncers={TRANSACTION: transaction_bouncer},
         )
     return frames
 
@@ -266,7 +286,14 @@ class PgBouncerLab:
         return SPEC
 
     def figures(self, results: Results) -> Iterator[tuple[str, Figure]]:
-        from perfkit.pgbouncer.plots import plot_latency, plot_modes, plot_storm, plot_throughput
+        from perfkit.pgbouncer.plots import (
+            plot_latency,
+            plot_modes,
+            plot_storm,
+            plot_throughput,
+            plot_where,
+        )
+        from perfkit.serverprofile.plots import CAPTION as WHERE_CAPTION
 
         if "connect" in results.frames:
             yield (
@@ -291,6 +318,9 @@ class PgBouncerLab:
                 "Session vs transaction mode: server connections",
                 plot_modes(results["mode_servers"]),
             )
+        where = plot_where(results.frames)
+        if where is not None:
+            yield f"{WHERE_CAPTION}: server wait events, direct vs PgBouncer", where
 
     def conclusions(self, results: Results) -> str:
         from perfkit.pgbouncer.conclusions import conclusions

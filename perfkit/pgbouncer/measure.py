@@ -5,11 +5,12 @@ in front (the reconnect storm: :mod:`perfkit.pgbouncer.storm`; what each one is:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,9 @@ import numpy as np
 import pandas as pd
 import psycopg
 
+from perfkit.pgbouncer import timeprofile
 from perfkit.postgres.pgbouncer import PgBouncer, PgBouncerSettings
+from perfkit.serverprofile.profiler import Profiler
 from perfkit.workload import ClientState, Script, WeightedScript, run_script
 
 if TYPE_CHECKING:
@@ -338,6 +341,25 @@ def mode_load(
 # -- the parts' frames ----------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def profiled(
+    profiler: Profiler | None, variant: str, bouncer: PgBouncer | None, **tags: Any
+) -> Iterator[None]:
+    """The server profiled as ``variant`` (no-op without a profiler); through a PgBouncer,
+    its ``SHOW STATS`` deltas and final ``SHOW POOLS`` row too."""
+    if profiler is None:
+        yield
+        return
+    sources = {}
+    if bouncer is not None:
+        database = str(psycopg.conninfo.conninfo_to_dict(bouncer.dsn).get("dbname"))
+        sources["pgbouncer_stats"] = timeprofile.stats_source(bouncer, database)
+    with profiler.measure(variant, sources=sources, **tags) as run:
+        yield
+        if bouncer is not None:
+            run.add("pgbouncer_pools", timeprofile.pools_row(bouncer))
+
+
 def connect_per_request_frames(
     targets: Mapping[str, str], threads: int, duration_s: float, progress: Callable[[str], None]
 ) -> dict[str, pd.DataFrame]:
@@ -360,14 +382,19 @@ def pool_frames(
     progress: Callable[[str], None],
     scripts: Sequence[WeightedScript] = (),
     seed: int = 0,
+    profiler: Profiler | None = None,
+    bouncers: Mapping[str, PgBouncer] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Part 4, direct and through the transaction-mode PgBouncer at each worker count:
-    ``pool`` (one row per run) and ``pool_bins``."""
+    ``pool`` (one row per run) and ``pool_bins``; the server profiled when ``profiler``."""
     runs, bins = [], []
     for n in workers:
         for variant in (DIRECT, TRANSACTION):
             progress(f"application pool: {n} workers, {variant}")
-            load = pooled_requests(targets[variant], n, pool_size, duration_s, scripts, seed=seed)
+            with profiled(profiler, variant, (bouncers or {}).get(variant), part="pool", workers=n):
+                load = pooled_requests(
+                    targets[variant], n, pool_size, duration_s, scripts, seed=seed
+                )
             tags = {"variant": variant, "workers": n, "pool_size": pool_size}
             runs.append(load.summary(**tags))
             bins += load.bins(**tags)
@@ -381,13 +408,17 @@ def mode_frames(
     duration_s: float,
     think_ms: float,
     progress: Callable[[str], None],
+    profiler: Profiler | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Part 5, a PgBouncer started per pool mode in ``bouncers``: ``modes`` (one row per
-    mode) and ``mode_servers`` (its server connections over time)."""
+    mode) and ``mode_servers`` (its server connections over time); profiled when ``profiler``."""
     runs, servers = [], []
     for mode, settings in bouncers.items():
         progress(f"pool modes: {clients} clients, {mode}")
-        with PgBouncer(server, settings) as bouncer:
+        with (
+            PgBouncer(server, settings) as bouncer,
+            profiled(profiler, mode, bouncer, part="modes", workers=clients),
+        ):
             load, samples = mode_load(bouncer, server, clients, duration_s, think_ms / 1000)
         row = load.summary(variant=mode, clients=clients, think_ms=think_ms)
         row["server_connections_mean"] = float(samples["server_connections"].mean())

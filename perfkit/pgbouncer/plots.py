@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -113,3 +114,15 @@ def plot_modes(mode_servers: pd.DataFrame) -> Figure:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_where(frames: Mapping[str, pd.DataFrame]) -> Figure | None:
+    """Where the server's time went, direct vs through PgBouncer and per mode (None: no
+    profile in the run)."""
+    from perfkit.pgbouncer.timeprofile import figure_profile
+    from perfkit.serverprofile.plots import plot_where_time_went
+
+    rows, order = figure_profile(frames.get("wait_profile"))
+    if rows.empty:
+        return None
+    return plot_where_time_went(rows, order=order, xlabel="part: variant")

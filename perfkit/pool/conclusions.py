@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from perfkit.pool import timeprofile
 from perfkit.pool.openloop_conclusions import CLOSED_HEADING, open_loop_lines
 from perfkit.pool.reference import ratio_estimate
 from perfkit.stats import Estimate
@@ -238,6 +239,9 @@ def _reference_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
     lo = frames.get("long_outage")
     if lo is not None and not lo.empty:
         lines.append(_long_outage_text(lo))
+    where = timeprofile.sentence(frames)
+    if where:
+        lines.append(where)
     return lines
 
 

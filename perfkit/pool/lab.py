@@ -30,6 +30,10 @@ Frames (names and columns are documented in ``notes/pool.md`` too):
               ``latency_{p50,p90,p99,p999}_ms`` with ``_low``/``_high``/``_n`` (from
               intended start; HDR histogram, resolution in ``resolution``).
 ``open_knee`` per client and pool size: the knee (``KNEE_RULE``) and its p99.
+``wait_profile``, ``top_statements``, ``server_counters``: where the server's time went in
+              each size-sweep run (variant: max_size; :mod:`perfkit.serverprofile.profiler`).
+``sampler_overhead`` throughput with and without the wait sampler: interleaved pairs of
+              0.25 s windows in one run (:func:`perfkit.pool.measure.sampler_overhead`).
 ``samples``   the per-bin / per-request samples behind the headlines (lab contract).
 ``conclusions`` one row of findings (:func:`perfkit.pool.analysis.findings`).
 ``workload``  one row per script run (``script``, ``weight``, ``file``, ``writes``,
@@ -180,6 +184,9 @@ class Params(LabParams):
     latency_limit_ms: float = param(50.0, "slower than this from intended start: late")
     open_duration_s: int | None = param(None, "seconds per open-loop run", full=3, quick=1)
     open_threads: int = param(32, "client threads carrying open-loop requests (max in flight)")
+    sampler_pairs: int | None = param(
+        None, "sampler on/off windows (pairs; 0: skip)", full=40, quick=12
+    )
 
     @property
     def pgbench_duration_s(self) -> int:
@@ -286,6 +293,8 @@ class Params(LabParams):
             )
         if self.size_repeats < 1:
             raise ConfigError(f"parameter 'size_repeats' must be >= 1, got {self.size_repeats}")
+        if self.sampler_pairs < 0:
+            raise ConfigError(f"parameter 'sampler_pairs' must be >= 0, got {self.sampler_pairs}")
         if self.checkout_n < 1:
             raise ConfigError(f"parameter 'checkout_n' must be >= 1, got {self.checkout_n}")
 

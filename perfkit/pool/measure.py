@@ -25,6 +25,7 @@ from perfkit.pool.multiproc import run_processes
 from perfkit.pool.openloop_sweep import default_rates, find_knee, label_closed, open_loop_sweep
 from perfkit.pool.pgbench import pgbench_sweep
 from perfkit.pool.reference import compare_with_pgbench
+from perfkit.pool.result import Action
 from perfkit.pool.runner import run_workload
 from perfkit.pool.settings import NO_POOL, PSYCOPG_DEFAULTS, REVIEW, PoolSettings
 from perfkit.pool.sweeps import (
@@ -43,6 +44,9 @@ from perfkit.pool.sweeps import (
 )
 from perfkit.pool.workload_setup import prepared
 from perfkit.postgres.settings import FAST_SERVER_SETTINGS, ServerSettings
+from perfkit.serverprofile import overhead
+from perfkit.serverprofile.profiler import Profiler
+from perfkit.serverprofile.sampler import WaitSampler
 
 if TYPE_CHECKING:
     from perfkit.pool.lab import Params
@@ -133,7 +137,8 @@ def _run_lab(
     sweeps = Sweeps(server, progress)
     wl = params.base_workload
     cases = size_cases(params.pool_sizes, params.worker_counts, wl, repeats=params.size_repeats)
-    size = sweeps.run("size", cases)
+    with Profiler.for_server(server) as profiler:
+        size = sweeps.run("size", cases, runner=profiled(profiler))
     pgbench = run_pgbench(server, params, progress=progress)
     run_load_experiments(sweeps, params)
     run_presets(sweeps, params, size.runs)
@@ -157,6 +162,8 @@ def _run_lab(
         )
     frames["multiproc"] = multiproc
     frames |= open_frames
+    frames |= profiler.frames()
+    frames["sampler_overhead"] = run_sampler_overhead(server, params, progress=progress)
     return derive_frames(label_closed(frames), params)
 
 
@@ -173,6 +180,72 @@ def run_open_loop_stage(
 
     frame = open_loop_sweep(server, params.open_stage, rates, progress=progress)
     return {"open_loop": frame, "open_knee": find_knee(frame)}
+
+
+def size_variant(settings: PoolSettings) -> str:
+    """The size sweep's variant in the profile frames: ``max_size`` or ``no pool``."""
+    return str(settings.effective_max_size) if settings.pooled else "no pool"
+
+
+def profiled(profiler: Profiler, runner: Callable[..., Any] = run_workload) -> Callable[..., Any]:
+    """``runner`` with the server profiled per run (variant: max_size); the pool's final
+    ``get_stats()`` is kept with the server counters (source ``pool``)."""
+
+    def run(dsn: str, settings: PoolSettings, workload: Any, **kw: Any) -> Any:
+        variant = size_variant(settings)
+        with profiler.measure(variant, workers=workload.workers, pool=settings.name) as rec:
+            result = runner(dsn, settings, workload, **kw)
+            rec.add("pool", result.final_stats)
+        return result
+
+    return run
+
+
+def run_sampler_overhead(
+    server: Any, params: Params, *, progress: Progress | None = None
+) -> pd.DataFrame:
+    """Throughput with and without the wait sampler: ``params.sampler_pairs`` pairs of
+    interleaved windows in one fixed-pool run at the largest size and worker count
+    (empty when 0)."""
+    if not params.sampler_pairs:
+        return pd.DataFrame(columns=overhead.OVERHEAD_COLUMNS)
+    size = max(params.pool_sizes)
+    settings = PoolSettings(name="overhead", min_size=size, max_size=size, timeout=30.0)
+    wl = params.base_workload.replace(workers=max(params.worker_counts))
+    if progress is not None:
+        progress(f"sampler overhead: {params.sampler_pairs} pairs of {OVERHEAD_WINDOW_S} s windows")
+    return sampler_overhead(server.dsn, settings, wl, params.sampler_pairs)
+
+
+#: Length of each window with or without the sampler in :func:`sampler_overhead`.
+OVERHEAD_WINDOW_S = 0.25
+
+
+def sampler_overhead(
+    dsn: str, settings: PoolSettings, workload: Any, pairs: int, window_s: float = OVERHEAD_WINDOW_S
+) -> pd.DataFrame:
+    """One run of ``workload`` whose wait sampler is paused and resumed in windows of
+    ``window_s`` (AB, BA, ... :func:`perfkit.serverprofile.overhead.schedule`); the
+    completions per second of each window (``overhead.OVERHEAD_COLUMNS``)."""
+    plan = overhead.schedule(pairs, window_s)
+    end_s = plan[-1][0] + window_s
+    with WaitSampler(dsn) as sampler:
+        sampler.pause()
+
+        def switch(on: bool) -> Callable[[str], None]:
+            return lambda _app: sampler.resume() if on else sampler.pause()
+
+        actions = tuple(
+            Action(at_s=at, name=f"sampler {'on' if on else 'off'}", fn=switch(on))
+            for at, on in plan
+        )
+        result = run_workload(
+            dsn, settings, workload.replace(duration=end_s + 0.05), actions=actions
+        )
+    ok = result.requests[result.requests["ok"]]
+    ends = ok["start_s"] + ok["total_ms"] / 1000
+    starts = result.events.sort_values("t_s")["t_s"].to_numpy()
+    return overhead.window_throughput(ends, starts, end_s, pairs)
 
 
 def run_pgbench(server: Any, params: Params, *, progress: Progress | None = None) -> pd.DataFrame:

@@ -9,10 +9,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from perfkit.pool import timeprofile
 from perfkit.pool.analysis import FINDINGS_FRAME
 from perfkit.pool.openloop_plots import open_loop_latency
 from perfkit.pool.sweeps import aggregate_size, rule_of_thumb
 from perfkit.postgres.cpu import CLIENT_BOUND_PCT
+from perfkit.serverprofile.plots import CAPTION, plot_where_time_went
 
 
 def throughput_vs_size(runs: pd.DataFrame, n_cores: int) -> Figure:
@@ -335,4 +337,10 @@ def figures(frames: Mapping[str, pd.DataFrame]) -> Iterator[tuple[str, Figure]]:
         yield (
             "Open loop: latency from intended start vs offered load, pgbench --rate beside",
             open_loop_latency(ol, frames["open_knee"]),
+        )
+    wp, order, top = timeprofile.at_top_workers(frames)
+    if not wp.empty:
+        yield (
+            f"Closed loop: {CAPTION.lower()}: server wait events by pool size ({top} workers)",
+            plot_where_time_went(wp, order=order, xlabel="max_size"),
         )

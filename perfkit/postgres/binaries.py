@@ -32,6 +32,12 @@ class PgBinaries:
     def tool(self, name: str) -> str:
         return str(self.bindir / name)
 
+    def has_library(self, name: str) -> bool:
+        """Whether the server can load the module ``name`` (``<pkglibdir>/name.so``)."""
+        root = self.bindir.parent
+        dirs = (root / "lib", root / "lib" / "postgresql", root / "lib64" / "postgresql")
+        return any((d / f"{name}.so").is_file() for d in dirs)
+
 
 def _has_server(bindir: Path) -> bool:
     return all(os.access(bindir / name, os.X_OK) for name in REQUIRED)

@@ -18,7 +18,7 @@ from perfkit.errors import BackendUnavailable, ServerStartError
 from perfkit.postgres import cleanup
 from perfkit.postgres.base import PostgresServer
 from perfkit.postgres.local import free_port
-from perfkit.postgres.settings import ServerSettings
+from perfkit.postgres.settings import ServerSettings, preload_args
 
 #: The image used when nothing else is configured and a registry is reachable.
 DEFAULT_IMAGE = "postgres:17"
@@ -116,7 +116,9 @@ class DockerServer(PostgresServer):
 
         s = self.settings
         self.port = free_port()
-        command = ["postgres"]
+        # The image perfkit builds carries every library of the local binaries, the official
+        # images carry the contrib modules: pg_stat_statements is there in both.
+        command = ["postgres", *preload_args(s)]
         for key, value in s.server_settings.items():
             command += ["-c", f"{key}={value}"]
         container = PostgresContainer(

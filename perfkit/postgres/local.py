@@ -25,7 +25,7 @@ from perfkit.errors import BackendUnavailable, ServerStartError
 from perfkit.postgres import cleanup
 from perfkit.postgres.base import PostgresServer
 from perfkit.postgres.binaries import PgBinaries, find_binaries
-from perfkit.postgres.settings import ServerSettings
+from perfkit.postgres.settings import PRELOAD_LIBRARIES, ServerSettings, preload_args
 
 SHUTDOWN_TIMEOUT_S = 10.0
 
@@ -184,6 +184,7 @@ class LocalServer(PostgresServer):
             # sweep) cannot leave them behind, since they go with the data directory.
             "-c",
             "dynamic_shared_memory_type=mmap",
+            *preload_args(self.settings, available=self.binaries.has_library(PRELOAD_LIBRARIES)),
         ]
         for key, value in self.settings.server_settings.items():
             args += ["-c", f"{key}={value}"]

@@ -18,6 +18,20 @@ FAST_SERVER_SETTINGS: Mapping[str, str] = MappingProxyType(
     {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 )
 
+#: Loaded into every server perfkit starts (when the binaries have it), so the labs can read
+#: ``pg_stat_statements``; a ``shared_preload_libraries`` in ``server_settings`` replaces it.
+PRELOAD_LIBRARIES = "pg_stat_statements"
+
+
+def preload_args(settings: ServerSettings, *, available: bool = True) -> list[str]:
+    """``-c shared_preload_libraries=...`` for a server's command line, or nothing.
+
+    Nothing when the library is not ``available`` or the settings name their own.
+    """
+    if not available or "shared_preload_libraries" in settings.server_settings:
+        return []
+    return ["-c", f"shared_preload_libraries={PRELOAD_LIBRARIES}"]
+
 
 def _check_server_settings(values: Mapping[str, object]) -> dict[str, str]:
     checked: dict[str, str] = {}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from perfkit.retry import evidence
+from perfkit.retry import evidence, timeprofile
 from perfkit.retry.probe import PROBE_INTERVAL_S
 
 if TYPE_CHECKING:
@@ -47,6 +47,9 @@ def conclusions(frames: Mapping[str, pd.DataFrame], not_measured: Sequence[str] 
             f"- Not measured in this run: {', '.join(not_measured)} (it ran only some stages; "
             "run them, or every stage, for their findings)."
         )
+    where = timeprofile.sentence(frames)
+    if where:
+        lines.append(where)
     verdict = _verdict(frames)
     if verdict:
         lines.append("")

@@ -43,6 +43,7 @@ from perfkit.retry.probe import BackendSampler, ReadinessProbe, connection_log_t
 from perfkit.retry.strategies import get_strategy
 from perfkit.retry.token_bucket import RetryTokenBucket
 from perfkit.retry.trace import Trace
+from perfkit.serverprofile.profiler import Profiler
 
 Mode = Literal["async", "threads"]
 BIN_S = 0.1
@@ -398,8 +399,11 @@ def herd_sweep(
     ``token_bucket_runs`` adds runs with a shared retry token bucket:
     (strategy, clients, retries/s).
 
-    Returns ``herd`` (summaries), ``herd_attempts``, ``herd_backends`` and
-    ``herd_server_attempts``.
+    Returns ``herd`` (summaries), ``herd_attempts``, ``herd_backends``,
+    ``herd_server_attempts`` and the server's profile per strategy (``wait_profile``,
+    ``top_statements``, ``server_counters``: :mod:`perfkit.serverprofile.profiler`; its
+    sampler reconnects every 0.25 s while the server is down, so it adds at most a few
+    connection attempts to the server's log per run).
     """
     settings = [
         HerdSettings(
@@ -426,18 +430,21 @@ def herd_sweep(
         for s, n, rate in token_bucket_runs
     ]
     summaries, attempts, backends, server_attempts = [], [], [], []
-    for hs in settings:
-        for rep in range(reps):
-            result = run_herd(server, hs, seed=seed, rep=rep)
-            summaries.append(result.summary)
-            attempts.append(result.attempts)
-            backends.append(result.backends)
-            server_attempts.append(result.server_attempts)
+    with Profiler.for_server(server) as profiler:
+        for hs in settings:
+            for rep in range(reps):
+                with profiler.measure(hs.label, n_clients=hs.n_clients, rep=rep):
+                    result = run_herd(server, hs, seed=seed, rep=rep)
+                summaries.append(result.summary)
+                attempts.append(result.attempts)
+                backends.append(result.backends)
+                server_attempts.append(result.server_attempts)
     return {
         "herd": pd.DataFrame(summaries),
         "herd_attempts": pd.concat(attempts, ignore_index=True),
         "herd_backends": pd.concat(backends, ignore_index=True),
         "herd_server_attempts": pd.concat(server_attempts, ignore_index=True),
+        **profiler.frames(),
     }
 
 

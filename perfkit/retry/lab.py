@@ -198,6 +198,9 @@ class RetryLab:
                 f"Herd of {top}: attempts per 100 ms",
                 plots.herd_rates(results["herd_rates"], n_clients=top, source="client"),
             )
+        where = plots.where_time_went(results.frames)
+        if where is not None:
+            yield where
 
     def conclusions(self, results: Results) -> str:
         skipped = [stage for stage in STAGES if not results.ran(stage)]

@@ -24,6 +24,7 @@ from perfkit.postgres import FAST_SERVER_SETTINGS, PostgresServer, ServerSetting
 from perfkit.retry import adaptive, analysis, evidence, experiments, herd, model, readiness
 from perfkit.retry.conclusions import FITTED
 from perfkit.retry.probe import LOG_CONNECTION_SETTINGS
+from perfkit.serverprofile.profiler import FRAME_NAMES as PROFILE_FRAMES
 
 if TYPE_CHECKING:
     from perfkit.retry.lab import Params
@@ -269,7 +270,8 @@ def herds(rounds: Rounds, limit: int) -> tuple[dict[str, float], dict[str, pd.Da
 def herd_result_frames(
     herd_frames: dict[str, pd.DataFrame], calibration: dict[str, float]
 ) -> Frames:
-    """``herd``, ``herd_rates`` (client traces, server log), ``herd_backends``, ``calibration``."""
+    """``herd``, ``herd_rates`` (client traces, server log), ``herd_backends``, ``calibration``
+    and the herd's server profile (``wait_profile``, ``top_statements``, ``server_counters``)."""
     client_rates = herd.rate_frame(herd_frames["herd_attempts"])
     client_rates["source"] = "client"
     server_rates = herd.rate_frame(herd_frames["herd_server_attempts"])
@@ -279,7 +281,7 @@ def herd_result_frames(
         "herd_rates": pd.concat([client_rates, server_rates], ignore_index=True),
         "herd_backends": herd_frames["herd_backends"],
         "calibration": pd.DataFrame([calibration]),
-    }
+    } | {name: herd_frames[name] for name in PROFILE_FRAMES if name in herd_frames}
 
 
 #: Stages that need the lab's own long-lived server (the cold start boots its own).

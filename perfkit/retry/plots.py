@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -281,3 +281,15 @@ def worst_case_bars(worst: pd.DataFrame, claim: pd.DataFrame) -> Figure:
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def where_time_went(frames: Mapping[str, pd.DataFrame]) -> tuple[str, Figure] | None:
+    """(caption, figure): server wait events per strategy in the largest herd (None: none)."""
+    from perfkit.retry.timeprofile import STATES, at_largest_herd
+    from perfkit.serverprofile.plots import CAPTION, plot_where_time_went
+
+    wp, order, top = at_largest_herd(frames)
+    if wp.empty:
+        return None
+    caption = f"{CAPTION}: server wait events in the herd of {top}"
+    return caption, plot_where_time_went(wp, order=order, xlabel="strategy", states=STATES)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Self
 import psycopg
 
 from perfkit.dsn import mask
+from perfkit.serverprofile.sampler import APPLICATION_NAME as PROFILER_APPLICATION_NAME
 
 if TYPE_CHECKING:
     from perfkit.postgres.base import PostgresServer
@@ -95,9 +96,11 @@ class BackendSampler:
     counts itself out of the samples.
     """
 
+    # The server profiler's sessions (perfkit.serverprofile) are not the experiment's clients.
     QUERY = (
         "SELECT count(*) FROM pg_stat_activity "
-        "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() "
+        f"AND application_name IS DISTINCT FROM '{PROFILER_APPLICATION_NAME}'"
     )
 
     def __init__(self, dsn: str, *, interval: float = 0.05) -> None:
