@@ -66,11 +66,26 @@ def template_clone(
 def rollback(
     session: IsolationSession, iterations: int, *, clock: Clock = time.perf_counter
 ) -> list[dict[str, Any]]:
-    """Raw insert + ROLLBACK on a plain connection vs acquire + insert + release."""
-    strategy = session.strategy("rollback")
-    dsn = strategy.dsn  # type: ignore[attr-defined]
+    """Raw insert + ROLLBACK on a plain connection vs acquire + insert + release.
+
+    The raw baseline runs in a database of its own (a clone of the template): an
+    open connection to the rollback strategy's database is exactly what its
+    guard reports as escaping the test's transaction.
+    """
+    session.strategy("rollback")
+    raw_db = session.namer.name("raw")
+    session.create_database(raw_db)
+    try:
+        return _rollback_rows(session, session.dsn_for(raw_db), iterations, clock)
+    finally:
+        session.drop_database(raw_db)
+
+
+def _rollback_rows(
+    session: IsolationSession, raw_dsn: str, iterations: int, clock: Clock
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    with connect(dsn) as raw:
+    with connect(raw_dsn) as raw:
         for i in range(iterations):
             t0 = clock()
             raw.execute(INSERT)
