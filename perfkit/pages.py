@@ -35,15 +35,17 @@ _ERROR_HTML = re.compile(r'data-mime-type="application/vnd\.jupyter\.(stderr|err
 _MEASURE = """
 <script>
 (function () {
-  var right = document.documentElement.scrollWidth;
+  var right = 0;
   var widest = "html";
   document.querySelectorAll("body *").forEach(function (el) {
     var r = el.getBoundingClientRect();
     if (r.width > 0 && r.right + window.scrollX > right) {
       right = r.right + window.scrollX;
-      widest = el.tagName.toLowerCase() + (el.className ? "." + el.className : "");
+      var cls = el.getAttribute("class");
+      widest = el.tagName.toLowerCase() + (cls ? "." + cls.split(" ")[0] : "");
     }
   });
+  right = Math.max(right, document.documentElement.scrollWidth);
   document.body.setAttribute("data-perfkit-width", Math.ceil(right));
   document.body.setAttribute("data-perfkit-widest", widest);
 })();
@@ -78,6 +80,18 @@ def notebook_problems(nb: nbformat.NotebookNode) -> list[str]:
                     if match:
                         found.append(f"{where}: {kind}: {_line_of(text, match.start())}")
                         break
+    return found
+
+
+def pandas_tables(nb: nbformat.NotebookNode) -> list[str]:
+    """Output cells that show a raw pandas frame (not one formatted by :mod:`perfkit.tables`)."""
+    found = []
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            html = (output.get("data") or {}).get("text/html", "")
+            html = html if isinstance(html, str) else "".join(html)
+            if 'class="dataframe' in html:
+                found.append(f"cell {index}: {_first_line(''.join(cell.source))}")
     return found
 
 

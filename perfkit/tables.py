@@ -52,6 +52,9 @@ UNITS: dict[str, tuple[str, float]] = {
     "_per_s": ("/s", 1.0),
 }
 
+#: (unit in the name, unit asked for) -> factor
+_CONVERSIONS = {("s", "ms"): 1e3, ("s", "µs"): 1e6, ("ms", "s"): 1e-3, ("ms", "µs"): 1e3}
+
 _STYLE = (
     (
         "<style>"
@@ -147,9 +150,11 @@ class Column:
 
 def _column(name: str, values: pd.Series, digits: int, units: Mapping[str, str]) -> Column:
     label, unit, factor = unit_of(name)
-    unit = units.get(name, unit)
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-    if numeric and unit == "s" and factor == 1.0:
+    if name in units:
+        factor *= _CONVERSIONS.get((unit, units[name]), 1.0)
+        unit = units[name]
+    elif numeric and unit == "s" and factor == 1.0:
         finite = values.dropna().abs()
         if len(finite) and float(finite.max()) < 1.0:
             unit, factor = "ms", 1e3
@@ -262,7 +267,8 @@ def table(
 ) -> Table:
     """``frame`` (or its ``columns``) formatted for people; see the module docstring.
 
-    ``units`` overrides the unit of a column by its name (``{"ms": "ms"}``);
+    ``units`` sets the unit of a column by its name (``{"median_s": "ms"}`` converts,
+    ``{"mean": "s"}`` labels a column whose name has no unit);
     ``keys``: how many leading columns identify a row and are repeated when the
     table is split (default: the leading text columns, at most two).
     """
