@@ -65,8 +65,8 @@ def test_stderr_block_in_an_html_export_is_a_problem(tmp_path: Path) -> None:
 def _page(tmp_path: Path, width_px: int) -> Path:
     page = tmp_path / f"page{width_px}.html"
     page.write_text(
-        f"<html><body style='margin:0'><table><tr><td><div style='width:{width_px}px'>x</div></td></tr>"
-        "</table></body></html>"
+        "<html><body style='margin:0'><table><tr><td>"
+        f"<div style='width:{width_px}px'>x</div></td></tr></table></body></html>"
     )
     return page
 
