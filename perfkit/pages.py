@@ -95,6 +95,12 @@ def pandas_tables(nb: nbformat.NotebookNode) -> list[str]:
     return found
 
 
+def lab_page_problems(executed: str | Path) -> list[str]:
+    """:func:`problems` of an executed lab notebook plus its raw pandas tables."""
+    nb = nbformat.read(Path(executed), as_version=4)
+    return notebook_problems(nb) + [f"raw pandas table in {p}" for p in pandas_tables(nb)]
+
+
 def html_problems(html: str) -> list[str]:
     """The same problems in an nbconvert HTML export (stderr/error outputs, warning text)."""
     found = [f"{m.group(1)} output" for m in _ERROR_HTML.finditer(html)]
