@@ -4,7 +4,8 @@ The lab notebooks show their frames through :func:`table`; the CSVs keep the
 full frames unchanged. What it does to a copy of the frame:
 
 * a meaningful index (a ``groupby``/``describe`` result) becomes ordinary
-  columns, a default ``RangeIndex`` is dropped; multi-level columns are joined;
+  columns, row numbers (an unnamed integer index, also after a sort or a
+  filter) are dropped; multi-level columns are joined;
 * a unit suffix of a column name goes into the header: ``wall_s`` -> "wall (s)",
   ``peak_bytes`` -> "peak (MiB)", ``cpu_pct`` -> "cpu (%)"; seconds whose
   values all lie below one second are shown in ms;
@@ -114,8 +115,9 @@ def _flat(frame: pd.DataFrame) -> pd.DataFrame:
         out.columns = [
             " ".join(str(p) for p in parts if str(p) != "").strip() for parts in out.columns
         ]
-    default = isinstance(out.index, pd.RangeIndex) and out.index.name is None
-    if not default:
+    unnamed = all(n is None for n in out.index.names)
+    positions = unnamed and out.index.nlevels == 1 and pd.api.types.is_integer_dtype(out.index)
+    if not positions:  # row numbers (also after a sort or a filter) are dropped, labels kept
         names = [
             n if n is not None else ("" if out.index.nlevels == 1 else f"level {i}")
             for i, n in enumerate(out.index.names)

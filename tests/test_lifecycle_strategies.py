@@ -311,6 +311,9 @@ def test_rollback_micro_benchmark_raises_no_isolation_warning(pg_server: Postgre
         "raw_insert_rollback",
         "rollback_cycle",
         "rollback_overhead",
+        "rollback_guard",
     }
-    assert len(rows) == 9
+    assert len(rows) == 12
+    guard = [r["seconds"] for r in rows if r["case"] == "rollback_guard"]
+    assert all(s > 0 for s in guard)  # the guard queried the server, outside the cycle
     assert leftovers == []

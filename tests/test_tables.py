@@ -78,6 +78,13 @@ def test_default_index_is_dropped_and_a_named_index_becomes_a_column() -> None:
     assert [row["method"] for row in _cells(shown)] == ["x", "y"]
 
 
+def test_row_numbers_of_a_sorted_or_filtered_frame_are_dropped() -> None:
+    frame = pd.DataFrame({"strategy": ["b", "a", "c"], "wall_s": [2.0, 1.0, 3.0]})
+    shown = tables.table(frame[frame["wall_s"] < 3].sort_values("wall_s"))
+    assert shown.headers() == ["strategy", "wall (s)"]
+    assert [row["strategy"] for row in _cells(shown)] == ["a", "b"]
+
+
 def test_missing_values_show_as_a_dash_not_nan() -> None:
     frame = pd.DataFrame({"name": ["a", None], "ratio": [np.nan, 1.23456]})
     html = tables.table(frame)._repr_html_()
