@@ -194,24 +194,42 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def _pack(widths: Sequence[float], room: float) -> list[list[int]]:
+    """Positions of ``widths`` packed in order into groups of at most ``room`` (one at least)."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = 0.0
+    for i, width in enumerate(widths):
+        if current and used + width > room:
+            groups.append(current)
+            current, used = [], 0.0
+        current.append(i)
+        used += width
+    if current or not groups:
+        groups.append(current)
+    return groups
+
+
 def _chunks(columns: Sequence[Column], keys: int, budget: float) -> list[list[int]]:
-    """Column indices per table: the first ``keys`` columns in every one, the rest packed."""
+    """Column indices per table: the first ``keys`` columns in every one, the rest packed
+    into as few tables as fit the budget, of about equal width."""
     key_px = sum(c.px() for c in columns[:keys])
     if key_px > budget / 2:  # too wide to repeat: no repeated key columns
         keys, key_px = 0, 0.0
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    used = key_px
-    for i in range(keys, len(columns)):
-        width = columns[i].px()
-        if current and used + width > budget:
-            chunks.append(current)
-            current, used = [], key_px
-        current.append(i)
-        used += width
-    if current or not chunks:
-        chunks.append(current)
-    return [list(range(keys)) + chunk for chunk in chunks]
+    widths = [c.px() for c in columns[keys:]]
+    room = budget - key_px
+    groups = _pack(widths, room)
+    if len(groups) > 1:  # the same number of tables, about equally wide
+        even = max(sum(widths) / len(groups), max(widths))
+        balanced = _pack(widths, min(even * 1.05, room))
+        groups = balanced if len(balanced) == len(groups) else groups
+    return [list(range(keys)) + [keys + i for i in group] for group in groups]
+
+
+def _keys(columns: Sequence[Column]) -> int:
+    """Leading columns that name a row: up to the last text column among the first three."""
+    text = [i for i, c in enumerate(columns[:3]) if not c.numeric]
+    return 0 if not text or text[0] != 0 else text[-1] + 1
 
 
 @dataclass(frozen=True)
@@ -272,15 +290,14 @@ def table(
     ``units`` sets the unit of a column by its name (``{"median_s": "ms"}`` converts,
     ``{"mean": "s"}`` labels a column whose name has no unit);
     ``keys``: how many leading columns identify a row and are repeated when the
-    table is split (default: the leading text columns, at most two).
+    table is split (default: the first column if it is text, up to the last text column
+    among the first three: ``scenario, param_s, label``).
     """
     if isinstance(frame, pd.Series):
         frame = frame.to_frame()
     flat = _flat(frame if columns is None else frame[list(columns)])
     shown = [_column(name, flat[name], digits, units or {}) for name in flat.columns]
     if keys is None:
-        keys = 0
-        while keys < min(2, len(shown)) and not shown[keys].numeric:
-            keys += 1
+        keys = _keys(shown)
     chunks = _chunks(shown, keys, width_px)
     return Table(tuple(shown), tuple(tuple(c) for c in chunks), title)

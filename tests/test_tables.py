@@ -104,6 +104,21 @@ def test_wide_frame_is_split_into_tables_that_repeat_the_key_columns() -> None:
     assert len(soup.find_all("table")) == len(shown.chunks)
 
 
+def test_split_parts_are_about_equally_wide_and_repeat_every_leading_name() -> None:
+    frame = pd.DataFrame(
+        {
+            "scenario": ["cold_start"] * 2,
+            "param_s": [1.0, 1.0],
+            "label": ["naive", "full_jitter"],
+            **{f"a_long_metric_name_{i}_s": [1.5, 2.5] for i in range(13)},
+        }
+    )
+    shown = tables.table(frame)
+    assert all(chunk[:3] == (0, 1, 2) for chunk in shown.chunks)
+    sizes = [len(chunk) - 3 for chunk in shown.chunks]
+    assert len(sizes) > 1 and max(sizes) - min(sizes) <= 1
+
+
 def test_narrow_frame_stays_one_table() -> None:
     frame = pd.DataFrame({"strategy": ["naive"], "wall_s": [1.0]})
     assert tables.table(frame).chunks == ((0, 1),)
