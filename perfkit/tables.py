@@ -135,6 +135,8 @@ class Column:
     header: str
     cells: list[str]
     numeric: bool
+    #: text, or few whole numbers (workers, threads, a parameter): can name a row
+    names_rows: bool = False
 
     def chars(self) -> int:
         """Estimated width in characters (headers and text wrap at their limits)."""
@@ -168,7 +170,13 @@ def _column(name: str, values: pd.Series, digits: int, units: Mapping[str, str])
     format_cell: Callable[[object], str] = (
         (lambda v: format_number(v, digits)) if numeric else _text
     )
-    return Column(header, [format_cell(v) for v in values.tolist()], numeric)
+    cells = [format_cell(v) for v in values.tolist()]
+    return Column(header, cells, numeric, not numeric or _few_whole_numbers(values))
+
+
+def _few_whole_numbers(values: pd.Series) -> bool:
+    finite = pd.to_numeric(values, errors="coerce").dropna()
+    return bool(len(finite)) and finite.nunique() <= 12 and bool((finite % 1 == 0).all())
 
 
 def _cell(numeric: bool, text: str) -> str:
@@ -227,9 +235,14 @@ def _chunks(columns: Sequence[Column], keys: int, budget: float) -> list[list[in
 
 
 def _keys(columns: Sequence[Column]) -> int:
-    """Leading columns that name a row: up to the last text column among the first three."""
-    text = [i for i, c in enumerate(columns[:3]) if not c.numeric]
-    return 0 if not text or text[0] != 0 else text[-1] + 1
+    """Leading columns that name a row (at most three): a text column first, then text or
+    a few whole numbers (``variant, workers``; ``scenario, param_s, label``)."""
+    if not columns or columns[0].numeric:
+        return 0
+    keys = 1
+    while keys < min(3, len(columns)) and columns[keys].names_rows:
+        keys += 1
+    return keys
 
 
 @dataclass(frozen=True)
@@ -290,8 +303,8 @@ def table(
     ``units`` sets the unit of a column by its name (``{"median_s": "ms"}`` converts,
     ``{"mean": "s"}`` labels a column whose name has no unit);
     ``keys``: how many leading columns identify a row and are repeated when the
-    table is split (default: the first column if it is text, up to the last text column
-    among the first three: ``scenario, param_s, label``).
+    table is split (default: a leading text column and the text or whole-number columns
+    right after it, at most three: ``scenario, param_s, label``; ``variant, workers``).
     """
     if isinstance(frame, pd.Series):
         frame = frame.to_frame()

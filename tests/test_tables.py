@@ -119,6 +119,19 @@ def test_split_parts_are_about_equally_wide_and_repeat_every_leading_name() -> N
     assert len(sizes) > 1 and max(sizes) - min(sizes) <= 1
 
 
+def test_split_parts_repeat_a_whole_number_column_that_names_the_row() -> None:
+    frame = pd.DataFrame(
+        {
+            "variant": ["direct", "pgbouncer"] * 2,
+            "workers": [4, 4, 16, 16],
+            **{f"a_long_metric_name_{i}_ms": [1.25, 2.5, 3.75, 5.0] for i in range(13)},
+        }
+    )
+    shown = tables.table(frame)
+    assert len(shown.chunks) > 1
+    assert all(chunk[:2] == (0, 1) for chunk in shown.chunks)
+
+
 def test_narrow_frame_stays_one_table() -> None:
     frame = pd.DataFrame({"strategy": ["naive"], "wall_s": [1.0]})
     assert tables.table(frame).chunks == ((0, 1),)
