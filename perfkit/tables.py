@@ -32,9 +32,9 @@ import pandas as pd
 #: The page width the tables must fit (the report is checked at this width).
 PAGE_PX = 1200
 #: Room left for the page's margins.
-_USABLE_PX = PAGE_PX - 120
+_USABLE_PX = PAGE_PX - 80
 #: Width of one character at the table's font size, and a cell's padding.
-_CHAR_PX = 7.2
+_CHAR_PX = 6.6
 _PAD_PX = 14
 #: A header or text cell wraps past this many characters.
 _HEADER_CHARS = 14
