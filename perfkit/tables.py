@@ -227,10 +227,11 @@ def _chunks(columns: Sequence[Column], keys: int, budget: float) -> list[list[in
     widths = [c.px() for c in columns[keys:]]
     room = budget - key_px
     groups = _pack(widths, room)
-    if len(groups) > 1:  # the same number of tables, about equally wide
-        even = max(sum(widths) / len(groups), max(widths))
-        balanced = _pack(widths, min(even * 1.05, room))
-        groups = balanced if len(balanced) == len(groups) else groups
+    if len(groups) > 1:  # the same number of tables, as equally wide as packing allows
+        limit = max(sum(widths) / len(groups), max(widths))
+        while limit < room and len(_pack(widths, limit)) > len(groups):
+            limit *= 1.02
+        groups = _pack(widths, min(limit, room))
     return [list(range(keys)) + [keys + i for i in group] for group in groups]
 
 
