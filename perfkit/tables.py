@@ -13,7 +13,7 @@ full frames unchanged. What it does to a copy of the frame:
   ``15,423``), missing values show as "–", booleans as yes/no;
 * headers and text wrap at spaces (never inside a word), and a frame wider
   than the page (:data:`PAGE_PX`, estimated from the characters of each
-  column) is split into several tables that repeat its leading text columns.
+  column) is split into several tables that repeat the columns naming a row.
 
 The result renders as HTML in Jupyter and in nbconvert's export (``_repr_html_``)
 and as plain text elsewhere.
@@ -42,7 +42,8 @@ _TEXT_CHARS = 40
 MISSING = "–"
 
 #: name suffix -> (unit shown, factor applied to the values)
-UNITS: dict[str, tuple[str, float]] = {
+UNITS: dict[str, tuple[str, float]] = {  # longest suffix first: "_per_s" before "_s"
+    "_per_s": ("/s", 1.0),
     "_ms": ("ms", 1.0),
     "_us": ("µs", 1.0),
     "_s": ("s", 1.0),
@@ -50,7 +51,6 @@ UNITS: dict[str, tuple[str, float]] = {
     "_mib": ("MiB", 1.0),
     "_pct": ("%", 1.0),
     "_rps": ("req/s", 1.0),
-    "_per_s": ("/s", 1.0),
 }
 
 #: (unit in the name, unit asked for) -> factor

@@ -51,6 +51,10 @@ def test_headers_carry_the_unit_of_the_column_name() -> None:
     assert _cells(tables.table(frame))[0]["peak (MiB)"] == "3"
 
 
+def test_a_rate_per_second_is_not_read_as_seconds() -> None:
+    assert tables.table(pd.DataFrame({"attempts_per_s": [12.0]})).headers() == ["attempts (/s)"]
+
+
 def test_seconds_below_one_second_are_shown_in_ms() -> None:
     frame = pd.DataFrame({"overshoot_median_s": [0.05325, 0.0123]})
     shown = tables.table(frame)
