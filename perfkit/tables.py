@@ -64,7 +64,9 @@ _STYLE = (
         "table.perfkit-table th,table.perfkit-table td{padding:3px 7px;"
         "border-bottom:1px solid #ddd;"
         "white-space:normal;word-break:normal;overflow-wrap:normal;vertical-align:top}"
-        "table.perfkit-table th{text-align:left;font-weight:600}"
+        "table.perfkit-table thead tr th{text-align:left;font-weight:600}"
+        "table.perfkit-table thead tr th.num{text-align:right}"
+        "table.perfkit-table thead tr th.num div{margin-left:auto}"
         "table.perfkit-table th div{max-width:HEADERch}"
         "table.perfkit-table td.num{text-align:right;white-space:nowrap}"
         "table.perfkit-table td.text{text-align:left}"
@@ -263,7 +265,10 @@ class Table:
 
     def _html_one(self, chunk: Sequence[int]) -> str:
         cols = [self.columns[i] for i in chunk]
-        head = "".join(f"<th><div>{html.escape(c.header)}</div></th>" for c in cols)
+        head = "".join(
+            f'<th class="{"num" if c.numeric else "text"}"><div>{html.escape(c.header)}</div></th>'
+            for c in cols
+        )
         body = []
         for r in range(self.rows):
             cells = "".join(_cell(c.numeric, c.cells[r]) for c in cols)
