@@ -101,7 +101,7 @@ def test_quick_run_writes_retry_results_figures_and_conclusions(
     assert "Fitted schedule" in executed and "The model ranks the cold start" in executed
     # the what-if section without a widget frontend (papermill keeps interactive = False):
     # a static table and figure, no widget
-    assert "overshoot median (ms)" in executed and "delayed (defaults)" in executed
+    assert "95 % interval (ms)" in executed and "delayed (defaults)" in executed
     assert "application/vnd.jupyter.widget-view+json" not in executed
     assert "not measured in this run" not in executed  # every stage ran
     # Opened again to explore: the saved run is loaded (nothing measured) and, asked for, the
@@ -115,7 +115,7 @@ def test_quick_run_writes_retry_results_figures_and_conclusions(
     reopened = again.executed.read_text()
     assert again.ok and "nothing measured" in reopened
     assert "application/vnd.jupyter.widget-view+json" in reopened
-    assert "overshoot median (ms)" not in reopened
+    assert "95 % interval (ms)" not in reopened and "delayed (defaults)" not in reopened
     assert len(results.run_dirs("retry", out)) == 1
 
 
