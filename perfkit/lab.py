@@ -329,6 +329,18 @@ class LabParams:
         """
         return {name: list(v) if isinstance(v, tuple) else v for name, v in self._given.items()}
 
+    def _repr_html_(self) -> str:
+        """The resolved values as ``name = value`` items that wrap at spaces, never inside a
+        word (a notebook's plain-text output breaks long lines mid-word)."""
+        import html
+
+        items = (
+            f'<code style="white-space:normal;word-break:normal">{html.escape(f.name)} = '
+            f"{html.escape(repr(getattr(self, f.name)))}</code>"
+            for f in dataclasses.fields(self)
+        )
+        return f"<p><b>{type(self).__name__}</b>: " + ", ".join(items) + "</p>"
+
 
 @dataclass(frozen=True, kw_only=True)
 class Results:

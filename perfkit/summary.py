@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -453,31 +453,52 @@ def plot_baseline(headlines: pd.DataFrame, missing: Mapping[str, str] | None = N
 # -- each lab's figures and conclusions, from its saved results ---------------------
 
 
-def lab_sections(runs: Mapping[str, Run]) -> list[tuple[str, str, list[tuple[str, Any]]]]:
-    """(title, conclusions, [(caption, figure)]) of each lab run, through the lab contract."""
+def lab_sections(runs: Mapping[str, Run]) -> list[tuple[str, str, Iterator[tuple[str, Any]]]]:
+    """(title, conclusions, (caption, figure)...) of each lab run, through the lab contract.
+
+    The figures are drawn one at a time, as they are iterated, and each is closed
+    when the next one is asked for: a report never holds more than one open
+    figure (matplotlib warns past 20, into the page).
+    """
     sections = []
     for lab in registry.LABS:
         run = runs.get(lab.name)
         if run is None:
             continue
         results = Results.of_run(run)
-        sections.append((lab.title, lab.conclusions(results), list(lab.figures(results))))
+        figures = one_figure_at_a_time(lab.figures(results))
+        sections.append((lab.title, lab.conclusions(results), figures))
     return sections
 
 
-def where_time_went(
-    sections: Sequence[tuple[str, str, list[tuple[str, Any]]]],
-) -> list[tuple[str, str, Any]]:
-    """(lab title, caption, figure): each lab's "where the time went" figure, from
-    :func:`lab_sections` (the same Figure objects; no figure is drawn twice)."""
+def where_time_went(runs: Mapping[str, Run]) -> Iterator[tuple[str, str, Any]]:
+    """(lab title, caption, figure): each lab's "where the time went" figure, drawn one at
+    a time like :func:`lab_sections` (each closed once the consumer moves past it)."""
+    for lab in registry.LABS:
+        run = runs.get(lab.name)
+        if run is None:
+            continue
+        for caption, figure in one_figure_at_a_time(lab.figures(Results.of_run(run))):
+            if is_where_figure(caption):
+                yield lab.title, caption, figure
+
+
+def is_where_figure(caption: str) -> bool:
+    """Whether a lab figure's caption names a "where the time went" figure."""
     from perfkit.serverprofile.plots import CAPTION
 
-    return [
-        (title, caption, figure)
-        for title, _text, figures in sections
-        for caption, figure in figures
-        if caption.startswith(CAPTION)
-    ]
+    return CAPTION.lower() in caption.lower()
+
+
+def one_figure_at_a_time(figures: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """``figures`` lazily, each closed once the consumer moves past it (or stops)."""
+    import matplotlib.pyplot as plt
+
+    for caption, figure in figures:
+        try:
+            yield caption, figure
+        finally:
+            plt.close(figure)
 
 
 def lab_status_table(labs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

@@ -230,3 +230,11 @@ def test_importing_the_lab_contract_loads_no_pandas_or_numpy() -> None:
     code = "import sys, perfkit.lab; print(sorted({'pandas', 'numpy'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda lab: lab.name)
+def test_params_show_in_a_notebook_as_name_value_items_that_wrap_at_spaces(lab: Lab) -> None:
+    html = lab.Params(quick=True)._repr_html_()
+    names = [f.name for f in dataclasses.fields(lab.Params)]
+    assert all(f"{name} = " in html for name in names)
+    assert "break-all" not in html and "nowrap" not in html

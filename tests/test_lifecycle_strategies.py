@@ -247,3 +247,73 @@ def test_strategies_use_only_what_strategy_host_lists_and_the_session_has_it() -
     instance_attributes = {"settings", "namer", "clock"}  # set in IsolationSession.__init__
     assert all(n in session_class or n in instance_attributes for n in listed)
     assert not [n for n in used if n.startswith("_")]
+
+
+class _SteppedClock:
+    """A clock that moves only when told to (and by a hair on every reading)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1e-6
+        return self.now
+
+
+def test_rollback_guard_runs_outside_the_timed_acquire_and_release(
+    pg_server: PostgresServer,
+) -> None:
+    clock = _SteppedClock()
+    with IsolationSession(external(pg_server), clock=clock) as session:
+        strategy = session.strategy("rollback")
+        real_begin, real_audit = strategy.begin, strategy.audit
+
+        def slow_begin(lease: object) -> None:
+            clock.now += 100.0  # anything the guard does before the test: not isolation cost
+            real_begin(lease)  # type: ignore[arg-type]
+
+        def slow_audit(lease: object) -> str | None:
+            clock.now += 100.0  # and after it
+            return real_audit(lease)  # type: ignore[arg-type]
+
+        strategy.begin, strategy.audit = slow_begin, slow_audit  # type: ignore[method-assign]
+        lease = session.acquire("rollback", "t")
+        assert "commits_before" in lease.extra  # the real guard still ran
+        session.release(lease)
+    assert lease.acquire_s < 1.0 and lease.release_s < 1.0
+
+
+def test_rollback_guard_still_warns_about_another_session_after_the_release(
+    pg_server: PostgresServer,
+) -> None:
+    from perfkit.errors import IsolationWarning
+
+    with IsolationSession(external(pg_server)) as session:
+        lease = session.acquire("rollback", "test_escapes")
+        dsn = session.dsn_for(lease.dbname)
+        with psycopg.connect(dsn) as other, pytest.warns(IsolationWarning, match="test_escapes"):
+            other.execute("SELECT 1")
+            session.release(lease)
+        assert session.records[-1]["test"] == "test_escapes"  # released and recorded first
+
+
+def test_rollback_micro_benchmark_raises_no_isolation_warning(pg_server: PostgresServer) -> None:
+    import warnings
+
+    from perfkit.lifecycle import micro
+
+    with IsolationSession(external(pg_server), extra_sql=leakcheck.PROBE_SQL) as session:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # an IsolationWarning fails the test
+            rows = micro.rollback(session, 3)
+        leftovers = databases_with_prefix(pg_server, session.namer.prefix + "raw")
+    assert {r["case"] for r in rows} == {
+        "raw_insert_rollback",
+        "rollback_cycle",
+        "rollback_overhead",
+        "rollback_guard",
+    }
+    assert len(rows) == 12
+    guard = [r["seconds"] for r in rows if r["case"] == "rollback_guard"]
+    assert all(s > 0 for s in guard)  # the guard queried the server, outside the cycle
+    assert leftovers == []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from perfkit import notebooks, results
+from perfkit import notebooks, pages, results
 from perfkit.errors import ConfigError
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "03_container_lifecycle.ipynb"
@@ -55,6 +55,7 @@ def test_quick_run_measures_every_strategy_and_saves_the_frames(tmp_path: Path) 
     assert "per-test server / shared+rollback" in executed
     assert executed.count("image/png") >= 4
     assert saved.metadata["params"]["quick"] is True
+    assert pages.lab_page_problems(run.executed) == []  # no IsolationWarning, no raw frames
 
 
 def test_quick_short_suite_run_compares_template_with_native(tmp_path: Path) -> None:
@@ -78,6 +79,7 @@ def test_quick_short_suite_run_compares_template_with_native(tmp_path: Path) -> 
     assert versus.loc["template", "ratio_low"] <= versus.loc["template", "ratio_high"]
     executed = run.executed.read_text()
     assert "template / native (one shared database)" in executed
+    assert pages.lab_page_problems(run.executed) == []
     assert saved.metadata["params"]["suite"] == "short"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from perfkit import notebooks, results
+from perfkit import notebooks, pages, results
 from perfkit.errors import BackendUnavailable, ConfigError
 from perfkit.lab import SAMPLE_COLUMNS, Results
 from perfkit.pgbouncer.analysis import METRIC_LATENCY, METRIC_PEAK, METRIC_RPS
@@ -53,6 +53,7 @@ def test_quick_run_writes_pgbouncer_results_and_leaves_nothing(tmp_path: Path) -
     assert list(samples.columns) == [*SAMPLE_COLUMNS, "run"]
     assert set(samples["variant"]) == {"naive", "improved"}
     assert "PgBouncer in front of one server" in run.executed.read_text()
+    assert pages.lab_page_problems(run.executed) == []
     assert set(leaks.find_leftovers()) <= before
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from perfkit import notebooks, results
+from perfkit import notebooks, pages, results
 from perfkit.errors import BackendUnavailable, ConfigError
 from perfkit.lab import Results
 from perfkit.pool.lab import LAB
@@ -51,6 +51,10 @@ def test_quick_run_writes_pool_results_with_consistent_counts(quick_run: QuickRu
     executed = run.executed.read_text()
     assert "Peak throughput" in executed
     assert "image/png" in executed
+
+
+def test_quick_run_page_has_no_warnings_and_no_raw_frames(quick_run: QuickRun) -> None:
+    assert pages.lab_page_problems(quick_run.notebook.executed) == []
 
 
 def test_quick_run_has_cpu_columns_in_every_run(quick_run: QuickRun) -> None:

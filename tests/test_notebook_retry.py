@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from perfkit import notebooks, results
+from perfkit import notebooks, pages, results
 from perfkit.errors import ConfigError
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "01_connection_retry.ipynb"
@@ -37,14 +37,30 @@ FRAMES = {
 }
 
 
-def test_quick_run_writes_retry_results_figures_and_conclusions(tmp_path: Path) -> None:
-    out = tmp_path / "data"
-    run = notebooks.execute(
+@pytest.fixture(scope="module")
+def quick_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("retry-quick")
+
+
+@pytest.fixture(scope="module")
+def quick_run(quick_data: Path) -> notebooks.NotebookRun:
+    """One quick run of the notebook with its HTML page, shared by the checks below."""
+    return notebooks.execute(
         NOTEBOOK,
-        {"quick": True, "backend": "local", "out_dir": str(out), "sim_clients": 2000},
-        output_dir=tmp_path / "runs",
-        html=False,
+        {
+            "quick": True,
+            "backend": "local",
+            "out_dir": str(quick_data / "data"),
+            "sim_clients": 2000,
+        },
+        output_dir=quick_data / "runs",
     )
+
+
+def test_quick_run_writes_retry_results_figures_and_conclusions(
+    quick_run: notebooks.NotebookRun, quick_data: Path
+) -> None:
+    run, out = quick_run, quick_data / "data"
     assert run.ok
     saved = results.latest("retry", out_dir=out)
     assert set(saved.frames) >= FRAMES
@@ -85,7 +101,7 @@ def test_quick_run_writes_retry_results_figures_and_conclusions(tmp_path: Path) 
     assert "Fitted schedule" in executed and "The model ranks the cold start" in executed
     # the what-if section without a widget frontend (papermill keeps interactive = False):
     # a static table and figure, no widget
-    assert "overshoot median (ms)" in executed and "delayed (defaults)" in executed
+    assert "95 % interval (ms)" in executed and "delayed (defaults)" in executed
     assert "application/vnd.jupyter.widget-view+json" not in executed
     assert "not measured in this run" not in executed  # every stage ran
     # Opened again to explore: the saved run is loaded (nothing measured) and, asked for, the
@@ -93,14 +109,28 @@ def test_quick_run_writes_retry_results_figures_and_conclusions(tmp_path: Path) 
     again = notebooks.execute(
         NOTEBOOK,
         {**run.parameters, "reuse_saved": True, "interactive": True},
-        output_dir=tmp_path / "runs",
+        output_dir=quick_data / "runs-again",
         html=False,
     )
     reopened = again.executed.read_text()
     assert again.ok and "nothing measured" in reopened
     assert "application/vnd.jupyter.widget-view+json" in reopened
-    assert "overshoot median (ms)" not in reopened
+    assert "95 % interval (ms)" not in reopened and "delayed (defaults)" not in reopened
     assert len(results.run_dirs("retry", out)) == 1
+
+
+def test_quick_run_page_has_no_warnings_and_no_raw_frames(
+    quick_run: notebooks.NotebookRun,
+) -> None:
+    assert pages.lab_page_problems(quick_run.executed) == []
+    assert quick_run.html is not None and pages.problems(quick_run.html) == []
+
+
+@pytest.mark.skipif(pages.chromium() is None, reason="headless Chromium is not installed")
+def test_quick_run_page_fits_1200_px_in_chromium(quick_run: notebooks.NotebookRun) -> None:
+    assert quick_run.html is not None
+    width, widest = pages.page_width(quick_run.html)
+    assert width <= pages.WIDTH_PX, f"{quick_run.html.name} is {width} px wide ({widest})"
 
 
 def test_bad_strategy_name_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from bs4 import BeautifulSoup
 
-from perfkit import findings, registry, report, results, summary
+from perfkit import findings, pages, registry, report, results, summary
 from perfkit.cli import main
 from perfkit.errors import ConfigError
 
@@ -194,3 +194,5 @@ def test_report_quick_end_to_end_has_measured_table_and_plots(
     assert len(images) >= 1 + len(labs)  # the baseline plot plus at least one figure per lab
     assert all(img["src"].startswith("data:image/png;base64,") for img in images)
     assert "from_notebook" not in html  # code hidden
+    for page in pages.run_pages(html_path.parent):  # report.html and every lab's page
+        assert pages.problems(page) == [], page.name

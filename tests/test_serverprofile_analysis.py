@@ -97,11 +97,9 @@ def test_figure_has_one_bar_per_variant_in_the_given_order() -> None:
     assert labels == ["2\nn=100", "16\nn=100"]
 
 
-def test_report_collects_each_labs_where_the_time_went_figure() -> None:
+def test_report_recognises_each_labs_where_the_time_went_caption() -> None:
     from perfkit import summary
 
-    sections = [
-        ("Pool", "text", [("Throughput", "f1"), ("Where the time went: by size", "f2")]),
-        ("Streaming", "text", [("Memory", "f3")]),
-    ]
-    assert summary.where_time_went(sections) == [("Pool", "Where the time went: by size", "f2")]
+    assert summary.is_where_figure("Where the time went: server wait events, direct vs PgBouncer")
+    assert summary.is_where_figure("Closed loop: where the time went: wait events by pool size")
+    assert not summary.is_where_figure("Closed loop: throughput vs connections")

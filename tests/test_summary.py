@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import pandas as pd
@@ -331,3 +333,44 @@ def test_headlines_saved_without_a_direction_get_their_labs_declared_one(tmp_pat
     run = results.save(frames={"headline": frame}, experiment="report", out_dir=tmp_path)
     headlines = summary.headlines_of(results.load(run.path))
     assert headlines["better"].tolist() == ["higher"]
+
+
+class _ManyFiguresLab:
+    """A lab that draws more figures than matplotlib allows open at once (20)."""
+
+    name, title = "many_figures", "Many figures"
+
+    def figures(self, results: Results) -> Iterator[tuple[str, Any]]:
+        import matplotlib.pyplot as plt
+
+        for i in range(25):
+            fig, ax = plt.subplots()
+            ax.plot([0, 1], [0, i])
+            yield f"figure {i}", fig
+
+    def conclusions(self, results: Results) -> str:
+        return "drawn"
+
+
+def test_lab_sections_hold_at_most_one_open_figure_and_close_the_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    monkeypatch.setattr(registry, "LABS", (_ManyFiguresLab(),))
+    run = results.save(
+        {"samples": pd.DataFrame({"value": [1.0]})}, "many_figures", out_dir=tmp_path
+    )
+    open_counts = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "More than 20 figures" would raise here
+        for _title, text, figures in summary.lab_sections({"many_figures": run}):
+            assert text == "drawn"
+            for _caption, _figure in figures:
+                open_counts.append(len(plt.get_fignums()))
+    assert len(open_counts) == 25
+    assert max(open_counts) == 1
+    assert plt.get_fignums() == []

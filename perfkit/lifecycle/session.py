@@ -15,6 +15,7 @@ import logging
 import re
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -23,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from perfkit.dsn import mask
-from perfkit.errors import ConfigError, ServerUnresponsive
+from perfkit.errors import ConfigError, IsolationBroken, IsolationWarning, ServerUnresponsive
 from perfkit.lifecycle import clonechoice, migrations, owners
 from perfkit.lifecycle.dbconnect import admin_connect, connect
 from perfkit.lifecycle.guard import SessionGuard
@@ -516,10 +517,11 @@ class IsolationSession:
         t0 = self.clock()
         try:
             lease = strategy.acquire(test_id)
+            lease.acquired_at = self.clock()
+            lease.acquire_s = lease.acquired_at - t0
+            strategy.begin(lease)  # the guard's bookkeeping: not part of the isolation cost
         except ServerUnresponsive as exc:
             raise self.declare_dead(exc, test_id) from None
-        lease.acquired_at = self.clock()
-        lease.acquire_s = lease.acquired_at - t0
         return lease
 
     def connection(self, lease: Lease) -> psycopg.Connection:
@@ -538,9 +540,10 @@ class IsolationSession:
         With ``keep_failed`` a failed test's database is kept (see :meth:`keep`)
         where the strategy gives each test its own database.
         """
+        strategy = self._strategies[lease.strategy]
+        problem, unresponsive = self._audit(strategy, lease, failed=failed)
         t0 = self.clock()
         try:
-            strategy = self._strategies[lease.strategy]
             if self.dead:  # no SQL to a server that stopped answering: let go client-side
                 with contextlib.suppress(Exception):
                     if lease.opened is not None:
@@ -564,6 +567,25 @@ class IsolationSession:
                 t_acquired=lease.acquired_at,
                 dbname=lease.dbname,
             )
+        if unresponsive is not None:
+            raise unresponsive
+        if problem is not None:
+            if self.settings.rollback_guard == "fail":
+                raise IsolationBroken(problem)
+            warnings.warn(problem, IsolationWarning, stacklevel=2)
+
+    def _audit(
+        self, strategy: IsolationStrategy, lease: Lease, *, failed: bool
+    ) -> tuple[str | None, ServerUnresponsive | None]:
+        """The strategy's guard, asked before the timed release: (what escaped, or None;
+        the server's death, declared, when it stopped answering: the release then lets go
+        client-side and raises it)."""
+        if self.dead or (failed and self.settings.keep_failed and strategy.keeps_databases):
+            return None, None
+        try:
+            return strategy.audit(lease), None
+        except ServerUnresponsive as exc:
+            return None, self.declare_dead(exc, lease.test_id)
 
     # -- teardown ---------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ import contextlib
 import os
 import queue
 import threading
-import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 from perfkit.dsn import SecretDsn
-from perfkit.errors import ConfigError, IsolationBroken, IsolationWarning
+from perfkit.errors import ConfigError
 from perfkit.lifecycle.dbconnect import admin_connect, connect
 from perfkit.lifecycle.names import READY_PREFIX
 
@@ -116,6 +115,14 @@ class IsolationStrategy(abc.ABC):
     @abc.abstractmethod
     def release(self, lease: Lease) -> None:
         """Clean up after the test."""
+
+    def begin(self, lease: Lease) -> None:  # noqa: B027 - optional hook
+        """Bookkeeping for :meth:`audit` once the test has its database (not timed as isolation)."""
+
+    def audit(self, lease: Lease) -> str | None:
+        """What escaped the test's isolation, in words, or None; asked before :meth:`release`
+        and not timed as isolation (the rollback guard)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Remove what :meth:`setup` made (the session stops servers afterwards)."""
@@ -224,10 +231,11 @@ class Rollback(_SharedDatabase):
     """Each test runs inside a transaction on one session connection; rolled back after it.
 
     Rollback isolates only what goes through that one connection. The guard
-    (``rollback_guard``: ``warn``, ``fail`` or ``off``) looks, at release, for
-    other sessions connected to the database and for transactions that other
-    sessions committed there during the test: code under test that opened its
-    own connection wrote outside the rolled-back transaction.
+    (``rollback_guard``: ``warn``, ``fail`` or ``off``) looks, just before the
+    release (:meth:`audit`, outside the timed isolation cost), for other
+    sessions connected to the database and for transactions that other sessions
+    committed there during the test: code under test that opened its own
+    connection wrote outside the rolled-back transaction.
     """
 
     name = "rollback"
@@ -247,7 +255,7 @@ class Rollback(_SharedDatabase):
     def acquire(self, test_id: str) -> Lease:
         conn = self._connection()
         conn.execute(f"SAVEPOINT {SAVEPOINT}".encode())
-        lease = Lease(
+        return Lease(
             strategy=self.name,
             test_id=test_id,
             dbname=self.dbname,
@@ -255,9 +263,19 @@ class Rollback(_SharedDatabase):
             dsn=None,
             conn=conn,
         )
+
+    def _guarded(self, lease: Lease) -> bool:
+        conn = lease.opened
+        return (
+            self.session.settings.rollback_guard != "off"
+            and conn is not None
+            and not conn.closed
+            and not conn.broken
+        )
+
+    def begin(self, lease: Lease) -> None:
         if self.session.settings.rollback_guard != "off":
             lease.extra["commits_before"] = self._commits()
-        return lease
 
     def _commits(self) -> int:
         """Transactions committed in the test database so far (all sessions)."""
@@ -276,8 +294,10 @@ class Rollback(_SharedDatabase):
             ).fetchone()
         return int(row[0]) if row else 0
 
-    def check(self, lease: Lease) -> str | None:
-        """What escaped the test's transaction, in words, or None."""
+    def audit(self, lease: Lease) -> str | None:
+        """What escaped the test's transaction, in words, or None (guard off: None)."""
+        if not self._guarded(lease):
+            return None
         conn = lease.connection
         assert conn is not None
         problems = []
@@ -299,17 +319,8 @@ class Rollback(_SharedDatabase):
     def release(self, lease: Lease) -> None:
         conn = lease.connection
         assert isinstance(conn, RollbackConnection)
-        problem = None
-        guard = self.session.settings.rollback_guard
-        if guard != "off" and not conn.closed and not conn.broken:
-            problem = self.check(lease)
         if not conn.closed and not conn.broken:
             conn.real_rollback()
-        if problem is None:
-            return
-        if guard == "fail":
-            raise IsolationBroken(problem)
-        warnings.warn(problem, IsolationWarning, stacklevel=2)
 
     def close(self) -> None:
         _close_quietly(self.conn)

@@ -51,7 +51,9 @@ def plot_throughput(throughput: pd.DataFrame, pool: pd.DataFrame) -> Figure:
     err = np.vstack([t["rps_bin_mean"] - t["rps_low"], t["rps_high"] - t["rps_bin_mean"]])
     ax1.bar(t.index, t["rps_bin_mean"], yerr=err, capsize=4, color=["C0", "C1", "C2"][: len(t)])
     ax1.set_title("connecting per request")
+    ax1.set_xlabel("connection path")
     ax1.set_ylabel("requests/s (mean of 0.1 s bins, 95 % CI)")
+    ax2.set_ylabel("requests/s (mean of 0.1 s bins, 95 % CI)")
     if not pool.empty:
         wide = pool.pivot(index="workers", columns="variant", values="rps_bin_mean")
         low = pool.pivot(index="workers", columns="variant", values="rps_low")

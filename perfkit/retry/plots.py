@@ -8,8 +8,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 OUTCOME_COLORS = {"ok": "tab:green", "error": "tab:red", "timeout": "tab:orange"}
+#: The readiness probe's poll: a client may connect up to this long before the probe sees it.
+PROBE_POLL_MS = 10
+NEGATIVE_NOTE = (
+    f"below 0: the client connected before the probe (polling every {PROBE_POLL_MS} ms) "
+    "saw the server ready"
+)
 
 
 def timelines(
@@ -42,9 +49,14 @@ def timelines(
     ax.axvline(0, color="grey", ls=":", lw=1, label="event (launch / restart / resume)")
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("seconds from the event")
-    title = f"{scenario} attempts (green ok, red error, orange timeout)"
+    ax.set_ylabel("strategy (one client)")
+    title = f"{scenario}: each connection attempt from start to end"
     ax.set_title(title + (f", {param_s:g} s" if param_s is not None else ""))
-    ax.legend(loc="lower right", fontsize=8)
+    handles, _ = ax.get_legend_handles_labels()
+    outcomes = [
+        Patch(color=color, label=f"attempt: {name}") for name, color in OUTCOME_COLORS.items()
+    ]
+    ax.legend(handles=[*handles, *outcomes], loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -75,11 +87,13 @@ def overshoot_ecdf(runs: pd.DataFrame, *, scenario: str, param_s: float | None =
                 alpha=0.12,
                 lw=0,
             )
+    if (sel["overshoot_s"].dropna() < 0).any():
+        ax.axvline(0, color="grey", ls=":", lw=1, label=NEGATIVE_NOTE)
     ax.set_xlabel("overshoot: connected - actually ready (ms)")
     ax.set_ylabel("fraction of runs (band: 95 % DKW)")
     suffix = f" ({param_s:g} s)" if param_s is not None else ""
     ax.set_title(f"Overshoot ECDF, {scenario}{suffix}")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -131,6 +145,9 @@ def pareto(summary: pd.DataFrame, *, scenario: str, param_s: float | None = None
         xs, ys = zip(*front, strict=True)
         ax.step(xs, ys, where="post", color="tab:red", alpha=0.6, label="Pareto front")
         ax.legend()
+    if (sel["overshoot_median_s"] < 0).any():
+        ax.axhline(0, color="grey", ls=":", lw=1, label=NEGATIVE_NOTE)
+        ax.legend(fontsize=7)
     ax.set_xlabel("median attempts (work), 95 % interval")
     ax.set_ylabel("median overshoot (ms), 95 % interval")
     suffix = f" ({param_s:g} s)" if param_s is not None else ""
@@ -145,6 +162,7 @@ def model_vs_real(comparison: pd.DataFrame, *, metric: str = "overshoot_median_s
     sel = comparison[comparison["metric"] == metric].dropna(subset=["measured"])
     scale = 1000.0 if metric.endswith("_s") else 1.0
     unit = " (ms)" if scale == 1000.0 else ""
+    what = metric.removesuffix("_s").replace("_", " ")
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
     for (scenario, param_s), g in sel.groupby(["scenario", "param_s"], dropna=False):
         name = scenario if pd.isna(param_s) else f"{scenario} {param_s:g} s"
@@ -171,7 +189,7 @@ def model_vs_real(comparison: pd.DataFrame, *, metric: str = "overshoot_median_s
     ax.plot([low, top], [low, top], color="grey", lw=1, label="measured = predicted")
     ax.set_xlabel(f"model: predicted median{unit}")
     ax.set_ylabel(f"real runs: measured median, 95 % interval{unit}")
-    ax.set_title(f"Model vs real: {metric.replace('_', ' ')}")
+    ax.set_title(f"Model vs real: {what}{unit}")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -191,6 +209,7 @@ def herd_rates(rates: pd.DataFrame, *, n_clients: int, source: str = "client") -
         ax.axvline(0, color="grey", ls=":", lw=1)
         ax.set_ylabel(name, rotation=0, ha="right", fontsize=8)
     axes[-1, 0].set_xlabel("seconds from the restart (bins of 100 ms)")
+    fig.supylabel("connection attempts per 100 ms", fontsize=9)
     fig.suptitle(f"Herd of {n_clients}: attempts per 100 ms ({source})")
     fig.tight_layout()
     return fig
@@ -224,9 +243,25 @@ def outage_sweep(summary: pd.DataFrame) -> Figure:
     a1.set_ylabel("median overshoot (ms), 95 % interval")
     a2.set_xlabel("outage length (s)")
     a2.set_ylabel("median attempts, 95 % interval")
+    if (sel["overshoot_median_s"] < 0).any():
+        a1.axhline(0, color="grey", ls=":", lw=1, label=NEGATIVE_NOTE)
     a1.legend(fontsize=7)
+    lengths = sorted(sel["param_s"].dropna().unique())
     for ax in (a1, a2):
         ax.grid(alpha=0.3)
+        ax.set_xticks(lengths)
+    if len(lengths) == 1:  # quick mode: one length, points without a trend
+        for ax in (a1, a2):
+            ax.set_xlim(lengths[0] - 1, lengths[0] + 1)
+        fig.text(
+            0.5,
+            0.01,
+            f"One outage length in this run ({lengths[0]:g} s): points, not a sweep; "
+            "give outage_s two or more lengths (the full run: [1.0, 5.0]) to see the trend.",
+            ha="center",
+            fontsize=8,
+            style="italic",
+        )
     fig.suptitle("Outage length sweep")
     fig.tight_layout()
     return fig
@@ -244,15 +279,17 @@ def sim_vs_real(sim_rates: pd.DataFrame, comparison: pd.DataFrame, *, n_clients:
         ax.set_ylabel(name, rotation=0, ha="right", fontsize=8)
         ax.legend(fontsize=7, loc="upper right")
     axes[-2, 0].set_xlabel("seconds from the restart (bins of 100 ms)")
+    axes[0, 0].set_title("connection attempts per 100 ms, real herd vs model", fontsize=9)
     ax = axes[-1, 0]
     metric = comparison[comparison["metric"] == "median_connected_after_ready_s"]
-    ax.scatter(metric["real"], metric["sim"])
+    ax.scatter(metric["real"], metric["sim"], label="strategy / clients")
     for r in metric.itertuples():
         ax.annotate(f"{r.label}/{r.n_clients}", (r.real, r.sim), fontsize=7)
     lim = float(np.nanmax([metric["real"].max(), metric["sim"].max(), 0.1]))
-    ax.plot([0, lim], [0, lim], color="grey", lw=1)
+    ax.plot([0, lim], [0, lim], color="grey", lw=1, label="model = real")
     ax.set_xlabel("real: median connected after ready (s)")
     ax.set_ylabel("model (s)")
+    ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(f"Simulation vs real herd (N = {n_clients})")
     fig.tight_layout()
     return fig
@@ -267,6 +304,7 @@ def worst_case_bars(worst: pd.DataFrame, claim: pd.DataFrame) -> Figure:
         ax.bar(x, sel["total_max"], color="tab:red", alpha=0.4, label="max")
         ax.bar(x, sel["total_median"], color="tab:blue", alpha=0.8, label="median")
         ax.set_xticks(x, sel["strategy"], rotation=30, ha="right", fontsize=8)
+        ax.set_xlabel("strategy")
         ax.set_ylabel("seconds until giving up")
         ax.set_title(f"Worst case, every attempt {scenario}")
         for name, value in (("naive", 15.0), ("review", 0.5)):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from perfkit import tables
 from perfkit.errors import ConfigError
 from perfkit.retry.model import AttemptCosts, Prediction, predict, schedule_text
 from perfkit.retry.strategies import (
@@ -304,6 +305,6 @@ def show(
         except ImportError:
             print("what-if: ipywidgets is not installed (pip install 'ipywidgets>=8'); static")
     table, fig = static(whatif, candidates)
-    display(table)
+    display(tables.table(table))
     display(fig)
     plt.close(fig)
