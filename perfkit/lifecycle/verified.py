@@ -1,0 +1,218 @@
+"""``verified``: a warm pool that hands a database out again when the server shows it unchanged.
+
+Each database handed out by :class:`~perfkit.lifecycle.strategies.WarmPool`
+costs a clone and a drop, even when the test only read. This strategy keeps
+the warm pool and adds a recycler thread: when a test releases its database
+(a queue put on the test's path, as before) the recycler
+
+1. ends every session still connected to it and waits until each has exited,
+   so their statistics are in shared memory
+   (:func:`~perfkit.lifecycle.cleancheck.end_other_sessions`);
+2. opens the connection the next test will get and reads the database's
+   :class:`~perfkit.lifecycle.cleancheck.State` in one query;
+3. compares it with the baseline read when the database was made ready. Equal:
+   the database goes back to the ready queue under the same name (no clone, no
+   drop). Different, or anything it could not read: the janitor drops it and
+   the cloners make a new one, as the warm pool does.
+
+The verdict comes from the server, never from the test. What it costs and
+what it saw are recorded (``pool_reuse`` / ``pool_dirty`` events) and shown in
+the plugin's summary line. Its blind spots are listed in
+:mod:`perfkit.lifecycle.cleancheck`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import queue
+import threading
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from perfkit.lifecycle.cleancheck import State, end_other_sessions, read_state, unchanged
+from perfkit.lifecycle.dbconnect import admin_connect, connect
+from perfkit.lifecycle.strategies import Lease, WarmPool, _close_quietly, _Ready
+
+__all__ = ["VerifiedPool"]
+
+_STOP = object()
+#: A parked database's comment: the digest of its state when it was parked.
+PARKED_COMMENT = "perfkit verified "
+
+
+def parked_digest(state: State) -> str:
+    """What must not change while a database is parked (its name and comment may)."""
+    kept = (state.relations, state.settings, state.stats_reset, state.server_started)
+    return hashlib.sha256(repr(kept).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class _Returned:
+    dbname: str
+    baseline: State
+
+
+class VerifiedPool(WarmPool):
+    """A warm pool that reuses a released database when the server shows it unchanged."""
+
+    name = "verified"
+
+    def setup(self) -> None:
+        self._baselines: dict[str, State] = {}
+        self._returned: queue.Queue[object] = queue.Queue()
+        super().setup()
+        self._recycler = threading.Thread(
+            target=self._recycle_loop, name="perfkit-recycler", daemon=True
+        )
+        self._recycler.start()
+
+    def _ready(self, name: str) -> _Ready:
+        """Connect to a new (or adopted) database and read its baseline on that connection."""
+        dsn = self.session.dsn_for(name)
+        conn = connect(dsn)
+        try:
+            state = read_state(conn)
+        except BaseException:
+            _close_quietly(conn)
+            raise
+        with self._books:
+            self._baselines[name] = state
+        if not self.preconnect:
+            _close_quietly(conn)
+            return _Ready(dbname=name, dsn=dsn, conn=None)
+        return _Ready(dbname=name, dsn=dsn, conn=conn)
+
+    def release(self, lease: Lease) -> None:
+        _close_quietly(lease.opened)
+        with self._books:
+            baseline = self._baselines.pop(lease.dbname, None)
+            if baseline is not None:
+                self.in_flight += 1  # counted as on its way back: cloners do not replace it
+        if baseline is None:
+            self.session.discard(lease.dbname)
+            return
+        self._returned.put(_Returned(lease.dbname, baseline))
+
+    def forget(self, lease: Lease) -> None:
+        with self._books:
+            self._baselines.pop(lease.dbname, None)
+        super().forget(lease)
+
+    # -- parking across runs (reuse): verified before it is adopted ----------------------
+
+    def _before_park(self, admin: psycopg.Connection, dbname: str) -> bool:
+        """Write the parked database's state digest into its comment (False: not clean)."""
+        with self._books:
+            baseline = self._baselines.pop(dbname, None)
+        if baseline is None:
+            return False
+        with connect(self.session.dsn_for(dbname)) as conn:
+            state = read_state(conn)
+        if unchanged(baseline, state):
+            return False
+        admin.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(dbname), sql.Literal(PARKED_COMMENT + parked_digest(state))
+            )
+        )
+        return True
+
+    def _connect_parked(self) -> bool:
+        """Adopt a parked database only if its state still matches the digest it was parked with."""
+        try:
+            name = self.parked.get_nowait()
+        except queue.Empty:
+            return False
+        t0 = self.session.clock()
+        with connect(self.session.dsn_for(name)) as conn:
+            state = read_state(conn)
+        if state.comment != PARKED_COMMENT + parked_digest(state) or state.temporary:
+            self.session.discard(name)
+            self.session.record("pool_adopt_refused", self.session.clock() - t0, strategy=self.name)
+            return False
+        with self.session.admin_locked() as admin:
+            admin.execute(sql.SQL("COMMENT ON DATABASE {} IS NULL").format(sql.Identifier(name)))
+        self.ready.put(self._ready(name))
+        self.session.record("pool_adopt", self.session.clock() - t0, strategy=self.name)
+        return True
+
+    # -- the recycler ------------------------------------------------------------------
+
+    def _recycle_loop(self) -> None:
+        admin: psycopg.Connection | None = None
+        try:
+            while True:
+                item = self._returned.get()
+                if item is _STOP:
+                    return
+                assert isinstance(item, _Returned)
+                try:
+                    if admin is None or admin.closed or admin.broken:
+                        admin = admin_connect(self.session.admin_dsn)
+                    self._recycle(admin, item)
+                except BaseException as exc:  # the database is dropped; the next acquire says why
+                    self.session.discard(item.dbname)
+                    if not isinstance(exc, psycopg.Error):
+                        self.error = exc
+                finally:
+                    with self._books:
+                        self.in_flight -= 1
+                    self.wake.set()
+        finally:
+            if admin is not None:
+                _close_quietly(admin)
+
+    def _recycle(self, admin: psycopg.Connection, item: _Returned) -> None:
+        t0 = self.session.clock()
+        if self.stopping.is_set():
+            self.session.discard(item.dbname)
+            return
+        lingering = end_other_sessions(admin, item.dbname)
+        reasons = [f"{lingering} session(s) did not end"] if lingering else []
+        conn: psycopg.Connection | None = None
+        if not reasons:
+            conn = connect(self.session.dsn_for(item.dbname))
+            reasons = unchanged(item.baseline, read_state(conn))
+        seconds = self.session.clock() - t0
+        if reasons:
+            _close_quietly(conn)
+            self.session.discard(item.dbname)
+            self.session.record(
+                "pool_dirty",
+                seconds,
+                strategy=self.name,
+                dbname=item.dbname,
+                why="; ".join(reasons),
+            )
+            return
+        with self._books:
+            self._baselines[item.dbname] = item.baseline
+        if not self.preconnect:
+            _close_quietly(conn)
+            conn = None
+        self.ready.put(_Ready(dbname=item.dbname, dsn=self.session.dsn_for(item.dbname), conn=conn))
+        self.session.record("pool_reuse", seconds, strategy=self.name, dbname=item.dbname)
+
+    def _stop_recycler(self) -> None:
+        self._returned.put(_STOP)
+        self._recycler.join(timeout=60)
+
+    def abandon(self) -> None:
+        self.stopping.set()
+        self._stop_recycler()
+        super().abandon()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._drain_returned()
+        self._stop_recycler()
+        super().close()
+
+    def _drain_returned(self, timeout: float = 30.0) -> None:
+        """Let the recycler finish the databases already handed back (they may be parked)."""
+        deadline = self.session.clock() + timeout
+        while not self._returned.empty() and self.session.clock() < deadline:
+            self.stopping.wait(0.01)
