@@ -19,6 +19,7 @@ from perfkit.postgres import PostgresServer, reuse
 
 MIGRATIONS = SUITE_DIR / "migrations.sql"
 WRITE = "INSERT INTO tags (name) VALUES ('left behind')"  # the lab suite's migrations
+DDL = "CREATE TABLE left_behind (x int)"
 NAME = "verified"
 
 
@@ -71,16 +72,34 @@ def test_a_database_a_test_only_read_is_handed_out_again(pg_server: PostgresServ
         assert _event_count(session, "pool_reuse") >= 1
 
 
-def test_a_database_a_test_wrote_is_not_handed_out_again(pg_server: PostgresServer) -> None:
+def test_a_database_whose_schema_a_test_changed_is_not_handed_out_again(
+    pg_server: PostgresServer,
+) -> None:
+    with _session(pg_server) as session:
+        pool = _pool(session)
+        changer = _use(session, "changer", DDL)
+        _settle(pool)
+        later = [session.acquire(NAME, f"t{i}") for i in range(3)]
+        assert changer.dbname not in {lease.dbname for lease in later}
+        for lease in later:
+            session.release(lease)
+        assert _event_count(session, "pool_dirty") == 1
+
+
+def test_a_database_a_test_wrote_rows_in_is_reset_and_handed_out_again_equal_to_the_template(
+    pg_server: PostgresServer,
+) -> None:
     with _session(pg_server) as session:
         pool = _pool(session)
         writer = _use(session, "writer", WRITE)
         _settle(pool)
+        assert _event_count(session, "pool_reset") == 1
         later = [session.acquire(NAME, f"t{i}") for i in range(3)]
-        assert writer.dbname not in {lease.dbname for lease in later}
+        assert writer.dbname in {lease.dbname for lease in later}
         for lease in later:
+            _close_ours(lease)
+            assert equals_template(pg_server, lease.dbname, session.template).equal
             session.release(lease)
-        assert _event_count(session, "pool_dirty") == 1
 
 
 def test_the_next_test_gets_a_database_equal_to_the_template_after_a_left_open_write(
@@ -102,7 +121,7 @@ def test_the_next_test_gets_a_database_equal_to_the_template_after_a_left_open_w
         left_open.close()
 
 
-def test_the_summary_line_counts_reused_and_recreated_databases(
+def test_the_summary_line_counts_reused_reset_and_recreated_databases(
     pg_server: PostgresServer,
 ) -> None:
     with _session(pg_server) as session:
@@ -111,9 +130,12 @@ def test_the_summary_line_counts_reused_and_recreated_databases(
         _settle(pool)
         _use(session, "writer", WRITE)
         _settle(pool)
+        _use(session, "changer", DDL)
+        _settle(pool)
         (line,) = summary_lines(session.records)
-    assert line.startswith("verified: 2 tests")
+    assert line.startswith("verified: 3 tests")
     assert "1 reused clean (check p50" in line
+    assert "1 reset in place (check p50" in line
     assert "1 recreated (check p50" in line
 
 

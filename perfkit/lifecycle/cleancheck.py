@@ -45,7 +45,11 @@ from dataclasses import dataclass
 
 import psycopg
 
-__all__ = ["State", "end_other_sessions", "read_state", "unchanged"]
+__all__ = ["RELATIONS_CHANGED", "State", "end_other_sessions", "read_state", "unchanged"]
+
+#: The reason :func:`unchanged` gives when relations (rows, sequences, DDL) moved; when it
+#: is the only reason, :mod:`perfkit.lifecycle.reset` may be able to undo the change.
+RELATIONS_CHANGED = "relations changed (rows, sequences, DDL or a rewrite)"
 
 #: ``pg_statistic`` (and its TOAST table) is written by ANALYZE, autovacuum's too: not a
 #: change a test made.
@@ -128,7 +132,7 @@ def unchanged(baseline: State, now: State) -> list[str]:
     """Why ``now`` is not provably the ``baseline`` database (empty: it is)."""
     reasons = []
     if now.relations != baseline.relations:
-        reasons.append("relations changed (rows, sequences, DDL or a rewrite)")
+        reasons.append(RELATIONS_CHANGED)
     if now.temporary:
         reasons.append(f"{now.temporary} temporary relation(s) still exist")
     if now.database_xmin != baseline.database_xmin:

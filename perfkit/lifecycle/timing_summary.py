@@ -4,7 +4,7 @@ For every strategy: tests served, how many waited for their database, acquire
 and release p50/p99; for the warm pool also the clones made and its refill
 rate (databases per second its cloners produce) next to the consumption rate
 (databases per second the tests took); for ``verified`` also how many released
-databases were reused clean and how many were recreated, with the p50/p99 of
+databases were reused clean, reset in place and recreated, with the p50/p99 of
 the check on each path (the recreated path adds a clone, shown with the clones).
 """
 
@@ -47,7 +47,7 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
             tests[record["strategy"]].append(record)
         elif record["event"] == "pool_clone":
             clones.append(record["seconds"])
-        elif record["event"] in ("pool_reuse", "pool_dirty"):
+        elif record["event"] in ("pool_reuse", "pool_reset", "pool_dirty"):
             recycled[record["event"]].append(record["seconds"])
         elif record["event"] == "session_setup" and record["strategy"] in POOLS:
             workers = int(record["clone_workers"])
@@ -81,7 +81,12 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
 def _recycled(recycled: dict[str, list[float]]) -> str:
     """``N reused clean (check p50 .. p99 ..), M recreated (...)``."""
     parts = []
-    for event, label in (("pool_reuse", "reused clean"), ("pool_dirty", "recreated")):
+    paths = (
+        ("pool_reuse", "reused clean"),
+        ("pool_reset", "reset in place"),
+        ("pool_dirty", "recreated"),
+    )
+    for event, label in paths:
         seconds = recycled.get(event, [])
         part = f"{len(seconds)} {label}"
         if seconds:
