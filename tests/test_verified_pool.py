@@ -44,7 +44,7 @@ def _pool(session: IsolationSession) -> VerifiedPool:
 def _settle(pool: VerifiedPool, timeout: float = 30.0) -> None:
     """Wait until the recycler has dealt with every released database."""
     deadline = time.monotonic() + timeout
-    while (not pool._returned.empty() or pool.in_flight) and time.monotonic() < deadline:
+    while pool._returned.unfinished_tasks and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
