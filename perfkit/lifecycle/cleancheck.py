@@ -24,9 +24,9 @@ counters in local memory and flushes them to shared memory when it goes idle
 at least a second after its last flush (``PGSTAT_MIN_INTERVAL``; at most 60 s
 later under lock contention) and always when it exits (a ``before_shmem_exit``
 hook, which runs before the backend leaves the process array). So the caller
-first ends every other session to the database with
-``pg_terminate_backend(pid, timeout)``, which returns once the backend has left
-the process array: its counters are then in shared memory. The reader sets
+first ends every other session to the database and waits until each has left
+``pg_stat_activity`` (:func:`end_other_sessions`): its counters are then in
+shared memory. The reader sets
 ``stats_fetch_consistency = none`` for its own transaction, so it reads shared
 memory directly rather than a cached snapshot. A session that cannot be ended
 in time, or a prepared transaction left in the database, makes the verdict
@@ -41,6 +41,8 @@ slow, complete comparison the tests use to check this one.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -86,9 +88,12 @@ SELECT
 FROM db
 """
 
-_END_SESSIONS = """
-SELECT count(*) FILTER (WHERE NOT pg_terminate_backend(pid, %s))
+_TERMINATE = """
+SELECT count(pg_terminate_backend(pid))
 FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()
+"""
+_REMAINING = """
+SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()
 """
 
 
@@ -148,11 +153,33 @@ def unchanged(baseline: State, now: State) -> list[str]:
     return reasons
 
 
-def end_other_sessions(admin: psycopg.Connection, dbname: str, timeout_ms: int = 5000) -> int:
-    """End every session connected to ``dbname`` and wait until each has exited.
+def end_other_sessions(
+    admin: psycopg.Connection,
+    dbname: str,
+    timeout_s: float = 5.0,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """End every session connected to ``dbname`` and wait until each has left.
 
-    Returns how many did not exit within ``timeout_ms`` (their counters may not
-    have been flushed: treat the database as changed when this is not 0).
+    A backend leaves ``pg_stat_activity`` in an ``on_shmem_exit`` callback, after
+    its statistics were flushed in a ``before_shmem_exit`` one, so "gone from
+    ``pg_stat_activity``" means "counters in shared memory". This polls for that
+    (1 ms, doubling to 20 ms) instead of ``pg_terminate_backend(pid, timeout)``,
+    which sleeps 100 ms before its first look. ``admin`` must be in autocommit
+    mode (each poll then reads fresh activity). Returns how many sessions were
+    still there after ``timeout_s`` (treat the database as changed unless 0).
     """
-    row = admin.execute(_END_SESSIONS, (timeout_ms, dbname)).fetchone()
-    return int(row[0]) if row else 0
+    row = admin.execute(_TERMINATE, (dbname,)).fetchone()
+    if not row or not row[0]:
+        return 0
+    deadline = clock() + timeout_s
+    pause = 0.001
+    while True:
+        remaining = admin.execute(_REMAINING, (dbname,)).fetchone()
+        left = int(remaining[0]) if remaining else 0
+        if not left or clock() >= deadline:
+            return left
+        sleep(pause)
+        pause = min(pause * 2, 0.02)
