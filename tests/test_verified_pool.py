@@ -62,14 +62,27 @@ def _event_count(session: IsolationSession, event: str) -> int:
     return sum(r["event"] == event for r in session.records)
 
 
-def test_a_database_a_test_only_read_is_handed_out_again(pg_server: PostgresServer) -> None:
+def test_a_database_a_test_only_read_is_handed_out_again_without_a_clone(
+    pg_server: PostgresServer,
+) -> None:
     with _session(pg_server) as session:
         pool = _pool(session)
-        first = _use(session, "reader", "SELECT count(*) FROM pg_class")
+        _use(session, "reader", "SELECT count(*) FROM pg_class")
         _settle(pool)
-        seen = {_use(session, f"t{i}", None).dbname for i in range(3)}
-        assert first.dbname in seen
-        assert _event_count(session, "pool_reuse") >= 1
+        assert _event_count(session, "pool_reuse") == 1
+        assert _event_count(session, "drop") == 0
+
+
+def test_a_reused_database_gets_a_new_name(pg_server: PostgresServer) -> None:
+    """Code under test caches connections per DSN; the ones it kept were ended."""
+    with _session(pg_server) as session:
+        pool = _pool(session)
+        reader = _use(session, "reader", None)
+        _settle(pool)
+        assert _event_count(session, "pool_reuse") == 1
+        (reused,) = [r["dbname"] for r in session.records if r["event"] == "pool_reuse"]
+        assert reused != reader.dbname
+        assert reader.dbname not in _databases(pg_server, reader.dbname)
 
 
 def test_a_database_whose_schema_a_test_changed_is_not_handed_out_again(
@@ -86,16 +99,17 @@ def test_a_database_whose_schema_a_test_changed_is_not_handed_out_again(
         assert _event_count(session, "pool_dirty") == 1
 
 
-def test_a_database_a_test_wrote_rows_in_is_reset_and_handed_out_again_equal_to_the_template(
+def test_a_database_a_test_wrote_rows_in_is_reset_and_handed_out_equal_to_the_template(
     pg_server: PostgresServer,
 ) -> None:
     with _session(pg_server) as session:
         pool = _pool(session)
-        writer = _use(session, "writer", WRITE)
+        _use(session, "writer", WRITE)
         _settle(pool)
         assert _event_count(session, "pool_reset") == 1
+        (reset,) = [r["dbname"] for r in session.records if r["event"] == "pool_reset"]
         later = [session.acquire(NAME, f"t{i}") for i in range(3)]
-        assert writer.dbname in {lease.dbname for lease in later}
+        assert reset in {lease.dbname for lease in later}
         for lease in later:
             _close_ours(lease)
             assert equals_template(pg_server, lease.dbname, session.template).equal

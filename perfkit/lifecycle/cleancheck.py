@@ -13,8 +13,10 @@
 * each sequence's position (``pg_sequence_last_value``: ``nextval`` writes no
   tuple counter);
 * database-level state kept in shared catalogs, whose counters other databases
-  also move: the ``xmin`` of the database's ``pg_database`` row, its settings
-  (``pg_db_role_setting``) and comment;
+  also move: the database's ``pg_database`` row (owner, connection limit, ACL,
+  whether it accepts connections or is a template, tablespace, locale; not its
+  name, which perfkit itself changes), its settings (``pg_db_role_setting``)
+  and comment;
 * when its statistics were last reset (``pg_stat_reset()`` inside a test must
   not make counters look unchanged) and when the server started (a crash
   recovery discards statistics).
@@ -64,7 +66,7 @@ SELECT reltoastrelid FROM pg_class
 """
 
 _STATE_QUERY = f"""
-WITH db AS (SELECT oid, xmin FROM pg_database WHERE datname = current_database())
+WITH db AS (SELECT * FROM pg_database WHERE datname = current_database())
 SELECT
   (SELECT md5(string_agg(
       c.oid::text || ':' || c.relfilenode || ':' || c.xmin || ':'
@@ -77,7 +79,8 @@ SELECT
     WHERE NOT c.relisshared AND c.oid NOT IN ({_IGNORED})
       AND c.relpersistence <> 't'),
   (SELECT count(*) FROM pg_class c WHERE c.relpersistence = 't'),
-  db.xmin::text,
+  concat_ws('/', db.datdba, db.datconnlimit, db.datallowconn, db.datistemplate,
+            db.dattablespace, db.datacl::text, db.datcollate, db.datctype, db.encoding),
   (SELECT string_agg(s.setrole::text || '=' || s.setconfig::text, ';' ORDER BY s.setrole)
      FROM pg_db_role_setting s WHERE s.setdatabase = db.oid),
   (SELECT description FROM pg_shdescription d
@@ -103,7 +106,7 @@ class State:
 
     relations: str
     temporary: int
-    database_xmin: str
+    database_row: str
     settings: str | None
     comment: str | None
     stats_reset: str | None
@@ -124,7 +127,7 @@ def read_state(conn: psycopg.Connection) -> State:
     return State(
         relations=row[0],
         temporary=int(row[1]),
-        database_xmin=row[2],
+        database_row=row[2],
         settings=row[3],
         comment=row[4],
         stats_reset=row[5],
@@ -140,7 +143,7 @@ def unchanged(baseline: State, now: State) -> list[str]:
         reasons.append(RELATIONS_CHANGED)
     if now.temporary:
         reasons.append(f"{now.temporary} temporary relation(s) still exist")
-    if now.database_xmin != baseline.database_xmin:
+    if now.database_row != baseline.database_row:
         reasons.append("the database was altered")
     if (now.settings, now.comment) != (baseline.settings, baseline.comment):
         reasons.append("database settings or comment changed")

@@ -211,8 +211,13 @@ class VerifiedPool(WarmPool):
         conn: psycopg.Connection | None = None
         baseline = item.baseline
         event = "pool_reuse"
+        name = item.dbname
         if not reasons:
-            conn = connect(self.session.dsn_for(item.dbname))
+            name = self._rename(admin, item.dbname)
+            if name is None:
+                name, reasons = item.dbname, ["a session came back before the rename"]
+        if not reasons:
+            conn = connect(self.session.dsn_for(name))
             reasons = unchanged(baseline.state, read_state(conn))
             t_reset = self.session.clock()
             if reasons == [RELATIONS_CHANGED] and self._reset(conn, baseline):
@@ -221,22 +226,42 @@ class VerifiedPool(WarmPool):
         seconds = self.session.clock() - t0
         if reasons:
             _close_quietly(conn)
-            self._drop(item.dbname)
+            self._drop(name)
             self.session.record(
                 "pool_dirty",
                 seconds,
                 strategy=self.name,
-                dbname=item.dbname,
+                dbname=name,
                 why="; ".join(reasons),
             )
             return
         with self._books:
-            self._baselines[item.dbname] = baseline
+            self._baselines[name] = baseline
         if not self.preconnect:
             _close_quietly(conn)
             conn = None
-        self.ready.put(_Ready(dbname=item.dbname, dsn=self.session.dsn_for(item.dbname), conn=conn))
-        self.session.record(event, seconds, strategy=self.name, dbname=item.dbname)
+        self.ready.put(_Ready(dbname=name, dsn=self.session.dsn_for(name), conn=conn))
+        self.session.record(event, seconds, strategy=self.name, dbname=name)
+
+    def _rename(self, admin: psycopg.Connection, old: str) -> str | None:
+        """Give a returned database a new name (None if someone connected to it meanwhile).
+
+        Code under test often caches a connection or engine per DSN; the sessions
+        it kept were just ended, so handing out the same name would give the next
+        test a cached, dead connection. A new name costs one catalog update.
+        """
+        new = self.session.namer.name("w")
+        try:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(old), sql.Identifier(new)
+                )
+            )
+        except psycopg.errors.ObjectInUse:
+            return None
+        self.session.own(new)
+        self.session.disown(old)
+        return new
 
     def _reset(self, conn: psycopg.Connection, baseline: _Baseline) -> bool:
         """Reset a rows-only change in place when that is possible and pays; True if done."""
