@@ -9,6 +9,7 @@ cheaply); the modules behind them:
 * :mod:`~perfkit.lifecycle.session` - :class:`IsolationSession` (servers, template, leases)
 * :mod:`~perfkit.lifecycle.strategies` - the strategies themselves
 * :mod:`~perfkit.lifecycle.migrations` - SQL splitting, :class:`MigrationError`
+* :mod:`~perfkit.lifecycle.fingerprint` - does a database still equal its template?
 * :mod:`~perfkit.lifecycle.leakcheck` - does a strategy really isolate tests?
 * :mod:`~perfkit.lifecycle.bench` / :mod:`~perfkit.lifecycle.micro` - measurements
 * :mod:`~perfkit.lifecycle.pytest_postgresql` - pytest-postgresql's fixture shapes
@@ -26,6 +27,11 @@ _HOMES = {
     "MigrationError": "perfkit.errors",
     "postgresql": "perfkit.lifecycle.pytest_postgresql",
     "postgresql_proc": "perfkit.lifecycle.pytest_postgresql",
+    "Fingerprint": "perfkit.lifecycle.fingerprint",
+    "Comparison": "perfkit.lifecycle.fingerprint",
+    "fingerprint": "perfkit.lifecycle.fingerprint",
+    "equals_template": "perfkit.lifecycle.fingerprint",
+    "template_fingerprint": "perfkit.lifecycle.fingerprint",
 }
 
 __all__ = list(_HOMES)

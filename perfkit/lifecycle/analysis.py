@@ -26,7 +26,7 @@ SUITE_SPEEDUP_GOAL = 20.0
 #: Goal: a fresh database per test costs at most this factor over the native baseline.
 NATIVE_GOAL = 1.25
 #: Strategies that give every test a fresh database (the goal above is about them).
-FRESH_DATABASE = ("template", "warm-pool", "per-test-server")
+FRESH_DATABASE = ("template", "warm-pool", "verified", "per-test-server")
 MIB = 1024 * 1024
 VERSUS_NATIVE_COLUMNS = (
     "strategy",

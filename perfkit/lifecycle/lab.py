@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 #: Strategies measured when the notebook's ``strategies`` is None, by suite.
-LAB_STRATEGIES = ("per-test-server", "rollback", "truncate", "template", "warm-pool")
-SHORT_STRATEGIES = ("native", "template", "warm-pool")
+LAB_STRATEGIES = ("per-test-server", "rollback", "truncate", "template", "warm-pool", "verified")
+SHORT_STRATEGIES = ("native", "template", "warm-pool", "verified")
 
 
 #: The lab's stages (``stages`` picks some): the leak check of every strategy, the
@@ -45,8 +45,8 @@ class Params(LabParams):
     """The lifecycle notebook's parameters: the only place their defaults and help live.
 
     ``strategies`` None means: every plugin strategy for the lab suite;
-    native, template and warm-pool for the short suite; template and
-    warm-pool (plus native when ``dsn_env`` is given) for a user suite.
+    native, template, warm-pool and verified for the short suite; template,
+    warm-pool and verified (plus native when ``dsn_env`` is given) for a user suite.
     """
 
     STAGES: ClassVar[tuple[str, ...]] = STAGES
@@ -117,7 +117,7 @@ class Params(LabParams):
             return LAB_STRATEGIES
         if suite == "short":
             return SHORT_STRATEGIES
-        return (*(("native",) if self.dsn_env else ()), "template", "warm-pool")
+        return (*(("native",) if self.dsn_env else ()), "template", "warm-pool", "verified")
 
     def suite_kwargs(self) -> dict[str, Any]:
         """The suite's part of :class:`bench.SuiteSettings` (quick only for shipped suites)."""

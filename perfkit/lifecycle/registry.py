@@ -16,10 +16,11 @@ NAMES: tuple[str, ...] = (
     "truncate",
     "template",
     "warm-pool",
+    "verified",
     "none",
 )
 #: Strategies that share one server per session (per xdist worker).
-SHARED: tuple[str, ...] = ("rollback", "truncate", "template", "warm-pool", "none")
+SHARED: tuple[str, ...] = ("rollback", "truncate", "template", "warm-pool", "verified", "none")
 
 
 def check_name(name: object) -> str:
@@ -31,7 +32,11 @@ def check_name(name: object) -> str:
 
 def strategy_class(name: str) -> type[IsolationStrategy]:
     """The class implementing strategy ``name``."""
+    check_name(name)
+    if name == "verified":
+        from perfkit.lifecycle.verified import VerifiedPool
+
+        return VerifiedPool
     from perfkit.lifecycle import strategies
 
-    check_name(name)
     return strategies.BY_NAME[name]

@@ -588,6 +588,9 @@ class WarmPool(IsolationStrategy):
         while not self.ready.empty():
             item = self.ready.get()
             _close_quietly(item.conn)
+            if not self._before_park(admin, item.dbname):
+                self.session.discard(item.dbname)
+                continue
             parked = self._park_prefix + item.dbname.rsplit("_", 1)[-1] + self.session.namer.token
             try:
                 admin.execute(
@@ -599,6 +602,10 @@ class WarmPool(IsolationStrategy):
             except psycopg.Error:
                 self.session.discard(item.dbname)
         self._trim_parked("end")
+
+    def _before_park(self, admin: psycopg.Connection, dbname: str) -> bool:
+        """Hook: prepare ``dbname`` for parking; False drops it instead."""
+        return True
 
     # -- test side ---------------------------------------------------------------------
 

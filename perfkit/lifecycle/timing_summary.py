@@ -3,7 +3,9 @@
 For every strategy: tests served, how many waited for their database, acquire
 and release p50/p99; for the warm pool also the clones made and its refill
 rate (databases per second its cloners produce) next to the consumption rate
-(databases per second the tests took).
+(databases per second the tests took); for ``verified`` also how many released
+databases were reused clean, reset in place and recreated, with the p50/p99 of
+the check on each path (the recreated path adds a clone, shown with the clones).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+#: Strategies with background cloners.
+POOLS = ("warm-pool", "verified")
 #: An acquire longer than this counts as a wait (a queue get or a cached connection is ~0.1 ms).
 WAIT_S = 0.001
 
@@ -36,13 +40,16 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
     """Human-readable lines, one per strategy that served tests."""
     tests: dict[str, list[dict[str, Any]]] = defaultdict(list)
     clones: list[float] = []
+    recycled: dict[str, list[float]] = defaultdict(list)
     workers = 1
     for record in records:
         if record["event"] == "test":
             tests[record["strategy"]].append(record)
         elif record["event"] == "pool_clone":
             clones.append(record["seconds"])
-        elif record["event"] == "session_setup" and record["strategy"] == "warm-pool":
+        elif record["event"] in ("pool_reuse", "pool_reset", "pool_dirty"):
+            recycled[record["event"]].append(record["seconds"])
+        elif record["event"] == "session_setup" and record["strategy"] in POOLS:
             workers = int(record["clone_workers"])
     lines = []
     for strategy, rows in sorted(tests.items()):
@@ -54,7 +61,7 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
             f"acquire p50 {_ms(percentile(acquire, 0.5))} p99 {_ms(percentile(acquire, 0.99))}, "
             f"release p50 {_ms(percentile(release, 0.5))} p99 {_ms(percentile(release, 0.99))}"
         )
-        if strategy == "warm-pool" and clones:
+        if strategy in POOLS and clones:
             refill = workers / statistics.median(clones)
             consumed = [r["t_acquired"] for r in rows]
             span = max(consumed) - min(consumed)
@@ -65,5 +72,26 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
             )
             if consumption > refill:
                 line += " (tests outpace the cloners: raise --perfkit-clone-workers)"
+        if strategy == "verified":
+            line += "; " + _recycled(recycled)
         lines.append(line)
     return lines
+
+
+def _recycled(recycled: dict[str, list[float]]) -> str:
+    """``N reused clean (check p50 .. p99 ..), M recreated (...)``."""
+    parts = []
+    paths = (
+        ("pool_reuse", "reused clean"),
+        ("pool_reset", "reset in place"),
+        ("pool_dirty", "recreated"),
+    )
+    for event, label in paths:
+        seconds = recycled.get(event, [])
+        part = f"{len(seconds)} {label}"
+        if seconds:
+            part += (
+                f" (check p50 {_ms(percentile(seconds, 0.5))} p99 {_ms(percentile(seconds, 0.99))})"
+            )
+        parts.append(part)
+    return ", ".join(parts)
