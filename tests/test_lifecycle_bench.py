@@ -561,8 +561,8 @@ def test_goals_hold_fresh_databases_to_1_25x_of_native() -> None:
 
 def test_lifecycle_config_picks_strategies_by_suite(user_suite: Path) -> None:
     assert Params().strategies == LAB_STRATEGIES
-    assert Params(suite="short").strategies == ("native", "template", "warm-pool")
-    assert Params(suite=str(user_suite)).strategies == ("template", "warm-pool")
+    assert Params(suite="short").strategies == ("native", "template", "warm-pool", "verified")
+    assert Params(suite=str(user_suite)).strategies == ("template", "warm-pool", "verified")
     with_env = Params(suite=str(user_suite), dsn_env="DATABASE_URL")
     assert with_env.strategies[0] == "native"
 

@@ -247,11 +247,11 @@ class LifecycleLab:
 
     def headlines(self, results: Results) -> pd.DataFrame:
         samples = results.samples
-        if "headline" not in results.frames:  # the suites stage did not run
-            return headlines.headline_frame([])
-        if samples.empty:  # saved before the lab kept its samples
+        if not samples.empty:
+            return headlines.from_samples(samples.dropna(subset=["value"]), analysis.SPEC)
+        if "headline" in results.frames:  # saved before the lab kept its samples
             return headlines.from_wide(results["headline"], analysis.HEADLINE_KEYS, analysis.SPEC)
-        return headlines.from_samples(samples.dropna(subset=["value"]), analysis.SPEC)
+        return headlines.headline_frame([])  # the suites stage did not run
 
     def headline_specs(self) -> Mapping[str, headlines.HeadlineSpec]:
         return analysis.SPEC
