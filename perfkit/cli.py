@@ -480,6 +480,10 @@ def _add_image(sub: Any) -> None:
     build.set_defaults(handler=cmd_image)
 
 
+#: Commands of the light install (``pip install perfkit``); the others need the lab extra.
+LIGHT_COMMANDS = (cmd_servers, cmd_doctor, cmd_image)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="perfkit",
@@ -513,6 +517,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.rest = [*args.rest, *extra]  # passed through to doctor / image build
     try:
+        if args.handler not in LIGHT_COMMANDS:
+            from perfkit.extras import require_lab
+
+            require_lab(f"perfkit {args.command}")  # a light install: one sentence, no traceback
         return int(args.handler(args))
     except PerfkitError as exc:
         print(f"perfkit: error: {mask(str(exc))}", file=sys.stderr)
