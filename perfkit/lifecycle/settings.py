@@ -89,6 +89,10 @@ class IsolationSettings:
     connection (``warn``, ``fail`` or ``off``). ``unix_socket`` hands out
     unix-socket DSNs where the server has one (local backend: no TCP, no
     password, connects about 3x faster); off gives host, port and password.
+    ``export_pg_env`` (pytest plugin) sets libpq's ``PGHOST``, ``PGPORT``,
+    ``PGUSER``, ``PGPASSWORD`` and ``PGDATABASE`` to the session's database
+    before the suite's own fixtures run, and to the test's database where a
+    test leases one (see :mod:`perfkit.lifecycle.pgenv`).
     """
 
     isolation: str = DEFAULT_ISOLATION
@@ -110,6 +114,7 @@ class IsolationSettings:
     keep_failed: bool = False
     rollback_guard: str = "warn"
     unix_socket: bool = True
+    export_pg_env: bool = False
 
     def __post_init__(self) -> None:
         from perfkit.lifecycle.registry import check_name
@@ -146,7 +151,7 @@ class IsolationSettings:
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
-        for name in ("ram", "reuse", "keep_failed", "unix_socket"):
+        for name in ("ram", "reuse", "keep_failed", "unix_socket", "export_pg_env"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.reuse and self.backend == "external":
