@@ -335,3 +335,36 @@ def test_bad_settings_are_usage_errors_before_any_test_runs(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: perfkit: *{needle}*"])
     assert document == {}
+
+
+def test_header_names_backend_version_isolation_and_reuse(inner_pytest: InnerPytest) -> None:
+    result, _ = inner_pytest.run(
+        WRITE_THEN_LOOK, "--perfkit-backend=local", "--perfkit-isolation=warm-pool"
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "perfkit: backend local (PostgreSQL 1*.*), isolation warm-pool, reuse off",
+            "warm-pool: 2 tests on local, * waited for a database*",
+        ]
+    )
+
+
+def test_no_header_line_when_no_selected_test_needs_a_database(inner_pytest: InnerPytest) -> None:
+    tests = WRITE_THEN_LOOK + "\ndef test_plain():\n    pass\n"
+    result, document = inner_pytest.run(tests, "--perfkit-backend=local", "-k", "plain")
+    result.assert_outcomes(passed=1)
+    assert "perfkit: backend" not in result.stdout.str()
+    assert document["workers"][0]["servers_started"] == 0
+
+
+def test_xdist_controller_header_names_the_configured_settings(inner_pytest: InnerPytest) -> None:
+    # -v cancels the inner run's -q: pytest shows no header under -q
+    result, _ = inner_pytest.run(WRITE_THEN_LOOK, "--perfkit-backend=local", "-n", "2", "-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "perfkit: backend local, isolation template, reuse off (one server per xdist worker*",
+            "template: * tests on local, *",
+        ]
+    )

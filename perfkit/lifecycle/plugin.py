@@ -495,6 +495,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         state.unguard_signals()
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the selected tests count
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Reject unknown marker names and unservable fixtures before any test (or server) runs;
     then, if a selected test needs a database, start preparing it in the background."""
