@@ -50,7 +50,7 @@ def servers(namespace: str, *args: str, **kwargs: object) -> subprocess.Complete
 
 
 def test_servers_lists_only_the_current_namespace(two_namespaces: dict[str, str]) -> None:
-    (a, key_a), (b, key_b) = two_namespaces.items()
+    (a, key_a), (_, key_b) = two_namespaces.items()
     listing = servers(a).stdout
     assert key_a in listing and key_b not in listing
     assert "more in other namespaces" in listing
@@ -81,7 +81,7 @@ def test_all_stop_on_a_terminal_asks_and_no_removes_nothing(
 
 
 def test_stop_removes_only_the_current_namespaces_server(two_namespaces: dict[str, str]) -> None:
-    (a, key_a), (b, key_b) = two_namespaces.items()
+    (a, key_a), (_, key_b) = two_namespaces.items()
     done = servers(a, "--stop")
     assert done.returncode == 0
     assert f"1 reused server(s) of namespace '{a}' removed" in done.stdout

@@ -336,9 +336,7 @@ def reused_containers(client: Any) -> list[Any]:
     )
 
 
-def stop_reused(
-    keys: Iterable[str] | None = None, *, namespace: str | None = None
-) -> list[str]:
+def stop_reused(keys: Iterable[str] | None = None, *, namespace: str | None = None) -> list[str]:
     """Remove this OS user's reused servers: all, or those with the given keys, of
     ``namespace`` (None: of every namespace)."""
     wanted = None if keys is None else set(keys)
