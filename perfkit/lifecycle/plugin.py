@@ -297,10 +297,12 @@ def _convert(found: OptionValue, kind: str) -> Any:
     return str(value)
 
 
-def settings_from_config(config: pytest.Config) -> IsolationSettings:
+def settings_from_config(config: pytest.Config, *, check_only: bool = False) -> IsolationSettings:
     """Build (and validate) IsolationSettings from options, ini keys and PERFKIT_DSN.
 
     A bad value is reported with where it came from: the command line or the ini file.
+    ``check_only``: validate, but leave unset defaults that cost a look at the machine
+    (whether /dev/shm has room) at a placeholder; for the check at configuration.
     """
     from perfkit.errors import ConfigError
     from perfkit.lifecycle.settings import IsolationSettings
@@ -313,7 +315,7 @@ def settings_from_config(config: pytest.Config) -> IsolationSettings:
             continue
         values[field_name] = _convert(found, kind)
         sources[field_name] = found.source
-        alone = {field_name: values[field_name]}
+        alone = {"ram": False, field_name: values[field_name]}  # ram: no look at the machine
         if field_name == "backend" and values[field_name] == "external":
             alone["dsn"] = "postgresql://127.0.0.1/checked-below"  # whether a DSN is given: below
         if field_name in ("reuse", "dsn"):
@@ -327,6 +329,8 @@ def settings_from_config(config: pytest.Config) -> IsolationSettings:
         sources["dsn"] = f"environment variable {DSN_ENV}"
     if "dsn" in values and "backend" not in values:
         values["backend"] = "external"
+    if check_only:
+        values.setdefault("ram", False)
     try:
         return IsolationSettings(**values)
     except ConfigError as exc:
@@ -474,13 +478,13 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(name): run this test under perfkit isolation strategy `name` "
         "(template, warm-pool, rollback, truncate, per-test-server, none)",
     )
-    state = config.stash[_STATE] = PluginState(config)
+    config.stash[_STATE] = PluginState(config)
     if _configured(config):
         # Configured, so in use: check every setting now, before any test or server runs.
         from perfkit.errors import ConfigError
 
         try:
-            settings = state.settings()
+            settings = settings_from_config(config, check_only=True)  # state.settings(): later
         except ConfigError as exc:
             raise pytest.UsageError(f"perfkit: {exc}") from None
         if settings.export_pg_env:
@@ -724,7 +728,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     """One line per strategy used: waits, clones, refill vs consumption; kept databases."""
     state = config.stash.get(_STATE, None)
     payloads = getattr(state, "summary_payloads", None)
-    if not payloads:
+    if not payloads or not any(p["records"] or p.get("kept") for p in payloads):
         return
     from perfkit.lifecycle.timing_summary import summary_lines
 
