@@ -27,7 +27,7 @@ from perfkit.stats import paired_shift_interval
 
 pytestmark = pytest.mark.bench
 
-PAIRS = 12
+PAIRS = 24
 SUITE = "".join(f"def test_{i}():\n    assert {i} + 1 > {i}\n\n" for i in range(30))
 CONFIGURED_INI = "[pytest]\nperfkit_isolation = warm-pool\nperfkit_backend = auto\n"
 
