@@ -368,3 +368,17 @@ def test_xdist_controller_header_names_the_configured_settings(inner_pytest: Inn
             "template: * tests on local, *",
         ]
     )
+
+
+def test_dsn_fixture_under_rollback_with_xdist_is_one_collection_error(
+    inner_pytest: InnerPytest,
+) -> None:
+    tests = "".join(f"def test_wants_dsn_{i}(perfkit_dsn):\n    pass\n" for i in range(6))
+    result, _ = inner_pytest.run(
+        tests, "--perfkit-isolation=rollback", "--perfkit-backend=local", "-n", "2"
+    )
+    assert result.ret != 0
+    out = result.stdout.str()
+    assert out.count("cannot hand out a DSN") <= 2  # the error line and its short summary
+    assert "which 6 test(s) ask for" in out
+    assert "passed" not in out and "INTERNALERROR" not in out

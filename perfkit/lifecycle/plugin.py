@@ -515,8 +515,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     state = config.stash.get(_STATE, None)
     if state is None:
         return
+    unservable = _unservable(items, state)
+    if unservable:
+        _refuse(config, items, unservable)
+        return
     try:
-        _check_servable(items, state)
         if state.is_xdist_controller or config.option.collectonly:
             return
         _start_what_is_needed(items, state)
@@ -532,8 +535,22 @@ def _needs_perfkit(item: pytest.Item) -> bool:
     return bool((LEASE_FIXTURES | SESSION_FIXTURES | {"perfkit_pg_env"}) & _fixtures(item))
 
 
-def _check_servable(items: list[pytest.Item], state: PluginState) -> None:
-    """One usage error naming every test whose strategy cannot give it a fixture it asks for."""
+def _refuse(config: pytest.Config, items: list[pytest.Item], message: str) -> None:
+    """Stop before any test runs with ``message``, once.
+
+    A usage error; in an xdist worker (where a usage error would crash the
+    worker) a collection error instead, which the controller reports and
+    stops on.
+    """
+    if getattr(config, "workerinput", None) is None:
+        raise pytest.UsageError(message)
+    report = pytest.CollectReport("", "failed", message, [])
+    config.hook.pytest_collectreport(report=report)
+    items[:] = []
+
+
+def _unservable(items: list[pytest.Item], state: PluginState) -> str | None:
+    """A message naming every test whose strategy cannot give it a fixture it asks for."""
     from perfkit.lifecycle.registry import NO_DSN
 
     unservable: dict[str, list[str]] = {}
@@ -547,7 +564,7 @@ def _check_servable(items: list[pytest.Item], state: PluginState) -> None:
                 f"{item.nodeid} ({', '.join(sorted(wanted))})"
             )
     if not unservable:
-        return
+        return None
     parts = []
     for strategy, tests in unservable.items():
         listed = "\n  ".join(tests[:LISTED_TESTS])
@@ -557,7 +574,7 @@ def _check_servable(items: list[pytest.Item], state: PluginState) -> None:
             f"({', '.join(sorted(DSN_FIXTURES))}), which {len(tests)} test(s) ask for:\n  "
             f"{listed}{more}"
         )
-    raise pytest.UsageError(
+    return (
         "perfkit: "
         + "\n".join(parts)
         + "\nuse perfkit_db in these tests, or choose template, warm-pool, truncate or "
