@@ -304,20 +304,42 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_servers(args: argparse.Namespace) -> int:
+    """List or stop reused servers: this user's, of the current namespace unless ``--all``."""
     from perfkit.postgres import reuse
 
+    current = reuse.current_namespace()
+    namespace = None if args.all else current
+    scope = "every namespace" if args.all else f"namespace {current or '(default)'!r}"
     if args.stop:
-        removed = reuse.stop_reused(keys=args.keys or None)
+        if args.all and not _confirmed(args, f"remove the reused servers of {scope}"):
+            print("nothing removed")
+            return EXIT_ERROR
+        removed = reuse.stop_reused(keys=args.keys or None, namespace=namespace)
         for item in removed:
             print(f"removed {item}")
-        print(f"{len(removed)} reused server(s) removed")
+        print(f"{len(removed)} reused server(s) of {scope} removed")
         return 0
-    servers = reuse.list_reused()
+    servers = reuse.list_reused(namespace=namespace)
     if not servers:
-        print("no reused servers (the pytest plugin keeps one with --perfkit-reuse)")
+        print(f"no reused servers in {scope} (the pytest plugin keeps one with --perfkit-reuse)")
     for info in servers:
-        print(f"{info.backend:7} {info.key}  {info.status:8} {info.where}")
+        where = f"  [{info.namespace or '(default)'}]" if args.all else ""
+        print(f"{info.backend:7} {info.key}  {info.status:8} {info.where}{where}")
+    if not args.all:
+        others = len(reuse.list_reused()) - len(servers)
+        if others:
+            print(
+                f"{others} more in other namespaces ({reuse.NAMESPACE_ENV}): perfkit servers --all"
+            )
     return 0
+
+
+def _confirmed(args: argparse.Namespace, what: str) -> bool:
+    """``--yes``, or a yes typed on a terminal; without a terminal ``--all --stop`` proceeds."""
+    if args.yes or not sys.stdin.isatty():
+        return True
+    answer = input(f"{what}? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -539,9 +561,17 @@ def _add_sweep(sub: Any) -> None:
 
 def _add_servers(sub: Any) -> None:
     srv = sub.add_parser(
-        "servers", help="list (or --stop) the servers the pytest plugin keeps with --perfkit-reuse"
+        "servers",
+        help="list (or --stop) the servers the pytest plugin keeps with --perfkit-reuse: "
+        "this user's, of the current PERFKIT_REUSE_NAMESPACE",
     )
     srv.add_argument("--stop", action="store_true", help="remove them (all, or the KEYs given)")
+    srv.add_argument(
+        "--all",
+        action="store_true",
+        help="every namespace, not only the current one (--stop asks first on a terminal)",
+    )
+    srv.add_argument("--yes", action="store_true", help="with --all --stop: do not ask")
     srv.add_argument("keys", nargs="*", metavar="KEY", help="only these reuse keys")
     srv.set_defaults(handler=cmd_servers)
 
@@ -560,6 +590,10 @@ def _add_image(sub: Any) -> None:
     )
     build.add_argument("rest", nargs=argparse.REMAINDER)
     build.set_defaults(handler=cmd_image)
+
+
+#: Commands of the light install (``pip install perfkit``); the others need the lab extra.
+LIGHT_COMMANDS = (cmd_servers, cmd_doctor, cmd_image)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -598,6 +632,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if args.handler not in LIGHT_COMMANDS:
+            from perfkit.extras import require_lab
+
+            require_lab(f"perfkit {args.command}")  # a light install: one sentence, no traceback
         return int(args.handler(args))
     except PerfkitError as exc:
         print(f"perfkit: error: {mask(str(exc))}", file=sys.stderr)

@@ -1,11 +1,13 @@
-"""Build PostgreSQL connection strings and mask their passwords for display."""
+"""Build PostgreSQL connection strings and mask their passwords for display.
+
+psycopg is imported only by the functions that parse a DSN: masking and
+building one cost the pytest plugin's configuration nothing.
+"""
 
 from __future__ import annotations
 
 import re
 from urllib.parse import quote
-
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 MASK = "***"
 
@@ -60,6 +62,8 @@ def mask(text: str) -> str:
 
 def with_dbname(dsn: str, dbname: str) -> str:
     """Return ``dsn`` pointing at another database, in key=value form."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
     params = conninfo_to_dict(dsn)
     params["dbname"] = dbname
     return SecretDsn(make_conninfo(**params))
@@ -71,6 +75,8 @@ def host_port(dsn: str) -> str:
     Where libpq would really connect, ``PG*`` variables and services included,
     is :func:`perfkit.loopback.targets`.
     """
+    from psycopg.conninfo import conninfo_to_dict
+
     params = conninfo_to_dict(dsn)
     host = params.get("host") or "localhost"
     port = params.get("port") or "5432"

@@ -13,7 +13,8 @@ password (DSNs are masked before they reach a message). The hierarchy::
     ├── RetryError                   a retrying connect gave up (``trace`` has every attempt)
     ├── NotebookFailed               a notebook cell raised (the executed notebook is saved)
     ├── SuiteFailed                  a measured pytest suite run did not pass
-    └── IsolationBroken              a test's writes escaped its isolation
+    ├── IsolationBroken              a test's writes escaped its isolation
+    └── LabExtraMissing              a command needs ``pip install 'perfkit[lab]'``
 
     IsolationWarning (UserWarning)   the same, as a warning (rollback guard ``warn``)
     ConnectionBudgetWarning (UserWarning)  processes x pool size exceeds max_connections
@@ -49,6 +50,10 @@ class MigrationError(ConfigError):
 
 class BackendUnavailable(PerfkitError):
     """The requested PostgreSQL backend cannot run on this machine."""
+
+
+class LabExtraMissing(PerfkitError):
+    """A command needs the ``lab`` extra (notebooks, report, analysis), which this install lacks."""
 
 
 class ServerUnresponsive(PerfkitError):

@@ -33,9 +33,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
 from perfkit.dsn import SecretDsn, mask
 from perfkit.errors import ConfigError
 
@@ -65,6 +62,9 @@ class Targets:
 
 
 def _parse(dsn: str) -> dict[str, str]:
+    import psycopg  # here, not at the top: settings without a DSN never load it
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:

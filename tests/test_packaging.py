@@ -19,7 +19,8 @@ def _name(requirement: str) -> str:
 
 def pyproject_names() -> set[str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    reqs = project["dependencies"] + project["optional-dependencies"]["test"]
+    extras = project["optional-dependencies"]
+    reqs = project["dependencies"] + extras["lab"] + extras["test"]
     names: set[str] = set()
     for req in reqs:
         names |= CONDA_NAMES.get(_name(req), {_name(req)})

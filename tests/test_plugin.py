@@ -225,11 +225,34 @@ def test_marker_overrides_the_strategy_for_one_test(inner_pytest: InnerPytest) -
     assert [r["strategy"] for r in test_records(document)] == ["rollback", "template"]
 
 
-def test_dsn_fixture_under_rollback_explains_the_alternatives(inner_pytest: InnerPytest) -> None:
-    tests = "def test_wants_dsn(perfkit_dsn):\n    pass\n"
+def test_dsn_fixture_under_rollback_is_one_usage_error_at_collection(
+    inner_pytest: InnerPytest,
+) -> None:
+    tests = "".join(f"def test_wants_dsn_{i}(perfkit_dsn):\n    pass\n" for i in range(30))
+    tests += "def test_fine(perfkit_db):\n    pass\n"
+    result, document = inner_pytest.run(
+        tests, "--perfkit-isolation=rollback", "--perfkit-backend=local"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert err.count("cannot hand out a DSN") == 1
+    assert "which 30 test(s) ask for" in err
+    assert "test_inner.py::test_wants_dsn_0 (perfkit_dsn)" in err
+    assert "... and 20 more" in err and "test_fine" not in err
+    assert "choose template, warm-pool, verified, truncate or per-test-server" in err
+    assert document["records"] == [] and document["phases"] == []  # no test, no server ran
+
+
+def test_a_marker_that_gives_a_dsn_test_a_dsn_strategy_is_no_usage_error(
+    inner_pytest: InnerPytest,
+) -> None:
+    tests = (
+        "import pytest\n"
+        "@pytest.mark.perfkit_isolation('template')\n"
+        "def test_wants_dsn(perfkit_dsn):\n    pass\n"
+    )
     result, _ = inner_pytest.run(tests, "--perfkit-isolation=rollback", "--perfkit-backend=local")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["E *isolation 'rollback' *cannot hand out a DSN*"])
+    result.assert_outcomes(passed=1)
 
 
 def test_ini_keys_configure_the_plugin(inner_pytest: InnerPytest) -> None:
@@ -312,3 +335,50 @@ def test_bad_settings_are_usage_errors_before_any_test_runs(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: perfkit: *{needle}*"])
     assert document == {}
+
+
+def test_header_names_backend_version_isolation_and_reuse(inner_pytest: InnerPytest) -> None:
+    result, _ = inner_pytest.run(
+        WRITE_THEN_LOOK, "--perfkit-backend=local", "--perfkit-isolation=warm-pool"
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "perfkit: backend local (PostgreSQL 1*.*), isolation warm-pool, reuse off",
+            "warm-pool: 2 tests on local, * waited for a database*",
+        ]
+    )
+
+
+def test_no_header_line_when_no_selected_test_needs_a_database(inner_pytest: InnerPytest) -> None:
+    tests = WRITE_THEN_LOOK + "\ndef test_plain():\n    pass\n"
+    result, document = inner_pytest.run(tests, "--perfkit-backend=local", "-k", "plain")
+    result.assert_outcomes(passed=1)
+    assert "perfkit: backend" not in result.stdout.str()
+    assert document["workers"][0]["servers_started"] == 0
+
+
+def test_xdist_controller_header_names_the_configured_settings(inner_pytest: InnerPytest) -> None:
+    # -v cancels the inner run's -q: pytest shows no header under -q
+    result, _ = inner_pytest.run(WRITE_THEN_LOOK, "--perfkit-backend=local", "-n", "2", "-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "perfkit: backend local, isolation template, reuse off (one server per xdist worker*",
+            "template: * tests on local, *",
+        ]
+    )
+
+
+def test_dsn_fixture_under_rollback_with_xdist_is_one_collection_error(
+    inner_pytest: InnerPytest,
+) -> None:
+    tests = "".join(f"def test_wants_dsn_{i}(perfkit_dsn):\n    pass\n" for i in range(6))
+    result, _ = inner_pytest.run(
+        tests, "--perfkit-isolation=rollback", "--perfkit-backend=local", "-n", "2"
+    )
+    assert result.ret != 0
+    out = result.stdout.str()
+    assert out.count("cannot hand out a DSN") <= 2  # the error line and its short summary
+    assert "which 6 test(s) ask for" in out
+    assert "passed" not in out and "INTERNALERROR" not in out

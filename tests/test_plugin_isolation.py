@@ -111,7 +111,7 @@ def test_terminal_summary_reports_waits_and_refill_against_consumption(
     )
     result.assert_outcomes(passed=6)
     result.stdout.fnmatch_lines(
-        ["warm-pool: 5 tests, * waited for a database*refill * vs consumption *"]
+        ["warm-pool: 5 tests on local, * waited for a database*refill * vs consumption *"]
     )
 
 

@@ -7,6 +7,7 @@ and removes the servers it made by key when it ends.
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import sys
@@ -181,9 +182,12 @@ def test_servers_command_lists_and_stops_reused_servers(
     result.assert_outcomes(passed=2)
     (key,) = request.node.stash[KEYS]
     cli = [sys.executable, "-m", "perfkit.cli", "servers"]
-    listing = subprocess.run(cli, capture_output=True, text=True, check=True).stdout
+    env = {**os.environ, **namespace}
+    listing = subprocess.run(cli, capture_output=True, text=True, check=True, env=env).stdout
     assert key in listing and "running" in listing
-    stopped = subprocess.run([*cli, "--stop", key], capture_output=True, text=True, check=True)
-    assert "1 reused server(s) removed" in stopped.stdout
+    stopped = subprocess.run(
+        [*cli, "--stop", key], capture_output=True, text=True, check=True, env=env
+    )
+    assert "1 reused server(s) of namespace" in stopped.stdout
     assert key not in {info.key for info in reuse.list_reused()}
     assert not list(Path(tempfile.gettempdir()).glob(f"{reuse.REUSE_PREFIX}*{key}.lock"))

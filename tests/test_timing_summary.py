@@ -57,3 +57,9 @@ def test_empty_sample_gives_no_estimate_but_says_n() -> None:
     estimate = quantile_interval([])
     assert math.isnan(estimate.value) and estimate.n == 0
     assert estimate.format() == "n/a (n=0)"
+
+
+def test_summary_names_the_backend_its_servers_ran_on() -> None:
+    start = {"event": "server_start", "seconds": 1.0, "backend": "local", "reused": True}
+    (line,) = summary_lines([start, _test(0.0, 0.0)])
+    assert line.startswith("warm-pool: 1 tests on local (reused), 0 waited for a database")

@@ -13,6 +13,8 @@ cheaply); the modules behind them:
 * :mod:`~perfkit.lifecycle.leakcheck` - does a strategy really isolate tests?
 * :mod:`~perfkit.lifecycle.bench` / :mod:`~perfkit.lifecycle.micro` - measurements
 * :mod:`~perfkit.lifecycle.pytest_postgresql` - pytest-postgresql's fixture shapes
+* :mod:`~perfkit.lifecycle.pgenv` - PG* variables for suites that read them
+* :mod:`~perfkit.lifecycle.header` - the run's header line (backend, version, isolation)
 """
 
 from perfkit._exports import lazy

@@ -11,7 +11,7 @@ database for the whole session, for suites that isolate themselves) and
 :class:`~perfkit.lifecycle.session.IsolationSession`). Options (each also an ini
 key with ``-`` -> ``_``, e.g. ``perfkit_isolation = template``)::
 
-    --perfkit-isolation=template|warm-pool|rollback|truncate|per-test-server|none
+    --perfkit-isolation=template|warm-pool|verified|rollback|truncate|per-test-server|none
     --perfkit-backend=auto|docker|local|external
     --perfkit-dsn=postgresql://...        (backend external; or env PERFKIT_DSN)
     --perfkit-migrations=schema.sql       (repeatable; applied once to the template)
@@ -24,13 +24,18 @@ key with ``-`` -> ``_``, e.g. ``perfkit_isolation = template``)::
     --perfkit-rollback-guard=warn|fail|off
     --perfkit-unix-socket=on|off          (local backend: socket DSNs, no password)
     --perfkit-timings=timings.json        (write per-test setup/teardown records)
+    --perfkit-export-pg-env               (PGHOST, PGPORT, ... for suites that read them)
 
 Marker: ``@pytest.mark.perfkit_isolation("template")`` overrides the strategy
 for one test. Under pytest-xdist each worker has its own server (or, with
 reuse, they share the reused one) and database names carry the worker id;
-the controller merges the workers' timing records. When tests ask for a
-database, the server, template and warm pool are prepared in the background
-from the end of collection on, while pytest gets ready to run the first test.
+the controller merges the workers' timing records. Only when a selected test
+asks for one of the fixtures (decided after collection) are the server,
+template and warm pool prepared, in the background from the end of
+collection on, while pytest gets ready to run the first test; a run whose
+tests need no database starts and probes nothing. A strategy that cannot
+serve a fixture a test asks for (``rollback`` and ``perfkit_dsn``) is one
+usage error at collection naming the tests, before anything starts.
 
 Before it starts anything the plugin makes SIGTERM and SIGHUP end the session
 like Ctrl-C does (:class:`SessionTerminated`, raised in the main thread even
@@ -70,6 +75,12 @@ TIMINGS_FORMAT = "perfkit-lifecycle-timings/1"
 LEASE_FIXTURES = frozenset({"perfkit_lease", "perfkit_db", "perfkit_dsn", "postgresql"})
 #: Fixtures that use the lease's ready-made connection (the warm pool opens it ahead).
 CONNECTION_FIXTURES = frozenset({"perfkit_lease", "perfkit_db", "postgresql"})
+#: Fixtures that hand the test its database's DSN (a strategy in NO_DSN cannot).
+DSN_FIXTURES = frozenset({"perfkit_dsn"})
+#: Session fixtures that need the shared server (and, the first, the session database).
+SESSION_FIXTURES = frozenset({"perfkit_session_dsn", "postgresql_proc", "perfkit_session"})
+#: How many test ids a collection-time usage error lists before "and N more".
+LISTED_TESTS = 10
 #: ini/option name -> IsolationSettings field, with the value's kind.
 OPTIONS: dict[str, tuple[str, str]] = {
     "perfkit_isolation": ("isolation", "str"),
@@ -84,6 +95,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "perfkit_keep_failed": ("keep_failed", "bool"),
     "perfkit_rollback_guard": ("rollback_guard", "str"),
     "perfkit_unix_socket": ("unix_socket", "bool"),
+    "perfkit_export_pg_env": ("export_pg_env", "bool"),
 }
 OPTION_KEYS = tuple(OPTIONS)
 _TRUE = {"1", "true", "yes", "on"}
@@ -123,6 +135,8 @@ class PluginState:
         #: The SIGTERM/SIGHUP that stopped the session, if one did.
         self.signum: int | None = None
         self._guarding = False
+        #: Set after collection when a selected test asks for a perfkit fixture.
+        self.needs_server = False
 
     @property
     def worker(self) -> str:
@@ -176,18 +190,25 @@ class PluginState:
                     self._sweep.start()
             return self.session
 
-    def prewarm(self, demand: Counter[str], *, connections: bool = True) -> None:
+    def prewarm(
+        self, demand: Counter[str], *, connections: bool = True, session_db: bool = False
+    ) -> None:
         """Start server, template and strategies in the background for the collected tests.
 
-        Then, still in the background, remove what killed runs left behind
-        (after the preparation, so the sweep is not on the way to the first test).
+        ``session_db``: also the session database (``perfkit_session_dsn``). Then,
+        still in the background, remove what killed runs left behind (after the
+        preparation, so the sweep is not on the way to the first test).
         """
         session = self.open(sweep=False)
 
         def run() -> None:
             try:
+                if not demand:
+                    session.shared_server  # noqa: B018 - started for the session fixtures
                 for name, tests in demand.items():
                     session.strategy(name).expect(tests, connections=connections)
+                if session_db:
+                    session.session_database()
             except BaseException:  # kept by the session; the first test raises it
                 pass
             _sweep_dead_owners()
@@ -276,10 +297,12 @@ def _convert(found: OptionValue, kind: str) -> Any:
     return str(value)
 
 
-def settings_from_config(config: pytest.Config) -> IsolationSettings:
+def settings_from_config(config: pytest.Config, *, check_only: bool = False) -> IsolationSettings:
     """Build (and validate) IsolationSettings from options, ini keys and PERFKIT_DSN.
 
     A bad value is reported with where it came from: the command line or the ini file.
+    ``check_only``: validate, but leave unset defaults that cost a look at the machine
+    (whether /dev/shm has room) at a placeholder; for the check at configuration.
     """
     from perfkit.errors import ConfigError
     from perfkit.lifecycle.settings import IsolationSettings
@@ -292,7 +315,7 @@ def settings_from_config(config: pytest.Config) -> IsolationSettings:
             continue
         values[field_name] = _convert(found, kind)
         sources[field_name] = found.source
-        alone = {field_name: values[field_name]}
+        alone = {"ram": False, field_name: values[field_name]}  # ram: no look at the machine
         if field_name == "backend" and values[field_name] == "external":
             alone["dsn"] = "postgresql://127.0.0.1/checked-below"  # whether a DSN is given: below
         if field_name in ("reuse", "dsn"):
@@ -306,6 +329,8 @@ def settings_from_config(config: pytest.Config) -> IsolationSettings:
         sources["dsn"] = f"environment variable {DSN_ENV}"
     if "dsn" in values and "backend" not in values:
         values["backend"] = "external"
+    if check_only:
+        values.setdefault("ram", False)
     try:
         return IsolationSettings(**values)
     except ConfigError as exc:
@@ -327,7 +352,7 @@ def _add_isolation_options(group: pytest.OptionGroup) -> None:
         "--perfkit-isolation",
         dest="perfkit_isolation",
         metavar="NAME",
-        help="isolation strategy: template (default), warm-pool, rollback, truncate, "
+        help="isolation strategy: template (default), warm-pool, verified, rollback, truncate, "
         "per-test-server or none",
     )
     group.addoption(
@@ -364,13 +389,13 @@ def _add_pool_options(group: pytest.OptionGroup) -> None:
         "--perfkit-pool-size",
         dest="perfkit_pool_size",
         metavar="N",
-        help="warm-pool: most databases kept ready (default 8)",
+        help="warm-pool, verified: most databases kept ready (default 8)",
     )
     group.addoption(
         "--perfkit-clone-workers",
         dest="perfkit_clone_workers",
         metavar="N",
-        help="warm-pool: databases cloned concurrently (default 2)",
+        help="warm-pool, verified: databases cloned concurrently (default 2)",
     )
 
 
@@ -411,6 +436,15 @@ def _add_run_options(group: pytest.OptionGroup) -> None:
         "and password over 127.0.0.1)",
     )
     group.addoption(
+        "--perfkit-export-pg-env",
+        dest="perfkit_export_pg_env",
+        action="store_const",
+        const="true",
+        help="set PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE to the session's "
+        "database before the suite's fixtures run (to the test's own database in tests "
+        "that lease one); unset what the DSN does not carry",
+    )
+    group.addoption(
         "--perfkit-timings",
         dest="perfkit_timings",
         metavar="PATH",
@@ -435,23 +469,28 @@ def _add_ini_options(parser: pytest.Parser) -> None:
     parser.addini("perfkit_rollback_guard", "warn, fail or off", default=None)
     parser.addini("perfkit_unix_socket", "unix-socket DSNs on the local backend", default=None)
     parser.addini("perfkit_timings", "timing records JSON file", default=None)
+    parser.addini("perfkit_export_pg_env", "export PG* variables (true/false)", default=None)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{MARKER}(name): run this test under perfkit isolation strategy `name` "
-        "(template, warm-pool, rollback, truncate, per-test-server, none)",
+        "(template, warm-pool, verified, rollback, truncate, per-test-server, none)",
     )
-    state = config.stash[_STATE] = PluginState(config)
-    if os.environ.get(DSN_ENV) or any(_lookup(config, key) is not None for key in OPTION_KEYS):
+    config.stash[_STATE] = PluginState(config)
+    if _configured(config):
         # Configured, so in use: check every setting now, before any test or server runs.
         from perfkit.errors import ConfigError
 
         try:
-            state.settings()
+            settings = settings_from_config(config, check_only=True)  # state.settings(): later
         except ConfigError as exc:
             raise pytest.UsageError(f"perfkit: {exc}") from None
+        if settings.export_pg_env:
+            from perfkit.lifecycle.pgenv import PgEnvFixtures
+
+            config.pluginmanager.register(PgEnvFixtures(LEASE_FIXTURES), "perfkit-pg-env")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -460,8 +499,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         state.unguard_signals()
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the selected tests count
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Reject unknown marker names before any test (or server) runs; then start preparing."""
+    """Reject unknown marker names and unservable fixtures before any test (or server) runs;
+    then, if a selected test needs a database, start preparing it in the background."""
     from perfkit.errors import ConfigError
     from perfkit.lifecycle.registry import check_name
 
@@ -472,18 +513,116 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             except ConfigError as exc:
                 raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{MARKER}: {exc}") from None
     state = config.stash.get(_STATE, None)
-    if state is None or state.is_xdist_controller or config.option.collectonly:
+    if state is None:
         return
-    leasing = [i for i in items if LEASE_FIXTURES & set(getattr(i, "fixturenames", ()))]
-    demand = Counter(_isolation_name(item, state) for item in leasing)
-    if not demand:
+    unservable = _unservable(items, state)
+    if unservable:
+        _refuse(config, items, unservable)
         return
-    connections = any(CONNECTION_FIXTURES & set(getattr(i, "fixturenames", ())) for i in leasing)
     try:
-        # Under xdist each worker gets an unknown share: the whole count is the upper bound.
-        state.prewarm(demand, connections=connections)
+        if state.is_xdist_controller or config.option.collectonly:
+            return
+        _start_what_is_needed(items, state)
     except ConfigError as exc:
         raise pytest.UsageError(f"perfkit: {exc}") from None
+
+
+def _fixtures(item: pytest.Item) -> set[str]:
+    return set(getattr(item, "fixturenames", ()))
+
+
+def _needs_perfkit(item: pytest.Item) -> bool:
+    return bool((LEASE_FIXTURES | SESSION_FIXTURES | {"perfkit_pg_env"}) & _fixtures(item))
+
+
+def _refuse(config: pytest.Config, items: list[pytest.Item], message: str) -> None:
+    """Stop before any test runs with ``message``, once.
+
+    A usage error; in an xdist worker (where a usage error would crash the
+    worker) a collection error instead, which the controller reports and
+    stops on.
+    """
+    if getattr(config, "workerinput", None) is None:
+        raise pytest.UsageError(message)
+    report = pytest.CollectReport("", "failed", message, [])
+    config.hook.pytest_collectreport(report=report)
+    items[:] = []
+
+
+def _unservable(items: list[pytest.Item], state: PluginState) -> str | None:
+    """A message naming every test whose strategy cannot give it a fixture it asks for."""
+    from perfkit.lifecycle.registry import NO_DSN
+
+    unservable: dict[str, list[str]] = {}
+    for item in items:
+        wanted = DSN_FIXTURES & _fixtures(item)
+        if not wanted:
+            continue
+        strategy = _isolation_name(item, state)
+        if strategy in NO_DSN:
+            unservable.setdefault(strategy, []).append(
+                f"{item.nodeid} ({', '.join(sorted(wanted))})"
+            )
+    if not unservable:
+        return None
+    parts = []
+    for strategy, tests in unservable.items():
+        listed = "\n  ".join(tests[:LISTED_TESTS])
+        more = f"\n  ... and {len(tests) - LISTED_TESTS} more" if len(tests) > LISTED_TESTS else ""
+        parts.append(
+            f"isolation {strategy!r} isolates one connection and cannot hand out a DSN "
+            f"({', '.join(sorted(DSN_FIXTURES))}), which {len(tests)} test(s) ask for:\n  "
+            f"{listed}{more}"
+        )
+    return (
+        "perfkit: "
+        + "\n".join(parts)
+        + "\nuse perfkit_db in these tests, or choose template, warm-pool, verified, truncate or "
+        "per-test-server (--perfkit-isolation, or @pytest.mark.perfkit_isolation on the tests)"
+    )
+
+
+def _start_what_is_needed(items: list[pytest.Item], state: PluginState) -> None:
+    """Nothing when no selected test asks for a perfkit fixture; else prepare in the background."""
+    needing = [i for i in items if _needs_perfkit(i)]
+    if not needing:
+        return
+    leasing = [i for i in needing if LEASE_FIXTURES & _fixtures(i)]
+    demand = Counter(_isolation_name(item, state) for item in leasing)
+    connections = any(CONNECTION_FIXTURES & _fixtures(i) for i in leasing)
+    session_db = state.settings().export_pg_env or any(
+        "perfkit_session_dsn" in _fixtures(i) for i in needing
+    )
+    state.needs_server = True
+    # Under xdist each worker gets an unknown share: the whole count is the upper bound.
+    state.prewarm(demand, connections=connections, session_db=session_db)
+
+
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    """The header line once a selected test needs a database: backend, version, isolation."""
+    state = config.stash.get(_STATE, None)
+    if state is None or not state.needs_server or config.option.no_header:
+        return []
+    from perfkit.lifecycle.header import header_line
+
+    return [header_line(state.settings())]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Under xdist the controller collects nothing: it names the configured settings."""
+    state = config.stash.get(_STATE, None)
+    if state is None or not state.is_xdist_controller or not _configured(config):
+        return []
+    from perfkit.lifecycle.header import configured_line
+
+    return [configured_line(state.settings())]
+
+
+def _configured(config: pytest.Config) -> bool:
+    """Whether perfkit is set up for this run (an option, an ini key or PERFKIT_DSN)."""
+    return bool(os.environ.get(DSN_ENV)) or any(
+        _lookup(config, key) is not None for key in OPTION_KEYS
+    )
 
 
 def _isolation_name(node: pytest.Item, state: PluginState) -> str:
@@ -606,7 +745,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     """One line per strategy used: waits, clones, refill vs consumption; kept databases."""
     state = config.stash.get(_STATE, None)
     payloads = getattr(state, "summary_payloads", None)
-    if not payloads:
+    if not payloads or not any(p["records"] or p.get("kept") for p in payloads):
         return
     from perfkit.lifecycle.timing_summary import summary_lines
 

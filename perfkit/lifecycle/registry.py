@@ -21,6 +21,8 @@ NAMES: tuple[str, ...] = (
 )
 #: Strategies that share one server per session (per xdist worker).
 SHARED: tuple[str, ...] = ("rollback", "truncate", "template", "warm-pool", "verified", "none")
+#: Strategies that isolate one connection and so cannot hand a test a DSN.
+NO_DSN: tuple[str, ...] = ("rollback",)
 
 
 def check_name(name: object) -> str:

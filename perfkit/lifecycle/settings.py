@@ -9,7 +9,6 @@ from types import MappingProxyType
 
 from perfkit.dsn import SecretDsn, mask
 from perfkit.errors import ConfigError
-from perfkit.loopback import check_loopback
 from perfkit.postgres.settings import BACKENDS, FAST_SERVER_SETTINGS, ServerSettings
 
 TEMPLATE_STRATEGIES = ("file_copy", "wal_log")
@@ -89,6 +88,10 @@ class IsolationSettings:
     connection (``warn``, ``fail`` or ``off``). ``unix_socket`` hands out
     unix-socket DSNs where the server has one (local backend: no TCP, no
     password, connects about 3x faster); off gives host, port and password.
+    ``export_pg_env`` (pytest plugin) sets libpq's ``PGHOST``, ``PGPORT``,
+    ``PGUSER``, ``PGPASSWORD`` and ``PGDATABASE`` to the session's database
+    before the suite's own fixtures run, and to the test's database where a
+    test leases one (see :mod:`perfkit.lifecycle.pgenv`).
     """
 
     isolation: str = DEFAULT_ISOLATION
@@ -110,6 +113,7 @@ class IsolationSettings:
     keep_failed: bool = False
     rollback_guard: str = "warn"
     unix_socket: bool = True
+    export_pg_env: bool = False
 
     def __post_init__(self) -> None:
         from perfkit.lifecycle.registry import check_name
@@ -123,6 +127,8 @@ class IsolationSettings:
             raise ConfigError("dsn must be a non-empty string")
         if self.dsn is not None:
             object.__setattr__(self, "dsn", SecretDsn(self.dsn))
+            from perfkit.loopback import check_loopback  # only with a DSN: cheap settings
+
             check_loopback(self.dsn)  # before any test or server runs
         if self.backend == "external" and not self.dsn:
             raise ConfigError(
@@ -146,7 +152,7 @@ class IsolationSettings:
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
-        for name in ("ram", "reuse", "keep_failed", "unix_socket"):
+        for name in ("ram", "reuse", "keep_failed", "unix_socket", "export_pg_env"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.reuse and self.backend == "external":

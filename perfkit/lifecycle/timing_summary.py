@@ -1,6 +1,6 @@
 """The plugin's one-line-per-strategy terminal summary, computed from its timing records.
 
-For every strategy: tests served, how many waited for their database, acquire
+For every strategy: tests served and on which backend, how many waited for their database, acquire
 and release p50/p99; for the warm pool also the clones made and its refill
 rate (databases per second its cloners produce) next to the consumption rate
 (databases per second the tests took); for ``verified`` also how many released
@@ -41,8 +41,11 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
     tests: dict[str, list[dict[str, Any]]] = defaultdict(list)
     clones: list[float] = []
     recycled: dict[str, list[float]] = defaultdict(list)
+    backends: set[str] = set()
     workers = 1
     for record in records:
+        if record["event"] == "server_start" and record.get("backend"):
+            backends.add(str(record["backend"]) + (" (reused)" if record.get("reused") else ""))
         if record["event"] == "test":
             tests[record["strategy"]].append(record)
         elif record["event"] == "pool_clone":
@@ -52,12 +55,13 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
         elif record["event"] == "session_setup" and record["strategy"] in POOLS:
             workers = int(record["clone_workers"])
     lines = []
+    where = f" on {', '.join(sorted(backends))}" if backends else ""
     for strategy, rows in sorted(tests.items()):
         acquire = [r["acquire_s"] for r in rows]
         release = [r["release_s"] for r in rows]
         waited = sum(a > WAIT_S for a in acquire)
         line = (
-            f"{strategy}: {len(rows)} tests, {waited} waited for a database; "
+            f"{strategy}: {len(rows)} tests{where}, {waited} waited for a database; "
             f"acquire p50 {_ms(percentile(acquire, 0.5))} p99 {_ms(percentile(acquire, 0.99))}, "
             f"release p50 {_ms(percentile(release, 0.5))} p99 {_ms(percentile(release, 0.99))}"
         )

@@ -6,25 +6,22 @@ binaries, and :func:`choose_backend` says which and why.
 """
 
 from perfkit._exports import lazy
-from perfkit.postgres.base import PostgresServer
-from perfkit.postgres.factory import BackendChoice, choose_backend, create_server
-from perfkit.postgres.settings import FAST_SERVER_SETTINGS, ServerSettings
 
-_HOMES = {  # loaded on first use: psutil and PgBouncer's files are not needed to start a server
+# Loaded on first use: the pytest plugin checks its settings (perfkit.postgres.settings) in
+# every session, and must not pay for psycopg, psutil or PgBouncer's files there.
+_HOMES = {
+    "FAST_SERVER_SETTINGS": "perfkit.postgres.settings",
+    "ServerSettings": "perfkit.postgres.settings",
+    "PostgresServer": "perfkit.postgres.base",
+    "BackendChoice": "perfkit.postgres.factory",
+    "choose_backend": "perfkit.postgres.factory",
+    "create_server": "perfkit.postgres.factory",
     "measure_cpu": "perfkit.postgres.cpu",
     "CpuUsage": "perfkit.postgres.cpu",
     "PgBouncer": "perfkit.postgres.pgbouncer",
     "PgBouncerSettings": "perfkit.postgres.pgbouncer",
 }
 
-__all__ = [
-    *_HOMES,
-    "FAST_SERVER_SETTINGS",
-    "BackendChoice",
-    "PostgresServer",
-    "ServerSettings",
-    "choose_backend",
-    "create_server",
-]
+__all__ = list(_HOMES)
 
 __getattr__, __dir__ = lazy(__name__, _HOMES, globals())

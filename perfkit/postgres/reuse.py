@@ -16,7 +16,9 @@ and database name, and the OS user (servers are never shared between users), plu
 
 A file lock serialises find-or-start between concurrent runs (and xdist
 workers, which then share one server). :func:`list_reused` and
-:func:`stop_reused` back ``perfkit servers``.
+:func:`stop_reused` back ``perfkit servers``; each server records its
+namespace (the ``perfkit.reuse-namespace`` label, the ``namespace`` of the
+local state file) so that they can keep to the current one.
 """
 
 from __future__ import annotations
@@ -44,11 +46,17 @@ from perfkit.postgres.settings import ServerSettings
 
 REUSE_LABEL = "perfkit.reuse-key"
 REUSE_UID_LABEL = "perfkit.reuse-uid"
+REUSE_NAMESPACE_LABEL = "perfkit.reuse-namespace"
 REUSE_PREFIX = "perfkit-reuse-"
 STATE_FILE = "perfkit-reuse.json"
 KEY_CHARS = 16
 #: Set to keep separate reused servers apart (per project, branch or test run).
 NAMESPACE_ENV = "PERFKIT_REUSE_NAMESPACE"
+
+
+def current_namespace() -> str:
+    """``PERFKIT_REUSE_NAMESPACE``, or ``""`` (the default namespace) when unset."""
+    return os.environ.get(NAMESPACE_ENV, "")
 
 
 def reuse_key(settings: ServerSettings, backend: str, identity: str) -> str:
@@ -62,7 +70,7 @@ def reuse_key(settings: ServerSettings, backend: str, identity: str) -> str:
             "user": settings.user,
             "dbname": settings.dbname,
             "uid": os.getuid(),
-            "namespace": os.environ.get(NAMESPACE_ENV, ""),
+            "namespace": current_namespace(),
         },
         sort_keys=True,
     )
@@ -110,6 +118,7 @@ class ReusedDockerServer(_Reused, DockerServer):
         return {
             REUSE_LABEL: self.key,
             REUSE_UID_LABEL: str(os.getuid()),
+            REUSE_NAMESPACE_LABEL: current_namespace(),
             "perfkit.backend": "docker",
         }
 
@@ -217,7 +226,7 @@ class ReusedLocalServer(_Reused, LocalServer):
         self.workdir = None
         self._initdb_at(self.home)
         self.port = free_port()
-        state.write_text(json.dumps({"port": self.port}))
+        state.write_text(json.dumps({"port": self.port, "namespace": current_namespace()}))
         self._spawn()
 
     def _initdb_at(self, home: Path) -> None:
@@ -271,10 +280,23 @@ class ReusedServerInfo:
     key: str
     where: str
     status: str
+    namespace: str = ""
 
 
-def list_reused() -> list[ReusedServerInfo]:
-    """Every reused server of this OS user on this machine."""
+def _local_namespace(home: Path) -> str:
+    try:
+        return str(json.loads((home / STATE_FILE).read_text()).get("namespace", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def list_reused(*, namespace: str | None = None) -> list[ReusedServerInfo]:
+    """The reused servers of this OS user on this machine: of ``namespace`` (None: all)."""
+    found = _list_all()
+    return [i for i in found if namespace is None or i.namespace == namespace]
+
+
+def _list_all() -> list[ReusedServerInfo]:
     found: list[ReusedServerInfo] = []
     prefix = f"{REUSE_PREFIX}{os.getuid()}-"
     for root in cleanup.temp_roots():
@@ -286,7 +308,11 @@ def list_reused() -> list[ReusedServerInfo]:
                 status = "running" if cleanup.pid_alive(pid) else "stopped"
             except (OSError, ValueError, IndexError):
                 status = "stopped"
-            found.append(ReusedServerInfo("local", home.name[len(prefix) :], str(home), status))
+            found.append(
+                ReusedServerInfo(
+                    "local", home.name[len(prefix) :], str(home), status, _local_namespace(home)
+                )
+            )
     with contextlib.suppress(BackendUnavailable):
         client = docker_client()
         for container in reused_containers(client):
@@ -296,6 +322,7 @@ def list_reused() -> list[ReusedServerInfo]:
                     container.labels.get(REUSE_LABEL, ""),
                     f"container {container.short_id}",
                     container.status,
+                    container.labels.get(REUSE_NAMESPACE_LABEL, ""),
                 )
             )
     return found
@@ -309,11 +336,12 @@ def reused_containers(client: Any) -> list[Any]:
     )
 
 
-def stop_reused(keys: Iterable[str] | None = None) -> list[str]:
-    """Remove this OS user's reused servers (all, or those with the given keys)."""
+def stop_reused(keys: Iterable[str] | None = None, *, namespace: str | None = None) -> list[str]:
+    """Remove this OS user's reused servers: all, or those with the given keys, of
+    ``namespace`` (None: of every namespace)."""
     wanted = None if keys is None else set(keys)
     removed: list[str] = []
-    for info in list_reused():
+    for info in list_reused(namespace=namespace):
         if wanted is not None and info.key not in wanted:
             continue
         if info.backend == "local":
@@ -325,6 +353,10 @@ def stop_reused(keys: Iterable[str] | None = None) -> list[str]:
         client = docker_client()
         for container in reused_containers(client):
             if wanted is not None and container.labels.get(REUSE_LABEL) not in wanted:
+                continue
+            if namespace is not None and container.labels.get(REUSE_NAMESPACE_LABEL, "") != (
+                namespace
+            ):
                 continue
             with contextlib.suppress(Exception):
                 container.remove(force=True, v=True)

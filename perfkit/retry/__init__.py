@@ -20,58 +20,44 @@
 - :mod:`perfkit.retry.bigherd`: 1,000 connected clients losing the server, vs the simulation;
 - :mod:`perfkit.retry.lab` (Params, ``LAB``), :mod:`perfkit.retry.measure` (the runs against
   servers), :mod:`perfkit.retry.conclusions` and :mod:`perfkit.retry.plots`: the notebook's lab.
+
+The names in ``__all__`` load on first use, so ``from perfkit.retry import connect_with_retry``
+loads psycopg but neither numpy nor pandas (a test suite's light install has neither).
 """
 
-from perfkit.errors import RetryError
-from perfkit.retry.connect import async_connect_with_retry, connect_with_retry
-from perfkit.retry.model import AttemptCosts, Fit, Prediction, fit, fit_schedule, predict
-from perfkit.retry.planner import GiveUp, RetryPlanner
-from perfkit.retry.readiness import ready_time_samples
-from perfkit.retry.strategies import (
-    STRATEGIES,
-    AdditiveJitter,
-    CappedExponential,
-    DecorrelatedJitter,
-    DelayedExponential,
-    EqualJitter,
-    FixedDelay,
-    FullJitter,
-    GrpcBackoff,
-    PollyDecorrelatedJitterV2,
-    Strategy,
-    get_strategy,
-    strategy_name,
-)
-from perfkit.retry.token_bucket import RetryTokenBucket
-from perfkit.retry.trace import Attempt, Trace
+from perfkit._exports import lazy
 
-__all__ = [
-    "STRATEGIES",
-    "AdditiveJitter",
-    "Attempt",
-    "AttemptCosts",
-    "CappedExponential",
-    "DecorrelatedJitter",
-    "DelayedExponential",
-    "EqualJitter",
-    "Fit",
-    "FixedDelay",
-    "FullJitter",
-    "GiveUp",
-    "GrpcBackoff",
-    "PollyDecorrelatedJitterV2",
-    "Prediction",
-    "RetryError",
-    "RetryPlanner",
-    "RetryTokenBucket",
-    "Strategy",
-    "Trace",
-    "async_connect_with_retry",
-    "connect_with_retry",
-    "fit",
-    "fit_schedule",
-    "get_strategy",
-    "predict",
-    "ready_time_samples",
-    "strategy_name",
-]
+_HOMES = {
+    "RetryError": "perfkit.errors",
+    "async_connect_with_retry": "perfkit.retry.connect",
+    "connect_with_retry": "perfkit.retry.connect",
+    "AttemptCosts": "perfkit.retry.model",
+    "Fit": "perfkit.retry.model",
+    "Prediction": "perfkit.retry.model",
+    "fit": "perfkit.retry.model",
+    "fit_schedule": "perfkit.retry.model",
+    "predict": "perfkit.retry.model",
+    "GiveUp": "perfkit.retry.planner",
+    "RetryPlanner": "perfkit.retry.planner",
+    "ready_time_samples": "perfkit.retry.readiness",
+    "STRATEGIES": "perfkit.retry.strategies",
+    "AdditiveJitter": "perfkit.retry.strategies",
+    "CappedExponential": "perfkit.retry.strategies",
+    "DecorrelatedJitter": "perfkit.retry.strategies",
+    "DelayedExponential": "perfkit.retry.strategies",
+    "EqualJitter": "perfkit.retry.strategies",
+    "FixedDelay": "perfkit.retry.strategies",
+    "FullJitter": "perfkit.retry.strategies",
+    "GrpcBackoff": "perfkit.retry.strategies",
+    "PollyDecorrelatedJitterV2": "perfkit.retry.strategies",
+    "Strategy": "perfkit.retry.strategies",
+    "get_strategy": "perfkit.retry.strategies",
+    "strategy_name": "perfkit.retry.strategies",
+    "RetryTokenBucket": "perfkit.retry.token_bucket",
+    "Attempt": "perfkit.retry.trace",
+    "Trace": "perfkit.retry.trace",
+}
+
+__all__ = list(_HOMES)
+
+__getattr__, __dir__ = lazy(__name__, _HOMES, globals())

@@ -40,12 +40,13 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from perfkit import validate
 from perfkit.errors import ConfigError
+
+if TYPE_CHECKING:  # numpy is imported where samples are drawn (not by connect_with_retry)
+    import numpy as np
 
 Anchor = Literal["failure", "attempt_start"]
 
@@ -126,6 +127,8 @@ class Strategy(abc.ABC):
 
     def sample(self, rng: np.random.Generator, n: int, k: int) -> np.ndarray:
         """``n`` independent schedules of ``k`` delays, as an ``(n, k)`` array (vectorised)."""
+        import numpy as np
+
         out = np.empty((n, k))
         seeds = rng.integers(0, 2**63 - 1, size=n)
         for row, seed in enumerate(seeds):
@@ -173,6 +176,8 @@ class FixedDelay(Strategy):
         return (float(self.delay), float(self.delay))
 
     def sample(self, rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+        import numpy as np
+
         return np.full((n, k), float(self.delay))
 
 
@@ -209,6 +214,8 @@ class _Exponential(Strategy):
         return float(min(self.cap, self.base * self.multiplier**exponent))
 
     def _envelope_matrix(self, n: int, k: int) -> np.ndarray:
+        import numpy as np
+
         row = np.array([self.envelope(j) for j in range(1, k + 1)])
         return np.broadcast_to(row, (n, k))
 
@@ -230,6 +237,8 @@ class CappedExponential(_Exponential):
         return (e, e)
 
     def sample(self, rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+        import numpy as np
+
         return np.array(self._envelope_matrix(n, k))
 
 
@@ -262,6 +271,8 @@ class DelayedExponential(_Exponential):
         return (d, d)
 
     def sample(self, rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+        import numpy as np
+
         if k <= 0:
             return np.empty((n, 0))
         first = np.full((n, 1), float(self.first_delay))
@@ -331,6 +342,8 @@ class DecorrelatedJitter(_Exponential):
         return (float(self.base), hi)
 
     def sample(self, rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+        import numpy as np
+
         out = np.empty((n, k))
         prev = np.full(n, float(self.base))
         for j in range(k):
@@ -377,6 +390,8 @@ _RP_SCALING = 1 / 1.4
 
 
 def _polly_g(t: float | np.ndarray) -> Any:
+    import numpy as np
+
     return np.power(2.0, t) * np.tanh(np.sqrt(_P_FACTOR * t))
 
 
@@ -452,6 +467,8 @@ class PollyDecorrelatedJitterV2(Strategy):
         return (float(_polly_g(last)) * self._scale(), float(_polly_g(last + 1)) * self._scale())
 
     def sample(self, rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+        import numpy as np
+
         start = 1 if self.fast_first else 0
         terms = max(k - start, 0)
         t = np.arange(start, start + terms)[None, :] + rng.random((n, terms))
@@ -527,6 +544,8 @@ class GrpcBackoff(Strategy):
         return max(backoff, float(self.min_connect_timeout))
 
     def sample(self, rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+        import numpy as np
+
         b = np.array([self._current(j) for j in range(1, k + 1)])
         jitter = (rng.random((n, k)) * 2 - 1) * self.jitter
         out = b[None, :] * (1 + jitter)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Literal
 
 from perfkit.dsn import mask
+
+if TYPE_CHECKING:  # pandas only for to_frame (the connect path stays pandas-free)
+    import pandas as pd
 
 Outcome = Literal["ok", "error", "timeout"]
 
@@ -116,6 +117,8 @@ class Trace:
 
     def to_frame(self, **extra: Any) -> pd.DataFrame:
         """One row per attempt; ``extra`` columns (e.g. client id) are added to every row."""
+        import pandas as pd
+
         rows = [
             {
                 **extra,
