@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pluginrun import InnerPytest
@@ -127,3 +128,33 @@ def inner_pytest(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> 
         "PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     )
     return InnerPytest(pytester, monkeypatch)
+
+
+# -- a template with one of everything a test can change (tests/dbstate.py) --------------
+
+
+@pytest.fixture(scope="module")
+def state_template(request: pytest.FixtureRequest, pg_server: PostgresServer) -> Iterator[str]:
+    """:data:`dbstate.SCHEMA` in a template database of the test module's own."""
+    from dbstate import made_template
+
+    name = "perfkit_st_" + request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    with made_template(pg_server, name[:63]) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def reference(pg_server: PostgresServer, state_template: str) -> Any:
+    """The fingerprint of a fresh clone of :func:`state_template`."""
+    from perfkit.lifecycle import template_fingerprint
+
+    return template_fingerprint(pg_server, state_template)
+
+
+@pytest.fixture
+def clone(pg_server: PostgresServer, state_template: str) -> Iterator[str]:
+    """A fresh clone of :func:`state_template`, dropped after the test."""
+    from dbstate import made_clone
+
+    with made_clone(pg_server, state_template) as name:
+        yield name

@@ -9,35 +9,17 @@ clone; the randomized run reports its rate.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import psycopg
 import pytest
-from dbstate import CLEAN, PLANTED, made_clone, made_template, run_statements
+from dbstate import CLEAN, PLANTED, made_clone, run_statements
 
-from perfkit.lifecycle import Fingerprint, equals_template, template_fingerprint
+from perfkit.lifecycle import Fingerprint, equals_template
 from perfkit.lifecycle.cleancheck import State, end_other_sessions, read_state, unchanged
 from perfkit.lifecycle.dbconnect import admin_connect, connect
 from perfkit.postgres import PostgresServer
 
 pytestmark = pytest.mark.local
-
-
-@pytest.fixture(scope="module")
-def template(pg_server: PostgresServer) -> Iterator[str]:
-    with made_template(pg_server, "perfkit_cc_template") as name:
-        yield name
-
-
-@pytest.fixture(scope="module")
-def reference(pg_server: PostgresServer, template: str) -> Fingerprint:
-    return template_fingerprint(pg_server, template)
-
-
-@pytest.fixture
-def clone(pg_server: PostgresServer, template: str) -> Iterator[str]:
-    with made_clone(pg_server, template) as name:
-        yield name
 
 
 def _state(server: PostgresServer, dbname: str) -> State:
@@ -174,9 +156,9 @@ def run_randomized(
 
 
 def test_randomized_cases_have_no_miss(
-    pg_server: PostgresServer, template: str, reference: Fingerprint
+    pg_server: PostgresServer, state_template: str, reference: Fingerprint
 ) -> None:
-    clean, _, misses = run_randomized(pg_server, template, reference, 40, seed=17)
+    clean, _, misses = run_randomized(pg_server, state_template, reference, 40, seed=17)
     assert misses == []
     assert clean > 0  # the generator makes clean cases too, or the test proves little
 
@@ -184,9 +166,11 @@ def test_randomized_cases_have_no_miss(
 @pytest.mark.bench
 @pytest.mark.timeout(3600)
 def test_bench_one_thousand_randomized_cases_have_no_miss(
-    pg_server: PostgresServer, template: str, reference: Fingerprint
+    pg_server: PostgresServer, state_template: str, reference: Fingerprint
 ) -> None:
-    clean, false_dirty, misses = run_randomized(pg_server, template, reference, 1000, seed=2026)
+    clean, false_dirty, misses = run_randomized(
+        pg_server, state_template, reference, 1000, seed=2026
+    )
     print(
         f"\nrandomized clean check: 1000 cases, {clean} clean, {len(misses)} misses, "
         f"false dirty {false_dirty} of {clean} clean ({false_dirty / max(clean, 1):.0%})"

@@ -7,58 +7,41 @@ clean cases must not be called dirty (that would only cost a needless clone).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import psycopg
 import pytest
-from dbstate import CLEAN, PLANTED, made_clone, made_template, run_statements
+from dbstate import CLEAN, PLANTED, run_statements
 
-from perfkit.lifecycle import Fingerprint, equals_template, template_fingerprint
+from perfkit.lifecycle import Fingerprint, equals_template
 from perfkit.lifecycle.dbconnect import connect
 from perfkit.postgres import PostgresServer
 
 pytestmark = pytest.mark.local
 
 
-@pytest.fixture(scope="module")
-def template(pg_server: PostgresServer) -> Iterator[str]:
-    with made_template(pg_server) as name:
-        yield name
-
-
-@pytest.fixture(scope="module")
-def reference(pg_server: PostgresServer, template: str) -> Fingerprint:
-    return template_fingerprint(pg_server, template)
-
-
-@pytest.fixture
-def clone(pg_server: PostgresServer, template: str) -> Iterator[str]:
-    with made_clone(pg_server, template) as name:
-        yield name
-
-
 @pytest.mark.parametrize("kind", sorted(PLANTED))
 def test_a_planted_change_is_seen(
-    kind: str, pg_server: PostgresServer, clone: str, template: str, reference: Fingerprint
+    kind: str, pg_server: PostgresServer, clone: str, state_template: str, reference: Fingerprint
 ) -> None:
     run_statements(pg_server, clone, PLANTED[kind])
-    result = equals_template(pg_server, clone, template, reference=reference)
+    result = equals_template(pg_server, clone, state_template, reference=reference)
     assert not result.equal, f"{kind}: the change was not seen"
 
 
 @pytest.mark.parametrize("kind", sorted(CLEAN))
 def test_work_that_leaves_no_trace_is_clean(
-    kind: str, pg_server: PostgresServer, clone: str, template: str, reference: Fingerprint
+    kind: str, pg_server: PostgresServer, clone: str, state_template: str, reference: Fingerprint
 ) -> None:
     run_statements(pg_server, clone, CLEAN[kind])
-    result = equals_template(pg_server, clone, template, reference=reference)
+    result = equals_template(pg_server, clone, state_template, reference=reference)
     assert result.equal, str(result)
 
 
 def test_a_fresh_clone_equals_its_template(
-    pg_server: PostgresServer, clone: str, template: str
+    pg_server: PostgresServer, clone: str, state_template: str
 ) -> None:
-    assert equals_template(pg_server, clone, template).equal
+    assert equals_template(pg_server, clone, state_template).equal
 
 
 def _left_open(server: PostgresServer, dbname: str, work: Callable[[psycopg.Connection], None]):
@@ -68,18 +51,18 @@ def _left_open(server: PostgresServer, dbname: str, work: Callable[[psycopg.Conn
 
 
 def test_an_uncommitted_write_from_a_connection_left_open_is_not_clean(
-    pg_server: PostgresServer, clone: str, template: str, reference: Fingerprint
+    pg_server: PostgresServer, clone: str, state_template: str, reference: Fingerprint
 ) -> None:
     conn = _left_open(pg_server, clone, lambda c: c.execute("INSERT INTO empty_things VALUES (9)"))
     try:
-        result = equals_template(pg_server, clone, template, reference=reference)
+        result = equals_template(pg_server, clone, state_template, reference=reference)
         assert "1 other session(s) still connected" in result.differences
     finally:
         conn.close()
 
 
 def test_a_committed_write_from_a_connection_left_open_is_seen(
-    pg_server: PostgresServer, clone: str, template: str, reference: Fingerprint
+    pg_server: PostgresServer, clone: str, state_template: str, reference: Fingerprint
 ) -> None:
     def write(c: psycopg.Connection) -> None:
         c.execute("INSERT INTO empty_things VALUES (9)")
@@ -87,23 +70,23 @@ def test_a_committed_write_from_a_connection_left_open_is_seen(
 
     conn = _left_open(pg_server, clone, write)
     try:
-        result = equals_template(pg_server, clone, template, reference=reference)
+        result = equals_template(pg_server, clone, state_template, reference=reference)
         assert "table public.empty_things changed" in result.differences
     finally:
         conn.close()
 
 
 def test_the_difference_names_the_table(
-    pg_server: PostgresServer, clone: str, template: str, reference: Fingerprint
+    pg_server: PostgresServer, clone: str, state_template: str, reference: Fingerprint
 ) -> None:
     run_statements(pg_server, clone, "DELETE FROM extra.notes")
-    result = equals_template(pg_server, clone, template, reference=reference)
+    result = equals_template(pg_server, clone, state_template, reference=reference)
     assert result.differences == ("table extra.notes changed",)
 
 
 def test_a_new_table_is_named_as_added(
-    pg_server: PostgresServer, clone: str, template: str, reference: Fingerprint
+    pg_server: PostgresServer, clone: str, state_template: str, reference: Fingerprint
 ) -> None:
     run_statements(pg_server, clone, "CREATE TABLE newbie (x int)")
-    result = equals_template(pg_server, clone, template, reference=reference)
+    result = equals_template(pg_server, clone, state_template, reference=reference)
     assert "table public.newbie added" in result.differences

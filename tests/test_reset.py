@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from dbstate import PLANTED, made_clone, made_template, run_statements
+from dbstate import PLANTED, run_statements
 
-from perfkit.lifecycle import Fingerprint, equals_template, template_fingerprint
+from perfkit.lifecycle import Fingerprint, equals_template
 from perfkit.lifecycle import reset as resets
 from perfkit.lifecycle.cleancheck import (
     RELATIONS_CHANGED,
@@ -33,23 +31,6 @@ ROWS_ONLY = {
 }
 
 
-@pytest.fixture(scope="module")
-def template(pg_server: PostgresServer) -> Iterator[str]:
-    with made_template(pg_server, "perfkit_rs_template") as name:
-        yield name
-
-
-@pytest.fixture(scope="module")
-def reference(pg_server: PostgresServer, template: str) -> Fingerprint:
-    return template_fingerprint(pg_server, template)
-
-
-@pytest.fixture
-def clone(pg_server: PostgresServer, template: str) -> Iterator[str]:
-    with made_clone(pg_server, template) as name:
-        yield name
-
-
 def _plan_after(
     server: PostgresServer, dbname: str, statements: str | list[str]
 ) -> tuple[resets.ResetPlan | None, resets.Pristine]:
@@ -68,7 +49,7 @@ def _plan_after(
 
 @pytest.mark.parametrize("kind", sorted(PLANTED))
 def test_a_planted_change_is_reset_to_the_template_or_refused(
-    kind: str, pg_server: PostgresServer, clone: str, template: str, reference: Fingerprint
+    kind: str, pg_server: PostgresServer, clone: str, state_template: str, reference: Fingerprint
 ) -> None:
     plan, pristine = _plan_after(pg_server, clone, PLANTED[kind])
     if kind in ROWS_ONLY:
@@ -77,7 +58,7 @@ def test_a_planted_change_is_reset_to_the_template_or_refused(
         return
     with connect(pg_server.dsn_for(clone)) as conn:
         resets.reset(conn, plan, pristine)
-    result = equals_template(pg_server, clone, template, reference=reference)
+    result = equals_template(pg_server, clone, state_template, reference=reference)
     assert result.equal, f"{kind}: reset left {result}"
 
 

@@ -62,7 +62,7 @@ class Params(LabParams):
     )
     repetitions: int = param(1, "suite runs per (strategy, workers), in a seeded shuffled order")
     time_budget_s: float | None = param(
-        None, "s of extra runs to settle the fastest (0: off)", full=50.0, quick=0.0
+        None, "s of extra runs to settle the fastest (0: off)", full=30.0, quick=0.0
     )
     micro_iterations: int | None = param(None, "micro-benchmark iterations", full=60, quick=10)
     pool_think_ms: float = param(100.0, "warm-pool benchmark: how long a test holds its database")

@@ -177,15 +177,15 @@ class Params(LabParams):
     open_fractions: tuple[float, ...] | None = param(
         None,
         "x closed-loop throughput",
-        full=(0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.2),
+        full=(0.3, 0.6, 0.8, 1.0, 1.2),
         quick=(0.3, 0.7, 1.1),
     )
     arrivals: str = param("poisson", '"poisson" or "fixed" (interval) arrivals, seeded')
     latency_limit_ms: float = param(50.0, "slower than this from intended start: late")
-    open_duration_s: int | None = param(None, "seconds per open-loop run", full=3, quick=1)
+    open_duration_s: int | None = param(None, "seconds per open-loop run", full=2, quick=1)
     open_threads: int = param(32, "client threads carrying open-loop requests (max in flight)")
     sampler_pairs: int | None = param(
-        None, "sampler on/off windows (pairs; 0: skip)", full=40, quick=12
+        None, "sampler on/off windows (pairs; 0: skip)", full=20, quick=12
     )
 
     @property
