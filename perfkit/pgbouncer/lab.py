@@ -196,7 +196,8 @@ def run(params: Params, server: PostgresServer, progress: Progress) -> dict[str,
             profiler=profiler,
         )
     profiler.close()
-    frames |= profiler.frames()
+    if params.ran("pool") or params.ran("modes"):  # the parts it profiles
+        frames |= profiler.frames()
     frames[SAMPLES_FRAME] = samples_frame(frames)
     return frames
 
