@@ -96,5 +96,5 @@ def test_run_runs_k_times_then_calibrate_reads_them(tmp_path: Path) -> None:
     out = subprocess.run(
         [*calibrate, "--data-dir", str(data)], capture_output=True, text=True, check=True
     ).stdout
-    assert "streaming_rss_growth/naive [MiB]" in out
+    assert "streaming_rss_growth/naive (fetchall) [MiB]" in out
     assert len(results.run_dirs("calibration", data)) == 1
