@@ -91,6 +91,21 @@ class Tally:
     errors: int = 0
 
 
+def latency_columns(latency: LatencyHistogram) -> dict[str, Any]:
+    """``latency_{p50,p90,p99,p999}_ms`` with ``_low``/``_high``/``_n`` (order-statistic
+    95 % intervals): the quantile columns every open-loop row carries."""
+    columns: dict[str, Any] = {}
+    for name, q in QUANTILES:
+        est = latency.quantile(q)
+        columns |= {
+            f"latency_{name}_ms": est.value * 1000.0,
+            f"latency_{name}_ms_low": est.low * 1000.0,
+            f"latency_{name}_ms_high": est.high * 1000.0,
+            f"latency_{name}_ms_n": est.n,
+        }
+    return columns
+
+
 def choose_queries(mix: tuple[Query, ...], seed: int) -> Callable[[], Query]:
     """A seeded chooser of the next request's query, by weight."""
     rng = random.Random(f"perfkit-open-mix:{seed}")
@@ -209,14 +224,7 @@ class OpenLoopResult:
             "latency_mean_ms": t.latency.mean * 1000.0,
             "latency_max_ms": t.latency.max * 1000.0,
         }
-        for name, q in QUANTILES:
-            est = t.latency.quantile(q)
-            row |= {
-                f"latency_{name}_ms": est.value * 1000.0,
-                f"latency_{name}_ms_low": est.low * 1000.0,
-                f"latency_{name}_ms_high": est.high * 1000.0,
-                f"latency_{name}_ms_n": est.n,
-            }
+        row |= latency_columns(t.latency)
         row |= {
             "dispatch_lag_p99_ms": self.dispatch_lag.quantile(0.99).value * 1000.0,
             "dispatch_lag_max_ms": self.dispatch_lag.max * 1000.0,

@@ -415,10 +415,8 @@ def _checked_threads(clients: int, threads: int | None) -> int:
     return threads
 
 
-def _base_args(
-    pgbench: Path, clients: int, threads: int, duration_s: int, seed: int, log_prefix: Path
-) -> list[str]:
-    """pgbench's command line but the script: clients, time, progress and transaction log."""
+def load_args(pgbench: Path, clients: int, threads: int, duration_s: int) -> list[str]:
+    """The start every pgbench load run shares: no vacuum, clients, jobs and run time."""
     return [
         str(pgbench),
         "--no-vacuum",
@@ -428,6 +426,15 @@ def _base_args(
         str(threads),
         "--time",
         str(duration_s),
+    ]
+
+
+def _base_args(
+    pgbench: Path, clients: int, threads: int, duration_s: int, seed: int, log_prefix: Path
+) -> list[str]:
+    """pgbench's command line but the script: clients, time, progress and transaction log."""
+    return [
+        *load_args(pgbench, clients, threads, duration_s),
         "--progress",
         "1",  # makes pgbench report the latency stddev
         "--log",

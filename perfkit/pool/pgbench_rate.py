@@ -25,11 +25,12 @@ from typing import Any
 from perfkit import validate
 from perfkit.errors import ConfigError
 from perfkit.pool.latency import RESOLUTION, LatencyHistogram
-from perfkit.pool.openloop import QUANTILES, Tally
+from perfkit.pool.openloop import Tally, latency_columns
 from perfkit.pool.pgbench import (
     TEMPDIR_PREFIX,
     _run,
     find_pgbench,
+    load_args,
     pgbench_env,
     script_files,
 )
@@ -42,14 +43,7 @@ def rate_args(
 ) -> list[str]:
     """pgbench's command line but the scripts and the log: an open-loop run."""
     return [
-        str(pgbench),
-        "--no-vacuum",
-        "--client",
-        str(clients),
-        "--jobs",
-        str(threads),
-        "--time",
-        str(duration_s),
+        *load_args(pgbench, clients, threads, duration_s),
         "--rate",
         f"{rate:g}",
         "--latency-limit",
@@ -156,14 +150,7 @@ def rate_row(
         "latency_mean_ms": t.latency.mean * 1000.0,
         "latency_max_ms": t.latency.max * 1000.0,
     }
-    for name, q in QUANTILES:
-        est = t.latency.quantile(q)
-        row |= {
-            f"latency_{name}_ms": est.value * 1000.0,
-            f"latency_{name}_ms_low": est.low * 1000.0,
-            f"latency_{name}_ms_high": est.high * 1000.0,
-            f"latency_{name}_ms_n": est.n,
-        }
+    row |= latency_columns(t.latency)
     row |= {
         "dispatch_lag_p99_ms": math.nan,
         "dispatch_lag_max_ms": math.nan,
