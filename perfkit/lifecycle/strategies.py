@@ -504,8 +504,16 @@ class WarmPool(IsolationStrategy):
         except queue.Empty:
             return False
         t0 = self.session.clock()
+        if not self._adoptable(name):
+            self.session.discard(name)
+            self.session.record("pool_adopt_refused", self.session.clock() - t0, strategy=self.name)
+            return False
         self.ready.put(self._ready(name))
         self.session.record("pool_adopt", self.session.clock() - t0, strategy=self.name)
+        return True
+
+    def _adoptable(self, name: str) -> bool:
+        """Hook: whether a parked database may be adopted (False: it is dropped instead)."""
         return True
 
     def _clone(self, admin: psycopg.Connection) -> None:

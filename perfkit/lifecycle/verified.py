@@ -2,25 +2,26 @@
 
 Each database handed out by :class:`~perfkit.lifecycle.strategies.WarmPool`
 costs a clone and a drop, even when the test only read. This strategy keeps
-the warm pool and adds a recycler thread: when a test releases its database
-(a queue put on the test's path, as before) the recycler
+the warm pool and adds recycler threads (one per clone worker): when a test
+releases its database (a queue put on the test's path, as before) a recycler
 
 1. ends every session still connected to it and waits until each has exited,
    so their statistics are in shared memory
    (:func:`~perfkit.lifecycle.cleancheck.end_other_sessions`);
-2. opens the connection the next test will get and reads the database's
-   :class:`~perfkit.lifecycle.cleancheck.State` in one query;
+2. renames it (code under test caches connections per DSN, and the ones it
+   kept were just ended), opens the connection the next test will get and
+   reads the database's :class:`~perfkit.lifecycle.cleancheck.State` in one query;
 3. compares it with the baseline read when the database was made ready. Equal:
-   the database goes back to the ready queue under the same name (no clone, no
-   drop). Only rows and sequence positions changed: it is reset in place
+   the database goes back to the ready queue (no clone, no drop). Only rows
+   and sequence positions changed: it is reset in place
    (:mod:`perfkit.lifecycle.reset`) and goes back with a new baseline, while
    resets are not measured slower than clones (medians of the last 50).
    Anything else, or anything it could not read: the janitor drops it and the
    cloners make a new one, as the warm pool does.
 
 The verdict comes from the server, never from the test. What it costs and
-what it saw are recorded (``pool_reuse`` / ``pool_reset`` / ``pool_dirty`` events) and shown in
-the plugin's summary line. Its blind spots are listed in
+what it saw are recorded (``pool_reuse`` / ``pool_reset`` / ``pool_dirty`` events)
+and shown in the plugin's summary line. Its blind spots are listed in
 :mod:`perfkit.lifecycle.cleancheck`.
 """
 
@@ -157,23 +158,14 @@ class VerifiedPool(WarmPool):
         )
         return True
 
-    def _connect_parked(self) -> bool:
-        """Adopt a parked database only if its state still matches the digest it was parked with."""
-        try:
-            name = self.parked.get_nowait()
-        except queue.Empty:
-            return False
-        t0 = self.session.clock()
+    def _adoptable(self, name: str) -> bool:
+        """Only if its state still matches the digest it was parked with (comment cleared)."""
         with connect(self.session.dsn_for(name)) as conn:
             state = read_state(conn)
         if state.comment != PARKED_COMMENT + parked_digest(state) or state.temporary:
-            self.session.discard(name)
-            self.session.record("pool_adopt_refused", self.session.clock() - t0, strategy=self.name)
             return False
         with self.session.admin_locked() as admin:
             admin.execute(sql.SQL("COMMENT ON DATABASE {} IS NULL").format(sql.Identifier(name)))
-        self.ready.put(self._ready(name))
-        self.session.record("pool_adopt", self.session.clock() - t0, strategy=self.name)
         return True
 
     # -- the recycler ------------------------------------------------------------------
