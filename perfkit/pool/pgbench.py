@@ -298,6 +298,17 @@ def parse_scripts(text: str) -> list[dict[str, float]]:
     return out
 
 
+def log_lines(paths: Sequence[Path]) -> Iterator[list[str]]:
+    """The fields of each line of pgbench's per-transaction logs, read one line at a time
+    (lines too short to be ``client transaction time script epoch us`` are skipped)."""
+    for path in paths:
+        with open(path) as fh:
+            for line in fh:
+                fields = line.split()
+                if len(fields) >= 6:
+                    yield fields
+
+
 def read_transaction_logs(paths: Sequence[Path]) -> pd.DataFrame:
     """pgbench's per-transaction logs as a frame: ``script``, ``latency_ms``, ``end_s``, ``ok``.
 
@@ -308,15 +319,10 @@ def read_transaction_logs(paths: Sequence[Path]) -> pd.DataFrame:
     scripts: list[int] = []
     latency: list[float] = []
     end: list[float] = []
-    for path in paths:
-        with open(path) as fh:
-            for line in fh:
-                fields = line.split()
-                if len(fields) < 6:
-                    continue
-                scripts.append(int(fields[3]))
-                latency.append(float(fields[2]) / 1000.0 if fields[2].isdigit() else math.nan)
-                end.append(int(fields[4]) + int(fields[5]) / 1e6)
+    for fields in log_lines(paths):
+        scripts.append(int(fields[3]))
+        latency.append(float(fields[2]) / 1000.0 if fields[2].isdigit() else math.nan)
+        end.append(int(fields[4]) + int(fields[5]) / 1e6)
     df = pd.DataFrame({"script": scripts, "latency_ms": latency, "end_s": end})
     df["ok"] = df["latency_ms"].notna()
     return df

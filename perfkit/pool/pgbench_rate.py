@@ -31,6 +31,7 @@ from perfkit.pool.pgbench import (
     _run,
     find_pgbench,
     load_args,
+    log_lines,
     pgbench_env,
     script_files,
 )
@@ -58,23 +59,18 @@ def tally_logs(paths: Sequence[Path], limit_ms: float) -> Tally:
     the latency from the scheduled start in µs, or ``skipped`` / ``failed``.
     """
     t = Tally()
-    for path in paths:
-        with open(path) as fh:
-            for line in fh:
-                fields = line.split()
-                if len(fields) < 6:
-                    continue
-                if fields[2] == "skipped":
-                    t.skipped += 1
-                elif not fields[2].isdigit():
-                    t.errors += 1
-                else:
-                    us = int(fields[2])
-                    t.latency.record(us / 1e6)
-                    if us > limit_ms * 1000.0:
-                        t.late += 1
-                    else:
-                        t.on_time += 1
+    for fields in log_lines(paths):
+        if fields[2] == "skipped":
+            t.skipped += 1
+        elif not fields[2].isdigit():
+            t.errors += 1
+        else:
+            us = int(fields[2])
+            t.latency.record(us / 1e6)
+            if us > limit_ms * 1000.0:
+                t.late += 1
+            else:
+                t.on_time += 1
     return t
 
 
