@@ -144,7 +144,7 @@ class LabParams:
     """Parameters every lab has. Subclasses add theirs with :func:`param`."""
 
     backend: str = param("auto", '"auto" | "docker" | "local"', choices=BACKENDS)
-    quick: bool = param(False, "small sweeps (CI): the whole notebook in well under a minute")
+    quick: bool = param(False, "small sweeps (CI): each notebook in one to two minutes")
     out_dir: str = param("../data", "results go to <out_dir>/<experiment>/<run_id>/")
     seed: int = param(1, "random seed (jitter, data, run order)")
     stages: tuple[str, ...] | None = param(None, "run only these stages (None: all)")

@@ -44,6 +44,9 @@ def load_grid(path: str | os.PathLike[str]) -> dict[str, list[Any]]:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read grid {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        where = f"{exc.reason} at byte {exc.start}"
+        raise ConfigError(f"grid {path} is not UTF-8 text: {where}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"grid {path} is not valid YAML: {exc}") from exc
     return normalise_grid(data, source=str(path))

@@ -35,6 +35,13 @@ def test_grid_file_must_map_names_to_values(tmp_path: Path) -> None:
         sweep.load_grid(path)
 
 
+def test_grid_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_bytes(b"clients: [1, 2]\nname: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        sweep.load_grid(path)
+
+
 def test_empty_value_list_is_rejected() -> None:
     with pytest.raises(ConfigError, match="'a' has an empty list"):
         sweep.normalise_grid({"a": []})

@@ -351,7 +351,8 @@ def _check_script(mix: Sequence[Query], builtin: str | None) -> None:
         raise ConfigError(f"pgbench mix must be a non-empty sequence of Query, got {mix!r}")
 
 
-def _run(args: list[str], env: dict[str, str], timeout: float, what: str) -> str:
+def run_command(args: list[str], env: dict[str, str], timeout: float, what: str) -> str:
+    """Run one pgbench command line: its stdout, or PgbenchFailed with the masked error tail."""
     try:
         result = subprocess.run(
             args, env=env, capture_output=True, text=True, timeout=timeout, check=False
@@ -381,7 +382,7 @@ def init_tables(server: PostgresServer | str, *, scale: int = 1, bindir: str | N
     """Create and fill pgbench's tables (``pgbench -i -s scale``) in the server's database."""
     pgbench = find_pgbench(bindir)
     _check_int("scale", scale, 1)
-    _run(
+    run_command(
         [str(pgbench), "-i", "-q", "-s", str(scale), "-I", "dtgvp"],
         pgbench_env(server),
         600.0,
@@ -391,7 +392,7 @@ def init_tables(server: PostgresServer | str, *, scale: int = 1, bindir: str | N
 
 def drop_tables(server: PostgresServer | str, *, bindir: str | None = None) -> None:
     """Drop pgbench's tables (``pgbench -i -I d``)."""
-    _run(
+    run_command(
         [str(find_pgbench(bindir)), "-i", "-I", "d"],
         pgbench_env(server),
         120.0,
@@ -530,7 +531,7 @@ def run_pgbench(
         script, names, weights = _script_args(mix, builtin, workdir, variables)
         args += script
         with measure_cpu(None if isinstance(server, str) else server) as cpu:
-            out = _run(args, env, duration_s + 120.0, "pgbench")
+            out = run_command(args, env, duration_s + 120.0, "pgbench")
         log = read_transaction_logs(sorted(workdir.glob("tx.*")))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -28,11 +28,11 @@ from perfkit.pool.latency import RESOLUTION, LatencyHistogram
 from perfkit.pool.openloop import Tally, latency_columns
 from perfkit.pool.pgbench import (
     TEMPDIR_PREFIX,
-    _run,
     find_pgbench,
     load_args,
     log_lines,
     pgbench_env,
+    run_command,
     script_files,
 )
 from perfkit.pool.settings import Query
@@ -109,7 +109,7 @@ def run_pgbench_rate(
         args += ["--log", "--log-prefix", str(workdir / "tx"), "--random-seed", str(seed)]
         for path, weight in script_files(mix, workdir):
             args += ["--file", f"{path}@{weight}"]
-        _run(args, env, duration_s + 120.0, "pgbench --rate")
+        run_command(args, env, duration_s + 120.0, "pgbench --rate")
         tally = tally_logs(sorted(workdir.glob("tx.*")), latency_limit_ms)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
