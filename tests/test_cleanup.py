@@ -95,3 +95,27 @@ def test_sweep_removes_what_a_killed_run_left(docker_or_skip: None) -> None:
     assert any(local_info["workdir"] in item for item in removed)
     assert not Path(local_info["workdir"]).exists()
     assert not container_exists(docker_info["container"])
+
+
+def test_sweep_removes_an_owned_temp_directory_whose_owner_was_killed() -> None:
+    # The suite runner's scratch directory (perfkit-pg-suite-*) is made this way.
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from perfkit.postgres import cleanup; import time; "
+            "print(cleanup.make_owned_tempdir('suite'), flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    path = Path(child.stdout.readline().strip())
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(30)
+    assert path.name.startswith(cleanup.TEMPDIR_PREFIX + "suite-") and path.is_dir()
+
+    removed = leaks.sweep()
+
+    assert any(str(path) in item for item in removed)
+    assert not path.exists()

@@ -34,7 +34,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -50,6 +49,7 @@ from perfkit import validate
 from perfkit.dsn import mask
 from perfkit.errors import ConfigError
 from perfkit.lifecycle.registry import NAMES, check_name
+from perfkit.postgres import cleanup
 from perfkit.postgres.settings import BACKENDS
 
 if TYPE_CHECKING:
@@ -639,9 +639,8 @@ def run_suite(settings: SuiteSettings, *, workdir: Path | None = None) -> SuiteR
     """
     run_id = uuid.uuid4().hex[:12]
     with contextlib.ExitStack() as stack:
-        tmp = Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="perfkit-suite-", dir=workdir))
-        )
+        tmp = cleanup.make_owned_tempdir("suite", root=workdir)  # swept if we are SIGKILLed
+        stack.callback(cleanup.remove_owned, tmp)
         suite = suite_directory(settings, tmp)
         timings = tmp / "timings.json"
         env = suite_environment(settings)

@@ -178,6 +178,17 @@ def owned_tempdirs() -> list[Path]:
     return [path for root in temp_roots() for path in root.glob(TEMPDIR_PREFIX + "*")]
 
 
+def make_owned_tempdir(kind: str, *, root: Path | None = None) -> Path:
+    """A new ``perfkit-pg-<kind>-*`` directory with this process as its owner.
+
+    If the process dies without removing it (SIGKILL), the next perfkit run's
+    sweep (:func:`perfkit.postgres.leaks.sweep`) finds its dead owner and removes it.
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"{TEMPDIR_PREFIX}{kind}-", dir=root))
+    (path / OWNER_FILE).write_text(str(os.getpid()))
+    return path
+
+
 def remove_owned(tempdir: Path) -> None:
     """Remove a perfkit temp directory, its owner file last.
 
