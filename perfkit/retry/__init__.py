@@ -18,6 +18,8 @@
 - :mod:`perfkit.retry.readiness`: ``ready_time_samples``, boots without retrying clients;
 - :mod:`perfkit.retry.herd`: N clients reconnecting at once, and the simulation's calibration;
 - :mod:`perfkit.retry.bigherd`: 1,000 connected clients losing the server, vs the simulation;
+- :mod:`perfkit.retry.simsweep`: ``simulate_grid``, strategies x fleet sizes x seeds, here or
+  on a dask.distributed cluster;
 - :mod:`perfkit.retry.setupcost`: ``measure_setup_costs``, the CPU and time one connection costs
   (the contention model's constants, measured on an idle server);
 - :mod:`perfkit.retry.lab` (Params, ``LAB``), :mod:`perfkit.retry.measure` (the runs against
@@ -42,6 +44,10 @@ _HOMES = {
     "GiveUp": "perfkit.retry.planner",
     "RetryPlanner": "perfkit.retry.planner",
     "ready_time_samples": "perfkit.retry.readiness",
+    "SimResult": "perfkit.retry.simulate",
+    "SimSettings": "perfkit.retry.simulate",
+    "simulate": "perfkit.retry.simulate",
+    "simulate_grid": "perfkit.retry.simsweep",
     "SetupCosts": "perfkit.retry.setupcost",
     "measure_setup_costs": "perfkit.retry.setupcost",
     "STRATEGIES": "perfkit.retry.strategies",
