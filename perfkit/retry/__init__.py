@@ -55,6 +55,7 @@ _HOMES = {
     "CappedExponential": "perfkit.retry.strategies",
     "DecorrelatedJitter": "perfkit.retry.strategies",
     "DelayedExponential": "perfkit.retry.strategies",
+    "FirstRetryDelay": "perfkit.retry.strategies",
     "EqualJitter": "perfkit.retry.strategies",
     "FixedDelay": "perfkit.retry.strategies",
     "FullJitter": "perfkit.retry.strategies",
