@@ -18,6 +18,8 @@
 - :mod:`perfkit.retry.readiness`: ``ready_time_samples``, boots without retrying clients;
 - :mod:`perfkit.retry.herd`: N clients reconnecting at once, and the simulation's calibration;
 - :mod:`perfkit.retry.bigherd`: 1,000 connected clients losing the server, vs the simulation;
+- :mod:`perfkit.retry.contention`: the herd model whose server and clients contend for CPU
+  (``simulate_contended``, ``ContentionSettings``, ``RetryBudget``);
 - :mod:`perfkit.retry.lab` (Params, ``LAB``), :mod:`perfkit.retry.measure` (the runs against
   servers), :mod:`perfkit.retry.conclusions` and :mod:`perfkit.retry.plots`: the notebook's lab.
 
@@ -31,6 +33,10 @@ _HOMES = {
     "RetryError": "perfkit.errors",
     "async_connect_with_retry": "perfkit.retry.connect",
     "connect_with_retry": "perfkit.retry.connect",
+    "ContendedResult": "perfkit.retry.contention",
+    "ContentionSettings": "perfkit.retry.contention",
+    "RetryBudget": "perfkit.retry.contention",
+    "simulate_contended": "perfkit.retry.contention",
     "AttemptCosts": "perfkit.retry.model",
     "Fit": "perfkit.retry.model",
     "Prediction": "perfkit.retry.model",
