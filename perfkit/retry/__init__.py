@@ -18,6 +18,8 @@
 - :mod:`perfkit.retry.readiness`: ``ready_time_samples``, boots without retrying clients;
 - :mod:`perfkit.retry.herd`: N clients reconnecting at once, and the simulation's calibration;
 - :mod:`perfkit.retry.bigherd`: 1,000 connected clients losing the server, vs the simulation;
+- :mod:`perfkit.retry.contention`: the herd model whose server and clients contend for CPU
+  (``simulate_contended``, ``ContentionSettings``, ``RetryBudget``);
 - :mod:`perfkit.retry.simsweep`: ``simulate_grid``, strategies x fleet sizes x seeds, here or
   on a dask.distributed cluster;
 - :mod:`perfkit.retry.setupcost`: ``measure_setup_costs``, the CPU and time one connection costs
@@ -35,6 +37,10 @@ _HOMES = {
     "RetryError": "perfkit.errors",
     "async_connect_with_retry": "perfkit.retry.connect",
     "connect_with_retry": "perfkit.retry.connect",
+    "ContendedResult": "perfkit.retry.contention",
+    "ContentionSettings": "perfkit.retry.contention",
+    "RetryBudget": "perfkit.retry.contention",
+    "simulate_contended": "perfkit.retry.contention",
     "AttemptCosts": "perfkit.retry.model",
     "Fit": "perfkit.retry.model",
     "Prediction": "perfkit.retry.model",

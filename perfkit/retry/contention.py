@@ -1,0 +1,671 @@
+"""A herd model whose server contends for CPU: processor sharing, wasted work, a retry budget.
+
+:mod:`perfkit.retry.simulate` serves attempts first come, first served at a
+calibrated rate; checked against a real 1,000-client herd it reconnects far
+too early, because the real server forks a backend per attempt and, with the
+clients' event loops, shares a few cores among all attempts in flight. This
+model keeps that model's scenario (outage, boot, hang window, refusals,
+strategies, deadline, ``max_connections``, accept backlog and SYN
+retransmits) and replaces its FIFO server with CPU contention.
+
+Assumptions (each one a simplification a reader should weigh):
+
+1. **One CPU pool.** The server's backends, the postmaster and the clients'
+   event loops share ``cores`` CPUs (the same machine, as in the real herd).
+   The kernel is modelled as a fair scheduler: every runnable process gets
+   ``share = min(1, cores / runnable)`` of a core, where runnable counts the
+   backends setting up a connection, the postmaster while it has connections
+   to accept, and the client event loops that have work.
+2. **An attempt is two CPU stages in sequence**: first the client's work
+   ``client_cpu_s`` (the retry loop, the driver building the connection, its
+   part of the authentication, the event loop's wake-ups for it), then the
+   server's ``server_cpu_s`` (fork, authentication, backend initialisation).
+   Its total duration on an idle machine is ``client_cpu_s + server_cpu_s``
+   plus whatever the measured single connect ``latency_s`` has beyond it
+   (wake-ups, loopback round trips), added after the server's work.
+3. **Client work is capped by its processes.** Each client process is one
+   event-loop thread, so all client work together runs on at most
+   ``client_processes`` cores: with ``n`` attempts in their client stage,
+   ``min(client_processes, n)`` loops are runnable and each attempt progresses
+   at ``share * min(client_processes, n) / n``. This is what makes a
+   single-process herd client-bound: its event loop is one runnable process
+   among ~1,000 backends.
+4. **Processor sharing for backends**: each backend setting up a connection
+   progresses at ``share`` (at most one core). Computed in virtual time (one
+   clock per class whose rate changes only at events), so each event costs
+   O(log n) whatever the number in flight.
+5. **Timeouts abandon work.** When an attempt's connect timeout (or the
+   deadline) expires before its setup finished, the client closes the socket:
+   the attempt is a TIMEOUT, its job leaves the CPU pool at once and the
+   server CPU it had used is counted as wasted (``wasted_server_cpu_s``). The
+   client then retries per its strategy. (A real backend may run a little
+   longer before it notices the closed socket; that is ignored.)
+6. **The postmaster accepts serially.** It takes connections from the accept
+   queue one at a time, each costing ``accept_s`` of its CPU (the postmaster's
+   part of ``server_cpu_s``: accept and fork), at its fair ``share``. With
+   ``accept_s = 0`` (the default: no separate measurement) it accepts at once
+   and the queue never fills. The queue holds at most ``backlog`` connections;
+   a SYN arriving at a full queue is dropped and retransmitted by the kernel
+   after 1 s, 3 s, 7 s ... within the connect timeout (as in the FIFO model).
+   A connection whose client gave up while it was queued is still accepted;
+   its backend finds the socket closed and costs ``reject_cost_s`` (wasted).
+7. **max_connections**: a backend counts against the limit from its fork (a
+   backend takes its slot early in its start-up); when established plus
+   setting-up backends reach ``max_connections`` a new one is a dead end that
+   costs ``reject_cost_s`` (default a quarter of ``server_cpu_s``) and fails
+   with "too many clients" (SQLSTATE 53300).
+8. **Before the server is ready** attempts are refused after ``refused_s``
+   without contention (refusals are cheap kernel work), except in the last
+   ``hang_s`` before ``ready_s``, when the port already takes connections and
+   an attempt waits for ``ready_s`` (or its timeout) after its client stage.
+   Without a retry budget this phase is vectorised exactly as in
+   :mod:`perfkit.retry.simulate`.
+9. **Retry budget** (:class:`RetryBudget`): a fleet-wide token bucket on
+   retries; a client whose retry finds it empty waits for its token (GCRA, as
+   :class:`~perfkit.retry.token_bucket.RetryTokenBucket` with
+   ``on_empty="wait"``); tokens are reserved when an attempt fails, in the
+   order the failures happen. A retry whose token comes after the deadline
+   is not made.
+10. **Large herds are represented.** Above ``exact_up_to`` clients the model
+    simulates ``ceil(n / s)`` representative clients on a machine ``s`` times
+    smaller (cores, client processes, backlog, ``max_connections`` and the
+    budget divided by ``s``; the postmaster, one process, ``s`` times slower
+    but weighted ``1 / s`` in the run queue), each standing for ``s``
+    clients. Processor sharing is invariant under this scaling (a backend's
+    share ``cores / runnable`` is unchanged), so the rates, queues and
+    timeouts are those of the full herd; what is lost is resolution (the
+    ``s`` clients of a representative move in lockstep, and integer limits
+    round). The result is expanded back to ``n`` clients;
+    ``summary()["represented_by"]`` says by how many.
+
+Strategies, the deadline, ``max_attempts`` and gRPC's ``anchor =
+"attempt_start"`` (the next attempt starts ``backoff`` after this one
+started, each attempt with its own timeout) are as in the FIFO model, and the
+same seed draws the same schedules there and here.
+
+Run it: ``python -m perfkit.retry.contention --clients 1000000 --strategy full_jitter``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import math
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from perfkit import validate
+from perfkit.errors import ConfigError
+from perfkit.retry.simulate import (
+    OK,
+    REFUSED,
+    SYN_RETRANSMIT_S,
+    TIMEOUT,
+    TOO_MANY,
+    SimResult,
+    SimSettings,
+    _attempt_timeouts,
+    _n_delays,
+    _refused_phase,
+)
+from perfkit.retry.strategies import Strategy, get_strategy
+
+#: Keys :meth:`ContentionSettings.from_costs` reads (``postmaster_cpu_per_connect_s`` optional).
+COST_KEYS = (
+    "cores",
+    "server_cpu_per_connect_s",
+    "client_cpu_per_attempt_s",
+    "connect_s",
+    "refused_s",
+)
+#: Herds up to this size are simulated client by client (assumption 10 of the docstring).
+EXACT_UP_TO = 100_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryBudget:
+    """A fleet-wide token bucket on retries: ``capacity`` at once, ``refill_per_s`` per second.
+
+    Every retry (an attempt after a client's first) takes a token; with none
+    left the client waits for the next one (``RetryTokenBucket(on_empty="wait")``).
+    """
+
+    capacity: float
+    refill_per_s: float
+
+    def __post_init__(self) -> None:
+        validate.number("RetryBudget.capacity", self.capacity, strict=True)
+        validate.number("RetryBudget.refill_per_s", self.refill_per_s, strict=True)
+
+    def scaled(self, s: int) -> RetryBudget:
+        """The budget of a herd ``s`` times smaller."""
+        return RetryBudget(capacity=self.capacity / s, refill_per_s=self.refill_per_s / s)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContentionSettings(SimSettings):
+    """:class:`SimSettings` plus the CPU model (see the module docstring).
+
+    ``capacity_per_s`` of the FIFO model is not used here.
+    """
+
+    cores: float
+    server_cpu_s: float
+    client_cpu_s: float
+    client_processes: int = 1
+    retry_budget: RetryBudget | None = None
+    accept_s: float = 0.0
+    exact_up_to: int = EXACT_UP_TO
+    #: Set by the representation of large herds (assumption 10): 1 for an exact run.
+    scale: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        validate.number("ContentionSettings.cores", self.cores, strict=True)
+        validate.number("ContentionSettings.server_cpu_s", self.server_cpu_s)
+        validate.number("ContentionSettings.client_cpu_s", self.client_cpu_s)
+        validate.number("ContentionSettings.accept_s", self.accept_s)
+        if self.accept_s > self.server_cpu_s:
+            raise ConfigError(
+                f"ContentionSettings.accept_s ({self.accept_s!r}) is the postmaster's part of "
+                f"server_cpu_s and must not exceed it ({self.server_cpu_s!r})"
+            )
+        if self.scale == 1:
+            validate.integer(
+                "ContentionSettings.client_processes", self.client_processes, minimum=1
+            )
+        else:  # a represented herd's share of the processes (assumption 10)
+            validate.number(
+                "ContentionSettings.client_processes", self.client_processes, strict=True
+            )
+        validate.integer("ContentionSettings.exact_up_to", self.exact_up_to, minimum=1)
+        validate.integer("ContentionSettings.scale", self.scale, minimum=1)
+        b = self.retry_budget
+        if b is not None and not isinstance(b, RetryBudget):
+            raise ConfigError(
+                f"ContentionSettings.retry_budget must be a RetryBudget or None, got {b!r}"
+            )
+
+    @property
+    def reject_cost_s(self) -> float:
+        """Server CPU of a dead-end backend ("too many clients", or its client is gone)."""
+        return self.reject_s if self.reject_s is not None else 0.25 * self.server_cpu_s
+
+    @classmethod
+    def from_costs(cls, costs: Mapping[str, float], **scenario: Any) -> ContentionSettings:
+        """Settings from measured costs (``COST_KEYS``) plus the scenario's fields."""
+        missing = [key for key in COST_KEYS if key not in costs]
+        if missing:
+            raise ConfigError(
+                f"ContentionSettings.from_costs: costs lack {', '.join(missing)} "
+                f"(needs {', '.join(COST_KEYS)})"
+            )
+        return cls(
+            cores=float(costs["cores"]),
+            server_cpu_s=float(costs["server_cpu_per_connect_s"]),
+            client_cpu_s=float(costs["client_cpu_per_attempt_s"]),
+            latency_s=float(costs["connect_s"]),
+            refused_s=float(costs["refused_s"]),
+            accept_s=float(costs.get("postmaster_cpu_per_connect_s", 0.0)),
+            **scenario,
+        )
+
+    def represented(self, s: int) -> ContentionSettings:
+        """The same herd ``s`` times smaller (assumption 10); ``s = 1`` is itself."""
+        if s == 1:
+            return self
+        limit = self.max_connections
+        return replace(
+            self,
+            n_clients=math.ceil(self.n_clients / s),
+            cores=self.cores / s,
+            client_processes=self.client_processes / s,  # type: ignore[arg-type]
+            backlog=max(1, round(self.backlog / s)),
+            max_connections=None if limit is None else max(1, round(limit / s)),
+            retry_budget=None if self.retry_budget is None else self.retry_budget.scaled(s),
+            reject_s=self.reject_cost_s,
+            scale=s,
+        )
+
+
+@dataclass(kw_only=True)
+class ContendedResult(SimResult):
+    """A :class:`SimResult` with the CPU the herd used and wasted (CPU-seconds)."""
+
+    server_cpu_s: float = 0.0
+    wasted_server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+    represented_by: int = 1
+
+    def summary(self) -> dict[str, Any]:
+        out = super().summary()
+        out.update(
+            server_cpu_s=self.server_cpu_s,
+            wasted_server_cpu_s=self.wasted_server_cpu_s,
+            client_cpu_s=self.client_cpu_s,
+            represented_by=self.represented_by,
+        )
+        return out
+
+
+# Where a client's current attempt is (one attempt per client in flight at a time).
+_IDLE, _CLIENT, _SYN, _QUEUED, _SERVER = 0, 1, 2, 3, 4
+# Timer events, in the order same-time events are handled.
+_EV_START, _EV_SYN, _EV_TIMEOUT = 0, 1, 2
+# Backend jobs: a connection setup, a "too many clients" dead end, a client already gone.
+_JOB_SETUP, _JOB_TOO_MANY, _JOB_ORPHAN = 0, 1, 2
+
+
+class _Herd:
+    """Phase two's event loop: clients, the postmaster and backends sharing the CPU."""
+
+    def __init__(
+        self,
+        strat: Strategy,
+        s: ContentionSettings,
+        delays: np.ndarray,
+        timeouts: np.ndarray,
+        deadline_at: np.ndarray,
+        k: int,
+    ) -> None:
+        n = s.n_clients
+        self.s, self.k = s, k
+        self.anchor_start = strat.anchor == "attempt_start"
+        self.delays: list[list[float]] = delays.tolist()
+        self.timeouts: list[list[float]] = timeouts.tolist()
+        self.deadlines: list[float] = deadline_at.tolist()
+        self.ready, self.hang_from = s.ready_s, s.hang_from_s
+        self.setup_work = s.server_cpu_s - s.accept_s
+        self.reject_work = s.reject_cost_s
+        self.latency_extra = max(0.0, s.latency_s - s.client_cpu_s - s.server_cpu_s)
+        self.limit = s.max_connections if s.max_connections is not None else math.inf
+        self.pm_weight = 1.0 / s.scale  # the postmaster is one process (assumption 10)
+        self.accept_work = s.accept_s * s.scale
+        budget = s.retry_budget
+        self.token_interval = 0.0 if budget is None else 1.0 / budget.refill_per_s
+        self.token_tolerance = (
+            0.0 if budget is None else (budget.capacity - 1.0) * self.token_interval
+        )
+        self.token_tat = -math.inf
+        # Per client: the attempt in flight, where it is, its timing.
+        self.state = [_IDLE] * n
+        self.attempt = [0] * n
+        self.t_start = [0.0] * n
+        self.give_up = [0.0] * n
+        self.retx = [0] * n
+        self.job_end = [0.0] * n  # virtual finish of its client or backend job
+        self.job_kind = [_JOB_SETUP] * n
+        self.connected_at = np.full(n, np.nan)
+        self.timers: list[tuple[float, int, int, int]] = []
+        # The CPU pool: virtual clocks, job heaps (lazy deletion) and counts.
+        self.now = 0.0
+        self.v_client = self.v_server = self.v_pm = 0.0
+        self.client_jobs: list[tuple[float, int, int]] = []
+        self.server_jobs: list[tuple[float, int, int, int]] = []
+        self.n_client = self.n_server = self.n_setting_up = 0
+        self.pm_queue: deque[tuple[int, int]] = deque()
+        self.pm_done_at = 0.0  # the postmaster's virtual clock when its head is accepted
+        self.share = self.client_rate = 1.0
+        self.established = 0
+        self.orphans = 0
+        self.server_used = self.wasted = self.client_used = 0.0
+        self.out_client: list[int] = []
+        self.out_time: list[float] = []
+        self.out_outcome: list[int] = []
+
+    # -- the CPU pool ---------------------------------------------------------------------
+
+    def _rates(self) -> None:
+        """Fair shares after a change in who is runnable (assumptions 1, 3, 4 and 6)."""
+        n_c = self.n_client
+        loops = min(self.s.client_processes, n_c)
+        runnable = self.n_server + loops + (self.pm_weight if self.pm_queue else 0.0)
+        self.share = min(1.0, self.s.cores / runnable) if runnable > 0 else 1.0
+        self.client_rate = self.share * loops / n_c if n_c else self.share
+
+    def _advance(self, t: float) -> None:
+        dt = t - self.now
+        if dt > 0:
+            if self.n_client:
+                self.v_client += self.client_rate * dt
+            if self.n_server:
+                self.v_server += self.share * dt
+            if self.pm_queue:
+                self.v_pm += self.share * dt
+            self.now = t
+
+    def _valid_client_top(self) -> tuple[float, int, int] | None:
+        jobs, state, attempt = self.client_jobs, self.state, self.attempt
+        while jobs:
+            top = jobs[0]
+            if state[top[1]] == _CLIENT and attempt[top[1]] == top[2]:
+                return top
+            heapq.heappop(jobs)
+        return None
+
+    def _valid_server_top(self) -> tuple[float, int, int, int] | None:
+        jobs, state, attempt = self.server_jobs, self.state, self.attempt
+        while jobs:
+            top = jobs[0]
+            c = top[1]
+            if c < 0 or (state[c] == _SERVER and attempt[c] == top[2]):
+                return top
+            heapq.heappop(jobs)
+        return None
+
+    # -- attempts -------------------------------------------------------------------------
+
+    def start_client(self, c: int, j: int, t: float) -> None:
+        """Push client ``c``'s attempt ``j`` (index from 0) to start at ``t``."""
+        heapq.heappush(self.timers, (t, _EV_START, c, j))
+
+    def _record(self, c: int, outcome: int, end: float) -> None:
+        """Attempt over: record it, then the next one per the strategy (and the budget)."""
+        self.out_client.append(c)
+        self.out_time.append(self.t_start[c])
+        self.out_outcome.append(outcome)
+        self.state[c] = _IDLE
+        if outcome == OK:
+            self.connected_at[c] = end
+            return
+        j = self.attempt[c]
+        if j >= self.k:
+            return
+        d = self.delays[c][j]
+        nxt = max(end, self.t_start[c] + d) if self.anchor_start else end + d
+        if self.token_interval:
+            go = max(nxt, self.token_tat - self.token_tolerance)
+            self.token_tat = max(self.token_tat, go) + self.token_interval
+            nxt = go
+        if nxt < self.deadlines[c]:
+            heapq.heappush(self.timers, (nxt, _EV_START, c, j + 1))
+
+    def _begin(self, c: int, j: int, t: float) -> None:
+        self.attempt[c] = j
+        self.t_start[c] = t
+        if t < self.hang_from:  # refused before the server takes connections
+            self._record(c, REFUSED, t + self.s.refused_s)
+            return
+        give_up = t + min(self.timeouts[c][j], self.deadlines[c] - t)
+        self.give_up[c] = give_up
+        self.retx[c] = 0
+        if give_up < math.inf:
+            heapq.heappush(self.timers, (give_up, _EV_TIMEOUT, c, j))
+        work = self.s.client_cpu_s
+        if work > 0:
+            self.state[c] = _CLIENT
+            self.job_end[c] = end = self.v_client + work
+            heapq.heappush(self.client_jobs, (end, c, j))
+            self.n_client += 1
+            self.client_used += work
+        else:
+            self._syn(c, t)
+
+    def _syn(self, c: int, t: float) -> None:
+        """The attempt's SYN reaches the server (or is held until it is ready)."""
+        self.state[c] = _SYN
+        if t < self.ready:
+            heapq.heappush(self.timers, (self.ready, _EV_SYN, c, self.attempt[c]))
+            return
+        if len(self.pm_queue) >= self.s.backlog:  # full: the kernel drops the SYN
+            r = self.retx[c]
+            if r < len(SYN_RETRANSMIT_S):
+                at = self.t_start[c] + SYN_RETRANSMIT_S[r]
+                if at < self.give_up[c]:
+                    self.retx[c] = r + 1
+                    heapq.heappush(self.timers, (max(at, t), _EV_SYN, c, self.attempt[c]))
+            return  # otherwise the timeout ends it
+        if self.accept_work > 0:
+            if not self.pm_queue:
+                self.pm_done_at = self.v_pm + self.accept_work
+            self.pm_queue.append((c, self.attempt[c]))
+            self.state[c] = _QUEUED
+        else:
+            self._fork(c, self.attempt[c])
+
+    def _fork(self, c: int, j: int) -> None:
+        """The postmaster forks a backend for client ``c``'s attempt ``j``."""
+        if (self.state[c] != _QUEUED and self.state[c] != _SYN) or self.attempt[c] != j:
+            c, kind, work = -1, _JOB_ORPHAN, self.reject_work  # its client is gone
+            self.orphans += 1
+            self.wasted += work
+        elif self.established + self.n_setting_up >= self.limit:
+            kind, work = _JOB_TOO_MANY, self.reject_work
+        else:
+            kind, work = _JOB_SETUP, self.setup_work
+            self.n_setting_up += 1
+        self.server_used += work
+        end = self.v_server + work
+        if c >= 0:
+            self.state[c] = _SERVER
+            self.job_end[c] = end
+            self.job_kind[c] = kind
+        heapq.heappush(self.server_jobs, (end, c, j, kind))
+        self.n_server += 1
+
+    def _backend_done(self, c: int, kind: int) -> None:
+        self.n_server -= 1
+        if c < 0:
+            return
+        t = self.now
+        if kind == _JOB_TOO_MANY:
+            self._record(c, TOO_MANY, t)
+            return
+        self.n_setting_up -= 1
+        done = t + self.latency_extra
+        if done > self.give_up[c]:
+            self.wasted += self.setup_work
+            self._record(c, TIMEOUT, self.give_up[c])
+            return
+        self.established += 1
+        self._record(c, OK, done)
+
+    def _timeout(self, c: int) -> None:
+        """Client ``c`` gives its attempt up: its job leaves the pool (assumption 5)."""
+        state = self.state[c]
+        if state == _CLIENT:
+            self.n_client -= 1
+        elif state == _SERVER:
+            self.n_server -= 1
+            if self.job_kind[c] == _JOB_SETUP:
+                self.n_setting_up -= 1
+                work = self.setup_work
+            else:
+                work = self.reject_work
+            self.wasted += work - (self.job_end[c] - self.v_server)
+            self.server_used -= self.job_end[c] - self.v_server
+        self._record(c, TIMEOUT, self.give_up[c])
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _next(self) -> tuple[float, int, Any]:
+        """The next event: (time, source, payload); source 0 timer, 1 client, 2 backend, 3 pm."""
+        best: tuple[float, int, Any] = (math.inf, -1, None)
+        if self.timers:
+            best = (self.timers[0][0], 0, None)
+        top = self._valid_client_top() if self.n_client else None
+        if top is not None:
+            t = self.now + max(0.0, top[0] - self.v_client) / self.client_rate
+            if t < best[0]:
+                best = (t, 1, top)
+        job = self._valid_server_top() if self.n_server else None
+        if job is not None:
+            t = self.now + max(0.0, job[0] - self.v_server) / self.share
+            if t < best[0]:
+                best = (t, 2, job)
+        if self.pm_queue:
+            t = self.now + max(0.0, self.pm_done_at - self.v_pm) / self.share
+            if t < best[0]:
+                best = (t, 3, None)
+        return best
+
+    def _fire_timer(self) -> None:
+        t, kind, c, j = heapq.heappop(self.timers)
+        if kind == _EV_START:
+            self._begin(c, j, t)
+        elif self.attempt[c] != j or self.state[c] == _IDLE:
+            return  # stale: that attempt is over
+        elif kind == _EV_SYN:
+            if self.state[c] == _SYN:
+                self._syn(c, t)
+        else:  # a queued connection stays queued: the postmaster accepts it later anyway
+            self._timeout(c)
+
+    def run(self) -> None:
+        while True:
+            t, source, payload = self._next()
+            if source < 0:
+                return
+            self._advance(t)
+            if source == 0:
+                self._fire_timer()
+            elif source == 1:
+                heapq.heappop(self.client_jobs)
+                self.n_client -= 1
+                self._syn(payload[1], t)
+            elif source == 2:
+                heapq.heappop(self.server_jobs)
+                self.v_server = max(self.v_server, payload[0])
+                self._backend_done(payload[1], payload[3])
+            else:
+                self.v_pm = max(self.v_pm, self.pm_done_at)
+                c, j = self.pm_queue.popleft()
+                if self.pm_queue:
+                    self.pm_done_at = self.v_pm + self.accept_work
+                self._fork(c, j)
+            self._rates()
+
+
+def _simulate_exact(
+    strat: Strategy, s: ContentionSettings, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, _Herd]:
+    """One herd client by client; the same draws as :func:`perfkit.retry.simulate.simulate`."""
+    n = s.n_clients
+    rng = np.random.default_rng(seed)
+    k = _n_delays(strat, s)
+    delays = strat.sample(rng, n, k + 1)
+    t0 = rng.random(n) * s.start_spread_s if s.start_spread_s > 0 else np.zeros(n)
+    deadline_at = t0 + (s.deadline if s.deadline is not None else np.inf)
+    timeouts = _attempt_timeouts(strat, s, delays, k)
+    herd = _Herd(strat, s, delays, timeouts, deadline_at, k)
+    pre_c = np.empty(0, dtype=np.int64)
+    pre_t = np.empty(0)
+    if s.retry_budget is None:  # the refused phase needs no event loop (assumption 8)
+        refused = _refused_phase(strat, s, delays, t0, deadline_at, k)
+        pre_c, pre_t = refused.clients, refused.times
+        for c in np.nonzero(refused.first_live <= k)[0].tolist():
+            j = int(refused.first_live[c])
+            herd.start_client(c, j, float(refused.starts[c, j]))
+    else:  # the budget couples the clients from their first retry on
+        for c, t in enumerate(t0.tolist()):
+            herd.start_client(c, 0, t)
+    herd.run()
+    clients = np.concatenate([pre_c, np.asarray(herd.out_client, dtype=np.int64)])
+    times = np.concatenate([pre_t, np.asarray(herd.out_time, dtype=float)])
+    outcomes = np.concatenate(
+        [np.full(len(pre_c), REFUSED, dtype=np.int8), np.asarray(herd.out_outcome, dtype=np.int8)]
+    )
+    order = np.argsort(times, kind="stable")
+    return clients[order], times[order], outcomes[order], herd
+
+
+def _expand(values: np.ndarray, s: int, n: int) -> np.ndarray:
+    """Per-client values of representatives, repeated for the ``s`` clients each stands for."""
+    return np.repeat(values, s)[:n]
+
+
+def simulate_contended(
+    strategy: Strategy | str,
+    settings: ContentionSettings,
+    *,
+    seed: int = 0,
+    name: str | None = None,
+) -> ContendedResult:
+    """Simulate one herd on a CPU-bound server; deterministic for a given ``seed``."""
+    started = time.perf_counter()
+    if not isinstance(settings, ContentionSettings):
+        raise ConfigError(
+            f"simulate_contended needs ContentionSettings, got {type(settings).__name__}"
+        )
+    strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
+    label = name or (strategy if isinstance(strategy, str) else strat.kind)
+    n = settings.n_clients
+    s = 1 if n <= settings.exact_up_to else math.ceil(n / settings.exact_up_to)
+    clients, times, outcomes, herd = _simulate_exact(strat, settings.represented(s), seed)
+    connected_at = herd.connected_at
+    if s > 1:
+        keep = np.repeat(clients * s, s) + np.tile(np.arange(s), len(clients))
+        mask = keep < n
+        clients, times = keep[mask], np.repeat(times, s)[mask]
+        outcomes = np.repeat(outcomes, s)[mask]
+        connected_at = _expand(connected_at, s, n)
+    return ContendedResult(
+        settings=settings,
+        strategy=label,
+        attempt_client=clients,
+        attempt_time=times,
+        attempt_outcome=outcomes,
+        connected_at=connected_at,
+        elapsed_s=time.perf_counter() - started,
+        server_cpu_s=herd.server_used * s,
+        wasted_server_cpu_s=herd.wasted * s,
+        client_cpu_s=herd.client_used * s,
+        represented_by=s,
+    )
+
+
+# -- the script ------------------------------------------------------------------------
+
+#: Costs of one connection on this kind of machine (2 cores, local PostgreSQL), for the script.
+EXAMPLE_COSTS = {
+    "cores": 2.0,
+    "server_cpu_per_connect_s": 0.002,
+    "client_cpu_per_attempt_s": 0.001,
+    "connect_s": 0.004,
+    "refused_s": 0.0003,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m perfkit.retry.contention``: one simulated herd, its summary and wall time."""
+    parser = argparse.ArgumentParser(
+        prog="python -m perfkit.retry.contention", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--clients", type=int, default=10_000)
+    parser.add_argument("--strategy", default="full_jitter")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--outage", type=float, default=1.0)
+    parser.add_argument("--connect-timeout", type=float, default=2.0)
+    parser.add_argument("--deadline", type=float, default=60.0)
+    for key in COST_KEYS:
+        parser.add_argument(f"--{key.replace('_', '-')}", type=float, default=EXAMPLE_COSTS[key])
+    parser.add_argument("--client-processes", type=int, default=1)
+    parser.add_argument("--exact-up-to", type=int, default=EXACT_UP_TO)
+    args = parser.parse_args(argv)
+    settings = ContentionSettings.from_costs(
+        {key: getattr(args, key) for key in COST_KEYS},
+        n_clients=args.clients,
+        outage_s=args.outage,
+        connect_timeout=args.connect_timeout,
+        deadline=args.deadline,
+        client_processes=args.client_processes,
+        exact_up_to=args.exact_up_to,
+        max_connections=args.clients + 20,
+        backlog=4096,
+    )
+    t = time.perf_counter()
+    result = simulate_contended(args.strategy, settings, seed=args.seed)
+    wall = time.perf_counter() - t
+    for key, value in result.summary().items():
+        print(f"{key:40s} {value}")
+    print(f"wall time {wall:.2f} s for {args.clients:,} clients ({args.strategy})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
