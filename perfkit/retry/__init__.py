@@ -20,6 +20,8 @@
 - :mod:`perfkit.retry.bigherd`: 1,000 connected clients losing the server, vs the simulation;
 - :mod:`perfkit.retry.contention`: the herd model whose server and clients contend for CPU
   (``simulate_contended``, ``ContentionSettings``, ``RetryBudget``);
+- :mod:`perfkit.retry.fleet`: ``recommend_for_fleet``, the backoff (jitter, delays, first retry,
+  shared retry budget) that reconnects N clients soonest in the contention model;
 - :mod:`perfkit.retry.simsweep`: ``simulate_grid``, strategies x fleet sizes x seeds, here or
   on a dask.distributed cluster;
 - :mod:`perfkit.retry.setupcost`: ``measure_setup_costs``, the CPU and time one connection costs
@@ -54,6 +56,8 @@ _HOMES = {
     "SimSettings": "perfkit.retry.simulate",
     "simulate": "perfkit.retry.simulate",
     "simulate_grid": "perfkit.retry.simsweep",
+    "FleetRecommendation": "perfkit.retry.fleet",
+    "recommend_for_fleet": "perfkit.retry.fleet",
     "SetupCosts": "perfkit.retry.setupcost",
     "measure_setup_costs": "perfkit.retry.setupcost",
     "STRATEGIES": "perfkit.retry.strategies",
