@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from perfkit.errors import ConfigError
-from perfkit.retry import SimSettings, simulate_grid
+from perfkit.retry import ContentionSettings, SimSettings, simulate_grid
 
 STRATEGIES = ["naive", "full_jitter"]
 SIZES = [50, 200]
@@ -32,6 +32,19 @@ def cluster_client() -> Iterator[Any]:
         yield client
 
 
+COSTS = {
+    "cores": 2.0,
+    "server_cpu_per_connect_s": 0.003,
+    "client_cpu_per_attempt_s": 0.0023,
+    "connect_s": 0.0039,
+    "refused_s": 0.00013,
+}
+
+
+def contended_for(n: int) -> ContentionSettings:
+    return ContentionSettings.from_costs(COSTS, n_clients=n, outage_s=0.5)
+
+
 def _stable(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=VOLATILE).reset_index(drop=True)
 
@@ -47,6 +60,13 @@ def test_a_grid_has_one_row_per_strategy_size_and_seed() -> None:
 def test_the_same_seeds_give_the_same_rows_locally_and_on_a_cluster(cluster_client: Any) -> None:
     local = simulate_grid(STRATEGIES, SIZES, [3, 4], settings_for)
     remote = simulate_grid(STRATEGIES, SIZES, [3, 4], settings_for, client=cluster_client)
+    pd.testing.assert_frame_equal(_stable(local), _stable(remote))
+
+
+def test_the_contention_model_gives_the_same_rows_on_a_cluster(cluster_client: Any) -> None:
+    local = simulate_grid(STRATEGIES, SIZES, 2, contended_for)
+    remote = simulate_grid(STRATEGIES, SIZES, 2, contended_for, client=cluster_client)
+    assert "wasted_server_cpu_s" in local.columns  # the contention model's rows
     pd.testing.assert_frame_equal(_stable(local), _stable(remote))
 
 
@@ -89,6 +109,24 @@ def test_perfkit_simulate_runs_the_grid_on_a_scheduler(
     local = simulate_grid(
         ["naive", "full_jitter"], [50, 100], 2, lambda n: SimSettings(n_clients=n)
     )
+    assert rows["attempts"].tolist() == local["attempts"].tolist()
+
+
+def test_perfkit_simulate_with_costs_runs_the_contention_model(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from perfkit.cli import main
+
+    costs = tmp_path / "costs.yaml"
+    costs.write_text(yaml.safe_dump(COSTS))
+    out = tmp_path / "grid.csv"
+    argv = ["simulate", "--strategies", "full_jitter", "--sizes", "200", "--seeds", "1"]
+    assert main([*argv, "--costs", str(costs), "--outage-s", "0.5", "--output", str(out)]) == 0
+    assert "model: contention" in capsys.readouterr().out
+    rows = pd.read_csv(out)
+    local = simulate_grid(["full_jitter"], [200], 1, contended_for)
     assert rows["attempts"].tolist() == local["attempts"].tolist()
 
 
