@@ -500,6 +500,7 @@ class _Herd:
 
     def run(self) -> None:
         # _advance and _rates inlined: this loop runs a few times per attempt.
+        timers = self.timers
         while True:
             t, source = self._next()
             if source < 0:
@@ -513,8 +514,10 @@ class _Herd:
                 if self.pm_queue:
                     self.v_pm += self.share * dt
                 self.now = t
-            if source == 0:
+            if source == 0:  # and every other timer due now (lockstep herds: thousands)
                 self._fire_timer()
+                while timers and timers[0][0] <= t:
+                    self._fire_timer()
             elif source == 1:
                 _, c, _ = self.client_jobs.popleft()
                 self.n_client -= 1
