@@ -23,6 +23,13 @@ HEAVY = {
     "connect_timeout": 2.0,
     "deadline": 30.0,
 }
+COSTS = {
+    "cores": 2.0,
+    "server_cpu_per_connect_s": 0.002,
+    "client_cpu_per_attempt_s": 0.001,
+    "connect_s": 0.004,
+    "refused_s": 0.0003,
+}
 
 
 def settings(**values: Any) -> ContentionSettings:
@@ -167,16 +174,20 @@ def test_both_models_report_the_p90_time_to_reconnect() -> None:
 
 
 def test_from_costs_reads_the_measured_costs() -> None:
-    costs = {
-        "cores": 2.0,
-        "server_cpu_per_connect_s": 0.002,
-        "client_cpu_per_attempt_s": 0.001,
-        "connect_s": 0.004,
-        "refused_s": 0.0003,
-    }
-    s = ContentionSettings.from_costs(costs, n_clients=10, client_processes=2)
+    s = ContentionSettings.from_costs(COSTS, n_clients=10, client_processes=2)
     assert (s.cores, s.server_cpu_s, s.client_cpu_s) == (2.0, 0.002, 0.001)
     assert (s.latency_s, s.refused_s, s.client_processes) == (0.004, 0.0003, 2)
+
+
+def test_from_sim_keeps_the_runs_scenario_and_takes_the_cpu_costs() -> None:
+    sim = SimSettings(
+        n_clients=300, outage_s=1.3, boot_s=0.2, start_spread_s=0.04, refused_s=0.0004, backlog=640
+    )
+    costs = {**COSTS, "refused_s": 0.0003}
+    s = ContentionSettings.from_sim(sim, costs, client_processes=4)
+    assert (s.n_clients, s.outage_s, s.boot_s, s.start_spread_s) == (300, 1.3, 0.2, 0.04)
+    assert (s.backlog, s.refused_s, s.latency_s, s.client_processes) == (640, 0.0004, 0.004, 4)
+    assert s.server_cpu_s == 0.002
 
 
 def test_from_costs_names_a_missing_cost() -> None:

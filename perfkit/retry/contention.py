@@ -94,7 +94,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -214,6 +214,19 @@ class ContentionSettings(SimSettings):
             accept_s=float(costs.get("postmaster_cpu_per_connect_s", 0.0)),
             **scenario,
         )
+
+    @classmethod
+    def from_sim(
+        cls, sim: SimSettings, costs: Mapping[str, float], **values: Any
+    ) -> ContentionSettings:
+        """A FIFO model's scenario (e.g. :func:`perfkit.retry.bigherd.sim_settings_for` of a
+        real run) on the measured costs; its ``refused_s`` (measured in the run) is kept."""
+        scenario = {
+            f.name: getattr(sim, f.name)
+            for f in fields(SimSettings)
+            if f.name not in ("capacity_per_s", "latency_s", "refused_s")
+        }
+        return cls.from_costs({**costs, "refused_s": sim.refused_s}, **{**scenario, **values})
 
     def represented(self, s: int) -> ContentionSettings:
         """The same herd ``s`` times smaller (assumption 10); ``s = 1`` is itself."""
