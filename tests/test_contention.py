@@ -113,6 +113,17 @@ def test_the_retry_budget_also_paces_retries_while_the_server_is_down() -> None:
     assert len(refused) <= HEAVY["n_clients"] + 5 + 20 * HEAVY["outage_s"] + 1
 
 
+def test_contended_refusals_queue_in_the_client_event_loop() -> None:
+    values = {**HEAVY, "client_cpu_s": 0.002, "refused_s": 0.001}
+    free = simulate_contended("naive", settings(**values))
+    loop = simulate_contended("naive", settings(**values, contended_refusals=True))
+    first = loop.attempt_time[loop.attempt_outcome == REFUSED]
+    # One loop needs 1,000 x 1 ms for the herd's first refusals: attempts pile up behind it.
+    assert (loop.attempt_outcome == REFUSED).sum() < (free.attempt_outcome == REFUSED).sum()
+    assert loop.summary()["client_cpu_s"] > free.summary()["client_cpu_s"]
+    assert first.max() < values["outage_s"] + 0.05
+
+
 def test_max_connections_caps_connected_clients_and_rejects_the_rest_with_53300() -> None:
     s = ContentionSettings(n_clients=120, outage_s=0.5, max_connections=50, **AMPLE)
     r = simulate_contended("full_jitter", s)
@@ -212,6 +223,7 @@ def test_plain_fifo_settings_are_refused() -> None:
         ("retry_budget", "10/s"),
         ("accept_s", 1.0),
         ("exact_up_to", 0),
+        ("contended_refusals", "yes"),
     ],
 )
 def test_bad_settings_are_config_errors_naming_the_field(field: str, value: object) -> None:

@@ -55,11 +55,19 @@ Assumptions (each one a simplification a reader should weigh):
    costs ``reject_cost_s`` (default a quarter of ``server_cpu_s``) and fails
    with "too many clients" (SQLSTATE 53300).
 8. **Before the server is ready** attempts are refused after ``refused_s``
-   without contention (refusals are cheap kernel work), except in the last
+   without contention (as in :mod:`perfkit.retry.simulate`, and vectorised as
+   there unless a retry budget couples the clients), except in the last
    ``hang_s`` before ``ready_s``, when the port already takes connections and
    an attempt waits for ``ready_s`` (or its timeout) after its client stage.
-   Without a retry budget this phase is vectorised exactly as in
-   :mod:`perfkit.retry.simulate`.
+   A refusal is cheap for the kernel, but not for a client's event loop:
+   with ``contended_refusals=True`` a refused attempt is a client job of
+   ``min(client_cpu_s, refused_s)`` (``refused_s`` was measured on an idle
+   machine and bounds it) in the event loops' share, refused when it is done
+   before the server listens (else its SYN goes on to the server as any
+   attempt's; a timeout if its connect timeout comes first). With one
+   loop a herd's refusals then take ``n * min(client_cpu_s, refused_s)``
+   together (processor sharing keeps a synchronised herd synchronised: its
+   retries are delayed, not spread).
 9. **Retry budget** (:class:`RetryBudget`): a fleet-wide token bucket on
    retries; a client whose retry finds it empty waits for its token (GCRA, as
    :class:`~perfkit.retry.token_bucket.RetryTokenBucket` with
@@ -161,6 +169,7 @@ class ContentionSettings(SimSettings):
     retry_budget: RetryBudget | None = None
     accept_s: float = 0.0
     exact_up_to: int = EXACT_UP_TO
+    contended_refusals: bool = False
     #: Set by the representation of large herds (assumption 10): 1 for an exact run.
     scale: int = 1
 
@@ -185,6 +194,11 @@ class ContentionSettings(SimSettings):
             )
         validate.integer("ContentionSettings.exact_up_to", self.exact_up_to, minimum=1)
         validate.integer("ContentionSettings.scale", self.scale, minimum=1)
+        if not isinstance(self.contended_refusals, bool):
+            raise ConfigError(
+                "ContentionSettings.contended_refusals must be True or False, "
+                f"got {self.contended_refusals!r}"
+            )
         b = self.retry_budget
         if b is not None and not isinstance(b, RetryBudget):
             raise ConfigError(
@@ -291,6 +305,7 @@ class _Herd:
         self.s, self.k = s, k
         self.cores, self.processes = s.cores, s.client_processes
         self.client_work, self.refused_s = s.client_cpu_s, s.refused_s
+        self.refusal_work = min(s.client_cpu_s, s.refused_s) if s.contended_refusals else 0.0
         self.anchor_start = strat.anchor == "attempt_start"
         self.delays: list[list[float]] = delays.tolist()
         self.timeouts: list[list[float]] = timeouts.tolist()
@@ -324,6 +339,7 @@ class _Herd:
         # Jobs of one kind all need the same work, so they finish in the order they
         # started (in virtual time): FIFO queues, with lazy deletion of abandoned ones.
         self.client_jobs: deque[tuple[float, int, int]] = deque()
+        self.refusal_jobs: deque[tuple[float, int, int]] = deque()
         self.setup_jobs: deque[tuple[float, int, int]] = deque()
         self.reject_jobs: deque[tuple[float, int, int]] = deque()
         self.n_client = self.n_server = self.n_setting_up = 0
@@ -379,7 +395,8 @@ class _Herd:
     def _begin(self, c: int, j: int, t: float) -> None:
         self.attempt[c] = j
         self.t_start[c] = t
-        if t < self.hang_from:  # refused before the server takes connections
+        refused = t < self.hang_from  # before the server takes connections
+        if refused and not self.refusal_work:
             self._record(c, REFUSED, t + self.refused_s)
             return
         give_up = t + self.timeouts[c][j]
@@ -390,6 +407,13 @@ class _Herd:
         self.retx[c] = 0
         if give_up < _INF:
             heapq.heappush(self.timers, (give_up, _EV_TIMEOUT, c, j))
+        if refused:  # its client work queues in the event loop (assumption 8)
+            self.state[c] = _CLIENT
+            self.job_end[c] = end = self.v_client + self.refusal_work
+            self.refusal_jobs.append((end, c, j))
+            self.n_client += 1
+            self.client_used += self.refusal_work
+            return
         work = self.client_work
         if work > 0:
             self.state[c] = _CLIENT
@@ -491,7 +515,8 @@ class _Herd:
             self._timeout(c)
 
     def _next(self) -> tuple[float, int]:
-        """The next event: its time and source (0 timer, 1 client, 2 setup, 3 reject, 4 pm)."""
+        """The next event: its time and source (0 timer, 1 client, 2 setup, 3 reject, 4 pm,
+        5 refusal)."""
         t, source = (self.timers[0][0], 0) if self.timers else (math.inf, -1)
         if self.n_client:
             tc = (
@@ -500,6 +525,11 @@ class _Herd:
             )
             if tc < t:
                 t, source = tc, 1
+            if self.refusal_work:
+                v = self._head(self.refusal_jobs, _CLIENT)
+                tc = self.now + (v - self.v_client) / self.client_rate
+                if tc < t:
+                    t, source = tc, 5
         if self.n_server:
             for src, jobs in ((2, self.setup_jobs), (3, self.reject_jobs)):
                 ts = self.now + (self._head(jobs, _SERVER) - self.v_server) / self.share
@@ -535,6 +565,13 @@ class _Herd:
                 _, c, _ = self.client_jobs.popleft()
                 self.n_client -= 1
                 self._syn(c, t)
+            elif source == 5:
+                _, c, _ = self.refusal_jobs.popleft()
+                self.n_client -= 1
+                if t < self.hang_from:
+                    self._record(c, REFUSED, t)
+                else:  # its SYN leaves after the server listens again
+                    self._syn(c, t)
             elif source == 4:
                 self.v_pm = max(self.v_pm, self.pm_done_at)
                 c, j = self.pm_queue.popleft()
@@ -567,7 +604,7 @@ def _simulate_exact(
     herd = _Herd(strat, s, delays, timeouts, deadline_at, k)
     pre_c = np.empty(0, dtype=np.int64)
     pre_t = np.empty(0)
-    if s.retry_budget is None:  # the refused phase needs no event loop (assumption 8)
+    if s.retry_budget is None and not s.contended_refusals:  # no event loop needed (assumption 8)
         refused = _refused_phase(strat, s, delays, t0, deadline_at, k)
         pre_c, pre_t = refused.clients, refused.times
         for c in np.nonzero(refused.first_live <= k)[0].tolist():
