@@ -55,11 +55,19 @@ Assumptions (each one a simplification a reader should weigh):
    costs ``reject_cost_s`` (default a quarter of ``server_cpu_s``) and fails
    with "too many clients" (SQLSTATE 53300).
 8. **Before the server is ready** attempts are refused after ``refused_s``
-   without contention (refusals are cheap kernel work), except in the last
+   without contention (as in :mod:`perfkit.retry.simulate`, and vectorised as
+   there unless a retry budget couples the clients), except in the last
    ``hang_s`` before ``ready_s``, when the port already takes connections and
    an attempt waits for ``ready_s`` (or its timeout) after its client stage.
-   Without a retry budget this phase is vectorised exactly as in
-   :mod:`perfkit.retry.simulate`.
+   A refusal is cheap for the kernel, but not for a client's event loop:
+   with ``contended_refusals=True`` a refused attempt is a client job of
+   ``min(client_cpu_s, refused_s)`` (``refused_s`` was measured on an idle
+   machine and bounds it) in the event loops' share, refused when it is done
+   before the server listens (else its SYN goes on to the server as any
+   attempt's; a timeout if its connect timeout comes first). With one
+   loop a herd's refusals then take ``n * min(client_cpu_s, refused_s)``
+   together (processor sharing keeps a synchronised herd synchronised: its
+   retries are delayed, not spread).
 9. **Retry budget** (:class:`RetryBudget`): a fleet-wide token bucket on
    retries; a client whose retry finds it empty waits for its token (GCRA, as
    :class:`~perfkit.retry.token_bucket.RetryTokenBucket` with
@@ -94,7 +102,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -161,6 +169,7 @@ class ContentionSettings(SimSettings):
     retry_budget: RetryBudget | None = None
     accept_s: float = 0.0
     exact_up_to: int = EXACT_UP_TO
+    contended_refusals: bool = False
     #: Set by the representation of large herds (assumption 10): 1 for an exact run.
     scale: int = 1
 
@@ -185,6 +194,11 @@ class ContentionSettings(SimSettings):
             )
         validate.integer("ContentionSettings.exact_up_to", self.exact_up_to, minimum=1)
         validate.integer("ContentionSettings.scale", self.scale, minimum=1)
+        if not isinstance(self.contended_refusals, bool):
+            raise ConfigError(
+                "ContentionSettings.contended_refusals must be True or False, "
+                f"got {self.contended_refusals!r}"
+            )
         b = self.retry_budget
         if b is not None and not isinstance(b, RetryBudget):
             raise ConfigError(
@@ -214,6 +228,19 @@ class ContentionSettings(SimSettings):
             accept_s=float(costs.get("postmaster_cpu_per_connect_s", 0.0)),
             **scenario,
         )
+
+    @classmethod
+    def from_sim(
+        cls, sim: SimSettings, costs: Mapping[str, float], **values: Any
+    ) -> ContentionSettings:
+        """A FIFO model's scenario (e.g. :func:`perfkit.retry.bigherd.sim_settings_for` of a
+        real run) on the measured costs; its ``refused_s`` (measured in the run) is kept."""
+        scenario = {
+            f.name: getattr(sim, f.name)
+            for f in fields(SimSettings)
+            if f.name not in ("capacity_per_s", "latency_s", "refused_s")
+        }
+        return cls.from_costs({**costs, "refused_s": sim.refused_s}, **{**scenario, **values})
 
     def represented(self, s: int) -> ContentionSettings:
         """The same herd ``s`` times smaller (assumption 10); ``s = 1`` is itself."""
@@ -259,6 +286,7 @@ _IDLE, _CLIENT, _SYN, _QUEUED, _SERVER = 0, 1, 2, 3, 4
 _EV_START, _EV_SYN, _EV_TIMEOUT = 0, 1, 2
 # Backend jobs: a connection setup, a "too many clients" dead end, a client already gone.
 _JOB_SETUP, _JOB_TOO_MANY, _JOB_ORPHAN = 0, 1, 2
+_INF = math.inf
 
 
 class _Herd:
@@ -275,6 +303,9 @@ class _Herd:
     ) -> None:
         n = s.n_clients
         self.s, self.k = s, k
+        self.cores, self.processes = s.cores, s.client_processes
+        self.client_work, self.refused_s = s.client_cpu_s, s.refused_s
+        self.refusal_work = min(s.client_cpu_s, s.refused_s) if s.contended_refusals else 0.0
         self.anchor_start = strat.anchor == "attempt_start"
         self.delays: list[list[float]] = delays.tolist()
         self.timeouts: list[list[float]] = timeouts.tolist()
@@ -305,8 +336,12 @@ class _Herd:
         # The CPU pool: virtual clocks, job heaps (lazy deletion) and counts.
         self.now = 0.0
         self.v_client = self.v_server = self.v_pm = 0.0
-        self.client_jobs: list[tuple[float, int, int]] = []
-        self.server_jobs: list[tuple[float, int, int, int]] = []
+        # Jobs of one kind all need the same work, so they finish in the order they
+        # started (in virtual time): FIFO queues, with lazy deletion of abandoned ones.
+        self.client_jobs: deque[tuple[float, int, int]] = deque()
+        self.refusal_jobs: deque[tuple[float, int, int]] = deque()
+        self.setup_jobs: deque[tuple[float, int, int]] = deque()
+        self.reject_jobs: deque[tuple[float, int, int]] = deque()
         self.n_client = self.n_server = self.n_setting_up = 0
         self.pm_queue: deque[tuple[int, int]] = deque()
         self.pm_done_at = 0.0  # the postmaster's virtual clock when its head is accepted
@@ -320,43 +355,15 @@ class _Herd:
 
     # -- the CPU pool ---------------------------------------------------------------------
 
-    def _rates(self) -> None:
-        """Fair shares after a change in who is runnable (assumptions 1, 3, 4 and 6)."""
-        n_c = self.n_client
-        loops = min(self.s.client_processes, n_c)
-        runnable = self.n_server + loops + (self.pm_weight if self.pm_queue else 0.0)
-        self.share = min(1.0, self.s.cores / runnable) if runnable > 0 else 1.0
-        self.client_rate = self.share * loops / n_c if n_c else self.share
-
-    def _advance(self, t: float) -> None:
-        dt = t - self.now
-        if dt > 0:
-            if self.n_client:
-                self.v_client += self.client_rate * dt
-            if self.n_server:
-                self.v_server += self.share * dt
-            if self.pm_queue:
-                self.v_pm += self.share * dt
-            self.now = t
-
-    def _valid_client_top(self) -> tuple[float, int, int] | None:
-        jobs, state, attempt = self.client_jobs, self.state, self.attempt
+    def _head(self, jobs: deque[tuple[float, int, int]], in_state: int) -> float:
+        """Virtual finish of the first job still wanted (abandoned ones are dropped)."""
+        state, attempt = self.state, self.attempt
         while jobs:
-            top = jobs[0]
-            if state[top[1]] == _CLIENT and attempt[top[1]] == top[2]:
-                return top
-            heapq.heappop(jobs)
-        return None
-
-    def _valid_server_top(self) -> tuple[float, int, int, int] | None:
-        jobs, state, attempt = self.server_jobs, self.state, self.attempt
-        while jobs:
-            top = jobs[0]
-            c = top[1]
-            if c < 0 or (state[c] == _SERVER and attempt[c] == top[2]):
-                return top
-            heapq.heappop(jobs)
-        return None
+            _, c, j = jobs[0]
+            if c < 0 or (state[c] == in_state and attempt[c] == j):
+                return jobs[0][0]
+            jobs.popleft()
+        return math.inf
 
     # -- attempts -------------------------------------------------------------------------
 
@@ -388,19 +395,30 @@ class _Herd:
     def _begin(self, c: int, j: int, t: float) -> None:
         self.attempt[c] = j
         self.t_start[c] = t
-        if t < self.hang_from:  # refused before the server takes connections
-            self._record(c, REFUSED, t + self.s.refused_s)
+        refused = t < self.hang_from  # before the server takes connections
+        if refused and not self.refusal_work:
+            self._record(c, REFUSED, t + self.refused_s)
             return
-        give_up = t + min(self.timeouts[c][j], self.deadlines[c] - t)
+        give_up = t + self.timeouts[c][j]
+        deadline = self.deadlines[c]
+        if give_up > deadline:
+            give_up = deadline
         self.give_up[c] = give_up
         self.retx[c] = 0
-        if give_up < math.inf:
+        if give_up < _INF:
             heapq.heappush(self.timers, (give_up, _EV_TIMEOUT, c, j))
-        work = self.s.client_cpu_s
+        if refused:  # its client work queues in the event loop (assumption 8)
+            self.state[c] = _CLIENT
+            self.job_end[c] = end = self.v_client + self.refusal_work
+            self.refusal_jobs.append((end, c, j))
+            self.n_client += 1
+            self.client_used += self.refusal_work
+            return
+        work = self.client_work
         if work > 0:
             self.state[c] = _CLIENT
             self.job_end[c] = end = self.v_client + work
-            heapq.heappush(self.client_jobs, (end, c, j))
+            self.client_jobs.append((end, c, j))
             self.n_client += 1
             self.client_used += work
         else:
@@ -445,7 +463,7 @@ class _Herd:
             self.state[c] = _SERVER
             self.job_end[c] = end
             self.job_kind[c] = kind
-        heapq.heappush(self.server_jobs, (end, c, j, kind))
+        (self.setup_jobs if kind == _JOB_SETUP else self.reject_jobs).append((end, c, j))
         self.n_server += 1
 
     def _backend_done(self, c: int, kind: int) -> None:
@@ -470,6 +488,7 @@ class _Herd:
         state = self.state[c]
         if state == _CLIENT:
             self.n_client -= 1
+            self.client_used -= self.job_end[c] - self.v_client
         elif state == _SERVER:
             self.n_server -= 1
             if self.job_kind[c] == _JOB_SETUP:
@@ -483,27 +502,6 @@ class _Herd:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def _next(self) -> tuple[float, int, Any]:
-        """The next event: (time, source, payload); source 0 timer, 1 client, 2 backend, 3 pm."""
-        best: tuple[float, int, Any] = (math.inf, -1, None)
-        if self.timers:
-            best = (self.timers[0][0], 0, None)
-        top = self._valid_client_top() if self.n_client else None
-        if top is not None:
-            t = self.now + max(0.0, top[0] - self.v_client) / self.client_rate
-            if t < best[0]:
-                best = (t, 1, top)
-        job = self._valid_server_top() if self.n_server else None
-        if job is not None:
-            t = self.now + max(0.0, job[0] - self.v_server) / self.share
-            if t < best[0]:
-                best = (t, 2, job)
-        if self.pm_queue:
-            t = self.now + max(0.0, self.pm_done_at - self.v_pm) / self.share
-            if t < best[0]:
-                best = (t, 3, None)
-        return best
-
     def _fire_timer(self) -> None:
         t, kind, c, j = heapq.heappop(self.timers)
         if kind == _EV_START:
@@ -516,29 +514,80 @@ class _Herd:
         else:  # a queued connection stays queued: the postmaster accepts it later anyway
             self._timeout(c)
 
+    def _next(self) -> tuple[float, int]:
+        """The next event: its time and source (0 timer, 1 client, 2 setup, 3 reject, 4 pm,
+        5 refusal)."""
+        t, source = (self.timers[0][0], 0) if self.timers else (math.inf, -1)
+        if self.n_client:
+            tc = (
+                self.now
+                + (self._head(self.client_jobs, _CLIENT) - self.v_client) / self.client_rate
+            )
+            if tc < t:
+                t, source = tc, 1
+            if self.refusal_work:
+                v = self._head(self.refusal_jobs, _CLIENT)
+                tc = self.now + (v - self.v_client) / self.client_rate
+                if tc < t:
+                    t, source = tc, 5
+        if self.n_server:
+            for src, jobs in ((2, self.setup_jobs), (3, self.reject_jobs)):
+                ts = self.now + (self._head(jobs, _SERVER) - self.v_server) / self.share
+                if ts < t:
+                    t, source = ts, src
+        if self.pm_queue:
+            tp = self.now + (self.pm_done_at - self.v_pm) / self.share
+            if tp < t:
+                t, source = tp, 4
+        return max(t, self.now), source
+
     def run(self) -> None:
+        # _advance and _rates inlined: this loop runs a few times per attempt.
+        timers = self.timers
         while True:
-            t, source, payload = self._next()
+            t, source = self._next()
             if source < 0:
                 return
-            self._advance(t)
-            if source == 0:
+            dt = t - self.now
+            if dt > 0:
+                if self.n_client:
+                    self.v_client += self.client_rate * dt
+                if self.n_server:
+                    self.v_server += self.share * dt
+                if self.pm_queue:
+                    self.v_pm += self.share * dt
+                self.now = t
+            if source == 0:  # and every other timer due now (lockstep herds: thousands)
                 self._fire_timer()
+                while timers and timers[0][0] <= t:
+                    self._fire_timer()
             elif source == 1:
-                heapq.heappop(self.client_jobs)
+                _, c, _ = self.client_jobs.popleft()
                 self.n_client -= 1
-                self._syn(payload[1], t)
-            elif source == 2:
-                heapq.heappop(self.server_jobs)
-                self.v_server = max(self.v_server, payload[0])
-                self._backend_done(payload[1], payload[3])
-            else:
+                self._syn(c, t)
+            elif source == 5:
+                _, c, _ = self.refusal_jobs.popleft()
+                self.n_client -= 1
+                if t < self.hang_from:
+                    self._record(c, REFUSED, t)
+                else:  # its SYN leaves after the server listens again
+                    self._syn(c, t)
+            elif source == 4:
                 self.v_pm = max(self.v_pm, self.pm_done_at)
                 c, j = self.pm_queue.popleft()
                 if self.pm_queue:
                     self.pm_done_at = self.v_pm + self.accept_work
                 self._fork(c, j)
-            self._rates()
+            else:
+                vf, c, _ = (self.setup_jobs if source == 2 else self.reject_jobs).popleft()
+                self.v_server = max(self.v_server, vf)
+                self._backend_done(c, _JOB_SETUP if source == 2 else _JOB_TOO_MANY)
+            n_c = self.n_client
+            loops = n_c if n_c < self.processes else self.processes
+            runnable = self.n_server + loops + (self.pm_weight if self.pm_queue else 0.0)
+            share = self.cores / runnable if runnable > self.cores else 1.0
+            self.share = share
+            self.client_rate = share * loops / n_c if n_c else share
 
 
 def _simulate_exact(
@@ -555,7 +604,7 @@ def _simulate_exact(
     herd = _Herd(strat, s, delays, timeouts, deadline_at, k)
     pre_c = np.empty(0, dtype=np.int64)
     pre_t = np.empty(0)
-    if s.retry_budget is None:  # the refused phase needs no event loop (assumption 8)
+    if s.retry_budget is None and not s.contended_refusals:  # no event loop needed (assumption 8)
         refused = _refused_phase(strat, s, delays, t0, deadline_at, k)
         pre_c, pre_t = refused.clients, refused.times
         for c in np.nonzero(refused.first_live <= k)[0].tolist():
