@@ -66,6 +66,13 @@ JITTERS = {
     "equal": EqualJitter,
     "decorrelated": DecorrelatedJitter,
 }
+#: How each jitter kind turns the schedule's delay d into the delay slept.
+JITTER_WORDS = {
+    "none": "no jitter",
+    "full": "full jitter (each delay drawn from [0, d])",
+    "equal": "equal jitter (each delay drawn from [d/2, d])",
+    "decorrelated": "decorrelated jitter (each delay drawn from [base, 3 x the last], capped)",
+}
 NAMED = ("naive", "exponential", "full_jitter", "equal_jitter", "decorrelated_jitter")
 #: Seeds of the final evaluation start here, away from the search's 0, 1, ...
 EVAL_SEED0 = 1000
@@ -111,8 +118,7 @@ class FleetRecommendation:
         """The schedule in words: jitter, delays, attempts and budget."""
         if self.jitter not in JITTERS:
             return f"the named strategy {self.jitter} ({self.schedule})"
-        jitter = "no jitter" if self.jitter == "none" else f"{self.jitter} jitter"
-        text = f"{jitter}, {self.schedule}"
+        text = f"{JITTER_WORDS[self.jitter]}: {self.schedule}"
         if self.jitter == "decorrelated":
             text = text.replace(f" x{self.strategy.describe()['multiplier']:g}", " x<=3")
         if self.budget is not None:
@@ -317,7 +323,7 @@ class _Scorer:
 # -- the search ---------------------------------------------------------------
 
 
-def _named_shapes(ready_s: float) -> list[tuple[str, Params]]:
+def _grid(ready_s: float) -> list[tuple[str, Params]]:
     """Grid points: the named exponential strategies' own settings, and coarse ones."""
     out: list[tuple[str, Params]] = [
         ("none", (0.0, 0.1, 2.0, 5.0, 1.0, 1.0)),
@@ -341,7 +347,7 @@ def _default_budget(n_clients: int, costs: Mapping[str, float]) -> tuple[float, 
 
 def search(scorer: _Scorer, ready_s: float) -> tuple[float, str, Params]:
     """Grid, then compass search from the best three, and from the best with a budget."""
-    scored = sorted(((scorer(f, p), f, p) for f, p in _named_shapes(ready_s)), key=lambda x: x[0])
+    scored = sorted(((scorer(f, p), f, p) for f, p in _grid(ready_s)), key=lambda x: x[0])
     best = scored[0]
     for start in scored[:3]:
         best = min(best, pattern_search(scorer, start, neighbours=neighbours), key=lambda x: x[0])
