@@ -106,6 +106,18 @@ def test_bad_arguments_fail_before_any_simulation(kwargs: dict, message: str) ->
         recommend_for_fleet(100, COSTS, **kwargs)
 
 
+def test_a_scenario_may_not_set_what_the_search_sets() -> None:
+    with pytest.raises(ConfigError, match="retry_budget itself"):
+        recommend_for_fleet(100, COSTS, retry_budget=None)
+
+
+def test_the_recommendation_flattens_to_one_row(recommended: FleetRecommendation) -> None:
+    row = recommended.to_dict()
+    assert row["n_clients"] == N and row["sentence"] == recommended.sentence()
+    assert row["all_connected_s"] == recommended.all_connected_s.value
+    assert row["strategy_max_attempts"] == recommended.strategy.max_attempts
+
+
 def test_costs_without_the_models_keys_are_refused() -> None:
     with pytest.raises(ConfigError, match="server_cpu_per_connect_s"):
         recommend_for_fleet(100, {"cores": 2.0})

@@ -114,6 +114,26 @@ class FleetRecommendation:
             capacity=self.budget.capacity, refill_per_s=self.budget.refill_per_s, on_empty="wait"
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """Flat numbers and settings for a results frame (one row)."""
+        out: dict[str, Any] = {
+            "n_clients": self.n_clients,
+            "objective": self.objective,
+            "attempt_weight": self.attempt_weight,
+            "jitter": self.jitter,
+            "schedule": self.schedule,
+            "budget_capacity": None if self.budget is None else self.budget.capacity,
+            "budget_refill_per_s": None if self.budget is None else self.budget.refill_per_s,
+            "seeds": len(self.seeds),
+            "evaluated": self.evaluated,
+            "search_s": self.search_s,
+            "sentence": self.sentence(),
+        }
+        for name in ("all_connected_s", "p90_s", "attempts_per_client"):
+            est: Estimate = getattr(self, name)
+            out.update({name: est.value, f"{name}_low": est.low, f"{name}_high": est.high})
+        return {**out, **{f"strategy_{k}": v for k, v in self.strategy.describe().items()}}
+
     def describe(self) -> str:
         """The schedule in words: jitter, delays, attempts and budget."""
         if self.jitter not in JITTERS:
@@ -412,6 +432,9 @@ def recommend_for_fleet(
     ``max_attempts`` tries. Deterministic.
     """
     _check(n_clients, costs, objective, attempt_weight, seeds)
+    clash = sorted({"n_clients", "retry_budget"} & set(scenario))
+    if clash:
+        raise ConfigError(f"recommend_for_fleet sets {', '.join(clash)} itself; remove it")
     validate.integer("search_seeds", search_seeds, minimum=1)
     validate.integer("max_attempts", max_attempts, minimum=2)
     started = time.perf_counter()
