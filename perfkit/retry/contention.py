@@ -32,8 +32,11 @@ Assumptions (each one a simplification a reader should weigh):
    among ~1,000 backends.
 4. **Processor sharing for backends**: each backend setting up a connection
    progresses at ``share`` (at most one core). Computed in virtual time (one
-   clock per class whose rate changes only at events), so each event costs
-   O(log n) whatever the number in flight.
+   clock per class whose rate changes only at events): jobs of one kind need
+   the same work, so they finish in the order they started and sit in FIFO
+   queues; only the timers (attempt starts, timeouts, SYN retransmits) need a
+   heap, so each event costs O(log n) whatever the number in flight, and all
+   timers due at one instant (a lockstep herd's) are handled in one batch.
 5. **Timeouts abandon work.** When an attempt's connect timeout (or the
    deadline) expires before its setup finished, the client closes the socket:
    the attempt is a TIMEOUT, its job leaves the CPU pool at once and the
@@ -290,7 +293,11 @@ _INF = math.inf
 
 
 class _Herd:
-    """Phase two's event loop: clients, the postmaster and backends sharing the CPU."""
+    """The event loop: clients, the postmaster and backends sharing the CPU.
+
+    It starts at each client's first attempt that is not refused, or at its
+    first attempt when refusals need it (a retry budget, contended refusals).
+    """
 
     def __init__(
         self,
