@@ -147,6 +147,36 @@ def test_a_full_accept_queue_drops_syns_and_the_clients_time_out() -> None:
     assert full["connected"] < HEAVY["n_clients"]
 
 
+@pytest.mark.parametrize(("cores", "together_s"), [(1.0, 0.4), (2.0, 0.2), (8.0, 0.1)])
+def test_setups_in_flight_share_the_cores(cores: float, together_s: float) -> None:
+    # Four setups of 0.1 s start at once: each runs at min(1, cores / 4) of a core.
+    s = settings(
+        n_clients=4, outage_s=0.0, boot_s=0.05, cores=cores, server_cpu_s=0.1, client_cpu_s=0.0
+    )
+    r = simulate_contended("naive", s)
+    first_live = 0.0002 + 0.5
+    np.testing.assert_allclose(r.connected_at, first_live + together_s, atol=1e-9)
+
+
+def test_a_dropped_syn_is_retransmitted_1_s_then_3_s_after_the_first() -> None:
+    # One postmaster taking 0.1 s per connection, room for one in the accept queue.
+    s = settings(
+        n_clients=3,
+        outage_s=0.0,
+        boot_s=0.05,
+        cores=1.0,
+        server_cpu_s=0.1,
+        accept_s=0.1,
+        client_cpu_s=0.0,
+        backlog=1,
+        connect_timeout=5.0,
+    )
+    r = simulate_contended("naive", s)
+    first_live = 0.0002 + 0.5  # refused at 0, then naive's 0.5 s
+    expected = [first_live + 0.1, first_live + 1.0 + 0.1, first_live + 3.0 + 0.1]
+    np.testing.assert_allclose(np.sort(r.connected_at), expected, atol=1e-6)
+
+
 def test_attempts_while_the_port_listens_but_the_server_boots_wait_for_it() -> None:
     s = ContentionSettings(n_clients=100, outage_s=1.0, boot_s=1.0, hang_s=0.8, **AMPLE)
     r = simulate_contended("naive", s, seed=3)

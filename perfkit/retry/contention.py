@@ -49,7 +49,8 @@ Assumptions (each one a simplification a reader should weigh):
    ``accept_s = 0`` (the default: no separate measurement) it accepts at once
    and the queue never fills. The queue holds at most ``backlog`` connections;
    a SYN arriving at a full queue is dropped and retransmitted by the kernel
-   after 1 s, 3 s, 7 s ... within the connect timeout (as in the FIFO model).
+   1 s, 3 s, 7 s ... after the first SYN (sent when the attempt's client work
+   is done) within the connect timeout, as in the FIFO model.
    A connection whose client gave up while it was queued is still accepted;
    its backend finds the socket closed and costs ``reject_cost_s`` (wasted).
 7. **max_connections**: a backend counts against the limit from its fork (a
@@ -336,6 +337,7 @@ class _Herd:
         self.t_start = [0.0] * n
         self.give_up = [0.0] * n
         self.retx = [0] * n
+        self.syn_sent = [0.0] * n
         self.job_end = [0.0] * n  # virtual finish of its client or backend job
         self.job_kind = [_JOB_SETUP] * n
         self.connected_at = np.full(n, np.nan)
@@ -439,11 +441,13 @@ class _Herd:
             return
         if len(self.pm_queue) >= self.s.backlog:  # full: the kernel drops the SYN
             r = self.retx[c]
+            if r == 0:  # retransmissions count from the first SYN, sent after the client work
+                self.syn_sent[c] = t
             if r < len(SYN_RETRANSMIT_S):
-                at = self.t_start[c] + SYN_RETRANSMIT_S[r]
+                at = self.syn_sent[c] + SYN_RETRANSMIT_S[r]
                 if at < self.give_up[c]:
                     self.retx[c] = r + 1
-                    heapq.heappush(self.timers, (max(at, t), _EV_SYN, c, self.attempt[c]))
+                    heapq.heappush(self.timers, (at, _EV_SYN, c, self.attempt[c]))
             return  # otherwise the timeout ends it
         if self.accept_work > 0:
             if not self.pm_queue:
