@@ -9,6 +9,7 @@ import pytest
 
 from perfkit.errors import ConfigError
 from perfkit.retry import ContentionSettings, RetryBudget, simulate_contended
+from perfkit.retry.contention import main
 from perfkit.retry.simulate import OK, REFUSED, TOO_MANY, SimSettings, simulate
 
 #: A machine with CPU to spare: every attempt gets a core of its own.
@@ -276,3 +277,20 @@ def test_a_bad_retry_budget_is_a_config_error_naming_the_field(
 ) -> None:
     with pytest.raises(ConfigError, match=field):
         RetryBudget(**values)
+
+
+def test_the_script_prints_the_summary_and_the_wall_time(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--clients", "200", "--strategy", "exponential", "--retry-budget", "20,100"]) == 0
+    out = capsys.readouterr().out
+    assert "p90_connected_after_ready_s" in out
+    assert "wall time" in out and "200 clients (exponential)" in out
+
+
+def test_the_script_names_a_bad_setting_before_simulating(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--clients", "10", "--cores", "0"])
+    assert "ContentionSettings.cores" in capsys.readouterr().err

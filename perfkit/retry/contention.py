@@ -691,8 +691,7 @@ EXAMPLE_COSTS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m perfkit.retry.contention``: one simulated herd, its summary and wall time."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m perfkit.retry.contention", description=__doc__.split("\n")[0]
     )
@@ -704,22 +703,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--deadline", type=float, default=60.0)
     for key in COST_KEYS:
         parser.add_argument(f"--{key.replace('_', '-')}", type=float, default=EXAMPLE_COSTS[key])
+    parser.add_argument("--postmaster-cpu-per-connect-s", type=float, default=0.0)
     parser.add_argument("--client-processes", type=int, default=1)
-    parser.add_argument("--exact-up-to", type=int, default=EXACT_UP_TO)
-    args = parser.parse_args(argv)
-    settings = ContentionSettings.from_costs(
-        {key: getattr(args, key) for key in COST_KEYS},
-        n_clients=args.clients,
-        outage_s=args.outage,
-        connect_timeout=args.connect_timeout,
-        deadline=args.deadline,
-        client_processes=args.client_processes,
-        exact_up_to=args.exact_up_to,
-        max_connections=args.clients + 20,
-        backlog=4096,
+    parser.add_argument(
+        "--retry-budget", metavar="CAPACITY,PER_S", help="a fleet-wide retry budget, e.g. 50,200"
     )
-    t = time.perf_counter()
-    result = simulate_contended(args.strategy, settings, seed=args.seed)
+    parser.add_argument("--contended-refusals", action="store_true")
+    parser.add_argument("--exact-up-to", type=int, default=EXACT_UP_TO)
+    return parser
+
+
+def _budget(text: str | None) -> RetryBudget | None:
+    if text is None:
+        return None
+    try:
+        capacity, per_s = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--retry-budget takes CAPACITY,PER_S (e.g. 50,200), got {text!r}"
+        ) from None
+    return RetryBudget(capacity=capacity, refill_per_s=per_s)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m perfkit.retry.contention``: one simulated herd, its summary and wall time."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    costs = {key: getattr(args, key) for key in COST_KEYS}
+    costs["postmaster_cpu_per_connect_s"] = args.postmaster_cpu_per_connect_s
+    try:
+        settings = ContentionSettings.from_costs(
+            costs,
+            n_clients=args.clients,
+            outage_s=args.outage,
+            connect_timeout=args.connect_timeout,
+            deadline=args.deadline,
+            client_processes=args.client_processes,
+            retry_budget=_budget(args.retry_budget),
+            contended_refusals=args.contended_refusals,
+            exact_up_to=args.exact_up_to,
+            max_connections=args.clients + 20,
+            backlog=min(4096, 2 * (args.clients + 20)),  # PostgreSQL's, within somaxconn
+        )
+        t = time.perf_counter()
+        result = simulate_contended(args.strategy, settings, seed=args.seed)
+    except ConfigError as exc:
+        parser.error(str(exc))
     wall = time.perf_counter() - t
     for key, value in result.summary().items():
         print(f"{key:40s} {value}")
