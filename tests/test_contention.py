@@ -159,6 +159,29 @@ def test_setups_in_flight_share_the_cores(cores: float, together_s: float) -> No
     np.testing.assert_allclose(r.connected_at, first_live + together_s, atol=1e-9)
 
 
+def test_a_shared_event_loop_finishes_a_lockstep_herd_together() -> None:
+    s = settings(
+        n_clients=100, outage_s=0.0, boot_s=0.05, cores=2.0, server_cpu_s=0.0, client_cpu_s=0.01
+    )
+    r = simulate_contended("naive", s)
+    np.testing.assert_allclose(r.connected_at, 0.0002 + 0.5 + 100 * 0.01, atol=1e-9)
+
+
+def test_a_fifo_event_loop_lets_a_lockstep_herd_out_one_attempt_at_a_time() -> None:
+    s = settings(
+        n_clients=100,
+        outage_s=0.0,
+        boot_s=0.05,
+        cores=2.0,
+        server_cpu_s=0.0,
+        client_cpu_s=0.01,
+        client_discipline="fifo",
+    )
+    r = simulate_contended("naive", s)
+    expected = 0.0002 + 0.5 + 0.01 * np.arange(1, 101)
+    np.testing.assert_allclose(np.sort(r.connected_at), expected, atol=1e-9)
+
+
 def test_a_dropped_syn_is_retransmitted_1_s_then_3_s_after_the_first() -> None:
     # One postmaster taking 0.1 s per connection, room for one in the accept queue.
     s = settings(
@@ -255,6 +278,7 @@ def test_plain_fifo_settings_are_refused() -> None:
         ("accept_s", 1.0),
         ("exact_up_to", 0),
         ("contended_refusals", "yes"),
+        ("client_discipline", "lifo"),
     ],
 )
 def test_bad_settings_are_config_errors_naming_the_field(field: str, value: object) -> None:
