@@ -9,6 +9,7 @@ import pytest
 
 from perfkit.errors import ConfigError
 from perfkit.retry import ContentionSettings, RetryBudget, simulate_contended
+from perfkit.retry.contention import main
 from perfkit.retry.simulate import OK, REFUSED, TOO_MANY, SimSettings, simulate
 
 #: A machine with CPU to spare: every attempt gets a core of its own.
@@ -147,6 +148,59 @@ def test_a_full_accept_queue_drops_syns_and_the_clients_time_out() -> None:
     assert full["connected"] < HEAVY["n_clients"]
 
 
+@pytest.mark.parametrize(("cores", "together_s"), [(1.0, 0.4), (2.0, 0.2), (8.0, 0.1)])
+def test_setups_in_flight_share_the_cores(cores: float, together_s: float) -> None:
+    # Four setups of 0.1 s start at once: each runs at min(1, cores / 4) of a core.
+    s = settings(
+        n_clients=4, outage_s=0.0, boot_s=0.05, cores=cores, server_cpu_s=0.1, client_cpu_s=0.0
+    )
+    r = simulate_contended("naive", s)
+    first_live = 0.0002 + 0.5
+    np.testing.assert_allclose(r.connected_at, first_live + together_s, atol=1e-9)
+
+
+def test_a_shared_event_loop_finishes_a_lockstep_herd_together() -> None:
+    s = settings(
+        n_clients=100, outage_s=0.0, boot_s=0.05, cores=2.0, server_cpu_s=0.0, client_cpu_s=0.01
+    )
+    r = simulate_contended("naive", s)
+    np.testing.assert_allclose(r.connected_at, 0.0002 + 0.5 + 100 * 0.01, atol=1e-9)
+
+
+def test_a_fifo_event_loop_lets_a_lockstep_herd_out_one_attempt_at_a_time() -> None:
+    s = settings(
+        n_clients=100,
+        outage_s=0.0,
+        boot_s=0.05,
+        cores=2.0,
+        server_cpu_s=0.0,
+        client_cpu_s=0.01,
+        client_discipline="fifo",
+    )
+    r = simulate_contended("naive", s)
+    expected = 0.0002 + 0.5 + 0.01 * np.arange(1, 101)
+    np.testing.assert_allclose(np.sort(r.connected_at), expected, atol=1e-9)
+
+
+def test_a_dropped_syn_is_retransmitted_1_s_then_3_s_after_the_first() -> None:
+    # One postmaster taking 0.1 s per connection, room for one in the accept queue.
+    s = settings(
+        n_clients=3,
+        outage_s=0.0,
+        boot_s=0.05,
+        cores=1.0,
+        server_cpu_s=0.1,
+        accept_s=0.1,
+        client_cpu_s=0.0,
+        backlog=1,
+        connect_timeout=5.0,
+    )
+    r = simulate_contended("naive", s)
+    first_live = 0.0002 + 0.5  # refused at 0, then naive's 0.5 s
+    expected = [first_live + 0.1, first_live + 1.0 + 0.1, first_live + 3.0 + 0.1]
+    np.testing.assert_allclose(np.sort(r.connected_at), expected, atol=1e-6)
+
+
 def test_attempts_while_the_port_listens_but_the_server_boots_wait_for_it() -> None:
     s = ContentionSettings(n_clients=100, outage_s=1.0, boot_s=1.0, hang_s=0.8, **AMPLE)
     r = simulate_contended("naive", s, seed=3)
@@ -224,6 +278,7 @@ def test_plain_fifo_settings_are_refused() -> None:
         ("accept_s", 1.0),
         ("exact_up_to", 0),
         ("contended_refusals", "yes"),
+        ("client_discipline", "lifo"),
     ],
 )
 def test_bad_settings_are_config_errors_naming_the_field(field: str, value: object) -> None:
@@ -246,3 +301,20 @@ def test_a_bad_retry_budget_is_a_config_error_naming_the_field(
 ) -> None:
     with pytest.raises(ConfigError, match=field):
         RetryBudget(**values)
+
+
+def test_the_script_prints_the_summary_and_the_wall_time(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--clients", "200", "--strategy", "exponential", "--retry-budget", "20,100"]) == 0
+    out = capsys.readouterr().out
+    assert "p90_connected_after_ready_s" in out
+    assert "wall time" in out and "200 clients (exponential)" in out
+
+
+def test_the_script_names_a_bad_setting_before_simulating(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--clients", "10", "--cores", "0"])
+    assert "ContentionSettings.cores" in capsys.readouterr().err

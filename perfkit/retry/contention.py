@@ -29,11 +29,22 @@ Assumptions (each one a simplification a reader should weigh):
    ``min(client_processes, n)`` loops are runnable and each attempt progresses
    at ``share * min(client_processes, n) / n``. This is what makes a
    single-process herd client-bound: its event loop is one runnable process
-   among ~1,000 backends.
+   among ~1,000 backends. That is processor sharing among a loop's attempts
+   (``client_discipline="ps"``, the default: an attempt's client work is
+   several callbacks, each queued behind every other attempt's, so at the
+   scale of a herd the loop round-robins among them). With
+   ``client_discipline="fifo"`` each loop instead works on one attempt's
+   client work at a time, in arrival order (one callback per attempt), so a
+   lockstep herd leaves the loop one attempt at a time: which of the two a
+   real asyncio client is closer to is for the validation against real
+   herds to say.
 4. **Processor sharing for backends**: each backend setting up a connection
    progresses at ``share`` (at most one core). Computed in virtual time (one
-   clock per class whose rate changes only at events), so each event costs
-   O(log n) whatever the number in flight.
+   clock per class whose rate changes only at events): jobs of one kind need
+   the same work, so they finish in the order they started and sit in FIFO
+   queues; only the timers (attempt starts, timeouts, SYN retransmits) need a
+   heap, so each event costs O(log n) whatever the number in flight, and all
+   timers due at one instant (a lockstep herd's) are handled in one batch.
 5. **Timeouts abandon work.** When an attempt's connect timeout (or the
    deadline) expires before its setup finished, the client closes the socket:
    the attempt is a TIMEOUT, its job leaves the CPU pool at once and the
@@ -46,7 +57,8 @@ Assumptions (each one a simplification a reader should weigh):
    ``accept_s = 0`` (the default: no separate measurement) it accepts at once
    and the queue never fills. The queue holds at most ``backlog`` connections;
    a SYN arriving at a full queue is dropped and retransmitted by the kernel
-   after 1 s, 3 s, 7 s ... within the connect timeout (as in the FIFO model).
+   1 s, 3 s, 7 s ... after the first SYN (sent when the attempt's client work
+   is done) within the connect timeout, as in the FIFO model.
    A connection whose client gave up while it was queued is still accepted;
    its backend finds the socket closed and costs ``reject_cost_s`` (wasted).
 7. **max_connections**: a backend counts against the limit from its fork (a
@@ -131,6 +143,8 @@ COST_KEYS = (
     "connect_s",
     "refused_s",
 )
+#: How an event loop divides its time among attempts (assumption 3).
+CLIENT_DISCIPLINES = ("ps", "fifo")
 #: Herds up to this size are simulated client by client (assumption 10 of the docstring).
 EXACT_UP_TO = 100_000
 
@@ -170,6 +184,7 @@ class ContentionSettings(SimSettings):
     accept_s: float = 0.0
     exact_up_to: int = EXACT_UP_TO
     contended_refusals: bool = False
+    client_discipline: str = "ps"
     #: Set by the representation of large herds (assumption 10): 1 for an exact run.
     scale: int = 1
 
@@ -198,6 +213,11 @@ class ContentionSettings(SimSettings):
             raise ConfigError(
                 "ContentionSettings.contended_refusals must be True or False, "
                 f"got {self.contended_refusals!r}"
+            )
+        if self.client_discipline not in CLIENT_DISCIPLINES:
+            raise ConfigError(
+                "ContentionSettings.client_discipline must be one of "
+                f"{', '.join(CLIENT_DISCIPLINES)}, got {self.client_discipline!r}"
             )
         b = self.retry_budget
         if b is not None and not isinstance(b, RetryBudget):
@@ -281,7 +301,7 @@ class ContendedResult(SimResult):
 
 
 # Where a client's current attempt is (one attempt per client in flight at a time).
-_IDLE, _CLIENT, _SYN, _QUEUED, _SERVER = 0, 1, 2, 3, 4
+_IDLE, _CLIENT, _SYN, _QUEUED, _SERVER, _LOOP_WAIT = 0, 1, 2, 3, 4, 5
 # Timer events, in the order same-time events are handled.
 _EV_START, _EV_SYN, _EV_TIMEOUT = 0, 1, 2
 # Backend jobs: a connection setup, a "too many clients" dead end, a client already gone.
@@ -290,7 +310,11 @@ _INF = math.inf
 
 
 class _Herd:
-    """Phase two's event loop: clients, the postmaster and backends sharing the CPU."""
+    """The event loop: clients, the postmaster and backends sharing the CPU.
+
+    It starts at each client's first attempt that is not refused, or at its
+    first attempt when refusals need it (a retry budget, contended refusals).
+    """
 
     def __init__(
         self,
@@ -306,6 +330,12 @@ class _Herd:
         self.cores, self.processes = s.cores, s.client_processes
         self.client_work, self.refused_s = s.client_cpu_s, s.refused_s
         self.refusal_work = min(s.client_cpu_s, s.refused_s) if s.contended_refusals else 0.0
+        # FIFO loops: each loop works on one attempt at a time; a represented herd's
+        # fraction of loops is ceil(processes) loops, each that much slower (assumption 10).
+        self.fifo_loops = s.client_discipline == "fifo"
+        self.loop_servers = math.ceil(s.client_processes)
+        self.loop_speed = s.client_processes / self.loop_servers
+        self.loop_wait: deque[tuple[int, int, bool]] = deque()
         self.anchor_start = strat.anchor == "attempt_start"
         self.delays: list[list[float]] = delays.tolist()
         self.timeouts: list[list[float]] = timeouts.tolist()
@@ -329,6 +359,7 @@ class _Herd:
         self.t_start = [0.0] * n
         self.give_up = [0.0] * n
         self.retx = [0] * n
+        self.syn_sent = [0.0] * n
         self.job_end = [0.0] * n  # virtual finish of its client or backend job
         self.job_kind = [_JOB_SETUP] * n
         self.connected_at = np.full(n, np.nan)
@@ -407,22 +438,31 @@ class _Herd:
         self.retx[c] = 0
         if give_up < _INF:
             heapq.heappush(self.timers, (give_up, _EV_TIMEOUT, c, j))
-        if refused:  # its client work queues in the event loop (assumption 8)
-            self.state[c] = _CLIENT
-            self.job_end[c] = end = self.v_client + self.refusal_work
-            self.refusal_jobs.append((end, c, j))
-            self.n_client += 1
-            self.client_used += self.refusal_work
-            return
-        work = self.client_work
-        if work > 0:
-            self.state[c] = _CLIENT
-            self.job_end[c] = end = self.v_client + work
-            self.client_jobs.append((end, c, j))
-            self.n_client += 1
-            self.client_used += work
+        if refused or self.client_work > 0:  # (refusals: assumption 8)
+            if self.fifo_loops and self.n_client >= self.loop_servers:
+                self.state[c] = _LOOP_WAIT  # every loop is busy: it waits its turn
+                self.loop_wait.append((c, j, refused))
+            else:
+                self._serve_client(c, j, refused)
         else:
             self._syn(c, t)
+
+    def _serve_client(self, c: int, j: int, refusal: bool) -> None:
+        """An event loop starts on the attempt's client work."""
+        work = self.refusal_work if refusal else self.client_work
+        self.state[c] = _CLIENT
+        self.job_end[c] = end = self.v_client + work
+        (self.refusal_jobs if refusal else self.client_jobs).append((end, c, j))
+        self.n_client += 1
+        self.client_used += work
+
+    def _loop_freed(self) -> None:
+        """With FIFO loops: the next waiting attempts start (assumption 3)."""
+        wait, state, attempt = self.loop_wait, self.state, self.attempt
+        while wait and self.n_client < self.loop_servers:
+            c, j, refusal = wait.popleft()
+            if state[c] == _LOOP_WAIT and attempt[c] == j:
+                self._serve_client(c, j, refusal)
 
     def _syn(self, c: int, t: float) -> None:
         """The attempt's SYN reaches the server (or is held until it is ready)."""
@@ -432,11 +472,13 @@ class _Herd:
             return
         if len(self.pm_queue) >= self.s.backlog:  # full: the kernel drops the SYN
             r = self.retx[c]
+            if r == 0:  # retransmissions count from the first SYN, sent after the client work
+                self.syn_sent[c] = t
             if r < len(SYN_RETRANSMIT_S):
-                at = self.t_start[c] + SYN_RETRANSMIT_S[r]
+                at = self.syn_sent[c] + SYN_RETRANSMIT_S[r]
                 if at < self.give_up[c]:
                     self.retx[c] = r + 1
-                    heapq.heappush(self.timers, (max(at, t), _EV_SYN, c, self.attempt[c]))
+                    heapq.heappush(self.timers, (at, _EV_SYN, c, self.attempt[c]))
             return  # otherwise the timeout ends it
         if self.accept_work > 0:
             if not self.pm_queue:
@@ -489,6 +531,8 @@ class _Herd:
         if state == _CLIENT:
             self.n_client -= 1
             self.client_used -= self.job_end[c] - self.v_client
+            if self.fifo_loops:
+                self._loop_freed()
         elif state == _SERVER:
             self.n_server -= 1
             if self.job_kind[c] == _JOB_SETUP:
@@ -564,10 +608,14 @@ class _Herd:
             elif source == 1:
                 _, c, _ = self.client_jobs.popleft()
                 self.n_client -= 1
+                if self.fifo_loops:
+                    self._loop_freed()
                 self._syn(c, t)
             elif source == 5:
                 _, c, _ = self.refusal_jobs.popleft()
                 self.n_client -= 1
+                if self.fifo_loops:
+                    self._loop_freed()
                 if t < self.hang_from:
                     self._record(c, REFUSED, t)
                 else:  # its SYN leaves after the server listens again
@@ -583,7 +631,10 @@ class _Herd:
                 self.v_server = max(self.v_server, vf)
                 self._backend_done(c, _JOB_SETUP if source == 2 else _JOB_TOO_MANY)
             n_c = self.n_client
-            loops = n_c if n_c < self.processes else self.processes
+            if self.fifo_loops:  # n_c loops busy, one attempt each
+                loops = n_c * self.loop_speed
+            else:
+                loops = n_c if n_c < self.processes else self.processes
             runnable = self.n_server + loops + (self.pm_weight if self.pm_queue else 0.0)
             share = self.cores / runnable if runnable > self.cores else 1.0
             self.share = share
@@ -680,8 +731,7 @@ EXAMPLE_COSTS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m perfkit.retry.contention``: one simulated herd, its summary and wall time."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m perfkit.retry.contention", description=__doc__.split("\n")[0]
     )
@@ -693,22 +743,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--deadline", type=float, default=60.0)
     for key in COST_KEYS:
         parser.add_argument(f"--{key.replace('_', '-')}", type=float, default=EXAMPLE_COSTS[key])
+    parser.add_argument("--postmaster-cpu-per-connect-s", type=float, default=0.0)
     parser.add_argument("--client-processes", type=int, default=1)
-    parser.add_argument("--exact-up-to", type=int, default=EXACT_UP_TO)
-    args = parser.parse_args(argv)
-    settings = ContentionSettings.from_costs(
-        {key: getattr(args, key) for key in COST_KEYS},
-        n_clients=args.clients,
-        outage_s=args.outage,
-        connect_timeout=args.connect_timeout,
-        deadline=args.deadline,
-        client_processes=args.client_processes,
-        exact_up_to=args.exact_up_to,
-        max_connections=args.clients + 20,
-        backlog=4096,
+    parser.add_argument(
+        "--retry-budget", metavar="CAPACITY,PER_S", help="a fleet-wide retry budget, e.g. 50,200"
     )
-    t = time.perf_counter()
-    result = simulate_contended(args.strategy, settings, seed=args.seed)
+    parser.add_argument("--contended-refusals", action="store_true")
+    parser.add_argument("--exact-up-to", type=int, default=EXACT_UP_TO)
+    return parser
+
+
+def _budget(text: str | None) -> RetryBudget | None:
+    if text is None:
+        return None
+    try:
+        capacity, per_s = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--retry-budget takes CAPACITY,PER_S (e.g. 50,200), got {text!r}"
+        ) from None
+    return RetryBudget(capacity=capacity, refill_per_s=per_s)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m perfkit.retry.contention``: one simulated herd, its summary and wall time."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    costs = {key: getattr(args, key) for key in COST_KEYS}
+    costs["postmaster_cpu_per_connect_s"] = args.postmaster_cpu_per_connect_s
+    try:
+        settings = ContentionSettings.from_costs(
+            costs,
+            n_clients=args.clients,
+            outage_s=args.outage,
+            connect_timeout=args.connect_timeout,
+            deadline=args.deadline,
+            client_processes=args.client_processes,
+            retry_budget=_budget(args.retry_budget),
+            contended_refusals=args.contended_refusals,
+            exact_up_to=args.exact_up_to,
+            max_connections=args.clients + 20,
+            backlog=min(4096, 2 * (args.clients + 20)),  # PostgreSQL's, within somaxconn
+        )
+        t = time.perf_counter()
+        result = simulate_contended(args.strategy, settings, seed=args.seed)
+    except ConfigError as exc:
+        parser.error(str(exc))
     wall = time.perf_counter() - t
     for key, value in result.summary().items():
         print(f"{key:40s} {value}")
