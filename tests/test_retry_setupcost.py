@@ -12,7 +12,8 @@ from conftest import TEST_SERVER_SETTINGS
 
 from perfkit.errors import ConfigError, ServerStartError
 from perfkit.postgres import PostgresServer, ServerSettings, create_server
-from perfkit.retry import SetupCosts, measure_setup_costs
+from perfkit.retry import ContentionSettings, SetupCosts, measure_setup_costs
+from perfkit.retry.setupcost import MEASURED
 
 N = 60
 
@@ -57,7 +58,7 @@ def test_each_cost_carries_n_and_an_interval_around_it(
     _, costs = measured
     assert costs.n == N
     assert costs.n_blocks >= 2
-    for name in ("server_cpu_per_connect_s", "client_cpu_per_attempt_s", "connect_s", "refused_s"):
+    for name in MEASURED:
         est = costs.estimate(name)
         assert est.low <= est.value <= est.high, name
         assert est.n in (N, costs.n_blocks)
@@ -90,10 +91,19 @@ def test_the_costs_mapping_has_the_models_keys(
     assert set(costs.to_dict()) == {
         "cores",
         "server_cpu_per_connect_s",
+        "postmaster_cpu_per_connect_s",
         "client_cpu_per_attempt_s",
         "connect_s",
         "refused_s",
     }
+    ContentionSettings.from_costs(costs.to_dict(), n_clients=10)  # the model takes them
+
+
+def test_the_postmasters_part_is_part_of_the_servers_cost(
+    measured: tuple[PostgresServer, SetupCosts],
+) -> None:
+    _, costs = measured
+    assert 0 <= costs.postmaster_cpu_per_connect_s < costs.server_cpu_per_connect_s
 
 
 def test_too_few_connects_is_a_config_error_before_connecting(pg_server: PostgresServer) -> None:

@@ -13,6 +13,10 @@ a herd is not fitted to it):
   ``container.stats``. Docker's userland port proxy runs outside the
   container; its CPU is not included. After each block the reading waits
   until the block's last backend has exited, so its exit is counted.
+- ``postmaster_cpu_per_connect_s``: the postmaster's own part of it (accept,
+  fork, reaping the backend), from its own CPU times (psutil, both backends:
+  a container's processes are host processes here); NaN where it cannot be
+  read. The contention model's postmaster accepts serially at this cost.
 - ``client_cpu_per_attempt_s``: this process's CPU (``time.process_time``:
   all threads, psycopg's resolver thread included) per async connect + close
   in an asyncio loop, the way the herd's clients connect.
@@ -29,8 +33,10 @@ over single attempts with a bootstrap interval (n = attempts).
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -51,7 +57,16 @@ BLOCK = 20
 WARMUP = 5
 #: How long a block waits for its last backend to exit before the CPU is read.
 SETTLE_TIMEOUT_S = 2.0
-MEASURED = ("server_cpu_per_connect_s", "client_cpu_per_attempt_s", "connect_s", "refused_s")
+MEASURED = (
+    "server_cpu_per_connect_s",
+    "postmaster_cpu_per_connect_s",
+    "client_cpu_per_attempt_s",
+    "connect_s",
+    "refused_s",
+)
+#: The keys every ``to_dict`` has (``postmaster_cpu_per_connect_s`` only when measured).
+COST_KEYS = ("cores", "server_cpu_per_connect_s", "client_cpu_per_attempt_s", "connect_s",
+             "refused_s")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +80,9 @@ class SetupCosts:
     server_cpu_per_connect_s_low: float
     server_cpu_per_connect_s_high: float
     server_cpu_source: str
+    postmaster_cpu_per_connect_s: float
+    postmaster_cpu_per_connect_s_low: float
+    postmaster_cpu_per_connect_s_high: float
     client_cpu_per_attempt_s: float
     client_cpu_per_attempt_s_low: float
     client_cpu_per_attempt_s_high: float
@@ -79,8 +97,16 @@ class SetupCosts:
     n_blocks: int
 
     def to_dict(self) -> dict[str, float]:
-        """The ``costs`` mapping :meth:`ContentionSettings.from_costs` reads."""
-        return {"cores": float(self.cores), **{k: float(getattr(self, k)) for k in MEASURED}}
+        """The ``costs`` mapping :meth:`ContentionSettings.from_costs` reads.
+
+        ``postmaster_cpu_per_connect_s`` is included when it was measured (at most
+        the server's whole cost per connect, which includes it).
+        """
+        out = {k: float(getattr(self, k)) for k in COST_KEYS}
+        postmaster = self.postmaster_cpu_per_connect_s
+        if math.isfinite(postmaster):
+            out["postmaster_cpu_per_connect_s"] = min(postmaster, out["server_cpu_per_connect_s"])
+        return out
 
     def estimate(self, name: str) -> Estimate:
         """One measured cost with its interval and n (blocks for CPU, attempts for times)."""
@@ -148,9 +174,28 @@ def _settle(server: PostgresServer, baseline: set[int]) -> None:
         time.sleep(0.005)
 
 
+def _postmaster_counter(server: PostgresServer) -> Callable[[], float] | None:
+    """The postmaster's own CPU seconds (not its children's), or None where unreadable."""
+    try:
+        for pid in server.server_pids():
+            proc = psutil.Process(pid)
+            if proc.name() in ("postgres", "postmaster"):  # the first is the postmaster
+
+                def read(proc: psutil.Process = proc) -> float:
+                    t = proc.cpu_times()
+                    return t.user + t.system
+
+                read()
+                return read
+    except (psutil.Error, OSError, ServerStartError):
+        return None
+    return None
+
+
 @dataclass(frozen=True)
 class _Block:
     server_cpu_s: float
+    postmaster_cpu_s: float
     client_cpu_s: float
     connects: int
     connect_times: list[float]
@@ -195,6 +240,7 @@ def _measure_blocks(server: PostgresServer, n: int) -> tuple[str, list[_Block], 
     count, extra = divmod(n, n // BLOCK)  # blocks of BLOCK to 2 * BLOCK - 1 connects, even
     sizes = [count + (i < extra) for i in range(n // BLOCK)]
     dsn = server.dsn
+    read_postmaster = _postmaster_counter(server) or (lambda: math.nan)
 
     async def main() -> tuple[list[_Block], list[float]]:
         await _connect_block(dsn, WARMUP)
@@ -202,13 +248,13 @@ def _measure_blocks(server: PostgresServer, n: int) -> tuple[str, list[_Block], 
         _settle(server, baseline)
         blocks = []
         for size in sizes:
-            s0 = read_server()
+            s0, p0 = read_server(), read_postmaster()
             c0 = time.process_time()
             times = await _connect_block(dsn, size)
             c1 = time.process_time()
             _settle(server, baseline)
-            s1 = read_server()
-            blocks.append(_Block(s1 - s0, c1 - c0, size, times))
+            s1, p1 = read_server(), read_postmaster()
+            blocks.append(_Block(s1 - s0, p1 - p0, c1 - c0, size, times))
         return blocks, await _refused(n)
 
     blocks, refused = run_coroutine(main, fresh_thread=True)
@@ -236,6 +282,12 @@ def measure_setup_costs(server: PostgresServer, *, n: int = 200, seed: int = 0) 
     cores, cores_source = server_cores(server)
     source, blocks, refused = _measure_blocks(server, n)
     server_per = [b.server_cpu_s / b.connects for b in blocks]
+    postmaster_per = [b.postmaster_cpu_s / b.connects for b in blocks]
+    postmaster = (
+        mean_interval(postmaster_per, seed=seed + 4)
+        if all(math.isfinite(v) for v in postmaster_per)
+        else Estimate(math.nan, math.nan, math.nan, 0)
+    )
     client_per = [b.client_cpu_s / b.connects for b in blocks]
     connects = [t for b in blocks for t in b.connect_times]
     if len(refused) < n // 2:
@@ -251,6 +303,7 @@ def measure_setup_costs(server: PostgresServer, *, n: int = 200, seed: int = 0) 
         n=len(connects),
         n_blocks=len(blocks),
         **_fields("server_cpu_per_connect_s", mean_interval(server_per, seed=seed)),
+        **_fields("postmaster_cpu_per_connect_s", postmaster),
         **_fields("client_cpu_per_attempt_s", mean_interval(client_per, seed=seed + 1)),
         **_fields("connect_s", quantile_interval(connects, 0.5, seed=seed + 2)),
         **_fields("refused_s", quantile_interval(refused, 0.5, seed=seed + 3)),
