@@ -749,6 +749,7 @@ def _parser() -> argparse.ArgumentParser:
         "--retry-budget", metavar="CAPACITY,PER_S", help="a fleet-wide retry budget, e.g. 50,200"
     )
     parser.add_argument("--contended-refusals", action="store_true")
+    parser.add_argument("--client-discipline", choices=CLIENT_DISCIPLINES, default="ps")
     parser.add_argument("--exact-up-to", type=int, default=EXACT_UP_TO)
     return parser
 
@@ -781,6 +782,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             client_processes=args.client_processes,
             retry_budget=_budget(args.retry_budget),
             contended_refusals=args.contended_refusals,
+            client_discipline=args.client_discipline,
             exact_up_to=args.exact_up_to,
             max_connections=args.clients + 20,
             backlog=min(4096, 2 * (args.clients + 20)),  # PostgreSQL's, within somaxconn
