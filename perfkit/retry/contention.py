@@ -94,8 +94,11 @@ Assumptions (each one a simplification a reader should weigh):
     clients. Processor sharing is invariant under this scaling (a backend's
     share ``cores / runnable`` is unchanged), so the rates, queues and
     timeouts are those of the full herd; what is lost is resolution (the
-    ``s`` clients of a representative move in lockstep, and integer limits
-    round). The result is expanded back to ``n`` clients;
+    ``s`` clients of a representative move in lockstep, integer limits
+    round, and a fraction of FIFO loops becomes ``ceil`` of it, each loop
+    that much slower); the median and p90 hold (checked at 2,000 clients
+    against the exact run), the time until all connected is the coarsest.
+    The result is expanded back to ``n`` clients;
     ``summary()["represented_by"]`` says by how many.
 
 Strategies, the deadline, ``max_attempts`` and gRPC's ``anchor =
