@@ -94,8 +94,14 @@ Assumptions (each one a simplification a reader should weigh):
     clients. Processor sharing is invariant under this scaling (a backend's
     share ``cores / runnable`` is unchanged), so the rates, queues and
     timeouts are those of the full herd; what is lost is resolution (the
-    ``s`` clients of a representative move in lockstep, and integer limits
-    round). The result is expanded back to ``n`` clients;
+    ``s`` clients of a representative move in lockstep, integer limits
+    round, and a fraction of FIFO loops becomes ``ceil`` of it, each loop
+    that much slower). Checked against exact runs of 2,000 and 4,000 clients
+    (s = 4 and 10): medians and p90 within 5 % with either loop discipline,
+    contended refusals or a budget, but 31 % later with a postmaster cost
+    (``accept_s``: one serial process does not scale); the time until all
+    connected is the coarsest.
+    The result is expanded back to ``n`` clients;
     ``summary()["represented_by"]`` says by how many.
 
 Strategies, the deadline, ``max_attempts`` and gRPC's ``anchor =
@@ -749,6 +755,7 @@ def _parser() -> argparse.ArgumentParser:
         "--retry-budget", metavar="CAPACITY,PER_S", help="a fleet-wide retry budget, e.g. 50,200"
     )
     parser.add_argument("--contended-refusals", action="store_true")
+    parser.add_argument("--client-discipline", choices=CLIENT_DISCIPLINES, default="ps")
     parser.add_argument("--exact-up-to", type=int, default=EXACT_UP_TO)
     return parser
 
@@ -781,6 +788,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             client_processes=args.client_processes,
             retry_budget=_budget(args.retry_budget),
             contended_refusals=args.contended_refusals,
+            client_discipline=args.client_discipline,
             exact_up_to=args.exact_up_to,
             max_connections=args.clients + 20,
             backlog=min(4096, 2 * (args.clients + 20)),  # PostgreSQL's, within somaxconn
