@@ -303,6 +303,55 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0 if outcome.ok else EXIT_ERROR
 
 
+def _csv_list(option: str, text: str, kind: type = str) -> list[Any]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [kind(t.replace("_", "")) if kind is int else kind(t) for t in items]
+    except ValueError:
+        raise ConfigError(f"{option} must be a comma-separated list of {kind.__name__}s") from None
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Simulated herds for strategies x fleet sizes x seeds, here or on a dask scheduler."""
+    import time
+
+    from perfkit.retry import SimSettings, simulate_grid
+
+    scenario = {"outage_s": args.outage_s, "connect_timeout": args.connect_timeout}
+    if args.costs:
+        from perfkit.retry.contention import ContentionSettings
+
+        costs = _load_params_file(args.costs)
+
+        def settings_for(n: int) -> SimSettings:
+            return ContentionSettings.from_costs(costs, n_clients=n, **scenario)
+    else:
+
+        def settings_for(n: int) -> SimSettings:
+            return SimSettings(n_clients=n, **scenario)
+
+    started = time.perf_counter()
+    frame = simulate_grid(
+        _csv_list("--strategies", args.strategies),
+        _csv_list("--sizes", args.sizes, int),
+        args.seeds,
+        settings_for,
+        client=args.scheduler,
+    )
+    wall = time.perf_counter() - started
+    columns = [
+        "strategy", "n_clients", "seed", "connected", "attempts", "timeouts",
+        "median_connected_after_ready_s", "all_connected_after_ready_s", "cell_wall_s",
+    ]  # fmt: skip
+    print(frame[columns].to_string(index=False))
+    model = f"contention, costs from {args.costs}" if args.costs else "first come, first served"
+    print(f"{len(frame)} cells in {wall:.1f} s ({args.scheduler or 'here'}; model: {model})")
+    if args.output:
+        frame.to_csv(args.output, index=False)
+        print(f"rows written to {args.output}")
+    return 0
+
+
 def cmd_servers(args: argparse.Namespace) -> int:
     """List or stop reused servers: this user's, of the current namespace unless ``--all``."""
     from perfkit.postgres import reuse
@@ -559,6 +608,31 @@ def _add_sweep(sub: Any) -> None:
     swp.set_defaults(handler=cmd_sweep)
 
 
+def _add_simulate(sub: Any) -> None:
+    sim = sub.add_parser(
+        "simulate", help="simulated reconnect herds: strategies x fleet sizes x seeds (dask)"
+    )
+    sim.add_argument(
+        "--strategies",
+        default="naive,exponential,full_jitter,decorrelated_jitter",
+        help="comma-separated retry strategy names",
+    )
+    sim.add_argument("--sizes", default="1000,10000", help="comma-separated client counts")
+    sim.add_argument("--seeds", type=int, default=3, help="seeds per cell (0..N-1)")
+    sim.add_argument(
+        "--costs",
+        default=None,
+        metavar="YAML",
+        help="measured setup costs (cores, server_cpu_per_connect_s, client_cpu_per_attempt_s, "
+        "connect_s, refused_s): the contention model; without, the first-come-first-served one",
+    )
+    sim.add_argument("--outage-s", type=float, default=1.0, help="seconds the server is down")
+    sim.add_argument("--connect-timeout", type=float, default=2.0, help="per attempt, seconds")
+    sim.add_argument("--scheduler", default=None, help="dask.distributed scheduler address")
+    sim.add_argument("--output", default=None, metavar="CSV", help="write the rows here")
+    sim.set_defaults(handler=cmd_simulate)
+
+
 def _add_servers(sub: Any) -> None:
     srv = sub.add_parser(
         "servers",
@@ -611,6 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_ab,
         _add_calibrate,
         _add_sweep,
+        _add_simulate,
         _add_servers,
         _add_doctor,
         _add_image,

@@ -18,6 +18,14 @@
 - :mod:`perfkit.retry.readiness`: ``ready_time_samples``, boots without retrying clients;
 - :mod:`perfkit.retry.herd`: N clients reconnecting at once, and the simulation's calibration;
 - :mod:`perfkit.retry.bigherd`: 1,000 connected clients losing the server, vs the simulation;
+- :mod:`perfkit.retry.contention`: the herd model whose server and clients contend for CPU
+  (``simulate_contended``, ``ContentionSettings``, ``RetryBudget``);
+- :mod:`perfkit.retry.fleet`: ``recommend_for_fleet``, the backoff (jitter, delays, first retry,
+  shared retry budget) that reconnects N clients soonest in the contention model;
+- :mod:`perfkit.retry.simsweep`: ``simulate_grid``, strategies x fleet sizes x seeds, here or
+  on a dask.distributed cluster;
+- :mod:`perfkit.retry.setupcost`: ``measure_setup_costs``, the CPU and time one connection costs
+  (the contention model's constants, measured on an idle server);
 - :mod:`perfkit.retry.lab` (Params, ``LAB``), :mod:`perfkit.retry.measure` (the runs against
   servers), :mod:`perfkit.retry.conclusions` and :mod:`perfkit.retry.plots`: the notebook's lab.
 
@@ -31,6 +39,10 @@ _HOMES = {
     "RetryError": "perfkit.errors",
     "async_connect_with_retry": "perfkit.retry.connect",
     "connect_with_retry": "perfkit.retry.connect",
+    "ContendedResult": "perfkit.retry.contention",
+    "ContentionSettings": "perfkit.retry.contention",
+    "RetryBudget": "perfkit.retry.contention",
+    "simulate_contended": "perfkit.retry.contention",
     "AttemptCosts": "perfkit.retry.model",
     "Fit": "perfkit.retry.model",
     "Prediction": "perfkit.retry.model",
@@ -40,11 +52,20 @@ _HOMES = {
     "GiveUp": "perfkit.retry.planner",
     "RetryPlanner": "perfkit.retry.planner",
     "ready_time_samples": "perfkit.retry.readiness",
+    "SimResult": "perfkit.retry.simulate",
+    "SimSettings": "perfkit.retry.simulate",
+    "simulate": "perfkit.retry.simulate",
+    "simulate_grid": "perfkit.retry.simsweep",
+    "FleetRecommendation": "perfkit.retry.fleet",
+    "recommend_for_fleet": "perfkit.retry.fleet",
+    "SetupCosts": "perfkit.retry.setupcost",
+    "measure_setup_costs": "perfkit.retry.setupcost",
     "STRATEGIES": "perfkit.retry.strategies",
     "AdditiveJitter": "perfkit.retry.strategies",
     "CappedExponential": "perfkit.retry.strategies",
     "DecorrelatedJitter": "perfkit.retry.strategies",
     "DelayedExponential": "perfkit.retry.strategies",
+    "FirstRetryDelay": "perfkit.retry.strategies",
     "EqualJitter": "perfkit.retry.strategies",
     "FixedDelay": "perfkit.retry.strategies",
     "FullJitter": "perfkit.retry.strategies",

@@ -692,7 +692,7 @@ def fit(
     scored.sort(key=lambda x: x[0])
     best = scored[0]
     for start in scored[:3]:
-        best = min(best, _pattern_search(score, start), key=lambda x: x[0])
+        best = min(best, pattern_search(score, start), key=lambda x: x[0])
     _, family, params = best
     strat = _make(family, _tidy(family, params), budget)
     assert strat is not None
@@ -718,17 +718,29 @@ def _stop(common: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in common.items() if k != "bandwidth"}
 
 
-def _pattern_search(
+Neighbours = Callable[[str, tuple[float, ...], float], list[tuple[float, ...]]]
+
+
+def pattern_search(
     score: Callable[[str, tuple[float, ...]], float],
     start: tuple[float, str, tuple[float, ...]],
+    *,
+    neighbours: Neighbours | None = None,
 ) -> tuple[float, str, tuple[float, ...]]:
+    """Compass search from ``start`` (value, family, params) for a lower ``score(family, p)``.
+
+    Each round moves to the first better neighbour (``neighbours(family, params, step)``:
+    each parameter up and down by the factor ``step``; :func:`fit`'s by default) until none
+    is better, then shrinks the step (1.5, its square root, ... down to 1.01).
+    """
+    around = neighbours if neighbours is not None else _neighbours
     value, family, params = start
     step = 1.5
     while step > 1.01:
         moved = True
         while moved:
             moved = False
-            for cand in _neighbours(family, params, step):
+            for cand in around(family, params, step):
                 v = score(family, cand)
                 if v < value - 1e-12:
                     value, params, moved = v, cand, True

@@ -554,6 +554,60 @@ class GrpcBackoff(Strategy):
         return out
 
 
+@dataclass(frozen=True, kw_only=True)
+class FirstRetryDelay(Strategy):
+    """Wait ``first_delay`` after the first failure, then follow ``then``'s delays from its first.
+
+    :class:`DelayedExponential` for any schedule, jittered ones included (a fleet's
+    first retry aimed past a restart, then spread out). ``then``'s own
+    ``max_attempts`` is ignored: this strategy's counts every try.
+    """
+
+    first_delay: float = 1.0
+    then: Strategy = dataclasses.field(default_factory=lambda: FullJitter())
+    kind: ClassVar[str] = "first_retry_delay"
+
+    def _validate(self) -> None:
+        _positive(self, "first_delay", self.first_delay, allow_zero=True)
+        if not isinstance(self.then, Strategy) or self.then.anchor != "failure":
+            raise ConfigError(
+                f"FirstRetryDelay.then must be a Strategy whose delays follow a failure, "
+                f"got {self.then!r}"
+            )
+
+    def delays(self, rng: random.Random) -> Iterator[float]:
+        yield float(self.first_delay)
+        yield from self.then.delays(rng)
+
+    def delay_bounds(self, k: int) -> tuple[float, float]:
+        if k == 1:
+            return (float(self.first_delay), float(self.first_delay))
+        return self.then.delay_bounds(k - 1)
+
+    @property
+    def bounds_are_tight(self) -> bool:
+        return self.then.bounds_are_tight
+
+    def sample(self, rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+        import numpy as np
+
+        if k <= 0:
+            return np.empty((n, 0))
+        first = np.full((n, 1), float(self.first_delay))
+        return np.concatenate([first, self.then.sample(rng, n, k - 1)], axis=1)
+
+    def describe(self) -> dict[str, Any]:
+        """Flat: ``first_delay``, then ``then``'s settings; ``jitter`` is ``then``'s kind."""
+        inner = {k: v for k, v in self.then.describe().items() if k not in ("kind", "max_attempts")}
+        return {
+            "kind": self.kind,
+            "jitter": self.then.kind,
+            "first_delay": self.first_delay,
+            **inner,
+            "max_attempts": self.max_attempts,
+        }
+
+
 #: The named strategies notebooks compare. The exponential family shares the
 #: review's envelope (100 ms, x2, cap 5 s, 10 attempts) so only the jitter differs.
 STRATEGIES: dict[str, Strategy] = {
