@@ -198,6 +198,9 @@ class SimResult:
             "median_connected_after_ready_s": float(np.median(connected) - s.ready_s)
             if n_ok
             else math.nan,
+            "p90_connected_after_ready_s": float(np.quantile(connected, 0.9) - s.ready_s)
+            if n_ok
+            else math.nan,
             "sim_elapsed_s": self.elapsed_s,
         }
 
