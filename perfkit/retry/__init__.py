@@ -18,6 +18,9 @@
 - :mod:`perfkit.retry.readiness`: ``ready_time_samples``, boots without retrying clients;
 - :mod:`perfkit.retry.herd`: N clients reconnecting at once, and the simulation's calibration;
 - :mod:`perfkit.retry.bigherd`: 1,000 connected clients losing the server, vs the simulation;
+  :mod:`perfkit.retry.herdproc` runs its clients on one event loop or over client processes;
+- :mod:`perfkit.retry.validation`: real vs simulated herds over repeats (``agreement``), the
+  largest N where they agree, and ``run_validation``;
 - :mod:`perfkit.retry.lab` (Params, ``LAB``), :mod:`perfkit.retry.measure` (the runs against
   servers), :mod:`perfkit.retry.conclusions` and :mod:`perfkit.retry.plots`: the notebook's lab.
 
@@ -54,6 +57,9 @@ _HOMES = {
     "get_strategy": "perfkit.retry.strategies",
     "strategy_name": "perfkit.retry.strategies",
     "RetryTokenBucket": "perfkit.retry.token_bucket",
+    "agreement": "perfkit.retry.validation",
+    "largest_agreeing_n": "perfkit.retry.validation",
+    "run_validation": "perfkit.retry.validation",
     "Attempt": "perfkit.retry.trace",
     "Trace": "perfkit.retry.trace",
 }
