@@ -37,6 +37,7 @@ from perfkit.retry.herdproc import (
     child_environment,
     ensure_fd_limit,
     fd_limit_error,
+    peak_util,
     split,
 )
 
@@ -108,7 +109,19 @@ def test_client_cpu_is_recorded_per_process(spread_run: dict[str, Any]) -> None:
     assert (procs["cpu_s"] > 0).all() and (procs["wall_s"] > 0).all()
     assert s["client_cpu_s"] == pytest.approx(procs["cpu_s"].sum())
     assert s["client_cpu_util"] == pytest.approx(procs["cpu_util"].max())
-    assert s["client_saturated"] == (s["client_cpu_util"] > 0.9)
+    assert s["client_peak_cpu_util"] == pytest.approx(procs["peak_cpu_util"].max())
+    assert s["client_peak_cpu_util"] >= s["client_cpu_util"] * 0.99 or procs["wall_s"].max() < 0.5
+    assert s["client_saturated"] == (s["client_peak_cpu_util"] > 0.9)
+
+
+def test_peak_util_is_the_busiest_stretch_of_the_window() -> None:
+    # 1 s idle, then 0.5 s at a full core, then idle: whole phase 0.25, peak 1.0.
+    samples = [(t / 10, 0.0) for t in range(11)]
+    samples += [(1.0 + t / 10, t / 10) for t in range(1, 6)]
+    samples += [(1.5 + t / 10, 0.5) for t in range(1, 6)]
+    assert peak_util(samples) == pytest.approx(1.0)
+    assert peak_util(samples[:1]) != peak_util(samples[:1])  # NaN for one sample
+    assert peak_util([(0.0, 0.0), (0.2, 0.1)]) == pytest.approx(0.5)
 
 
 def test_the_summary_has_the_p90_between_median_and_p95(spread_run: dict[str, Any]) -> None:

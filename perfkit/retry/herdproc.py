@@ -8,8 +8,11 @@ client's RNG stream fixed by its index in the whole herd, so a client's
 schedule is the same however the herd is split). It also measures its event
 loop's CPU over the reconnect phase: the loop thread's CPU time
 (``time.thread_time``) from the first client noticing the loss to the last
-client finishing, over the same wall time. One loop runs on one core at most,
-so CPU / wall near 1 means the loop, not the server, set the pace.
+client finishing, read every 100 ms, and how late those readings came (loop
+lag). One loop runs on one core at most, so CPU / wall near 1 over some
+stretch means the loop, not the server, set the pace then. The whole phase's
+average hides that (its clients sleep between attempts most of it), so the
+peak over 0.5 s stretches is what decides "saturated".
 
 Two ways to run the shares, with the same synchronous interface (``start``:
 everyone connected; ``results``: every share's traces; ``close``):
@@ -47,7 +50,7 @@ import threading
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Self
@@ -70,6 +73,11 @@ JOIN_TIMEOUT_S = 10.0
 FD_MARGIN = 256
 #: A client loop above this share of one core during the reconnect phase counts as saturated.
 SATURATED_UTIL = 0.9
+#: How often a client loop reads its own CPU clock during the reconnect phase.
+CPU_SAMPLE_S = 0.1
+#: The window over which a loop's peak CPU use is taken (a storm's first seconds, not the
+#: whole phase, most of which the clients spend asleep between attempts).
+PEAK_WINDOW_S = 0.5
 
 
 class ProcessFailed(PerfkitError):
@@ -93,7 +101,12 @@ class ShareJob:
 
 @dataclass(kw_only=True)
 class ShareResult:
-    """What one share hands back: its clients' traces (in client order) and its loop's CPU."""
+    """What one share hands back: its clients' traces (in client order) and its loop's CPU.
+
+    ``cpu_samples``: ``(monotonic, loop thread CPU)`` every :data:`CPU_SAMPLE_S`
+    from the first client noticing the loss to the last client finishing;
+    ``max_lag_s``: the most a sample came late (the loop was busy elsewhere).
+    """
 
     first: int
     traces: list[Trace]
@@ -101,10 +114,41 @@ class ShareResult:
     cpu_s: float
     wall_s: float
     pid: int
+    cpu_samples: list[tuple[float, float]] = field(default_factory=list)
+    max_lag_s: float = 0.0
 
     @property
     def cpu_util(self) -> float:
+        """CPU / wall over the whole reconnect phase."""
         return self.cpu_s / self.wall_s if self.wall_s > 0 else math.nan
+
+    @property
+    def peak_cpu_util(self) -> float:
+        """The busiest :data:`PEAK_WINDOW_S` of the reconnect phase (:func:`peak_util`)."""
+        return peak_util(self.cpu_samples)
+
+
+def peak_util(samples: Sequence[tuple[float, float]], window_s: float = PEAK_WINDOW_S) -> float:
+    """Most CPU per wall second over any stretch of at least ``window_s`` between samples.
+
+    ``samples`` are ``(wall, cpu)`` readings in time order; NaN with fewer than two.
+    A phase shorter than the window counts as one stretch.
+    """
+    if len(samples) < 2:
+        return math.nan
+    best, j = -math.inf, 0
+    for i in range(len(samples)):
+        t, cpu = samples[i]
+        j = max(j, i + 1)
+        while j < len(samples) and samples[j][0] - t < window_s:
+            j += 1
+        if j >= len(samples):
+            break
+        best = max(best, (samples[j][1] - cpu) / (samples[j][0] - t))
+    if best == -math.inf:  # shorter than the window
+        (t0, c0), (t1, c1) = samples[0], samples[-1]
+        return (c1 - c0) / (t1 - t0) if t1 > t0 else math.nan
+    return best
 
 
 def fd_limit_error(n_clients: int, processes: int, hard: int, *, margin: int = FD_MARGIN) -> str:
@@ -193,6 +237,9 @@ class ClientShare:
         self.tasks: list[asyncio.Task[Trace]] = []
         self.setup_s = math.nan
         self._first_notice: tuple[float, float] | None = None  # (monotonic, thread CPU)
+        self._samples: list[tuple[float, float]] = []
+        self._max_lag = 0.0
+        self._sampler: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         """Connect every client and start them waiting for the loss."""
@@ -209,7 +256,18 @@ class ClientShare:
     def _noticed(self, i: int) -> None:
         if self._first_notice is None:
             self._first_notice = (time.monotonic(), time.thread_time())
+            self._samples.append(self._first_notice)
+            self._sampler = asyncio.get_running_loop().create_task(self._sample())
         self.lost[i].set()
+
+    async def _sample(self) -> None:
+        """Read the loop thread's CPU clock every CPU_SAMPLE_S, and how late each reading is."""
+        while True:
+            due = time.monotonic() + CPU_SAMPLE_S
+            await asyncio.sleep(CPU_SAMPLE_S)
+            now = time.monotonic()
+            self._max_lag = max(self._max_lag, now - due)
+            self._samples.append((now, time.thread_time()))
 
     async def _client(self, i: int) -> Trace:
         job = self.job
@@ -235,6 +293,9 @@ class ClientShare:
         """Wait until every client has reconnected (or given up); the traces and the CPU."""
         traces = list(await asyncio.gather(*self.tasks))
         end, cpu_end = time.monotonic(), time.thread_time()
+        if self._sampler is not None:
+            self._sampler.cancel()
+        self._samples.append((end, cpu_end))
         t0, cpu0 = self._first_notice or (end, cpu_end)
         return ShareResult(
             first=self.job.first,
@@ -243,10 +304,14 @@ class ClientShare:
             cpu_s=cpu_end - cpu0,
             wall_s=end - t0,
             pid=os.getpid(),
+            cpu_samples=self._samples,
+            max_lag_s=self._max_lag,
         )
 
     async def close(self) -> None:
         """Cancel what still runs and close every connection, old and new."""
+        if self._sampler is not None:
+            self._sampler.cancel()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
