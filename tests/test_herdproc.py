@@ -257,3 +257,35 @@ def test_a_herd_over_processes_on_the_docker_backend(docker_or_skip: None) -> No
     s = result["summary"]
     assert s["connected"] == 40 and s["left_after"] == 0 and s["client_processes"] == 2
     assert _herd_children() == []
+
+
+def test_ctrl_c_during_the_herd_leaves_no_client_process() -> None:
+    argv = ["--clients", "40", "--processes", "2", "--strategies", "naive"]
+    argv += ["--outage", "5", "--deadline", "30", "--calibration-burst", "10"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perfkit.retry.bigherd", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=child_environment(),
+    )
+    try:
+        until = time.monotonic() + 120
+        children: list[psutil.Process] = []
+        while len(children) < 2 and time.monotonic() < until and proc.poll() is None:
+            time.sleep(0.05)
+            children = [
+                c
+                for c in psutil.Process(proc.pid).children()
+                if "perfkit.retry.herdproc" in " ".join(c.cmdline())
+            ]
+        assert len(children) == 2
+        time.sleep(1.5)  # connected, the server on its way down or down
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert proc.stderr is not None and b"KeyboardInterrupt" in proc.stderr.read()
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
