@@ -2,7 +2,9 @@
 
 :mod:`perfkit.retry.herd` starts its clients at the outage and checks the
 simulation up to about 100 of them. Here N clients (default 1,000, asyncio
-tasks on one event loop) first all hold a connection; then the server is
+tasks split over ``client_processes`` event loops, each in a client process
+of its own, :mod:`perfkit.retry.herdproc`; one loop in this process with
+``client_processes=1``) first all hold a connection; then the server is
 stopped (fast shutdown), started again after ``outage_s``, and every client
 reconnects with a named strategy (:func:`async_connect_with_retry`, the pure
 planner and the strategy's delays). A client notices the loss the moment its
@@ -30,10 +32,11 @@ most). The comparison shows it as many more timeouts and later reconnects
 than simulated.
 
 The server's ``max_connections`` must exceed N (N + 20 is used by the
-script); one socket per client needs an open-files limit above N, which
-:func:`ensure_fd_limit` raises within the hard limit.
+script); one socket per client needs an open-files limit above each
+process's share, which :func:`ensure_fd_limit` raises within the hard limit
+(or, before anything starts, says how to raise the hard limit).
 
-Run it: ``python -m perfkit.retry.bigherd --clients 1000 --backend local --out big.csv``.
+Run it: ``python -m perfkit.retry.bigherd --clients 1000 --processes 4 --out big.csv``.
 """
 
 from __future__ import annotations
