@@ -213,6 +213,26 @@ def test_default_processes_one_per_250_clients_at_most_two_per_cpu() -> None:
     )
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a negative niceness needs root")
+def test_client_loops_run_at_the_niceness_asked_for(server: PostgresServer) -> None:
+    bs = BigHerdSettings(
+        strategy="exponential",
+        n_clients=20,
+        outage_s=0.2,
+        deadline=30.0,
+        client_processes=2,
+        client_nice=-5,
+    )
+    result = run_big_herd(server, bs, seed=0)
+    assert result["summary"]["connected"] == 20 and result["summary"]["client_nice"] == -5
+    assert result["processes"]["nice"].tolist() == [-5, -5]
+
+
+def test_a_niceness_out_of_range_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="niceness"):
+        BigHerdSettings(strategy="naive", n_clients=10, client_nice=40)
+
+
 def test_more_processes_than_clients_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="client_processes"):
         BigHerdSettings(strategy="naive", n_clients=3, client_processes=4)

@@ -67,6 +67,7 @@ from perfkit.retry.herdproc import (
     InProcessClients,
     ShareJob,
     ShareResult,
+    check_nice,
     ensure_fd_limit,
     split,
 )
@@ -134,6 +135,9 @@ class BigHerdSettings:
     all on one loop in this process (as the kit always did), more runs each
     share in a child process. ``None`` (default) picks
     :func:`default_client_processes` and stores the number.
+    ``client_nice``: the client loops' niceness (e.g. -10 so that ~1,000
+    forking backends on the same cores do not starve the clients' timers, as
+    if the clients had a machine of their own); None keeps the inherited one.
     """
 
     strategy: str
@@ -142,9 +146,11 @@ class BigHerdSettings:
     connect_timeout: float | None = 2.0
     deadline: float | None = 60.0
     client_processes: int | None = None
+    client_nice: int | None = None
 
     def __post_init__(self) -> None:
         get_strategy(self.strategy)
+        check_nice(self.client_nice)
         n = self.n_clients
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"BigHerdSettings.n_clients must be an int >= 1, got {n!r}")
@@ -178,6 +184,7 @@ class BigHerdSettings:
                 connect_timeout=self.connect_timeout,
                 deadline=self.deadline,
                 setup_concurrency=gate,
+                nice=self.client_nice,
             )
             for first, count in split(self.n_clients, self.processes)
         ]
@@ -303,6 +310,7 @@ def processes_frame(shares: Sequence[ShareResult]) -> pd.DataFrame:
                 "cpu_util": s.cpu_util,
                 "peak_cpu_util": s.peak_cpu_util,
                 "max_lag_s": s.max_lag_s,
+                "nice": s.nice,
             }
             for i, s in enumerate(shares)
         ]
@@ -433,7 +441,7 @@ def run_big_herd(server: PostgresServer, bs: BigHerdSettings, *, seed: int = 0) 
     backends["t_event_s"] = backends["at"] - raw.event_at
     summary = _big_summary(bs, raw, attempts, clients, ready_at, limit=limit)
     summary.update(peak_backends=sampler.peak(), left_after=left_after, wall_s=wall_s)
-    summary.update(client_cpu(raw.shares))
+    summary.update(client_cpu(raw.shares), client_nice=bs.client_nice)
     clients["process"] = np.repeat(
         np.arange(len(raw.shares)), [len(share.traces) for share in raw.shares]
     )
@@ -462,6 +470,7 @@ def big_herd(
     calibration_burst: int = 100,
     compare: bool = True,
     client_processes: int | None = None,
+    client_nice: int | None = None,
 ) -> dict[str, pd.DataFrame]:
     """:func:`run_big_herd` for each strategy on one running ``server``, then the model.
 
@@ -480,6 +489,7 @@ def big_herd(
             connect_timeout=connect_timeout,
             deadline=deadline,
             client_processes=client_processes,
+            client_nice=client_nice,
         )
         for s in strategies
     ]
@@ -623,6 +633,13 @@ def _parser() -> argparse.ArgumentParser:
         help="client processes (event loops) the clients are split over; "
         "1 = one loop in this process; default: one per 250 clients, at most 2 per CPU",
     )
+    parser.add_argument(
+        "--client-nice",
+        type=int,
+        default=None,
+        help="niceness of the client loops (e.g. -10, needs root: clients not starved by "
+        "the server's backends); default: inherited",
+    )
     parser.add_argument("--backend", choices=["local", "docker"], default="local")
     parser.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
     parser.add_argument("--outage", type=float, default=1.0, help="seconds the server is down")
@@ -642,7 +659,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     try:  # every check before the server starts
         checked = [
-            BigHerdSettings(strategy=s, n_clients=args.clients, client_processes=args.processes)
+            BigHerdSettings(
+                strategy=s,
+                n_clients=args.clients,
+                client_processes=args.processes,
+                client_nice=args.client_nice,
+            )
             for s in strategies
         ]
         limits = ensure_fd_limit(args.clients, processes=checked[0].processes)
@@ -670,6 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             calibration_burst=args.calibration_burst,
             client_processes=args.processes,
+            client_nice=args.client_nice,
         )
     wall = time.monotonic() - t0
     cal = frames["calibration"].iloc[0]

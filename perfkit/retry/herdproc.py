@@ -97,6 +97,7 @@ class ShareJob:
     connect_timeout: float | None
     deadline: float | None
     setup_concurrency: int = SETUP_CONCURRENCY
+    nice: int | None = None  # the loop thread's niceness (None: as inherited)
 
 
 @dataclass(kw_only=True)
@@ -116,6 +117,7 @@ class ShareResult:
     pid: int
     cpu_samples: list[tuple[float, float]] = field(default_factory=list)
     max_lag_s: float = 0.0
+    nice: int = 0  # the loop thread's niceness during the run
 
     @property
     def cpu_util(self) -> float:
@@ -190,6 +192,29 @@ def ensure_fd_limit(
     return info
 
 
+def check_nice(nice: int | None) -> None:
+    """ConfigError (before anything starts) when this process may not take niceness ``nice``.
+
+    Lowering it below the current one (a higher priority) needs root or
+    CAP_SYS_NICE (or a ``nice`` resource limit, ``ulimit -e``, that allows it).
+    """
+    if nice is None:
+        return
+    if isinstance(nice, bool) or not isinstance(nice, int) or not -20 <= nice <= 19:
+        raise ConfigError(f"client niceness must be an int in -20..19 or None, got {nice!r}")
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice >= current or os.geteuid() == 0:
+        return
+    soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    if soft == resource.RLIM_INFINITY or 20 - nice <= soft:
+        return
+    raise ConfigError(
+        f"client niceness {nice} is below this process's ({current}): that needs root or "
+        f"CAP_SYS_NICE, or `ulimit -e {20 - nice}` (a nice limit in "
+        "/etc/security/limits.conf for the hard one); or leave client_nice at None"
+    )
+
+
 def split(n_clients: int, processes: int) -> list[tuple[int, int]]:
     """``(first, count)`` of ``processes`` contiguous shares; their sizes differ by 1 at most."""
     base, extra = divmod(n_clients, processes)
@@ -243,6 +268,8 @@ class ClientShare:
 
     async def connect(self) -> None:
         """Connect every client and start them waiting for the loss."""
+        if self.job.nice is not None:  # this thread only (Linux: niceness is per thread)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.job.nice)
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         self.conns = await connect_share(self.job)
@@ -306,6 +333,7 @@ class ClientShare:
             pid=os.getpid(),
             cpu_samples=self._samples,
             max_lag_s=self._max_lag,
+            nice=os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),
         )
 
     async def close(self) -> None:

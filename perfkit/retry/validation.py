@@ -207,6 +207,7 @@ def run_validation(
     connect_timeout: float | None = 2.0,
     deadline: float | None = 60.0,
     client_processes: int | None = None,
+    client_nice: int | None = None,
     seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, pd.DataFrame]:
@@ -231,6 +232,7 @@ def run_validation(
                 connect_timeout=connect_timeout,
                 deadline=deadline,
                 client_processes=client_processes,
+                client_nice=client_nice,
             ),
         )
         for rep in range(reps)
