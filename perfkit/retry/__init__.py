@@ -18,6 +18,7 @@
 - :mod:`perfkit.retry.readiness`: ``ready_time_samples``, boots without retrying clients;
 - :mod:`perfkit.retry.herd`: N clients reconnecting at once, and the simulation's calibration;
 - :mod:`perfkit.retry.bigherd`: 1,000 connected clients losing the server, vs the simulation;
+  :mod:`perfkit.retry.herdproc` runs its clients on one event loop or over client processes;
 - :mod:`perfkit.retry.contention`: the herd model whose server and clients contend for CPU
   (``simulate_contended``, ``ContentionSettings``, ``RetryBudget``);
 - :mod:`perfkit.retry.fleet`: ``recommend_for_fleet``, the backoff (jitter, delays, first retry,
@@ -26,6 +27,8 @@
   on a dask.distributed cluster;
 - :mod:`perfkit.retry.setupcost`: ``measure_setup_costs``, the CPU and time one connection costs
   (the contention model's constants, measured on an idle server);
+- :mod:`perfkit.retry.validation`: real vs simulated herds over repeats (``agreement``), the
+  largest N where they agree, and ``run_validation``;
 - :mod:`perfkit.retry.lab` (Params, ``LAB``), :mod:`perfkit.retry.measure` (the runs against
   servers), :mod:`perfkit.retry.conclusions` and :mod:`perfkit.retry.plots`: the notebook's lab.
 
@@ -75,6 +78,9 @@ _HOMES = {
     "get_strategy": "perfkit.retry.strategies",
     "strategy_name": "perfkit.retry.strategies",
     "RetryTokenBucket": "perfkit.retry.token_bucket",
+    "agreement": "perfkit.retry.validation",
+    "largest_agreeing_n": "perfkit.retry.validation",
+    "run_validation": "perfkit.retry.validation",
     "Attempt": "perfkit.retry.trace",
     "Trace": "perfkit.retry.trace",
 }

@@ -2,7 +2,9 @@
 
 :mod:`perfkit.retry.herd` starts its clients at the outage and checks the
 simulation up to about 100 of them. Here N clients (default 1,000, asyncio
-tasks on one event loop) first all hold a connection; then the server is
+tasks split over ``client_processes`` event loops, each in a client process
+of its own, :mod:`perfkit.retry.herdproc`; one loop in this process with
+``client_processes=1``) first all hold a connection; then the server is
 stopped (fast shutdown), started again after ``outage_s``, and every client
 reconnects with a named strategy (:func:`async_connect_with_retry`, the pure
 planner and the strategy's delays). A client notices the loss the moment its
@@ -30,18 +32,19 @@ most). The comparison shows it as many more timeouts and later reconnects
 than simulated.
 
 The server's ``max_connections`` must exceed N (N + 20 is used by the
-script); one socket per client needs an open-files limit above N, which
-:func:`ensure_fd_limit` raises within the hard limit.
+script); one socket per client needs an open-files limit above each
+process's share, which :func:`ensure_fd_limit` raises within the hard limit
+(or, before anything starts, says how to raise the hard limit).
 
-Run it: ``python -m perfkit.retry.bigherd --clients 1000 --backend local --out big.csv``.
+Run it: ``python -m perfkit.retry.bigherd --clients 1000 --processes 4 --out big.csv``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
-import resource
+import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,12 +56,21 @@ import pandas as pd
 import psycopg
 
 from perfkit import stats
-from perfkit.asyncrun import run_coroutine
-from perfkit.errors import ConfigError, PerfkitError, RetryError
+from perfkit.errors import ConfigError
 from perfkit.postgres import FAST_SERVER_SETTINGS, PostgresServer, ServerSettings, create_server
 from perfkit.retry import herd
-from perfkit.retry.connect import async_connect_with_retry
-from perfkit.retry.experiments import client_rng
+from perfkit.retry.herdproc import (
+    SATURATED_UTIL,
+    SETUP_CONCURRENCY,
+    SETUP_TIMEOUT_S,
+    ClientProcesses,
+    InProcessClients,
+    ShareJob,
+    ShareResult,
+    check_nice,
+    ensure_fd_limit,
+    split,
+)
 from perfkit.retry.probe import BackendSampler, ReadinessProbe
 from perfkit.retry.simulate import SimSettings, simulate
 from perfkit.retry.strategies import get_strategy
@@ -67,48 +79,29 @@ from perfkit.retry.trace import Trace
 DEFAULT_STRATEGIES = ("naive", "exponential", "full_jitter", "decorrelated_jitter")
 #: Connections the server needs beyond the clients: sampler, probe, calibration, superuser slack.
 MAX_CONNECTIONS_MARGIN = 20
-#: Open files the client process needs beyond one socket per client.
-FD_MARGIN = 256
-#: Clients that open their first connection at the same time (the quiet setup phase).
-SETUP_CONCURRENCY = 64
-SETUP_TIMEOUT_S = 120.0
+#: Clients per client process in the default split (see :func:`default_client_processes`).
+CLIENTS_PER_PROCESS = 250
 #: How long after closing the clients' connections their backends may take to exit.
 DRAIN_TIMEOUT_S = 15.0
 #: Metrics compared with the simulation; the first seven are those of the lab's herd check.
 METRICS = (
     *herd.SIM_METRICS,
+    "p90_connected_after_ready_s",
     "p95_connected_after_ready_s",
     "attempts",
     "timeouts",
     "gave_up",
 )
 #: Metrics that are quantiles of per-client times: they get bootstrap intervals.
-_QUANTILES = {"median_connected_after_ready_s": 0.5, "p95_connected_after_ready_s": 0.95}
+_QUANTILES = {
+    "median_connected_after_ready_s": 0.5,
+    "p90_connected_after_ready_s": 0.9,
+    "p95_connected_after_ready_s": 0.95,
+}
 _CLIENT_BACKENDS = (
     "SELECT count(*) FROM pg_stat_activity "
     "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
 )
-
-
-def ensure_fd_limit(n_clients: int, *, margin: int = FD_MARGIN) -> dict[str, Any]:
-    """Raise the soft open-files limit to ``n_clients + margin`` if it is lower.
-
-    Returns the limits before and after; ConfigError when the hard limit is too low.
-    """
-    need = n_clients + margin
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    info: dict[str, Any] = {"needed": need, "soft_before": soft, "hard": hard, "raised": False}
-    if soft == resource.RLIM_INFINITY or soft >= need:
-        info["soft"] = soft
-        return info
-    if hard != resource.RLIM_INFINITY and hard < need:
-        raise ConfigError(
-            f"{n_clients} clients need {need} open files but the hard limit is {hard} "
-            "(raise it with `ulimit -Hn` as root)"
-        )
-    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
-    info.update(soft=need, raised=True)
-    return info
 
 
 def somaxconn(default: int = 4096) -> int:
@@ -119,23 +112,88 @@ def somaxconn(default: int = 4096) -> int:
         return default
 
 
+def default_client_processes(n_clients: int, cpus: int | None = None) -> int:
+    """Client processes for a herd of ``n_clients``: one per 250 clients, at most 2 per CPU.
+
+    One event loop is one core at most. At 1,000 clients on one loop the loop
+    ran at a full core through the reconnect storm (``client_saturated``), so
+    the client, not the server, paced the herd; 250 clients a loop keeps each
+    loop's share of a storm to a quarter of that. More than two loops per CPU
+    only adds context switches on a machine the server shares, so the count
+    stops there (4 on this 2-core machine). Up to 250 clients: 1 (the
+    single-loop herd).
+    """
+    cap = 2 * (cpus if cpus is not None else os.cpu_count() or 1)
+    return max(1, min(math.ceil(n_clients / CLIENTS_PER_PROCESS), cap))
+
+
 @dataclass(frozen=True, kw_only=True)
 class BigHerdSettings:
-    """One run: ``n_clients`` connected clients of ``strategy``; outage of ``outage_s``."""
+    """One run: ``n_clients`` connected clients of ``strategy``; outage of ``outage_s``.
+
+    ``client_processes``: event loops the clients are split over; 1 runs them
+    all on one loop in this process (as the kit always did), more runs each
+    share in a child process. ``None`` (default) picks
+    :func:`default_client_processes` and stores the number.
+    ``client_nice``: the client loops' niceness (e.g. -10 so that ~1,000
+    forking backends on the same cores do not starve the clients' timers, as
+    if the clients had a machine of their own); None keeps the inherited one.
+    """
 
     strategy: str
     n_clients: int = 1000
     outage_s: float = 1.0
     connect_timeout: float | None = 2.0
     deadline: float | None = 60.0
+    client_processes: int | None = None
+    client_nice: int | None = None
 
     def __post_init__(self) -> None:
         get_strategy(self.strategy)
+        check_nice(self.client_nice)
         n = self.n_clients
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"BigHerdSettings.n_clients must be an int >= 1, got {n!r}")
         if not self.outage_s >= 0:
             raise ConfigError(f"BigHerdSettings.outage_s must be >= 0, got {self.outage_s!r}")
+        p = self.client_processes
+        if p is None:
+            object.__setattr__(self, "client_processes", default_client_processes(n))
+        elif isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= n:
+            raise ConfigError(
+                f"BigHerdSettings.client_processes must be an int in 1..n_clients ({n}), got {p!r}"
+            )
+
+    @property
+    def processes(self) -> int:
+        """``client_processes`` as an int (it is resolved on construction)."""
+        assert self.client_processes is not None
+        return self.client_processes
+
+    def jobs(self, dsn: str, seed: int) -> list[ShareJob]:
+        """One :class:`ShareJob` per client event loop."""
+        gate = max(4, SETUP_CONCURRENCY // self.processes)
+        return [
+            ShareJob(
+                dsn=dsn,
+                strategy=self.strategy,
+                first=first,
+                count=count,
+                n_clients=self.n_clients,
+                seed=seed,
+                connect_timeout=self.connect_timeout,
+                deadline=self.deadline,
+                setup_concurrency=gate,
+                nice=self.client_nice,
+            )
+            for first, count in split(self.n_clients, self.processes)
+        ]
+
+    def results_timeout(self) -> float:
+        """How long the clients may take after the restart: the deadline, a last attempt, slack."""
+        if self.deadline is None:
+            return 600.0
+        return self.deadline + 2 * (self.connect_timeout or 10.0) + 30.0
 
 
 @dataclass(kw_only=True)
@@ -143,34 +201,12 @@ class _Raw:
     """What the event loop hands back: traces and the run's clock readings."""
 
     traces: list[Trace]
+    shares: list[ShareResult]
     down_at: float
     down_s: float
     event_at: float
     probe_ready_at: float | None
     setup_s: float
-
-
-async def _connect_all(dsn: str, n: int) -> list[psycopg.AsyncConnection[Any]]:
-    """The quiet phase: every client opens its connection (a few at a time)."""
-    gate = asyncio.Semaphore(SETUP_CONCURRENCY)
-
-    async def one(i: int) -> psycopg.AsyncConnection[Any]:
-        async with gate:
-            conn, _ = await async_connect_with_retry(
-                dsn, "exponential", connect_timeout=10.0, deadline=60.0, autocommit=True
-            )
-            return conn
-
-    results = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
-    conns = [r for r in results if isinstance(r, psycopg.AsyncConnection)]
-    failed = [r for r in results if not isinstance(r, psycopg.AsyncConnection)]
-    if failed:
-        for conn in conns:
-            await conn.close()
-        raise PerfkitError(
-            f"{len(failed)} of {n} clients could not make their first connection: {failed[0]}"
-        )
-    return conns
 
 
 def _client_backends(dsn: str) -> int:
@@ -189,76 +225,95 @@ def drain(dsn: str, *, timeout: float = DRAIN_TIMEOUT_S) -> int:
     return left
 
 
-async def _scenario(
+def _clients_for(bs: BigHerdSettings, dsn: str, seed: int) -> InProcessClients | ClientProcesses:
+    jobs = bs.jobs(dsn, seed)
+    return InProcessClients(jobs[0]) if len(jobs) == 1 else ClientProcesses(jobs)
+
+
+def _scenario(
     server: PostgresServer, bs: BigHerdSettings, sampler: BackendSampler, seed: int
 ) -> _Raw:
-    loop = asyncio.get_running_loop()
-    dsn = server.dsn
-    t_setup = time.monotonic()
-    conns = await _connect_all(dsn, bs.n_clients)
-    setup_s = time.monotonic() - t_setup
-    lost = [asyncio.Event() for _ in conns]
-    fds = [conn.pgconn.socket for conn in conns]
-    for fd, flag in zip(fds, lost, strict=True):
-        loop.add_reader(fd, flag.set)
-    new_conns: list[psycopg.AsyncConnection[Any] | None] = [None] * bs.n_clients
-
-    async def client(i: int) -> Trace:
-        await lost[i].wait()
-        loop.remove_reader(fds[i])
-        await conns[i].close()
-        try:
-            conn, trace = await async_connect_with_retry(
-                dsn,
-                bs.strategy,
-                connect_timeout=bs.connect_timeout,
-                deadline=bs.deadline,
-                rng=client_rng(seed, "bigherd", bs.strategy, bs.n_clients, i),
-                autocommit=True,
-            )
-        except RetryError as exc:
-            return exc.trace
-        new_conns[i] = conn
-        return trace
-
-    tasks = [asyncio.create_task(client(i)) for i in range(bs.n_clients)]
+    """Connect everyone, stop the server, restart it, collect every share's traces."""
     probe: ReadinessProbe | None = None
-    try:
-        down_at = time.monotonic()
-        await asyncio.to_thread(server.take_down)
-        down_s = time.monotonic() - down_at
-        await asyncio.sleep(bs.outage_s)
-        event_at = time.monotonic()
-        await asyncio.to_thread(server.bring_up, wait=False)
-        probe = ReadinessProbe(dsn).start()
-        traces = list(await asyncio.gather(*tasks))
-        probe_ready_at = await asyncio.to_thread(probe.wait)
-        # Hold until the sampler has seen the last client connect (as the herd does).
-        connected = [t.connected_at for t in traces if t.connected_at is not None]
-        until = time.monotonic() + herd.HOLD_MAX_S
-        while connected and not sampler.sampled_after(max(connected)):
-            if time.monotonic() >= until:
-                break
-            await asyncio.sleep(0.02)
-    finally:
-        if probe is not None:
-            probe.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for i, fd in enumerate(fds):
-            if not lost[i].is_set():
-                loop.remove_reader(fd)
-        for conn in [*conns, *new_conns]:
-            if conn is not None and not conn.closed:
-                await conn.close()
+    with _clients_for(bs, server.dsn, seed) as clients:
+        try:
+            t_setup = time.monotonic()
+            clients.start(SETUP_TIMEOUT_S)
+            setup_s = time.monotonic() - t_setup
+            down_at = time.monotonic()
+            server.take_down()
+            down_s = time.monotonic() - down_at
+            time.sleep(bs.outage_s)
+            event_at = time.monotonic()
+            server.bring_up(wait=False)
+            probe = ReadinessProbe(server.dsn).start()
+            shares = clients.results(bs.results_timeout())
+            probe_ready_at = probe.wait()
+            traces = [t for share in shares for t in share.traces]
+            # Hold until the sampler has seen the last client connect (as the herd does).
+            connected = [t.connected_at for t in traces if t.connected_at is not None]
+            until = time.monotonic() + herd.HOLD_MAX_S
+            while connected and not sampler.sampled_after(max(connected)):
+                if time.monotonic() >= until:
+                    break
+                time.sleep(0.02)
+        finally:
+            if probe is not None:
+                probe.stop()
     return _Raw(
         traces=traces,
+        shares=shares,
         down_at=down_at,
         down_s=down_s,
         event_at=event_at,
         probe_ready_at=probe_ready_at,
         setup_s=setup_s,
+    )
+
+
+def client_cpu(shares: Sequence[ShareResult]) -> dict[str, Any]:
+    """The client loops' CPU over the reconnect phase, per summary.
+
+    ``client_cpu_s`` (all loops together), ``client_cpu_util`` (the busiest
+    loop's CPU / wall over the whole phase), ``client_peak_cpu_util`` (the
+    busiest loop's busiest 0.5 s), ``client_loop_lag_max_s`` (how late a loop
+    ran a 100 ms timer at worst) and ``client_saturated``: some loop used more
+    than :data:`SATURATED_UTIL` of a core over some 0.5 s of the phase.
+    """
+
+    def busiest(values: Sequence[float]) -> float:
+        return float(max((v for v in values if not math.isnan(v)), default=math.nan))
+
+    peak = busiest([s.peak_cpu_util for s in shares])
+    return {
+        "client_processes": len(shares),
+        "client_cpu_s": float(sum(s.cpu_s for s in shares)),
+        "client_cpu_util": busiest([s.cpu_util for s in shares]),
+        "client_peak_cpu_util": peak,
+        "client_loop_lag_max_s": float(max(s.max_lag_s for s in shares)),
+        "client_saturated": bool(peak > SATURATED_UTIL),
+    }
+
+
+def processes_frame(shares: Sequence[ShareResult]) -> pd.DataFrame:
+    """One row per client event loop: its clients, setup time, CPU and wall over the reconnect."""
+    return pd.DataFrame(
+        [
+            {
+                "process": i,
+                "pid": s.pid,
+                "first_client": s.first,
+                "clients": len(s.traces),
+                "setup_s": s.setup_s,
+                "cpu_s": s.cpu_s,
+                "wall_s": s.wall_s,
+                "cpu_util": s.cpu_util,
+                "peak_cpu_util": s.peak_cpu_util,
+                "max_lag_s": s.max_lag_s,
+                "nice": s.nice,
+            }
+            for i, s in enumerate(shares)
+        ]
     )
 
 
@@ -342,6 +397,7 @@ def _big_summary(
         ),
         "all_connected_after_ready_s": float(ok_after.max()) if n_ok == bs.n_clients else math.nan,
         "median_connected_after_ready_s": float(np.median(ok_after)) if n_ok else math.nan,
+        "p90_connected_after_ready_s": float(np.quantile(ok_after, 0.9)) if n_ok else math.nan,
         "p95_connected_after_ready_s": float(np.quantile(ok_after, 0.95)) if n_ok else math.nan,
     }
 
@@ -349,7 +405,12 @@ def _big_summary(
 def run_big_herd(server: PostgresServer, bs: BigHerdSettings, *, seed: int = 0) -> dict[str, Any]:
     """One run on a running ``server`` (left running): summary plus frames.
 
-    Returns ``summary`` (a dict), ``attempts``, ``clients`` and ``backends`` (frames).
+    Returns ``summary`` (a dict), ``attempts``, ``clients``, ``backends`` and
+    ``processes`` (frames; one row per client event loop). The summary adds the
+    client loops' CPU (:func:`client_cpu`). Before anything starts: ConfigError
+    when ``max_connections`` or the open-files limit is too low for the herd.
+    Every client process is joined and every connection closed, also when a
+    client process fails (:class:`~perfkit.retry.herdproc.ProcessFailed`).
     """
     if not server.is_ready():
         server.bring_up(wait=True)
@@ -360,11 +421,11 @@ def run_big_herd(server: PostgresServer, bs: BigHerdSettings, *, seed: int = 0) 
             f"readiness probe need {bs.n_clients + 2} (give max_connections="
             f"{bs.n_clients + MAX_CONNECTIONS_MARGIN} in the server settings)"
         )
-    ensure_fd_limit(bs.n_clients)
+    ensure_fd_limit(bs.n_clients, processes=bs.processes)
     started = time.monotonic()
     sampler = BackendSampler(server.dsn).start()
     try:
-        raw = run_coroutine(lambda: _scenario(server, bs, sampler, seed), fresh_thread=True)
+        raw = _scenario(server, bs, sampler, seed)
     finally:
         sampler.stop()
         if not server.is_ready():
@@ -380,10 +441,21 @@ def run_big_herd(server: PostgresServer, bs: BigHerdSettings, *, seed: int = 0) 
     backends["t_event_s"] = backends["at"] - raw.event_at
     summary = _big_summary(bs, raw, attempts, clients, ready_at, limit=limit)
     summary.update(peak_backends=sampler.peak(), left_after=left_after, wall_s=wall_s)
-    for frame in (attempts, clients, backends):
+    summary.update(client_cpu(raw.shares), client_nice=bs.client_nice)
+    clients["process"] = np.repeat(
+        np.arange(len(raw.shares)), [len(share.traces) for share in raw.shares]
+    )
+    processes = processes_frame(raw.shares)
+    for frame in (attempts, clients, backends, processes):
         frame["strategy"] = bs.strategy
         frame["n_clients"] = bs.n_clients
-    return {"summary": summary, "attempts": attempts, "clients": clients, "backends": backends}
+    return {
+        "summary": summary,
+        "attempts": attempts,
+        "clients": clients,
+        "backends": backends,
+        "processes": processes,
+    }
 
 
 def big_herd(
@@ -397,11 +469,15 @@ def big_herd(
     seed: int = 0,
     calibration_burst: int = 100,
     compare: bool = True,
+    client_processes: int | None = None,
+    client_nice: int | None = None,
 ) -> dict[str, pd.DataFrame]:
     """:func:`run_big_herd` for each strategy on one running ``server``, then the model.
 
     Returns ``bigherd`` (one summary row per strategy), ``bigherd_attempts``,
-    ``bigherd_clients``, ``bigherd_backends``, ``calibration`` (one row, measured
+    ``bigherd_clients``, ``bigherd_backends``, ``bigherd_processes`` (one row per
+    client event loop and strategy; ``client_processes`` as in
+    :class:`BigHerdSettings`), ``calibration`` (one row, measured
     on ``server`` before the runs with ``calibration_burst`` concurrent
     connects) and, with ``compare``, ``comparison`` (:func:`compare_with_simulation`).
     """
@@ -412,6 +488,8 @@ def big_herd(
             outage_s=outage_s,
             connect_timeout=connect_timeout,
             deadline=deadline,
+            client_processes=client_processes,
+            client_nice=client_nice,
         )
         for s in strategies
     ]
@@ -422,6 +500,7 @@ def big_herd(
         "bigherd_attempts": pd.concat([r["attempts"] for r in runs], ignore_index=True),
         "bigherd_clients": pd.concat([r["clients"] for r in runs], ignore_index=True),
         "bigherd_backends": pd.concat([r["backends"] for r in runs], ignore_index=True),
+        "bigherd_processes": pd.concat([r["processes"] for r in runs], ignore_index=True),
         "calibration": pd.DataFrame([calibration]),
     }
     if compare:
@@ -480,9 +559,8 @@ def compare_with_simulation(
         sim = simulate(name, settings, seed=seed)
         s = sim.summary()
         sim_after = sim.connected_at[~np.isnan(sim.connected_at)] - settings.ready_s
-        s["p95_connected_after_ready_s"] = (
-            float(np.quantile(sim_after, 0.95)) if len(sim_after) else math.nan
-        )
+        for metric, q in _QUANTILES.items():
+            s[metric] = float(np.quantile(sim_after, q)) if len(sim_after) else math.nan
         real_after = clients.loc[clients["strategy"] == name, "connected_after_ready_s"].dropna()
         for metric in METRICS:
             real, simulated = float(summary[metric]), float(s[metric])
@@ -532,7 +610,11 @@ def format_comparison(comparison: pd.DataFrame, runs: pd.DataFrame) -> str:
             f"== {name}: n={int(run['n_clients'])} clients, peak backends "
             f"{int(run['peak_backends'])} of max_connections {int(run['max_connections'])}, "
             f"ready {run['ready_after_event_s']:.3f} s after the restart, "
-            f"left after {int(run['left_after'])}, wall {run['wall_s']:.1f} s"
+            f"left after {int(run['left_after'])}, wall {run['wall_s']:.1f} s; "
+            f"{int(run['client_processes'])} client process(es), busiest loop at "
+            f"{run['client_cpu_util']:.0%} of a core (peak 0.5 s: "
+            f"{run['client_peak_cpu_util']:.0%})"
+            + (" (saturated)" if run["client_saturated"] else "")
         )
         for r in group.itertuples():
             real = _fmt(r.real, r.real_low, r.real_high, int(r.n))
@@ -541,10 +623,23 @@ def format_comparison(comparison: pd.DataFrame, runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m perfkit.retry.bigherd``: own server, all strategies, comparison printed."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m perfkit.retry.bigherd", description=__doc__)
     parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="client processes (event loops) the clients are split over; "
+        "1 = one loop in this process; default: one per 250 clients, at most 2 per CPU",
+    )
+    parser.add_argument(
+        "--client-nice",
+        type=int,
+        default=None,
+        help="niceness of the client loops (e.g. -10, needs root: clients not starved by "
+        "the server's backends); default: inherited",
+    )
     parser.add_argument("--backend", choices=["local", "docker"], default="local")
     parser.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
     parser.add_argument("--outage", type=float, default=1.0, help="seconds the server is down")
@@ -555,9 +650,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, help="CSV of the comparison; runs, attempts, clients, backends beside"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m perfkit.retry.bigherd``: own server, all strategies, comparison printed."""
+    args = _parser().parse_args(argv)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    limits = ensure_fd_limit(args.clients)
+    try:  # every check before the server starts
+        checked = [
+            BigHerdSettings(
+                strategy=s,
+                n_clients=args.clients,
+                client_processes=args.processes,
+                client_nice=args.client_nice,
+            )
+            for s in strategies
+        ]
+        limits = ensure_fd_limit(args.clients, processes=checked[0].processes)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if limits["raised"]:
         print(f"raised the open-files soft limit {limits['soft_before']} -> {limits['soft']}")
     settings = ServerSettings(
@@ -578,6 +691,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             deadline=args.deadline,
             seed=args.seed,
             calibration_burst=args.calibration_burst,
+            client_processes=args.processes,
+            client_nice=args.client_nice,
         )
     wall = time.monotonic() - t0
     cal = frames["calibration"].iloc[0]
@@ -592,7 +707,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         frames["comparison"].to_csv(args.out, index=False)
         written = [args.out]
-        for part in ("bigherd", "bigherd_attempts", "bigherd_clients", "bigherd_backends"):
+        for part in (
+            "bigherd",
+            "bigherd_attempts",
+            "bigherd_clients",
+            "bigherd_backends",
+            "bigherd_processes",
+        ):
             suffix = part.removeprefix("bigherd").strip("_") or "runs"
             path = args.out.with_suffix(f".{suffix}.csv")
             frames[part].to_csv(path, index=False)
