@@ -260,7 +260,7 @@ class LabParams:
         text = str(f.metadata.get("help", ""))
         if f.name == "stages":
             stages = ", ".join(cls.STAGES)
-            text = f"None: all; or some of {stages}" if stages else "None (one piece)"
+            text = f"None: all, or {stages}" if stages else "None (one piece)"
         full, quick = f.metadata.get("full", _UNSET), f.metadata.get("quick", _UNSET)
         if full is _UNSET and quick is _UNSET:
             return text

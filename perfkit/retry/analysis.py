@@ -63,8 +63,6 @@ SPEC = {
     metric: headlines.HeadlineSpec(statistic="median", better="lower")
     for metric in ("connection_time", *MEASURED_HEADLINES)
 }
-#: gRPC's MIN_CONNECT_TIMEOUT: the large simulation's second connect timeout.
-SIM_LONG_TIMEOUT_S = 20.0
 #: Simulated clients per model prediction.
 MODEL_CLIENTS = 10_000
 #: An attempt before ready that neither failed nor ended sooner than this hung (a port proxy).
@@ -455,33 +453,6 @@ def sim_compare(
     real_rates = herd.rate_frame(attempts[attempts["label"].isin(set(real_labels))])
     real_rates["source"] = "real"
     return pd.DataFrame(rows), pd.concat([real_rates, *rates], ignore_index=True)
-
-
-def simulation_frame(
-    calibration: Mapping[str, float],
-    strategies: Sequence[str],
-    *,
-    n_clients: int,
-    outage_s: float,
-    connect_timeout: float,
-    deadline: float,
-    seed: int,
-) -> pd.DataFrame:
-    """The large simulation: every strategy with the lab's connect timeout and gRPC's 20 s."""
-    sim_rows = []
-    # The lab's connect timeout, and gRPC's MIN_CONNECT_TIMEOUT for every strategy.
-    for timeout in dict.fromkeys([connect_timeout, SIM_LONG_TIMEOUT_S]):
-        for name in strategies:
-            settings = SimSettings.calibrated(
-                dict(calibration),
-                n_clients=n_clients,
-                outage_s=outage_s,
-                connect_timeout=timeout,
-                deadline=deadline,
-                start_spread_s=0.1,
-            )
-            sim_rows.append(simulate(name, settings, seed=seed).summary())
-    return pd.DataFrame(sim_rows)
 
 
 def proxy_hangs(attempts: pd.DataFrame, runs: pd.DataFrame) -> bool:

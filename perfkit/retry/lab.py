@@ -40,8 +40,22 @@ HERD_STRATEGIES = ("naive", "exponential", "full_jitter", "decorrelated_jitter",
 #: The lab's stages in the order it runs them (``stages`` picks some): the analytic worst
 #: case (no server); fresh boots, a schedule fitted to them and the cold start; outages;
 #: extra runs for undecided comparisons within ``time_budget_s``; the hang; the herd
-#: (with the calibration and the simulation checked against it); the large simulation.
-STAGES = ("analytic", "cold_start", "outages", "budget", "hang", "herd", "simulation")
+#: (with the calibration and the simulation checked against it); the herd model checked
+#: against real herds of several sizes, with a backoff recommended for a fleet (``fleet``);
+#: the large
+#: simulation.
+STAGES = (
+    "analytic",
+    "cold_start",
+    "outages",
+    "budget",
+    "hang",
+    "herd",
+    "fleet",
+    "simulation",
+)
+#: The strategies the herd model is checked with (the issue's four named ones).
+VALIDATION_STRATEGIES = ("naive", "exponential", "full_jitter", "decorrelated_jitter")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +90,17 @@ class Params(LabParams):
     attempt_weight_s: float = param(
         0.01, "fitted schedule: seconds of overshoot one attempt is worth"
     )
+    fleet_sizes: tuple[int, ...] | None = param(
+        None, "herd sizes, real vs the herd model", full=(100, 300), quick=(40,)
+    )
+    fleet_reps: int | None = param(None, "real herds per strategy and size", full=3, quick=1)
+    fleet_strategies: tuple[str, ...] | None = param(
+        None,
+        "strategies checked",
+        full=VALIDATION_STRATEGIES,
+        quick=("naive", "full_jitter"),
+    )
+    cost_samples: int | None = param(None, "connects timed for the setup costs", full=200, quick=60)
     sim_clients: int = param(10_000, "clients in the large simulation")
     worst_case_samples: int | None = param(
         None, "jitter samples per strategy", full=2000, quick=300
@@ -98,9 +123,18 @@ class Params(LabParams):
             )
         _names(self.strategies, "strategies")
         _names(self.herd_strategies, "herd_strategies")
+        _names(self.fleet_strategies, "fleet_strategies")
+        validate.numbers("parameter 'fleet_sizes'", self.fleet_sizes, integers=True, minimum=2)
         validate.numbers("parameter 'outage_s'", self.outage_s)
         validate.numbers("parameter 'client_counts'", self.client_counts, integers=True, minimum=1)
-        for name in ("repetitions", "ready_boots", "sim_clients", "worst_case_samples"):
+        for name in (
+            "repetitions",
+            "ready_boots",
+            "sim_clients",
+            "worst_case_samples",
+            "fleet_reps",
+            "cost_samples",
+        ):
             validate.integer(f"parameter {name!r}", getattr(self, name), minimum=1)
         for name in ("connect_timeout", "deadline", "hang_s"):
             validate.number(f"parameter {name!r}", getattr(self, name), strict=True)
@@ -197,6 +231,12 @@ class RetryLab:
             yield (
                 f"Herd of {top}: attempts per 100 ms",
                 plots.herd_rates(results["herd_rates"], n_clients=top, source="client"),
+            )
+        check = results.get("validation")
+        if check is not None and not check.empty:
+            yield (
+                "Herd model check: real vs simulated median reconnect after ready",
+                plots.herd_model_check(check),
             )
         where = plots.where_time_went(results.frames)
         if where is not None:

@@ -21,7 +21,16 @@ import pandas as pd
 
 from perfkit.lab import Progress
 from perfkit.postgres import FAST_SERVER_SETTINGS, PostgresServer, ServerSettings, create_server
-from perfkit.retry import adaptive, analysis, evidence, experiments, herd, model, readiness
+from perfkit.retry import (
+    adaptive,
+    analysis,
+    evidence,
+    experiments,
+    herd,
+    model,
+    modelcheck,
+    readiness,
+)
 from perfkit.retry.conclusions import FITTED
 from perfkit.retry.probe import LOG_CONNECTION_SETTINGS
 from perfkit.serverprofile.profiler import FRAME_NAMES as PROFILE_FRAMES
@@ -285,7 +294,31 @@ def herd_result_frames(
 
 
 #: Stages that need the lab's own long-lived server (the cold start boots its own).
-SERVER_STAGES = ("outages", "budget", "hang", "herd", "simulation")
+SERVER_STAGES = ("outages", "budget", "hang", "herd", "fleet", "simulation")
+
+
+def check_plan(params: Params) -> modelcheck.CheckPlan:
+    """The ``validation`` stage's plan from the lab's parameters."""
+    p = params
+    return modelcheck.CheckPlan(
+        strategies=tuple(p.fleet_strategies),
+        sizes=tuple(p.fleet_sizes),
+        reps=p.fleet_reps,
+        outage_s=p.herd_outage_s,
+        connect_timeout=p.connect_timeout,
+        deadline=p.deadline,
+        attempt_weight_s=p.attempt_weight_s,
+        cost_samples=p.cost_samples,
+        seed=p.seed,
+    )
+
+
+def max_connections_for(params: Params) -> int:
+    """The lab server's max_connections: the largest herd or checked size, plus room."""
+    sizes = [*params.client_counts]
+    if params.ran("fleet"):
+        sizes += params.fleet_sizes
+    return max(sizes) + 20
 
 
 def run_lab(params: Params, *, progress: Progress = print) -> tuple[Frames, dict[str, Any]]:
@@ -314,7 +347,7 @@ def run_lab(params: Params, *, progress: Progress = print) -> tuple[Frames, dict
         boot_ready = readiness.ready_time_samples(
             p.ready_boots, settings=server_settings(p), fresh=True
         )
-    limit = max(p.client_counts) + 20
+    limit = max_connections_for(p)
     lab_settings = server_settings(p, max_connections=limit, **LOG_CONNECTION_SETTINGS)
     needs_server = any(p.ran(stage) for stage in SERVER_STAGES)
     server_or_none = create_server(lab_settings) if needs_server else contextlib.nullcontext()
@@ -329,13 +362,20 @@ def run_lab(params: Params, *, progress: Progress = print) -> tuple[Frames, dict
             hang_round(rounds)
         needs_calibration = p.ran("herd") or p.ran("simulation")
         calibration, herd_frames = herds(rounds, limit) if needs_calibration else ({}, None)
+        if p.ran("fleet"):
+            assert server is not None
+            frames.update(modelcheck.run_check(server, check_plan(p), say))
+        if p.ran("simulation") and "setup_costs" not in frames:
+            assert server is not None
+            say("setup costs for the large simulation ...")
+            frames["setup_costs"] = modelcheck.costs_frame(server, check_plan(p))
     if rounds.runs:
         runs = pd.concat(rounds.runs, ignore_index=True)
         attempts = pd.concat(rounds.attempts, ignore_index=True)
         frames.update(
             measured_frames(p, runs, attempts, boot_ready, fitted, frames.get("worst_case"), say)
         )
-    frames.update(simulated_frames(p, calibration, herd_frames, say))
+    frames.update(simulated_frames(p, calibration, herd_frames, say, frames))
     samples = (
         evidence.samples_frame(frames["runs"], analysis.HEADLINE_LABELS)
         if "runs" in frames
@@ -352,8 +392,10 @@ def simulated_frames(
     calibration: dict[str, float],
     herd_frames: dict[str, pd.DataFrame] | None,
     say: Progress,
+    measured: Frames,
 ) -> Frames:
-    """The herd's frames and the simulation checked against it; the large simulation."""
+    """The herd's frames and the simulation checked against it; the large simulation (the
+    contention model on the measured setup costs, flagged beyond the largest checked N)."""
     frames: Frames = {}
     if calibration:
         frames["calibration"] = pd.DataFrame([calibration])
@@ -364,15 +406,16 @@ def simulated_frames(
             herd_frames, calibration, deadline=p.deadline, seed=p.seed
         )
     if p.ran("simulation"):
-        say(f"simulation of {p.sim_clients} clients ...")
-        frames["simulation"] = analysis.simulation_frame(
-            calibration,
+        say(f"simulation of {p.sim_clients:,} clients (contention model) ...")
+        frames["simulation"] = modelcheck.large_simulation(
+            measured["setup_costs"],
             p.strategies,
             n_clients=p.sim_clients,
             outage_s=p.herd_outage_s,
             connect_timeout=p.connect_timeout,
             deadline=p.deadline,
             seed=p.seed,
+            validated_up_to=modelcheck.validated_up_to(measured),
         )
     return frames
 

@@ -196,6 +196,47 @@ def model_vs_real(comparison: pd.DataFrame, *, metric: str = "overshoot_median_s
     return fig
 
 
+def herd_model_check(
+    table: pd.DataFrame, *, metric: str = "median_connected_after_ready_s"
+) -> Figure:
+    """Real vs simulated herds (medians over the herds, their intervals) for one metric:
+    x = the contention model, y = the real herds, a marker per strategy and size."""
+    sel = table[table["metric"] == metric].dropna(subset=["real", "sim"])
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    for size, g in sel.groupby("n_clients"):
+        ax.errorbar(
+            g["sim"],
+            g["real"],
+            xerr=_errors(g, "sim", "sim_low", "sim_high", 1.0),
+            yerr=_errors(g, "real", "real_low", "real_high", 1.0),
+            fmt="o",
+            capsize=3,
+            label=f"{int(size):,} clients",
+        )
+        for r in g.itertuples():
+            mark = "" if r.agrees else " ✗"
+            ax.annotate(
+                f"{r.strategy}{mark}",
+                (r.sim, r.real),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    values = pd.concat([sel["sim_high"], sel["real_high"], sel["sim"], sel["real"]])
+    top = float(np.nanmax(values)) * 1.05 if len(values) else 1.0
+    ax.plot([0, top], [0, top], color="grey", lw=1, label="real = simulated")
+    ax.fill_between([0, top], [0, top * 0.75], [0, top * 1.25], color="grey", alpha=0.12,
+                    label="within ±25 %")  # fmt: skip
+    what = metric.removesuffix("_s").replace("_", " ")
+    ax.set_xlabel(f"contention model: {what} (s), median over simulated herds")
+    ax.set_ylabel(f"real herds: {what} (s), median and range")
+    ax.set_title(f"Herd model check: {what}")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def herd_rates(rates: pd.DataFrame, *, n_clients: int, source: str = "client") -> Figure:
     """Attempts per 100 ms after the restart, one panel per strategy."""
     sel = rates[(rates["n_clients"] == n_clients) & (rates["source"] == source)]
