@@ -390,8 +390,32 @@ def _retry_fitted(frames: Mapping[str, pd.DataFrame], found: Finding) -> Finding
     return Finding(**{**found.__dict__, "answer": answer, "details": details})
 
 
+def _retry_fleet(frames: Mapping[str, pd.DataFrame], found: Finding) -> Finding:
+    """The retry lab's backoff for a fleet (measured, with the size the herd model held at)
+    as one more line under the retry answer."""
+    rec, check = frames.get("fleet_recommendation"), frames.get("validation")
+    if rec is None or rec.empty:
+        return found
+    from perfkit.retry.modelcheck import validated_up_to
+
+    r = rec.iloc[0]
+    sentence = str(r.get("measured_sentence") or "") or f"{r['sentence']} (predicted)"
+    largest = validated_up_to(frames) if check is not None else None
+    held = (
+        f"the herd model agreed with real herds up to {largest:,} clients"
+        if largest is not None
+        else "the herd model did not agree with the real herds at any checked size"
+    )
+    line = f"Backoff for a fleet: {sentence[0].upper()}{sentence[1:]}; {held}."
+    return Finding(**{**found.__dict__, "details": (*found.details, line)})
+
+
+def _retry(frames: Mapping[str, pd.DataFrame], found: Finding) -> Finding:
+    return _retry_fleet(frames, _retry_fitted(frames, found))
+
+
 #: Experiment -> how its lab's own frames refine its finding.
-REFINE = {"retry": _retry_fitted}
+REFINE = {"retry": _retry}
 
 
 # -- every question ------------------------------------------------------------------

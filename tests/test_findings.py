@@ -230,6 +230,26 @@ def test_a_fitted_retry_schedule_not_separated_is_reported_but_not_recommended(
     assert "cannot tell at this n whether it beats them" in found.answer
 
 
+def test_the_measured_fleet_backoff_is_listed_under_the_retry_answer(
+    reference_headlines: pd.DataFrame,
+) -> None:
+    check = pd.DataFrame(
+        [
+            {"strategy": s, "n_clients": 300, "metric": m, "agrees": True}
+            for s in ("naive", "full_jitter")
+            for m in ("median_connected_after_ready_s", "timeouts")
+        ]
+    )
+    rec = pd.DataFrame(
+        [{"sentence": "for 300 clients ... (model)", "measured_sentence": "for 300 clients use X"}]
+    )
+    found = _retry(reference_headlines, {"validation": check, "fleet_recommendation": rec})
+    assert found.details[-1] == (
+        "Backoff for a fleet: For 300 clients use X; the herd model agreed with real herds "
+        "up to 300 clients."
+    )
+
+
 def test_findings_render_as_escaped_html_with_the_statistics_folded(
     reference: list[findings.Finding],
 ) -> None:
