@@ -93,7 +93,7 @@ class Params(LabParams):
     fleet_sizes: tuple[int, ...] | None = param(
         None, "herd sizes, real vs the herd model", full=(100, 300), quick=(40,)
     )
-    fleet_reps: int | None = param(None, "real herds per strategy and size", full=3, quick=1)
+    fleet_reps: int | None = param(None, "real herds per strategy and size", full=3, quick=2)
     fleet_strategies: tuple[str, ...] | None = param(
         None,
         "strategies checked",
