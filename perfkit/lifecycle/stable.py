@@ -1,0 +1,118 @@
+"""A stable DSN per worker: ``verified`` hands every test of a worker the same database.
+
+With ``stable_dsn`` (``--perfkit-stable-dsn``) the first database a worker's
+:class:`~perfkit.lifecycle.verified.VerifiedPool` hands out becomes its *home*.
+When a test releases it, :meth:`StableHome.settle` runs on the test's path,
+before the next test gets it:
+
+1. ends the sessions that are not plainly idle (active or idle in a
+   transaction: their uncommitted writes and row locks go with them), those
+   holding advisory locks, and all of them when temporary relations exist;
+   idle ones stay, so an application's cached engine or pool keeps them;
+2. checks the database without the statistics counters (idle sessions may
+   hold theirs back for seconds): :mod:`perfkit.lifecycle.stablecheck`;
+3. unchanged: done; only rows or sequence positions changed: reset in place
+   (:mod:`perfkit.lifecycle.reset`); anything else (DDL, TRUNCATE, a catalog
+   write, prepared transactions, a session that would not end): dropped with
+   every session and cloned again under the same name.
+
+Then it opens the next test's connection, so the next acquire is a handover.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import psycopg
+
+from perfkit.lifecycle import reset as resets
+from perfkit.lifecycle import stablecheck
+from perfkit.lifecycle.dbconnect import connect
+from perfkit.lifecycle.host import StrategyHost
+from perfkit.lifecycle.strategies import _close_quietly as _close
+
+__all__ = ["StableHome"]
+
+
+class StableHome:
+    """One worker's database, kept under one name and checked after every test."""
+
+    def __init__(self, session: StrategyHost, name: str, pristine: resets.Pristine | None) -> None:
+        self.session = session
+        self.name = name
+        self.dsn = session.dsn_for(name)
+        self.pristine = pristine
+        self.leased = False
+        self.next_conn: psycopg.Connection | None = None
+        self._checker = connect(self.dsn, autocommit=True)
+        self.baseline = stablecheck.read_baseline(self._checker)
+
+    def settle(self, *, preconnect: bool) -> tuple[str, str]:
+        """Make the home equal its template again; (event, why) for the records."""
+        event, why = self._check_and_repair()
+        if preconnect:
+            self.next_conn = connect(self.dsn)
+        return event, why
+
+    def _check_and_repair(self) -> tuple[str, str]:
+        try:
+            if self._checker.closed or self._checker.broken:
+                self._checker = connect(self.dsn, autocommit=True)
+            left = stablecheck.end_busy_sessions(self._checker)
+            if left:
+                return self._recreate(f"{left} session(s) did not end")
+            if stablecheck.quick_clean(self._checker, self.baseline):
+                return "pool_reuse", ""
+            now = stablecheck.read_detail(self._checker, self.baseline.xmax, self.baseline.query)
+            found = stablecheck.verdict(self.baseline, now)
+            if found.other:
+                return self._recreate("; ".join(found.other))
+            if found.clean:  # transaction ids were used elsewhere: move the baseline on
+                self.baseline = stablecheck.read_baseline(self._checker)
+                return "pool_reuse", ""
+            if not self._reset(found, now):
+                return self._recreate("rows changed; reset in place not possible")
+            self.baseline = stablecheck.read_baseline(self._checker)
+            return "pool_reset", ", ".join(".".join(t) for t in found.tables)
+        except psycopg.Error as exc:
+            return self._recreate(f"the check failed: {type(exc).__name__}")
+
+    def _reset(self, found: stablecheck.Verdict, now: stablecheck.Detail) -> bool:
+        if self.pristine is None:
+            return False
+        relations = resets.details(self._checker)
+        by_name = {(r.schema, r.name): r for r in relations.values()}
+        tables = tuple(
+            replace(by_name[key], live_rows=now.tables[key][0])
+            for key in found.tables
+            if key in by_name
+        )
+        before = json.loads(self.baseline.detail.sequences)
+        after = json.loads(now.sequences)
+        sequences = tuple(relations[int(oid)] for oid in after if before.get(oid) != after[oid])
+        try:
+            resets.reset(self._checker, resets.ResetPlan(tables, sequences), self.pristine)
+        except psycopg.errors.InsufficientPrivilege:
+            self.pristine = None  # not a superuser: recreate from now on
+            return False
+        return True
+
+    def _recreate(self, why: str) -> tuple[str, str]:
+        """Drop the home with every session to it and clone it again under the same name."""
+        _close(self._checker)
+        self.session.drop_database(self.name)
+        self.session.create_database(self.name)
+        self._checker = connect(self.dsn, autocommit=True)
+        self.baseline = stablecheck.read_baseline(self._checker)
+        return "pool_dirty", why
+
+    def take(self) -> psycopg.Connection | None:
+        """The connection opened for the next test (None: opened on first use)."""
+        conn, self.next_conn = self.next_conn, None
+        return conn
+
+    def close(self) -> None:
+        _close(self.next_conn)
+        self.next_conn = None
+        _close(self._checker)
