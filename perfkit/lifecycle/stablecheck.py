@@ -187,7 +187,7 @@ def _detail_query(conn: psycopg.Connection) -> sql.Composed:
     ]:
         parts.append(
             sql.SQL(
-                "{} || '=' || (SELECT count(*) || ':' || coalesce(bool_or(age(xmin) <= age({})), "
+                "{} || '=' || (SELECT count(*) || ':' || coalesce(bool_or(age(xmin) <= age({}::text::xid)), "
                 "false) FROM ONLY {}{})"
             ).format(sql.Literal(key), sql.Placeholder("b"), ident, where)
         )

@@ -1,0 +1,181 @@
+"""``verified`` with a stable DSN: one database name per worker, checked and reset between tests.
+
+The application's idle connections stay open across tests, so the check cannot
+trust the statistics counters (an idle backend may hold them back for up to
+10 s); these tests write from such connections and release at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from perfkit.lifecycle import equals_template
+from perfkit.lifecycle.session import IsolationSession
+from perfkit.lifecycle.settings import IsolationSettings
+from perfkit.lifecycle.strategies import Lease
+from perfkit.postgres import PostgresServer
+
+NAME = "verified"
+#: Three tables, two with seed rows, and their sequences.
+SCHEMA = """
+CREATE TABLE accounts (id serial PRIMARY KEY, name text NOT NULL UNIQUE, balance int NOT NULL);
+INSERT INTO accounts (name, balance) SELECT 'a' || g, g FROM generate_series(1, 50) g;
+CREATE TABLE orders (id bigserial PRIMARY KEY, account_id int REFERENCES accounts, amount int);
+INSERT INTO orders (account_id, amount) SELECT g, g * 10 FROM generate_series(1, 50) g;
+CREATE TABLE notes (id serial PRIMARY KEY, body text);
+"""
+SEED_ROWS = "SELECT count(*) FROM accounts"
+
+
+@pytest.fixture
+def session(pg_server: PostgresServer, tmp_path: Path) -> Iterator[IsolationSession]:
+    migrations = tmp_path / "schema.sql"
+    migrations.write_text(SCHEMA)
+    settings = IsolationSettings(
+        isolation=NAME,
+        backend="external",
+        dsn=pg_server.dsn,
+        migrations=(migrations,),
+        pool_size=2,
+        stable_dsn=True,
+    )
+    with IsolationSession(settings) as made:
+        yield made
+
+
+def _run(session: IsolationSession, test_id: str, *statements: str) -> Lease:
+    """One test: acquire, run ``statements`` on the test's connection (committed), release."""
+    lease = session.acquire(NAME, test_id)
+    conn = session.connection(lease)
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    session.release(lease)
+    return lease
+
+
+def _events(session: IsolationSession) -> list[str]:
+    return [r["event"] for r in session.records if r.get("stable")]
+
+
+def _equal(session: IsolationSession, dbname: str) -> bool:
+    server = session.shared_server
+    return equals_template(server, dbname, session.template, sessions_allowed=True).equal
+
+
+def _rows(conn: psycopg.Connection, query: str = SEED_ROWS) -> int:
+    row = conn.execute(query).fetchone()
+    conn.rollback()
+    assert row is not None
+    return int(row[0])
+
+
+def test_every_test_of_a_worker_gets_the_same_database_name(session: IsolationSession) -> None:
+    names = {_run(session, f"t{i}", "SELECT 1").dbname for i in range(4)}
+    assert len(names) == 1
+    assert _events(session) == ["pool_reuse"] * 4
+
+
+def test_a_kept_idle_connection_survives_and_sees_the_reset_data(
+    session: IsolationSession,
+) -> None:
+    first = session.acquire(NAME, "first")
+    kept = psycopg.connect(first.require_dsn())  # the application's cached connection
+    try:
+        before = _rows(kept, "SELECT count(*) FROM orders")
+        kept.execute("DELETE FROM orders WHERE id > 10")
+        kept.commit()
+        session.release(first)
+        second = _run(session, "second")
+        assert second.dbname == first.dbname
+        assert not kept.closed and not kept.broken
+        assert _rows(kept, "SELECT count(*) FROM orders") == before == 50
+        assert _events(session) == ["pool_reset", "pool_reuse"]
+    finally:
+        kept.close()
+
+
+def test_a_write_from_a_kept_connection_just_before_release_is_reset(
+    session: IsolationSession,
+) -> None:
+    """Well inside the statistics flush interval: the counters have not moved yet."""
+    lease = session.acquire(NAME, "writer")
+    kept = psycopg.connect(lease.require_dsn(), autocommit=True)
+    try:
+        kept.execute("UPDATE accounts SET balance = 0 WHERE id = 7")
+        kept.execute("INSERT INTO notes (body) VALUES ('left behind')")
+        session.release(lease)
+        assert _events(session) == ["pool_reset"]
+        assert _equal(session, lease.dbname)
+        assert not kept.closed
+    finally:
+        kept.close()
+
+
+def test_uncommitted_writes_of_a_kept_connection_are_ended_and_not_visible(
+    session: IsolationSession,
+) -> None:
+    lease = session.acquire(NAME, "open transaction")
+    kept = psycopg.connect(lease.require_dsn())
+    try:
+        kept.execute("INSERT INTO notes (body) VALUES ('uncommitted')")
+        kept.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        session.release(lease)
+        with pytest.raises(psycopg.OperationalError):
+            kept.execute("SELECT 1")
+        assert _equal(session, lease.dbname)
+        nxt = _run(session, "next", "SELECT count(*) FROM accounts")  # the lock went with it
+        assert nxt.dbname == lease.dbname
+    finally:
+        kept.close()
+
+
+def test_ddl_recreates_the_database_under_the_same_name(session: IsolationSession) -> None:
+    first = _run(session, "ddl", "CREATE TABLE left_behind (x int)")
+    second = _run(session, "after")
+    assert second.dbname == first.dbname
+    assert _events(session)[0] == "pool_dirty"
+    assert _equal(session, second.dbname)
+
+
+def test_a_sequence_moved_by_a_kept_connection_is_set_back(session: IsolationSession) -> None:
+    lease = session.acquire(NAME, "nextval")
+    kept = psycopg.connect(lease.require_dsn(), autocommit=True)
+    try:
+        kept.execute("SELECT nextval('notes_id_seq')")
+        session.release(lease)
+        assert _equal(session, lease.dbname)
+    finally:
+        kept.close()
+
+
+def test_temporary_tables_end_their_session_and_leave_nothing(session: IsolationSession) -> None:
+    lease = session.acquire(NAME, "temp")
+    kept = psycopg.connect(lease.require_dsn(), autocommit=True)
+    try:
+        kept.execute("CREATE TEMP TABLE scratch AS SELECT * FROM accounts")
+        session.release(lease)
+        assert kept.closed or kept.broken or _broken(kept)
+        assert _equal(session, lease.dbname)
+        assert _events(session) == ["pool_reuse"]
+    finally:
+        kept.close()
+
+
+def _broken(conn: psycopg.Connection) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return True
+    return False
+
+
+def test_a_stable_dsn_needs_isolation_verified() -> None:
+    from perfkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--perfkit-stable-dsn.*'verified'"):
+        IsolationSettings(isolation="warm-pool", stable_dsn=True, ram=False)
