@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pluginrun import InnerPytest, leftovers
 
 from perfkit.lifecycle import equals_template
 from perfkit.lifecycle.session import IsolationSession
@@ -31,19 +32,23 @@ CREATE TABLE notes (id serial PRIMARY KEY, body text);
 SEED_ROWS = "SELECT count(*) FROM accounts"
 
 
-@pytest.fixture
-def session(pg_server: PostgresServer, tmp_path: Path) -> Iterator[IsolationSession]:
+def _stable_session(server: PostgresServer, tmp_path: Path) -> IsolationSession:
     migrations = tmp_path / "schema.sql"
     migrations.write_text(SCHEMA)
     settings = IsolationSettings(
         isolation=NAME,
         backend="external",
-        dsn=pg_server.dsn,
+        dsn=server.dsn,
         migrations=(migrations,),
         pool_size=2,
         stable_dsn=True,
     )
-    with IsolationSession(settings) as made:
+    return IsolationSession(settings)
+
+
+@pytest.fixture
+def session(pg_server: PostgresServer, tmp_path: Path) -> Iterator[IsolationSession]:
+    with _stable_session(pg_server, tmp_path) as made:
         yield made
 
 
@@ -177,5 +182,119 @@ def _broken(conn: psycopg.Connection) -> bool:
 def test_a_stable_dsn_needs_isolation_verified() -> None:
     from perfkit.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="--perfkit-stable-dsn.*'verified'"):
+    with pytest.raises(ConfigError, match=r"--perfkit-stable-dsn.*'verified'"):
         IsolationSettings(isolation="warm-pool", stable_dsn=True, ram=False)
+
+
+def test_a_write_just_before_release_is_reset_on_a_docker_server(
+    docker_pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    with _stable_session(docker_pg_server, tmp_path) as session:
+        lease = session.acquire(NAME, "writer")
+        kept = psycopg.connect(lease.require_dsn(), autocommit=True)
+        try:
+            kept.execute("DELETE FROM orders")
+            session.release(lease)
+            assert _events(session) == ["pool_reset"]
+            assert _equal(session, lease.dbname)
+            assert _run(session, "next").dbname == lease.dbname
+        finally:
+            kept.close()
+
+
+# -- the plugin, as users run it: pytest-xdist with two workers ----------------------------
+
+INNER_SCHEMA = """
+CREATE TABLE items (id bigserial PRIMARY KEY, name text NOT NULL);
+INSERT INTO items (name) SELECT 'seed ' || g FROM generate_series(1, 20) g;
+"""
+
+#: Every test first checks that its database equals the template, then leaves a change
+#: behind from a connection cached per DSN (as an application's engine would), often
+#: uncommitted, and writes its database name to a per-worker file.
+EVERY_TEST_SEES_THE_TEMPLATE = r"""
+import os
+
+import psycopg
+import pytest
+
+from perfkit.lifecycle import equals_template, template_fingerprint
+
+ENGINES = {}
+REFERENCE = []
+CHANGES = [
+    "INSERT INTO items (name) VALUES ('left behind')",
+    "UPDATE items SET name = 'changed' WHERE id = 3",
+    "SELECT nextval('items_id_seq')",
+    "CREATE TABLE extra (x int)",
+    "DELETE FROM items WHERE id > 10",
+    "SELECT 1",
+    "CREATE TEMP TABLE scratch (x int)",
+]
+
+
+def engine(dsn):
+    conn = ENGINES.get(dsn)
+    if conn is None or conn.closed or conn.broken:
+        conn = ENGINES[dsn] = psycopg.connect(dsn)
+    return conn
+
+
+@pytest.mark.parametrize("i", range(14))
+def test_sees_the_template_then_changes_it(i, perfkit_lease, perfkit_session, perfkit_dsn):
+    server, template = perfkit_session.shared_server, perfkit_session.template
+    if not REFERENCE:
+        REFERENCE.append(template_fingerprint(server, template))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with open(f"names-{worker}.txt", "a") as names:
+        names.write(perfkit_lease.dbname + "\n")
+    found = equals_template(
+        server, perfkit_lease.dbname, template, reference=REFERENCE[0], sessions_allowed=True
+    )
+    assert found.equal, str(found)
+    conn = engine(perfkit_dsn)
+    try:
+        conn.execute("SELECT 1")
+        conn.rollback()
+    except psycopg.OperationalError:  # ended by perfkit (it held a transaction): reconnect
+        conn = ENGINES[perfkit_dsn] = psycopg.connect(perfkit_dsn)
+    conn.execute(CHANGES[i % len(CHANGES)])
+    if i % 2:
+        conn.commit()
+"""
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("stable", [True, False], ids=["stable-dsn", "new-name-per-test"])
+def test_every_test_under_xdist_gets_a_database_equal_to_the_template(
+    inner_pytest: InnerPytest, stable: bool
+) -> None:
+    args = ["--perfkit-backend=local", "--perfkit-isolation=verified", "-p", "xdist", "-n", "2"]
+    result, document = inner_pytest.run(
+        EVERY_TEST_SEES_THE_TEMPLATE,
+        *args,
+        *(["--perfkit-stable-dsn"] if stable else []),
+        schema=INNER_SCHEMA,
+    )
+    result.assert_outcomes(passed=14)
+    assert leftovers(document) == []
+    per_worker = [
+        path.read_text().split() for path in sorted(inner_pytest.path.glob("names-gw*.txt"))
+    ]
+    assert len(per_worker) == 2 and sum(map(len, per_worker)) == 14
+    if stable:
+        assert all(len(set(names)) == 1 for names in per_worker)
+        events = {r["event"] for r in document["records"] if r.get("stable")}
+        assert {"pool_reset", "pool_dirty"} <= events
+    else:
+        assert all(len(set(names)) == len(names) for names in per_worker)
+
+
+def test_a_stable_dsn_without_verified_is_a_usage_error_naming_the_option(
+    inner_pytest: InnerPytest,
+) -> None:
+    result, _ = inner_pytest.run(
+        "def test_x(perfkit_db):\n    pass\n", "--perfkit-backend=local", "--perfkit-stable-dsn"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--perfkit-stable-dsn*works only with isolation 'verified'*"])

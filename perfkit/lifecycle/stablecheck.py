@@ -187,8 +187,8 @@ def _detail_query(conn: psycopg.Connection) -> sql.Composed:
     ]:
         parts.append(
             sql.SQL(
-                "{} || '=' || (SELECT count(*) || ':' || coalesce(bool_or(age(xmin) <= age({}::text::xid)), "
-                "false) FROM ONLY {}{})"
+                "{} || '=' || (SELECT count(*) || ':' || coalesce(bool_or("
+                "age(xmin) <= age({}::text::xid)), false) FROM ONLY {}{})"
             ).format(sql.Literal(key), sql.Placeholder("b"), ident, where)
         )
     return sql.SQL("SELECT ARRAY[{}], {}").format(sql.SQL(", ").join(parts), sql.SQL(_FIXED))
