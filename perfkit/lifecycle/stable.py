@@ -69,11 +69,11 @@ class StableHome:
             if found.other:
                 return self._recreate("; ".join(found.other))
             if found.clean:  # transaction ids were used elsewhere: move the baseline on
-                self.baseline = stablecheck.read_baseline(self._checker)
+                self.baseline = stablecheck.moved_on(self.baseline, self._checker)
                 return "pool_reuse", ""
             if not self._reset(found, now):
                 return self._recreate("rows changed; reset in place not possible")
-            self.baseline = stablecheck.read_baseline(self._checker)
+            self.baseline = stablecheck.read_baseline(self._checker, self.baseline)
             return "pool_reset", ", ".join(".".join(t) for t in found.tables)
         except psycopg.Error as exc:
             return self._recreate(f"the check failed: {type(exc).__name__}")

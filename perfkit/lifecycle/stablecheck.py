@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 from psycopg import sql
@@ -45,6 +45,7 @@ __all__ = [
     "Detail",
     "Verdict",
     "end_busy_sessions",
+    "moved_on",
     "quick_clean",
     "read_baseline",
     "read_detail",
@@ -213,12 +214,22 @@ def read_detail(conn: psycopg.Connection, baseline_xmax: str, query: sql.Compose
     return Detail(tables, catalogs, str(row[1]), str(row[2]), str(row[3]), int(row[4]))
 
 
-def read_baseline(conn: psycopg.Connection) -> Baseline:
-    """The baseline of a database that equals its template now (``conn`` autocommit)."""
+def read_baseline(conn: psycopg.Connection, previous: Baseline | None = None) -> Baseline:
+    """The baseline of a database that equals its template now (``conn`` autocommit).
+
+    ``previous``: the baseline of the same schema (after a reset in place, or a
+    check that found nothing changed): its detail query is used again.
+    """
     xmax, sequences, _ = _quick(conn)
-    query = _detail_query(conn)
+    query = _detail_query(conn) if previous is None else previous.query
     detail = read_detail(conn, xmax, query)
     return Baseline(xmax=xmax, sequences=sequences, detail=detail, query=query)
+
+
+def moved_on(baseline: Baseline, conn: psycopg.Connection) -> Baseline:
+    """``baseline`` with today's transaction horizon, after a check found nothing changed."""
+    xmax, sequences, _ = _quick(conn)
+    return replace(baseline, xmax=xmax, sequences=sequences)
 
 
 def quick_clean(conn: psycopg.Connection, baseline: Baseline) -> bool:
