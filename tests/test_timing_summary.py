@@ -75,5 +75,6 @@ def test_summary_counts_the_stable_dsn_paths_apart() -> None:
     (line,) = summary_lines([*tests, *paths])
     assert line.endswith(
         "; stable DSN: 1 reused clean (check p50 0.2 ms p99 0.2 ms), "
-        "1 reset in place (check p50 3.0 ms p99 3.0 ms), 1 recreated (check p50 20.0 ms p99 20.0 ms)"
+        "1 reset in place (check p50 3.0 ms p99 3.0 ms), "
+        "1 recreated (check p50 20.0 ms p99 20.0 ms)"
     )
