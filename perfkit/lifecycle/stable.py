@@ -71,32 +71,35 @@ class StableHome:
             if found.clean:  # transaction ids were used elsewhere: move the baseline on
                 self.baseline = stablecheck.moved_on(self.baseline, self._checker)
                 return "pool_reuse", ""
-            if not self._reset(found, now):
+            truncated = self._reset(found, now)
+            if truncated is None:
                 return self._recreate("rows changed; reset in place not possible")
-            self.baseline = stablecheck.read_baseline(self._checker, self.baseline)
+            # the reset put back exactly what the check found changed: only a TRUNCATE
+            # (a new relfilenode) changes what the baseline holds beyond its horizon
+            self.baseline = (
+                stablecheck.read_baseline(self._checker, self.baseline)
+                if truncated
+                else stablecheck.moved_on(self.baseline, self._checker)
+            )
             return "pool_reset", ", ".join(".".join(t) for t in found.tables)
         except psycopg.Error as exc:
             return self._recreate(f"the check failed: {type(exc).__name__}")
 
-    def _reset(self, found: stablecheck.Verdict, now: stablecheck.Detail) -> bool:
+    def _reset(self, found: stablecheck.Verdict, now: stablecheck.Detail) -> bool | None:
+        """Reset the changed tables and sequences; whether one was truncated (None: not done)."""
         if self.pristine is None:
-            return False
-        relations = resets.details(self._checker)
-        by_name = {(r.schema, r.name): r for r in relations.values()}
-        tables = tuple(
-            replace(by_name[key], live_rows=now.tables[key][0])
-            for key in found.tables
-            if key in by_name
-        )
+            return None
         before = json.loads(self.baseline.detail.sequences)
         after = json.loads(now.sequences)
-        sequences = tuple(relations[int(oid)] for oid in after if before.get(oid) != after[oid])
+        moved = [int(oid) for oid in after if before.get(oid) != after[oid]]
+        tables, sequences = _relations(self._checker, found.tables, moved)
+        tables = tuple(replace(t, live_rows=now.tables[(t.schema, t.name)][0]) for t in tables)
         try:
             resets.reset(self._checker, resets.ResetPlan(tables, sequences), self.pristine)
         except psycopg.errors.InsufficientPrivilege:
             self.pristine = None  # not a superuser: recreate from now on
-            return False
-        return True
+            return None
+        return any(t.live_rows > resets.TRUNCATE_ROWS for t in tables)
 
     def _recreate(self, why: str) -> tuple[str, str]:
         """Drop the home with every session to it and clone it again under the same name."""
@@ -116,3 +119,41 @@ class StableHome:
         _close(self.next_conn)
         self.next_conn = None
         _close(self._checker)
+
+
+_RELATIONS = """
+SELECT n.nspname, c.relname, c.relkind, c.oid FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+    OR c.oid = ANY(%s::oid[])
+"""
+
+
+def _relations(
+    conn: psycopg.Connection, tables: tuple[tuple[str, str], ...], sequences: list[int]
+) -> tuple[tuple[resets.Relation, ...], tuple[resets.Relation, ...]]:
+    """:class:`~perfkit.lifecycle.reset.Relation` rows for the tables and sequences to reset."""
+    rows = conn.execute(
+        _RELATIONS, ([s for s, _ in tables], [n for _, n in tables], sequences)
+    ).fetchall()
+    found = [
+        (
+            int(oid),
+            resets.Relation(
+                schema=schema,
+                name=name,
+                kind=kind,
+                identity=(),
+                writes=0,
+                sequence_position=None,
+                toast_of=0,
+                live_rows=0,
+            ),
+        )
+        for schema, name, kind, oid in rows
+    ]
+    wanted = set(tables)
+    return (
+        tuple(r for _, r in found if (r.schema, r.name) in wanted and r.kind == "r"),
+        tuple(r for oid, r in found if oid in sequences and r.kind == "S"),
+    )
