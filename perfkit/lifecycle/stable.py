@@ -16,7 +16,8 @@ before the next test gets it:
    write, prepared transactions, a session that would not end): dropped with
    every session and cloned again under the same name.
 
-Then it opens the next test's connection, so the next acquire is a handover.
+The next test's ``perfkit_db`` connection is opened when the test first asks
+for it (a test that only takes the DSN never pays for one).
 """
 
 from __future__ import annotations
@@ -44,18 +45,11 @@ class StableHome:
         self.dsn = session.dsn_for(name)
         self.pristine = pristine
         self.leased = False
-        self.next_conn: psycopg.Connection | None = None
         self._checker = connect(self.dsn, autocommit=True)
         self.baseline = stablecheck.read_baseline(self._checker)
 
-    def settle(self, *, preconnect: bool) -> tuple[str, str]:
+    def settle(self) -> tuple[str, str]:
         """Make the home equal its template again; (event, why) for the records."""
-        event, why = self._check_and_repair()
-        if preconnect:
-            self.next_conn = connect(self.dsn)
-        return event, why
-
-    def _check_and_repair(self) -> tuple[str, str]:
         try:
             if self._checker.closed or self._checker.broken:
                 self._checker = connect(self.dsn, autocommit=True)
@@ -110,14 +104,7 @@ class StableHome:
         self.baseline = stablecheck.read_baseline(self._checker)
         return "pool_dirty", why
 
-    def take(self) -> psycopg.Connection | None:
-        """The connection opened for the next test (None: opened on first use)."""
-        conn, self.next_conn = self.next_conn, None
-        return conn
-
     def close(self) -> None:
-        _close(self.next_conn)
-        self.next_conn = None
         _close(self._checker)
 
 

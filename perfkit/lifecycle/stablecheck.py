@@ -53,13 +53,15 @@ __all__ = [
 ]
 
 _BUSY = """
-SELECT coalesce(array_agg(a.pid), '{}')
-  FROM pg_stat_activity a
+SELECT a.pid,
+       a.state NOT LIKE 'idle in transaction%' OR a.backend_xid IS NOT NULL OR temp.any
+         OR EXISTS (SELECT FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory')
+  FROM pg_stat_activity a,
+       LATERAL (SELECT EXISTS (SELECT FROM pg_class c WHERE c.relpersistence = 't') AS any) temp
  WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
    AND a.backend_type = 'client backend'
-   AND (a.state IS DISTINCT FROM 'idle' OR a.backend_xid IS NOT NULL
-        OR EXISTS (SELECT FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory')
-        OR EXISTS (SELECT FROM pg_class c WHERE c.relpersistence = 't'))
+   AND (a.state IS DISTINCT FROM 'idle' OR a.backend_xid IS NOT NULL OR temp.any
+        OR EXISTS (SELECT FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory'))
 """
 _TERMINATE = "SELECT count(pg_terminate_backend(p)) FROM unnest(%s::int[]) p"
 _REMAINING = "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s::int[])"
@@ -143,14 +145,18 @@ def end_busy_sessions(
 ) -> int:
     """End the database's sessions that are not plainly idle; wait until they left.
 
-    ``conn`` (autocommit) is connected to the database. Returns how many of
-    them were still there after ``timeout_s``.
+    ``conn`` (autocommit) is connected to the database. Sessions idle in a
+    read-only transaction (no transaction id: nothing to commit, no row locks)
+    are ended but not waited for. Returns how many of the others were still
+    there after ``timeout_s``.
     """
-    row = conn.execute(_BUSY).fetchone()
-    pids = list(row[0]) if row else []
+    rows = conn.execute(_BUSY).fetchall()
+    if not rows:
+        return 0
+    conn.execute(_TERMINATE, ([int(r[0]) for r in rows],))
+    pids = [int(pid) for pid, wait in rows if wait]
     if not pids:
         return 0
-    conn.execute(_TERMINATE, (pids,))
     deadline = clock() + timeout_s
     pause = 0.001
     while True:
@@ -189,7 +195,7 @@ def _detail_query(conn: psycopg.Connection) -> sql.Composed:
         parts.append(
             sql.SQL(
                 "{} || '=' || (SELECT count(*) || ':' || coalesce(bool_or("
-                "age(xmin) <= age({}::text::xid)), false) FROM ONLY {}{})"
+                "age(xmin) <= (SELECT age({}::text::xid))), false) FROM ONLY {}{})"
             ).format(sql.Literal(key), sql.Placeholder("b"), ident, where)
         )
     return sql.SQL("SELECT ARRAY[{}], {}").format(sql.SQL(", ").join(parts), sql.SQL(_FIXED))

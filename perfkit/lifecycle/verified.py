@@ -160,7 +160,7 @@ class VerifiedPool(WarmPool):
                 dbname=home.name,
                 server=self.server,
                 dsn=home.dsn,
-                conn=home.take(),
+                conn=None,  # opened on first use (perfkit_db), never for a DSN-only test
             )
         home.leased = True
         lease.extra["stable"] = True
@@ -170,7 +170,7 @@ class VerifiedPool(WarmPool):
         _close_quietly(lease.opened)
         t0 = self.session.clock()
         try:
-            event, why = home.settle(preconnect=self.preconnect)
+            event, why = home.settle()
         except BaseException:
             self._lose_home(home, drop=True)
             raise
