@@ -273,7 +273,7 @@ def test_every_test_under_xdist_gets_a_database_equal_to_the_template(
     result, document = inner_pytest.run(
         EVERY_TEST_SEES_THE_TEMPLATE,
         *args,
-        *(["--perfkit-stable-dsn"] if stable else []),
+        ini="perfkit_stable_dsn = true\n" if stable else "",  # the ini key; the option: below
         schema=INNER_SCHEMA,
     )
     result.assert_outcomes(passed=14)

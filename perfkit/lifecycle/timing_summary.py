@@ -80,7 +80,7 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
                 f"; {len(clones)} clones (p50 {_ms(statistics.median(clones))}, {workers} "
                 f"workers): refill {refill:.0f}/s vs consumption {consumption:.0f}/s"
             )
-            if consumption > refill:
+            if consumption > refill and not stable:  # a stable DSN needs no clones
                 line += " (tests outpace the cloners: raise --perfkit-clone-workers)"
         if strategy == "verified" and (recycled or not stable):
             line += "; " + _recycled(recycled)
