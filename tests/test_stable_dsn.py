@@ -18,7 +18,7 @@ from perfkit.lifecycle import equals_template
 from perfkit.lifecycle.session import IsolationSession
 from perfkit.lifecycle.settings import IsolationSettings
 from perfkit.lifecycle.strategies import Lease
-from perfkit.postgres import PostgresServer
+from perfkit.postgres import FAST_SERVER_SETTINGS, PostgresServer, ServerSettings, create_server
 
 NAME = "verified"
 #: Three tables, two with seed rows, and their sequences.
@@ -169,6 +169,23 @@ def test_temporary_tables_end_their_session_and_leave_nothing(session: Isolation
         assert _events(session) == ["pool_reuse"]
     finally:
         kept.close()
+
+
+def test_a_transaction_left_prepared_is_rolled_back_and_the_database_recreated(
+    tmp_path: Path,
+) -> None:
+    settings = ServerSettings(
+        backend="local", server_settings={**FAST_SERVER_SETTINGS, "max_prepared_transactions": 4}
+    )
+    with create_server(settings) as server, _stable_session(server, tmp_path) as session:
+        lease = session.acquire(NAME, "prepares")
+        with psycopg.connect(lease.require_dsn()) as conn:
+            conn.execute("INSERT INTO notes (body) VALUES ('prepared')")
+            conn.execute("PREPARE TRANSACTION 'left'")
+        session.release(lease)
+        assert _events(session) == ["pool_dirty"]
+        assert _equal(session, lease.dbname)
+        assert _run(session, "next").dbname == lease.dbname
 
 
 def _broken(conn: psycopg.Connection) -> bool:

@@ -22,10 +22,12 @@ for it (a test that only takes the DSN never pays for one).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import replace
 
 import psycopg
+from psycopg import sql
 
 from perfkit.lifecycle import reset as resets
 from perfkit.lifecycle import stablecheck
@@ -96,7 +98,15 @@ class StableHome:
         return any(t.live_rows > resets.TRUNCATE_ROWS for t in tables)
 
     def _recreate(self, why: str) -> tuple[str, str]:
-        """Drop the home with every session to it and clone it again under the same name."""
+        """Drop the home with every session to it and clone it again under the same name.
+
+        Transactions left prepared in it (which would keep it from being dropped)
+        are rolled back first.
+        """
+        with contextlib.suppress(psycopg.Error):
+            if not (self._checker.closed or self._checker.broken):
+                for (gid,) in self._checker.execute(_PREPARED).fetchall():
+                    self._checker.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
         _close(self._checker)
         self.session.drop_database(self.name)
         self.session.create_database(self.name)
@@ -108,6 +118,7 @@ class StableHome:
         _close(self._checker)
 
 
+_PREPARED = "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()"
 _RELATIONS = """
 SELECT n.nspname, c.relname, c.relkind, c.oid FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
