@@ -32,7 +32,7 @@ CREATE TABLE notes (id serial PRIMARY KEY, body text);
 SEED_ROWS = "SELECT count(*) FROM accounts"
 
 
-def _stable_session(server: PostgresServer, tmp_path: Path) -> IsolationSession:
+def _stable_session(server: PostgresServer, tmp_path: Path, **kw: object) -> IsolationSession:
     migrations = tmp_path / "schema.sql"
     migrations.write_text(SCHEMA)
     settings = IsolationSettings(
@@ -42,6 +42,7 @@ def _stable_session(server: PostgresServer, tmp_path: Path) -> IsolationSession:
         migrations=(migrations,),
         pool_size=2,
         stable_dsn=True,
+        **kw,  # type: ignore[arg-type]
     )
     return IsolationSession(settings)
 
@@ -188,6 +189,40 @@ def test_a_transaction_left_prepared_is_rolled_back_and_the_database_recreated(
         assert _run(session, "next").dbname == lease.dbname
 
 
+def test_an_idle_connection_holding_an_advisory_lock_is_ended(session: IsolationSession) -> None:
+    lease = session.acquire(NAME, "advisory")
+    kept = psycopg.connect(lease.require_dsn(), autocommit=True)
+    try:
+        kept.execute("SELECT pg_advisory_lock(42)")
+        session.release(lease)
+        assert _broken(kept)
+        nxt = session.acquire(NAME, "next")
+        conn = session.connection(nxt)
+        assert conn.execute("SELECT pg_try_advisory_lock(42)").fetchone() == (True,)
+        session.release(nxt)
+    finally:
+        kept.close()
+
+
+def test_a_kept_failed_database_is_left_and_the_next_test_gets_a_new_home(
+    pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    with _stable_session(pg_server, tmp_path, keep_failed=True) as session:
+        failed = session.acquire(NAME, "fails")
+        session.connection(failed).execute("INSERT INTO notes (body) VALUES ('evidence')")
+        session.connection(failed).commit()
+        session.release(failed, failed=True)
+        nxt = _run(session, "next")
+        assert nxt.dbname != failed.dbname
+        (kept,) = session.kept  # on a server perfkit does not own: renamed pk_failed_<test>
+        try:
+            with psycopg.connect(pg_server.dsn_for(kept["dbname"])) as conn:
+                assert _rows(conn, "SELECT count(*) FROM notes") == 1
+            assert _run(session, "after").dbname == nxt.dbname
+        finally:
+            session.drop_database(kept["dbname"])
+
+
 def _broken(conn: psycopg.Connection) -> bool:
     try:
         conn.execute("SELECT 1")
@@ -305,6 +340,19 @@ def test_every_test_under_xdist_gets_a_database_equal_to_the_template(
         assert {"pool_reset", "pool_dirty"} <= events
     else:
         assert all(len(set(names)) == len(names) for names in per_worker)
+
+
+def test_a_stable_dsn_ini_value_that_is_not_a_boolean_is_a_usage_error(
+    inner_pytest: InnerPytest,
+) -> None:
+    result, _ = inner_pytest.run(
+        "def test_x(perfkit_db):\n    pass\n",
+        "--perfkit-backend=local",
+        "--perfkit-isolation=verified",
+        ini="perfkit_stable_dsn = maybe\n",
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*perfkit_stable_dsn in pytest.ini: must be true or false*"])
 
 
 def test_a_stable_dsn_without_verified_is_a_usage_error_naming_the_option(
