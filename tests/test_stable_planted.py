@@ -9,6 +9,8 @@ told that idle sessions may stay) under the same name.
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -90,5 +92,79 @@ def test_every_test_of_the_module_got_the_same_name(
     stable: tuple[IsolationSession, Any],
 ) -> None:
     session, _ = stable
+    for test in ("one", "two", "three"):
+        session.release(session.acquire(NAME, test))
     names = {r["dbname"] for r in session.records if r["event"] == "test"}
     assert len(names) == 1
+
+
+STATEMENTS = sorted({*PLANTED.values(), *(v for v in CLEAN.values() if isinstance(v, str))})
+
+
+def _random_case(
+    stable: tuple[IsolationSession, Any], rng: random.Random
+) -> tuple[list[tuple[str, str]], bool, str]:
+    """One test: up to four statements on two kept connections, B maybe left uncommitted."""
+    session, reference = stable
+    steps = [(rng.choice("AB"), rng.choice(STATEMENTS)) for _ in range(rng.randint(0, 4))]
+    commit_b = rng.random() < 0.5
+    lease = session.acquire(NAME, "random")
+    dsn = lease.require_dsn()
+    a = psycopg.connect(dsn, autocommit=True, options="-c lock_timeout=200")
+    b = psycopg.connect(dsn, options="-c lock_timeout=200")
+    try:
+        for who, statement in steps:
+            conn = a if who == "A" else b
+            try:
+                conn.execute(statement)
+            except psycopg.Error:
+                if conn is b:
+                    b.rollback()
+        if commit_b:
+            b.commit()
+        session.release(lease)  # both kept open: A idle, B idle or idle in a transaction
+    finally:
+        a.close()
+        b.close()
+    found = equals_template(
+        session.shared_server,
+        lease.dbname,
+        session.template,
+        reference=reference,
+        sessions_allowed=True,
+    )
+    return steps, commit_b, "" if found.equal else str(found)
+
+
+def _run_randomized(
+    stable: tuple[IsolationSession, Any], cases: int, seed: int
+) -> tuple[list[str], dict[str, int]]:
+    """(misses, how many releases took each path) over ``cases`` seeded cases."""
+    session, _ = stable
+    rng = random.Random(seed)
+    start = len(session.records)
+    misses = []
+    for case in range(cases):
+        steps, commit_b, miss = _random_case(stable, rng)
+        if miss:
+            misses.append(f"case {case} (seed {seed}): {steps} commit_b={commit_b}: {miss}")
+    paths = Counter(r["event"] for r in session.records[start:] if r.get("stable"))
+    return misses, dict(paths)
+
+
+def test_randomized_cases_from_kept_connections_have_no_miss(
+    stable: tuple[IsolationSession, Any],
+) -> None:
+    misses, paths = _run_randomized(stable, 40, seed=1517)
+    assert misses == []
+    assert len(paths) > 1  # the generator makes clean and changed cases, or it proves little
+
+
+@pytest.mark.bench
+@pytest.mark.timeout(3600)
+def test_bench_one_thousand_randomized_stable_cases_have_no_miss(
+    stable: tuple[IsolationSession, Any],
+) -> None:
+    misses, paths = _run_randomized(stable, 1000, seed=2026)
+    print(f"\nrandomized stable-DSN cases: 1000, {len(misses)} misses, paths {paths}")
+    assert misses == []
