@@ -322,6 +322,7 @@ def test_every_test_under_xdist_gets_a_database_equal_to_the_template(
     inner_pytest: InnerPytest, stable: bool
 ) -> None:
     args = ["--perfkit-backend=local", "--perfkit-isolation=verified", "-p", "xdist", "-n", "2"]
+    args.append("-v")
     result, document = inner_pytest.run(
         EVERY_TEST_SEES_THE_TEMPLATE,
         *args,
@@ -330,6 +331,8 @@ def test_every_test_under_xdist_gets_a_database_equal_to_the_template(
     )
     result.assert_outcomes(passed=14)
     assert leftovers(document) == []
+    if stable:  # -v cancels the inner run's -q (which hides the header)
+        result.stdout.fnmatch_lines(["perfkit: *, isolation verified (stable DSN), reuse off*"])
     per_worker = [
         path.read_text().split() for path in sorted(inner_pytest.path.glob("names-gw*.txt"))
     ]
