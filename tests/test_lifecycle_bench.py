@@ -593,8 +593,23 @@ def test_shortbench_alternates_native_first_and_last() -> None:
     assert plan.repeat == 3 and {s.suite for s in plan.settings.values()} == {"short"}
 
 
+def test_shortbench_runs_a_stable_dsn_variant_of_verified_with_its_option() -> None:
+    args = shortbench.parse_args(["--strategies", "verified,verified+stable-dsn"])
+    plan = shortbench.make_plan(args)
+    stable = plan.settings["verified+stable-dsn"]
+    assert stable.strategy == "verified" and stable.pytest_args == ("--perfkit-stable-dsn",)
+    assert plan.settings["verified"].pytest_args == ()
+
+
 @pytest.mark.parametrize(
-    "argv", [["--strategies", "rollback"], ["--strategies", "shared"], ["--repeat", "0"]]
+    "argv",
+    [
+        ["--strategies", "rollback"],
+        ["--strategies", "shared"],
+        ["--repeat", "0"],
+        ["--strategies", "nonesuch+stable-dsn"],
+        ["--strategies", "template+stable-dsn"],
+    ],
 )
 def test_shortbench_refuses_bad_input_before_starting_a_server(
     argv: list[str], capsys: pytest.CaptureFixture[str]

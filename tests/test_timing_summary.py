@@ -63,3 +63,18 @@ def test_summary_names_the_backend_its_servers_ran_on() -> None:
     start = {"event": "server_start", "seconds": 1.0, "backend": "local", "reused": True}
     (line,) = summary_lines([start, _test(0.0, 0.0)])
     assert line.startswith("warm-pool: 1 tests on local (reused), 0 waited for a database")
+
+
+def test_summary_counts_the_stable_dsn_paths_apart() -> None:
+    tests = [{**_test(0.0, i * 0.1), "strategy": "verified"} for i in range(3)]
+    paths = [
+        {"event": "pool_reuse", "seconds": 0.0002, "stable": True},
+        {"event": "pool_reset", "seconds": 0.003, "stable": True},
+        {"event": "pool_dirty", "seconds": 0.02, "stable": True},
+    ]
+    (line,) = summary_lines([*tests, *paths])
+    assert line.endswith(
+        "; stable DSN: 1 reused clean (check p50 0.2 ms p99 0.2 ms), "
+        "1 reset in place (check p50 3.0 ms p99 3.0 ms), "
+        "1 recreated (check p50 20.0 ms p99 20.0 ms)"
+    )

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -204,16 +204,21 @@ def equals_template(
     template: str,
     *,
     reference: Fingerprint | None = None,
+    sessions_allowed: bool = False,
 ) -> Comparison:
     """Whether ``dbname`` equals a fresh clone of ``template`` on ``server``.
 
     ``reference`` is the fingerprint of a fresh clone (from
     :func:`template_fingerprint`); without it one is made now, read and dropped.
+    ``sessions_allowed``: other sessions still connected are not a difference
+    (a stable DSN keeps the application's idle connections).
     """
     if reference is None:
         reference = template_fingerprint(server, template)
     with connect(server.dsn_for(dbname), autocommit=True) as conn:
         actual = fingerprint(conn)
+    if sessions_allowed:
+        actual = replace(actual, sessions=0)
     return Comparison(dbname, template, tuple(differences(reference, actual)))
 
 

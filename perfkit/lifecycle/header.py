@@ -63,7 +63,8 @@ def header_line(settings: IsolationSettings) -> str:
     """``perfkit: backend local (PostgreSQL 15.18), isolation template, reuse off``."""
     backend, version = backend_and_version(settings)
     line = (
-        f"perfkit: backend {backend} ({version}), isolation {settings.isolation}, "
+        f"perfkit: backend {backend} ({version}), isolation {settings.isolation}"
+        f"{' (stable DSN)' if settings.stable_dsn else ''}, "
         f"reuse {'on' if settings.reuse else 'off'}"
     )
     if settings.export_pg_env:
@@ -74,7 +75,8 @@ def header_line(settings: IsolationSettings) -> str:
 def configured_line(settings: IsolationSettings) -> str:
     """The xdist controller's line: settings only (each worker starts its own server)."""
     return (
-        f"perfkit: backend {settings.backend}, isolation {settings.isolation}, "
+        f"perfkit: backend {settings.backend}, isolation {settings.isolation}"
+        f"{' (stable DSN)' if settings.stable_dsn else ''}, "
         f"reuse {'on' if settings.reuse else 'off'} "
         f"({'one reused server' if settings.reuse else 'one server per xdist worker'}; "
         "the summary names the server)"

@@ -103,6 +103,10 @@ class StrategyHost(Protocol):
         """Create ``name`` (a clone of the template unless ``template`` is None)."""
         ...
 
+    def drop_database(self, name: str, *, conn: psycopg.Connection | None = None) -> None:
+        """Drop ``name`` now, ending its sessions."""
+        ...
+
     def databases_with_prefix(
         self, prefix: str, *, conn: psycopg.Connection | None = None
     ) -> list[str]:

@@ -25,6 +25,8 @@ key with ``-`` -> ``_``, e.g. ``perfkit_isolation = template``)::
     --perfkit-unix-socket=on|off          (local backend: socket DSNs, no password)
     --perfkit-timings=timings.json        (write per-test setup/teardown records)
     --perfkit-export-pg-env               (PGHOST, PGPORT, ... for suites that read them)
+    --perfkit-stable-dsn                  (verified: one database name per worker, reset
+                                           between tests; kept idle connections survive)
 
 Marker: ``@pytest.mark.perfkit_isolation("template")`` overrides the strategy
 for one test. Under pytest-xdist each worker has its own server (or, with
@@ -96,6 +98,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "perfkit_rollback_guard": ("rollback_guard", "str"),
     "perfkit_unix_socket": ("unix_socket", "bool"),
     "perfkit_export_pg_env": ("export_pg_env", "bool"),
+    "perfkit_stable_dsn": ("stable_dsn", "bool"),
 }
 OPTION_KEYS = tuple(OPTIONS)
 _TRUE = {"1", "true", "yes", "on"}
@@ -318,7 +321,7 @@ def settings_from_config(config: pytest.Config, *, check_only: bool = False) -> 
         alone = {"ram": False, field_name: values[field_name]}  # ram: no look at the machine
         if field_name == "backend" and values[field_name] == "external":
             alone["dsn"] = "postgresql://127.0.0.1/checked-below"  # whether a DSN is given: below
-        if field_name in ("reuse", "dsn"):
+        if field_name in ("reuse", "dsn", "stable_dsn"):
             continue  # only meaningful together with the backend; checked below
         try:
             IsolationSettings(**alone)
@@ -402,6 +405,14 @@ def _add_pool_options(group: pytest.OptionGroup) -> None:
 def _add_run_options(group: pytest.OptionGroup) -> None:
     """Server placement, reuse, failed tests, the rollback guard, sockets, timing records."""
     group.addoption(
+        "--perfkit-stable-dsn",
+        dest="perfkit_stable_dsn",
+        action="store_const",
+        const="true",
+        help="verified only: every test of a worker gets the same database, checked and "
+        "reset in place between tests, so connections the application keeps survive",
+    )
+    group.addoption(
         "--perfkit-ram",
         dest="perfkit_ram",
         metavar="on|off",
@@ -470,6 +481,9 @@ def _add_ini_options(parser: pytest.Parser) -> None:
     parser.addini("perfkit_unix_socket", "unix-socket DSNs on the local backend", default=None)
     parser.addini("perfkit_timings", "timing records JSON file", default=None)
     parser.addini("perfkit_export_pg_env", "export PG* variables (true/false)", default=None)
+    parser.addini(
+        "perfkit_stable_dsn", "verified: one database per worker (true/false)", default=None
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

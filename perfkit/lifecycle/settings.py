@@ -91,7 +91,10 @@ class IsolationSettings:
     ``export_pg_env`` (pytest plugin) sets libpq's ``PGHOST``, ``PGPORT``,
     ``PGUSER``, ``PGPASSWORD`` and ``PGDATABASE`` to the session's database
     before the suite's own fixtures run, and to the test's database where a
-    test leases one (see :mod:`perfkit.lifecycle.pgenv`).
+    test leases one (see :mod:`perfkit.lifecycle.pgenv`). ``stable_dsn``
+    (``verified`` only) gives every test of a worker the same database, checked
+    and reset in place between tests, so connections an application keeps
+    survive (see :mod:`perfkit.lifecycle.stable`).
     """
 
     isolation: str = DEFAULT_ISOLATION
@@ -114,6 +117,7 @@ class IsolationSettings:
     rollback_guard: str = "warn"
     unix_socket: bool = True
     export_pg_env: bool = False
+    stable_dsn: bool = False
 
     def __post_init__(self) -> None:
         from perfkit.lifecycle.registry import check_name
@@ -152,7 +156,7 @@ class IsolationSettings:
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
-        for name in ("ram", "reuse", "keep_failed", "unix_socket", "export_pg_env"):
+        for name in ("ram", "reuse", "keep_failed", "unix_socket", "export_pg_env", "stable_dsn"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.reuse and self.backend == "external":
@@ -160,6 +164,12 @@ class IsolationSettings:
                 "reuse keeps a server perfkit started alive between runs; backend 'external' "
                 "is a server perfkit does not own (drop --perfkit-reuse, or use backend "
                 "auto, docker or local)"
+            )
+        if self.stable_dsn and self.isolation != "verified":
+            raise ConfigError(
+                "stable_dsn (--perfkit-stable-dsn, ini perfkit_stable_dsn) works only with "
+                f"isolation 'verified', not {self.isolation!r} (add --perfkit-isolation=verified, "
+                "or drop --perfkit-stable-dsn)"
             )
         if self.rollback_guard not in ROLLBACK_GUARDS:
             raise ConfigError(
@@ -207,4 +217,5 @@ class IsolationSettings:
             "keep_failed": self.keep_failed,
             "rollback_guard": self.rollback_guard,
             "unix_socket": self.unix_socket,
+            "stable_dsn": self.stable_dsn,
         }

@@ -1,7 +1,8 @@
 """Benchmark: the short suite with a fresh database per test vs on one shared database.
 
     python -m perfkit.lifecycle.shortbench [--backend local|docker]
-        [--strategies warm-pool,template] [--repeat N] [--tests N] [--workers N]
+        [--strategies warm-pool,template,verified+stable-dsn] [--repeat N] [--tests N]
+        [--workers N]
 
 The short suite (about 250 tests of 10-30 ms on psycopg 3 and psycopg2) runs
 ``native`` (its own conftest makes one database per session and isolates tests
@@ -14,9 +15,10 @@ instead (its start-up then counts in the strategy's time).
 
 Printed per strategy: n, median wall time, the ratio to native with a 95%
 bootstrap interval (seeded, paired by repetition) and the plugin's per-test
-acquire/release p50/p99 from its timing files. Goal: a fresh database per test
-within 1.25x of native. The server and every temporary directory are removed on
-success, failure and Ctrl-C.
+acquire/release p50/p99 from its timing files. A strategy named with the
+suffix ``+stable-dsn`` (``verified+stable-dsn``) runs with ``--perfkit-stable-dsn``.
+Goal: a fresh database per test within 1.25x of native. The server and every
+temporary directory are removed on success, failure and Ctrl-C.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from perfkit.lifecycle import analysis, bench
 
 DEFAULT_STRATEGIES = ("warm-pool", "template")
 PLACEHOLDER_DSN = "postgresql://perfkit@127.0.0.1:5432/perfkit"
+#: A strategy name with this suffix runs the strategy with ``--perfkit-stable-dsn``.
+STABLE_SUFFIX = "+stable-dsn"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,10 +91,14 @@ def make_plan(args: argparse.Namespace) -> Plan:
         raise ConfigError(f"--repeat must be at least 1, got {args.repeat}")
     settings: dict[str, bench.SuiteSettings] = {}
     for name in dict.fromkeys([bench.NATIVE, *names]):
-        bench.check_strategy(name)
+        strategy = name.removesuffix(STABLE_SUFFIX)
+        bench.check_strategy(strategy)
+        if strategy != name and strategy != "verified":
+            raise ConfigError(f"{name}: a stable DSN ({STABLE_SUFFIX}) works only with verified")
         own = args.own_servers and name != bench.NATIVE
         settings[name] = bench.SuiteSettings(
-            strategy=name,
+            strategy=strategy,
+            pytest_args=("--perfkit-stable-dsn",) if strategy != name else (),
             suite="short",
             backend=args.backend if own else "external",
             dsn=None if own else PLACEHOLDER_DSN,
@@ -137,9 +145,13 @@ def run(plan: Plan, *, say: Callable[[str], None] = print) -> dict[str, pd.DataF
                     settings = replace(settings, dsn=bench.best_dsn(server))
                 result = bench.run_suite(settings)
                 done += 1
-                run_row = {**result.run, "repetition": repetition, "order": done}
+                run_row = {**result.run, "strategy": name, "repetition": repetition}
+                run_row["order"] = done
                 runs.append(run_row)
-                tests.extend(result.tests)
+                tests.extend(
+                    {**t, "isolation": name} if t.get("isolation") == settings.strategy else t
+                    for t in result.tests
+                )
                 say(
                     f"run {done:>2}/{total} {name:<16} wall {run_row['wall_s']:6.2f} s  "
                     f"exit {run_row['exit_code']}  tests {run_row['tests']}"

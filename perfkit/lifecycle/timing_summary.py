@@ -6,6 +6,9 @@ rate (databases per second its cloners produce) next to the consumption rate
 (databases per second the tests took); for ``verified`` also how many released
 databases were reused clean, reset in place and recreated, with the p50/p99 of
 the check on each path (the recreated path adds a clone, shown with the clones).
+With a stable DSN the same three paths are counted apart (``stable DSN: ...``):
+there they run on the test's path, in the release, and a recreate includes its
+drop and clone.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
     tests: dict[str, list[dict[str, Any]]] = defaultdict(list)
     clones: list[float] = []
     recycled: dict[str, list[float]] = defaultdict(list)
+    stable: dict[str, list[float]] = defaultdict(list)
     backends: set[str] = set()
     workers = 1
     for record in records:
@@ -51,7 +55,9 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
         elif record["event"] == "pool_clone":
             clones.append(record["seconds"])
         elif record["event"] in ("pool_reuse", "pool_reset", "pool_dirty"):
-            recycled[record["event"]].append(record["seconds"])
+            (stable if record.get("stable") else recycled)[record["event"]].append(
+                record["seconds"]
+            )
         elif record["event"] == "session_setup" and record["strategy"] in POOLS:
             workers = int(record["clone_workers"])
     lines = []
@@ -74,10 +80,12 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
                 f"; {len(clones)} clones (p50 {_ms(statistics.median(clones))}, {workers} "
                 f"workers): refill {refill:.0f}/s vs consumption {consumption:.0f}/s"
             )
-            if consumption > refill:
+            if consumption > refill and not stable:  # a stable DSN needs no clones
                 line += " (tests outpace the cloners: raise --perfkit-clone-workers)"
-        if strategy == "verified":
+        if strategy == "verified" and (recycled or not stable):
             line += "; " + _recycled(recycled)
+        if strategy == "verified" and stable:
+            line += "; stable DSN: " + _recycled(stable)
         lines.append(line)
     return lines
 

@@ -19,6 +19,11 @@ releases its database (a queue put on the test's path, as before) a recycler
    Anything else, or anything it could not read: the janitor drops it and the
    cloners make a new one, as the warm pool does.
 
+With ``stable_dsn`` the first database a worker hands out becomes its home:
+every later test of the worker gets it under the same name, checked and reset
+on the test's path (:mod:`perfkit.lifecycle.stable`); the pool then only
+serves a test that comes while the home is out.
+
 The verdict comes from the server, never from the test. What it costs and
 what it saw are recorded (``pool_reuse`` / ``pool_reset`` / ``pool_dirty`` events)
 and shown in the plugin's summary line. Its blind spots are listed in
@@ -45,6 +50,7 @@ from perfkit.lifecycle.cleancheck import (
     unchanged,
 )
 from perfkit.lifecycle.dbconnect import admin_connect, connect
+from perfkit.lifecycle.stable import StableHome
 from perfkit.lifecycle.strategies import Lease, WarmPool, _close_quietly, _Ready
 
 __all__ = ["VerifiedPool"]
@@ -94,6 +100,8 @@ class VerifiedPool(WarmPool):
         self._clone_costs: list[float] = []
         self._closing = threading.Event()
         self._returned: queue.Queue[object] = queue.Queue()
+        self._stable = self.session.settings.stable_dsn
+        self._home: StableHome | None = None
         super().setup()
         # Held from here on: the session keeps its lock while it closes strategies, so a
         # recycler must not need the session's lock to hand a database to the janitor.
@@ -123,7 +131,73 @@ class VerifiedPool(WarmPool):
             return _Ready(dbname=name, dsn=dsn, conn=None)
         return _Ready(dbname=name, dsn=dsn, conn=conn)
 
+    # -- stable DSN: one home database per worker ---------------------------------------
+
+    def target(self) -> int:
+        """With a stable DSN: one database until the home exists, then only for waiting tests."""
+        if not self._stable:
+            return super().target()
+        with self._books:
+            if self._home is None:
+                return max(
+                    min(1, self.remaining if self.remaining is not None else 1), self.waiting
+                )
+            return self.waiting
+
+    def acquire(self, test_id: str) -> Lease:
+        home = self._home
+        if not self._stable or (home is not None and home.leased):
+            return super().acquire(test_id)
+        if home is None:
+            lease = super().acquire(test_id)
+            with self._books:
+                self._baselines.pop(lease.dbname, None)
+            self._home = home = StableHome(self.session, lease.dbname, self._pristine)
+        else:
+            lease = Lease(
+                strategy=self.name,
+                test_id=test_id,
+                dbname=home.name,
+                server=self.server,
+                dsn=home.dsn,
+                conn=None,  # opened on first use (perfkit_db), never for a DSN-only test
+            )
+        home.leased = True
+        lease.extra["stable"] = True
+        return lease
+
+    def _settle_home(self, lease: Lease, home: StableHome) -> None:
+        _close_quietly(lease.opened)
+        t0 = self.session.clock()
+        try:
+            event, why = home.settle()
+        except BaseException:
+            self._lose_home(home, drop=True)
+            raise
+        finally:
+            home.leased = False
+        fields = {"why": why} if why else {}
+        self.session.record(
+            event,
+            self.session.clock() - t0,
+            strategy=self.name,
+            dbname=home.name,
+            stable=True,
+            **fields,
+        )
+
+    def _lose_home(self, home: StableHome, *, drop: bool) -> None:
+        home.close()
+        self._home = None
+        if drop:
+            self.session.discard(home.name)
+        self.wake.set()
+
     def release(self, lease: Lease) -> None:
+        home = self._home
+        if home is not None and lease.extra.get("stable") and lease.dbname == home.name:
+            self._settle_home(lease, home)
+            return
         _close_quietly(lease.opened)
         with self._books:
             baseline = self._baselines.pop(lease.dbname, None)
@@ -135,6 +209,9 @@ class VerifiedPool(WarmPool):
         self._returned.put(_Returned(lease.dbname, baseline))
 
     def forget(self, lease: Lease) -> None:
+        home = self._home
+        if home is not None and lease.extra.get("stable") and lease.dbname == home.name:
+            self._lose_home(home, drop=False)  # kept for inspection; the next test gets a new home
         with self._books:
             self._baselines.pop(lease.dbname, None)
         super().forget(lease)
@@ -293,12 +370,21 @@ class VerifiedPool(WarmPool):
         for thread in self._recyclers:
             thread.join(timeout=60)
 
+    def _close_home(self) -> None:
+        home = self._home
+        if home is not None:
+            self._lose_home(home, drop=True)
+
     def abandon(self) -> None:
+        if self._home is not None:
+            self._home.close()
+            self._home = None
         self.stopping.set()
         self._stop_recycler()
         super().abandon()
 
     def close(self) -> None:
         self._closing.set()  # databases still coming back are dropped, not checked
+        self._close_home()
         self._stop_recycler()
         super().close()
