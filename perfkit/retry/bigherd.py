@@ -145,6 +145,9 @@ class BigHerdSettings:
     its name, or its kind). ``retry_budget``: a fleet-wide retry budget
     (:class:`~perfkit.retry.contention.RetryBudget`); each client loop gets
     capacity / P and refill / P of it (:func:`~perfkit.retry.herdproc.share_budget`).
+    ``own_sessions``: each client process in a scheduler session of its own (the
+    default, see :mod:`perfkit.retry.herdproc`); False keeps them all in this
+    process's session, where together they weigh as one backend.
     """
 
     strategy: Strategy | str
@@ -156,6 +159,7 @@ class BigHerdSettings:
     client_nice: int | None = None
     name: str | None = None
     retry_budget: RetryBudget | None = None
+    own_sessions: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.strategy, str):
@@ -256,7 +260,9 @@ def drain(dsn: str, *, timeout: float = DRAIN_TIMEOUT_S) -> int:
 
 def _clients_for(bs: BigHerdSettings, dsn: str, seed: int) -> InProcessClients | ClientProcesses:
     jobs = bs.jobs(dsn, seed)
-    return InProcessClients(jobs[0]) if len(jobs) == 1 else ClientProcesses(jobs)
+    if len(jobs) == 1:
+        return InProcessClients(jobs[0])
+    return ClientProcesses(jobs, own_sessions=bs.own_sessions)
 
 
 def _scenario(
@@ -475,6 +481,7 @@ def run_big_herd(server: PostgresServer, bs: BigHerdSettings, *, seed: int = 0) 
     summary = _big_summary(bs, raw, attempts, clients, ready_at, limit=limit)
     summary.update(peak_backends=sampler.peak(), left_after=left_after, wall_s=wall_s)
     summary.update(client_cpu(raw.shares), client_nice=bs.client_nice)
+    summary["client_own_sessions"] = bs.own_sessions or bs.processes == 1
     clients["process"] = np.repeat(
         np.arange(len(raw.shares)), [len(share.traces) for share in raw.shares]
     )

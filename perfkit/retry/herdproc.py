@@ -40,6 +40,8 @@ threads): P client loops would get one backend's share between them, however
 many there are. Each child is therefore started in a session of its own
 (``start_new_session``), so that every client loop, like every backend, is one
 equal-weight entity of the scheduler: the contention model's assumption 1.
+(``own_sessions=False`` keeps them in the parent's session, to reproduce that
+starvation.)
 With autogroups, a thread's niceness (``nice``) only weighs it against the
 threads of its own session, not against the backends. A child still cannot
 outlive the parent (the pipe), and Ctrl-C reaches it through the parent's
@@ -460,8 +462,9 @@ def child_environment() -> dict[str, str]:
 class ClientProcesses:
     """One share per child process (``python -m perfkit.retry.herdproc``), over socket pairs."""
 
-    def __init__(self, jobs: Sequence[ShareJob]) -> None:
+    def __init__(self, jobs: Sequence[ShareJob], *, own_sessions: bool = True) -> None:
         self.jobs = list(jobs)
+        self.own_sessions = own_sessions
         self.procs: list[subprocess.Popen[bytes]] = []
         self.pipes: list[Connection] = []
 
@@ -478,7 +481,7 @@ class ClientProcesses:
                         env=env,
                         # A session (so a scheduler autogroup) of its own, as every backend
                         # has: see "Scheduling" in the module docstring.
-                        start_new_session=True,
+                        start_new_session=self.own_sessions,
                     )
                     self.procs.append(proc)
                     self.pipes.append(Connection(ours.detach()))

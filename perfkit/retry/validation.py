@@ -65,6 +65,10 @@ HEADLINE_METRICS = ("median_connected_after_ready_s", "timeouts")
 TOLERANCE = 0.25
 
 _FRAMES = ("attempts", "backends", "processes")
+#: The contention model's choices the real herds support (assumption 3 of its docstring:
+#: with processor sharing a lockstep herd's burst timed out as a whole, which the real
+#: herds of 1,000 did not; their event loops finish one attempt's callbacks before the next).
+VALIDATED_MODEL: dict[str, Any] = {"client_discipline": "fifo"}
 
 SimulateFn = Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]]
 
@@ -206,6 +210,19 @@ def fcfs_simulate(summary: Mapping[str, Any], costs: Mapping[str, Any]) -> dict[
     return simulate(str(summary["strategy"]), settings, seed=int(summary.get("rep", 0))).summary()
 
 
+def herd_side(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """What the contention model takes from a real herd beyond the FIFO model's scenario:
+    its client processes, whether they had sessions of their own, and how long the old
+    server took to exit after the first client noticed (loss to restart minus the outage)."""
+    shared = not bool(summary.get("client_own_sessions", True))  # one session for all loops
+    shutdown = float(summary["loss_to_restart_s"]) - float(summary["outage_s"])
+    return {
+        "client_processes": int(summary["client_processes"]),
+        "client_sessions": 1 if shared else None,
+        "shutdown_s": max(0.0, shutdown),
+    }
+
+
 def contended_simulate(
     summary: Mapping[str, Any], costs: Mapping[str, Any], **model: Any
 ) -> dict[str, Any]:
@@ -215,9 +232,9 @@ def contended_simulate(
     part, connect latency) come only from ``costs``, measured on the same
     server before the herds; the scenario from what the herd itself recorded
     (:func:`~perfkit.retry.bigherd.sim_settings_for`: notice spread, boot, hang
-    window, refusal cost, ``max_connections``, backlog) and its client processes.
-    ``model``: further :class:`ContentionSettings` fields (e.g.
-    ``client_discipline``). Seeded by the herd's ``rep``.
+    window, refusal cost, ``max_connections``, backlog) and :func:`herd_side`.
+    ``model``: further :class:`ContentionSettings` fields, over
+    :data:`VALIDATED_MODEL` (e.g. ``client_discipline="ps"``). Seeded by the herd's ``rep``.
     """
     cost = {str(k): float(v) for k, v in costs.items()}
     scenario = sim_settings_for(
@@ -225,7 +242,7 @@ def contended_simulate(
         {"connect_s": cost["connect_s"], "refused_s": cost["refused_s"], "capacity_per_s": 1.0},
     )
     settings = ContentionSettings.from_sim(
-        scenario, cost, **{"client_processes": int(summary["client_processes"]), **model}
+        scenario, cost, **{**herd_side(summary), **VALIDATED_MODEL, **model}
     )
     seed = int(summary.get("rep", 0))
     return simulate_contended(str(summary["strategy"]), settings, seed=seed).summary()
