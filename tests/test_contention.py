@@ -349,3 +349,13 @@ def test_the_shutdown_cannot_outlast_the_outage() -> None:
     with pytest.raises(ConfigError, match="shutdown_s"):
         settings(n_clients=10, outage_s=1.0, cores=2.0, server_cpu_s=0.001, client_cpu_s=0.0,
                  shutdown_s=1.5)  # fmt: skip
+
+
+def test_a_container_s_backends_share_one_group_s_weight_against_the_client_loop() -> None:
+    values = {**HEAVY, "n_clients": 300, "server_cpu_s": 0.02, "client_cpu_s": 0.004,
+              "start_spread_s": 1.0, "connect_timeout": 10.0}  # fmt: skip
+    alone = simulate_contended("full_jitter", settings(**values)).summary()
+    grouped = simulate_contended("full_jitter", settings(**values, server_groups=1)).summary()
+    # a busy loop takes one of the two cores from the group, not 1/(backends + 1) of them
+    slower = grouped["median_connected_after_ready_s"] / alone["median_connected_after_ready_s"]
+    assert slower > 1.3

@@ -26,7 +26,11 @@ Assumptions (each one a simplification a reader should weigh):
    share their weight. That is the starvation measured with all client
    processes in the herd runner's session (``client_sessions=1``): ~1,000
    backends' sessions against one for all the clients, which a thread's
-   niceness does not change (it weighs only within its session). Checked
+   niceness does not change (it weighs only within its session). A docker
+   server's processes are all in the container's cgroup, one group entity of
+   the scheduler (``server_groups=1``): the group weighs as one entity but may
+   use as many cores as it has runnable processes (water-filling: loops and
+   groups get equal shares, none more than it can use). Checked
    against real herds of 100 to 1,000 clients (``python -m
    perfkit.retry.validation``).
 2. **An attempt is two CPU stages in sequence**: first the client's work
@@ -220,6 +224,9 @@ class ContentionSettings(SimSettings):
     shutdown_s: float = 0.0
     #: Scheduler sessions (autogroups) the client loops are in; None: one per loop.
     client_sessions: float | None = None
+    #: Scheduler groups the server's processes are in (a container's cgroup: 1); None: each
+    #: backend and the postmaster on its own (a local server: a session each).
+    server_groups: float | None = None
     #: Set by the representation of large herds (assumption 10): 1 for an exact run.
     scale: int = 1
 
@@ -250,8 +257,9 @@ class ContentionSettings(SimSettings):
             )
         validate.integer("ContentionSettings.exact_up_to", self.exact_up_to, minimum=1)
         validate.integer("ContentionSettings.scale", self.scale, minimum=1)
-        if self.client_sessions is not None:
-            validate.number("ContentionSettings.client_sessions", self.client_sessions, strict=True)
+        for name in ("client_sessions", "server_groups"):
+            if getattr(self, name) is not None:
+                validate.number(f"ContentionSettings.{name}", getattr(self, name), strict=True)
         if not isinstance(self.contended_refusals, bool):
             raise ConfigError(
                 "ContentionSettings.contended_refusals must be True or False, "
@@ -316,6 +324,7 @@ class ContentionSettings(SimSettings):
             cores=self.cores / s,
             client_processes=self.client_processes / s,  # type: ignore[arg-type]
             client_sessions=None if self.client_sessions is None else self.client_sessions / s,
+            server_groups=None if self.server_groups is None else self.server_groups / s,
             backlog=max(1, round(self.backlog / s)),
             max_connections=None if limit is None else max(1, round(limit / s)),
             retry_budget=None if self.retry_budget is None else self.retry_budget.scaled(s),
@@ -373,6 +382,7 @@ class _Herd:
         self.s, self.k = s, k
         self.cores, self.processes = s.cores, s.client_processes
         self.sessions = _INF if s.client_sessions is None else s.client_sessions
+        self.server_groups = _INF if s.server_groups is None else s.server_groups
         self.client_work, self.refused_s = s.client_cpu_s, s.refused_s
         self.refusal_work = min(s.client_cpu_s, s.refused_s) if s.contended_refusals else 0.0
         # FIFO loops: each loop works on one attempt at a time; a represented herd's
@@ -422,7 +432,7 @@ class _Herd:
         self.n_client = self.n_server = self.n_setting_up = 0
         self.pm_queue: deque[tuple[int, int]] = deque()
         self.pm_done_at = 0.0  # the postmaster's virtual clock when its head is accepted
-        self.share = self.client_rate = 1.0
+        self.share = self.client_rate = self.server_rate = 1.0
         self.established = 0
         self.orphans = 0
         self.server_used = self.wasted = self.client_used = 0.0
@@ -625,11 +635,11 @@ class _Herd:
                     t, source = tc, 5
         if self.n_server:
             for src, jobs in ((2, self.setup_jobs), (3, self.reject_jobs)):
-                ts = self.now + (self._head(jobs, _SERVER) - self.v_server) / self.share
+                ts = self.now + (self._head(jobs, _SERVER) - self.v_server) / self.server_rate
                 if ts < t:
                     t, source = ts, src
         if self.pm_queue:
-            tp = self.now + (self.pm_done_at - self.v_pm) / self.share
+            tp = self.now + (self.pm_done_at - self.v_pm) / self.server_rate
             if tp < t:
                 t, source = tp, 4
         return max(t, self.now), source
@@ -646,9 +656,9 @@ class _Herd:
                 if self.n_client:
                     self.v_client += self.client_rate * dt
                 if self.n_server:
-                    self.v_server += self.share * dt
+                    self.v_server += self.server_rate * dt
                 if self.pm_queue:
-                    self.v_pm += self.share * dt
+                    self.v_pm += self.server_rate * dt
                 self.now = t
             if source == 0:  # and every other timer due now (lockstep herds: thousands)
                 self._fire_timer()
@@ -686,10 +696,26 @@ class _Herd:
                 loops = n_c if n_c < self.processes else self.processes
             if loops > self.sessions:  # loops sharing a session share its weight (assumption 1)
                 loops = self.sessions
-            runnable = self.n_server + loops + (self.pm_weight if self.pm_queue else 0.0)
-            share = self.cores / runnable if runnable > self.cores else 1.0
+            srv = self.n_server + (self.pm_weight if self.pm_queue else 0.0)
+            if srv > self.server_groups:
+                share, self.server_rate = self._grouped(srv, loops)
+            else:
+                runnable = srv + loops
+                share = self.cores / runnable if runnable > self.cores else 1.0
+                self.server_rate = share
             self.share = share
             self.client_rate = share * loops / n_c if n_c else share
+
+    def _grouped(self, srv: float, loops: float) -> tuple[float, float]:
+        """Fair shares when the server's ``srv`` runnable processes are in
+        ``server_groups`` scheduler groups (assumption 1): each group weighs as one
+        entity but may use up to ``srv`` cores. Returns a loop's share and a backend's
+        rate."""
+        groups = self.server_groups
+        level = self.cores / (loops + groups)
+        if level <= 1.0:
+            return level, groups * level / srv
+        return 1.0, min(srv, self.cores - loops) / srv
 
 
 def _simulate_exact(

@@ -153,6 +153,7 @@ def run_fleet_check(
     for rep in range(reps):
         for bs in settings:
             summary = {**run_big_herd(server, bs, seed=seed + rep)["summary"], "rep": rep}
+            summary["backend"] = server.backend
             rows.append(summary)
             if progress is not None:
                 progress(summary)
@@ -215,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         costs = measure_setup_costs(server, seed=args.seed)
         print(costs.summary(), flush=True)
         pilot = run_big_herd(server, BigHerdSettings(strategy=named[0], n_clients=args.clients))
-        scenario = scenario_from(pilot["summary"])
+        scenario = scenario_from({**pilot["summary"], "backend": server.backend})
         rec = recommend_for_fleet(args.clients, costs.to_dict(), objective=args.objective,
                                   attempt_weight=args.attempt_weight, seeds=args.seeds,
                                   **scenario)  # fmt: skip

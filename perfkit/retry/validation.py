@@ -212,13 +212,16 @@ def fcfs_simulate(summary: Mapping[str, Any], costs: Mapping[str, Any]) -> dict[
 
 def herd_side(summary: Mapping[str, Any]) -> dict[str, Any]:
     """What the contention model takes from a real herd beyond the FIFO model's scenario:
-    its client processes, whether they had sessions of their own, and how long the old
-    server took to exit after the first client noticed (loss to restart minus the outage)."""
+    its client processes, whether they had sessions of their own, whether the server ran
+    in a container (its processes then share one cgroup: ``server_groups=1``), and how
+    long the old server took to exit after the first client noticed (loss to restart
+    minus the outage)."""
     shared = not bool(summary.get("client_own_sessions", True))  # one session for all loops
     shutdown = float(summary["loss_to_restart_s"]) - float(summary["outage_s"])
     return {
         "client_processes": int(summary["client_processes"]),
         "client_sessions": 1 if shared else None,
+        "server_groups": 1 if summary.get("backend") == "docker" else None,
         "shutdown_s": max(0.0, shutdown),
     }
 
@@ -313,6 +316,7 @@ def run_validation(
         load_before = os.getloadavg()[0]
         run = run_big_herd(server, bs, seed=seed + rep)
         summary = {**run["summary"], "rep": rep, "load_1m_before": load_before}
+        summary["backend"] = server.backend
         summary["load_1m_after"] = os.getloadavg()[0]
         real_rows.append(summary)
         simulated = simulate_fn(summary, costs)
