@@ -264,6 +264,7 @@ def run_validation(
     deadline: float | None = 60.0,
     client_processes: int | None = None,
     client_nice: int | None = None,
+    own_sessions: bool = True,
     seed: int = 0,
     level: float = 0.95,
     progress: Callable[[Mapping[str, Any], Mapping[str, Any]], None] | None = None,
@@ -279,6 +280,8 @@ def run_validation(
     ``agreement`` (:func:`agreement`), and the herds' ``attempts``, ``backends``
     (sampled over time) and ``processes`` (client loops' CPU and lag) frames.
     ``progress(real_summary, sim_summary)`` is called after each herd.
+    ``own_sessions=False`` keeps the client processes in this process's session
+    (:class:`~perfkit.retry.bigherd.BigHerdSettings`).
     """
     if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
         raise ConfigError(f"reps must be an int >= 1, got {reps!r}")
@@ -293,6 +296,7 @@ def run_validation(
                 deadline=deadline,
                 client_processes=client_processes,
                 client_nice=client_nice,
+                own_sessions=own_sessions,
             ),
         )
         for rep in range(reps)
@@ -388,6 +392,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--deadline", type=float, default=60.0)
     parser.add_argument("--client-processes", type=int, default=None)
     parser.add_argument("--client-nice", type=int, default=None)
+    parser.add_argument(
+        "--shared-session",
+        action="store_true",
+        help="client processes in this process's session (they then weigh as one entity "
+        "against the backends: the starvation the model's client_sessions=1 describes)",
+    )
     parser.add_argument("--costs-n", type=int, default=200, help="connects to measure costs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -499,7 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server, strategies, sizes, args.reps, contended_simulate, costs.to_dict(),
                 outage_s=args.outage, connect_timeout=args.connect_timeout,
                 deadline=args.deadline, client_processes=args.client_processes,
-                client_nice=args.client_nice, seed=args.seed, progress=_progress,
+                client_nice=args.client_nice, own_sessions=not args.shared_session,
+                seed=args.seed, progress=_progress,
             )  # fmt: skip
         header = (
             f"{args.backend} backend, sizes {sizes}, {args.reps} herds each, strategies "
