@@ -161,9 +161,11 @@ def run_fleet_check(
     table = summarise(runs)
     samples = {str(s): c["all_connected_after_ready_s"].tolist()
                for s, c in runs.groupby("strategy", sort=False)}  # fmt: skip
-    verdict = decide(samples)
-    return {"runs": runs, "table": table, "verdict": verdict.text(unit="s"),
-            "winner": verdict.winner, "sentence": sentence(rec, table)}  # fmt: skip
+    verdict = decide(samples) if len(samples) > 1 else None
+    return {"runs": runs, "table": table,
+            "verdict": "" if verdict is None else verdict.text(unit="s"),
+            "winner": None if verdict is None else verdict.winner,
+            "sentence": sentence(rec, table)}  # fmt: skip
 
 
 # -- the script ----------------------------------------------------------------------------

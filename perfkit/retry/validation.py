@@ -395,8 +395,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--shared-session",
         action="store_true",
-        help="client processes in this process's session (they then weigh as one entity "
-        "against the backends: the starvation the model's client_sessions=1 describes)",
+        help="client processes in this process's session (with autogroups they then weigh "
+        "as one entity against the backends: the model's client_sessions=1)",
     )
     parser.add_argument("--costs-n", type=int, default=200, help="connects to measure costs")
     parser.add_argument("--seed", type=int, default=0)
