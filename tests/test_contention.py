@@ -318,3 +318,44 @@ def test_the_script_names_a_bad_setting_before_simulating(
     with pytest.raises(SystemExit):
         main(["--clients", "10", "--cores", "0"])
     assert "ContentionSettings.cores" in capsys.readouterr().err
+
+
+def _second_attempt_starts(result: Any) -> np.ndarray:
+    frame = result.attempts_frame().sort_values(["client", "t_event_s"])
+    return frame.groupby("client")["t_event_s"].nth(1).to_numpy()
+
+
+@pytest.mark.parametrize("budget", [None, RetryBudget(capacity=1e6, refill_per_s=1e6)])
+def test_attempts_while_the_old_server_shuts_down_fail_together_when_it_exits(
+    budget: RetryBudget | None,
+) -> None:
+    values = {"n_clients": 50, "outage_s": 1.0, "start_spread_s": 0.5, "cores": 2.0,
+              "server_cpu_s": 0.001, "client_cpu_s": 0.0, "retry_budget": budget}  # fmt: skip
+    spread = simulate_contended("naive", settings(**values))
+    lockstep = simulate_contended("naive", settings(**values, shutdown_s=0.6))
+    assert np.ptp(_second_attempt_starts(spread)) > 0.3  # the notice spread carries on
+    # every first attempt fails at 0.6 s; naive sleeps 0.5 s: t_event = 1.1 - outage 1.0
+    assert _second_attempt_starts(lockstep) == pytest.approx(np.full(50, 0.1))
+
+
+def test_client_loops_in_one_session_weigh_as_one_entity() -> None:
+    values = {**HEAVY, "server_cpu_s": 0.001, "client_cpu_s": 0.002, "client_processes": 4}
+    own = simulate_contended("full_jitter", settings(**values)).summary()
+    shared = simulate_contended("full_jitter", settings(**values, client_sessions=1)).summary()
+    assert shared["median_connected_after_ready_s"] > 1.5 * own["median_connected_after_ready_s"]
+
+
+def test_the_shutdown_cannot_outlast_the_outage() -> None:
+    with pytest.raises(ConfigError, match="shutdown_s"):
+        settings(n_clients=10, outage_s=1.0, cores=2.0, server_cpu_s=0.001, client_cpu_s=0.0,
+                 shutdown_s=1.5)  # fmt: skip
+
+
+def test_a_container_s_backends_share_one_group_s_weight_against_the_client_loop() -> None:
+    values = {**HEAVY, "n_clients": 300, "server_cpu_s": 0.02, "client_cpu_s": 0.004,
+              "start_spread_s": 1.0, "connect_timeout": 10.0}  # fmt: skip
+    alone = simulate_contended("full_jitter", settings(**values)).summary()
+    grouped = simulate_contended("full_jitter", settings(**values, server_groups=1)).summary()
+    # a busy loop takes one of the two cores from the group, not 1/(backends + 1) of them
+    slower = grouped["median_connected_after_ready_s"] / alone["median_connected_after_ready_s"]
+    assert slower > 1.3

@@ -30,6 +30,7 @@ from perfkit.retry.bigherd import (
     drain,
     run_big_herd,
 )
+from perfkit.retry.contention import RetryBudget
 from perfkit.retry.herdproc import (
     ClientProcesses,
     ProcessFailed,
@@ -38,8 +39,10 @@ from perfkit.retry.herdproc import (
     ensure_fd_limit,
     fd_limit_error,
     peak_util,
+    share_budget,
     split,
 )
+from perfkit.retry.strategies import FullJitter
 
 N = 48
 P = 3
@@ -309,3 +312,44 @@ def test_ctrl_c_during_the_herd_leaves_no_client_process() -> None:
     assert proc.returncode != 0
     assert proc.stderr is not None and b"KeyboardInterrupt" in proc.stderr.read()
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+
+
+# -- a Strategy object and a shared retry budget ----------------------------------------------
+
+
+def test_a_fleet_budget_is_split_evenly_over_the_client_loops() -> None:
+    assert share_budget(100.0, 50.0, 4) == (25.0, 12.5)
+    assert share_budget(2.0, 10.0, 4) == (1.0, 2.5)  # a loop's burst is at least one token
+
+
+def test_client_processes_run_in_sessions_of_their_own(server: PostgresServer) -> None:
+    jobs = BigHerdSettings(strategy="naive", n_clients=4, client_processes=2).jobs(server.dsn, 0)
+    with ClientProcesses(jobs) as clients:
+        clients.start(60)
+        sessions = {os.getsid(pid) for pid in clients.pids}
+        assert len(sessions) == 2 and os.getsid(0) not in sessions
+
+
+def test_a_strategy_object_runs_under_its_label(server: PostgresServer) -> None:
+    strategy = FullJitter(base=0.05, cap=0.5)
+    bs = BigHerdSettings(strategy=strategy, name="mine", n_clients=12, outage_s=0.2,
+                         deadline=20.0, client_processes=2)  # fmt: skip
+    result = run_big_herd(server, bs, seed=3)
+    assert result["summary"]["strategy"] == "mine" and result["summary"]["connected"] == 12
+    assert set(result["attempts"]["strategy"]) == {"mine"}
+    sleeps = result["attempts"]["sleep_planned_s"].dropna()
+    assert (sleeps <= 0.5 + 1e-9).all()  # the object's cap, not full_jitter's default
+
+
+def test_a_retry_budget_limits_the_herds_retries(server: PostgresServer) -> None:
+    budget = RetryBudget(capacity=4.0, refill_per_s=20.0)
+    bs = BigHerdSettings(strategy="naive", n_clients=20, outage_s=0.5, deadline=20.0,
+                         client_processes=2, retry_budget=budget)  # fmt: skip
+    result = run_big_herd(server, bs, seed=4)
+    s = result["summary"]
+    assert s["connected"] == 20 and s["retry_budget_refill_per_s"] == 20.0
+    retries = result["attempts"].query("attempt > 1")["start"].sort_values().to_numpy()
+    span = retries[-1] - retries[0]
+    # two loops: 2 tokens at once each, 10/s each; naive alone would retry every few ms
+    assert len(retries) <= 4 + 20.0 * span + 2
+    assert len(retries) >= 20.0 * span * 0.5  # and the bucket refills

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,14 +12,18 @@ import pytest
 from perfkit.errors import ConfigError
 from perfkit.postgres import FAST_SERVER_SETTINGS, PostgresServer, ServerSettings, create_server
 from perfkit.retry import herd
+from perfkit.retry.bigherd import BigHerdSettings, run_big_herd
+from perfkit.retry.setupcost import measure_setup_costs
 from perfkit.retry.validation import (
     AGREEMENT_METRICS,
     agreement,
+    contended_simulate,
     fcfs_simulate,
     largest_agreeing_n,
     median_interval,
     run_validation,
 )
+from perfkit.retry.validation import main as validation_main
 
 METRIC = "median_connected_after_ready_s"
 
@@ -151,3 +156,58 @@ def test_run_validation_pairs_every_real_herd_with_its_simulation(server: Postgr
 def test_run_validation_checks_max_connections_before_running(server: PostgresServer) -> None:
     with pytest.raises(ConfigError, match="max_connections"):
         run_validation(server, ["naive"], [10, 500], 1, fcfs_simulate, {})
+
+
+def test_contended_simulate_of_a_real_herd_has_the_real_summary_keys(
+    server: PostgresServer,
+) -> None:
+    costs = measure_setup_costs(server, n=40).to_dict()
+    bs = BigHerdSettings(strategy="full_jitter", n_clients=12, outage_s=0.2, deadline=20.0)
+    real = {**run_big_herd(server, bs, seed=1)["summary"], "rep": 0}
+    sim = contended_simulate(real, costs)
+    assert set(AGREEMENT_METRICS) <= set(sim) and set(AGREEMENT_METRICS) <= set(real)
+    assert sim["n_clients"] == 12 and sim["connected"] == 12
+    assert sim["client_cpu_s"] > 0  # the contention model ran, with the measured client cost
+
+
+def test_contended_simulate_takes_its_constants_from_the_costs_only() -> None:
+    summary = {
+        "strategy": "naive", "n_clients": 50, "rep": 0, "refused_s": 0.0002,
+        "max_connections": 70, "loss_to_restart_s": 1.2, "outage_s": 1.0,
+        "ready_after_event_s": 0.1, "hang_s": 0.0, "connect_timeout_s": 2.0, "deadline_s": 30.0,
+        "notice_spread_s": 0.01, "client_processes": 1,
+    }  # fmt: skip
+    cheap = {"cores": 2.0, "server_cpu_per_connect_s": 0.001, "client_cpu_per_attempt_s": 0.001,
+             "connect_s": 0.003, "refused_s": 0.0001}  # fmt: skip
+    dear = {**cheap, "server_cpu_per_connect_s": 0.02}
+    fast, slow = contended_simulate(summary, cheap), contended_simulate(summary, dear)
+    assert slow["median_connected_after_ready_s"] > fast["median_connected_after_ready_s"]
+
+
+def test_the_script_refuses_bad_sizes_before_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for sizes in ("100,abc", "0,100", ""):
+        assert validation_main(["--sizes", sizes, "--out", str(tmp_path / "v")]) == 2
+        assert "--sizes" in capsys.readouterr().err
+    assert not (tmp_path / "v").exists()
+
+
+def test_the_script_refuses_an_unknown_strategy_before_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--sizes", "10", "--strategies", "naive,nonesuch", "--out", str(tmp_path / "v")]
+    assert validation_main(argv) == 2
+    assert "nonesuch" in capsys.readouterr().err and not (tmp_path / "v").exists()
+
+
+def test_the_script_writes_csv_and_markdown_tables(tmp_path: Path) -> None:
+    argv = ["--sizes", "8", "--reps", "1", "--strategies", "exponential", "--outage", "0.2",
+            "--deadline", "20", "--costs-n", "40", "--out", str(tmp_path)]  # fmt: skip
+    assert validation_main(argv) == 0
+    table = pd.read_csv(tmp_path / "agreement.csv")
+    assert set(table["metric"]) == set(AGREEMENT_METRICS) and (table["n_clients"] == 8).all()
+    md = (tmp_path / "agreement.md").read_text()
+    assert "| exponential | 8 | median reconnect after ready (s) |" in md
+    real = pd.read_csv(tmp_path / "real.csv")
+    assert real["load_1m_before"].notna().all() and (real["left_after"] == 0).all()

@@ -28,7 +28,10 @@
 - :mod:`perfkit.retry.setupcost`: ``measure_setup_costs``, the CPU and time one connection costs
   (the contention model's constants, measured on an idle server);
 - :mod:`perfkit.retry.validation`: real vs simulated herds over repeats (``agreement``), the
-  largest N where they agree, and ``run_validation``;
+  largest N where they agree, ``run_validation`` and ``contended_simulate`` (the contention
+  model of one real herd); ``python -m perfkit.retry.validation`` runs the whole check;
+- :mod:`perfkit.retry.fleetrun`: ``run_fleet_check``, the fleet recommendation on real herds
+  next to the named strategies (``python -m perfkit.retry.fleetrun``);
 - :mod:`perfkit.retry.lab` (Params, ``LAB``), :mod:`perfkit.retry.measure` (the runs against
   servers), :mod:`perfkit.retry.conclusions` and :mod:`perfkit.retry.plots`: the notebook's lab.
 
@@ -81,6 +84,8 @@ _HOMES = {
     "agreement": "perfkit.retry.validation",
     "largest_agreeing_n": "perfkit.retry.validation",
     "run_validation": "perfkit.retry.validation",
+    "contended_simulate": "perfkit.retry.validation",
+    "run_fleet_check": "perfkit.retry.fleetrun",
     "Attempt": "perfkit.retry.trace",
     "Trace": "perfkit.retry.trace",
 }

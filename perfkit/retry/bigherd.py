@@ -59,6 +59,7 @@ from perfkit import stats
 from perfkit.errors import ConfigError
 from perfkit.postgres import FAST_SERVER_SETTINGS, PostgresServer, ServerSettings, create_server
 from perfkit.retry import herd
+from perfkit.retry.contention import RetryBudget
 from perfkit.retry.herdproc import (
     SATURATED_UTIL,
     SETUP_CONCURRENCY,
@@ -69,11 +70,12 @@ from perfkit.retry.herdproc import (
     ShareResult,
     check_nice,
     ensure_fd_limit,
+    share_budget,
     split,
 )
 from perfkit.retry.probe import BackendSampler, ReadinessProbe
 from perfkit.retry.simulate import SimSettings, simulate
-from perfkit.retry.strategies import get_strategy
+from perfkit.retry.strategies import Strategy, get_strategy
 from perfkit.retry.trace import Trace
 
 DEFAULT_STRATEGIES = ("naive", "exponential", "full_jitter", "decorrelated_jitter")
@@ -138,18 +140,38 @@ class BigHerdSettings:
     ``client_nice``: the client loops' niceness (e.g. -10 so that ~1,000
     forking backends on the same cores do not starve the clients' timers, as
     if the clients had a machine of their own); None keeps the inherited one.
+    ``strategy``: a named strategy or a :class:`~perfkit.retry.strategies.Strategy`
+    (e.g. a fleet recommendation's), labelled ``name`` in the results (default:
+    its name, or its kind). ``retry_budget``: a fleet-wide retry budget
+    (:class:`~perfkit.retry.contention.RetryBudget`); each client loop gets
+    capacity / P and refill / P of it (:func:`~perfkit.retry.herdproc.share_budget`).
+    ``own_sessions``: each client process in a scheduler session of its own (the
+    default, see :mod:`perfkit.retry.herdproc`); False keeps them all in this
+    process's session, where together they weigh as one backend.
     """
 
-    strategy: str
+    strategy: Strategy | str
     n_clients: int = 1000
     outage_s: float = 1.0
     connect_timeout: float | None = 2.0
     deadline: float | None = 60.0
     client_processes: int | None = None
     client_nice: int | None = None
+    name: str | None = None
+    retry_budget: RetryBudget | None = None
+    own_sessions: bool = True
 
     def __post_init__(self) -> None:
-        get_strategy(self.strategy)
+        if isinstance(self.strategy, str):
+            get_strategy(self.strategy)
+        elif not isinstance(self.strategy, Strategy):
+            raise ConfigError(
+                "BigHerdSettings.strategy must be a strategy name or a Strategy, "
+                f"got {self.strategy!r}"
+            )
+        b = self.retry_budget
+        if b is not None and not isinstance(b, RetryBudget):
+            raise ConfigError(f"BigHerdSettings.retry_budget must be a RetryBudget, got {b!r}")
         check_nice(self.client_nice)
         n = self.n_clients
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -165,6 +187,13 @@ class BigHerdSettings:
             )
 
     @property
+    def label(self) -> str:
+        """The strategy's name in the results."""
+        if self.name is not None:
+            return self.name
+        return self.strategy if isinstance(self.strategy, str) else self.strategy.kind
+
+    @property
     def processes(self) -> int:
         """``client_processes`` as an int (it is resolved on construction)."""
         assert self.client_processes is not None
@@ -173,6 +202,8 @@ class BigHerdSettings:
     def jobs(self, dsn: str, seed: int) -> list[ShareJob]:
         """One :class:`ShareJob` per client event loop."""
         gate = max(4, SETUP_CONCURRENCY // self.processes)
+        b = self.retry_budget
+        budget = None if b is None else share_budget(b.capacity, b.refill_per_s, self.processes)
         return [
             ShareJob(
                 dsn=dsn,
@@ -185,6 +216,8 @@ class BigHerdSettings:
                 deadline=self.deadline,
                 setup_concurrency=gate,
                 nice=self.client_nice,
+                label=self.label,
+                budget=budget,
             )
             for first, count in split(self.n_clients, self.processes)
         ]
@@ -227,7 +260,9 @@ def drain(dsn: str, *, timeout: float = DRAIN_TIMEOUT_S) -> int:
 
 def _clients_for(bs: BigHerdSettings, dsn: str, seed: int) -> InProcessClients | ClientProcesses:
     jobs = bs.jobs(dsn, seed)
-    return InProcessClients(jobs[0]) if len(jobs) == 1 else ClientProcesses(jobs)
+    if len(jobs) == 1:
+        return InProcessClients(jobs[0])
+    return ClientProcesses(jobs, own_sessions=bs.own_sessions)
 
 
 def _scenario(
@@ -369,8 +404,12 @@ def _big_summary(
     waited = before_ready[(before_ready["outcome"] != "error") & (before_ready["t_event_s"] >= 0)]
     n_ok = sum(t.connected_at is not None for t in raw.traces)
     return {
-        "strategy": bs.strategy,
+        "strategy": bs.label,
         "n_clients": bs.n_clients,
+        "retry_budget_capacity": math.nan if bs.retry_budget is None else bs.retry_budget.capacity,
+        "retry_budget_refill_per_s": math.nan
+        if bs.retry_budget is None
+        else bs.retry_budget.refill_per_s,
         "outage_s": bs.outage_s,
         "connect_timeout_s": bs.connect_timeout,
         "deadline_s": bs.deadline,
@@ -442,12 +481,13 @@ def run_big_herd(server: PostgresServer, bs: BigHerdSettings, *, seed: int = 0) 
     summary = _big_summary(bs, raw, attempts, clients, ready_at, limit=limit)
     summary.update(peak_backends=sampler.peak(), left_after=left_after, wall_s=wall_s)
     summary.update(client_cpu(raw.shares), client_nice=bs.client_nice)
+    summary["client_own_sessions"] = bs.own_sessions or bs.processes == 1
     clients["process"] = np.repeat(
         np.arange(len(raw.shares)), [len(share.traces) for share in raw.shares]
     )
     processes = processes_frame(raw.shares)
     for frame in (attempts, clients, backends, processes):
-        frame["strategy"] = bs.strategy
+        frame["strategy"] = bs.label
         frame["n_clients"] = bs.n_clients
     return {
         "summary": summary,

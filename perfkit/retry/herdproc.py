@@ -31,6 +31,27 @@ everyone connected; ``results``: every share's traces; ``close``):
   the pipe closes: it cannot outlive its parent). ``close`` tells the
   children, joins them, and terminates (then kills) any that do not exit.
 
+Scheduling: PostgreSQL puts every backend in a session of its own
+(``setsid``), and with the kernel's autogroups (``kernel.sched_autogroup_enabled
+= 1``, the default of desktop and many server kernels) the fair scheduler
+shares the CPU first among sessions, then within each. Children started in the
+parent's session would form one autogroup together (with the parent's
+threads): P client loops would get one backend's share between them, however
+many there are. Each child is therefore started in a session of its own
+(``start_new_session``), so that every client loop, like every backend, is one
+equal-weight entity of the scheduler: the contention model's assumption 1.
+(``own_sessions=False`` keeps them in the parent's session. At 1,000 clients
+that showed no clearly larger loop lag on this machine, 2 herds each; the
+sessions make the setting match the model rather than fix a measured
+starvation.)
+With autogroups, a thread's niceness (``nice``) only weighs it against the
+threads of its own session, not against the backends. A child still cannot
+outlive the parent (the pipe), and Ctrl-C reaches it through the parent's
+``close``.
+
+With a retry budget (``ShareJob.budget``), each loop's clients share one
+token bucket, that loop's part of the fleet's (:func:`share_budget`).
+
 Times are ``time.monotonic`` readings; on Linux that is ``CLOCK_MONOTONIC``,
 one clock for the whole system, so the children's traces line up with the
 parent's restart time (``tests/test_herdproc.py`` checks it).
@@ -61,6 +82,8 @@ from perfkit.dsn import mask
 from perfkit.errors import ConfigError, PerfkitError, RetryError
 from perfkit.retry.connect import async_connect_with_retry
 from perfkit.retry.experiments import client_rng
+from perfkit.retry.strategies import Strategy
+from perfkit.retry.token_bucket import RetryTokenBucket
 from perfkit.retry.trace import Trace
 
 #: Clients of the whole herd that open their first connection at the same time (the quiet phase).
@@ -89,7 +112,7 @@ class ShareJob:
     """One event loop's clients: ``first .. first + count - 1`` of a herd of ``n_clients``."""
 
     dsn: str
-    strategy: str
+    strategy: Strategy | str  # a named strategy or a Strategy object (pickled to the child)
     first: int
     count: int
     n_clients: int
@@ -98,6 +121,38 @@ class ShareJob:
     deadline: float | None
     setup_concurrency: int = SETUP_CONCURRENCY
     nice: int | None = None  # the loop thread's niceness (None: as inherited)
+    #: The label of the strategy in traces and RNG streams (default: its name, or its kind).
+    label: str | None = None
+    #: This share's part of a fleet-wide retry budget: ``(capacity, refill_per_s)``, each the
+    #: fleet's divided by the number of shares (:func:`share_budget`); None: no budget.
+    budget: tuple[float, float] | None = None
+
+    @property
+    def name(self) -> str:
+        """The strategy's label."""
+        if self.label is not None:
+            return self.label
+        return self.strategy if isinstance(self.strategy, str) else self.strategy.kind
+
+    def token_bucket(self) -> RetryTokenBucket | None:
+        """This share's token bucket (waiting when empty), shared by its clients."""
+        if self.budget is None:
+            return None
+        capacity, refill = self.budget
+        return RetryTokenBucket(capacity=capacity, refill_per_s=refill, on_empty="wait")
+
+
+def share_budget(capacity: float, refill_per_s: float, shares: int) -> tuple[float, float]:
+    """A fleet-wide retry budget split over ``shares`` client loops: capacity / P, refill / P.
+
+    The loops cannot share one bucket without a round trip per retry, so each
+    gets an equal part: the fleet's retries still start at most ``capacity`` at
+    once plus ``refill_per_s`` per second in total; what is lost is lending (a
+    loop whose clients have all connected does not pass its tokens on), so a
+    split budget is at most as permissive as the shared one. A loop's burst is
+    never below one token.
+    """
+    return max(1.0, capacity / shares), refill_per_s / shares
 
 
 @dataclass(kw_only=True)
@@ -265,6 +320,7 @@ class ClientShare:
         self._samples: list[tuple[float, float]] = []
         self._max_lag = 0.0
         self._sampler: asyncio.Task[None] | None = None
+        self.bucket = job.token_bucket()
 
     async def connect(self) -> None:
         """Connect every client and start them waiting for the loss."""
@@ -308,7 +364,8 @@ class ClientShare:
                 job.strategy,
                 connect_timeout=job.connect_timeout,
                 deadline=job.deadline,
-                rng=client_rng(job.seed, "bigherd", job.strategy, job.n_clients, index),
+                rng=client_rng(job.seed, "bigherd", job.name, job.n_clients, index),
+                token_bucket=self.bucket,
                 autocommit=True,
             )
         except RetryError as exc:
@@ -407,8 +464,9 @@ def child_environment() -> dict[str, str]:
 class ClientProcesses:
     """One share per child process (``python -m perfkit.retry.herdproc``), over socket pairs."""
 
-    def __init__(self, jobs: Sequence[ShareJob]) -> None:
+    def __init__(self, jobs: Sequence[ShareJob], *, own_sessions: bool = True) -> None:
         self.jobs = list(jobs)
+        self.own_sessions = own_sessions
         self.procs: list[subprocess.Popen[bytes]] = []
         self.pipes: list[Connection] = []
 
@@ -423,6 +481,9 @@ class ClientProcesses:
                         pass_fds=[theirs.fileno()],
                         stdin=subprocess.DEVNULL,
                         env=env,
+                        # A session (so a scheduler autogroup) of its own, as every backend
+                        # has: see "Scheduling" in the module docstring.
+                        start_new_session=self.own_sessions,
                     )
                     self.procs.append(proc)
                     self.pipes.append(Connection(ours.detach()))

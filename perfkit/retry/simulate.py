@@ -250,13 +250,21 @@ def _refused_phase(
     t0: np.ndarray,
     deadline_at: np.ndarray,
     k: int,
+    first_cost: np.ndarray | None = None,
 ) -> _Refused:
-    """Phase one (vectorised): every attempt before the server takes connections is refused."""
+    """Phase one (vectorised): every attempt before the server takes connections is refused.
+
+    ``first_cost``: how long each client's first attempt takes to fail (default
+    ``refused_s``; the contention model's shutdown window makes it longer).
+    """
     steps = delays[:, :k]
-    if strat.anchor == "attempt_start":
-        steps = np.maximum(steps, s.refused_s)
-    else:
-        steps = steps + s.refused_s
+    at_start = strat.anchor == "attempt_start"
+    first = None
+    if first_cost is not None and k:
+        first = np.maximum(steps[:, 0], first_cost) if at_start else steps[:, 0] + first_cost
+    steps = np.maximum(steps, s.refused_s) if at_start else steps + s.refused_s
+    if first is not None:
+        steps[:, 0] = first
     starts = np.concatenate([t0[:, None], t0[:, None] + np.cumsum(steps, axis=1)], axis=1)
     valid = starts < deadline_at[:, None]
     before = valid & (starts < s.hang_from_s)
