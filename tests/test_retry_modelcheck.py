@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from perfkit.retry import modelcheck
@@ -57,23 +55,6 @@ def test_sizes_beyond_the_validated_one_are_flagged() -> None:
     flagged = modelcheck.flag_beyond(sim, 300)
     assert flagged["beyond_validated"].tolist() == [False, True]
     assert modelcheck.flag_beyond(sim, None)["beyond_validated"].tolist() == [True, True]
-
-
-def test_measured_sentence_names_the_schedule_and_both_measured_times() -> None:
-    fleet_real = pd.DataFrame(
-        [
-            {"strategy": modelcheck.RECOMMENDED, "n_clients": 1000, "herds": 3,
-             "all_connected_s": 2.5, "all_connected_s_low": 2.1, "all_connected_s_high": 3.0,
-             "coverage": 0.75},
-            {"strategy": "naive", "n_clients": 1000, "herds": 3, "all_connected_s": math.nan,
-             "all_connected_s_low": math.nan, "all_connected_s_high": math.nan,
-             "coverage": math.nan},
-        ]
-    )  # fmt: skip
-    text = modelcheck.measured_sentence(fleet_real, {"describe": "full jitter: 0.1 s x2"})
-    assert text.startswith("for 1,000 clients against this server use full jitter: 0.1 s x2")
-    assert "all connected after 2.50 s [2.10, 3.00]" in text
-    assert "not all connected in 3 herds for naive" in text
 
 
 def test_large_simulation_uses_the_contention_model_at_both_timeouts() -> None:

@@ -228,9 +228,11 @@ def validation_lines(frames: Mapping[str, pd.DataFrame]) -> list[str]:
     if not rec.empty:
         r = rec.iloc[0]
         measured = str(r.get("measured_sentence") or "")
+        verdict = str(r.get("verdict") or "")
         lines.append(
             f"- **Backoff for a fleet**: {measured or r['sentence']}."
             + ("" if measured else " (Predicted by the model; not run for real.)")
+            + (f" Time until all connected, measured: {verdict}" if verdict else "")
         )
     return lines
 

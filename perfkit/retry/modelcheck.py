@@ -27,24 +27,21 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 
 from perfkit.postgres import PostgresServer
-from perfkit.retry import contention, validation
-from perfkit.retry.bigherd import default_client_processes
+from perfkit.retry import contention, fleetrun, validation
+from perfkit.retry.bigherd import BigHerdSettings, default_client_processes, run_big_herd
 from perfkit.retry.contention import ContentionSettings, simulate_contended
 from perfkit.retry.fleet import FleetRecommendation, recommend_for_fleet
+from perfkit.retry.fleetrun import RECOMMENDED
 from perfkit.retry.setupcost import COST_KEYS, measure_setup_costs
+from perfkit.verdicts import decide
 
 Frames = dict[str, pd.DataFrame]
 Say = Callable[[str], None]
 
-#: The label of the recommended schedule in the herds and tables.
-RECOMMENDED = "recommended"
-#: The metric the fleet recommendation is judged on, measured.
-FLEET_METRIC = "all_connected_after_ready_s"
 #: The large simulation's second connect timeout: gRPC's MIN_CONNECT_TIMEOUT.
 LONG_TIMEOUT_S = 20.0
 
@@ -88,87 +85,47 @@ def _markdown(text: str) -> str:
     return text.replace("``", "`")
 
 
-def _measured_fleet(real: pd.DataFrame, size: int, level: float) -> pd.DataFrame:
-    """Per strategy at ``size``: median time until all connected over the herds, interval."""
-    rows = []
-    at = real[real["n_clients"] == size]
-    for name, cell in at.groupby("strategy", sort=False):
-        est = validation.median_interval(cell[FLEET_METRIC].astype(float), level=level)
-        gave_up = int(cell["gave_up"].sum()) if "gave_up" in cell else 0
-        rows.append(
-            {
-                "strategy": str(name),
-                "n_clients": size,
-                "herds": len(cell),
-                "all_connected_s": est["value"],
-                "all_connected_s_low": est["low"],
-                "all_connected_s_high": est["high"],
-                "n": est["n"],
-                "interval": est["interval"],
-                "coverage": est["coverage"],
-                "gave_up": gave_up,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def measured_sentence(fleet_real: pd.DataFrame, recommendation: Mapping[str, Any]) -> str:
-    """``for N clients against this server use …; all connected after X s [lo, hi] vs Y s
-    for naive`` from the real herds (the recommendation's words, measured numbers)."""
-    rows = fleet_real.set_index("strategy")
-    if RECOMMENDED not in rows.index:
-        return ""
-
-    def seconds(name: str) -> str:
-        r = rows.loc[name]
-        if pd.isna(r["all_connected_s"]):
-            return f"not all connected in {int(r['herds'])} herds"
-        return (
-            f"{r['all_connected_s']:.2f} s [{r['all_connected_s_low']:.2f}, "
-            f"{r['all_connected_s_high']:.2f}]"
-        )
-
-    mine = rows.loc[RECOMMENDED]
-    text = (
-        f"for {int(mine['n_clients']):,} clients against this server use "
-        f"{recommendation['describe']}; all connected after {seconds(RECOMMENDED)}"
-    )
-    if "naive" in rows.index:
-        text += f" vs {seconds('naive')} for naive"
-    coverage = float(mine["coverage"])
-    return text + f" (measured: median of {int(mine['herds'])} herds each, {coverage:.0%} interval)"
-
-
-def recommendation_row(rec: FleetRecommendation) -> dict[str, Any]:
-    """The recommendation as one frame row (its settings, prediction and sentence)."""
-    return {**rec.to_dict(), "describe": rec.describe()}
-
-
-def run_check(
-    server: PostgresServer,
-    plan: CheckPlan,
-    say: Say,
-    *,
-    run_recommended: Callable[..., pd.DataFrame] | None = None,
-    level: float = 0.95,
-) -> Frames:
-    """The stage (module docstring) on a running ``server`` with room for the largest herd."""
-    say(f"setup costs: {plan.cost_samples} connects ...")
-    costs = measure_setup_costs(server, n=plan.cost_samples, seed=plan.seed)
-    cost_map = costs.to_dict()
-    size = plan.fleet_size
-    say(f"fleet recommendation for {size:,} clients (contention model) ...")
-    rec = recommend_for_fleet(
-        size,
-        cost_map,
-        attempt_weight=plan.attempt_weight_s,
+def _recommended_herds(
+    server: PostgresServer, rec: FleetRecommendation, plan: CheckPlan
+) -> pd.DataFrame:
+    """``plan.reps`` real herds of the recommendation (its Strategy and retry budget)."""
+    settings = BigHerdSettings(
+        strategy=rec.strategy,
+        name=RECOMMENDED,
+        retry_budget=rec.budget,
+        n_clients=rec.n_clients,
         outage_s=plan.outage_s,
         connect_timeout=plan.connect_timeout,
         deadline=plan.deadline,
     )
+    rows = []
+    for rep in range(plan.reps):
+        summary = run_big_herd(server, settings, seed=plan.seed + rep)["summary"]
+        rows.append({**summary, "rep": rep, "backend": server.backend})
+    return pd.DataFrame(rows)
+
+
+def _verdict(herds: pd.DataFrame) -> str:
+    """Which strategy connects everyone soonest, measured (a winner only when the herds
+    separate it; :func:`perfkit.decide`)."""
+    samples = {
+        str(name): cell["all_connected_after_ready_s"].dropna().tolist()
+        for name, cell in herds.groupby("strategy", sort=False)
+    }
+    samples = {name: values for name, values in samples.items() if values}
+    if len(samples) < 2:
+        return ""
+    return decide(samples).text(unit="s")
+
+
+def run_check(server: PostgresServer, plan: CheckPlan, say: Say, *, level: float = 0.95) -> Frames:
+    """The stage (module docstring) on a running ``server`` with room for the largest herd."""
+    say(f"setup costs: {plan.cost_samples} connects ...")
+    costs = measure_setup_costs(server, n=plan.cost_samples, seed=plan.seed)
+    cost_map = costs.to_dict()
     say(
         f"real herds: {', '.join(plan.strategies)} x {plan.sizes} clients x {plan.reps} "
-        "(and the model's view of each) ..."
+        "(and the contention model's view of each) ..."
     )
     checked = validation.run_validation(
         server,
@@ -184,22 +141,30 @@ def run_check(
         level=level,
     )
     real = checked["real"]
-    if run_recommended is not None:
-        say(f"the recommendation, for real: {size:,} clients x {plan.reps} ...")
-        mine = run_recommended(server, rec, size, plan.reps, seed=plan.seed)
-        real = pd.concat([real, mine.assign(strategy=RECOMMENDED)], ignore_index=True)
-    row = recommendation_row(rec)
-    fleet_real = _measured_fleet(real, size, level)
-    row["measured_sentence"] = measured_sentence(fleet_real, row)
-    fleet = rec.comparison.assign(n_clients=size)
+    size = plan.fleet_size
+    largest = real[real["n_clients"] == size]
+    say(f"fleet recommendation for {size:,} clients (contention model) ...")
+    rec = recommend_for_fleet(
+        size,
+        cost_map,
+        attempt_weight=plan.attempt_weight_s,
+        **fleetrun.scenario_from(largest.iloc[0].to_dict()),
+    )
+    say(f"the recommendation, for real: {size:,} clients x {plan.reps} ...")
+    mine = _recommended_herds(server, rec, plan)
+    at_size = pd.concat([mine, largest], ignore_index=True)
+    table = fleetrun.summarise(at_size, level=level)
+    row = {**rec.to_dict(), "describe": rec.describe()}
+    row["measured_sentence"] = fleetrun.sentence(rec, table)
+    row["verdict"] = _verdict(at_size)
     return {
         "setup_costs": pd.DataFrame([costs.row()]),
-        "validation_real": real,
+        "validation_real": pd.concat([real, mine], ignore_index=True),
         "validation_sim": checked["sim"],
         "validation": checked["agreement"],
-        "fleet": fleet,
+        "fleet": rec.comparison.assign(n_clients=size),
         "fleet_recommendation": pd.DataFrame([row]),
-        "fleet_real": fleet_real,
+        "fleet_real": table.assign(n_clients=size),
     }
 
 
@@ -242,6 +207,7 @@ def large_simulation(
             deadline=deadline,
             start_spread_s=0.1,
             client_processes=default_client_processes(n_clients, int(costs["cores"])),
+            **validation.VALIDATED_MODEL,
         )
         for name in strategies:
             rows.append({**simulate_contended(name, settings, seed=seed).summary(),
@@ -273,7 +239,6 @@ __all__: Sequence[str] = [
     "costs_frame",
     "flag_beyond",
     "large_simulation",
-    "measured_sentence",
     "run_check",
     "validated_up_to",
 ]
