@@ -106,10 +106,11 @@ Assumptions (each one a simplification a reader should weigh):
    ``shutdown_s``. So a herd that noticed the loss over a spread of ``s``
    seconds leaves the shutdown in lockstep: its next attempts are as
    synchronised as if all had noticed at once. (Found in the real herds'
-   attempt traces: every first attempt of a 1,000-client herd ended within a
-   few ms of the old server's exit, and without jitter the herd then hit the
-   new server as one burst, with hundreds of timeouts the model without this
-   window, which kept the notice spread, did not have.) ``shutdown_s`` is
+   attempt traces: the first attempts of a 1,000-client herd whose notice was
+   spread over 1 s ended within ~0.1 s of each other (10th to 90th
+   percentile) at the old server's exit, and without jitter the herd then hit
+   the new server as one burst, with hundreds of timeouts the model without
+   this window, which kept the notice spread, did not have.) ``shutdown_s`` is
    measured in each real herd (loss to restart minus the outage).
    **Then, before the server is ready,** attempts are refused after ``refused_s``
    without contention (as in :mod:`perfkit.retry.simulate`, and vectorised as
