@@ -359,3 +359,23 @@ def test_a_container_s_backends_share_one_group_s_weight_against_the_client_loop
     # a busy loop takes one of the two cores from the group, not 1/(backends + 1) of them
     slower = grouped["median_connected_after_ready_s"] / alone["median_connected_after_ready_s"]
     assert slower > 1.3
+
+
+def test_client_work_after_the_server_s_answer_keeps_an_idle_attempt_as_long() -> None:
+    values = {"n_clients": 1, "outage_s": 0.5, "cores": 2.0, "server_cpu_s": 0.003,
+              "client_cpu_s": 0.002}  # fmt: skip
+    before = simulate_contended("naive", settings(**values)).connected_at[0]
+    split = simulate_contended("naive", settings(**values, client_after_s=0.0015)).connected_at[0]
+    assert split == pytest.approx(before)
+
+
+def test_client_work_after_the_answer_is_done_after_a_boot_s_wait() -> None:
+    # 200 clients waiting in the boot's hang window on one loop: their client work,
+    # done while they waited, no longer delays them; the part after the answer does
+    values = {"n_clients": 200, "outage_s": 1.0, "boot_s": 1.0, "hang_s": 0.9, "cores": 2.0,
+              "server_cpu_s": 0.001, "client_cpu_s": 0.003,
+              "client_discipline": "fifo"}  # fmt: skip
+    first = simulate_contended("naive", settings(**values)).summary()
+    after = simulate_contended("naive", settings(**values, client_after_s=0.0029)).summary()
+    assert after["median_connected_after_ready_s"] > 2 * first["median_connected_after_ready_s"]
+    assert after["connected"] == first["connected"] == 200

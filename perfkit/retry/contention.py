@@ -45,6 +45,17 @@ Assumptions (each one a simplification a reader should weigh):
    Its total duration on an idle machine is ``client_cpu_s + server_cpu_s``
    plus whatever the measured single connect ``latency_s`` has beyond it
    (wake-ups, loopback round trips), added after the server's work.
+   A real client does much of its work after the server answers (startup
+   response, SCRAM proof, parameters): ``client_after_s`` moves that part
+   behind the server's stage (a third stage in the same event loop). It is
+   off (0) in the validated model: with the measured split (everything but a
+   refused attempt's cost after the answer) a docker herd of 100, whose
+   attempts waited ~1 s in the boot's hang window, agreed on 18 of 20 metric
+   cells instead of 11, but the local herds of 1,000 then had 2.3-2.7x the
+   real timeouts (every SYN of a lockstep burst reached the server at once and
+   the burst collapsed), where the client-work-first model agreed. The truth
+   is in between (the client's work is interleaved with the server's in
+   several round trips); neither order is right for both.
 3. **Client work is capped by its processes.** Each client process is one
    event-loop thread, so all client work together runs on at most
    ``client_processes`` cores: with ``n`` attempts in their client stage,
@@ -95,10 +106,11 @@ Assumptions (each one a simplification a reader should weigh):
    ``shutdown_s``. So a herd that noticed the loss over a spread of ``s``
    seconds leaves the shutdown in lockstep: its next attempts are as
    synchronised as if all had noticed at once. (Found in the real herds'
-   attempt traces: every first attempt of a 1,000-client herd ended within a
-   few ms of the old server's exit, and without jitter the herd then hit the
-   new server as one burst, with hundreds of timeouts the model without this
-   window, which kept the notice spread, did not have.) ``shutdown_s`` is
+   attempt traces: the first attempts of a 1,000-client herd whose notice was
+   spread over 1 s ended within ~0.1 s of each other (10th to 90th
+   percentile) at the old server's exit, and without jitter the herd then hit
+   the new server as one burst, with hundreds of timeouts the model without
+   this window, which kept the notice spread, did not have.) ``shutdown_s`` is
    measured in each real herd (loss to restart minus the outage).
    **Then, before the server is ready,** attempts are refused after ``refused_s``
    without contention (as in :mod:`perfkit.retry.simulate`, and vectorised as
@@ -227,6 +239,8 @@ class ContentionSettings(SimSettings):
     client_discipline: str = "ps"
     #: From t = 0 until the old server has exited (assumption 8): attempts then fail then.
     shutdown_s: float = 0.0
+    #: The part of ``client_cpu_s`` done after the server's setup (assumption 2).
+    client_after_s: float = 0.0
     #: Scheduler sessions (autogroups) the client loops are in; None: one per loop.
     client_sessions: float | None = None
     #: Scheduler groups the server's processes are in (a container's cgroup: 1); None: each
@@ -242,6 +256,12 @@ class ContentionSettings(SimSettings):
         validate.number("ContentionSettings.client_cpu_s", self.client_cpu_s)
         validate.number("ContentionSettings.accept_s", self.accept_s)
         validate.number("ContentionSettings.shutdown_s", self.shutdown_s)
+        validate.number("ContentionSettings.client_after_s", self.client_after_s)
+        if self.client_after_s > self.client_cpu_s:
+            raise ConfigError(
+                f"ContentionSettings.client_after_s ({self.client_after_s!r}) is a part of "
+                f"client_cpu_s and must not exceed it ({self.client_cpu_s!r})"
+            )
         if self.shutdown_s > self.outage_s:
             raise ConfigError(
                 f"ContentionSettings.shutdown_s ({self.shutdown_s!r}) must not exceed "
@@ -359,7 +379,9 @@ class ContendedResult(SimResult):
 
 
 # Where a client's current attempt is (one attempt per client in flight at a time).
-_IDLE, _CLIENT, _SYN, _QUEUED, _SERVER, _LOOP_WAIT = 0, 1, 2, 3, 4, 5
+_IDLE, _CLIENT, _SYN, _QUEUED, _SERVER, _LOOP_WAIT, _FINISH = 0, 1, 2, 3, 4, 5, 6
+# Kinds of client work in a FIFO loop's queue.
+_WORK_ATTEMPT, _WORK_REFUSAL, _WORK_FINISH = 0, 1, 2
 # Timer events, in the order same-time events are handled.
 _EV_START, _EV_SYN, _EV_TIMEOUT = 0, 1, 2
 # Backend jobs: a connection setup, a "too many clients" dead end, a client already gone.
@@ -388,7 +410,8 @@ class _Herd:
         self.cores, self.processes = s.cores, s.client_processes
         self.sessions = _INF if s.client_sessions is None else s.client_sessions
         self.server_groups = _INF if s.server_groups is None else s.server_groups
-        self.client_work, self.refused_s = s.client_cpu_s, s.refused_s
+        self.finish_work = min(s.client_after_s, s.client_cpu_s)
+        self.client_work, self.refused_s = s.client_cpu_s - self.finish_work, s.refused_s
         self.refusal_work = min(s.client_cpu_s, s.refused_s) if s.contended_refusals else 0.0
         # FIFO loops: each loop works on one attempt at a time; a represented herd's
         # fraction of loops is ceil(processes) loops, each that much slower (assumption 10).
@@ -432,6 +455,7 @@ class _Herd:
         # started (in virtual time): FIFO queues, with lazy deletion of abandoned ones.
         self.client_jobs: deque[tuple[float, int, int]] = deque()
         self.refusal_jobs: deque[tuple[float, int, int]] = deque()
+        self.finish_jobs: deque[tuple[float, int, int]] = deque()
         self.setup_jobs: deque[tuple[float, int, int]] = deque()
         self.reject_jobs: deque[tuple[float, int, int]] = deque()
         self.n_client = self.n_server = self.n_setting_up = 0
@@ -503,20 +527,31 @@ class _Herd:
         if give_up < _INF:
             heapq.heappush(self.timers, (give_up, _EV_TIMEOUT, c, j))
         if refused or self.client_work > 0:  # (refusals: assumption 8)
-            if self.fifo_loops and self.n_client >= self.loop_servers:
-                self.state[c] = _LOOP_WAIT  # every loop is busy: it waits its turn
-                self.loop_wait.append((c, j, refused))
-            else:
-                self._serve_client(c, j, refused)
+            self._client_work(c, j, _WORK_REFUSAL if refused else _WORK_ATTEMPT)
         else:
             self._syn(c, t)
 
-    def _serve_client(self, c: int, j: int, refusal: bool) -> None:
-        """An event loop starts on the attempt's client work."""
-        work = self.refusal_work if refusal else self.client_work
-        self.state[c] = _CLIENT
+    def _client_work(self, c: int, j: int, kind: int) -> None:
+        """The attempt needs its event loop: served now, or it waits its turn (FIFO loops)."""
+        if self.fifo_loops and self.n_client >= self.loop_servers:
+            self.state[c] = _LOOP_WAIT  # every loop is busy: it waits its turn
+            self.job_kind[c] = kind
+            self.loop_wait.append((c, j, kind))
+        else:
+            self._serve_client(c, j, kind)
+
+    def _serve_client(self, c: int, j: int, kind: int) -> None:
+        """An event loop starts on the attempt's client work (before its SYN, a refusal's,
+        or the part after the server's answer: assumption 2)."""
+        if kind == _WORK_FINISH:
+            work, jobs, self.state[c] = self.finish_work, self.finish_jobs, _FINISH
+        elif kind == _WORK_REFUSAL:
+            work, jobs, self.state[c] = self.refusal_work, self.refusal_jobs, _CLIENT
+        else:
+            work, jobs, self.state[c] = self.client_work, self.client_jobs, _CLIENT
+        self.job_kind[c] = kind
         self.job_end[c] = end = self.v_client + work
-        (self.refusal_jobs if refusal else self.client_jobs).append((end, c, j))
+        jobs.append((end, c, j))
         self.n_client += 1
         self.client_used += work
 
@@ -524,9 +559,9 @@ class _Herd:
         """With FIFO loops: the next waiting attempts start (assumption 3)."""
         wait, state, attempt = self.loop_wait, self.state, self.attempt
         while wait and self.n_client < self.loop_servers:
-            c, j, refusal = wait.popleft()
+            c, j, kind = wait.popleft()
             if state[c] == _LOOP_WAIT and attempt[c] == j:
-                self._serve_client(c, j, refusal)
+                self._serve_client(c, j, kind)
 
     def _syn(self, c: int, t: float) -> None:
         """The attempt's SYN reaches the server (or is held until it is ready)."""
@@ -581,18 +616,28 @@ class _Herd:
             self._record(c, TOO_MANY, t)
             return
         self.n_setting_up -= 1
+        self.established += 1
+        if self.finish_work > 0:  # the client's part after the server's answer
+            self._client_work(c, self.attempt[c], _WORK_FINISH)
+        else:
+            self._connected(c, t)
+
+    def _connected(self, c: int, t: float) -> None:
         done = t + self.latency_extra
         if done > self.give_up[c]:
+            self.established -= 1
             self.wasted += self.setup_work
             self._record(c, TIMEOUT, self.give_up[c])
             return
-        self.established += 1
         self._record(c, OK, done)
 
     def _timeout(self, c: int) -> None:
         """Client ``c`` gives its attempt up: its job leaves the pool (assumption 5)."""
         state = self.state[c]
-        if state == _CLIENT:
+        if state == _FINISH or (state == _LOOP_WAIT and self.job_kind[c] == _WORK_FINISH):
+            self.established -= 1  # the client closes the backend it had
+            self.wasted += self.setup_work
+        if state in (_CLIENT, _FINISH):
             self.n_client -= 1
             self.client_used -= self.job_end[c] - self.v_client
             if self.fifo_loops:
@@ -624,7 +669,7 @@ class _Herd:
 
     def _next(self) -> tuple[float, int]:
         """The next event: its time and source (0 timer, 1 client, 2 setup, 3 reject, 4 pm,
-        5 refusal)."""
+        5 refusal, 6 the client's part after the server's answer)."""
         t, source = (self.timers[0][0], 0) if self.timers else (math.inf, -1)
         if self.n_client:
             tc = (
@@ -638,6 +683,11 @@ class _Herd:
                 tc = self.now + (v - self.v_client) / self.client_rate
                 if tc < t:
                     t, source = tc, 5
+            if self.finish_work:
+                v = self._head(self.finish_jobs, _FINISH)
+                tc = self.now + (v - self.v_client) / self.client_rate
+                if tc < t:
+                    t, source = tc, 6
         if self.n_server:
             for src, jobs in ((2, self.setup_jobs), (3, self.reject_jobs)):
                 ts = self.now + (self._head(jobs, _SERVER) - self.v_server) / self.server_rate
@@ -684,6 +734,12 @@ class _Herd:
                     self._record(c, REFUSED, t)
                 else:  # its SYN leaves after the server listens again
                     self._syn(c, t)
+            elif source == 6:
+                _, c, _ = self.finish_jobs.popleft()
+                self.n_client -= 1
+                if self.fifo_loops:
+                    self._loop_freed()
+                self._connected(c, t)
             elif source == 4:
                 self.v_pm = max(self.v_pm, self.pm_done_at)
                 c, j = self.pm_queue.popleft()
