@@ -69,13 +69,15 @@ def spread_run(server: PostgresServer) -> dict[str, Any]:
     return run_big_herd(server, bs, seed=5)
 
 
-def _herd_children() -> list[psutil.Process]:
+def _herd_children(parent: psutil.Process | None = None) -> list[psutil.Process]:
+    """Client-loop processes under ``parent`` (default: this process), any depth. A child
+    that exits while being read (a zombie, gone) is not one."""
     found = []
-    for child in psutil.Process().children(recursive=True):
+    for child in (parent or psutil.Process()).children(recursive=True):
         try:
             if "perfkit.retry.herdproc" in " ".join(child.cmdline()):
                 found.append(child)
-        except psutil.NoSuchProcess:
+        except psutil.Error:
             continue
     return found
 
@@ -296,11 +298,7 @@ def test_ctrl_c_during_the_herd_leaves_no_client_process() -> None:
         children: list[psutil.Process] = []
         while len(children) < 2 and time.monotonic() < until and proc.poll() is None:
             time.sleep(0.05)
-            children = [
-                c
-                for c in psutil.Process(proc.pid).children()
-                if "perfkit.retry.herdproc" in " ".join(c.cmdline())
-            ]
+            children = _herd_children(psutil.Process(proc.pid))
         assert len(children) == 2
         time.sleep(1.5)  # connected, the server on its way down or down
         proc.send_signal(signal.SIGINT)
