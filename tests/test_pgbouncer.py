@@ -40,6 +40,11 @@ CHILD = textwrap.dedent(
 )
 
 
+
+def own_tempdirs() -> set[Path]:
+    """perfkit temp directories this test process owns (others' runs may make their own)."""
+    return {p for p in cleanup.owned_tempdirs() if cleanup.owner_of(p) == os.getpid()}
+
 def bouncer_pids() -> set[int]:
     return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "pgbouncer"}
 
@@ -184,11 +189,11 @@ def test_nothing_is_left_when_the_owning_run_is_interrupted(
 def test_failed_start_raises_with_the_log_tail_and_leaves_nothing() -> None:
     dead = f"postgresql://perfkit:secret-pw@127.0.0.1:{free_port()}/perfkit"  # nothing listens
     server = create_server(ServerSettings(backend="external", dsn=dead))
-    dirs_before, pids_before = set(cleanup.owned_tempdirs()), bouncer_pids()
+    dirs_before, pids_before = own_tempdirs(), bouncer_pids()
     with pytest.raises(ServerStartError, match="pgbouncer log tail") as raised:
         PgBouncer(server, PgBouncerSettings(startup_timeout=1)).start()
     assert "secret-pw" not in str(raised.value)
-    assert set(cleanup.owned_tempdirs()) <= dirs_before
+    assert own_tempdirs() <= dirs_before
     assert bouncer_pids() <= pids_before
 
 
@@ -211,10 +216,10 @@ def test_a_pgbouncer_whose_owner_was_killed_is_reported_and_swept(
 def test_missing_binary_raises_backend_unavailable_before_anything_starts(
     pg_server: PostgresServer,
 ) -> None:
-    dirs_before, pids_before = set(cleanup.owned_tempdirs()), bouncer_pids()
+    dirs_before, pids_before = own_tempdirs(), bouncer_pids()
     with pytest.raises(BackendUnavailable, match="apt-get install pgbouncer"):
         PgBouncer(pg_server, search_path="")
-    assert set(cleanup.owned_tempdirs()) <= dirs_before
+    assert own_tempdirs() <= dirs_before
     assert bouncer_pids() <= pids_before
 
 
