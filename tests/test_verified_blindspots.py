@@ -1,0 +1,126 @@
+"""``verified`` refuses migrations whose databases it cannot check, naming the migration file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pluginrun import InnerPytest, leftovers
+
+from perfkit.errors import MigrationError
+from perfkit.lifecycle.session import IsolationSession
+from perfkit.lifecycle.settings import IsolationSettings
+from perfkit.lifecycle.strategies import WarmPool
+from perfkit.postgres import PostgresServer
+
+TABLES = "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL);\n"
+#: A foreign table (a wrapper without handler: core PostgreSQL, no extension needed).
+FOREIGN = TABLES + (
+    "CREATE FOREIGN DATA WRAPPER perfkit_nowhere;\n"
+    "CREATE SERVER elsewhere FOREIGN DATA WRAPPER perfkit_nowhere;\n"
+    "CREATE FOREIGN TABLE remote_rows (id int) SERVER elsewhere;\n"
+)
+#: Unlogged tables, materialized views, partitions and large objects are read like any other.
+NORMAL = TABLES + (
+    "CREATE UNLOGGED TABLE scratch (id int);\n"
+    "INSERT INTO items (name) VALUES ('seed');\n"
+    "CREATE MATERIALIZED VIEW item_names AS SELECT name FROM items;\n"
+    "CREATE TABLE events (at date NOT NULL) PARTITION BY RANGE (at);\n"
+    "CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') "
+    "TO ('2027-01-01');\n"
+    "SELECT lo_from_bytea(0, 'blob');\n"
+)
+
+
+def _session(server: PostgresServer, tmp_path: Path, schema: str, **kw: object) -> IsolationSession:
+    migrations = tmp_path / "schema.sql"
+    migrations.write_text(schema)
+    settings = IsolationSettings(
+        backend="external",
+        dsn=server.dsn,
+        migrations=(migrations,),
+        pool_size=1,
+        **kw,  # type: ignore[arg-type]
+    )
+    return IsolationSession(settings)
+
+
+def _ready_pool(session: IsolationSession, name: str = "verified") -> WarmPool:
+    pool = session.strategy(name)
+    assert isinstance(pool, WarmPool)
+    assert pool.wait_full(timeout=60)
+    return pool
+
+
+@pytest.mark.parametrize("stable_dsn", [False, True], ids=["verified", "stable-dsn"])
+def test_a_migration_with_a_foreign_table_is_refused_naming_the_file_and_line(
+    pg_server: PostgresServer, tmp_path: Path, stable_dsn: bool
+) -> None:
+    with (
+        _session(
+            pg_server, tmp_path, FOREIGN, isolation="verified", stable_dsn=stable_dsn
+        ) as session,
+        pytest.raises(MigrationError) as info,
+    ):
+        _ready_pool(session)
+    message = str(info.value)
+    assert f"{tmp_path / 'schema.sql'}:4" in message  # the CREATE FOREIGN TABLE statement
+    assert "foreign table public.remote_rows" in message
+    assert "--perfkit-isolation=warm-pool or template" in message
+
+
+def test_a_migration_that_turns_tuple_statistics_off_is_refused(
+    fresh_pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    """A server of its own: the role setting reaches every database of the cluster."""
+    schema = TABLES + "ALTER ROLE CURRENT_USER SET track_counts = off;\n"
+    with (
+        _session(fresh_pg_server, tmp_path, schema) as session,
+        pytest.raises(MigrationError) as info,
+    ):
+        _ready_pool(session)
+    message = str(info.value)
+    assert f"track_counts = off for perfkit's sessions ({tmp_path / 'schema.sql'}:2)" in message
+    assert "warm-pool or template" in message
+
+
+def test_the_same_foreign_table_migration_works_under_warm_pool(
+    pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    with _session(pg_server, tmp_path, FOREIGN) as session:
+        _ready_pool(session, "warm-pool")
+        lease = session.acquire("warm-pool", "t")
+        session.release(lease)
+
+
+def test_a_migration_with_unlogged_tables_views_partitions_and_large_objects_is_accepted(
+    pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    with _session(pg_server, tmp_path, NORMAL) as session:
+        _ready_pool(session)
+        lease = session.acquire("verified", "writes the unlogged table")
+        conn = session.connection(lease)
+        conn.execute("INSERT INTO scratch VALUES (1)")
+        conn.commit()
+        session.release(lease)
+        lease = session.acquire("verified", "looks")
+        rows = session.connection(lease).execute("SELECT count(*) FROM scratch").fetchone()
+        session.release(lease)
+    assert rows == (0,)
+
+
+def test_the_plugin_reports_the_refusal_with_the_migration_file(
+    inner_pytest: InnerPytest,
+) -> None:
+    result, document = inner_pytest.run(
+        "def test_x(perfkit_db):\n    pass\n",
+        "--perfkit-backend=local",
+        "--perfkit-isolation=verified",
+        schema=FOREIGN,
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["E *MigrationError: isolation 'verified' cannot check databases made by the migrations*"]
+    )
+    result.stdout.fnmatch_lines(["E *foreign table public.remote_rows (*schema.sql:4)*"])
+    assert leftovers(document) == []
