@@ -124,3 +124,37 @@ def test_the_plugin_reports_the_refusal_with_the_migration_file(
     )
     result.stdout.fnmatch_lines(["E *foreign table public.remote_rows (*schema.sql:4)*"])
     assert leftovers(document) == []
+
+
+#: A base type without binary send/receive functions (as some extensions' types are).
+TEXT_ONLY_TYPE = TABLES + (
+    "CREATE TYPE textonly;\n"
+    "CREATE FUNCTION textonly_in(cstring) RETURNS textonly AS 'textin' LANGUAGE internal "
+    "IMMUTABLE STRICT;\n"
+    "CREATE FUNCTION textonly_out(textonly) RETURNS cstring AS 'textout' LANGUAGE internal "
+    "IMMUTABLE STRICT;\n"
+    "CREATE TYPE textonly (INPUT = textonly_in, OUTPUT = textonly_out, LIKE = text);\n"
+    "CREATE TABLE labels (id int PRIMARY KEY, label textonly);\n"
+    "INSERT INTO labels VALUES (1, 'seed');\n"
+)
+
+
+@pytest.mark.parametrize("stable_dsn", [False, True], ids=["verified", "stable-dsn"])
+def test_seed_rows_without_binary_output_turn_reset_off_and_recreate_instead(
+    pg_server: PostgresServer, tmp_path: Path, stable_dsn: bool
+) -> None:
+    with _session(
+        pg_server, tmp_path, TEXT_ONLY_TYPE, isolation="verified", stable_dsn=stable_dsn
+    ) as session:
+        _ready_pool(session)
+        lease = session.acquire("verified", "writes")
+        conn = session.connection(lease)
+        conn.execute("INSERT INTO labels VALUES (2, 'left behind')")
+        conn.commit()
+        session.release(lease)
+        lease = session.acquire("verified", "looks")
+        rows = session.connection(lease).execute("SELECT count(*) FROM labels").fetchone()
+        session.release(lease)
+        events = [r for r in session.records if r["event"] == "reset_unavailable"]
+    assert rows == (1,)
+    assert len(events) == 1 and "binary" in events[0]["reason"]

@@ -18,7 +18,10 @@ when it holds:
   :func:`unreadable`).
 
 Unlogged tables, materialized views, partitions and large objects are read
-like any other relation and pass. The error names the migration file (and the
+like any other relation and pass. Seed rows that cannot be copied out (a
+column type without binary output) are no reason to refuse: the check does
+not need them; :class:`~perfkit.lifecycle.verified.VerifiedPool` then turns
+reset in place off (``reset_unavailable`` event) and recreates changed databases. The error names the migration file (and the
 statement's line when one can be found) and what to use instead: ``warm-pool``
 or ``template``, which recreate every database rather than check it.
 """

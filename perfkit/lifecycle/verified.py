@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from perfkit.dsn import mask
 from perfkit.lifecycle import blindspots
 from perfkit.lifecycle import reset as resets
 from perfkit.lifecycle.cleancheck import (
@@ -123,7 +124,7 @@ class VerifiedPool(WarmPool):
         try:
             baseline = _read_baseline(conn) if self._vetted else self._first_baseline(conn)
             if self._pristine is None and self._can_reset:
-                self._pristine = resets.read_pristine(conn)
+                self._pristine = self._read_pristine(conn)
         except BaseException:
             _close_quietly(conn)
             raise
@@ -133,6 +134,20 @@ class VerifiedPool(WarmPool):
             _close_quietly(conn)
             return _Ready(dbname=name, dsn=dsn, conn=None)
         return _Ready(dbname=name, dsn=dsn, conn=conn)
+
+    def _read_pristine(self, conn: psycopg.Connection) -> resets.Pristine | None:
+        """The seed rows, or None (and no resets from now on) when they cannot be copied out:
+        a column type without binary output (some extensions' types). Changed rows are then
+        recreated; the check does not need them."""
+        try:
+            return resets.read_pristine(conn)
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            self._can_reset = False
+            reason = mask(str(exc)).strip()
+            self.session.record("reset_unavailable", 0.0, strategy=self.name, reason=reason)
+            return None
 
     def _first_baseline(self, conn: psycopg.Connection) -> _Baseline:
         """The first database's baseline, after refusing migrations the check cannot see."""
