@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
+import psycopg
 import pytest
 from pluginrun import InnerPytest, leftovers
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from perfkit.errors import MigrationError
 from perfkit.lifecycle.session import IsolationSession
@@ -158,3 +162,26 @@ def test_seed_rows_without_binary_output_turn_reset_off_and_recreate_instead(
         events = [r for r in session.records if r["event"] == "reset_unavailable"]
     assert rows == (1,)
     assert len(events) == 1 and "binary" in events[0]["reason"]
+
+
+def test_a_migration_whose_state_the_reader_cannot_read_is_refused_naming_the_file(
+    fresh_pg_server: PostgresServer, tmp_path: Path
+) -> None:
+    """perfkit's role is no superuser here; the migration takes its own right to read a
+    sequence's position, which the check compares."""
+    password = secrets.token_hex(8)
+    with psycopg.connect(fresh_pg_server.dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE perfkit_plain LOGIN CREATEDB PASSWORD {}").format(password)
+        )
+    dsn = make_conninfo(fresh_pg_server.dsn, user="perfkit_plain", password=password)
+    schema = TABLES + "CREATE SEQUENCE hidden;\nREVOKE ALL ON SEQUENCE hidden FROM CURRENT_USER;\n"
+    migrations = tmp_path / "schema.sql"
+    migrations.write_text(schema)
+    settings = IsolationSettings(backend="external", dsn=dsn, migrations=(migrations,), pool_size=1)
+    with IsolationSession(settings) as session, pytest.raises(MigrationError) as info:
+        _ready_pool(session)
+    message = str(info.value)
+    assert f"cannot read the state of a database made by the migrations {migrations}" in message
+    assert "permission denied for sequence hidden" in message
+    assert "warm-pool or template" in message

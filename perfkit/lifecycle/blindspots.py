@@ -15,15 +15,17 @@ when it holds:
   (``ALTER ROLE ... SET track_counts = off`` or ``ALTER DATABASE``): the
   counters the check compares never move, so every write would look clean;
 * anything the readers fail on (an error while reading the first baseline,
-  :func:`unreadable`).
+  :func:`unreadable`), e.g. a sequence whose position perfkit's role (no
+  superuser) was not allowed to read.
 
 Unlogged tables, materialized views, partitions and large objects are read
 like any other relation and pass. Seed rows that cannot be copied out (a
 column type without binary output) are no reason to refuse: the check does
 not need them; :class:`~perfkit.lifecycle.verified.VerifiedPool` then turns
-reset in place off (``reset_unavailable`` event) and recreates changed databases. The error names the migration file (and the
-statement's line when one can be found) and what to use instead: ``warm-pool``
-or ``template``, which recreate every database rather than check it.
+reset in place off (``reset_unavailable`` event) and recreates changed
+databases. The error names the migration file (and the statement's line when
+one can be found) and what to use instead: ``warm-pool`` or ``template``,
+which recreate every database rather than check it.
 """
 
 from __future__ import annotations
