@@ -182,8 +182,8 @@ def run(cfg: Params, *, progress: Callable[[str], None] | None = None) -> dict[s
     settings = cfg.isolation_settings(backend)
     frames: dict[str, pd.DataFrame] = {}
     if cfg.ran("leaks"):
-        say("leak check of every strategy")
         variants = [name for name in cfg.strategies if name in VARIANTS]
+        say("leak check of every strategy" + "".join(f", {v}" for v in variants))
         frames["leaks"] = measure.leak_check(settings, variants)
     if cfg.ran("micro"):
         say(f"micro-benchmarks ({cfg.iterations} iterations)")

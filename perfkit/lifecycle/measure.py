@@ -50,7 +50,7 @@ def suite_progress(say: Callable[[str], None]) -> SuiteProgress:
 
     def on_run(s: bench.SuiteSettings, r: bench.SuiteResult) -> None:
         say(
-            f"suite {s.strategy:<16} workers={s.workers} {r.run['wall_s']:7.2f} s "
+            f"suite {s.strategy:<19} workers={s.workers} {r.run['wall_s']:7.2f} s "
             f"exit={r.run['exit_code']} tests={r.run['tests']} servers={r.run['servers_started']}"
         )
 
