@@ -509,6 +509,60 @@ def test_suite_environment_scrubs_dsns_the_run_did_not_choose() -> None:
     assert env["PERFKIT_SUITE_MODE"] == "perfkit" and env["PERFKIT_SUITE_TESTS"] == "24"
 
 
+# -- variants: a strategy with plugin options, under its own name -----------------------------
+
+
+def test_a_variant_runs_its_strategy_with_its_plugin_options(tmp_path: Path) -> None:
+    settings = bench.SuiteSettings(strategy="verified+stable-dsn", suite="short")
+    command = bench.pytest_command(settings, tmp_path, tmp_path / "t.json")
+    assert "--perfkit-isolation=verified" in command and "--perfkit-stable-dsn" in command
+    assert not [a for a in command if a.startswith("--perfkit-isolation=verified+")]
+
+
+def test_a_variants_rows_carry_the_variant_name_not_its_strategys() -> None:
+    settings = bench.SuiteSettings(strategy="verified+stable-dsn", suite="short")
+    rows = [{"isolation": "verified", "test": "t"}, {"event": "pool_reuse", "strategy": "verified"}]
+    bench.relabel(settings, rows)
+    assert rows[0]["isolation"] == rows[1]["strategy"] == "verified+stable-dsn"
+    plain = [{"isolation": "verified"}]
+    bench.relabel(bench.SuiteSettings(strategy="verified", suite="short"), plain)
+    assert plain == [{"isolation": "verified"}]
+
+
+def test_a_variant_is_held_to_the_fresh_database_goal_and_can_be_the_best_shared() -> None:
+    runs = native_runs()
+    stable = runs[runs["strategy"] == "warm-pool"].assign(strategy="verified+stable-dsn")
+    runs = pd.concat([runs, stable.assign(wall_s=stable["wall_s"] * 0.9)], ignore_index=True)
+    goals = analysis.goals(runs)
+    assert goals["goal"].str.contains(r"\(verified\+stable-dsn\) within 1.25x").any()
+    assert analysis.best_shared(runs.assign(tests=1), 1) == "verified+stable-dsn"
+
+
+def test_conclusions_show_a_variant_apart_and_say_why_the_micro_benchmarks_skip_it() -> None:
+    from perfkit.lifecycle.conclusions import conclusions
+
+    runs = native_runs()
+    stable = runs[runs["strategy"] == "warm-pool"].assign(strategy="verified+stable-dsn")
+    runs = pd.concat([runs, stable], ignore_index=True).assign(
+        tests=24, backend="local", session_s=runs["wall_s"] / 2
+    )
+    tests = pd.DataFrame(
+        {"isolation": ["verified+stable-dsn", "template"], "acquire_s": [0.001, 0.01]}
+    )
+    micro_summary = pd.DataFrame({"case": ["template_cycle"], "median_s": [0.02]})
+    text = conclusions(
+        {
+            "runs": runs,
+            "tests": tests,
+            "micro_summary": micro_summary,
+            "versus_native": analysis.versus_native(runs),
+        }
+    )
+    assert "- verified+stable-dsn / native (one shared database), workers=1: 1.10x" in text
+    assert "- verified+stable-dsn: not in the micro-benchmarks" in text
+    assert "verified+stable-dsn 1.00 ms" in text
+
+
 # -- the comparison with native ---------------------------------------------------------------
 
 
@@ -561,8 +615,19 @@ def test_goals_hold_fresh_databases_to_1_25x_of_native() -> None:
 
 def test_lifecycle_config_picks_strategies_by_suite(user_suite: Path) -> None:
     assert Params().strategies == LAB_STRATEGIES
-    assert Params(suite="short").strategies == ("native", "template", "warm-pool", "verified")
-    assert Params(suite=str(user_suite)).strategies == ("template", "warm-pool", "verified")
+    assert Params(suite="short").strategies == (
+        "native",
+        "template",
+        "warm-pool",
+        "verified",
+        "verified+stable-dsn",
+    )
+    assert Params(suite=str(user_suite)).strategies == (
+        "template",
+        "warm-pool",
+        "verified",
+        "verified+stable-dsn",
+    )
     with_env = Params(suite=str(user_suite), dsn_env="DATABASE_URL")
     assert with_env.strategies[0] == "native"
 
@@ -574,6 +639,12 @@ def test_lifecycle_config_picks_strategies_by_suite(user_suite: Path) -> None:
         ({"suite": "short", "strategies": ["rollback"]}, "rollback"),
         ({"suite": "/no/such/suite"}, "does not exist"),
         ({"suite": "short", "pytest_args": ["-x", 3]}, "pytest_args"),
+        (
+            {"suite": "short", "strategies": ["template+stable-dsn"]},
+            r"strategies: unknown variant 'template\+stable-dsn': \+stable-dsn works only "
+            r"with verified\+stable-dsn",
+        ),
+        ({"suite": "short", "strategies": ["verified+nonesuch"]}, "strategies: unknown variant"),
     ],
 )
 def test_lifecycle_config_rejects_bad_suite_parameters(
@@ -597,8 +668,11 @@ def test_shortbench_runs_a_stable_dsn_variant_of_verified_with_its_option() -> N
     args = shortbench.parse_args(["--strategies", "verified,verified+stable-dsn"])
     plan = shortbench.make_plan(args)
     stable = plan.settings["verified+stable-dsn"]
-    assert stable.strategy == "verified" and stable.pytest_args == ("--perfkit-stable-dsn",)
-    assert plan.settings["verified"].pytest_args == ()
+    assert stable.strategy == "verified+stable-dsn" and stable.isolation == "verified"
+    command = bench.pytest_command(stable, Path("suite"), Path("t.json"))
+    assert "--perfkit-isolation=verified" in command and "--perfkit-stable-dsn" in command
+    plain = bench.pytest_command(plan.settings["verified"], Path("suite"), Path("t.json"))
+    assert "--perfkit-stable-dsn" not in plain
 
 
 @pytest.mark.parametrize(

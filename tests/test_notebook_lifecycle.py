@@ -58,29 +58,52 @@ def test_quick_run_measures_every_strategy_and_saves_the_frames(tmp_path: Path) 
     assert pages.lab_page_problems(run.executed) == []  # no IsolationWarning, no raw frames
 
 
-def test_quick_short_suite_run_compares_template_with_native(tmp_path: Path) -> None:
+def test_quick_short_suite_run_compares_template_and_the_stable_dsn_with_native(
+    tmp_path: Path,
+) -> None:
     out = tmp_path / "data"
     params = {
         "quick": True,
         "backend": "local",
         "suite": "short",
-        "strategies": ["native", "template"],
+        "strategies": ["native", "template", "verified+stable-dsn"],
         "out_dir": str(out),
     }
     run = notebooks.execute(NOTEBOOK, params, output_dir=tmp_path / "runs", html=False)
     assert run.ok
     saved = results.latest("lifecycle", out_dir=out)
     runs = saved.frames["runs"]
-    assert sorted(runs["strategy"]) == ["native", "template"]
+    assert sorted(runs["strategy"]) == ["native", "template", "verified+stable-dsn"]
     assert (runs["exit_code"] == 0).all() and (runs["suite"] == "short").all()
     assert runs["tests"].nunique() == 1 and runs["tests"].iloc[0] >= 14
     versus = saved.frames["versus_native"].set_index("strategy")
-    assert versus.loc["template", "ratio"] > 0
-    assert versus.loc["template", "ratio_low"] <= versus.loc["template", "ratio_high"]
+    for name in ("template", "verified+stable-dsn"):
+        assert versus.loc[name, "ratio"] > 0
+        assert versus.loc[name, "ratio_low"] <= versus.loc[name, "ratio_high"]
+    tests = saved.frames["tests"]
+    assert "verified+stable-dsn" in set(tests["isolation"])  # its own rows, not verified's
+    assert "verified" not in set(tests["isolation"])
+    leaks = saved.frames["leaks"].set_index("strategy")
+    assert leaks.loc["verified+stable-dsn", "isolated"]
     executed = run.executed.read_text()
     assert "template / native (one shared database)" in executed
+    assert "verified+stable-dsn / native (one shared database)" in executed
+    assert "verified+stable-dsn: not in the micro-benchmarks" in executed
     assert pages.lab_page_problems(run.executed) == []
     assert saved.metadata["params"]["suite"] == "short"
+
+
+def test_an_unknown_variant_is_refused_naming_the_parameter_before_a_kernel_starts(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError, match=r"strategies: unknown variant 'template\+stable-dsn'"):
+        notebooks.execute(
+            NOTEBOOK,
+            {**QUICK, "strategies": ["template+stable-dsn"], "out_dir": str(tmp_path / "data")},
+            output_dir=tmp_path / "runs",
+            html=False,
+        )
+    assert not (tmp_path / "runs").exists()  # refused before a kernel started
 
 
 def test_unknown_strategy_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:

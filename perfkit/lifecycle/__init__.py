@@ -5,11 +5,12 @@ nothing heavy, so the pytest plugin in :mod:`perfkit.lifecycle.plugin` loads
 cheaply); the modules behind them:
 
 * :mod:`~perfkit.lifecycle.settings` - :class:`IsolationSettings`
-* :mod:`~perfkit.lifecycle.registry` - strategy names, ``check_name``
+* :mod:`~perfkit.lifecycle.registry` - strategy names, ``check_name``, the lab's variants
 * :mod:`~perfkit.lifecycle.session` - :class:`IsolationSession` (servers, template, leases)
 * :mod:`~perfkit.lifecycle.strategies` - the strategies themselves
 * :mod:`~perfkit.lifecycle.migrations` - SQL splitting, :class:`MigrationError`
 * :mod:`~perfkit.lifecycle.fingerprint` - does a database still equal its template?
+* :mod:`~perfkit.lifecycle.blindspots` - migrations ``verified`` cannot check (refused)
 * :mod:`~perfkit.lifecycle.leakcheck` - does a strategy really isolate tests?
 * :mod:`~perfkit.lifecycle.bench` / :mod:`~perfkit.lifecycle.micro` - measurements
 * :mod:`~perfkit.lifecycle.pytest_postgresql` - pytest-postgresql's fixture shapes

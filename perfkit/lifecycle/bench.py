@@ -48,7 +48,7 @@ import psutil
 from perfkit import validate
 from perfkit.dsn import mask
 from perfkit.errors import ConfigError
-from perfkit.lifecycle.registry import NAMES, check_name
+from perfkit.lifecycle.registry import NAMES, VARIANTS, check_name
 from perfkit.postgres import cleanup
 from perfkit.postgres.settings import BACKENDS
 
@@ -95,15 +95,31 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def check_strategy(name: object) -> str:
-    """``name`` if it is a plugin isolation strategy or a baseline, else ConfigError."""
-    if isinstance(name, str) and name in BASELINES:
+    """``name`` if it is a plugin isolation strategy, a variant or a baseline, else ConfigError.
+
+    A variant (:data:`~perfkit.lifecycle.registry.VARIANTS`, e.g. ``verified+stable-dsn``)
+    runs its strategy with extra plugin options and keeps its own name in every table.
+    """
+    if isinstance(name, str) and (name in BASELINES or name in VARIANTS):
         return name
+    if isinstance(name, str) and "+" in name:
+        option = name.partition("+")[2]
+        known = [v for v in VARIANTS if v.endswith(f"+{option}")]
+        raise ConfigError(
+            f"unknown variant {name!r}: "
+            + (
+                f"+{option} works only with {', '.join(known)}"
+                if known
+                else f"no strategy has a +{option} variant"
+            )
+            + f"; the variants are {', '.join(VARIANTS)}"
+        )
     try:
         return check_name(name)
     except ConfigError:
         raise ConfigError(
-            f"unknown isolation strategy {name!r}; choose one of {', '.join(NAMES)} "
-            f"or the baseline {', '.join(BASELINES)}"
+            f"unknown isolation strategy {name!r}; choose one of {', '.join(NAMES)}, "
+            f"a variant ({', '.join(VARIANTS)}) or the baseline {', '.join(BASELINES)}"
         ) from None
 
 
@@ -131,7 +147,9 @@ def _int_field(name: str, value: object, *, minimum: int | None = None) -> None:
 class SuiteSettings:
     """One run of a measured suite.
 
-    ``strategy`` is a plugin isolation strategy or ``"native"``; ``suite`` is
+    ``strategy`` is a plugin isolation strategy, a variant (``verified+stable-dsn``:
+    the strategy with its plugin options, recorded under the variant's name) or
+    ``"native"``; ``suite`` is
     ``"lab"``, ``"short"`` or the path of the user's own suite directory.
     ``workers`` = 1 runs serially; more uses ``pytest -n workers``. ``quick``
     runs the lab's 6 tests marked ``quick`` or :data:`SHORT_QUICK_TESTS` short
@@ -235,6 +253,16 @@ class SuiteSettings:
         return self.strategy in BASELINES
 
     @property
+    def isolation(self) -> str:
+        """The plugin isolation strategy the run uses (a variant's strategy)."""
+        return VARIANTS[self.strategy][0] if self.strategy in VARIANTS else self.strategy
+
+    @property
+    def variant_args(self) -> tuple[str, ...]:
+        """The plugin options a variant adds (none for a plain strategy)."""
+        return VARIANTS[self.strategy][1] if self.strategy in VARIANTS else ()
+
+    @property
     def is_user_suite(self) -> bool:
         return isinstance(self.suite, Path)
 
@@ -305,7 +333,8 @@ def pytest_command(
     if junit is not None:
         args.append(f"--junitxml={junit}")
     if not settings.native:
-        args.append(f"--perfkit-isolation={settings.strategy}")
+        args.append(f"--perfkit-isolation={settings.isolation}")
+        args += settings.variant_args
         if settings.backend != "external":  # external: implied by PERFKIT_DSN in the environment
             args.append(f"--perfkit-backend={settings.backend}")
         if settings.pool_size is not None:
@@ -519,6 +548,17 @@ def _summarize(
     return tests, events
 
 
+def relabel(settings: SuiteSettings, rows: list[dict[str, Any]]) -> None:
+    """Give a variant's per-test and event rows the variant's name (the plugin records its
+    strategy's), so every table keeps the variant apart from the plain strategy."""
+    if settings.strategy == settings.isolation:
+        return
+    for row in rows:
+        for key in ("isolation", "strategy"):
+            if row.get(key) == settings.isolation:
+                row[key] = settings.strategy
+
+
 def junit_counts(path: Path) -> tuple[int, int] | None:
     """(tests run, tests failed or errored) from a JUnit XML report; None without one."""
     import xml.etree.ElementTree as ET
@@ -670,6 +710,7 @@ def run_suite(settings: SuiteSettings, *, workdir: Path | None = None) -> SuiteR
         document = json.loads(timings.read_text()) if timings.exists() else {}
         counts = junit_counts(junit)
     tests, events = _summarize(document, settings.strategy if settings.native else None)
+    relabel(settings, [*tests, *events])
     workers = document.get("workers", [])
     samples = sampler.samples
     peak = max(samples, key=lambda s: s["total_bytes"]) if samples else {}
@@ -692,7 +733,7 @@ def run_suite(settings: SuiteSettings, *, workdir: Path | None = None) -> SuiteR
         + (1 if server is not None else 0),
         "server_start_s": server_start_s
         if settings.native
-        else _server_seconds(events, settings.strategy),
+        else _server_seconds(events, settings.isolation),
         "containers_started": len(sampler.containers_seen),
         "databases_created": sum(int(w.get("databases_created", 0)) for w in workers),
         "peak_total_bytes": peak.get("total_bytes", 0),

@@ -21,13 +21,13 @@ from typing import Any
 import pandas as pd
 
 from perfkit import timebudget
-from perfkit.lifecycle.registry import SHARED
+from perfkit.lifecycle.registry import ISOLATING_SHARED
 from perfkit.verdicts import Verdict, decide
 
 #: Run the suite once more under these strategies (round number given); return new runs rows.
 RunRound = Callable[[Sequence[str], int], pd.DataFrame]
 
-ISOLATING = tuple(name for name in SHARED if name != "none")
+ISOLATING = ISOLATING_SHARED
 BUDGET_COLUMNS = ("round", "strategies", "seconds", "spent_s", "budget_s", "stop_reason")
 # The stop reasons, one set for every lab (:mod:`perfkit.timebudget`).
 SEPARATED = timebudget.SEPARATED

@@ -24,6 +24,7 @@ from perfkit import headlines
 from perfkit.errors import ConfigError
 from perfkit.lab import LabParams, Progress, Results, param
 from perfkit.lifecycle import analysis, bench, budget, conclusions, measure, micro
+from perfkit.lifecycle.registry import VARIANTS
 from perfkit.lifecycle.settings import AUTO, TEMPLATE_STRATEGIES, IsolationSettings
 
 if TYPE_CHECKING:
@@ -31,7 +32,9 @@ if TYPE_CHECKING:
 
 #: Strategies measured when the notebook's ``strategies`` is None, by suite.
 LAB_STRATEGIES = ("per-test-server", "rollback", "truncate", "template", "warm-pool", "verified")
-SHORT_STRATEGIES = ("native", "template", "warm-pool", "verified")
+SHORT_STRATEGIES = ("native", "template", "warm-pool", "verified", "verified+stable-dsn")
+#: ... and for a user suite (``native`` first when ``dsn_env`` is given).
+USER_STRATEGIES = ("template", "warm-pool", "verified", "verified+stable-dsn")
 
 
 #: The lab's stages (``stages`` picks some): the leak check of every strategy, the
@@ -45,8 +48,12 @@ class Params(LabParams):
     """The lifecycle notebook's parameters: the only place their defaults and help live.
 
     ``strategies`` None means: every plugin strategy for the lab suite;
-    native, template, warm-pool and verified for the short suite; template,
-    warm-pool and verified (plus native when ``dsn_env`` is given) for a user suite.
+    native, template, warm-pool, verified and verified+stable-dsn for the short
+    suite; the same without native (unless ``dsn_env`` is given) for a user suite.
+    A variant (``verified+stable-dsn``: verified with ``--perfkit-stable-dsn``) is
+    measured under its own name in the suites stage and the leak check; the
+    micro-benchmarks time fixed cases (clone, rollback, pool hand-out) and skip
+    it, which the conclusions say.
     """
 
     STAGES: ClassVar[tuple[str, ...]] = STAGES
@@ -88,10 +95,12 @@ class Params(LabParams):
     def check(self) -> None:
         if not self.strategies:
             raise ConfigError("strategies must name at least one strategy")
-        for name in self.strategies:
-            bench.check_strategy(name)
         for name in self.strategies:  # every suite run's settings, checked before any server
-            self.suite_settings(name, workers=1, backend="local")
+            try:
+                bench.check_strategy(name)
+                self.suite_settings(name, workers=1, backend="local")
+            except ConfigError as exc:
+                raise ConfigError(f"strategies: {exc}") from None
         if self.parallel is not None and (
             not self.parallel
             or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.parallel)
@@ -117,7 +126,7 @@ class Params(LabParams):
             return LAB_STRATEGIES
         if suite == "short":
             return SHORT_STRATEGIES
-        return (*(("native",) if self.dsn_env else ()), "template", "warm-pool", "verified")
+        return (*(("native",) if self.dsn_env else ()), *USER_STRATEGIES)
 
     def suite_kwargs(self) -> dict[str, Any]:
         """The suite's part of :class:`bench.SuiteSettings` (quick only for shipped suites)."""
@@ -173,8 +182,9 @@ def run(cfg: Params, *, progress: Callable[[str], None] | None = None) -> dict[s
     settings = cfg.isolation_settings(backend)
     frames: dict[str, pd.DataFrame] = {}
     if cfg.ran("leaks"):
-        say("leak check of every strategy")
-        frames["leaks"] = measure.leak_check(settings)
+        variants = [name for name in cfg.strategies if name in VARIANTS]
+        say("leak check of every strategy" + "".join(f", {v}" for v in variants))
+        frames["leaks"] = measure.leak_check(settings, variants)
     if cfg.ran("micro"):
         say(f"micro-benchmarks ({cfg.iterations} iterations)")
         frames["micro"] = measure.micro_benchmarks(settings, cfg)

@@ -7,14 +7,15 @@ Everything here starts servers or pytest subprocesses (through :mod:`leakcheck`,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from perfkit.errors import SuiteFailed
 from perfkit.lifecycle import bench, leakcheck, micro
-from perfkit.lifecycle.registry import NAMES
+from perfkit.lifecycle.registry import NAMES, VARIANT_SETTINGS, base_strategy
 from perfkit.lifecycle.session import IsolationSession
 from perfkit.lifecycle.settings import IsolationSettings
 
@@ -26,10 +27,17 @@ SuiteProgress = Callable[[bench.SuiteSettings, bench.SuiteResult], None]
 FAILED_OUTPUT_CHARS = 3000
 
 
-def leak_check(settings: IsolationSettings) -> pd.DataFrame:
-    """Two tests under every strategy: what leaked from the first to the second."""
+def leak_check(settings: IsolationSettings, variants: Sequence[str] = ()) -> pd.DataFrame:
+    """Two tests under every strategy, then under each of ``variants`` (a session of its own
+    with the variant's settings, its row under its own name): what leaked into the second."""
     with IsolationSession(settings, extra_sql=leakcheck.PROBE_SQL) as session:
-        return pd.DataFrame([r.as_row() for r in leakcheck.check_all(session, NAMES)])
+        rows = [r.as_row() for r in leakcheck.check_all(session, NAMES)]
+    for name in variants:
+        strategy = base_strategy(name)
+        varied = replace(settings, isolation=strategy, **VARIANT_SETTINGS[name])  # type: ignore[arg-type]
+        with IsolationSession(varied, extra_sql=leakcheck.PROBE_SQL) as session:
+            rows.append({**leakcheck.check(session, strategy).as_row(), "strategy": name})
+    return pd.DataFrame(rows)
 
 
 def micro_benchmarks(settings: IsolationSettings, params: Params) -> pd.DataFrame:
@@ -42,7 +50,7 @@ def suite_progress(say: Callable[[str], None]) -> SuiteProgress:
 
     def on_run(s: bench.SuiteSettings, r: bench.SuiteResult) -> None:
         say(
-            f"suite {s.strategy:<16} workers={s.workers} {r.run['wall_s']:7.2f} s "
+            f"suite {s.strategy:<19} workers={s.workers} {r.run['wall_s']:7.2f} s "
             f"exit={r.run['exit_code']} tests={r.run['tests']} servers={r.run['servers_started']}"
         )
 

@@ -15,8 +15,9 @@ instead (its start-up then counts in the strategy's time).
 
 Printed per strategy: n, median wall time, the ratio to native with a 95%
 bootstrap interval (seeded, paired by repetition) and the plugin's per-test
-acquire/release p50/p99 from its timing files. A strategy named with the
-suffix ``+stable-dsn`` (``verified+stable-dsn``) runs with ``--perfkit-stable-dsn``.
+acquire/release p50/p99 from its timing files. A variant
+(:data:`~perfkit.lifecycle.registry.VARIANTS`: ``verified+stable-dsn``) runs
+its strategy with its plugin options (``--perfkit-stable-dsn``).
 Goal: a fresh database per test within 1.25x of native. The server and every
 temporary directory are removed on success, failure and Ctrl-C.
 """
@@ -35,8 +36,6 @@ from perfkit.lifecycle import analysis, bench
 
 DEFAULT_STRATEGIES = ("warm-pool", "template")
 PLACEHOLDER_DSN = "postgresql://perfkit@127.0.0.1:5432/perfkit"
-#: A strategy name with this suffix runs the strategy with ``--perfkit-stable-dsn``.
-STABLE_SUFFIX = "+stable-dsn"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,14 +90,13 @@ def make_plan(args: argparse.Namespace) -> Plan:
         raise ConfigError(f"--repeat must be at least 1, got {args.repeat}")
     settings: dict[str, bench.SuiteSettings] = {}
     for name in dict.fromkeys([bench.NATIVE, *names]):
-        strategy = name.removesuffix(STABLE_SUFFIX)
-        bench.check_strategy(strategy)
-        if strategy != name and strategy != "verified":
-            raise ConfigError(f"{name}: a stable DSN ({STABLE_SUFFIX}) works only with verified")
+        try:
+            bench.check_strategy(name)
+        except ConfigError as exc:
+            raise ConfigError(f"--strategies: {exc}") from None
         own = args.own_servers and name != bench.NATIVE
         settings[name] = bench.SuiteSettings(
-            strategy=strategy,
-            pytest_args=("--perfkit-stable-dsn",) if strategy != name else (),
+            strategy=name,
             suite="short",
             backend=args.backend if own else "external",
             dsn=None if own else PLACEHOLDER_DSN,
@@ -148,10 +146,7 @@ def run(plan: Plan, *, say: Callable[[str], None] = print) -> dict[str, pd.DataF
                 run_row = {**result.run, "strategy": name, "repetition": repetition}
                 run_row["order"] = done
                 runs.append(run_row)
-                tests.extend(
-                    {**t, "isolation": name} if t.get("isolation") == settings.strategy else t
-                    for t in result.tests
-                )
+                tests.extend(result.tests)  # a variant's rows carry its name (bench)
                 say(
                     f"run {done:>2}/{total} {name:<16} wall {run_row['wall_s']:6.2f} s  "
                     f"exit {run_row['exit_code']}  tests {run_row['tests']}"

@@ -27,7 +27,8 @@ serves a test that comes while the home is out.
 The verdict comes from the server, never from the test. What it costs and
 what it saw are recorded (``pool_reuse`` / ``pool_reset`` / ``pool_dirty`` events)
 and shown in the plugin's summary line. Its blind spots are listed in
-:mod:`perfkit.lifecycle.cleancheck`.
+:mod:`perfkit.lifecycle.cleancheck`; migrations that make a database it
+cannot check are refused before the first test (:mod:`perfkit.lifecycle.blindspots`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from perfkit.dsn import mask
+from perfkit.lifecycle import blindspots
 from perfkit.lifecycle import reset as resets
 from perfkit.lifecycle.cleancheck import (
     RELATIONS_CHANGED,
@@ -102,6 +105,7 @@ class VerifiedPool(WarmPool):
         self._returned: queue.Queue[object] = queue.Queue()
         self._stable = self.session.settings.stable_dsn
         self._home: StableHome | None = None
+        self._vetted = False  # blindspots: the first database is looked at before any test
         super().setup()
         # Held from here on: the session keeps its lock while it closes strategies, so a
         # recycler must not need the session's lock to hand a database to the janitor.
@@ -118,9 +122,9 @@ class VerifiedPool(WarmPool):
         dsn = self.session.dsn_for(name)
         conn = connect(dsn)
         try:
-            baseline = _read_baseline(conn)
+            baseline = _read_baseline(conn) if self._vetted else self._first_baseline(conn)
             if self._pristine is None and self._can_reset:
-                self._pristine = resets.read_pristine(conn)
+                self._pristine = self._read_pristine(conn)
         except BaseException:
             _close_quietly(conn)
             raise
@@ -130,6 +134,33 @@ class VerifiedPool(WarmPool):
             _close_quietly(conn)
             return _Ready(dbname=name, dsn=dsn, conn=None)
         return _Ready(dbname=name, dsn=dsn, conn=conn)
+
+    def _read_pristine(self, conn: psycopg.Connection) -> resets.Pristine | None:
+        """The seed rows, or None (and no resets from now on) when they cannot be copied out:
+        a column type without binary output (some extensions' types). Changed rows are then
+        recreated; the check does not need them."""
+        try:
+            return resets.read_pristine(conn)
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            self._can_reset = False
+            reason = mask(str(exc)).strip()
+            self.session.record("reset_unavailable", 0.0, strategy=self.name, reason=reason)
+            return None
+
+    def _first_baseline(self, conn: psycopg.Connection) -> _Baseline:
+        """The first database's baseline, after refusing migrations the check cannot see."""
+        migrations = self.session.settings.migrations
+        try:
+            blindspots.refuse_unverifiable(conn, self.session.statements, migrations)
+            baseline = _read_baseline(conn)
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            raise blindspots.unreadable(exc, migrations) from exc
+        self._vetted = True
+        return baseline
 
     # -- stable DSN: one home database per worker ---------------------------------------
 
