@@ -40,10 +40,10 @@ CHILD = textwrap.dedent(
 )
 
 
-
 def own_tempdirs() -> set[Path]:
     """perfkit temp directories this test process owns (others' runs may make their own)."""
     return {p for p in cleanup.owned_tempdirs() if cleanup.owner_of(p) == os.getpid()}
+
 
 def bouncer_pids() -> set[int]:
     return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "pgbouncer"}
