@@ -530,7 +530,7 @@ def _add_report(sub: Any) -> None:
     rep.add_argument(
         "--quick",
         action="store_true",
-        help="small parameters (about 3 minutes on a 2-core machine, the full report about 10)",
+        help="small parameters (about 3 minutes on a 2-core machine, the full report about 12)",
     )
     rep.add_argument(
         "--runs",
