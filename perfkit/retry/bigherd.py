@@ -571,7 +571,8 @@ def sim_settings_for(summary: dict[str, Any], calibration: dict[str, float]) -> 
     )
 
 
-def _ratio(real: float, sim: float) -> float:
+def ratio(real: float, sim: float) -> float:
+    """real / sim; NaN when either is NaN; 1 when both are 0 and inf when only sim is."""
     if math.isnan(real) or math.isnan(sim):
         return math.nan
     if sim == 0:
@@ -610,7 +611,7 @@ def compare_with_simulation(
                 "metric": metric,
                 "real": real,
                 "sim": simulated,
-                "ratio": _ratio(real, simulated),
+                "ratio": ratio(real, simulated),
                 "n": int(summary["n_clients"]),
             }
             if metric in _QUANTILES:

@@ -298,7 +298,7 @@ SERVER_STAGES = ("outages", "budget", "hang", "herd", "fleet", "simulation")
 
 
 def check_plan(params: Params) -> modelcheck.CheckPlan:
-    """The ``validation`` stage's plan from the lab's parameters."""
+    """The ``fleet`` stage's plan from the lab's parameters."""
     p = params
     return modelcheck.CheckPlan(
         strategies=tuple(p.fleet_strategies),

@@ -43,6 +43,7 @@ from perfkit.retry.bigherd import (
     DEFAULT_STRATEGIES,
     MAX_CONNECTIONS_MARGIN,
     BigHerdSettings,
+    ratio,
     run_big_herd,
     sim_settings_for,
 )
@@ -104,14 +105,6 @@ def median_interval(values: Sequence[float], *, level: float = 0.95) -> dict[str
     }
 
 
-def _ratio(real: float, sim: float) -> float:
-    if math.isnan(real) or math.isnan(sim):
-        return math.nan
-    if sim == 0:
-        return 1.0 if real == 0 else math.inf
-    return real / sim
-
-
 def _overlap(r: Mapping[str, Any], s: Mapping[str, Any]) -> bool:
     ends = (r["low"], r["high"], s["low"], s["high"])
     if any(math.isnan(x) for x in ends):
@@ -122,8 +115,8 @@ def _overlap(r: Mapping[str, Any], s: Mapping[str, Any]) -> bool:
 def _row(
     key: tuple[str, int], metric: str, r: dict[str, Any], s: dict[str, Any], tol: float
 ) -> dict[str, Any]:
-    ratio = _ratio(r["value"], s["value"])
-    within = bool(not math.isnan(ratio) and abs(ratio - 1.0) <= tol)
+    real_to_sim = ratio(r["value"], s["value"])
+    within = bool(not math.isnan(real_to_sim) and abs(real_to_sim - 1.0) <= tol)
     overlap = _overlap(r, s)
     return {
         "strategy": key[0],
@@ -137,7 +130,7 @@ def _row(
         "sim_low": s["low"],
         "sim_high": s["high"],
         "sim_n": s["n"],
-        "ratio": ratio,
+        "ratio": real_to_sim,
         "within_tolerance": within,
         "intervals_overlap": overlap,
         "agrees": within or overlap,
