@@ -441,6 +441,30 @@ def _big_summary(
     }
 
 
+def herd_server_settings(backend: str, n_clients: int) -> ServerSettings:
+    """A server with room for a herd of ``n_clients`` (plus :data:`MAX_CONNECTIONS_MARGIN`)."""
+    return ServerSettings(
+        backend=backend,
+        server_settings={
+            **FAST_SERVER_SETTINGS,
+            "max_connections": n_clients + MAX_CONNECTIONS_MARGIN,
+        },
+    )
+
+
+def check_room(server: PostgresServer, n_clients: int) -> int:
+    """The server's ``max_connections``; ConfigError unless it leaves room for
+    ``n_clients``, the backend sampler and the readiness probe."""
+    limit = herd.max_connections(server)
+    if limit < n_clients + 2:
+        raise ConfigError(
+            f"max_connections is {limit}: {n_clients} clients plus the sampler and the "
+            f"readiness probe need {n_clients + 2} (give max_connections="
+            f"{n_clients + MAX_CONNECTIONS_MARGIN} in the server settings)"
+        )
+    return limit
+
+
 def run_big_herd(server: PostgresServer, bs: BigHerdSettings, *, seed: int = 0) -> dict[str, Any]:
     """One run on a running ``server`` (left running): summary plus frames.
 
@@ -453,13 +477,7 @@ def run_big_herd(server: PostgresServer, bs: BigHerdSettings, *, seed: int = 0) 
     """
     if not server.is_ready():
         server.bring_up(wait=True)
-    limit = herd.max_connections(server)
-    if limit < bs.n_clients + 2:
-        raise ConfigError(
-            f"max_connections is {limit}: {bs.n_clients} clients plus the sampler and the "
-            f"readiness probe need {bs.n_clients + 2} (give max_connections="
-            f"{bs.n_clients + MAX_CONNECTIONS_MARGIN} in the server settings)"
-        )
+    limit = check_room(server, bs.n_clients)
     ensure_fd_limit(bs.n_clients, processes=bs.processes)
     started = time.monotonic()
     sampler = BackendSampler(server.dsn).start()
@@ -714,13 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if limits["raised"]:
         print(f"raised the open-files soft limit {limits['soft_before']} -> {limits['soft']}")
-    settings = ServerSettings(
-        backend=args.backend,
-        server_settings={
-            **FAST_SERVER_SETTINGS,
-            "max_connections": args.clients + MAX_CONNECTIONS_MARGIN,
-        },
-    )
+    settings = herd_server_settings(args.backend, args.clients)
     t0 = time.monotonic()
     with create_server(settings) as server:
         frames = big_herd(

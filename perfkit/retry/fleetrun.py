@@ -40,11 +40,11 @@ import pandas as pd
 
 from perfkit import validate
 from perfkit.errors import ConfigError
-from perfkit.postgres import FAST_SERVER_SETTINGS, PostgresServer, ServerSettings, create_server
+from perfkit.postgres import PostgresServer, create_server
 from perfkit.retry.bigherd import (
     DEFAULT_STRATEGIES,
-    MAX_CONNECTIONS_MARGIN,
     BigHerdSettings,
+    herd_server_settings,
     run_big_herd,
     sim_settings_for,
 )
@@ -209,12 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, IndexError) as exc:
         print(f"error: {exc or 'no strategies'}", file=sys.stderr)
         return 2
-    limit = args.clients + MAX_CONNECTIONS_MARGIN
-    server_settings = ServerSettings(
-        backend=args.backend,
-        server_settings={**FAST_SERVER_SETTINGS, "max_connections": limit},
-    )
-    with create_server(server_settings) as server:
+    with create_server(herd_server_settings(args.backend, args.clients)) as server:
         costs = measure_setup_costs(server, seed=args.seed)
         print(costs.summary(), flush=True)
         pilot = run_big_herd(server, BigHerdSettings(strategy=named[0], n_clients=args.clients))

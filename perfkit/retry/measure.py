@@ -31,6 +31,7 @@ from perfkit.retry import (
     modelcheck,
     readiness,
 )
+from perfkit.retry.bigherd import MAX_CONNECTIONS_MARGIN
 from perfkit.retry.conclusions import FITTED
 from perfkit.retry.probe import LOG_CONNECTION_SETTINGS
 from perfkit.serverprofile.profiler import FRAME_NAMES as PROFILE_FRAMES
@@ -318,7 +319,7 @@ def max_connections_for(params: Params) -> int:
     sizes = [*params.client_counts]
     if params.ran("fleet"):
         sizes += params.fleet_sizes
-    return max(sizes) + 20
+    return max(sizes) + MAX_CONNECTIONS_MARGIN
 
 
 def run_lab(params: Params, *, progress: Progress = print) -> tuple[Frames, dict[str, Any]]:

@@ -36,7 +36,7 @@ from perfkit.retry.bigherd import BigHerdSettings, default_client_processes, run
 from perfkit.retry.contention import ContentionSettings, simulate_contended
 from perfkit.retry.fleet import FleetRecommendation, recommend_for_fleet
 from perfkit.retry.fleetrun import RECOMMENDED
-from perfkit.retry.setupcost import COST_KEYS, measure_setup_costs
+from perfkit.retry.setupcost import measure_setup_costs, model_costs
 from perfkit.verdicts import decide
 
 Frames = dict[str, pd.DataFrame]
@@ -190,13 +190,7 @@ def large_simulation(
     The herd is configured as the checked ones were: clients on this machine, spread over
     client processes as :class:`~perfkit.retry.bigherd.BigHerdSettings` spreads them.
     """
-    row = setup_costs.iloc[0]
-    costs = {key: float(row[key]) for key in COST_KEYS}
-    postmaster = row.get("postmaster_cpu_per_connect_s")
-    if postmaster is not None and pd.notna(postmaster):
-        costs["postmaster_cpu_per_connect_s"] = min(
-            float(postmaster), costs["server_cpu_per_connect_s"]
-        )
+    costs = model_costs(setup_costs.iloc[0])
     rows = []
     for timeout in dict.fromkeys([connect_timeout, LONG_TIMEOUT_S]):
         settings = ContentionSettings.from_costs(

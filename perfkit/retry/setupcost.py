@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -67,6 +67,19 @@ MEASURED = (
 #: The keys every ``to_dict`` has (``postmaster_cpu_per_connect_s`` only when measured).
 COST_KEYS = ("cores", "server_cpu_per_connect_s", "client_cpu_per_attempt_s", "connect_s",
              "refused_s")  # fmt: skip
+
+
+def model_costs(measured: Mapping[str, Any]) -> dict[str, float]:
+    """The ``costs`` mapping from measured values (a :class:`SetupCosts` or a saved
+    ``setup_costs`` row): :data:`COST_KEYS`, plus ``postmaster_cpu_per_connect_s`` when it was
+    measured (at most the server's whole cost per connect, which includes it)."""
+    out = {k: float(measured[k]) for k in COST_KEYS}
+    postmaster = measured.get("postmaster_cpu_per_connect_s")
+    if postmaster is not None and math.isfinite(float(postmaster)):
+        out["postmaster_cpu_per_connect_s"] = min(
+            float(postmaster), out["server_cpu_per_connect_s"]
+        )
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,11 +115,7 @@ class SetupCosts:
         ``postmaster_cpu_per_connect_s`` is included when it was measured (at most
         the server's whole cost per connect, which includes it).
         """
-        out = {k: float(getattr(self, k)) for k in COST_KEYS}
-        postmaster = self.postmaster_cpu_per_connect_s
-        if math.isfinite(postmaster):
-            out["postmaster_cpu_per_connect_s"] = min(postmaster, out["server_cpu_per_connect_s"])
-        return out
+        return model_costs(self.row())
 
     def estimate(self, name: str) -> Estimate:
         """One measured cost with its interval and n (blocks for CPU, attempts for times)."""

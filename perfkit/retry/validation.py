@@ -37,12 +37,12 @@ import pandas as pd
 
 from perfkit import stats, validate
 from perfkit.errors import ConfigError
-from perfkit.postgres import FAST_SERVER_SETTINGS, PostgresServer, ServerSettings, create_server
-from perfkit.retry import herd
+from perfkit.postgres import PostgresServer, create_server
 from perfkit.retry.bigherd import (
     DEFAULT_STRATEGIES,
-    MAX_CONNECTIONS_MARGIN,
     BigHerdSettings,
+    check_room,
+    herd_server_settings,
     ratio,
     run_big_herd,
     sim_settings_for,
@@ -298,14 +298,7 @@ def run_validation(
     ]
     if not plan:
         raise ConfigError("run_validation needs at least one strategy and one size")
-    largest = max(plan, key=lambda p: p[1].n_clients)[1]
-    limit = herd.max_connections(server)
-    if limit < largest.n_clients + 2:
-        raise ConfigError(
-            f"max_connections is {limit}: the largest herd ({largest.n_clients} clients) needs "
-            f"{largest.n_clients + 2} (give max_connections="
-            f"{largest.n_clients + MAX_CONNECTIONS_MARGIN} in the server settings)"
-        )
+    check_room(server, max(bs.n_clients for _, bs in plan))  # before the first herd
     for _, bs in plan:
         ensure_fd_limit(bs.n_clients, processes=bs.processes)
     real_rows, sim_rows, frames = [], [], []
@@ -484,14 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        settings = ServerSettings(
-            backend=args.backend,
-            server_settings={
-                **FAST_SERVER_SETTINGS,
-                "max_connections": max(sizes) + MAX_CONNECTIONS_MARGIN,
-            },
-        )
-        with create_server(settings) as server:
+        with create_server(herd_server_settings(args.backend, max(sizes))) as server:
             costs = measure_setup_costs(server, n=args.costs_n, seed=args.seed)
             print(costs.summary(), flush=True)
             args.out.mkdir(parents=True, exist_ok=True)
