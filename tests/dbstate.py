@@ -7,10 +7,12 @@ that must agree with it).
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg
 from psycopg import sql
 
 from perfkit.lifecycle.dbconnect import admin_connect, connect
@@ -179,3 +181,27 @@ CLEAN: dict[str, str | list[str]] = {
         " ALTER TABLE accounts ENABLE TRIGGER accounts_log"
     ),
 }
+
+#: Every planted and clean statement: the pool the randomized cases draw from.
+STATEMENTS = sorted({*PLANTED.values(), *(v for v in CLEAN.values() if isinstance(v, str))})
+
+
+def random_steps(rng: random.Random) -> list[tuple[str, str]]:
+    """Up to four (connection "A" or "B", statement) steps of one randomized case."""
+    return [(rng.choice("AB"), rng.choice(STATEMENTS)) for _ in range(rng.randint(0, 4))]
+
+
+def play(
+    a: psycopg.Connection, b: psycopg.Connection, steps: list[tuple[str, str]], commit_b: bool
+) -> None:
+    """Run the steps on A (autocommit) and B (a transaction, committed only with
+    ``commit_b``); errors are part of the game (a dropped table, a lock timeout)."""
+    for who, statement in steps:
+        conn = a if who == "A" else b
+        try:
+            conn.execute(statement)
+        except psycopg.Error:
+            if conn is b:
+                b.rollback()
+    if commit_b:
+        b.commit()

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import random
 
-import psycopg
 import pytest
-from dbstate import CLEAN, PLANTED, made_clone, run_statements
+from dbstate import CLEAN, PLANTED, made_clone, play, random_steps, run_statements
 
 from perfkit.lifecycle import Fingerprint, equals_template
 from perfkit.lifecycle.cleancheck import State, end_other_sessions, read_state, unchanged
@@ -107,27 +106,12 @@ def test_a_prepared_transaction_left_behind_is_seen(pg_server: PostgresServer, c
 
 # -- randomized: seeded statement sequences from two connections -------------------------
 
-STATEMENTS = sorted({*PLANTED.values(), *(v for v in CLEAN.values() if isinstance(v, str))})
-
-
-def _random_case(rng: random.Random) -> list[tuple[str, str]]:
-    """Up to four (connection, statement) steps; "B" may be left open uncommitted."""
-    return [(rng.choice("AB"), rng.choice(STATEMENTS)) for _ in range(rng.randint(0, 4))]
-
 
 def _play(server: PostgresServer, dbname: str, steps: list[tuple[str, str]], commit_b: bool):
-    """Run the steps; errors are part of the game (a dropped table, a lock timeout)."""
+    """Run the steps on two connections; B is returned open for the release to end."""
     a = connect(server.dsn_for(dbname), autocommit=True, options="-c lock_timeout=200")
     b = connect(server.dsn_for(dbname), options="-c lock_timeout=200")
-    for who, statement in steps:
-        conn = a if who == "A" else b
-        try:
-            conn.execute(statement)
-        except psycopg.Error:
-            if conn is b:
-                b.rollback()
-    if commit_b:
-        b.commit()
+    play(a, b, steps, commit_b)
     a.close()
     return b  # left open: the release must end it
 
@@ -140,7 +124,7 @@ def run_randomized(
     clean = false_dirty = 0
     misses: list[str] = []
     for case in range(cases):
-        steps = _random_case(rng)
+        steps = random_steps(rng)
         commit_b = rng.random() < 0.5
         with made_clone(server, template) as dbname:
             baseline = _state(server, dbname)

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from dbstate import CLEAN, PLANTED, SCHEMA
+from dbstate import CLEAN, PLANTED, SCHEMA, play, random_steps
 
 from perfkit.lifecycle import equals_template, template_fingerprint
 from perfkit.lifecycle.session import IsolationSession
@@ -98,30 +98,19 @@ def test_every_test_of_the_module_got_the_same_name(
     assert len(names) == 1
 
 
-STATEMENTS = sorted({*PLANTED.values(), *(v for v in CLEAN.values() if isinstance(v, str))})
-
-
 def _random_case(
     stable: tuple[IsolationSession, Any], rng: random.Random
 ) -> tuple[list[tuple[str, str]], bool, str]:
     """One test: up to four statements on two kept connections, B maybe left uncommitted."""
     session, reference = stable
-    steps = [(rng.choice("AB"), rng.choice(STATEMENTS)) for _ in range(rng.randint(0, 4))]
+    steps = random_steps(rng)
     commit_b = rng.random() < 0.5
     lease = session.acquire(NAME, "random")
     dsn = lease.require_dsn()
     a = psycopg.connect(dsn, autocommit=True, options="-c lock_timeout=200")
     b = psycopg.connect(dsn, options="-c lock_timeout=200")
     try:
-        for who, statement in steps:
-            conn = a if who == "A" else b
-            try:
-                conn.execute(statement)
-            except psycopg.Error:
-                if conn is b:
-                    b.rollback()
-        if commit_b:
-            b.commit()
+        play(a, b, steps, commit_b)
         session.release(lease)  # both kept open: A idle, B idle or idle in a transaction
     finally:
         a.close()
