@@ -53,7 +53,7 @@ from perfkit.retry.herdproc import ensure_fd_limit
 from perfkit.retry.setupcost import measure_setup_costs
 from perfkit.retry.simulate import SimSettings
 from perfkit.retry.validation import VALIDATED_MODEL, herd_side, median_interval
-from perfkit.verdicts import decide
+from perfkit.verdicts import Verdict, decide
 
 RECOMMENDED = "recommended"
 #: Per-herd metrics reported per strategy.
@@ -125,6 +125,17 @@ def sentence(rec: FleetRecommendation, table: pd.DataFrame, against: str = "naiv
     return text + "; measured on real herds"
 
 
+def all_connected_verdict(runs: pd.DataFrame) -> Verdict | None:
+    """:func:`perfkit.decide` on the time until all connected, per strategy (a herd where
+    someone gave up has no such time and is left out); None with fewer than two."""
+    samples = {
+        str(name): cell["all_connected_after_ready_s"].dropna().tolist()
+        for name, cell in runs.groupby("strategy", sort=False)
+    }
+    samples = {name: values for name, values in samples.items() if values}
+    return decide(samples) if len(samples) > 1 else None
+
+
 def run_fleet_check(
     server: PostgresServer,
     rec: FleetRecommendation,
@@ -159,9 +170,7 @@ def run_fleet_check(
                 progress(summary)
     runs = pd.DataFrame(rows)
     table = summarise(runs)
-    samples = {str(s): c["all_connected_after_ready_s"].tolist()
-               for s, c in runs.groupby("strategy", sort=False)}  # fmt: skip
-    verdict = decide(samples) if len(samples) > 1 else None
+    verdict = all_connected_verdict(runs)
     return {"runs": runs, "table": table,
             "verdict": "" if verdict is None else verdict.text(unit="s"),
             "winner": None if verdict is None else verdict.winner,

@@ -37,7 +37,6 @@ from perfkit.retry.contention import ContentionSettings, simulate_contended
 from perfkit.retry.fleet import FleetRecommendation, recommend_for_fleet
 from perfkit.retry.fleetrun import RECOMMENDED
 from perfkit.retry.setupcost import measure_setup_costs, model_costs
-from perfkit.verdicts import decide
 
 Frames = dict[str, pd.DataFrame]
 Say = Callable[[str], None]
@@ -105,19 +104,6 @@ def _recommended_herds(
     return pd.DataFrame(rows)
 
 
-def _verdict(herds: pd.DataFrame) -> str:
-    """Which strategy connects everyone soonest, measured (a winner only when the herds
-    separate it; :func:`perfkit.decide`)."""
-    samples = {
-        str(name): cell["all_connected_after_ready_s"].dropna().tolist()
-        for name, cell in herds.groupby("strategy", sort=False)
-    }
-    samples = {name: values for name, values in samples.items() if values}
-    if len(samples) < 2:
-        return ""
-    return decide(samples).text(unit="s")
-
-
 def run_check(server: PostgresServer, plan: CheckPlan, say: Say, *, level: float = 0.95) -> Frames:
     """The stage (module docstring) on a running ``server`` with room for the largest herd."""
     say(f"setup costs: {plan.cost_samples} connects ...")
@@ -156,7 +142,8 @@ def run_check(server: PostgresServer, plan: CheckPlan, say: Say, *, level: float
     table = fleetrun.summarise(at_size, level=level)
     row = {**rec.to_dict(), "describe": rec.describe()}
     row["measured_sentence"] = fleetrun.sentence(rec, table)
-    row["verdict"] = _verdict(at_size)
+    verdict = fleetrun.all_connected_verdict(at_size)
+    row["verdict"] = "" if verdict is None else verdict.text(unit="s")
     return {
         "setup_costs": pd.DataFrame([costs.row()]),
         "validation_real": pd.concat([real, mine], ignore_index=True),
