@@ -22,6 +22,7 @@ writes moved the counters.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import psycopg
@@ -151,24 +152,57 @@ def read_pristine(conn: psycopg.Connection) -> Pristine:
     return Pristine(rows, sequences)
 
 
-def reset(conn: psycopg.Connection, plan: ResetPlan, pristine: Pristine) -> None:
-    """Carry out ``plan`` on ``conn`` in one transaction, then flush this session's statistics."""
-    with conn.transaction():
-        conn.execute("SET LOCAL session_replication_role = replica")
+def reset(
+    conn: psycopg.Connection, plan: ResetPlan, pristine: Pristine, *, flush_stats: bool = True
+) -> None:
+    """Carry out ``plan`` on ``conn`` (autocommit) in one transaction, then (``flush_stats``)
+    flush this session's statistics, for checks that read the counters.
+
+    The statements go in as few round trips as COPY allows: the emptying in one,
+    one ``COPY`` per table with seed rows, the sequences and the commit in one.
+    """
+    empty = [
+        sql.SQL(
+            "TRUNCATE ONLY {}" if t.live_rows > TRUNCATE_ROWS else "DELETE FROM ONLY {}"
+        ).format(t.qualified)
+        for t in plan.tables
+    ]
+    positions = [
+        sql.SQL("setval({}::regclass, {}, {})").format(
+            sql.Literal(f"{_quoted(s.schema)}.{_quoted(s.name)}"),
+            *map(sql.Literal, pristine.sequences.get((s.schema, s.name), (1, False))),
+        )
+        for s in plan.sequences
+    ]
+    own = conn.autocommit  # else psycopg opened the transaction and commits it
+    try:
+        begin = [sql.SQL("BEGIN")] if own else []
+        conn.execute(
+            sql.SQL("; ").join(
+                [*begin, sql.SQL("SET LOCAL session_replication_role = replica"), *empty]
+            )
+        )
         for table in plan.tables:
-            if table.live_rows > TRUNCATE_ROWS:
-                conn.execute(sql.SQL("TRUNCATE ONLY {}").format(table.qualified))
-            else:
-                conn.execute(sql.SQL("DELETE FROM ONLY {}").format(table.qualified))
             seed = pristine.rows.get((table.schema, table.name))
             if seed:
                 _copy_in(conn, table.qualified, seed)
-        for sequence in plan.sequences:
-            value, called = pristine.sequences.get((sequence.schema, sequence.name), (1, False))
-            conn.execute(
-                "SELECT setval(%s::regclass, %s, %s)",
-                (f"{_quoted(sequence.schema)}.{_quoted(sequence.name)}", value, called),
-            )
+        finish = [sql.SQL("SELECT {}").format(sql.SQL(", ").join(positions))] if positions else []
+        if own:
+            conn.execute(sql.SQL("; ").join([*finish, sql.SQL("COMMIT")]))
+        else:
+            if finish:
+                conn.execute(finish[0])
+            conn.commit()
+    except BaseException:
+        if not conn.closed and not own:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+        elif not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+        raise
+    if not flush_stats:
+        return
     with conn.transaction():
         conn.execute("SELECT pg_stat_force_next_flush()")
     # the flush happens when the session goes idle after that transaction

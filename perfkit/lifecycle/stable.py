@@ -10,7 +10,9 @@ before the next test gets it:
    holding advisory locks, and all of them when temporary relations exist;
    idle ones stay, so an application's cached engine or pool keeps them;
 2. checks the database without the statistics counters (idle sessions may
-   hold theirs back for seconds): :mod:`perfkit.lifecycle.stablecheck`;
+   hold theirs back for seconds): :mod:`perfkit.lifecycle.stablecheck`, on
+   the tables and catalog pages the WAL names (:mod:`perfkit.lifecycle.walcheck`)
+   where the server lets perfkit read its WAL, else on every table and catalog;
 3. unchanged: done; only rows or sequence positions changed: reset in place
    (:mod:`perfkit.lifecycle.reset`); anything else (DDL, TRUNCATE, a catalog
    write, prepared transactions, a session that would not end): dropped with
@@ -30,7 +32,7 @@ import psycopg
 from psycopg import sql
 
 from perfkit.lifecycle import reset as resets
-from perfkit.lifecycle import stablecheck
+from perfkit.lifecycle import stablecheck, walcheck
 from perfkit.lifecycle.dbconnect import connect
 from perfkit.lifecycle.host import StrategyHost
 from perfkit.lifecycle.strategies import _close_quietly as _close
@@ -47,39 +49,98 @@ class StableHome:
         self.dsn = session.dsn_for(name)
         self.pristine = pristine
         self.leased = False
-        self._checker = connect(self.dsn, autocommit=True)
-        self.baseline = stablecheck.read_baseline(self._checker)
+        #: How the last settle decided: "quick" (nothing written), "wal" or "scan".
+        self.last_check = ""
+        self._checker = self._connect()
+        self._wal_off = False
+        self._wal = walcheck.WalReader.open(
+            session.admin_dsn,
+            self._database_oid(),
+            install=session.shared_server.backend != "external",
+        )
+        self.baseline = stablecheck.read_baseline(self._checker, reader=self._wal)
+
+    def _connect(self) -> psycopg.Connection:
+        """The checker's connection: its statements have fixed shapes, so plan each once."""
+        return connect(self.dsn, autocommit=True, options="-c plan_cache_mode=force_generic_plan")
+
+    @property
+    def wal_available(self) -> bool:
+        """Whether the server lets perfkit read its WAL (``pg_walinspect``)."""
+        return self._wal is not None
+
+    @property
+    def reads_wal(self) -> bool:
+        """Whether changes are found from the WAL (else by scanning every table and catalog)."""
+        return self._wal is not None and not self._wal_off
+
+    def use_wal(self, on: bool) -> None:
+        """Find changes from the WAL (when the server lets perfkit read it) or by the full scan;
+        for benchmarks that time both on one home. Takes a new baseline."""
+        self._wal_off = not on
+        self.baseline = stablecheck.read_baseline(self._checker, self.baseline, self._reader)
+
+    @property
+    def _reader(self) -> walcheck.WalReader | None:
+        return self._wal if self.reads_wal else None
+
+    def _database_oid(self) -> int:
+        row = self._checker.execute(
+            "SELECT oid FROM pg_database WHERE datname = current_database()"
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
 
     def settle(self) -> tuple[str, str]:
         """Make the home equal its template again; (event, why) for the records."""
+        self.last_check = ""
         try:
             if self._checker.closed or self._checker.broken:
-                self._checker = connect(self.dsn, autocommit=True)
-            left = stablecheck.end_busy_sessions(self._checker)
+                self._checker = self._connect()
+            left, quick = stablecheck.end_busy_sessions(self._checker)
             if left:
                 return self._recreate(f"{left} session(s) did not end")
-            if stablecheck.quick_clean(self._checker, self.baseline):
+            if stablecheck.quick_clean(self._checker, self.baseline, quick):
+                self.last_check = "quick"
                 return "pool_reuse", ""
-            now = stablecheck.read_detail(self._checker, self.baseline.xmax, self.baseline.query)
-            found = stablecheck.verdict(self.baseline, now)
+            found, now = self._changes()
             if found.other:
                 return self._recreate("; ".join(found.other))
-            if found.clean:  # transaction ids were used elsewhere: move the baseline on
-                self.baseline = stablecheck.moved_on(self.baseline, self._checker)
-                return "pool_reuse", ""
-            truncated = self._reset(found, now)
-            if truncated is None:
-                return self._recreate("rows changed; reset in place not possible")
-            # the reset put back exactly what the check found changed: only a TRUNCATE
-            # (a new relfilenode) changes what the baseline holds beyond its horizon
+            truncated = False
+            if not found.clean:
+                done = self._reset(found, now)
+                if done is None:
+                    return self._recreate("rows changed; reset in place not possible")
+                truncated = done
+            # the reset put back exactly what the check found changed: only a TRUNCATE (a new
+            # relfilenode) or a WAL the reader could not place changes more than the horizon
             self.baseline = (
-                stablecheck.read_baseline(self._checker, self.baseline)
-                if truncated
-                else stablecheck.moved_on(self.baseline, self._checker)
+                stablecheck.read_baseline(self._checker, self.baseline, self._reader)
+                if truncated or (self.reads_wal and self.last_check == "scan")
+                else stablecheck.moved_on(self.baseline, self._checker, self._reader)
             )
+            if found.clean:
+                return "pool_reuse", ""
             return "pool_reset", ", ".join(".".join(t) for t in found.tables)
         except psycopg.Error as exc:
             return self._recreate(f"the check failed: {type(exc).__name__}")
+
+    def _changes(self) -> tuple[stablecheck.Verdict, stablecheck.Detail]:
+        """What changed since the baseline: from the pages the WAL names, else a full scan."""
+        wal, reader = self.baseline.wal, self._reader
+        if wal is not None and reader is not None:
+            try:
+                touched = walcheck.classify(reader.written_since(wal.lsn), wal.nodes)
+            except psycopg.Error:  # the WAL since the baseline is gone, or the reader is
+                touched = None
+            if touched is not None:
+                self.last_check = "wal"
+                now = stablecheck.read_touched(self._checker, self.baseline, touched)
+                if now is not None:
+                    return stablecheck.touched_verdict(self.baseline, now), now
+        self.last_check = "scan"
+        now = stablecheck.read_detail(self._checker, self.baseline.xmax, self.baseline.query)
+        return stablecheck.verdict(self.baseline, now), now
 
     def _reset(self, found: stablecheck.Verdict, now: stablecheck.Detail) -> bool | None:
         """Reset the changed tables and sequences; whether one was truncated (None: not done)."""
@@ -91,7 +152,12 @@ class StableHome:
         tables, sequences = _relations(self._checker, found.tables, moved)
         tables = tuple(replace(t, live_rows=now.tables[(t.schema, t.name)][0]) for t in tables)
         try:
-            resets.reset(self._checker, resets.ResetPlan(tables, sequences), self.pristine)
+            resets.reset(
+                self._checker,
+                resets.ResetPlan(tables, sequences),
+                self.pristine,
+                flush_stats=False,  # the stable check reads no counters
+            )
         except psycopg.errors.InsufficientPrivilege:
             self.pristine = None  # not a superuser: recreate from now on
             return None
@@ -110,12 +176,16 @@ class StableHome:
         _close(self._checker)
         self.session.drop_database(self.name)
         self.session.create_database(self.name)
-        self._checker = connect(self.dsn, autocommit=True)
-        self.baseline = stablecheck.read_baseline(self._checker)
+        self._checker = self._connect()
+        if self._wal is not None:
+            self._wal.database_oid = self._database_oid()
+        self.baseline = stablecheck.read_baseline(self._checker, reader=self._reader)
         return "pool_dirty", why
 
     def close(self) -> None:
         _close(self._checker)
+        if self._wal is not None:
+            self._wal.close()
 
 
 _PREPARED = "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()"

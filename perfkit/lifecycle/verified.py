@@ -164,6 +164,11 @@ class VerifiedPool(WarmPool):
 
     # -- stable DSN: one home database per worker ---------------------------------------
 
+    @property
+    def home(self) -> StableHome | None:
+        """The worker's home database under a stable DSN (None before the first test)."""
+        return self._home
+
     def target(self) -> int:
         """With a stable DSN: one database until the home exists, then only for waiting tests."""
         if not self._stable:
@@ -208,6 +213,8 @@ class VerifiedPool(WarmPool):
         finally:
             home.leased = False
         fields = {"why": why} if why else {}
+        if home.last_check:
+            fields["check"] = home.last_check
         self.session.record(
             event,
             self.session.clock() - t0,
