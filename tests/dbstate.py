@@ -37,6 +37,7 @@ CREATE VIEW rich AS SELECT name FROM accounts WHERE balance > 100;
 CREATE MATERIALIZED VIEW account_count AS SELECT count(*) AS n FROM accounts;
 CREATE SCHEMA extra;
 CREATE TABLE extra.notes (body text);
+CREATE UNLOGGED TABLE scratchpad (note text);
 INSERT INTO accounts (name, balance, feeling) VALUES ('ann', 10, 'ok'), ('bob', 200, 'sad');
 INSERT INTO extra.notes VALUES ('hello');
 """
@@ -95,6 +96,10 @@ PLANTED: dict[str, str] = {
     "update_row": "UPDATE accounts SET balance = 11 WHERE name = 'ann'",
     "update_enum_column": "UPDATE accounts SET feeling = 'sad' WHERE name = 'ann'",
     "delete_row": "DELETE FROM extra.notes",
+    "insert_into_unlogged_table": "INSERT INTO scratchpad VALUES ('never in the WAL')",
+    "row_committed_before_its_wal_is_flushed": (
+        "SET synchronous_commit = off; INSERT INTO empty_things VALUES (5)"
+    ),
     "truncate_table_with_rows": "TRUNCATE extra.notes",
     "truncate_empty_table": "TRUNCATE empty_things",
     "nextval": "SELECT nextval('ticket_seq')",
