@@ -696,6 +696,12 @@ def test_goals_give_the_20x_rollback_ratio_its_interval_and_n() -> None:
     assert row["n"] == 3 and row["ci_low"] <= row["value"] <= row["ci_high"]
 
 
+def test_goals_are_read_at_the_fewest_workers_that_ran() -> None:
+    goals = analysis.goals(lab_runs(REUSE_WALLS).assign(workers=2))
+    row = goals[goals["goal"].str.contains("30x")].iloc[0]
+    assert "workers=2" in row["goal"] and row["value"] == pytest.approx(32.0)
+
+
 def test_conclusions_give_per_test_server_over_the_best_shared_with_interval_n_and_goal() -> None:
     from perfkit.lifecycle.conclusions import conclusions
 
