@@ -63,7 +63,7 @@ def _naive_lines(ok: pd.DataFrame, serial: int, best: str | None) -> list[str]:
             name = f"shared+{improved}"
             goals = [SUITE_SPEEDUP_GOAL] if improved == "rollback" else []
             if improved == best:
-                name = f"best shared ({improved}, of {', '.join(measured)})"
+                name += f" (the best shared of {', '.join(measured)})"
                 goals += [SUITE_REUSE_GOAL] if value == "wall_s" else []
             said = "".join(f"; goal >= {g:g}x: {found.verdict(g)}" for g in goals if lab)
             lines.append(f"- {label}: per-test server / {name} = {_ratio_text(found)}{said}")
