@@ -153,13 +153,19 @@ def read_pristine(conn: psycopg.Connection) -> Pristine:
 
 
 def reset(
-    conn: psycopg.Connection, plan: ResetPlan, pristine: Pristine, *, flush_stats: bool = True
-) -> None:
-    """Carry out ``plan`` on ``conn`` (autocommit) in one transaction, then (``flush_stats``)
-    flush this session's statistics, for checks that read the counters.
+    conn: psycopg.Connection,
+    plan: ResetPlan,
+    pristine: Pristine,
+    *,
+    flush_stats: bool = True,
+    then: sql.Composable | None = None,
+) -> tuple[object, ...] | None:
+    """Carry out ``plan`` on ``conn`` in one transaction, then (``flush_stats``) flush this
+    session's statistics, for checks that read the counters.
 
     The statements go in as few round trips as COPY allows: the emptying in one,
     one ``COPY`` per table with seed rows, the sequences and the commit in one.
+    ``then``: a query run after the commit in that last round trip; its row is returned.
     """
     empty = [
         sql.SQL(
@@ -187,12 +193,16 @@ def reset(
             if seed:
                 _copy_in(conn, table.qualified, seed)
         finish = [sql.SQL("SELECT {}").format(sql.SQL(", ").join(positions))] if positions else []
+        after = [then] if then is not None else []
         if own:
-            conn.execute(sql.SQL("; ").join([*finish, sql.SQL("COMMIT")]))
+            cursor = conn.execute(sql.SQL("; ").join([*finish, sql.SQL("COMMIT"), *after]))
+            while cursor.nextset():
+                pass
         else:
             if finish:
                 conn.execute(finish[0])
             conn.commit()
+            cursor = conn.execute(then) if then is not None else None
     except BaseException:
         if not conn.closed and not own:
             with contextlib.suppress(psycopg.Error):
@@ -201,11 +211,12 @@ def reset(
             with contextlib.suppress(psycopg.Error):
                 conn.execute("ROLLBACK")
         raise
-    if not flush_stats:
-        return
-    with conn.transaction():
-        conn.execute("SELECT pg_stat_force_next_flush()")
-    # the flush happens when the session goes idle after that transaction
+    row = cursor.fetchone() if then is not None and cursor is not None else None
+    if flush_stats:
+        with conn.transaction():
+            conn.execute("SELECT pg_stat_force_next_flush()")
+        # the flush happens when the session goes idle after that transaction
+    return row
 
 
 def _quoted(name: str) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import replace
 
 import psycopg
 from psycopg import sql
@@ -59,6 +58,13 @@ class StableHome:
             install=session.shared_server.backend != "external",
         )
         self.baseline = stablecheck.read_baseline(self._checker, reader=self._wal)
+        self._sequences = self._sequence_names()
+        self._after_reset: stablecheck.Quick | None = None
+
+    def _sequence_names(self) -> dict[int, tuple[str, str]]:
+        """Every sequence of the home by oid (a test that makes one is recreated anyway)."""
+        rows = self._checker.execute(_SEQUENCES).fetchall()
+        return {int(oid): (str(schema), str(name)) for oid, schema, name in rows}
 
     def _connect(self) -> psycopg.Connection:
         """The checker's connection: its statements have fixed shapes, so plan each once."""
@@ -107,6 +113,7 @@ class StableHome:
             if found.other:
                 return self._recreate("; ".join(found.other))
             truncated = False
+            self._after_reset = None
             if not found.clean:
                 done = self._reset(found, now)
                 if done is None:
@@ -117,7 +124,9 @@ class StableHome:
             self.baseline = (
                 stablecheck.read_baseline(self._checker, self.baseline, self._reader)
                 if truncated or (self.reads_wal and self.last_check == "scan")
-                else stablecheck.moved_on(self.baseline, self._checker, self._reader)
+                else stablecheck.moved_on(
+                    self.baseline, self._checker, self._reader, self._after_reset
+                )
             )
             if found.clean:
                 return "pool_reuse", ""
@@ -149,18 +158,22 @@ class StableHome:
         before = json.loads(self.baseline.detail.sequences)
         after = json.loads(now.sequences)
         moved = [int(oid) for oid in after if before.get(oid) != after[oid]]
-        tables, sequences = _relations(self._checker, found.tables, moved)
-        tables = tuple(replace(t, live_rows=now.tables[(t.schema, t.name)][0]) for t in tables)
+        if not set(moved) <= self._sequences.keys():
+            return None  # a sequence the baseline did not have
+        tables = tuple(_relation(s, n, "r", now.tables[(s, n)][0]) for s, n in found.tables)
+        sequences = tuple(_relation(*self._sequences[oid], "S") for oid in moved)
         try:
-            resets.reset(
+            row = resets.reset(
                 self._checker,
                 resets.ResetPlan(tables, sequences),
                 self.pristine,
                 flush_stats=False,  # the stable check reads no counters
+                then=sql.SQL(stablecheck.QUICK),  # the next baseline's reading, same round trip
             )
         except psycopg.errors.InsufficientPrivilege:
             self.pristine = None  # not a superuser: recreate from now on
             return None
+        self._after_reset = stablecheck.as_quick(row) if row is not None else None
         return any(t.live_rows > resets.TRUNCATE_ROWS for t in tables)
 
     def _recreate(self, why: str) -> tuple[str, str]:
@@ -180,6 +193,7 @@ class StableHome:
         if self._wal is not None:
             self._wal.database_oid = self._database_oid()
         self.baseline = stablecheck.read_baseline(self._checker, reader=self._reader)
+        self._sequences = self._sequence_names()
         return "pool_dirty", why
 
     def close(self) -> None:
@@ -189,39 +203,20 @@ class StableHome:
 
 
 _PREPARED = "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()"
-_RELATIONS = """
-SELECT n.nspname, c.relname, c.relkind, c.oid FROM pg_class c
-  JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
-    OR c.oid = ANY(%s::oid[])
+_SEQUENCES = """
+SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'S' AND c.relpersistence <> 't'
 """
 
 
-def _relations(
-    conn: psycopg.Connection, tables: tuple[tuple[str, str], ...], sequences: list[int]
-) -> tuple[tuple[resets.Relation, ...], tuple[resets.Relation, ...]]:
-    """:class:`~perfkit.lifecycle.reset.Relation` rows for the tables and sequences to reset."""
-    rows = conn.execute(
-        _RELATIONS, ([s for s, _ in tables], [n for _, n in tables], sequences)
-    ).fetchall()
-    found = [
-        (
-            int(oid),
-            resets.Relation(
-                schema=schema,
-                name=name,
-                kind=kind,
-                identity=(),
-                writes=0,
-                sequence_position=None,
-                toast_of=0,
-                live_rows=0,
-            ),
-        )
-        for schema, name, kind, oid in rows
-    ]
-    wanted = set(tables)
-    return (
-        tuple(r for _, r in found if (r.schema, r.name) in wanted and r.kind == "r"),
-        tuple(r for oid, r in found if oid in sequences and r.kind == "S"),
+def _relation(schema: str, name: str, kind: str, live_rows: int = 0) -> resets.Relation:
+    return resets.Relation(
+        schema=schema,
+        name=name,
+        kind=kind,
+        identity=(),
+        writes=0,
+        sequence_position=None,
+        toast_of=0,
+        live_rows=live_rows,
     )

@@ -44,11 +44,13 @@ from psycopg import sql
 from perfkit.lifecycle import walcheck
 
 __all__ = [
+    "QUICK",
     "Baseline",
     "Detail",
     "Quick",
     "TouchedQuery",
     "Verdict",
+    "as_quick",
     "end_busy_sessions",
     "moved_on",
     "quick_clean",
@@ -70,7 +72,7 @@ pg_snapshot_xmax(pg_current_snapshot())::text,
    FROM pg_class c WHERE c.relkind = 'S' AND c.relpersistence <> 't'),
 (SELECT count(*) FROM pg_class c WHERE c.relpersistence = 't')
 """
-_QUICK = f"SELECT {_QUICK_COLUMNS}"
+QUICK = f"SELECT {_QUICK_COLUMNS}"
 _BUSY = f"""
 SELECT {_QUICK_COLUMNS},
        coalesce(array_agg(a.pid) FILTER (WHERE a.busy), '{{}}'),
@@ -85,7 +87,15 @@ SELECT {_QUICK_COLUMNS},
            AND a.backend_type = 'client backend') a
 """
 _ADVISORY = "WITH advisory AS (SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'advisory')"
-_TEMPORARY = "SELECT count(*) FROM pg_class c WHERE c.relpersistence = 't'"
+#: Temporary relations left, and sessions that look like they are exiting: idle, but not
+#: waiting for their client (a closing session drops its temporary relations first).
+_TEMPORARY = """
+SELECT (SELECT count(*) FROM pg_class c WHERE c.relpersistence = 't'),
+       (SELECT count(*) FROM pg_stat_activity a
+         WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+           AND a.backend_type = 'client backend' AND a.state = 'idle'
+           AND a.wait_event IS DISTINCT FROM 'ClientRead')
+"""
 _TERMINATE = "SELECT count(pg_terminate_backend(p)) FROM unnest(%s::int[]) p"
 _REMAINING = "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s::int[])"
 
@@ -175,7 +185,7 @@ def end_busy_sessions(
     conn: psycopg.Connection,
     timeout_s: float = 5.0,
     *,
-    temporary_grace_s: float = 0.05,
+    temporary_grace_s: float = 0.02,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[int, Quick | None]:
@@ -184,9 +194,10 @@ def end_busy_sessions(
     ``conn`` (autocommit) is connected to the database. Sessions idle in a
     read-only transaction (no transaction id: nothing to commit, no row locks)
     are ended but not waited for. Temporary relations go when their session
-    exits: a session that just closed drops them within milliseconds, so they
-    are given ``temporary_grace_s`` before every other session is ended too
-    (the one that holds them cannot be told apart). Returns how many of the
+    exits: a session that just closed drops them within milliseconds. They are
+    waited for while a session looks like it is exiting (idle but not waiting
+    for its client) and ``temporary_grace_s`` after that; then every other
+    session is ended too (the one that holds them cannot be told apart). Returns how many of the
     sessions waited for were still there after ``timeout_s``, and the quick
     check's reading when nothing had to be ended (read in the same statement).
     """
@@ -194,14 +205,20 @@ def end_busy_sessions(
     left = _end(conn, busy, waited, timeout_s, clock=clock, sleep=sleep)
     if left or not quick.temporary:
         return left, None if busy else quick
-    deadline = clock() + temporary_grace_s
+    # While a session is exiting, wait for it (up to ``timeout_s``); once none is, give the
+    # temporary relations ``temporary_grace_s`` more, then end every session.
+    start = clock()
+    quiet_since = start
     pause = 0.0005
-    while clock() < deadline:
+    while clock() - quiet_since < temporary_grace_s and clock() - start < timeout_s:
         sleep(pause)
-        pause = min(pause * 2, 0.005)
+        pause = min(pause * 2, 0.002)
         row = conn.execute(_TEMPORARY).fetchone()
-        if not (row and row[0]):
+        assert row is not None
+        if not row[0]:
             return 0, None
+        if row[1]:
+            quiet_since = clock()
     _, _, _, everyone = _sessions(conn)
     return _end(conn, everyone, everyone, timeout_s, clock=clock, sleep=sleep), None
 
@@ -210,7 +227,7 @@ def _sessions(conn: psycopg.Connection) -> tuple[Quick, list[int], list[int], li
     """(the quick reading, busy sessions, those to wait for, every other session)."""
     row = conn.execute(_ADVISORY + _BUSY).fetchone()
     assert row is not None
-    return _as_quick(row), list(row[4]), list(row[5]), list(row[6])
+    return as_quick(row), list(row[4]), list(row[5]), list(row[6])
 
 
 def _end(
@@ -239,15 +256,16 @@ def _end(
         pause = min(pause * 2, 0.02)
 
 
-def _as_quick(row: Sequence[object]) -> Quick:
+def as_quick(row: Sequence[object]) -> Quick:
+    """A row of :data:`QUICK` as a :class:`Quick`."""
     return Quick(str(row[0]), str(row[1]), str(row[2]), int(str(row[3])))
 
 
 def read_quick(conn: psycopg.Connection) -> Quick:
     """The quick check's reading now."""
-    row = conn.execute(_QUICK).fetchone()
+    row = conn.execute(QUICK).fetchone()
     assert row is not None
-    return _as_quick(row)
+    return as_quick(row)
 
 
 def _detail_query(conn: psycopg.Connection) -> sql.Composed:
@@ -315,11 +333,14 @@ def read_baseline(
 
 
 def moved_on(
-    baseline: Baseline, conn: psycopg.Connection, reader: walcheck.WalReader | None = None
+    baseline: Baseline,
+    conn: psycopg.Connection,
+    reader: walcheck.WalReader | None = None,
+    quick: Quick | None = None,
 ) -> Baseline:
     """``baseline`` with today's transaction horizon (and WAL position), after a check found
-    nothing changed or a reset put back what changed."""
-    quick = read_quick(conn)
+    nothing changed or a reset put back what changed (``quick``: read just now, else read)."""
+    quick = quick if quick is not None else read_quick(conn)
     wal = baseline.wal
     if wal is not None and reader is not None:
         wal = replace(wal, lsn=quick.lsn)

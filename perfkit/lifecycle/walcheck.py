@@ -78,15 +78,15 @@ SELECT pg_relation_filenode(c.oid), n.nspname, c.relname, c.relkind, c.relpersis
  WHERE c.relpersistence <> 't' AND pg_relation_filenode(c.oid) IS NOT NULL
    AND NOT c.relisshared
 """
-_BLOCKS = """
-SELECT block_ref FROM pg_get_wal_records_info(%(start)s::pg_lsn, pg_current_wal_flush_lsn())
- WHERE block_ref LIKE %(like)s
-"""
-_BLOCK_REF = re.compile(r"rel \d+/(\d+)/(\d+) fork main blk (\d+)")
-_FLUSH = (
+#: Force the WAL out, then read the block references of the database's records since a
+#: position: one round trip (``start`` and ``like`` are literals perfkit made).
+_FLUSH_AND_READ = (
     "BEGIN; SET LOCAL synchronous_commit = on; "
-    "SELECT pg_logical_emit_message(true, 'perfkit', ''); COMMIT"
+    "SELECT pg_logical_emit_message(true, 'perfkit', ''); COMMIT; "
+    "SELECT block_ref FROM pg_get_wal_records_info({start}::pg_lsn, pg_current_wal_flush_lsn())"
+    " WHERE block_ref LIKE {like}"
 )
+_BLOCK_REF = re.compile(r"rel \d+/(\d+)/(\d+) fork main blk (\d+)")
 _INSERT_LSN = "SELECT pg_current_wal_insert_lsn()::text"
 
 
@@ -149,9 +149,14 @@ class WalReader:
     def written_since(self, start: str) -> set[tuple[int, int]]:
         """Every (file node, block) of the database's main forks in the WAL from ``start``."""
         conn = self._connection()
-        conn.execute(_FLUSH)
         db = str(self.database_oid)
-        refs = conn.execute(_BLOCKS, {"start": start, "like": f"%/{db}/%"}).fetchall()
+        query = sql.SQL(_FLUSH_AND_READ).format(
+            start=sql.Literal(start), like=sql.Literal(f"%/{db}/%")
+        )
+        cursor = conn.execute(query)
+        while cursor.nextset():
+            pass
+        refs = cursor.fetchall()
         return {
             (int(node), int(block))
             for (text,) in refs
