@@ -187,6 +187,25 @@ CLEAN: dict[str, str | list[str]] = {
     ),
 }
 
+#: The planted kinds every default run covers, a few per category: rows, sequences, DDL,
+#: the catalog beyond tables (privileges, database settings), a table rewritten with the same
+#: rows, and session state (triggers off, statistics reset). ``-m slow`` runs every other kind.
+PLANTED_SAMPLE = (
+    "insert_row",
+    "update_row",
+    "nextval",
+    "create_table",
+    "add_column",
+    "grant_on_table",
+    "database_setting",
+    "vacuum_full_rewrite",
+    "rows_written_with_triggers_off",
+    "rows_written_after_stats_reset",
+)
+#: The clean kinds every default run covers; ``-m slow`` runs the others.
+CLEAN_SAMPLE = ("nothing", "rolled_back_insert", "temporary_table", "session_settings")
+
+
 #: Every planted and clean statement: the pool the randomized cases draw from.
 STATEMENTS = sorted({*PLANTED.values(), *(v for v in CLEAN.values() if isinstance(v, str))})
 
@@ -194,6 +213,15 @@ STATEMENTS = sorted({*PLANTED.values(), *(v for v in CLEAN.values() if isinstanc
 def random_steps(rng: random.Random) -> list[tuple[str, str]]:
     """Up to four (connection "A" or "B", statement) steps of one randomized case."""
     return [(rng.choice("AB"), rng.choice(STATEMENTS)) for _ in range(rng.randint(0, 4))]
+
+
+def random_cases(seed: int, count: int) -> list[tuple[list[tuple[str, str]], bool]]:
+    """The first ``count`` randomized cases of ``seed``: (steps, whether B commits) each.
+
+    Drawn in one order, so a slice of them is the same cases whoever plays it: the default
+    run plays the first few and ``-m slow`` the rest."""
+    rng = random.Random(seed)
+    return [(random_steps(rng), rng.random() < 0.5) for _ in range(count)]
 
 
 def play(

@@ -243,7 +243,9 @@ def test_interrupt_while_a_notebook_holds_a_server_leaves_nothing_behind(tmp_pat
 
 
 @pytest.mark.notebook
-@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.mark.parametrize(
+    "backend", ["local", pytest.param("docker", marks=[pytest.mark.docker, pytest.mark.slow])]
+)
 def test_servers_of_a_killed_kernel_are_removed_after_the_run(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -305,6 +307,7 @@ def test_the_lab_names_in_help_texts_are_the_registered_labs() -> None:
 
 
 @pytest.mark.notebook
+@pytest.mark.slow  # the streaming notebook's quick run, as in test_notebook_streaming.py
 def test_a_lab_run_by_name_saves_its_results_under_data_dir(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-from dbstate import CLEAN, PLANTED, run_statements
+from dbstate import CLEAN, CLEAN_SAMPLE, PLANTED, PLANTED_SAMPLE, run_statements
+from sampling import sampled
 
 from perfkit.lifecycle import Fingerprint, equals_template
 from perfkit.lifecycle.dbconnect import connect
@@ -20,7 +21,7 @@ from perfkit.postgres import PostgresServer
 pytestmark = pytest.mark.local
 
 
-@pytest.mark.parametrize("kind", sorted(PLANTED))
+@pytest.mark.parametrize("kind", sampled(sorted(PLANTED), PLANTED_SAMPLE))
 def test_a_planted_change_is_seen(
     kind: str, pg_server: PostgresServer, clone: str, state_template: str, reference: Fingerprint
 ) -> None:
@@ -29,7 +30,7 @@ def test_a_planted_change_is_seen(
     assert not result.equal, f"{kind}: the change was not seen"
 
 
-@pytest.mark.parametrize("kind", sorted(CLEAN))
+@pytest.mark.parametrize("kind", sampled(sorted(CLEAN), CLEAN_SAMPLE))
 def test_work_that_leaves_no_trace_is_clean(
     kind: str, pg_server: PostgresServer, clone: str, state_template: str, reference: Fingerprint
 ) -> None:

@@ -57,6 +57,7 @@ def quick_run(quick_data: Path) -> notebooks.NotebookRun:
     )
 
 
+@pytest.mark.slow
 def test_quick_run_writes_retry_results_figures_and_conclusions(
     quick_run: notebooks.NotebookRun, quick_data: Path
 ) -> None:
@@ -119,6 +120,7 @@ def test_quick_run_writes_retry_results_figures_and_conclusions(
     assert len(results.run_dirs("retry", out)) == 1
 
 
+@pytest.mark.slow
 def test_quick_run_page_has_no_warnings_and_no_raw_frames(
     quick_run: notebooks.NotebookRun,
 ) -> None:
@@ -126,6 +128,7 @@ def test_quick_run_page_has_no_warnings_and_no_raw_frames(
     assert quick_run.html is not None and pages.problems(quick_run.html) == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(pages.chromium() is None, reason="headless Chromium is not installed")
 def test_quick_run_page_fits_1200_px_in_chromium(quick_run: notebooks.NotebookRun) -> None:
     assert quick_run.html is not None

@@ -21,6 +21,7 @@ from pluginrun import (
     leftovers,
     test_records,
 )
+from sampling import sampled
 
 from perfkit.lifecycle.registry import NAMES
 from perfkit.postgres import PostgresServer
@@ -101,7 +102,8 @@ def test_starts_clean(perfkit_db, i):
 """
 
 
-@pytest.mark.parametrize("isolation", ISOLATING)
+# Two strategies in the default run (a shared server, a server per test); every one with -m slow.
+@pytest.mark.parametrize("isolation", sampled(ISOLATING, ["template", "per-test-server"]))
 def test_two_xdist_workers_each_get_their_own_server_and_names(
     inner_pytest: InnerPytest, isolation: str
 ) -> None:
@@ -138,7 +140,7 @@ def test_errors_in_the_middle(perfkit_db):
 """
 
 
-@pytest.mark.parametrize("isolation", ["template", "warm-pool", "truncate"])
+@pytest.mark.parametrize("isolation", sampled(["template", "warm-pool", "truncate"], ["template"]))
 def test_failed_runs_leave_no_database_on_an_external_server(
     inner_pytest: InnerPytest, fresh_pg_server: PostgresServer, isolation: str
 ) -> None:
@@ -281,7 +283,7 @@ def test_timings_file_has_setup_and_teardown_for_every_test(inner_pytest: InnerP
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize("isolation", ["per-test-server", "template"])
+@pytest.mark.parametrize("isolation", sampled(["per-test-server", "template"], ["per-test-server"]))
 def test_docker_backend_with_two_workers_leaves_no_container(
     inner_pytest: InnerPytest, docker_or_skip: None, isolation: str
 ) -> None:

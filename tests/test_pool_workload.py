@@ -90,7 +90,9 @@ def test_a_bad_script_fails_the_parameters_naming_file_and_line(tmp_path: Path) 
         LAB.Params(quick=True, pgbench=False, workload=[str(bad)])
 
 
-@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.mark.parametrize(
+    "backend", ["local", pytest.param("docker", marks=[pytest.mark.docker, pytest.mark.slow])]
+)
 def test_a_custom_workload_runs_through_the_pool_lab_in_its_own_schema(
     backend: str, request: pytest.FixtureRequest
 ) -> None:
@@ -128,6 +130,7 @@ def test_an_external_server_refuses_pgbench_tables_without_allow_writes(
         LAB.Params(backend="external", dsn=external.dsn, builtin="tpcb-like", **SMALL)
 
 
+@pytest.mark.slow
 def test_a_read_only_workload_runs_on_an_external_server_without_allow_writes(
     external: PostgresServer,
 ) -> None:

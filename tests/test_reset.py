@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from dbstate import PLANTED, run_statements
+from dbstate import PLANTED, PLANTED_SAMPLE, run_statements
+from sampling import sampled
 
 from perfkit.lifecycle import Fingerprint, equals_template
 from perfkit.lifecycle import reset as resets
@@ -47,7 +48,7 @@ def _plan_after(
         return resets.plan_reset(before, resets.details(conn)), pristine
 
 
-@pytest.mark.parametrize("kind", sorted(PLANTED))
+@pytest.mark.parametrize("kind", sampled(sorted(PLANTED), PLANTED_SAMPLE))
 def test_a_planted_change_is_reset_to_the_template_or_refused(
     kind: str, pg_server: PostgresServer, clone: str, state_template: str, reference: Fingerprint
 ) -> None:

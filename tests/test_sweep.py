@@ -137,6 +137,7 @@ def test_sweep_on_a_dask_local_cluster_by_scheduler_address(
 
 
 @pytest.mark.notebook
+@pytest.mark.slow  # dask in-process runs in the default run; this one starts worker processes
 def test_sweep_on_a_dask_cluster_with_worker_processes(tmp_path: Path) -> None:
     with (
         LocalCluster(
