@@ -192,6 +192,8 @@ CLEAN: dict[str, str | list[str]] = {
 #: rows, and session state (triggers off, statistics reset). ``-m slow`` runs every other kind.
 PLANTED_SAMPLE = (
     "insert_row",
+    "insert_into_unlogged_table",
+    "row_committed_before_its_wal_is_flushed",
     "update_row",
     "nextval",
     "create_table",

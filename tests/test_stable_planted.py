@@ -29,28 +29,42 @@ from sampling import sampled
 from perfkit.lifecycle import equals_template, template_fingerprint
 from perfkit.lifecycle.session import IsolationSession
 from perfkit.lifecycle.settings import IsolationSettings
-from perfkit.postgres import PostgresServer
+from perfkit.lifecycle.verified import VerifiedPool
+from perfkit.postgres import PostgresServer, ServerSettings, create_server
 
 NAME = "verified"
 
 
+@pytest.fixture(scope="module", params=["wal", "scan"])
+def check_server(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
+    """``wal``: a server where perfkit may read the WAL (pg_walinspect installed), so changes
+    are found from it; ``scan``: the shared server, without it: every table and catalog is read."""
+    if request.param == "scan":
+        yield request.getfixturevalue("pg_server")
+        return
+    with create_server(ServerSettings(backend="local")) as server:
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_walinspect")
+        yield server
+
+
 @pytest.fixture(scope="module")
 def stable(
-    pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+    check_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[IsolationSession, Any]]:
     migrations = tmp_path_factory.mktemp("stable") / "schema.sql"
     migrations.write_text(SCHEMA)
     settings = IsolationSettings(
         isolation=NAME,
         backend="external",
-        dsn=pg_server.dsn,
+        dsn=check_server.dsn,
         migrations=(migrations,),
         pool_size=1,
         clone_workers=1,
         stable_dsn=True,
     )
     with IsolationSession(settings) as session:
-        yield session, template_fingerprint(pg_server, session.template)
+        yield session, template_fingerprint(check_server, session.template)
 
 
 def _left_by_kept_connection(
@@ -94,6 +108,16 @@ def test_clean_work_from_a_kept_connection_leaves_the_template(
     stable: tuple[IsolationSession, Any], kind: str
 ) -> None:
     _left_by_kept_connection(stable, CLEAN[kind])
+
+
+def test_the_check_reads_the_wal_only_where_the_server_allows_it(
+    stable: tuple[IsolationSession, Any], request: pytest.FixtureRequest
+) -> None:
+    session, _ = stable
+    session.release(session.acquire(NAME, "home"))
+    strategy = session.strategy(NAME)
+    assert isinstance(strategy, VerifiedPool) and strategy.home is not None
+    assert strategy.home.reads_wal == (request.node.callspec.params["check_server"] == "wal")
 
 
 def test_every_test_of_the_module_got_the_same_name(

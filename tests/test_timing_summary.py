@@ -78,3 +78,22 @@ def test_summary_counts_the_stable_dsn_paths_apart() -> None:
         "1 reset in place (check p50 3.0 ms p99 3.0 ms), "
         "1 recreated (check p50 20.0 ms p99 20.0 ms)"
     )
+
+
+def _stable_checks(*checks: str) -> list[dict[str, object]]:
+    tests = [{**_test(0.0, i * 0.1), "strategy": "verified"} for i in range(len(checks))]
+    paths = [
+        {"event": "pool_reset", "seconds": 0.003, "stable": True, "check": check}
+        for check in checks
+    ]
+    return [*tests, *paths]
+
+
+def test_summary_says_how_many_stable_dsn_checks_read_the_wal() -> None:
+    (line,) = summary_lines(_stable_checks("wal", "wal", "scan", "quick"))
+    assert line.endswith("; changes read from the WAL in 2 of 3 checks")
+
+
+def test_summary_says_how_to_read_the_wal_when_every_check_scanned() -> None:
+    (line,) = summary_lines(_stable_checks("scan", "scan"))
+    assert "every change check (2) scanned all tables and catalogs (install pg_walinspect" in line

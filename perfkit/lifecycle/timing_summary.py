@@ -8,7 +8,8 @@ databases were reused clean, reset in place and recreated, with the p50/p99 of
 the check on each path (the recreated path adds a clone, shown with the clones).
 With a stable DSN the same three paths are counted apart (``stable DSN: ...``):
 there they run on the test's path, in the release, and a recreate includes its
-drop and clone.
+drop and clone; and how many checks read the changes from the WAL rather than
+scanning every table and catalog (with a hint when none could).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
     clones: list[float] = []
     recycled: dict[str, list[float]] = defaultdict(list)
     stable: dict[str, list[float]] = defaultdict(list)
+    checks: dict[str, int] = defaultdict(int)  # stable DSN: how changes were found
     backends: set[str] = set()
     workers = 1
     for record in records:
@@ -58,6 +60,8 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
             (stable if record.get("stable") else recycled)[record["event"]].append(
                 record["seconds"]
             )
+            if record.get("stable") and record.get("check"):
+                checks[str(record["check"])] += 1
         elif record["event"] == "session_setup" and record["strategy"] in POOLS:
             workers = int(record["clone_workers"])
     lines = []
@@ -85,9 +89,23 @@ def summary_lines(records: Iterable[dict[str, Any]]) -> list[str]:
         if strategy == "verified" and (recycled or not stable):
             line += "; " + _recycled(recycled)
         if strategy == "verified" and stable:
-            line += "; stable DSN: " + _recycled(stable)
+            line += "; stable DSN: " + _recycled(stable) + _checks(checks)
         lines.append(line)
     return lines
+
+
+def _checks(checks: dict[str, int]) -> str:
+    """How the stable DSN's checks found what changed: from the WAL or by a full scan."""
+    wal, scan = checks.get("wal", 0), checks.get("scan", 0)
+    if not wal + scan:
+        return ""
+    if not wal:
+        return (
+            f"; every change check ({scan}) scanned all tables and catalogs (install "
+            "pg_walinspect in the server's default database, as a superuser, to read them "
+            "from the WAL)"
+        )
+    return f"; changes read from the WAL in {wal} of {wal + scan} checks"
 
 
 def _recycled(recycled: dict[str, list[float]]) -> str:
