@@ -23,12 +23,22 @@ writes moved the counters.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
-__all__ = ["Pristine", "ResetPlan", "details", "plan_reset", "read_pristine", "reset"]
+__all__ = [
+    "Pristine",
+    "ResetAbandoned",
+    "ResetPlan",
+    "details",
+    "plan_reset",
+    "read_pristine",
+    "reset",
+]
 
 #: Tables with more live rows than this are emptied with TRUNCATE instead of DELETE.
 TRUNCATE_ROWS = 10_000
@@ -152,6 +162,10 @@ def read_pristine(conn: psycopg.Connection) -> Pristine:
     return Pristine(rows, sequences)
 
 
+class ResetAbandoned(Exception):
+    """The reset's check said not to go on: its transaction was rolled back."""
+
+
 def reset(
     conn: psycopg.Connection,
     plan: ResetPlan,
@@ -159,13 +173,18 @@ def reset(
     *,
     flush_stats: bool = True,
     then: sql.Composable | None = None,
+    check: sql.Composable | None = None,
+    sequences_from: Callable[[Sequence[Any]], tuple[Relation, ...] | None] | None = None,
 ) -> tuple[object, ...] | None:
     """Carry out ``plan`` on ``conn`` in one transaction, then (``flush_stats``) flush this
     session's statistics, for checks that read the counters.
 
     The statements go in as few round trips as COPY allows: the emptying in one,
     one ``COPY`` per table with seed rows, the sequences and the commit in one.
-    ``then``: a query run after the commit in that last round trip; its row is returned.
+    ``check``: a query run after the emptying in that first round trip;
+    ``sequences_from`` turns its row into the sequences to set back (replacing
+    the plan's), or None to roll back and raise :class:`ResetAbandoned`.
+    ``then``: a query run after the commit in the last round trip; its row is returned.
     """
     empty = [
         sql.SQL(
@@ -173,26 +192,26 @@ def reset(
         ).format(t.qualified)
         for t in plan.tables
     ]
-    positions = [
-        sql.SQL("setval({}::regclass, {}, {})").format(
-            sql.Literal(f"{_quoted(s.schema)}.{_quoted(s.name)}"),
-            *map(sql.Literal, pristine.sequences.get((s.schema, s.name), (1, False))),
-        )
-        for s in plan.sequences
-    ]
     own = conn.autocommit  # else psycopg opened the transaction and commits it
+    sequences = plan.sequences
     try:
         begin = [sql.SQL("BEGIN")] if own else []
-        conn.execute(
-            sql.SQL("; ").join(
-                [*begin, sql.SQL("SET LOCAL session_replication_role = replica"), *empty]
-            )
+        first = [sql.SQL("SET LOCAL session_replication_role = replica"), *empty]
+        cursor = conn.execute(
+            sql.SQL("; ").join([*begin, *first, *([check] if check is not None else [])])
         )
+        if check is not None and sequences_from is not None:
+            while cursor.nextset():
+                pass
+            found = sequences_from(cursor.fetchone() or ())
+            if found is None:
+                raise ResetAbandoned()
+            sequences = found
         for table in plan.tables:
             seed = pristine.rows.get((table.schema, table.name))
             if seed:
                 _copy_in(conn, table.qualified, seed)
-        finish = [sql.SQL("SELECT {}").format(sql.SQL(", ").join(positions))] if positions else []
+        finish = _positions(sequences, pristine)
         after = [then] if then is not None else []
         if own:
             cursor = conn.execute(sql.SQL("; ").join([*finish, sql.SQL("COMMIT"), *after]))
@@ -202,7 +221,7 @@ def reset(
             if finish:
                 conn.execute(finish[0])
             conn.commit()
-            cursor = conn.execute(then) if then is not None else None
+            cursor = conn.execute(then) if then is not None else cursor
     except BaseException:
         if not conn.closed and not own:
             with contextlib.suppress(psycopg.Error):
@@ -211,12 +230,26 @@ def reset(
             with contextlib.suppress(psycopg.Error):
                 conn.execute("ROLLBACK")
         raise
-    row = cursor.fetchone() if then is not None and cursor is not None else None
+    row = cursor.fetchone() if then is not None else None
     if flush_stats:
         with conn.transaction():
             conn.execute("SELECT pg_stat_force_next_flush()")
         # the flush happens when the session goes idle after that transaction
     return row
+
+
+def _positions(sequences: Sequence[Relation], pristine: Pristine) -> list[sql.Composable]:
+    """One ``SELECT setval(...), ...`` that puts ``sequences`` back (none: nothing)."""
+    if not sequences:
+        return []
+    calls = [
+        sql.SQL("setval({}::regclass, {}, {})").format(
+            sql.Literal(f"{_quoted(s.schema)}.{_quoted(s.name)}"),
+            *map(sql.Literal, pristine.sequences.get((s.schema, s.name), (1, False))),
+        )
+        for s in sequences
+    ]
+    return [sql.SQL("SELECT {}").format(sql.SQL(", ").join(calls))]
 
 
 def _quoted(name: str) -> str:

@@ -119,12 +119,14 @@ def run(plan: Plan, *, say: Callable[[str], None] = print) -> dict[str, pd.DataF
 
     Raises :class:`SuiteFailed` at the first failing run (after cleaning up).
     """
+    from perfkit.lifecycle import walcheck
     from perfkit.lifecycle.settings import IsolationSettings
     from perfkit.postgres import create_server
 
     runs: list[dict[str, object]] = []
     tests: list[dict[str, object]] = []
     with create_server(IsolationSettings(backend=plan.backend).server()) as server:
+        walcheck.install(server.dsn)  # as the plugin does on servers it starts
         say(
             f"server: {plan.backend} PostgreSQL {server.server_version()}, started in "
             f"{(server.ready_at or 0) - (server.started_at or 0):.2f} s; "

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -109,7 +111,12 @@ class StableHome:
             if stablecheck.quick_clean(self._checker, self.baseline, quick):
                 self.last_check = "quick"
                 return "pool_reuse", ""
-            found, now = self._changes()
+            touched = self._touched()
+            if touched is not None and self._rows_only(touched):
+                done = self._reset_touched(touched)
+                if done is not None:
+                    return done
+            found, now = self._changes(touched)
             if found.other:
                 return self._recreate("; ".join(found.other))
             truncated = False
@@ -134,19 +141,78 @@ class StableHome:
         except psycopg.Error as exc:
             return self._recreate(f"the check failed: {type(exc).__name__}")
 
-    def _changes(self) -> tuple[stablecheck.Verdict, stablecheck.Detail]:
-        """What changed since the baseline: from the pages the WAL names, else a full scan."""
+    def _touched(self) -> walcheck.Touched | None:
+        """What the WAL says was written since the baseline (None: it cannot say)."""
         wal, reader = self.baseline.wal, self._reader
-        if wal is not None and reader is not None:
-            try:
-                touched = walcheck.classify(reader.written_since(wal.lsn), wal.nodes)
-            except psycopg.Error:  # the WAL since the baseline is gone, or the reader is
-                touched = None
-            if touched is not None:
-                self.last_check = "wal"
-                now = stablecheck.read_touched(self._checker, self.baseline, touched)
-                if now is not None:
-                    return stablecheck.touched_verdict(self.baseline, now), now
+        if wal is None or reader is None:
+            return None
+        try:
+            touched = walcheck.classify(reader.written_since(wal.lsn), wal.nodes)
+        except psycopg.Error:  # the WAL since the baseline is gone, or the reader is
+            return None
+        if touched is not None:
+            self.last_check = "wal"
+        return touched
+
+    def _rows_only(self, touched: walcheck.Touched) -> bool:
+        """Whether the WAL shows nothing but rows of known, logged, small tables written."""
+        assert self.baseline.wal is not None and self.baseline.touched is not None
+        return (
+            self.pristine is not None
+            and not touched.pages
+            and not touched.large
+            and not self.baseline.wal.nodes.unlogged
+            and touched.tables <= self.baseline.touched.tables
+        )
+
+    def _reset_touched(self, touched: walcheck.Touched) -> tuple[str, str] | None:
+        """Empty and refill every table the WAL names, reading in the same round trip what the
+        WAL does not show (sequences, the database's settings, prepared transactions); None
+        when that reading says more than rows changed (the full path decides)."""
+        assert self.pristine is not None
+        baseline = self.baseline
+        tables = tuple(_relation(s, n, "r") for s, n in sorted(touched.tables))
+        moved: list[int] = []
+
+        def sequences_from(row: Sequence[Any]) -> tuple[resets.Relation, ...] | None:
+            positions, database, prepared = row
+            if database != baseline.detail.database or int(prepared):
+                return None
+            before, after = json.loads(baseline.detail.sequences), json.loads(positions)
+            moved.extend(int(oid) for oid in after if before.get(oid) != after[oid])
+            if not set(moved) <= self._sequences.keys():
+                return None
+            return tuple(_relation(*self._sequences[oid], "S") for oid in moved)
+
+        try:
+            row = resets.reset(
+                self._checker,
+                resets.ResetPlan(tables, ()),
+                self.pristine,
+                flush_stats=False,
+                then=sql.SQL(stablecheck.QUICK),
+                check=sql.SQL(stablecheck.STATE),
+                sequences_from=sequences_from,
+            )
+        except resets.ResetAbandoned:
+            return None
+        except psycopg.errors.InsufficientPrivilege:
+            self.pristine = None  # not a superuser: recreate from now on
+            return None
+        quick = stablecheck.as_quick(row) if row is not None else None
+        self.baseline = stablecheck.moved_on(baseline, self._checker, self._reader, quick)
+        if not tables and not moved:
+            return "pool_reuse", ""
+        return "pool_reset", ", ".join(".".join(t) for t in sorted(touched.tables))
+
+    def _changes(
+        self, touched: walcheck.Touched | None
+    ) -> tuple[stablecheck.Verdict, stablecheck.Detail]:
+        """What changed since the baseline: from the pages the WAL names, else a full scan."""
+        if touched is not None:
+            now = stablecheck.read_touched(self._checker, self.baseline, touched)
+            if now is not None:
+                return stablecheck.touched_verdict(self.baseline, now), now
         self.last_check = "scan"
         now = stablecheck.read_detail(self._checker, self.baseline.xmax, self.baseline.query)
         return stablecheck.verdict(self.baseline, now), now

@@ -45,6 +45,7 @@ from perfkit.lifecycle import walcheck
 
 __all__ = [
     "QUICK",
+    "STATE",
     "Baseline",
     "Detail",
     "Quick",
@@ -128,6 +129,9 @@ _STATE = """
 (SELECT count(*) FROM pg_prepared_xacts p WHERE p.database = current_database())
 """
 _FIXED = f"{_RELATIONS},{_STATE}"
+#: The database's state the WAL does not show: sequence positions (json), the database's
+#: own row and settings, prepared transactions.
+STATE = f"SELECT {_STATE}"
 _ROWS = (
     "{} || '=' || (SELECT count(*) || ':' || coalesce(bool_or("
     "age(xmin) <= (SELECT age({}::text::xid))), false) FROM ONLY {} WHERE {})"
@@ -185,7 +189,7 @@ def end_busy_sessions(
     conn: psycopg.Connection,
     timeout_s: float = 5.0,
     *,
-    temporary_grace_s: float = 0.02,
+    temporary_grace_s: float = 0.003,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[int, Quick | None]:

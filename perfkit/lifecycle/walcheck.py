@@ -55,9 +55,13 @@ __all__ = [
     "WalReader",
     "catalog_filter",
     "classify",
+    "install",
     "read_node_map",
     "read_page_counts",
 ]
+
+#: A table with more blocks than this written since the baseline counts as large.
+MANY_BLOCKS = 128
 
 #: Catalogs written by ANALYZE (autovacuum's too): not a change a test made.
 IGNORED_CATALOGS = frozenset({"pg_statistic", "pg_statistic_ext_data"})
@@ -88,6 +92,18 @@ _FLUSH_AND_READ = (
 )
 _BLOCK_REF = re.compile(r"rel \d+/(\d+)/(\d+) fork main blk (\d+)")
 _INSERT_LSN = "SELECT pg_current_wal_insert_lsn()::text"
+INSTALL = "CREATE EXTENSION IF NOT EXISTS pg_walinspect"
+
+
+def install(dsn: str) -> bool:
+    """Install ``pg_walinspect`` in the database ``dsn`` names (a server perfkit started and
+    hands to the plugin as ``external``); whether it is there now."""
+    try:
+        with connect(dsn, autocommit=True) as conn:
+            conn.execute(INSTALL)
+    except psycopg.Error:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,8 @@ class Touched:
 
     tables: frozenset[tuple[str, str]] = frozenset()
     pages: frozenset[tuple[str, int]] = frozenset()  # (catalog, block)
+    #: Tables with more than :data:`MANY_BLOCKS` blocks written (emptied by TRUNCATE).
+    large: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -132,7 +150,7 @@ class WalReader:
         try:
             reader.conn = connect(admin_dsn, autocommit=True)
             if install:
-                reader.conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+                reader.conn.execute(INSTALL)
             reader.written_since(reader.position())  # privileges and the function itself
         except psycopg.Error:
             reader.close()
@@ -207,17 +225,19 @@ def _system(schema: str) -> bool:
 
 def classify(blocks: Iterable[tuple[int, int]], nodes: NodeMap) -> Touched | None:
     """The tables and catalog pages ``blocks`` name; None when one is not in ``nodes``."""
-    tables: set[tuple[str, str]] = set()
+    tables: dict[tuple[str, str], int] = {}
     pages: set[tuple[str, int]] = set()
     for node, block in blocks:
         if node in nodes.tables:
-            tables.add(nodes.tables[node])
+            table = nodes.tables[node]
+            tables[table] = tables.get(table, 0) + 1
         elif node in nodes.catalogs:
             if nodes.catalogs[node] not in IGNORED_CATALOGS:
                 pages.add((nodes.catalogs[node], block))
         elif node not in nodes.quiet:
             return None  # created, rewritten or truncated since the baseline
-    return Touched(frozenset(tables), frozenset(pages))
+    large = frozenset(t for t, n in tables.items() if n > MANY_BLOCKS)
+    return Touched(frozenset(tables), frozenset(pages), large)
 
 
 _PAGE_COUNTS_PART = (
