@@ -7,14 +7,17 @@ before the next test gets it:
 
 1. ends the sessions that are not plainly idle (active or idle in a
    transaction: their uncommitted writes and row locks go with them), those
-   holding advisory locks, and all of them when temporary relations exist;
-   idle ones stay, so an application's cached engine or pool keeps them;
+   holding advisory locks, and all of them when a live session holds a
+   temporary table (a closing one is waited for); idle ones stay, so an
+   application's cached engine or pool keeps them;
 2. checks the database without the statistics counters (idle sessions may
    hold theirs back for seconds): :mod:`perfkit.lifecycle.stablecheck`, on
    the tables and catalog pages the WAL names (:mod:`perfkit.lifecycle.walcheck`)
    where the server lets perfkit read its WAL, else on every table and catalog;
 3. unchanged: done; only rows or sequence positions changed: reset in place
-   (:mod:`perfkit.lifecycle.reset`); anything else (DDL, TRUNCATE, a catalog
+   (:mod:`perfkit.lifecycle.reset`; when the WAL shows nothing but rows of known
+   tables written, those tables are reset without a check first, and what the
+   WAL does not show is read in the same round trip); anything else (DDL, TRUNCATE, a catalog
    write, prepared transactions, a session that would not end): dropped with
    every session and cloned again under the same name.
 

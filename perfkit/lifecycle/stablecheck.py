@@ -5,19 +5,26 @@ application's idle connections to the worker's database across tests, so the
 tuple counters :mod:`perfkit.lifecycle.cleancheck` relies on cannot be trusted:
 since PostgreSQL 15 a backend flushes its counters at most once a second and an
 idle one may keep them pending for up to 10 s (``PGSTAT_IDLE_INTERVAL``). This
-check reads the data itself instead, in two steps:
+check reads the data itself instead:
 
 1. :func:`end_busy_sessions` ends the sessions that are not plainly idle (active,
    idle in a transaction: their uncommitted writes and row locks), those holding
-   advisory locks and, when temporary relations are still there after a short
-   grace (a session that just closed drops its own), every other session
-   (temporary tables belong to a session; they go when it exits).
-2. :func:`quick_clean` (one short query): no transaction id was assigned
+   advisory locks and, when temporary relations are still there once no
+   session is closing (a session that just closed drops its own), every other
+   session (temporary tables belong to a session; they go when it exits).
+2. :func:`quick_clean` (read in the same statement): no transaction id was assigned
    anywhere in the cluster since the baseline (``pg_current_snapshot()``'s
    ``xmax`` did not move: every write, DDL and commit of a row needs one) and
    every sequence is where it was (``nextval`` may write without one). Then
    the database is unchanged.
-3. Otherwise :func:`read_detail` scans, per user table and per local system
+3. Otherwise, where the server lets perfkit read its WAL, the tables and catalog
+   pages written since the baseline are named by :mod:`perfkit.lifecycle.walcheck`
+   and :func:`read_touched` reads only those (each page's visible rows: as many
+   as at the baseline and none newer), plus the sequences, the database's
+   shared-catalog state and prepared transactions (:data:`STATE`);
+   :func:`touched_verdict` names what changed.
+4. Else (no WAL reader, or a file the WAL names that the baseline does not
+   know) :func:`read_detail` scans, per user table and per local system
    catalog, the row count and whether any visible row is newer than the
    baseline (``age(xmin) <= age(baseline xmax)``: an insert or update gives
    the row a new ``xmin``, a delete lowers the count; aborted rows are not
