@@ -472,6 +472,11 @@ def touched_verdict(baseline: Baseline, now: Detail) -> Verdict:
     other = []
     if changed_pages:
         other.append(f"system catalogs written ({', '.join(sorted(set(changed_pages))[:5])})")
+    return _with_rows_and_state(before, now, other)
+
+
+def _with_rows_and_state(before: Detail, now: Detail, other: list[str]) -> Verdict:
+    """The verdict: ``other`` plus what the tables, sequences and database state say."""
     if now.database != before.database:
         other.append("the database or its settings were altered")
     if now.prepared:
@@ -508,13 +513,4 @@ def verdict(baseline: Baseline, now: Detail) -> Verdict:
         other.append(f"system catalogs written ({', '.join(changed_catalogs[:5])})")
     if now.tables.keys() != before.tables.keys():
         other.append("user tables created or dropped")
-    if now.database != before.database:
-        other.append("the database or its settings were altered")
-    if now.prepared:
-        other.append(f"{now.prepared} prepared transaction(s) left")
-    tables = tuple(
-        key
-        for key, (rows, newer) in now.tables.items()
-        if newer or before.tables.get(key) != (rows, False)
-    )
-    return Verdict(tables=tables, sequences=now.sequences != before.sequences, other=tuple(other))
+    return _with_rows_and_state(before, now, other)
