@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -155,9 +156,9 @@ def test_an_unknown_file_node_sends_the_check_to_the_full_scan() -> None:
 
 
 def test_a_stable_home_finds_row_changes_from_the_wal_and_reads_nothing_when_only_read(
-    wal_server: PostgresServer, tmp_path: pytest.TempPathFactory
+    wal_server: PostgresServer, tmp_path: Path
 ) -> None:
-    migrations = tmp_path / "schema.sql"  # type: ignore[operator]
+    migrations = tmp_path / "schema.sql"
     migrations.write_text(SCHEMA)
     settings = IsolationSettings(
         isolation="verified",

@@ -64,7 +64,6 @@ class StableHome:
         )
         self.baseline = stablecheck.read_baseline(self._checker, reader=self._wal)
         self._sequences = self._sequence_names()
-        self._after_reset: stablecheck.Quick | None = None
 
     def _sequence_names(self) -> dict[int, tuple[str, str]]:
         """Every sequence of the home by oid (a test that makes one is recreated anyway)."""
@@ -122,21 +121,18 @@ class StableHome:
             found, now = self._changes(touched)
             if found.other:
                 return self._recreate("; ".join(found.other))
-            truncated = False
-            self._after_reset = None
+            truncated, after = False, None
             if not found.clean:
                 done = self._reset(found, now)
                 if done is None:
                     return self._recreate("rows changed; reset in place not possible")
-                truncated = done
+                truncated, after = done
             # the reset put back exactly what the check found changed: only a TRUNCATE (a new
             # relfilenode) or a WAL the reader could not place changes more than the horizon
             self.baseline = (
                 stablecheck.read_baseline(self._checker, self.baseline, self._reader)
                 if truncated or (self.reads_wal and self.last_check == "scan")
-                else stablecheck.moved_on(
-                    self.baseline, self._checker, self._reader, self._after_reset
-                )
+                else stablecheck.moved_on(self.baseline, self._checker, self._reader, after)
             )
             if found.clean:
                 return "pool_reuse", ""
@@ -172,37 +168,28 @@ class StableHome:
         """Empty and refill every table the WAL names, reading in the same round trip what the
         WAL does not show (sequences, the database's settings, prepared transactions); None
         when that reading says more than rows changed (the full path decides)."""
-        assert self.pristine is not None
         baseline = self.baseline
         tables = tuple(_relation(s, n, "r") for s, n in sorted(touched.tables))
-        moved: list[int] = []
+        moved: list[resets.Relation] = []
 
         def sequences_from(row: Sequence[Any]) -> tuple[resets.Relation, ...] | None:
             positions, database, prepared = row
             if database != baseline.detail.database or int(prepared):
                 return None
-            before, after = json.loads(baseline.detail.sequences), json.loads(positions)
-            moved.extend(int(oid) for oid in after if before.get(oid) != after[oid])
-            if not set(moved) <= self._sequences.keys():
-                return None
-            return tuple(_relation(*self._sequences[oid], "S") for oid in moved)
+            found = self._moved_sequences(positions)
+            moved.extend(found or ())
+            return found
 
         try:
-            row = resets.reset(
-                self._checker,
+            quick = self._run_reset(
                 resets.ResetPlan(tables, ()),
-                self.pristine,
-                flush_stats=False,
-                then=sql.SQL(stablecheck.QUICK),
                 check=sql.SQL(stablecheck.STATE),
                 sequences_from=sequences_from,
             )
         except resets.ResetAbandoned:
             return None
-        except psycopg.errors.InsufficientPrivilege:
-            self.pristine = None  # not a superuser: recreate from now on
+        if quick is None:
             return None
-        quick = stablecheck.as_quick(row) if row is not None else None
         self.baseline = stablecheck.moved_on(baseline, self._checker, self._reader, quick)
         if not tables and not moved:
             return "pool_reuse", ""
@@ -220,30 +207,50 @@ class StableHome:
         now = stablecheck.read_detail(self._checker, self.baseline.xmax, self.baseline.query)
         return stablecheck.verdict(self.baseline, now), now
 
-    def _reset(self, found: stablecheck.Verdict, now: stablecheck.Detail) -> bool | None:
-        """Reset the changed tables and sequences; whether one was truncated (None: not done)."""
-        if self.pristine is None:
+    def _reset(
+        self, found: stablecheck.Verdict, now: stablecheck.Detail
+    ) -> tuple[bool, stablecheck.Quick] | None:
+        """Reset the changed tables and sequences: whether one was truncated, and the quick
+        check's reading just after (None: not done)."""
+        sequences = self._moved_sequences(now.sequences)
+        if sequences is None:
             return None
-        before = json.loads(self.baseline.detail.sequences)
-        after = json.loads(now.sequences)
+        tables = tuple(_relation(s, n, "r", now.tables[(s, n)][0]) for s, n in found.tables)
+        quick = self._run_reset(resets.ResetPlan(tables, sequences))
+        if quick is None:
+            return None
+        return any(t.live_rows > resets.TRUNCATE_ROWS for t in tables), quick
+
+    def _moved_sequences(self, positions: str) -> tuple[resets.Relation, ...] | None:
+        """The home's sequences whose position (``positions``: json by oid) is not the
+        baseline's; None when one is a sequence the baseline did not have."""
+        before, after = json.loads(self.baseline.detail.sequences), json.loads(positions)
         moved = [int(oid) for oid in after if before.get(oid) != after[oid]]
         if not set(moved) <= self._sequences.keys():
-            return None  # a sequence the baseline did not have
-        tables = tuple(_relation(s, n, "r", now.tables[(s, n)][0]) for s, n in found.tables)
-        sequences = tuple(_relation(*self._sequences[oid], "S") for oid in moved)
+            return None
+        return tuple(_relation(*self._sequences[oid], "S") for oid in moved)
+
+    def _run_reset(self, plan: resets.ResetPlan, **options: Any) -> stablecheck.Quick | None:
+        """:func:`~perfkit.lifecycle.reset.reset` on the checker, taking the next baseline's
+        quick reading in its last round trip; None when it could not run (no seed rows, or
+        not a superuser: recreate from now on). :class:`ResetAbandoned` passes through."""
+        if self.pristine is None:
+            return None
         try:
             row = resets.reset(
                 self._checker,
-                resets.ResetPlan(tables, sequences),
+                plan,
                 self.pristine,
                 flush_stats=False,  # the stable check reads no counters
-                then=sql.SQL(stablecheck.QUICK),  # the next baseline's reading, same round trip
+                then=sql.SQL(stablecheck.QUICK),
+                **options,
             )
         except psycopg.errors.InsufficientPrivilege:
-            self.pristine = None  # not a superuser: recreate from now on
+            self.pristine = None
             return None
-        self._after_reset = stablecheck.as_quick(row) if row is not None else None
-        return any(t.live_rows > resets.TRUNCATE_ROWS for t in tables)
+        return (
+            stablecheck.as_quick(row) if row is not None else stablecheck.read_quick(self._checker)
+        )
 
     def _recreate(self, why: str) -> tuple[str, str]:
         """Drop the home with every session to it and clone it again under the same name.

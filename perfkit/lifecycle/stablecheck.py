@@ -298,15 +298,13 @@ def _detail_query(conn: psycopg.Connection) -> sql.Composed:
 
 def read_detail(conn: psycopg.Connection, baseline_xmax: str, query: sql.Composed) -> Detail:
     """Run a baseline's detail ``query``: rows newer than ``baseline_xmax`` count as changed."""
-    xid32 = str(int(baseline_xmax) % (1 << 32))
-    row = conn.execute(query, {"b": xid32}, prepare=True).fetchone()
+    row = conn.execute(query, {"b": _xid32(baseline_xmax)}, prepare=True).fetchone()
     assert row is not None
     tables: dict[tuple[str, str], tuple[int, bool]] = {}
     catalogs: dict[str, tuple[int, bool]] = {}
     for item in row[0]:
         key, _, value = str(item).partition("=")
-        count, _, newer = value.partition(":")
-        pair = (int(count), newer == "true")
+        pair = _pair(value)
         if key.startswith("t:"):
             schema, _, name = key[2:].partition(".")
             tables[(schema, name)] = pair
@@ -437,7 +435,7 @@ def read_touched(
     catalogs = tuple(sorted(pages))
     if not set(tables) <= shape.tables or not set(catalogs) <= shape.catalogs:
         return None
-    params: dict[str, str] = {"b": str(int(baseline.xmax) % (1 << 32))}
+    params: dict[str, str] = {"b": _xid32(baseline.xmax)}
     # text, not lists: the same parameter types on every call keep one prepared statement
     params.update(
         {f"c{j}": "{" + ",".join(map(str, sorted(pages[c]))) + "}" for j, c in enumerate(catalogs)}
@@ -452,6 +450,11 @@ def read_touched(
         for block, _, pair in (item.partition("=") for item in value.split(","))
     }
     return Detail(found, catalog_rows, "", str(row[2]), str(row[3]), int(row[4]))
+
+
+def _xid32(xmax: str) -> str:
+    """A baseline's ``xid8`` horizon as the 32-bit ``xid`` that ``xmin`` is compared with."""
+    return str(int(xmax) % (1 << 32))
 
 
 def _pair(value: str) -> tuple[int, bool]:
