@@ -138,13 +138,19 @@ def runs_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _ratio(runs: pd.DataFrame, improved: str, value: str = "wall_s") -> float:
+    found = analysis.versus_naive(runs, improved, value=value)
+    assert found is not None
+    return found.ratio
+
+
 def test_speedup_and_best_shared_strategy() -> None:
     runs = runs_frame()
     assert analysis.best_shared(runs, 1) == "rollback"  # "none" does not isolate
-    assert analysis.speedup(runs, improved="rollback") == pytest.approx(15.0)
-    assert analysis.speedup(runs, improved="rollback", value="session_s") == pytest.approx(29.0)
+    assert _ratio(runs, "rollback") == pytest.approx(15.0)
+    assert _ratio(runs, "rollback", value="session_s") == pytest.approx(29.0)
     assert analysis.parallel_gain(runs, "template") == pytest.approx(1 / 0.6)
-    assert analysis.speedup(runs, improved="warm-pool") is None
+    assert analysis.versus_naive(runs, "warm-pool") is None
 
 
 def test_headline_compares_per_test_servers_with_the_best_shared_strategy() -> None:
@@ -242,8 +248,8 @@ def test_bench_suite_shared_rollback_vs_per_test_servers(
     backend = Params(backend="auto").resolved_backend()
     matrix = bench.run_matrix(["per-test-server", "rollback"], [1, 2], backend=backend)
     runs = matrix.frames["runs"]
-    wall = analysis.speedup(runs, improved="rollback")
-    session = analysis.speedup(runs, improved="rollback", value="session_s")
+    wall = _ratio(runs, "rollback")
+    session = _ratio(runs, "rollback", value="session_s")
     with capsys.disabled():
         columns = ["strategy", "workers", "wall_s", "session_s", "peak_total_bytes"]
         print(f"\nbackend {backend}\n{runs[columns].to_string()}")

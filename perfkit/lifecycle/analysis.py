@@ -79,26 +79,6 @@ def best_shared(runs: pd.DataFrame, workers: int | None = None) -> str | None:
     return str(ok.groupby("strategy")["wall_s"].median().idxmin())
 
 
-def speedup(
-    runs: pd.DataFrame,
-    *,
-    naive: str = NAIVE,
-    improved: str = "rollback",
-    workers: int = 1,
-    value: str = "wall_s",
-) -> float | None:
-    """Median ``value`` of ``naive`` / ``improved`` at ``workers`` (None if either is missing).
-
-    ``wall_s`` is the whole pytest process; ``session_s`` excludes interpreter start-up
-    (closer to the review's ``finished in ...`` figures).
-    """
-    table = median_by(runs, value)
-    try:
-        return float(table.loc[naive, workers] / table.loc[improved, workers])
-    except KeyError:
-        return None
-
-
 @dataclass(frozen=True)
 class NaiveRatio:
     """Median suite time under per-test servers / under ``improved``: the ratio, its bootstrap
