@@ -97,19 +97,26 @@ def test_the_same_foreign_table_migration_works_under_warm_pool(
         session.release(lease)
 
 
+def _rows_after_a_write(session: IsolationSession, insert: str, table: str) -> object:
+    """One test commits ``insert``; the next one counts ``table``'s rows (its ``fetchone()``)."""
+    lease = session.acquire("verified", "writes")
+    conn = session.connection(lease)
+    conn.execute(insert)
+    conn.commit()
+    session.release(lease)
+    lease = session.acquire("verified", "looks")
+    query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+    rows = session.connection(lease).execute(query).fetchone()
+    session.release(lease)
+    return rows
+
+
 def test_a_migration_with_unlogged_tables_views_partitions_and_large_objects_is_accepted(
     pg_server: PostgresServer, tmp_path: Path
 ) -> None:
     with _session(pg_server, tmp_path, NORMAL) as session:
         _ready_pool(session)
-        lease = session.acquire("verified", "writes the unlogged table")
-        conn = session.connection(lease)
-        conn.execute("INSERT INTO scratch VALUES (1)")
-        conn.commit()
-        session.release(lease)
-        lease = session.acquire("verified", "looks")
-        rows = session.connection(lease).execute("SELECT count(*) FROM scratch").fetchone()
-        session.release(lease)
+        rows = _rows_after_a_write(session, "INSERT INTO scratch VALUES (1)", "scratch")
     assert rows == (0,)
 
 
@@ -151,14 +158,9 @@ def test_seed_rows_without_binary_output_turn_reset_off_and_recreate_instead(
         pg_server, tmp_path, TEXT_ONLY_TYPE, isolation="verified", stable_dsn=stable_dsn
     ) as session:
         _ready_pool(session)
-        lease = session.acquire("verified", "writes")
-        conn = session.connection(lease)
-        conn.execute("INSERT INTO labels VALUES (2, 'left behind')")
-        conn.commit()
-        session.release(lease)
-        lease = session.acquire("verified", "looks")
-        rows = session.connection(lease).execute("SELECT count(*) FROM labels").fetchone()
-        session.release(lease)
+        rows = _rows_after_a_write(
+            session, "INSERT INTO labels VALUES (2, 'left behind')", "labels"
+        )
         events = [r for r in session.records if r["event"] == "reset_unavailable"]
     assert rows == (1,)
     assert len(events) == 1 and "binary" in events[0]["reason"]
